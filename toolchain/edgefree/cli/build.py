@@ -1,0 +1,53 @@
+"""``edgefree build``: the whole pipeline on your model, or on the built-in default."""
+
+from pathlib import Path
+
+import click
+
+
+def _opt(*names, **kw):
+    return click.option(*names, show_envvar=True, **kw)
+
+
+@click.command()
+@_opt("--target", default="x86-64", help="Target profile (see `edgefree targets`).")
+@_opt("--model", type=click.Path(path_type=Path), help="Teacher checkpoint (state_dict). Omit for the built-in default.")
+@_opt("--arch", help="Architecture of --model (see `edgefree models`).")
+@_opt("--num-classes", type=int, default=10, help="Classes of --model.")
+@_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
+@_opt("--sparsity", type=float, default=0.75, help="Fraction of conv/linear weights to prune (global magnitude).")
+@_opt("--keep-first-last-dense", is_flag=True, help="Do not prune the first and last layer.")
+@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'paper' (200 steps per batch), 'demo' (built-in default).")
+@_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
+@_opt("--iterations", type=int, help="Synthesis steps per batch (overrides the recipe).")
+@_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
+@_opt("--epochs", type=int, help="Distillation epochs.")
+@_opt("--distill-lr", type=float, help="Distillation learning rate.")
+@_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
+@_opt("--seed", type=int, default=0, help="Seed for every random choice.")
+@_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
+@_opt("--quiet", is_flag=True, help="No progress bars.")
+def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
+          iterations, synth_batch, epochs, distill_lr, out, seed, device, quiet):
+    """Prune, synthesize, distill (and evaluate) a teacher; write the student and a report to --out."""
+    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BuildConfig, PruneConfig
+    from edgefree.config import recipe as named_recipe
+    from edgefree.pipeline import build as run_build
+    from edgefree.targets import load_target
+
+    load_target(target)  # fail fast, before any work, on an unknown target
+    recipe = recipe or (DEFAULT_RECIPE if model else DEMO_RECIPE)
+    chosen = named_recipe(recipe)
+    config = BuildConfig(
+        target=target, out=out, model=model, arch=arch, num_classes=num_classes, eval_data=eval_data,
+        seed=seed, device=device, recipe=recipe,
+        prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
+        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch),
+        distill=chosen.distill.replace(epochs=epochs, lr=distill_lr),
+    )
+    report = run_build(config, progress=not quiet)
+    acc = report["accuracy"]
+    if acc["teacher"] is not None:
+        click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
+                   f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%)")
+    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}")

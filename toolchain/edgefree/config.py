@@ -1,0 +1,146 @@
+"""Frozen, validated configs: one dataclass per stage, and named synthesis recipes.
+
+Each config validates itself in ``__post_init__`` and round-trips through
+``to_dict`` / ``from_dict`` so reports can record exactly what ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from edgefree.errors import EdgefreeError
+
+
+class _Config:
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise EdgefreeError(f"{cls.__name__} has no option(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        """A copy with ``changes`` applied; ``None`` values are ignored (unset CLI flags)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise EdgefreeError(message)
+
+
+@dataclass(frozen=True)
+class PruneConfig(_Config):
+    """Global magnitude pruning over all conv and linear weights."""
+
+    sparsity: float = 0.75
+    keep_first_last_dense: bool = False
+
+    def __post_init__(self):
+        _require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
+
+
+@dataclass(frozen=True)
+class SynthesisConfig(_Config):
+    """DeepInversion: optimise noise until the teacher's BatchNorm statistics match."""
+
+    images: int = 1024
+    batch_size: int = 256
+    iterations: int = 200
+    lr: float = 0.1
+    bn_weight: float = 10.0
+    first_bn_multiplier: float = 1.0
+    ce_weight: float = 1.0
+    tv_l1_weight: float = 0.0
+    tv_l2_weight: float = 0.0
+    l2_weight: float = 0.0
+    jitter: int = 2
+    flip: bool = True
+    low_res_fraction: float = 0.0
+    bf16: bool = False
+    channels_last: bool = False
+
+    def __post_init__(self):
+        _require(self.images > 0 and self.batch_size > 0, "synthesis images and batch size must be positive")
+        _require(self.iterations > 0, f"synthesis iterations must be positive, got {self.iterations}")
+        _require(self.lr > 0, f"synthesis lr must be positive, got {self.lr}")
+        _require(0.0 <= self.low_res_fraction < 1.0, "low_res_fraction must be in [0, 1)")
+        for name in ("bn_weight", "first_bn_multiplier", "ce_weight", "tv_l1_weight", "tv_l2_weight", "l2_weight"):
+            _require(getattr(self, name) >= 0, f"synthesis {name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class DistillConfig(_Config):
+    """KL distillation teacher -> pruned student on synthetic images only."""
+
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.005
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    temperature: float = 4.0
+    grad_clip: float = 5.0
+    augment: bool = True
+
+    def __post_init__(self):
+        _require(self.epochs > 0 and self.batch_size > 0, "distillation epochs and batch size must be positive")
+        _require(self.lr > 0 and self.temperature > 0, "distillation lr and temperature must be positive")
+
+
+@dataclass(frozen=True)
+class Recipe(_Config):
+    """A named pair of synthesis and distillation settings."""
+
+    synthesis: SynthesisConfig
+    distill: DistillConfig
+    description: str
+
+
+# "paper" is the published budget (200 fp32 steps per batch of dreams); "fast" is the
+# cheaper recipe measured in benchmarks/ (the default for your own models); "demo"
+# sizes the budget for the built-in 8x8 digits teacher.
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(SynthesisConfig(images=1024, batch_size=256, iterations=200, lr=0.1, bn_weight=10.0),
+                    DistillConfig(epochs=40), "DeepInversion at the paper's budget: 200 fp32 steps per batch"),
+    "fast": Recipe(SynthesisConfig(images=1024, batch_size=256, iterations=200, lr=0.1, bn_weight=10.0),
+                   DistillConfig(epochs=40), "cheaper synthesis measured in benchmarks/cifar10_recovery"),
+    "demo": Recipe(SynthesisConfig(images=512, batch_size=256, iterations=100, lr=0.1, bn_weight=10.0, jitter=1),
+                   DistillConfig(epochs=30, batch_size=64, lr=0.01), "budget for the built-in digits teacher"),
+}
+DEFAULT_RECIPE = "fast"
+DEMO_RECIPE = "demo"
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise EdgefreeError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
+    return RECIPES[name]
+
+
+@dataclass(frozen=True)
+class BuildConfig(_Config):
+    """Everything ``edgefree build`` needs. ``model=None`` means the built-in default."""
+
+    target: str = "x86-64"
+    out: Path = Path("edgefree-out")
+    model: Path | None = None
+    arch: str | None = None
+    num_classes: int = 10
+    eval_data: str | None = None
+    seed: int = 0
+    device: str = "cpu"
+    recipe: str = DEMO_RECIPE
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    synthesis: SynthesisConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).synthesis)
+    distill: DistillConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).distill)
+
+    def __post_init__(self):
+        _require(self.model is None or self.arch is not None,
+                 "--model needs --arch: name the architecture of the checkpoint (see `edgefree models`)")
+        _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")

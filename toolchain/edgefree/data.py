@@ -1,0 +1,169 @@
+"""Evaluation data, and only evaluation data: the recovery pipeline never reads training data.
+
+``load_eval_data(spec, input_spec)`` accepts:
+  * ``"digits"``: the held-out split of scikit-learn's 8x8 digits (the built-in default's),
+  * a zip in ImageFolder layout, optionally under a split folder (``test/<class>/x.jpg``),
+  * an ImageFolder directory (``<class>/x.png``),
+  * torchvision's ``cifar-10-batches-py`` folder (its test batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import zipfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgefree.cache import cache_dir
+from edgefree.errors import DataError
+from edgefree.models.registry import InputSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
+TRAIN_SPLITS = {"train", "training"}
+DIGITS_SPLIT_SEED = 0
+
+
+@dataclass
+class LabeledImages:
+    """Pixels as uint8 (N, C, H, W), integer labels, and where they came from."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def normalized(self, spec: InputSpec) -> torch.Tensor:
+        return spec.normalize(self.pixels.float() / 255.0)
+
+
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 8x8 digits as uint8 (N, 1, 8, 8) and labels; 80/20 stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]
+    train_x, test_x, train_y, test_y = train_test_split(
+        pixels, digits.target, test_size=0.2, stratify=digits.target, random_state=DIGITS_SPLIT_SEED
+    )
+    return (train_x, train_y) if split == "train" else (test_x, test_y)
+
+
+def _decode(blob: bytes, mode: str) -> np.ndarray:
+    with Image.open(io.BytesIO(blob)) as img:
+        return np.asarray(img.convert(mode))
+
+
+def _order_classes(found: list[str], spec: InputSpec) -> list[str]:
+    if spec.class_names and set(found) == set(spec.class_names):
+        return list(spec.class_names)
+    return sorted(found)
+
+
+def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    if not groups:
+        raise DataError(f"no images found in {origin}: expected <class>/<image> files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    classes = _order_classes(list(groups), spec)
+    images, labels = [], []
+    for label, name in enumerate(classes):
+        images += groups[name]
+        labels += [label] * len(groups[name])
+    shapes = {img.shape for img in images}
+    if len(shapes) != 1:
+        raise DataError(f"images in {origin} have different sizes {sorted(shapes)[:3]}: resize them to one size")
+    array = np.stack(images)
+    array = array[..., None] if array.ndim == 3 else array
+    return array.transpose(0, 3, 1, 2).copy(), np.asarray(labels)
+
+
+def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    mode = "RGB" if spec.shape[0] == 3 else "L"
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{path} is not a readable zip file ({exc})") from exc
+    with archive:
+        entries = [n for n in archive.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        tops = {Path(n).parts[0] for n in entries if len(Path(n).parts) >= 3}
+        if tops and tops <= TRAIN_SPLITS:
+            raise DataError(f"{path} holds only a training split: edgefree evaluates on held-out data only; pass a test split")
+        split = next((s for s in ("test", "val", "valid", "validation") if s in tops), None)
+        groups: dict[str, list[np.ndarray]] = defaultdict(list)
+        for name in sorted(entries):
+            parts = Path(name).parts
+            if split and parts[0] != split:
+                continue
+            groups[parts[-2]].append(_decode(archive.read(name), mode))
+    return _stack(groups, spec, str(path))
+
+
+def _from_folder(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+    mode = "RGB" if spec.shape[0] == 3 else "L"
+    groups: dict[str, list[np.ndarray]] = defaultdict(list)
+    for file in sorted(path.glob("*/*")):
+        if file.suffix.lower() in IMAGE_SUFFIXES:
+            groups[file.parent.name].append(_decode(file.read_bytes(), mode))
+    return _stack(groups, spec, str(path))
+
+
+def _from_cifar_batches(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from torchvision.datasets import CIFAR10
+
+    root = path.parent if path.name == "cifar-10-batches-py" else path
+    try:
+        ds = CIFAR10(str(root), train=False, download=False)
+    except RuntimeError as exc:
+        raise DataError(f"{path} is not a complete torchvision cifar-10-batches-py folder ({exc})") from exc
+    return ds.data.transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets)
+
+
+def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray]:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec.shape}|{spec.class_names}".encode()).hexdigest()[:16]
+    file = cache_dir("data") / f"{path.stem}-{key}.npz"
+    if file.exists():
+        with np.load(file) as saved:
+            return saved["pixels"], saved["labels"]
+    pixels, labels = reader(path, spec)
+    np.savez(file, pixels=pixels, labels=labels)
+    return pixels, labels
+
+
+def load_eval_data(source: str | Path, spec: InputSpec) -> LabeledImages:
+    """Load an evaluation set as uint8 pixels matching ``spec``.
+
+    Example:
+        >>> from edgefree.models import create_model
+        >>> data = load_eval_data("digits", create_model("digits-cnn").input_spec)
+        >>> len(data)
+        360
+    """
+    if str(source) == "digits":
+        pixels, labels = digits_split("test")
+        name = "scikit-learn digits (held-out 20%)"
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"evaluation data {path} does not exist: pass a zip, an ImageFolder directory, "
+                            "a cifar-10-batches-py folder, or 'digits'")
+        if path.is_dir() and ((path / "test_batch").exists() or (path / "cifar-10-batches-py").exists()):
+            pixels, labels = _from_cifar_batches(path)
+        elif path.is_dir():
+            pixels, labels = _cached(path, spec, _from_folder)
+        else:
+            pixels, labels = _cached(path, spec, _from_zip)
+        name = str(path)
+    if tuple(pixels.shape[1:]) != tuple(spec.shape):
+        raise DataError(f"evaluation images are {tuple(pixels.shape[1:])} (C, H, W) but the model takes "
+                        f"{tuple(spec.shape)}: use data of the model's input size")
+    if labels.max() >= 0 and len(spec.class_names) and labels.max() >= len(spec.class_names):
+        raise DataError(f"evaluation data has {labels.max() + 1} classes, the model {len(spec.class_names)}")
+    return LabeledImages(torch.from_numpy(pixels), torch.from_numpy(labels).long(), name)

@@ -1,0 +1,29 @@
+"""Errors a user can act on. Each message names the problem and the fix."""
+
+
+class EdgefreeError(Exception):
+    """Base class: the CLI prints these as one clear line, without a traceback."""
+
+
+class CheckpointError(EdgefreeError):
+    """A checkpoint cannot be read or does not fit the chosen architecture."""
+
+
+class NoBatchNormError(EdgefreeError):
+    """DeepInversion needs BatchNorm running statistics and the model has none."""
+
+
+class DivergenceError(EdgefreeError):
+    """An optimisation produced a non-finite loss."""
+
+
+class DataError(EdgefreeError):
+    """An evaluation data set cannot be read or does not fit the model."""
+
+
+class TargetError(EdgefreeError):
+    """An unknown or invalid target profile."""
+
+
+class MissingRuntimeError(EdgefreeError):
+    """A runtime or tool the requested stage needs is not installed."""

@@ -1,0 +1,78 @@
+"""Loading weights safely: ``weights_only`` (no pickled code runs), clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgefree.errors import CheckpointError
+from edgefree.models.registry import InputSpec, create_model
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a saved state_dict")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for unreadable or unsafe files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read as PyTorch weights ({first_line}). It may be corrupt or "
+            "truncated, or hold pickled objects other than tensors; save it with "
+            "torch.save(model.state_dict(), path)"
+        ) from exc
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict of tensors; "
+            "save it with torch.save(model.state_dict(), path)"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _check_fit(state: dict[str, torch.Tensor], model: nn.Module, path: Path, arch: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state and state[k].shape != expected[k].shape
+    ]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                         ("shape mismatches (checkpoint vs model)", mismatched)):
+        if items:
+            shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+            problems.append(f"{len(items)} {label}: {shown}")
+    if problems:
+        raise CheckpointError(
+            f"checkpoint {path} does not fit architecture {arch!r}: " + "; ".join(problems)
+            + ". Check --arch (and --num-classes); `edgefree models` lists the architectures."
+        )
+
+
+def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a state_dict (raw or wrapped, ``module.`` prefixes stripped) strictly into ``model``."""
+    path = Path(path)
+    state = _read_state_dict(path)
+    _check_fit(state, model, path, getattr(model, "arch", type(model).__name__))
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def load_model(arch: str, path: str | Path, num_classes: int = 10, input_spec: InputSpec | None = None) -> nn.Module:
+    """Create ``arch`` and load its weights from ``path``; returns the model in eval mode.
+
+    Example:
+        >>> teacher = load_model("resnet20-cifar", "../shared/models/resnet20_cifar10jpeg.pt")  # doctest: +SKIP
+    """
+    return load_checkpoint(create_model(arch, num_classes, input_spec), path)

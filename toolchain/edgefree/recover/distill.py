@@ -1,0 +1,118 @@
+"""Knowledge distillation teacher -> pruned student on synthetic images only.
+
+The student's BatchNorm layers stay frozen (running statistics and affine
+parameters untouched: they still describe the real data the teacher saw) and the
+pruning masks are re-applied after every step, so the final sparsity is exact.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgefree.config import DistillConfig
+from edgefree.errors import DivergenceError
+from edgefree.recover.prune import Pruned, apply_masks
+from edgefree.recover.synthesize import SyntheticSet
+
+_BN = nn.modules.batchnorm._BatchNorm
+
+
+def freeze_batchnorm(model: nn.Module) -> nn.Module:
+    """Put every BatchNorm in eval mode and stop gradients to its affine parameters."""
+    for m in model.modules():
+        if isinstance(m, _BN):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+    return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Baseline: re-estimate BatchNorm running statistics on ``images``, no gradient steps."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, _BN):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over all batches
+    model.train()
+    for batch in images.split(batch_size):
+        model(batch)
+    return model.eval()
+
+
+def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Random crop (reflect-padded by 1/8 of the side) and horizontal flip, per batch."""
+    pad = max(1, x.shape[-1] // 8)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    i, j = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
+    x = padded[..., i:i + x.shape[-2], j:j + x.shape[-1]]
+    return x.flip(3) if torch.rand(1, generator=g).item() < 0.5 else x
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's KL distillation loss, scaled by T^2 so gradients keep their size."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
+            config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
+            progress: bool = True) -> nn.Module:
+    """Train a copy of the pruned student to match the teacher on ``synthetic`` images.
+
+    Raises ``DivergenceError`` if the loss becomes NaN or infinite.
+
+    Example:
+        >>> from edgefree.demo import default_teacher
+        >>> from edgefree.config import PruneConfig, SynthesisConfig
+        >>> from edgefree.recover import prune, synthesize
+        >>> teacher = default_teacher()
+        >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
+        >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False)
+    """
+    g = torch.Generator().manual_seed(seed)
+    teacher = teacher.eval().to(device)
+    student = copy.deepcopy(pruned.model).to(device)
+    student.train()
+    freeze_batchnorm(student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                          weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(synthetic) // config.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps_per_epoch)
+    history, started = [], time.perf_counter()
+    bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
+    for epoch in bar:
+        total = 0.0
+        for idx in torch.randperm(len(synthetic), generator=g).split(config.batch_size):
+            x = synthetic.images[idx].to(device)
+            if config.augment:
+                x = _augment(x, g)
+            with torch.no_grad():
+                target = teacher(x)
+            loss = kd_loss(student(x), target, config.temperature)
+            if not torch.isfinite(loss):
+                raise DivergenceError(
+                    f"distillation diverged in epoch {epoch} (loss {loss.item()}): the student is not "
+                    "usable. Lower --distill-lr or check the teacher's outputs are finite")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            opt.step()
+            sched.step()
+            apply_masks(student, pruned.masks)
+            total += loss.item() * len(idx)
+        history.append(total / len(synthetic))
+        bar.set_postfix(kd=f"{history[-1]:.4f}")
+    student.eval()
+    student.distill_stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history}
+    return student

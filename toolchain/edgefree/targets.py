@@ -1,0 +1,99 @@
+"""Target profiles: what we build for (ISA, runtimes, precisions), loaded from ``targets/*.toml``.
+
+*What* we target lives here; *where* it runs (native, QEMU, SSH) lives in bench/ and deploy.
+Profiles ship inside the package (``edgefree/targets``); a source checkout reads the
+repository's ``targets/`` folder; ``$EDGEFREE_TARGETS`` adds a folder of your own.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from edgefree.errors import TargetError
+
+FORMATS = ("onnx", "openvino", "executorch")
+PRECISIONS = ("fp32", "int8")
+ISAS = ("x86_64", "aarch64")
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    isa: str
+    cpu: str
+    emulation_cpu: str
+    formats: tuple[str, ...]
+    precisions: tuple[str, ...]
+    threads: int = 1
+    memory_mb: int = 0
+    deploy: str = "local"
+    notes: str = ""
+
+    def __post_init__(self):
+        def check(ok: bool, what: str):
+            if not ok:
+                raise TargetError(f"target {self.name!r}: {what}")
+
+        check(self.isa in ISAS, f"isa must be one of {ISAS}, got {self.isa!r}")
+        check(bool(self.formats) and set(self.formats) <= set(FORMATS), f"formats must be a non-empty subset of {FORMATS}")
+        check(bool(self.precisions) and set(self.precisions) <= set(PRECISIONS), f"precisions must be a subset of {PRECISIONS}")
+        check(self.threads >= 1, "threads must be >= 1")
+        check(self.isa == "x86_64" or bool(self.emulation_cpu), "an aarch64 target needs emulation_cpu (a qemu -cpu model)")
+
+    @property
+    def emulated(self) -> bool:
+        """True when this machine (x86-64) must emulate the target's ISA."""
+        return self.isa != "x86_64"
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _folders() -> list[Path]:
+    packaged = Path(__file__).parent / "targets"
+    checkout = Path(__file__).resolve().parents[2] / "targets"
+    extra = [Path(p) for p in os.environ.get("EDGEFREE_TARGETS", "").split(os.pathsep) if p]
+    return [p for p in (*extra, packaged, checkout) if p.is_dir()]
+
+
+def _read(path: Path) -> Target:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise TargetError(f"target profile {path} is not valid TOML: {exc}") from exc
+    known = {f.name for f in fields(Target)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise TargetError(f"target profile {path}: unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        return Target(**raw)
+    except TypeError as exc:
+        raise TargetError(f"target profile {path}: {exc}") from exc
+
+
+def list_targets() -> dict[str, Target]:
+    """All target profiles by name (the first folder that defines a name wins)."""
+    found: dict[str, Target] = {}
+    for folder in _folders():
+        for path in sorted(folder.glob("*.toml")):
+            target = _read(path)
+            found.setdefault(target.name, target)
+    return found
+
+
+def load_target(name: str) -> Target:
+    """The profile called ``name``; an unknown name lists the known ones.
+
+    Example:
+        >>> load_target("android-arm64").isa
+        'aarch64'
+    """
+    targets = list_targets()
+    if name not in targets:
+        raise TargetError(f"unknown target {name!r}; known targets: {', '.join(sorted(targets))}")
+    return targets[name]
