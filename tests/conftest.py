@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny models, a tiny recovery run, and the ../shared folder when present."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    """Keep the demo-teacher and data caches of a test run apart from the user's."""
+    import os
+
+    cache = tmp_path_factory.mktemp("edgefree-cache")
+    old = os.environ.get("EDGEFREE_CACHE")
+    os.environ["EDGEFREE_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("EDGEFREE_CACHE", None)
+    else:
+        os.environ["EDGEFREE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def shared():
+    if not (SHARED / "models").is_dir():
+        pytest.skip(f"needs the shared teachers and data in {SHARED} (absent here)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def teacher():
+    """The built-in default teacher (trained once per test session, ~10 s)."""
+    from edgefree.demo import default_teacher
+
+    return default_teacher()
+
+
+@pytest.fixture(scope="session")
+def digits(teacher):
+    from edgefree.data import load_eval_data
+
+    return load_eval_data("digits", teacher.input_spec)
+
+
+@pytest.fixture(scope="session")
+def recovered(teacher):
+    """A small but real recovery of the default teacher: (pruned, dreams, student)."""
+    from edgefree.config import DistillConfig, PruneConfig, SynthesisConfig
+    from edgefree.recover import distill, prune, synthesize
+
+    torch.manual_seed(0)
+    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=60, jitter=1), progress=False)
+    student = distill(teacher, pruned, dreams, DistillConfig(epochs=15, batch_size=64, lr=0.01), progress=False)
+    return pruned, dreams, student
