@@ -27,3 +27,7 @@ class TargetError(EdgefreeError):
 
 class MissingRuntimeError(EdgefreeError):
     """A runtime or tool the requested stage needs is not installed."""
+
+
+class DeployError(EdgefreeError):
+    """Copying artifacts to a device or running them there failed (host, key, copy, runtime)."""
