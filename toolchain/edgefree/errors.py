@@ -31,3 +31,7 @@ class MissingRuntimeError(EdgefreeError):
 
 class DeployError(EdgefreeError):
     """Copying artifacts to a device or running them there failed (host, key, copy, runtime)."""
+
+
+class EmulationError(EdgefreeError):
+    """The arm64 emulation environment (QEMU user-mode) cannot be prepared or run."""
