@@ -1,0 +1,106 @@
+"""ARM64 on this x86 machine: QEMU user-mode runs ``runner.py`` in the prepared arm64 root.
+
+``run()`` executes the runner under ``qemu-aarch64`` with ``QEMU_CPU`` set to the target's
+core and the icount plugin loaded (both prepared by ``emulator_setup.setup()``), and turns
+the plugin's marker counts into instructions per inference: repeatable, and comparable only
+within one CPU model. Emulated wall time is reported, labelled as emulated: it says nothing
+about a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgefree.bench.emulator_setup import ARM_CPUS, cpu_view, default_home, plugin_path, prepared, require_tools
+from edgefree.errors import EmulationError
+
+MARKER_SYSCALL = 4000  # no aarch64 Linux system call has this number (they end below 500)
+RUNNER = Path(__file__).with_name("runner.py")
+
+
+def qemu_version() -> str:
+    require_tools("qemu-aarch64")
+    return subprocess.run(["qemu-aarch64", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+
+
+def _guest_env(home: Path, cpu: str) -> dict:
+    """A small, fixed environment: the counts must not depend on who runs the bench."""
+    sites = [str(p) for p in (home / "site-executorch", home / "site") if p.is_dir()]
+    return {
+        "PATH": "/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
+        "QEMU_CPU": cpu,
+        "QEMU_RAND_SEED": "0",  # deterministic AT_RANDOM and getrandom(): same code paths every run
+        "PYTHONHASHSEED": "0",
+        "PYTHONPATH": os.pathsep.join(sites), "PYTHONNOUSERSITE": "1",
+    }
+
+
+def read_counts(path: Path) -> dict[int, dict]:
+    """The plugin's marker file -> {tag: {"all": instructions, "thread": instructions}} per region."""
+    opened: dict[int, tuple[int, int]] = {}
+    regions: dict[int, dict] = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        tag, phase, thread, every = (int(v) for v in line.split())
+        if phase == 0:
+            opened[tag] = (thread, every)
+        elif tag in opened:
+            regions[tag] = {"thread": thread - opened[tag][0], "all": every - opened[tag][1]}
+    return regions
+
+
+def run(manifest: Path, cpu: str, inputs: np.ndarray, runs: int, warmup: int, threads: int = 1,
+        names: list[str] | None = None, home: Path | None = None, timeout_s: int = 3600) -> dict:
+    """Run ``runner.py`` under qemu-aarch64 with CPU model ``cpu``; return its result with instruction counts.
+
+    Each artifact gains ``instructions_per_inference`` (all guest threads, during the timed runs)
+    and ``instructions_calling_thread``; ``latency_ms`` holds *emulated* milliseconds.
+
+    Example:
+        >>> result = run(Path("build/artifacts/manifest.json"), "cortex-a72", inputs, runs=3, warmup=1)  # doctest: +SKIP
+        >>> result["artifacts"]["onnx-fp32"]["instructions_per_inference"]  # doctest: +SKIP
+        20258972
+    """
+    home = Path(home or default_home())
+    require_tools("qemu-aarch64")
+    if not prepared(home):
+        raise EmulationError(f"the arm64 environment in {home} is not prepared: run `edgefree emulator setup`")
+    if cpu not in ARM_CPUS:
+        raise EmulationError(f"no /proc/cpuinfo description for QEMU CPU model {cpu!r}; known: {sorted(ARM_CPUS)}")
+    view = cpu_view(home, cpu)
+    with tempfile.TemporaryDirectory(prefix="edgefree-qemu-") as tmp:
+        work = Path(tmp)
+        np.save(work / "inputs.npy", np.ascontiguousarray(inputs, dtype=np.float32))
+        command = ["qemu-aarch64", "-L", str(view),
+                   "-plugin", f"{plugin_path(home)},out={work / 'counts.txt'},marker={MARKER_SYSCALL}",
+                   str(view / "usr/bin/python3.11"), str(RUNNER), "--manifest", str(Path(manifest).resolve()),
+                   "--inputs", str(work / "inputs.npy"), "--runs", str(runs), "--warmup", str(warmup),
+                   "--threads", str(threads), "--mark-syscall", str(MARKER_SYSCALL), "--out", str(work / "result.json")]
+        if names:
+            command[command.index("--inputs"):command.index("--inputs")] = ["--artifacts", ",".join(names)]
+        try:
+            done = subprocess.run(command, env=_guest_env(home, cpu), capture_output=True, text=True,
+                                  timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise EmulationError(f"the emulated runner did not finish in {timeout_s} s (cpu {cpu})") from exc
+        if not (work / "result.json").exists():
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise EmulationError(f"the emulated runner failed (exit {done.returncode}, cpu {cpu}):\n{tail}")
+        result = json.loads((work / "result.json").read_text())
+        counts = read_counts(work / "counts.txt") if (work / "counts.txt").exists() else {}
+        for name, entry in result["artifacts"].items():
+            if entry["outputs_npy"]:
+                entry["outputs"] = np.load(work / entry["outputs_npy"])
+            region = counts.get(entry["mark_tag"])
+            entry["instructions_per_inference"] = round(region["all"] / runs) if region else None
+            entry["instructions_calling_thread"] = round(region["thread"] / runs) if region else None
+    result["emulation"] = {"qemu": qemu_version(), "cpu": cpu, "marker_syscall": MARKER_SYSCALL,
+                           "environment": json.loads((home / "setup.json").read_text())}
+    return result
