@@ -15,8 +15,12 @@ from pathlib import Path
 from edgefree.errors import TargetError
 
 FORMATS = ("onnx", "openvino", "executorch")
+RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 PRECISIONS = ("fp32", "int8")
 ISAS = ("x86_64", "aarch64")
+# What `qemu-aarch64 -cpu help` lists in QEMU 7.2 (Debian bookworm); Cortex-A78AE, for one,
+# is not there: such a target names the nearest core with the same instructions.
+QEMU_CPUS = ("a64fx", "cortex-a35", "cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76", "max", "neoverse-n1")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,8 @@ class Target:
     threads: int = 1
     memory_mb: int = 0
     deploy: str = "local"
+    deploy_hint: str = ""
+    accelerator: str = ""
     notes: str = ""
 
     def __post_init__(self):
@@ -43,6 +49,14 @@ class Target:
         check(bool(self.precisions) and set(self.precisions) <= set(PRECISIONS), f"precisions must be a subset of {PRECISIONS}")
         check(self.threads >= 1, "threads must be >= 1")
         check(self.isa == "x86_64" or bool(self.emulation_cpu), "an aarch64 target needs emulation_cpu (a qemu -cpu model)")
+        check(self.isa == "x86_64" or self.emulation_cpu in QEMU_CPUS,
+              f"emulation_cpu {self.emulation_cpu!r} is not a QEMU 7.2 CPU model; choose from {QEMU_CPUS}")
+        check(self.memory_mb >= 0, "memory_mb must be >= 0 (0: no budget)")
+
+    @property
+    def runtimes(self) -> tuple[str, ...]:
+        """The runtimes that load this target's formats, in the profile's order."""
+        return tuple(RUNTIME_OF_FORMAT[f] for f in self.formats)
 
     @property
     def emulated(self) -> bool:

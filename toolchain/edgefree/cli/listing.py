@@ -13,9 +13,17 @@ def models():
 
 
 @click.command()
-def targets():
-    """List the target profiles ``--target`` accepts."""
-    from edgefree.targets import list_targets
+@click.argument("name", required=False)
+def targets(name):
+    """List the target profiles ``--target`` accepts; with NAME, show that profile in full."""
+    from edgefree.targets import list_targets, load_target
 
-    for name, t in list_targets().items():
-        click.echo(f"{name:18} {t.isa:8} {','.join(t.formats):28} {t.description}")
+    if name:
+        for key, value in load_target(name).to_dict().items():
+            value = ", ".join(value) if isinstance(value, tuple) else value
+            click.echo(f"{key:14} {value}")
+        return
+    click.echo(f"{'name':18} {'isa':8} {'cpu (emulated as)':28} {'threads':7} {'formats':25} precisions")
+    for t in list_targets().values():
+        cpu = t.cpu if not t.emulated or t.cpu == t.emulation_cpu else f"{t.cpu} ({t.emulation_cpu})"
+        click.echo(f"{t.name:18} {t.isa:8} {cpu:28} {t.threads:<7} {','.join(t.formats):25} {','.join(t.precisions)}")
