@@ -77,7 +77,33 @@ def _timing(r: dict) -> str:
     ])
 
 
-SECTIONS = [_summary, _sparsity, _synthesis, _timing]
+def _flash(r: dict) -> str | None:
+    f = r.get("flash")  # added by `edgefree flash` (from flash.json); absent until a device ran the build
+    if not f:
+        return None
+    rows = []
+    for name, t in f["latency"]["artifacts"].items():
+        diff = f["smoke"][name]["max_abs_diff_vs_build_machine"]
+        rows.append([name, f"{t['p50']:.3f}", f"{t['p90']:.3f}", f["smoke"][name]["top1"],
+                     "-" if diff is None else f"{diff:.2g}"])
+    sent, dev, timed = f["sent"], f["device"], f["latency"]
+    modules = ", ".join(f"{k} {v}" for k, v in dev["modules"].items())
+    return "\n".join([
+        f"## Flashed to {f['host']} ({f['flashed_at']})",
+        "",
+        f"Release `{f['release']}` is `{f['current']}` on a {dev['machine']} device (Python {dev['python']}, "
+        f"{modules}). Sent {sent['files']} file(s), {sent['bytes']:,} bytes (the bundle unpacked: "
+        f"{sent['bundle_bytes_unpacked']:,} bytes; {sent['files_already_there']} file(s) were already there); "
+        f"every file sha256-checked on the device; {f['seconds']['total']:.1f} s in all.",
+        "",
+        f"Latency measured on the device (batch 1, {timed['threads']} thread(s), {timed['runs']} runs after "
+        f"{timed['warmup']} warm-up); the smoke input's logits compared with the build machine's:",
+        "",
+        _table(["artifact", "p50 ms", "p90 ms", "top-1 (smoke input)", "max logit diff vs build machine"], rows),
+    ])
+
+
+SECTIONS = [_summary, _sparsity, _synthesis, _timing, _flash]
 
 
 def render_markdown(report: dict) -> str:

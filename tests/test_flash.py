@@ -1,0 +1,216 @@
+"""`edgefree flash` against a real OpenSSH server on 127.0.0.1 (this machine plays the device)."""
+
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgefree.cli import cli
+
+pytestmark = pytest.mark.ssh
+
+SSHD = Path("/usr/sbin/sshd")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keygen(path: Path) -> Path:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """sshd -D on a free port, a throwaway host key, and a client key it accepts."""
+    if not SSHD.exists() or not shutil.which("ssh-keygen"):
+        pytest.skip("needs OpenSSH's sshd and ssh-keygen: apt-get install -y openssh-server")
+    pytest.importorskip("paramiko", reason="flashing needs paramiko (pip install -e '.[test]')")
+    tmp = tmp_path_factory.mktemp("sshd")
+    host_key, client_key = _keygen(tmp / "host_key"), _keygen(tmp / "client_key")
+    (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
+    port = _free_port()
+    (tmp / "sshd_config").write_text("\n".join([
+        f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {tmp / 'sshd.pid'}",
+        f"AuthorizedKeysFile {tmp / 'authorized_keys'}", "PermitRootLogin prohibit-password",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no", "StrictModes no", "UsePAM no",
+        "Subsystem sftp internal-sftp", ""]))
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation folder
+    server = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(tmp / "sshd_config")],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.skip(f"sshd did not start: {server.stdout.read().decode()[-500:]}")
+            time.sleep(0.1)
+    host_line = f"[127.0.0.1]:{port} " + " ".join((tmp / "host_key.pub").read_text().split()[:2])
+    yield {"port": port, "key": client_key, "host": f"{getpass.getuser()}@127.0.0.1", "host_line": host_line,
+           "tmp": tmp}
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The default model built with tiny budgets (artifacts from the stand-in export until build exports)."""
+    out = tmp_path_factory.mktemp("build") / "out"
+    result = CliRunner().invoke(cli, ["build", "--out", str(out), "--images", "32", "--synth-batch", "32",
+                                      "--iterations", "5", "--epochs", "1", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    if not (out / "artifacts" / "manifest.json").exists():
+        from flash_standins.export import export_standin
+
+        export_standin(out)
+    return out
+
+
+def _flash(sshd, build, remote, *extra, known_hosts=None):
+    known_hosts = known_hosts or sshd["tmp"] / "known_hosts"
+    if not known_hosts.exists():
+        known_hosts.write_text(sshd["host_line"] + "\n")
+    args = ["flash", "--host", sshd["host"], "--port", str(sshd["port"]), "--key", str(sshd["key"]),
+            "--known-hosts", str(known_hosts), "--remote-dir", str(remote), "--remote-python", sys.executable,
+            "--runs", "20", "--warmup", "2", *extra, str(build)]
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def _current_runs(remote: Path) -> dict:
+    """runner.py run straight from <remote>/current (the device is this machine)."""
+    out = remote / "check.json"
+    subprocess.run([sys.executable, "runner.py", "--manifest", "manifest.json", "--inputs", "inputs.npy",
+                    "--runs", "1", "--warmup", "0", "--out", str(out)], cwd=remote / "current", check=True)
+    return json.loads(out.read_text())["artifacts"]
+
+
+def test_round_trip_copies_verifies_switches_and_runs(sshd, built, tmp_path):
+    remote = tmp_path / "device"
+    result = _flash(sshd, built, remote)
+    assert result.exit_code == 0, result.output
+    record = json.loads((built / "flash.json").read_text())
+    release = remote / "releases" / record["release"]
+    assert os.readlink(remote / "current") == f"releases/{record['release']}"
+    manifest = json.loads((release / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        for f in artifact["files"]:
+            assert (release / f["path"]).stat().st_size == f["bytes"]
+            assert not (release / f["packed_path"]).exists(), "packed files are removed once unpacked"
+    packed = sum(f["packed_bytes"] for a in manifest["artifacts"] for f in a["files"])
+    assert 0 < record["sent"]["bytes"] < record["sent"]["bundle_bytes_unpacked"]
+    assert record["sent"]["bytes"] >= packed
+    for name, smoke in record["smoke"].items():
+        assert smoke["max_abs_diff_vs_build_machine"] < 1e-4, name
+        assert record["latency"]["artifacts"][name]["p50"] > 0
+    assert "## Flashed to" in (built / "report.md").read_text()
+    assert all(not r["error"] for r in _current_runs(remote).values())
+
+    again = _flash(sshd, built, remote)  # same release: nothing to send, still verified and run
+    assert again.exit_code == 0, again.output
+    assert json.loads((built / "flash.json").read_text())["sent"]["bytes"] == 0
+
+
+def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypatch):
+    from edgefree.ssh import Device
+
+    remote = tmp_path / "device"
+    assert _flash(sshd, built, remote).exit_code == 0
+    first = os.readlink(remote / "current")
+    second_build = tmp_path / "second-build"  # another build: same files, another manifest
+    shutil.copytree(built, second_build)
+    manifest = json.loads((second_build / "artifacts" / "manifest.json").read_text())
+    (second_build / "artifacts" / "manifest.json").write_text(json.dumps({**manifest, "note": "second"}))
+
+    real_upload, uploads = Device.upload, []
+
+    def upload_then_die(self, local, remote_path):
+        if uploads:
+            raise ConnectionResetError("copy killed midway")
+        uploads.append(remote_path)
+        return real_upload(self, local, remote_path)
+
+    monkeypatch.setattr(Device, "upload", upload_then_die)
+    killed = _flash(sshd, second_build, remote)
+    assert killed.exit_code == 2
+    assert "stopped midway (ConnectionResetError: copy killed midway)" in killed.output
+    assert len(uploads) == 1
+    assert os.readlink(remote / "current") == first
+    assert all(not r["error"] for r in _current_runs(remote).values())
+
+    monkeypatch.setattr(Device, "upload", real_upload)
+    resumed = _flash(sshd, second_build, remote)
+    assert resumed.exit_code == 0, resumed.output
+    record = json.loads((second_build / "flash.json").read_text())
+    assert os.readlink(remote / "current") == f"releases/{record['release']}" != first
+    assert record["sent"]["files_already_there"] >= 1
+
+
+def test_unknown_host_key_needs_the_accept_flag(sshd, built, tmp_path):
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    refused = _flash(sshd, built, tmp_path / "device", known_hosts=known_hosts)
+    assert refused.exit_code == 2
+    assert "--accept-new-host-key" in refused.output
+    assert not (tmp_path / "device").exists()
+
+    accepted = _flash(sshd, built, tmp_path / "device", "--accept-new-host-key", known_hosts=known_hosts)
+    assert accepted.exit_code == 0, accepted.output
+    assert known_hosts.read_text().split() == sshd["host_line"].split()
+
+
+def test_changed_host_key_is_refused_even_with_the_accept_flag(sshd, built, tmp_path):
+    other = _keygen(tmp_path / "other_host_key")
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{sshd['port']} " + " ".join(Path(f"{other}.pub").read_text().split()[:2]))
+    result = _flash(sshd, built, tmp_path / "device", "--accept-new-host-key", known_hosts=known_hosts)
+    assert result.exit_code == 2
+    assert "CHANGED" in result.output
+
+
+def test_wrong_key_is_refused(sshd, built, tmp_path):
+    stranger = _keygen(tmp_path / "stranger")
+    result = _flash(sshd, built, tmp_path / "device", "--key", str(stranger))
+    assert result.exit_code == 2
+    assert "refused authentication" in result.output
+
+
+def test_unreachable_port(sshd, built, tmp_path):
+    args = ["flash", "--host", sshd["host"], "--port", str(_free_port()), "--key", str(sshd["key"]),
+            "--remote-dir", str(tmp_path / "device"), str(built)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "cannot connect" in result.output
+
+
+def test_missing_runtime_on_the_device(sshd, built, tmp_path):
+    hidden = tmp_path / "hide" / "onnxruntime"
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('onnxruntime is not installed on this device')\n")
+    remote = tmp_path / "device"
+    result = _flash(sshd, built, remote, "--remote-python", f"env PYTHONPATH={hidden.parent} {sys.executable}")
+    assert result.exit_code == 2
+    assert "cannot import onnxruntime" in result.output
+    assert "pip install" in result.output
+    assert not (remote / "current").exists()
+
+
+def test_build_for_another_target_is_refused(built, tmp_path):
+    result = CliRunner().invoke(cli, ["flash", "--target", "android-arm64", "--host", "pi@127.0.0.1",
+                                      str(built)], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "was built for target 'x86-64'" in result.output

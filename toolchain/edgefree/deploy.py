@@ -1,0 +1,356 @@
+"""``flash()``: copy a build's artifacts to a devkit over SSH, verify them there, switch, run.
+
+The device keeps one folder per release and a ``current`` symlink:
+
+    <remote_dir>/releases/<release id>/   manifest.json, runner.py, unpack.py, inputs.npy, artifacts
+    <remote_dir>/current -> releases/<release id>
+
+The release id is a hash of what is sent, so flashing the same build again sends
+nothing new, and a copy that was cut short resumes. Files arrive through a
+``.part`` name, packed forms (``.efpk``) are sent when present and unpacked on the
+device, and every file's sha256 is checked there against the manifest. A release
+runs one smoke inference before ``current`` is switched to it (``ln -s`` to a temp
+name, then ``mv -T``: atomic), so a copy that fails or is interrupted never
+becomes current. The latency run then goes through ``current``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from shlex import quote
+
+import numpy as np
+
+from edgefree.errors import DeployError, MissingRuntimeError
+from edgefree.report import render_markdown
+from edgefree.ssh import Device, quote_command
+from edgefree.targets import Target, load_target
+
+PACKAGE = Path(__file__).parent
+# The standalone scripts that run on the device (stdlib + numpy + the runtime).
+DEVICE_SCRIPTS = {"runner.py": PACKAGE / "bench" / "runner.py", "unpack.py": PACKAGE / "export" / "unpack.py"}
+RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
+
+# Runs on the device (stdin to its python): the python, the CPU and which modules import.
+_PROBE = """
+import importlib, json, platform, sys
+found, missing = {}, {}
+for name in sys.argv[1:]:
+    try:
+        found[name] = getattr(importlib.import_module(name), "__version__", "unknown")
+    except Exception as exc:
+        missing[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                  "found": found, "missing": missing}))
+"""
+
+# Runs on the device in the release folder: each file's state, and (with "unpack")
+# packed files rebuilt by unpack.py and checked again. Prints {path: state}.
+_VERIFY = """
+import hashlib, json, os, sys
+files, rebuild = json.loads(sys.argv[1]), sys.argv[2] == "unpack"
+sys.dont_write_bytecode = True  # no __pycache__ in a release: its files are exactly the manifest's
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+def state(f):
+    if os.path.isfile(f["path"]) and sha(f["path"]) == f["sha256"]:
+        return "ok"
+    packed = f.get("packed_path")
+    if not (packed and os.path.isfile(packed)):
+        return "missing" if not os.path.exists(f["path"]) else "sha256 differs from the manifest"
+    if sha(packed) != f["packed_sha256"]:
+        return "packed file's sha256 differs from the manifest"
+    if not rebuild:
+        return "packed"
+    sys.path.insert(0, os.getcwd())
+    from unpack import unpack
+    try:
+        unpack(packed, f["path"] + ".part")
+    except Exception as exc:
+        return f"unpack failed: {exc}"
+    if sha(f["path"] + ".part") != f["sha256"]:
+        return "unpacked file's sha256 differs from the manifest"
+    os.replace(f["path"] + ".part", f["path"])
+    os.remove(packed)
+    return "ok"
+print(json.dumps({f["path"]: state(f) for f in files}))
+"""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _device_runner():
+    """runner.py, the very file sent to the device, loaded here (by path: it is standalone)."""
+    spec = importlib.util.spec_from_file_location("edgefree_device_runner", DEVICE_SCRIPTS["runner.py"])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target]:
+    """report.json, manifest.json and the target; the target must be the one the build was made for."""
+    report_path, manifest_path = build_dir / "report.json", build_dir / "artifacts" / "manifest.json"
+    if not report_path.is_file():
+        raise DeployError(f"{build_dir} has no report.json: run `edgefree build --out {build_dir}` first "
+                          "(or let the build finish)")
+    if not manifest_path.is_file():
+        raise DeployError(f"{build_dir} has no artifacts/manifest.json: the build exported nothing to flash")
+    report, manifest = json.loads(report_path.read_text()), json.loads(manifest_path.read_text())
+    built_for = report["target"]["name"]
+    if target not in (None, built_for):
+        raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "
+                          f"--target {target}, or flash it with --target {built_for}")
+    return report, manifest, load_target(built_for)
+
+
+def _select(manifest: dict, target: Target, names: list[str] | None) -> list[dict]:
+    """The manifest's artifacts that the target runs (optionally only ``names``)."""
+    known = {a["name"]: a for a in manifest["artifacts"]}
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise DeployError(f"no artifact(s) {unknown} in the manifest; it has {sorted(known)}")
+    fits = [a for a in known.values() if a["format"] in target.formats and a["precision"] in target.precisions]
+    chosen = [a for a in fits if a["name"] in names] if names else fits
+    if not chosen:
+        raise DeployError(f"none of the artifacts {names or sorted(known)} is a format/precision that target "
+                          f"{target.name!r} runs ({'/'.join(target.formats)}, {'/'.join(target.precisions)})")
+    return chosen
+
+
+def _plan(build_dir: Path, manifest: dict, chosen: list[dict], inputs: Path) -> tuple[str, list[dict]]:
+    """The release id and the files to put on the device, each checked here first.
+
+    Each entry: ``path`` (on the device, relative to the release), ``sha256``, ``bytes``,
+    ``send`` (local file to upload: the packed form when there is one) and ``remote``
+    (its name on the device), plus ``packed_path``/``packed_sha256`` when packed.
+    """
+    artifacts = build_dir / "artifacts"
+    missing = [name for name, path in DEVICE_SCRIPTS.items() if not path.is_file()]
+    if missing:
+        raise MissingRuntimeError(f"this edgefree install lacks the device script(s) {missing} "
+                                  f"(expected in {PACKAGE}): reinstall edgefree")
+    extra = {"manifest.json": artifacts / "manifest.json", "inputs.npy": inputs, **DEVICE_SCRIPTS}
+    files = [{"path": name, "sha256": _sha256(p), "bytes": p.stat().st_size, "send": p, "remote": name}
+             for name, p in extra.items()]
+    for artifact in chosen:
+        for f in artifact["files"]:
+            packed = f.get("packed_path") and artifacts / f["packed_path"]
+            entry = {"path": f["path"], "sha256": f["sha256"], "bytes": f["bytes"]}
+            if packed and packed.is_file():
+                entry.update(packed_path=f["packed_path"], packed_sha256=f["packed_sha256"], send=packed,
+                             remote=f["packed_path"])
+            else:
+                entry.update(send=artifacts / f["path"], remote=f["path"])
+            want = entry.get("packed_sha256", entry["sha256"])
+            if not entry["send"].is_file() or _sha256(entry["send"]) != want:
+                raise DeployError(f"{entry['send']} is missing or differs from manifest.json: rebuild {build_dir}")
+            files.append(entry)
+    release = hashlib.sha256(json.dumps([(f["path"], f["sha256"]) for f in files]).encode()).hexdigest()[:16]
+    return release, files
+
+
+def _probe(device: Device, python: str, target: Target, chosen: list[dict]) -> dict:
+    """The device's CPU, python and runtime versions; a wrong ISA or a missing runtime is an error."""
+    modules = ["numpy", *sorted({RUNTIME_MODULES[a["runtime"]] for a in chosen})]
+    out = device.run(f"{python} - {' '.join(modules)}", stdin=_PROBE, check=False).stdout
+    if not out.strip():
+        raise MissingRuntimeError(f"`{python}` does not run on {device.where}: install python3 there "
+                                  "(or point --remote-python at the interpreter to use)")
+    probe = json.loads(out)
+    if probe["machine"] != target.isa:
+        raise DeployError(f"{device.where} is a {probe['machine']} machine but target {target.name!r} is "
+                          f"{target.isa}: flash a build for that device's target")
+    if probe["missing"]:
+        wanted = {a["runtime"]: a.get("runtime_versions", {}).get(a["runtime"]) for a in chosen}
+        hint = " ".join(f"{m}=={wanted[m]}" if wanted.get(m) else m for m in probe["missing"])
+        raise MissingRuntimeError(f"the device's python ({python} on {device.where}) cannot import "
+                                  + "; ".join(f"{m} ({why})" for m, why in probe["missing"].items())
+                                  + f". Install it there: {python} -m pip install {hint}")
+    return probe
+
+
+def _verify(device: Device, python: str, release: str, files: list[dict], rebuild: bool) -> dict:
+    """Each file's state on the device: ``ok``, ``packed`` (only when not ``rebuild``) or what is wrong."""
+    keys = ("path", "sha256", "packed_path", "packed_sha256")
+    spec = json.dumps([{k: f[k] for k in keys if k in f} for f in files])
+    mode = "unpack" if rebuild else "check"
+    return json.loads(device.run(f"cd {quote(release)} && {python} - {quote(spec)} {mode}", stdin=_VERIFY).stdout)
+
+
+def _runner_command(python: str, names: list[str], runs: int, warmup: int, threads: int, out: str) -> str:
+    return (f"{python} runner.py --manifest manifest.json --artifacts {quote(','.join(names))} "
+            f"--inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} --out {quote(out)}")
+
+
+def _run_on_device(device: Device, python: str, folder: str, names: list[str], runs: int, warmup: int,
+                   threads: int, out: str, fetch_to: Path) -> dict:
+    """runner.py in ``folder`` on the device; its results (and logits, into ``fetch_to``) come back."""
+    command = (f"cd {quote(folder)} && {python} runner.py --manifest manifest.json --artifacts {quote(','.join(names))} "
+               f"--inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} --out {quote(out)}")
+    ran = device.run(command, check=False)  # exit 1 when an artifact failed: its error is in the result
+    remote_out = f"{folder}/{out}"
+    try:
+        results = json.loads(device.sftp.open(remote_out).read())["artifacts"]
+    except FileNotFoundError:
+        raise DeployError(f"on {device.where} runner.py wrote no result (exit {ran.returncode}): "
+                          f"{ran.stderr.strip()[-2000:]}") from None
+    failed = {name: r["error"] for name, r in results.items() if r["error"]}
+    if failed:
+        raise DeployError(f"on {device.where} the runner failed: "
+                          + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+    for name, r in results.items():  # outputs_npy is named relative to the result file
+        r["logits"] = np.load(device.download(f"{Path(remote_out).parent}/{r['outputs_npy']}",
+                                              fetch_to / f"{name}.npy"))
+    return results
+
+
+def _reference(build_dir: Path, inputs: Path, names: list[str], threads: int, scratch: Path) -> dict:
+    """The same inputs through the same runner here, on the build machine: logits to compare with."""
+    out = scratch / "reference" / "result.json"
+    results = _device_runner().run(build_dir / "artifacts" / "manifest.json", out, names, np.load(inputs), runs=1, warmup=0,
+                         threads=threads)["artifacts"]
+    return {name: np.load(out.parent / r["outputs_npy"]) for name, r in results.items() if not r["error"]}
+
+
+def _smoke_summary(device_results: dict, reference: dict) -> dict:
+    """Top-1 on the device and the largest logit difference from the build machine (None: not run here)."""
+    summary = {}
+    for name, r in device_results.items():
+        logits = r["logits"]
+        if not np.isfinite(logits).all():
+            raise DeployError(f"{name} produced non-finite logits on the device")
+        diff = float(np.abs(logits - reference[name]).max()) if name in reference else None
+        summary[name] = {"top1": r["top1"], "max_abs_diff_vs_build_machine": diff,
+                         "runtime_version": r.get("runtime_version")}
+    return summary
+
+
+def _switch(device: Device, root: str, release_id: str) -> None:
+    """Point ``current`` at the release atomically: a new symlink renamed over the old one."""
+    temp = f".current-{release_id}.tmp"
+    device.run(f"cd {quote(root)} && ln -sfn {quote('releases/' + release_id)} {quote(temp)} && "
+               f"mv -T {quote(temp)} current")
+
+
+class _Laps(dict):
+    """Seconds per stage, each measured from the end of the previous one."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, stage: str) -> None:
+        now = time.perf_counter()
+        self[stage], self.last = round(now - self.last, 3), now
+
+
+def _write_record(build_dir: Path, report: dict, record: dict) -> None:
+    """flash.json, and report.md rendered again with its flash section."""
+    tmp = build_dir / "flash.json.tmp"
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(build_dir / "flash.json")
+    (build_dir / "report.md").write_text(render_markdown({**report, "flash": record}))
+
+
+def _release(device: Device, python: str, root: str, release_id: str, files: list[dict], laps: _Laps) -> dict:
+    """Send what the device lacks into its release folder and verify it there; returns what was sent."""
+    release = f"{root}/releases/{release_id}"
+    folders = sorted({f"{release}/{Path(f['remote']).parent}" for f in files})
+    device.run("mkdir -p " + " ".join(quote(f) for f in folders))
+    present = _verify(device, python, release, files, rebuild=False)
+    missing = [f for f in files if present[f["path"]] not in ("ok", "packed")]
+    sent = sum(device.upload(f["send"], f"{release}/{f['remote']}") for f in missing)
+    laps("copy")
+    bad = {path: state for path, state in _verify(device, python, release, files, rebuild=True).items()
+           if state != "ok"}
+    if bad:
+        raise DeployError(f"release {release} failed verification on the device, `current` is unchanged: "
+                          + "; ".join(f"{p}: {s}" for p, s in bad.items()))
+    laps("verify")
+    return {"files": len(missing), "bytes": sent, "files_already_there": len(files) - len(missing),
+            "bundle_bytes_unpacked": sum(f["bytes"] for f in files)}
+
+
+def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 22, key: Path | None = None,
+          known_hosts: Path | None = None, accept_new_host_key: bool = False, remote_dir: str = "~/edgefree",
+          remote_python: str = "python3", artifacts: list[str] | None = None, runs: int = 50,
+          warmup: int = 5) -> dict:
+    """Copy a build's artifacts to a device over SSH, verify, switch ``current``, run; record the results.
+
+    Args:
+        build_dir: an ``edgefree build`` output folder (with ``artifacts/manifest.json``).
+        host: ``user@host`` of the device.
+        target: the target profile; default and only accepted value: the one the build was made for.
+        port, key, known_hosts: SSH port, private key file, known_hosts file (default ``~/.ssh/known_hosts``).
+        accept_new_host_key: trust a host missing from known_hosts and record its key (a changed key is
+            always refused).
+        remote_dir: folder on the device holding ``releases/`` and ``current``.
+        remote_python: the device's python command (may carry a prefix, e.g. ``env X=1 python3``).
+        artifacts: artifact names to send (default: every artifact the target runs).
+        runs, warmup: latency runs on the device.
+
+    Returns:
+        The record also written to ``build_dir/flash.json`` (and as a section of ``report.md``).
+
+    Example:
+        >>> flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)  # doctest: +SKIP
+    """
+    laps = _Laps()
+    build_dir = Path(build_dir)
+    report, manifest, profile = _read_build(build_dir, target)
+    chosen = _select(manifest, profile, artifacts)
+    names, threads, python = [a["name"] for a in chosen], profile.threads, quote_command(remote_python)
+    with tempfile.TemporaryDirectory(prefix="edgefree-flash-") as scratch_dir:
+        scratch = Path(scratch_dir)
+        inputs = scratch / "inputs.npy"  # the same deterministic normalized inputs on both machines
+        np.save(inputs, _device_runner().default_inputs(manifest))
+        release_id, files = _plan(build_dir, manifest, chosen, inputs)
+        with Device(host, port, key, known_hosts, accept_new_host_key) as device:
+            laps("connect")
+            try:
+                probe = _probe(device, python, profile, chosen)
+                root = device.path(remote_dir)
+                laps("probe")
+                sent = _release(device, python, root, release_id, files, laps)
+                smoke = _run_on_device(device, python, f"{root}/releases/{release_id}", names, 1, 0, threads,
+                                       "results/smoke.json", scratch)
+                smoke = _smoke_summary(smoke, _reference(build_dir, inputs, names, threads, scratch))
+                laps("smoke")
+                _switch(device, root, release_id)
+                laps("switch")
+                timed = _run_on_device(device, python, f"{root}/current", names, runs, warmup, threads,
+                                       "results/latency.json", scratch)
+                laps("latency")
+            except device.link_errors as exc:  # the link died or the device refused a file operation
+                raise DeployError(f"flashing to {device.where} stopped midway ({type(exc).__name__}: {exc}); "
+                                  "`current` still points where it did unless the switch completed. Flash "
+                                  "again: files already on the device are kept") from exc
+    record = {
+        "schema": 1, "flashed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "host": device.where, "target": profile.name, "release": release_id,
+        "release_dir": f"{root}/releases/{release_id}", "current": f"{root}/current",
+        "device": {"machine": probe["machine"], "python": probe["python"], "modules": probe["found"]},
+        "sent": sent,
+        "smoke": smoke,
+        "latency": {"runs": runs, "warmup": warmup, "threads": threads,
+                    "artifacts": {name: timed[name]["latency_ms"] for name in names}},
+        "seconds": {**laps, "total": round(time.perf_counter() - laps.started, 3)},
+    }
+    _write_record(build_dir, report, record)
+    return record
