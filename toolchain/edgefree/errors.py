@@ -35,3 +35,11 @@ class DeployError(EdgefreeError):
 
 class EmulationError(EdgefreeError):
     """The arm64 emulation environment (QEMU user-mode) cannot be prepared or run."""
+
+
+class ExportError(EdgefreeError):
+    """A model cannot be exported to a format (an operator it cannot take), or its export failed."""
+
+
+class ParityError(EdgefreeError):
+    """An exported artifact's outputs differ from the PyTorch student's beyond the tolerance."""
