@@ -7,6 +7,10 @@ import torch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
+# Tests use tiny models: one intra-op thread is as fast and avoids OpenMP spin-waits
+# fighting each other when several processes share the 2 cores.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):

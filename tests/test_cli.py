@@ -1,0 +1,86 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgefree.cli import cli
+from edgefree.models import create_model
+
+TINY = ["--images", "64", "--iterations", "15", "--epochs", "3", "--quiet"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("build")
+    result = run("build", "--target", "android-arm64", "--out", str(out), *TINY)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_build_on_the_default_writes_everything(built):
+    out, result = built
+    for name in ("student.pt", "synthetic.pt", "synthetic.png", "report.json", "report.md"):
+        assert (out / name).is_file(), name
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["accuracy"]) >= {"teacher", "pruned", "recovered"}
+    assert all(0 <= v <= 100 for v in report["accuracy"].values())
+    assert report["sparsity"] == pytest.approx(0.75, abs=1e-4)
+    assert report["synthesis"]["images"] == 64 and report["synthesis"]["iterations"] == 15
+    assert {"prune", "synthesize", "distill"} <= set(report["seconds"])
+    assert report["target"]["name"] == "android-arm64"
+    assert "recovered" in result.output
+    md = (out / "report.md").read_text()
+    assert "## Accuracy" in md and "| teacher | pruned | recovered |" in md
+
+
+def test_student_checkpoint_loads_with_the_zoo(built):
+    out, _ = built
+    from edgefree.models import load_model
+
+    student = load_model("digits-cnn", out / "student.pt")
+    zeros = sum(int((m.weight == 0).sum()) for m in student.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    assert zeros > 0
+
+
+def test_second_build_reuses_the_synthetic_set(built):
+    out, _ = built
+    result = run("build", "--out", str(out), *TINY)
+    assert result.exit_code == 0
+    assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
+
+
+def test_unknown_target_lists_known_ones(tmp_path):
+    result = run("build", "--target", "toaster", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown target 'toaster'" in result.output and "android-arm64" in result.output
+
+
+def test_model_needs_arch(tmp_path):
+    torch.save(create_model("digits-cnn").state_dict(), tmp_path / "m.pt")
+    result = run("build", "--model", str(tmp_path / "m.pt"), "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "--model needs --arch" in result.output
+
+
+def test_corrupt_checkpoint_via_cli(tmp_path):
+    (tmp_path / "m.pt").write_bytes(b"\x00garbage")
+    result = run("build", "--model", str(tmp_path / "m.pt"), "--arch", "digits-cnn", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "cannot be read" in result.output
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_model_without_batchnorm_via_cli(tmp_path):
+    torch.save(create_model("digits-mlp-nobn").state_dict(), tmp_path / "m.pt")
+    result = run("build", "--model", str(tmp_path / "m.pt"), "--arch", "digits-mlp-nobn", "--eval-data", "digits",
+                 "--out", str(tmp_path / "o"), *TINY)
+    assert result.exit_code == 2 and "no BatchNorm layers" in result.output
+    assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_listing_commands():
+    assert "resnet56-cifar" in run("models").output
+    assert "android-arm64" in run("targets").output

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from edgefree.config import DistillConfig, SynthesisConfig
+from edgefree.errors import DivergenceError
+from edgefree.evaluate import accuracy
+from edgefree.recover import distill, recalibrate_batchnorm, sparsity_report
+from edgefree.recover.prune import prunable_weights
+
+
+def _bn_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or k.endswith(("num_batches_tracked",))} | {
+        n: p.detach().clone() for n, p in model.named_parameters()
+        if isinstance(dict(model.named_modules())[n.rsplit(".", 1)[0]], torch.nn.BatchNorm2d)}
+
+
+def test_student_batchnorm_is_frozen(recovered):
+    pruned, _, student = recovered
+    before, after = _bn_state(pruned.model), _bn_state(student)
+    assert before.keys() == after.keys() and len(before) > 0
+    for key in before:
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_masks_hold_after_distillation(recovered):
+    pruned, _, student = recovered
+    weights = prunable_weights(student)
+    for name, mask in pruned.masks.items():
+        assert torch.all(weights[name][~mask] == 0), name
+    assert sparsity_report(student)["overall"] == pytest.approx(0.75, abs=1e-4)
+    # and the kept weights did train
+    assert any(not torch.equal(weights[n], w) for n, w in prunable_weights(pruned.model).items())
+
+
+def test_recovered_beats_pruned_on_the_default(recovered, teacher, digits):
+    pruned, _, student = recovered
+    acc_pruned, acc_student = accuracy(pruned.model, digits), accuracy(student, digits)
+    assert acc_student > acc_pruned + 10
+    assert acc_student >= accuracy(teacher, digits) - 5
+
+
+def test_divergence_stops_with_a_clear_error(teacher, recovered):
+    pruned, dreams, _ = recovered
+    with pytest.raises(DivergenceError, match="diverged"):
+        distill(teacher, pruned, dreams, DistillConfig(epochs=3, lr=1e12, grad_clip=0), progress=False)
+
+
+def test_bn_recalibration_baseline_changes_only_statistics(recovered):
+    pruned, dreams, _ = recovered
+    recal = recalibrate_batchnorm(pruned.model, dreams.images)
+    assert not torch.equal(recal.state_dict()["0.1.running_mean"], pruned.model.state_dict()["0.1.running_mean"])
+    assert torch.equal(recal.state_dict()["0.0.weight"], pruned.model.state_dict()["0.0.weight"])

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from edgefree.config import PruneConfig
+from edgefree.errors import EdgefreeError
+from edgefree.models import create_model
+from edgefree.recover import prune, sparsity_report
+from edgefree.recover.prune import prunable_weights
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75, 0.9])
+def test_mask_is_exact_and_global(sparsity):
+    torch.manual_seed(0)
+    model = create_model("resnet20-cifar")
+    pruned = prune(model, PruneConfig(sparsity=sparsity))
+    total = sum(m.numel() for m in pruned.masks.values())
+    assert sum(int((~m).sum()) for m in pruned.masks.values()) == round(sparsity * total)
+    weights = prunable_weights(pruned.model)
+    for name, mask in pruned.masks.items():
+        assert torch.all(weights[name][~mask] == 0)
+        assert torch.all(weights[name][mask] != 0)
+    # global ranking: every kept weight is at least as large as every pruned one
+    original = prunable_weights(model)
+    kept = torch.cat([original[n][m].abs() for n, m in pruned.masks.items()])
+    dropped = torch.cat([original[n][~m].abs() for n, m in pruned.masks.items()])
+    if len(dropped) and len(kept):
+        assert kept.min() >= dropped.max()
+    assert sparsity_report(pruned.model)["overall"] == pytest.approx(sparsity, abs=1e-5)
+
+
+def test_teacher_is_untouched():
+    model = create_model("digits-cnn")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prune(model, PruneConfig(sparsity=0.75))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_keep_first_last_dense():
+    pruned = prune(create_model("resnet20-cifar"), PruneConfig(sparsity=0.75, keep_first_last_dense=True))
+    layers = sparsity_report(pruned.model)["layers"]
+    assert layers["conv1.weight"]["sparsity"] == 0.0
+    assert layers["linear.weight"]["sparsity"] == 0.0
+    assert "conv1.weight" not in pruned.masks and "linear.weight" not in pruned.masks
+
+
+def test_per_layer_report_covers_every_conv_and_linear():
+    report = sparsity_report(prune(create_model("digits-cnn")).model)
+    assert list(report["layers"]) == ["0.0.weight", "1.0.weight", "2.0.weight", "3.0.weight", "6.weight"]
+    assert report["zeros"] == sum(round(l["sparsity"] * l["params"]) for l in report["layers"].values())
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
+def test_sparsity_out_of_range(bad):
+    with pytest.raises(EdgefreeError, match="sparsity must be in"):
+        PruneConfig(sparsity=bad)
