@@ -62,18 +62,18 @@ def _decode(blob: bytes, mode: str) -> np.ndarray:
         return np.asarray(img.convert(mode))
 
 
-def _order_classes(found: list[str], spec: InputSpec) -> list[str]:
-    if spec.class_names and set(found) == set(spec.class_names):
-        return list(spec.class_names)
-    return sorted(found)
+def _class_index(found: list[str], spec: InputSpec) -> dict[str, int]:
+    """Folder names that are the model's class names take the model's label; others sort."""
+    if spec.class_names and set(found) <= set(spec.class_names):
+        return {name: spec.class_names.index(name) for name in found}
+    return {name: i for i, name in enumerate(sorted(found))}
 
 
 def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) -> tuple[np.ndarray, np.ndarray]:
     if not groups:
         raise DataError(f"no images found in {origin}: expected <class>/<image> files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    classes = _order_classes(list(groups), spec)
     images, labels = [], []
-    for label, name in enumerate(classes):
+    for name, label in sorted(_class_index(list(groups), spec).items(), key=lambda item: item[1]):
         images += groups[name]
         labels += [label] * len(groups[name])
     shapes = {img.shape for img in images}
