@@ -60,3 +60,24 @@ def recovered(teacher):
     dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=60, jitter=1), progress=False)
     student = distill(teacher, pruned, dreams, DistillConfig(epochs=15, batch_size=64, lr=0.01), progress=False)
     return pruned, dreams, student
+
+
+@pytest.fixture(scope="session")
+def default_build(teacher, tmp_path_factory):
+    """`edgefree build` of the default model with tiny budgets: a build folder with artifacts/.
+
+    Read-only for tests: copy it before changing anything in it.
+    """
+    from click.testing import CliRunner
+
+    from edgefree.cli import cli
+
+    out = tmp_path_factory.mktemp("default-build") / "out"
+    result = CliRunner().invoke(cli, ["build", "--out", str(out), "--images", "32", "--synth-batch", "32",
+                                      "--iterations", "5", "--epochs", "1", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    if not (out / "artifacts" / "manifest.json").exists():  # until `edgefree build` exports
+        from flash_standins.export import export_standin
+
+        export_standin(out)
+    return out

@@ -67,21 +67,12 @@ def sshd(tmp_path_factory):
     server.wait(timeout=10)
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory):
-    """The default model built with tiny budgets (artifacts from the stand-in export until build exports)."""
-    out = tmp_path_factory.mktemp("build") / "out"
-    if os.environ.get("FLASH_DEV_BUILD"):  # DEVHACK remove
-        shutil.copytree(os.environ["FLASH_DEV_BUILD"], out)
-        return out
-    result = CliRunner().invoke(cli, ["build", "--out", str(out), "--images", "32", "--synth-batch", "32",
-                                      "--iterations", "5", "--epochs", "1", "--quiet"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    if not (out / "artifacts" / "manifest.json").exists():
-        from flash_standins.export import export_standin
-
-        export_standin(out)
-    return out
+@pytest.fixture
+def built(default_build, tmp_path):
+    """A copy of the default build that a test may flash (flash writes flash.json and report.md)."""
+    copy = tmp_path / "build"
+    shutil.copytree(default_build, copy)
+    return copy
 
 
 def _flash(sshd, build, remote, *extra, known_hosts=None):
