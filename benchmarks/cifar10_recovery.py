@@ -1,0 +1,189 @@
+"""CIFAR-10 recovery benchmark: teacher -> pruned -> recovered, baselines, sparsity sweep, cost.
+
+Every row runs ``edgefree.pipeline.build`` (the code behind ``edgefree build``) on a shared
+CIFAR-10 teacher, then the baselines on the same pruned student and budget:
+
+* ``noise``: distillation on clipped Gaussian noise in place of the dreams (does synthesis matter?)
+* ``bn-recal``: BatchNorm re-estimation of the pruned student on the dreams, no gradient steps
+* ``real-data``: distillation on as many *real training* images, same epochs -- an upper bound,
+  NOT data-free: the only place in edgefree that reads the train split.
+
+Results are merged row by row into ``results/cifar10_recovery.json`` (so rows can be run
+separately on a busy machine) and rendered to ``.md`` and ``.png``.
+
+    python benchmarks/cifar10_recovery.py --shared ../shared            # every row
+    python benchmarks/cifar10_recovery.py --shared ../shared --rows r20-75-fast,r56-75-fast
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from edgefree.config import BuildConfig, PruneConfig, recipe
+from edgefree.data import load_eval_data
+from edgefree.evaluate import accuracy
+from edgefree.machine import machine_info
+from edgefree.models import load_model
+from edgefree.pipeline import build
+from edgefree.recover import SyntheticSet, distill, gaussian_noise_set, prune, recalibrate_batchnorm
+
+HERE = Path(__file__).resolve().parent
+TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
+# row id -> (arch, sparsity, recipe, baselines?)
+ROWS = {
+    "r20-75-fast": ("resnet20-cifar", 0.75, "fast", True),
+    "r56-75-fast": ("resnet56-cifar", 0.75, "fast", True),
+    "r20-75-paper": ("resnet20-cifar", 0.75, "paper", False),
+    "r20-50-fast": ("resnet20-cifar", 0.50, "fast", False),
+    "r20-90-fast": ("resnet20-cifar", 0.90, "fast", False),
+}
+
+
+def real_train_subset(train_zip: Path, n: int, spec, seed: int) -> SyntheticSet:
+    """``n`` random real training images (class-balanced). Upper bound only: not data-free."""
+    with zipfile.ZipFile(train_zip) as archive:
+        names = sorted(x for x in archive.namelist() if x.endswith(".jpg"))
+        classes = list(spec.class_names)
+        rng = np.random.default_rng(seed)
+        picked = []
+        for c in classes:
+            of_class = [x for x in names if x.split("/")[-2] == c]
+            picked += list(rng.choice(of_class, n // len(classes), replace=False))
+        pixels = np.stack([np.asarray(Image.open(io.BytesIO(archive.read(x))).convert("RGB")) for x in picked])
+    images = spec.normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0)
+    labels = torch.tensor([classes.index(x.split("/")[-2]) for x in picked])
+    return SyntheticSet(images, labels, {"kind": "real-train-subset"})
+
+
+def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool) -> dict:
+    arch, sparsity, recipe_name, with_baselines = ROWS[row_id]
+    chosen = recipe(recipe_name)
+    config = BuildConfig(
+        target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[arch], arch=arch,
+        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=recipe_name,
+        prune=PruneConfig(sparsity=sparsity), synthesis=chosen.synthesis, distill=chosen.distill,
+        **({"export": None} if "export" in BuildConfig.__dataclass_fields__ else {}),
+    )
+    report = build(config, progress=progress)
+    row = {
+        "row": row_id, "model": arch, "recipe": recipe_name, "seed": seed,
+        "sparsity_target": sparsity, "sparsity_achieved": report["sparsity"],
+        "accuracy": report["accuracy"], "synthesis": report["synthesis"],
+        "synthesis_config": chosen.synthesis.to_dict(), "distill_config": chosen.distill.to_dict(),
+        "seconds": report["seconds"], "eval_images": report["eval_data"]["images"],
+        "machine": machine_info(),
+    }
+    if with_baselines:
+        row["baselines"] = run_baselines(config, shared, report, progress)
+    return row
+
+
+def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: bool) -> dict:
+    teacher = load_model(config.arch, config.model)
+    spec = teacher.input_spec
+    eval_data = load_eval_data(config.eval_data, spec)
+    pruned = prune(teacher, config.prune)
+    dreams = SyntheticSet.load(Path(config.out) / "synthetic.pt")
+    n = len(dreams)
+    results = {}
+    started = time.perf_counter()
+    recal = recalibrate_batchnorm(pruned.model, dreams.images)
+    results["bn-recal"] = {"accuracy": accuracy(recal, eval_data), "seconds": time.perf_counter() - started}
+    for name, images in (("noise", gaussian_noise_set(spec, n, 10, config.seed)),
+                         ("real-data (not data-free)", real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", n, spec, config.seed))):
+        started = time.perf_counter()
+        student = distill(teacher, pruned, images, config.distill, seed=config.seed, progress=progress)
+        results[name] = {"accuracy": accuracy(student, eval_data), "seconds": time.perf_counter() - started}
+    return results
+
+
+def render(rows: dict, command: str) -> str:
+    out = ["# CIFAR-10 (JPEG q75 copy) data-free recovery", "",
+           f"Produced by `{command}` (edgefree's own `pipeline.build`; evaluation on all 10,000 test images).",
+           "Accuracies are top-1 %. Seconds are wall time on the machine below.", "",
+           "| row | model | recipe | sparsity target / achieved | teacher | pruned | recovered | gap | synthesis images x steps | synth s | distill s | BN re-est. | KD on noise | KD on real (upper bound, not data-free) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows.values():
+        a, s, b = r["accuracy"], r["synthesis"], r.get("baselines", {})
+        base = [f"{b[k]['accuracy']:.2f}" if k in b else "-" for k in ("bn-recal", "noise", "real-data (not data-free)")]
+        out.append(f"| {r['row']} | {r['model']} | {r['recipe']} | {r['sparsity_target']:.2f} / {r['sparsity_achieved']:.4f} | "
+                   f"{a['teacher']:.2f} | {a['pruned']:.2f} | **{a['recovered']:.2f}** | {a['teacher'] - a['recovered']:.2f} | "
+                   f"{s['images']} x {s['iterations']} | {r['seconds']['synthesize']:.0f} | {r['seconds']['distill']:.0f} | "
+                   + " | ".join(base) + " |")
+    m = next(iter(rows.values()))["machine"] if rows else {}
+    if m:
+        out += ["", f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())]
+    out += ["", "![accuracy per model and recovered accuracy against synthesis cost](cifar10_recovery.png)", ""]
+    return "\n".join(out)
+
+
+def plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = list(rows)
+    x = np.arange(len(names))
+    for i, key in enumerate(("teacher", "pruned", "recovered")):
+        left.bar(x + (i - 1) * 0.27, [rows[n]["accuracy"][key] for n in names], 0.27, label=key)
+    left.set_xticks(x, names, rotation=20)
+    left.set_ylabel("top-1 %")
+    left.set_ylim(0, 100)
+    left.legend()
+    left.set_title("teacher / pruned / recovered")
+    for n in names:
+        r = rows[n]
+        right.scatter(r["seconds"]["synthesize"], r["accuracy"]["recovered"])
+        right.annotate(n, (r["seconds"]["synthesize"], r["accuracy"]["recovered"]), fontsize=8)
+    right.set_xscale("log")
+    right.set_xlabel("synthesis wall seconds (log)")
+    right.set_ylabel("recovered top-1 %")
+    right.set_title("recovered accuracy vs synthesis budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.shared / "models").is_dir():
+        sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
+    torch.set_num_threads(args.threads)
+    args.results.mkdir(parents=True, exist_ok=True)
+    store = args.results / "cifar10_recovery.json"
+    rows = json.loads(store.read_text())["rows"] if store.exists() else {}
+    command = "python benchmarks/cifar10_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    for row_id in args.rows.split(","):
+        if row_id not in ROWS:
+            sys.exit(f"unknown row {row_id!r}; known: {list(ROWS)}")
+        print(f"== {row_id}", flush=True)
+        rows[row_id] = run_row(row_id, args.shared, args.work, args.seed, not args.quiet)
+        rows[row_id]["command"] = command
+        store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+        print(json.dumps({k: rows[row_id][k] for k in ("accuracy", "seconds")}), flush=True)
+    ordered = {k: rows[k] for k in ROWS if k in rows}
+    (args.results / "cifar10_recovery.md").write_text(render(ordered, "python benchmarks/cifar10_recovery.py --shared ../shared"))
+    plot(ordered, args.results / "cifar10_recovery.png")
+
+
+if __name__ == "__main__":
+    main()
