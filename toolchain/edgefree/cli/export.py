@@ -1,0 +1,46 @@
+"""``edgefree export``: export a finished build's student again (other formats, precisions, folder)."""
+
+from pathlib import Path
+
+import click
+
+
+def _opt(*names, **kw):
+    return click.option(*names, show_envvar=True, **kw)
+
+
+def comma_list(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
+    """Click callback: ``"onnx,openvino"`` -> ``("onnx", "openvino")``; unset stays None (the target's)."""
+    if value is None:
+        return None
+    return tuple(part.strip().lower() for part in value.split(",") if part.strip())
+
+
+FORMATS_HELP = "Formats to export, comma-separated: onnx, openvino, executorch (default: the target's)."
+PRECISIONS_HELP = "Precisions, comma-separated: fp32, int8 (INT8 is calibrated on synthetic images; default: the target's)."
+
+
+def report_export(manifest: dict) -> None:
+    """Print one line per built artifact and per failure."""
+    for a in manifest["artifacts"]:
+        click.echo(f"  {a['name']:16s} {a['bytes']:>12,} bytes, packed {a['packed_bytes']:>11,} "
+                   f"({a['bytes'] / a['packed_bytes']:.1f}x)  max abs diff {a['parity']['max_abs_diff']:.2g}  "
+                   f"top-1 agreement {a['parity']['top1_agreement']:.3f}")
+    for failure in manifest["failed"]:
+        click.echo(f"Warning: {failure['error']}", err=True)
+
+
+@click.command()
+@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@_opt("--formats", callback=comma_list, help=FORMATS_HELP)
+@_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
+@_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
+@_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
+def export(build_dir, formats, precisions, eval_data, out):
+    """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it."""
+    from edgefree.config import ExportConfig
+    from edgefree.export.rebuild import reexport
+
+    manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data)
+    report_export(manifest)
+    click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")

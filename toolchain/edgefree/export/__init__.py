@@ -1,0 +1,194 @@
+"""Export the recovered student for each runtime, check it against PyTorch, pack it, list it.
+
+    student -> {onnx, openvino, executorch} x {fp32, int8} -> parity gate -> .efpk -> manifest.json
+
+Every artifact takes a *normalized* float32 NCHW batch of 1. INT8 artifacts are
+calibrated on the synthetic images only: no real data is needed to quantize. An operator
+a format cannot take costs that format only (it is listed under ``failed``); an artifact
+that does not match PyTorch fails the export with ParityError, and its files are never
+written to the output folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgefree.config import ExportConfig
+from edgefree.data import LabeledImages
+from edgefree.errors import ExportError, ParityError
+from edgefree.export import executorch, onnx, openvino
+from edgefree.export.manifest import MANIFEST, SCHEMA, artifact_entry, describe_files, write_manifest
+from edgefree.export.parity import compare, gate, run_batch1
+from edgefree.export.runtime import require_runtimes
+from edgefree.export.unpack import VERSION as PACK_VERSION
+from edgefree.machine import versions
+from edgefree.recover import SyntheticSet
+from edgefree.targets import FORMATS, PRECISIONS
+
+BACKENDS = {"onnx": onnx, "openvino": openvino, "executorch": executorch}
+_UNSUPPORTED_OP = (  # how each exporter names an operator it cannot take
+    re.compile(r"No ONNX function found for <OpOverload\(op='([\w.]+)'"),
+    re.compile(r"Operator (?:torch\._ops\.)?([\w.]+) is not in Core ATen"),
+    re.compile(r"No conversion rule found for operations: ([^\n]+)"),
+)
+
+
+def _spread(count: int, limit: int) -> np.ndarray:
+    """At most ``limit`` indices spread evenly over ``count`` items (eval sets are often sorted by class)."""
+    return np.unique(np.linspace(0, count - 1, num=min(count, limit)).round().astype(int))
+
+
+def _deployable(student: nn.Module) -> nn.Module:
+    model = copy.deepcopy(student).cpu().eval()
+    with torch.no_grad():
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            if tensor.is_floating_point():
+                # IEEE: -0.0 + 0.0 == +0.0, all else unchanged. Pruning by multiplication leaves -0.0
+                # for negative weights, whose sign bits would otherwise cost the packer.
+                tensor.add_(0.0)
+    return model
+
+
+def _torch_logits(model: nn.Module, inputs: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(chunk)).numpy() for chunk in np.array_split(
+            inputs, max(1, len(inputs) // 500))])
+
+
+def _explain(fmt: str, name: str, exc: Exception) -> str:
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(str(seen))
+        seen = seen.__cause__ or seen.__context__
+    for text, pattern in itertools.product(chain, _UNSUPPORTED_OP):
+        found = pattern.search(text)
+        if found:
+            return (f"{fmt} cannot take the operator {found.group(1).strip()}, so {name} was not built: "
+                    f"replace that operation in the model, or leave {fmt} out with --formats")
+    first = next((line for line in str(exc).splitlines() if line.strip()), "")
+    return f"{name} could not be exported to {fmt} ({type(exc).__name__}: {first[:300]})"
+
+
+def _clean(folder: Path) -> Path:
+    """Remove a previous export's files, so nothing stale looks like a fresh artifact."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in [*folder.glob("student-*"), *folder.glob(".staging-*"), folder / MANIFEST]:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return folder
+
+
+class _Checks:
+    """The inputs every artifact runs, PyTorch's logits for them, and where they came from."""
+
+    def __init__(self, model: nn.Module, config: ExportConfig, calibration: SyntheticSet,
+                 eval_data: LabeledImages | None):
+        if eval_data is not None:  # all of it, for accuracy; parity on an even spread of it
+            self.inputs = eval_data.normalized(model.input_spec).numpy()
+            self.labels, self.source = eval_data.labels.numpy(), "eval"
+        else:
+            picked = _spread(len(calibration), config.check_images)
+            self.inputs, self.labels, self.source = calibration.images[picked].numpy(), None, "synthetic"
+        self.inputs = np.ascontiguousarray(self.inputs, dtype=np.float32)
+        self.parity = _spread(len(self.inputs), config.check_images)
+        self.reference = _torch_logits(model, self.inputs)
+
+    def accuracy(self, outputs: np.ndarray) -> float | None:
+        return None if self.labels is None else float(100.0 * (outputs.argmax(1) == self.labels).mean())
+
+    def parity_figures(self, predict, precision: str, config: ExportConfig) -> tuple[dict, np.ndarray]:
+        outputs = run_batch1(predict, self.inputs)
+        figures = compare(outputs[self.parity], self.reference[self.parity])
+        return {"inputs": self.source, "images": len(self.parity), **figures, **gate(precision, figures, config)}, outputs
+
+
+def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibration: np.ndarray,
+           config: ExportConfig, folder: Path) -> tuple[dict | None, dict | None]:
+    """One artifact: (its manifest entry, None) when built and verified, else (None, the failure)."""
+    name, backend = f"{fmt}-{precision}", BACKENDS[fmt]
+    staging = folder / f".staging-{name}"
+    staging.mkdir()
+    started = time.perf_counter()
+    try:
+        try:
+            files = backend.export(model, torch.from_numpy(checks.inputs[:1].copy()), precision, calibration,
+                                   staging / f"student-{precision}", config.opset)
+            parity, outputs = checks.parity_figures(backend.load(files[0]), precision, config)
+        except Exception as exc:  # each exporter and runtime raises its own types; one format's failure ends only it
+            return None, {"name": name, "format": fmt, "precision": precision, "stage": "export",
+                          "error": _explain(fmt, name, exc)}
+        if hasattr(backend, "load_default"):  # OpenVINO: also report the precision it picks by default here
+            predict, hint = backend.load_default(files[0])
+            parity["default_precision"] = {"hint": hint, **compare(
+                run_batch1(predict, checks.inputs[checks.parity]), checks.reference[checks.parity])}
+        if not parity["passed"]:
+            return None, {"name": name, "format": fmt, "precision": precision, "stage": "parity", "parity": parity,
+                          "error": f"{name} does not match the PyTorch student: needs {parity['rule']}, got "
+                                   f"max_abs_diff {parity['max_abs_diff']:.3g}, top1_agreement "
+                                   f"{parity['top1_agreement']:.4f} on {parity['images']} {checks.source} images"}
+        moved = [shutil.move(path, folder / path.name) for path in files]
+        return artifact_entry(name, fmt, precision, backend.RUNTIME, describe_files([Path(p) for p in moved], folder),
+                              parity=parity, accuracy=checks.accuracy(outputs),
+                              runtime_versions={backend.RUNTIME: backend.runtime_version()},
+                              seconds=round(time.perf_counter() - started, 2)), None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, calibration: SyntheticSet,
+                   eval_data: LabeledImages | None = None) -> dict:
+    """Export, verify and pack ``student`` into ``out_dir``; write and return ``manifest.json``'s content.
+
+    Parity runs on ``eval_data`` when given (which also gives each artifact's accuracy),
+    else on synthetic images. Raises ParityError when an artifact does not match PyTorch
+    and ExportError when no artifact could be built; the manifest then lists what was.
+
+    Example:
+        >>> from edgefree.demo import default_teacher
+        >>> from edgefree.recover import gaussian_noise_set
+        >>> teacher = default_teacher()
+        >>> manifest = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)),
+        ...                           Path("/tmp/ef-artifacts"), gaussian_noise_set(teacher.input_spec, 64, 10))  # doctest: +SKIP
+        >>> manifest["artifacts"][0]["name"]  # doctest: +SKIP
+        'onnx-fp32'
+    """
+    config = config.replace(formats=config.formats or FORMATS, precisions=config.precisions or PRECISIONS)
+    require_runtimes(config.formats)
+    folder = _clean(Path(out_dir))
+    model = _deployable(student)
+    checks = _Checks(model, config, calibration, eval_data)
+    calib = calibration.images[_spread(len(calibration), config.calibration_images)].numpy().astype(np.float32)
+    built, failed = [], []
+    for precision, fmt in itertools.product(config.precisions, config.formats):
+        artifact, failure = _build(fmt, precision, model, checks, calib, config, folder)
+        (built if artifact else failed).append(artifact or failure)
+    manifest = {
+        "schema": SCHEMA,
+        "model": {"arch": getattr(student, "arch", type(student).__name__), "input": student.input_spec.to_dict()},
+        "artifacts": built,
+        "failed": failed,
+        "reference": {"runtime": "pytorch", "inputs": checks.source, "images": len(checks.inputs),
+                      "accuracy": checks.accuracy(checks.reference)},
+        "calibration": {"source": "synthetic", "images": len(calib)},
+        "packing": {"format": "efpk", "version": PACK_VERSION, "unpack": "python unpack.py FILE.efpk FILE"},
+        "settings": config.to_dict(),
+        "versions": versions(),
+    }
+    write_manifest(manifest, folder)
+    mismatched = [f["error"] for f in failed if f["stage"] == "parity"]
+    if mismatched:
+        raise ParityError("; ".join(mismatched) + f". Its files were not kept; {folder / MANIFEST} lists what passed.")
+    if not built:
+        raise ExportError("no artifact could be built: " + "; ".join(f["error"] for f in failed))
+    return manifest

@@ -1,0 +1,58 @@
+"""OpenVINO IR (``.xml`` + ``.bin``), converted from the ONNX graph and run on OpenVINO's CPU plugin.
+
+Converting from ONNX gives the INT8 IR for free: ``convert_model`` of the QDQ graph keeps
+int8 weights with their scales, which the CPU plugin runs as int8. Weights are saved as
+they are (no fp16 compression), so an fp32 IR holds the student's exact fp32 weights.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgefree.export import onnx
+
+RUNTIME = "openvino"
+
+
+def export(model: nn.Module, example: torch.Tensor, precision: str, calibration: np.ndarray, stem: Path,
+           opset: int) -> list[Path]:
+    """Write ``<stem>.xml`` and ``<stem>.bin``; returns them, the entry (.xml) first."""
+    import openvino as ov
+
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = onnx.export(model, example, precision, calibration, Path(tmp) / "student", opset)[0]
+        ir = ov.convert_model(str(graph))
+    xml = stem.with_suffix(".xml")
+    ov.save_model(ir, str(xml), compress_to_fp16=False)  # the default fp16 compression would change fp32 results
+    return [xml, xml.with_suffix(".bin")]
+
+
+def _compile(entry: Path, settings: dict):
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(entry), "CPU", {"INFERENCE_NUM_THREADS": 1, **settings})
+    request = compiled.create_infer_request()
+    # copy: the request reuses its output buffer on the next call
+    return compiled, lambda x: np.array(request.infer([x])[0])
+
+
+def load(entry: Path):
+    """A batch-1 predictor computing in f32, the precision an fp32 artifact promises."""
+    return _compile(entry, {"INFERENCE_PRECISION_HINT": "f32"})[1]
+
+
+def load_default(entry: Path):
+    """A predictor at OpenVINO's default precision on this CPU (bf16 where it has AMX), and its name."""
+    compiled, predict = _compile(entry, {})
+    return predict, compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+
+def runtime_version() -> str:
+    import openvino as ov
+
+    return ov.__version__
