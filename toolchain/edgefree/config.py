@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edgefree.errors import EdgefreeError
+from edgefree.targets import FORMATS, PRECISIONS
 
 
 class _Config:
@@ -94,6 +95,42 @@ class DistillConfig(_Config):
 
 
 @dataclass(frozen=True)
+class ExportConfig(_Config):
+    """Export per runtime, parity check against PyTorch, sparsity-aware packing (``edgefree.export``).
+
+    ``formats`` / ``precisions`` of None mean the target profile's. fp32 artifacts must match
+    the student's logits within ``fp32_atol``; INT8 ones, calibrated on synthetic images only,
+    must agree with the fp32 student's top-1 on at least ``int8_min_agreement`` of the inputs.
+    """
+
+    formats: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    opset: int = 18
+    check_images: int = 256
+    calibration_images: int = 256
+    fp32_atol: float = 1e-3
+    int8_min_agreement: float = 0.9
+
+    def __post_init__(self):
+        for name, known in (("formats", FORMATS), ("precisions", PRECISIONS)):
+            chosen = getattr(self, name)
+            if chosen is None:
+                continue
+            chosen = tuple(dict.fromkeys(chosen))  # lists from JSON become tuples; repeats go
+            object.__setattr__(self, name, chosen)
+            _require(bool(chosen) and set(chosen) <= set(known),
+                     f"export {name} must be a non-empty subset of {', '.join(known)}; got {', '.join(chosen) or 'none'}")
+        _require(self.opset >= 18, f"ONNX opset must be >= 18 (the dynamo exporter's minimum), got {self.opset}")
+        _require(self.check_images > 0 and self.calibration_images > 0, "check and calibration images must be positive")
+        _require(self.fp32_atol > 0, f"fp32_atol must be positive, got {self.fp32_atol}")
+        _require(0.0 <= self.int8_min_agreement <= 1.0, "int8_min_agreement must be in [0, 1]")
+
+    def for_target(self, target) -> "ExportConfig":
+        """This config with unset formats and precisions taken from ``target`` (a targets.Target)."""
+        return self.replace(formats=self.formats or target.formats, precisions=self.precisions or target.precisions)
+
+
+@dataclass(frozen=True)
 class Recipe(_Config):
     """A named pair of synthesis and distillation settings."""
 
@@ -139,6 +176,7 @@ class BuildConfig(_Config):
     prune: PruneConfig = field(default_factory=PruneConfig)
     synthesis: SynthesisConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).synthesis)
     distill: DistillConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).distill)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
     def __post_init__(self):
         _require(self.model is None or self.arch is not None,

@@ -1,6 +1,6 @@
 """``build()``: the stages in order, top to bottom, each one public function.
 
-    teacher -> prune -> synthesize -> distill -> evaluate -> report
+    teacher -> prune -> synthesize -> distill -> evaluate -> export -> report
 
 Synthetic images are cached in the output folder, keyed by the teacher's weights,
 the synthesis config and the seed, so a rebuild with other distillation settings
@@ -21,6 +21,8 @@ from edgefree.config import BuildConfig
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.evaluate import accuracy
+from edgefree.export import export_student
+from edgefree.export.runtime import require_runtimes
 from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.recover import SyntheticSet, distill, prune, sparsity_report, synthesize
@@ -77,6 +79,8 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         ...                            distill=DistillConfig(epochs=2)), progress=False)  # doctest: +SKIP
     """
     target = load_target(config.target)
+    export_config = config.export.for_target(target)
+    require_runtimes(export_config.formats)  # a missing runtime must stop the build before synthesis, not after
     out = _prepare_out(Path(config.out))
     torch.manual_seed(config.seed)
     clock = _Stopwatch()
@@ -101,6 +105,8 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     with clock("evaluate"):
         scores = {name: accuracy(model, eval_data) if eval_data else None
                   for name, model in (("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student))}
+    with clock("export"):
+        manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
 
     detail = sparsity_report(student)
     report = {
@@ -115,6 +121,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats[k] for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement")}},
         "distill": {**config.distill.to_dict(), "loss_per_epoch": student.distill_stats["loss_per_epoch"]},
+        "export": manifest,
         "seconds": dict(clock),
         "seed": config.seed,
         "config": config.to_dict(),

@@ -64,6 +64,47 @@ def _synthesis(r: dict) -> str:
     ])
 
 
+def _smaller(dense: int | None, packed: int) -> str:
+    return f"{dense / packed:.1f}x" if dense else "-"
+
+
+def _export(r: dict) -> str | None:
+    m = r.get("export")
+    if not m:
+        return None
+    dense_fp32 = {a["format"]: a["bytes"] for a in m["artifacts"] if a["precision"] == "fp32"}
+    rows = [[a["name"], a["runtime"], f"{a['bytes']:,}", f"{a['packed_bytes']:,}",
+             _smaller(a["bytes"], a["packed_bytes"]), _smaller(dense_fp32.get(a["format"]), a["packed_bytes"]),
+             f"{a['parity']['max_abs_diff']:.2g}", f"{a['parity']['top1_agreement']:.4f}", a["parity"]["rule"],
+             _pct(a["accuracy"])] for a in m["artifacts"]]
+    ref, shape = m["reference"], "x".join(str(d) for d in m["model"]["input"]["shape"])
+    lines = [
+        "## Artifacts (artifacts/manifest.json)",
+        "",
+        f"Each artifact takes a normalized float32 tensor of shape 1x{shape}. Parity: its logits against the "
+        f"PyTorch student's on {m['artifacts'][0]['parity']['images'] if m['artifacts'] else 0} {ref['inputs']} "
+        f"images; accuracy on {ref['images']} {ref['inputs']} images (PyTorch student: {_pct(ref['accuracy'])}).",
+        "",
+        _table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
+                "max abs diff", "top-1 agreement", "gate", "accuracy %"], rows),
+        "",
+        f"INT8 artifacts were calibrated on {m['calibration']['images']} synthetic images, no real data, and "
+        "are gated on top-1 agreement with the fp32 student.",
+    ]
+    for a in m["artifacts"]:
+        default = a["parity"].get("default_precision")
+        if default:
+            lines.append(f"{a['name']} at OpenVINO's default precision on this CPU ({default['hint']}): max abs diff "
+                         f"{default['max_abs_diff']:.2g}, top-1 agreement {default['top1_agreement']:.4f}.")
+    lines += ["", "Packed files (`.efpk`) store the pruned zeros as a bitmask; rebuild each file on the device with "
+              "`python unpack.py FILE.efpk FILE` (standard library and numpy; it checks the sha256). The runtime "
+              "loads the dense file and computes every zero: unstructured sparsity saves storage and transfer, "
+              "not inference time."]
+    if m["failed"]:
+        lines += ["", "Not built:", ""] + [f"- {f['name']} ({f['stage']}): {f['error']}" for f in m["failed"]]
+    return "\n".join(lines)
+
+
 def _timing(r: dict) -> str:
     rows = [[stage, f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
     m = r["machine"]
@@ -103,7 +144,7 @@ def _flash(r: dict) -> str | None:
     ])
 
 
-SECTIONS = [_summary, _sparsity, _synthesis, _timing, _flash]
+SECTIONS = [_summary, _sparsity, _synthesis, _export, _timing, _flash]
 
 
 def render_markdown(report: dict) -> str:

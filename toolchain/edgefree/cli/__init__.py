@@ -8,6 +8,7 @@ Every option can also be set by an environment variable named in its help
 import click
 
 from edgefree.cli.build import build
+from edgefree.cli.export import export
 from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
 from edgefree.errors import EdgefreeError
@@ -35,7 +36,7 @@ def cli():
     """edgefree: compress an image classifier for edge devices without its training data."""
 
 
-for command in (build, flash, models, targets):
+for command in (build, export, flash, models, targets):
     cli.add_command(command)
 
 main = cli

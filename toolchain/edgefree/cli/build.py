@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
+
 
 def _opt(*names, **kw):
     return click.option(*names, show_envvar=True, **kw)
@@ -23,14 +25,16 @@ def _opt(*names, **kw):
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
 @_opt("--epochs", type=int, help="Distillation epochs.")
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
+@_opt("--formats", callback=comma_list, help=FORMATS_HELP)
+@_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
-          iterations, synth_batch, epochs, distill_lr, out, seed, device, quiet):
+          iterations, synth_batch, epochs, distill_lr, formats, precisions, out, seed, device, quiet):
     """Prune, synthesize, distill (and evaluate) a teacher; write the student and a report to --out."""
-    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BuildConfig, PruneConfig
+    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BuildConfig, ExportConfig, PruneConfig
     from edgefree.config import recipe as named_recipe
     from edgefree.pipeline import build as run_build
     from edgefree.targets import load_target
@@ -44,10 +48,12 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
         synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch),
         distill=chosen.distill.replace(epochs=epochs, lr=distill_lr),
+        export=ExportConfig(formats=formats, precisions=precisions),
     )
     report = run_build(config, progress=not quiet)
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%)")
-    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}")
+    report_export(report["export"])
+    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/")
