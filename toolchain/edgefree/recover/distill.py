@@ -56,6 +56,12 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x.flip(3) if torch.rand(1, generator=g).item() < 0.5 else x
 
 
+def _mix(x: torch.Tensor, alpha: float, g: torch.Generator) -> torch.Tensor:
+    """Mixup of each image with a random partner: new inputs for free, labelled by the teacher."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((len(x), 1, 1, 1))
+    return lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Hinton's KL distillation loss, scaled by T^2 so gradients keep their size."""
     t = temperature
@@ -96,6 +102,8 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
             x = synthetic.images[idx].to(device)
             if config.augment:
                 x = _augment(x, g)
+            if config.mixup:
+                x = _mix(x, config.mixup, g)
             with torch.no_grad():
                 target = teacher(x)
             loss = kd_loss(student(x), target, config.temperature)
