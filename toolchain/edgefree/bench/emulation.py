@@ -60,13 +60,14 @@ def run(manifest: Path, cpu: str, inputs: np.ndarray, runs: int, warmup: int, th
         names: list[str] | None = None, home: Path | None = None, timeout_s: int = 3600) -> dict:
     """Run ``runner.py`` under qemu-aarch64 with CPU model ``cpu``; return its result with instruction counts.
 
-    Each artifact gains ``instructions_per_inference`` (all guest threads, during the timed runs)
-    and ``instructions_calling_thread``; ``latency_ms`` holds *emulated* milliseconds.
+    Each artifact gains ``instructions``: guest instructions of all threads during its timed runs
+    (``total``, ``per_inference``; ``calling_thread_total`` for the runner's own thread) and
+    ``outputs`` (its logits); its ``latency_ms`` are *emulated* milliseconds.
 
     Example:
         >>> result = run(Path("build/artifacts/manifest.json"), "cortex-a72", inputs, runs=3, warmup=1)  # doctest: +SKIP
-        >>> result["artifacts"]["onnx-fp32"]["instructions_per_inference"]  # doctest: +SKIP
-        20258972
+        >>> result["artifacts"]["onnx-fp32"]["instructions"]["per_inference"]  # doctest: +SKIP
+        20258972.6
     """
     home = Path(home or default_home())
     require_tools("qemu-aarch64")
@@ -99,8 +100,8 @@ def run(manifest: Path, cpu: str, inputs: np.ndarray, runs: int, warmup: int, th
             if entry["outputs_npy"]:
                 entry["outputs"] = np.load(work / entry["outputs_npy"])
             region = counts.get(entry["mark_tag"])
-            entry["instructions_per_inference"] = round(region["all"] / runs) if region else None
-            entry["instructions_calling_thread"] = round(region["thread"] / runs) if region else None
+            entry["instructions"] = region and {"per_inference": region["all"] / runs, "total": region["all"],
+                                                "calling_thread_total": region["thread"], "runs": runs}
     result["emulation"] = {"qemu": qemu_version(), "cpu": cpu, "marker_syscall": MARKER_SYSCALL,
-                           "environment": json.loads((home / "setup.json").read_text())}
+                           "environment": prepared(home)}
     return result

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -100,7 +101,8 @@ def open_openvino(path: Path, threads: int, precision: str):
     ov = _import("openvino")
     # Where the CPU has AMX or fp16 units OpenVINO's default is bf16/fp16 inference; an fp32
     # artifact is run as fp32 so that its figures and its parity mean what the label says.
-    settings = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    settings = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                "ENABLE_CPU_PINNING": False}
     if precision == "fp32":
         settings["INFERENCE_PRECISION_HINT"] = "f32"
     compiled = ov.Core().compile_model(str(path), "CPU", settings)
@@ -140,30 +142,56 @@ def _mark(syscall: int | None, tag: int, phase: int) -> None:
         ctypes.CDLL(None).syscall(syscall, tag, phase)
 
 
+def timings(predict, x: np.ndarray, runs: int) -> np.ndarray:
+    """Milliseconds of each of ``runs`` calls of ``predict(x)``, with the garbage collector held off."""
+    times = np.empty(runs)
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(runs):
+            started = time.perf_counter_ns()
+            predict(x)
+            times[i] = (time.perf_counter_ns() - started) / 1e6
+    finally:
+        if collecting:
+            gc.enable()
+    return times
+
+
+def summarize(times: np.ndarray) -> dict:
+    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
+            "mean": float(times.mean()), "std": float(times.std()), "runs": len(times)}
+
+
 def time_runs(predict, x: np.ndarray, runs: int, warmup: int, mark=None, tag: int = 0) -> dict:
     """Latency of ``predict(x)`` in ms over ``runs`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         predict(x)
-    times = np.empty(runs)
     _mark(mark, tag, 0)
-    for i in range(runs):
-        started = time.perf_counter_ns()
-        predict(x)
-        times[i] = (time.perf_counter_ns() - started) / 1e6
+    times = timings(predict, x, runs)
     _mark(mark, tag, 1)
-    return {"p50": float(np.percentile(times, 50)), "p90": float(np.percentile(times, 90)),
-            "mean": float(times.mean()), "std": float(times.std()), "runs": runs}
+    return summarize(times)
+
+
+def open_artifact(folder: Path, artifact: dict, threads: int):
+    """``(predict, runtime version, runtime settings)`` for one manifest artifact in ``folder``."""
+    entry = ensure_dense(folder, artifact)
+    opener = OPENERS.get(artifact["runtime"])
+    if opener is None:
+        raise ValueError(f"unknown runtime {artifact['runtime']!r}; this runner knows {sorted(OPENERS)}")
+    return opener(entry, threads, artifact.get("precision", "fp32"))
+
+
+def logits_of(predict, inputs: np.ndarray) -> np.ndarray:
+    """Each input through ``predict`` at batch 1, stacked."""
+    return np.concatenate([np.asarray(predict(np.ascontiguousarray(x[None]))).reshape(1, -1) for x in inputs])
 
 
 def run_artifact(folder: Path, artifact: dict, inputs: np.ndarray, runs: int, warmup: int, threads: int,
                  mark: int | None, tag: int) -> dict:
     """Open one artifact, compute its logits on every input, then time it on the first."""
-    entry = ensure_dense(folder, artifact)
-    opener = OPENERS.get(artifact["runtime"])
-    if opener is None:
-        raise ValueError(f"unknown runtime {artifact['runtime']!r}; this runner knows {sorted(OPENERS)}")
-    predict, version, settings = opener(entry, threads, artifact.get("precision", "fp32"))
-    logits = np.concatenate([np.asarray(predict(np.ascontiguousarray(x[None]))).reshape(1, -1) for x in inputs])
+    predict, version, settings = open_artifact(folder, artifact, threads)
+    logits = logits_of(predict, inputs)
     latency = time_runs(predict, np.ascontiguousarray(inputs[:1]), runs, warmup, mark, tag)
     return {"logits": logits, "latency_ms": latency, "runtime_version": version, "settings": settings}
 

@@ -1,0 +1,80 @@
+"""``edgefree bench BUILD_DIR``: the bench stage again, on what a finished build left in its folder.
+
+From ``report.json`` it takes the teacher (checkpoint and architecture, or the built-in
+default and its seed), the evaluation data and the export settings; from the folder the
+student (``student.pt``), its artifacts and the synthetic images that calibrate the
+teacher's INT8 artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgefree.bench import bench, selected_artifacts
+from edgefree.bench.emulator_setup import default_home, prepared
+from edgefree.bench.teacher import export_teacher
+from edgefree.config import BenchConfig, ExportConfig
+from edgefree.errors import EdgefreeError, EmulationError
+from edgefree.targets import Target, load_target
+
+
+def _read_report(build_dir: Path) -> dict:
+    path = build_dir / "report.json"
+    if not path.is_file():
+        raise EdgefreeError(f"{build_dir} holds no finished build (no report.json): run `edgefree build --out {build_dir}` first")
+    return json.loads(path.read_text())
+
+
+def _models(report: dict, build_dir: Path):
+    from edgefree.demo import DEMO_EVAL, default_teacher
+    from edgefree.models import load_model
+
+    config = report["config"]
+    if config["model"] is None:
+        teacher, eval_source = default_teacher(config["seed"]), DEMO_EVAL
+    else:
+        teacher, eval_source = load_model(config["arch"], config["model"], config["num_classes"]), config["eval_data"]
+    student = load_model(report["model"]["arch"], build_dir / "student.pt", config["num_classes"])
+    return teacher, student, eval_source
+
+
+def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
+    """The build folder for the build's own target; ``bench-<target>/`` in it for any other."""
+    return build_dir if target.name == report["target"]["name"] else build_dir / f"bench-{target.name}"
+
+
+def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig = BenchConfig(),
+                out: Path | None = None) -> dict:
+    """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
+
+    Example:
+        >>> result = bench_build(Path("edgefree-out"), "raspberry-pi-4")  # doctest: +SKIP
+    """
+    from edgefree.data import load_eval_data
+    from edgefree.recover import SyntheticSet
+
+    build_dir = Path(build_dir)
+    report = _read_report(build_dir)
+    profile = load_target(target or report["target"]["name"])
+    if profile.emulated and config.emulate and prepared(default_home()) is None:
+        raise EmulationError(f"target {profile.name} is {profile.isa}: its artifacts run under qemu-aarch64, and "
+                             "the arm64 environment is not prepared: run `edgefree emulator setup` (or pass --no-emulate)")
+    student_manifest = build_dir / "artifacts" / "manifest.json"
+    if not student_manifest.is_file():
+        raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")
+    built = selected_artifacts(json.loads(student_manifest.read_text()), profile)
+    if not built:
+        raise EdgefreeError(f"the build in {build_dir} has no artifact in target {profile.name}'s formats "
+                            f"({', '.join(profile.formats)}) and precisions ({', '.join(profile.precisions)}): "
+                            f"rebuild it with --target {profile.name}")
+    teacher, student, eval_source = _models(report, build_dir)
+    eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
+    # the teacher gets exactly the formats and precisions the student has here, with the same settings
+    settings = {k: v for k, v in report["config"].get("export", {}).items() if k not in ("formats", "precisions")}
+    export_config = ExportConfig(**settings, formats=tuple(dict.fromkeys(a["format"] for a in built)),
+                                 precisions=tuple(dict.fromkeys(a["precision"] for a in built)))
+    teacher_manifest = export_teacher(teacher, build_dir, export_config, SyntheticSet.load(build_dir / "synthetic.pt"),
+                                      eval_data)
+    return bench({"teacher": teacher, "student": student}, {"teacher": teacher_manifest, "student": student_manifest},
+                 profile, out or output_folder(build_dir, report, profile), config, eval_data)

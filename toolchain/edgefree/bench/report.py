@@ -1,0 +1,196 @@
+"""bench.json -> Markdown tables, a plain-words reading of them, and a plot (bench.png).
+
+Everything is rendered from the JSON alone, from measured numbers only. The reading says
+what a dense runtime does with an unstructured-sparse student (the same work), and labels
+emulated time as emulated and instruction counts as comparable only within one CPU model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _kb(n) -> str:
+    return f"{n / 1024:,.1f}" if n else "-"
+
+
+def _key(row: dict) -> tuple[str, str]:
+    return row["runtime"], row["precision"]
+
+
+def _teacher_of(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    return {_key(r): r for r in rows if r["model"] == "teacher" and not r["error"]}
+
+
+def latency_ratios(rows: list[dict]) -> dict[tuple[str, str], float]:
+    """Student p50 / teacher p50 for each runtime and precision both ran on."""
+    teacher = _teacher_of(rows)
+    return {_key(r): r["latency_ms"]["p50"] / teacher[_key(r)]["latency_ms"]["p50"]
+            for r in rows if r["model"] == "student" and not r["error"] and _key(r) in teacher}
+
+
+def instruction_ratios(rows: list[dict]) -> dict[tuple[str, str], float]:
+    teacher = {_key(r): r for r in rows if r["model"] == "teacher" and r.get("instructions")}
+    return {_key(r): r["instructions"]["per_inference"] / teacher[_key(r)]["instructions"]["per_inference"]
+            for r in rows if r["model"] == "student" and r.get("instructions") and _key(r) in teacher}
+
+
+def _native_table(native: dict) -> str:
+    ratios = latency_ratios(native["rows"])
+    rows = []
+    for r in native["rows"]:
+        if r["error"]:
+            rows.append([r["model"], r["runtime"], r["precision"], f"error: {r['error']}", "", "", "", "", "", ""])
+            continue
+        t = r["latency_ms"]
+        ratio = ratios.get(_key(r)) if r["model"] == "student" else None
+        rows.append([r["model"], r["runtime"], r["precision"], f"{t['p50']:.3f}", f"{t['p90']:.3f}",
+                     f"{t['mean']:.3f} ± {t['std']:.3f}", f"{ratio:.2f}x" if ratio else "-",
+                     "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}", _kb(r["bytes"]), _kb(r["packed_bytes"])])
+    return _table(["model", "runtime", "precision", "p50 ms", "p90 ms", "mean ± std ms", "student/teacher p50",
+                   "top-1 %", "size KB", "packed KB"], rows)
+
+
+def _reading(native: dict) -> list[str]:
+    """Plain-words conclusions, each computed from the table above."""
+    rows, lines = native["rows"], []
+    ratios = latency_ratios(rows)
+    if ratios:
+        low, high = min(ratios.values()), max(ratios.values())
+        lines.append(f"- Same runtime and precision, the student takes {low:.2f}x to {high:.2f}x the teacher's p50 "
+                     "time. Its zeros are unstructured: a dense kernel multiplies them like any other weight, "
+                     "so pruning alone is not expected to make it faster, and the table shows what it did.")
+        for (runtime, precision), ratio in sorted(ratios.items()):
+            if ratio < 1 - NOISE:
+                lines.append(f"- {runtime} {precision}: the student measured {100 * (1 - ratio):.0f}% faster, more "
+                             f"than the {100 * NOISE:.0f}% run-to-run band; the zeros do not reduce a dense kernel's "
+                             "work, so see benchmarks/README.md for what does (re-run before relying on it).")
+    teacher = _teacher_of(rows)
+    for (runtime, precision), row in sorted(teacher.items()):
+        fp32 = teacher.get((runtime, "fp32"))
+        if precision != "int8" or not fp32:
+            continue
+        ratio = row["latency_ms"]["p50"] / fp32["latency_ms"]["p50"]
+        why = ("integer kernels and a quarter of the weight bytes, not sparsity" if ratio < 1 - NOISE else
+               "quantize/dequantize steps cost more than the integer kernels save at this size" if ratio > 1 + NOISE
+               else "no difference beyond the run-to-run band")
+        lines.append(f"- INT8 on {runtime}: the teacher takes {ratio:.2f}x its fp32 p50 time ({why}).")
+    sizes = [(r, teacher.get(_key(r))) for r in rows if r["model"] == "student" and r["packed_bytes"]]
+    for student, dense in sizes:
+        if dense and dense["packed_bytes"]:
+            lines.append(f"- {student['artifact']}: packed {_kb(student['packed_bytes'])} KB vs the teacher's "
+                         f"{_kb(dense['packed_bytes'])} KB ({dense['packed_bytes'] / student['packed_bytes']:.1f}x "
+                         "smaller): the student's gain is size, for storage and transfer.")
+    return lines
+
+
+def _emulated_section(emulated: dict, level: str) -> list[str]:
+    if emulated.get("rows") is None:
+        return [f"{level} arm64 (emulated)", "", f"Not run: {emulated['skipped']}."]
+    ratios = instruction_ratios(emulated["rows"])
+    rows = []
+    for r in emulated["rows"]:
+        if r["error"] or not r["instructions"]:
+            rows.append([r["model"], r["runtime"], r["precision"], f"error: {r['error'] or 'no count'}", "", "", "", ""])
+            continue
+        ratio = ratios.get(_key(r)) if r["model"] == "student" else None
+        parity = r["parity_vs_x86"] or {}
+        rows.append([r["model"], r["runtime"], r["precision"], f"{r['instructions']['per_inference'] / 1e6:,.3f}",
+                     f"{ratio:.3f}x" if ratio else "-",
+                     f"{parity['max_abs_diff']:.2g}" if parity else "-",
+                     f"{100 * parity['top1_agreement']:.0f}%" if parity else "-",
+                     f"{r['emulated_latency_ms']['p50'] / 1000:.3f}"])
+    cpu = emulated["cpu"]
+    lines = [
+        f"{level} arm64 under QEMU user-mode, CPU model `{cpu}` (emulated)",
+        "",
+        f"{emulated['qemu']}; {emulated['threads']} thread; {emulated['runs']} timed runs after {emulated['warmup']} "
+        f"warm-up; logits of the first {emulated['parity_inputs']} evaluation input(s) compared with this "
+        "machine's (x86-64) for the same artifact.",
+        "",
+        _table(["model", "runtime", "precision", f"instructions / inference (M, {cpu})", "student/teacher",
+                "max logit diff vs x86", "top-1 agreement vs x86", "p50 s (EMULATED)"], rows),
+        "",
+        f"Instruction counts are guest instructions of all threads during the timed runs, per inference, from "
+        f"the icount QEMU plugin: they repeat run to run and compare only within the `{cpu}` model and this "
+        "arm64 root. Emulated seconds are QEMU's, not a device's: they prove the artifact runs, nothing more.",
+    ]
+    return lines + [f"- skipped: {s}" for s in emulated.get("skipped", [])]
+
+
+def render(result: dict, level: str = "##", plot: str | None = "bench.png") -> str:
+    """Markdown for one bench result; ``level`` is the heading depth of its sections."""
+    native, m = result["native"], result["machine"]
+    t = result["target"]
+    lines = [
+        f"{level} Latency and accuracy per runtime: {result['model']['arch']} for {t['name']} (measured on x86-64)",
+        "",
+        f"Batch 1, {native['threads']} thread(s), {native['runs']} timed runs after {native['warmup']} warm-up; "
+        + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, one at a time through each "
+           "runtime." if result["eval"]["images"] else "no evaluation data: latency only.")
+        + f" CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v != "not installed") + ".",
+        "",
+        _native_table(native),
+        "",
+        *_reading(native),
+    ]
+    if result.get("emulated"):
+        lines += ["", *_emulated_section(result["emulated"], level)]
+    if plot:
+        lines += ["", f"![latency, instructions and size per runtime]({plot})"]
+    return "\n".join(lines) + "\n"
+
+
+def _bars(ax, rows: list[dict], value, label: str) -> None:
+    import numpy as np
+
+    keys = sorted({_key(r) for r in rows}, key=lambda k: (k[1], k[0]))
+    x = np.arange(len(keys))
+    for offset, role in ((-0.2, "teacher"), (0.2, "student")):
+        by_key = {_key(r): value(r) for r in rows if r["model"] == role}
+        ax.bar(x + offset, [by_key.get(k) or 0 for k in keys], 0.4, label=role)
+    ax.set_xticks(x, [f"{runtime}\n{precision}" for runtime, precision in keys], fontsize=7)
+    ax.set_ylabel(label)
+    ax.legend(fontsize=7)
+
+
+def plot(result: dict, path: Path) -> None:
+    """Bars per runtime/precision, teacher vs student: p50 latency, emulated instructions, packed size."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    native = [r for r in result["native"]["rows"] if not r["error"]]
+    emulated = [r for r in (result.get("emulated") or {}).get("rows") or [] if r.get("instructions")]
+    panels = 3 if emulated else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
+    _bars(axes[0], native, lambda r: r["latency_ms"]["p50"], "p50 latency, ms (x86-64, measured)")
+    if emulated:
+        cpu = result["emulated"]["cpu"]
+        _bars(axes[1], emulated, lambda r: r["instructions"]["per_inference"] / 1e6,
+              f"instructions / inference, M ({cpu}, emulated)")
+    _bars(axes[-1], native, lambda r: (r["packed_bytes"] or r["bytes"] or 0) / 1024, "size, KB (packed where packed)")
+    fig.suptitle(f"{result['model']['arch']} for {result['target']['name']}: teacher vs student", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_bench(result: dict, out: Path) -> None:
+    """bench.md and bench.png, then bench.json last (present means the bench finished)."""
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result, out / "bench.png")
+    (out / "bench.md").write_text(render(result, level="##"))
+    tmp = out / "bench.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2, default=str))
+    tmp.replace(out / "bench.json")

@@ -1,0 +1,44 @@
+"""``edgefree bench BUILD_DIR``: latency and accuracy per runtime, teacher vs student; arm64 under QEMU."""
+
+from pathlib import Path
+
+import click
+
+
+def _opt(*names, **kw):
+    return click.option(*names, show_envvar=True, **kw)
+
+
+@click.command()
+@click.argument("build_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@_opt("--target", help="Target profile (default: the build's). An aarch64 target also runs under qemu-aarch64.")
+@_opt("--runs", type=int, default=50, help="Timed runs per runtime (batch 1).")
+@_opt("--warmup", type=int, default=10, help="Untimed runs before them.")
+@_opt("--threads", type=int, help="Threads per runtime (default: the target's; 1 for an emulated target).")
+@_opt("--eval-limit", type=int, help="Top-1 on the first N evaluation images only (default: all).")
+@_opt("--emulate/--no-emulate", default=True, help="Run an aarch64 target's artifacts under qemu-aarch64.")
+@_opt("--emulated-runs", type=int, default=3, help="Timed runs under emulation (instruction counts repeat).")
+@_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
+@_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
+      "for another target than the build's).")
+def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, emulated_runs, emulated_inputs, out):
+    """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
+    from edgefree.bench.build_dir import bench_build
+    from edgefree.config import BenchConfig
+
+    config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
+                         emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
+    result = bench_build(build_dir, target, config, out)
+    for row in result["native"]["rows"]:
+        shown = f"error: {row['error']}" if row["error"] else (
+            f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else ""))
+        click.echo(f"{row['model']:8} {row['runtime']:12} {row['precision']:5} {shown}")
+    emulated = result["emulated"] or {}
+    for row in emulated.get("rows") or []:
+        count = row["instructions"]
+        shown = f"error: {row['error']}" if row["error"] or not count else (
+            f"{count['per_inference'] / 1e6:,.3f} M instructions/inference ({emulated['cpu']}, emulated)")
+        click.echo(f"{row['model']:8} {row['runtime']:12} {row['precision']:5} {shown}")
+    if emulated.get("rows") is None and emulated.get("skipped"):
+        click.echo(f"arm64 emulation not run: {emulated['skipped']}")
+    click.echo(f"wrote bench.json, bench.md, bench.png in {result['out']}")
