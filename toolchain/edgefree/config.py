@@ -95,6 +95,28 @@ class DistillConfig(_Config):
 
 
 @dataclass(frozen=True)
+class BenchConfig(_Config):
+    """Latency and accuracy per runtime: measured here, and emulated for aarch64 targets."""
+
+    runs: int = 50
+    warmup: int = 10
+    threads: int | None = None  # None: the target's threads natively (1 for an emulated target)
+    eval_limit: int | None = None  # top-1 on the first N evaluation images (None: all)
+    emulate: bool = True  # aarch64 targets: also run under qemu-aarch64 when `edgefree emulator setup` ran
+    emulated_runs: int = 3  # instruction counts repeat exactly: a few runs suffice
+    emulated_warmup: int = 1
+    emulated_inputs: int = 8  # evaluation images whose logits are compared with this machine's
+    emulation_timeout_s: int = 3600
+
+    def __post_init__(self):
+        _require(self.runs >= 1 and self.emulated_runs >= 1, "bench runs must be >= 1")
+        _require(self.warmup >= 0 and self.emulated_warmup >= 0, "bench warm-up runs must be >= 0")
+        _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
+        _require(self.eval_limit is None or self.eval_limit >= 1, "bench eval_limit must be >= 1")
+        _require(self.emulated_inputs >= 1, "bench emulated_inputs must be >= 1")
+
+
+@dataclass(frozen=True)
 class ExportConfig(_Config):
     """Export per runtime, parity check against PyTorch, sparsity-aware packing (``edgefree.export``).
 

@@ -7,7 +7,9 @@ Every option can also be set by an environment variable named in its help
 
 import click
 
+from edgefree.cli.bench import bench
 from edgefree.cli.build import build
+from edgefree.cli.emulator import emulator
 from edgefree.cli.export import export
 from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
@@ -36,7 +38,7 @@ def cli():
     """edgefree: compress an image classifier for edge devices without its training data."""
 
 
-for command in (build, export, flash, models, targets):
+for command in (bench, build, emulator, export, flash, models, targets):
     cli.add_command(command)
 
 main = cli
