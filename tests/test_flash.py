@@ -75,13 +75,14 @@ def built(default_build, tmp_path):
     return copy
 
 
-def _flash(sshd, build, remote, *extra, known_hosts=None):
+def _flash(sshd, build, remote, *extra, known_hosts=None, artifacts="onnx-fp32"):
+    """`edgefree flash` to the local sshd (by default of one artifact: runtimes load slowly)."""
     known_hosts = known_hosts or sshd["tmp"] / "known_hosts"
     if not known_hosts.exists():
         known_hosts.write_text(sshd["host_line"] + "\n")
     args = ["flash", "--host", sshd["host"], "--port", str(sshd["port"]), "--key", str(sshd["key"]),
             "--known-hosts", str(known_hosts), "--remote-dir", str(remote), "--remote-python", sys.executable,
-            "--runs", "20", "--warmup", "2", *extra, str(build)]
+            "--runs", "20", "--warmup", "2", *(["--artifacts", artifacts] if artifacts else []), *extra, str(build)]
     return CliRunner().invoke(cli, args, catch_exceptions=False)
 
 
@@ -95,7 +96,7 @@ def _current_runs(remote: Path) -> dict:
 
 def test_round_trip_copies_verifies_switches_and_runs(sshd, built, tmp_path):
     remote = tmp_path / "device"
-    result = _flash(sshd, built, remote)
+    result = _flash(sshd, built, remote, artifacts=None)  # every artifact, with every runtime
     assert result.exit_code == 0, result.output
     record = json.loads((built / "flash.json").read_text())
     release = remote / "releases" / record["release"]
@@ -108,15 +109,12 @@ def test_round_trip_copies_verifies_switches_and_runs(sshd, built, tmp_path):
     packed = sum(f["packed_bytes"] for a in manifest["artifacts"] for f in a["files"])
     assert 0 < record["sent"]["bytes"] < record["sent"]["bundle_bytes_unpacked"]
     assert record["sent"]["bytes"] >= packed
-    for name, smoke in record["smoke"].items():
-        assert smoke["max_abs_diff_vs_build_machine"] < 1e-4, name
-        assert record["latency"]["artifacts"][name]["p50"] > 0
+    assert set(record["artifacts"]) == {a["name"] for a in manifest["artifacts"]}
+    for name, result in record["artifacts"].items():
+        assert result["max_abs_diff_vs_build_machine"] < 1e-4, name
+        assert result["latency_ms"]["p50"] > 0 and result["latency_ms"]["runs"] == 20
     assert "## Flashed to" in (built / "report.md").read_text()
     assert all(not r["error"] for r in _current_runs(remote).values())
-
-    again = _flash(sshd, built, remote)  # same release: nothing to send, still verified and run
-    assert again.exit_code == 0, again.output
-    assert json.loads((built / "flash.json").read_text())["sent"]["bytes"] == 0
 
 
 def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypatch):
@@ -166,6 +164,14 @@ def test_unknown_host_key_needs_the_accept_flag(sshd, built, tmp_path):
     assert accepted.exit_code == 0, accepted.output
     assert known_hosts.read_text().split() == sshd["host_line"].split()
 
+    again = _flash(sshd, built, tmp_path / "device", known_hosts=known_hosts)  # the recorded key is trusted
+    assert again.exit_code == 0, again.output
+    record = json.loads((built / "flash.json").read_text())
+    assert record["sent"]["bytes"] == 0, "the same release again: nothing to send, still verified and run"
+    onnx = next(a for a in json.loads((built / "artifacts" / "manifest.json").read_text())["artifacts"]
+                if a["name"] == "onnx-fp32")
+    assert record["sent"]["files_already_there"] == 4 + len(onnx["files"])  # + manifest, inputs, runner, unpack
+
 
 def test_changed_host_key_is_refused_even_with_the_accept_flag(sshd, built, tmp_path):
     other = _keygen(tmp_path / "other_host_key")
@@ -208,3 +214,21 @@ def test_build_for_another_target_is_refused(built, tmp_path):
                                       str(built)], catch_exceptions=False)
     assert result.exit_code == 2
     assert "was built for target 'x86-64'" in result.output
+
+
+def test_remote_python_words_are_quoted_and_tilde_means_the_device_home():
+    from edgefree.ssh import Device
+
+    device = Device.__new__(Device)  # no connection: quote() needs only the home folder
+    device.home = "/home/pi"
+    assert device.quote("env A='x y' ~/venv/bin/python") == "env 'A=x y' /home/pi/venv/bin/python"
+
+
+def test_device_of_another_isa_is_refused_before_copying(sshd, built, tmp_path):
+    report = json.loads((built / "report.json").read_text())
+    report["target"]["name"] = "raspberry-pi-4"  # as if built for the Pi; this "device" is x86-64
+    (built / "report.json").write_text(json.dumps(report))
+    result = _flash(sshd, built, tmp_path / "device")
+    assert result.exit_code == 2
+    assert "is a x86_64 machine but target 'raspberry-pi-4' is aarch64" in result.output
+    assert not (tmp_path / "device").exists()

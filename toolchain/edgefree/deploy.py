@@ -8,10 +8,11 @@ The device keeps one folder per release and a ``current`` symlink:
 The release id is a hash of what is sent, so flashing the same build again sends
 nothing new, and a copy that was cut short resumes. Files arrive through a
 ``.part`` name, packed forms (``.efpk``) are sent when present and unpacked on the
-device, and every file's sha256 is checked there against the manifest. A release
-runs one smoke inference before ``current`` is switched to it (``ln -s`` to a temp
-name, then ``mv -T``: atomic), so a copy that fails or is interrupted never
-becomes current. The latency run then goes through ``current``.
+device, and every file's sha256 is checked there against the manifest. Then
+``runner.py`` runs every artifact in the release (the logits of one input, compared
+with the build machine's, and the latency), and only then is ``current`` switched
+to it (``ln -s`` to a temp name, then ``mv -T``: atomic). So a copy that fails, is
+interrupted, or does not run never becomes current.
 """
 
 from __future__ import annotations
@@ -29,21 +30,24 @@ import numpy as np
 
 from edgefree.errors import DeployError, MissingRuntimeError
 from edgefree.report import render_markdown
-from edgefree.ssh import Device, quote_command
+from edgefree.ssh import Device
 from edgefree.targets import Target, load_target
 
 PACKAGE = Path(__file__).parent
 # The standalone scripts that run on the device (stdlib + numpy + the runtime).
 DEVICE_SCRIPTS = {"runner.py": PACKAGE / "bench" / "runner.py", "unpack.py": PACKAGE / "export" / "unpack.py"}
-RUNTIME_MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 
 # Runs on the device (stdin to its python): the python, the CPU and which modules import.
 _PROBE = """
-import importlib, json, platform, sys
+import importlib, importlib.metadata, json, platform, sys
 found, missing = {}, {}
 for name in sys.argv[1:]:
     try:
-        found[name] = getattr(importlib.import_module(name), "__version__", "unknown")
+        module = importlib.import_module(name)
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = getattr(module, "__version__", "unknown")
     except Exception as exc:
         missing[name] = f"{type(exc).__name__}: {exc}"
 print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
@@ -133,7 +137,19 @@ def _select(manifest: dict, target: Target, names: list[str] | None) -> list[dic
     return chosen
 
 
-def _plan(build_dir: Path, manifest: dict, chosen: list[dict], inputs: Path) -> tuple[str, list[dict]]:
+def _release_extras(manifest: dict, chosen: list[dict], scratch: Path) -> dict[str, Path]:
+    """The files a release holds besides the artifacts: its manifest (only the chosen artifacts, so
+    a release's files are exactly its manifest's), one input (the same on both machines) and the scripts."""
+    missing = [name for name, path in DEVICE_SCRIPTS.items() if not path.is_file()]
+    if missing:
+        raise MissingRuntimeError(f"this edgefree install lacks the device script(s) {missing} "
+                                  f"(expected in {PACKAGE}): reinstall edgefree")
+    (scratch / "manifest.json").write_text(json.dumps({**manifest, "artifacts": chosen}, indent=2))
+    np.save(scratch / "inputs.npy", _device_runner().default_inputs(manifest))
+    return {"manifest.json": scratch / "manifest.json", "inputs.npy": scratch / "inputs.npy", **DEVICE_SCRIPTS}
+
+
+def _plan(build_dir: Path, chosen: list[dict], extras: dict[str, Path]) -> tuple[str, list[dict]]:
     """The release id and the files to put on the device, each checked here first.
 
     Each entry: ``path`` (on the device, relative to the release), ``sha256``, ``bytes``,
@@ -141,15 +157,12 @@ def _plan(build_dir: Path, manifest: dict, chosen: list[dict], inputs: Path) -> 
     (its name on the device), plus ``packed_path``/``packed_sha256`` when packed.
     """
     artifacts = build_dir / "artifacts"
-    missing = [name for name, path in DEVICE_SCRIPTS.items() if not path.is_file()]
-    if missing:
-        raise MissingRuntimeError(f"this edgefree install lacks the device script(s) {missing} "
-                                  f"(expected in {PACKAGE}): reinstall edgefree")
-    extra = {"manifest.json": artifacts / "manifest.json", "inputs.npy": inputs, **DEVICE_SCRIPTS}
     files = [{"path": name, "sha256": _sha256(p), "bytes": p.stat().st_size, "send": p, "remote": name}
-             for name, p in extra.items()]
+             for name, p in extras.items()]
     for artifact in chosen:
         for f in artifact["files"]:
+            if any(f["path"] == known["path"] for known in files):  # a file two artifacts share goes once
+                continue
             packed = f.get("packed_path") and artifacts / f["packed_path"]
             entry = {"path": f["path"], "sha256": f["sha256"], "bytes": f["bytes"]}
             if packed and packed.is_file():
@@ -167,7 +180,7 @@ def _plan(build_dir: Path, manifest: dict, chosen: list[dict], inputs: Path) -> 
 
 def _probe(device: Device, python: str, target: Target, chosen: list[dict]) -> dict:
     """The device's CPU, python and runtime versions; a wrong ISA or a missing runtime is an error."""
-    modules = ["numpy", *sorted({RUNTIME_MODULES[a["runtime"]] for a in chosen})]
+    modules = ["numpy", *sorted({a["runtime"] for a in chosen})]  # runtime names are module names
     out = device.run(f"{python} - {' '.join(modules)}", stdin=_PROBE, check=False).stdout
     if not out.strip():
         raise MissingRuntimeError(f"`{python}` does not run on {device.where}: install python3 there "
@@ -193,59 +206,54 @@ def _verify(device: Device, python: str, release: str, files: list[dict], rebuil
     return json.loads(device.run(f"cd {quote(release)} && {python} - {quote(spec)} {mode}", stdin=_VERIFY).stdout)
 
 
-def _runner_command(python: str, names: list[str], runs: int, warmup: int, threads: int, out: str) -> str:
-    return (f"{python} runner.py --manifest manifest.json --artifacts {quote(','.join(names))} "
-            f"--inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} --out {quote(out)}")
-
-
-def _run_on_device(device: Device, python: str, folder: str, names: list[str], runs: int, warmup: int,
-                   threads: int, out: str, fetch_to: Path) -> dict:
-    """runner.py in ``folder`` on the device; its results (and logits, into ``fetch_to``) come back."""
-    command = (f"cd {quote(folder)} && {python} runner.py --manifest manifest.json --artifacts {quote(','.join(names))} "
-               f"--inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} --out {quote(out)}")
+def _run_on_device(device: Device, python: str, release: str, names: list[str], runs: int, warmup: int,
+                   threads: int, fetch_to: Path) -> dict:
+    """runner.py in the release on the device; its results (and logits, into ``fetch_to``) come back."""
+    out = "results/run.json"
+    command = (f"cd {quote(release)} && {python} runner.py --manifest manifest.json --artifacts "
+               f"{quote(','.join(names))} --inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} "
+               f"--out {out}")
     ran = device.run(command, check=False)  # exit 1 when an artifact failed: its error is in the result
-    remote_out = f"{folder}/{out}"
     try:
-        results = json.loads(device.sftp.open(remote_out).read())["artifacts"]
+        results = json.loads(device.sftp.open(f"{release}/{out}").read())["artifacts"]
     except FileNotFoundError:
         raise DeployError(f"on {device.where} runner.py wrote no result (exit {ran.returncode}): "
                           f"{ran.stderr.strip()[-2000:]}") from None
     failed = {name: r["error"] for name, r in results.items() if r["error"]}
     if failed:
-        raise DeployError(f"on {device.where} the runner failed: "
+        raise DeployError(f"on {device.where} the runner failed, `current` is unchanged: "
                           + "; ".join(f"{name}: {error}" for name, error in failed.items()))
     for name, r in results.items():  # outputs_npy is named relative to the result file
-        r["logits"] = np.load(device.download(f"{Path(remote_out).parent}/{r['outputs_npy']}",
-                                              fetch_to / f"{name}.npy"))
+        r["logits"] = np.load(device.download(f"{release}/results/{r['outputs_npy']}", fetch_to / f"{name}.npy"))
     return results
 
 
 def _reference(build_dir: Path, inputs: Path, names: list[str], threads: int, scratch: Path) -> dict:
     """The same inputs through the same runner here, on the build machine: logits to compare with."""
     out = scratch / "reference" / "result.json"
-    results = _device_runner().run(build_dir / "artifacts" / "manifest.json", out, names, np.load(inputs), runs=1, warmup=0,
-                         threads=threads)["artifacts"]
+    results = _device_runner().run(build_dir / "artifacts" / "manifest.json", out, names, np.load(inputs), runs=1,
+                                   warmup=0, threads=threads)["artifacts"]
     return {name: np.load(out.parent / r["outputs_npy"]) for name, r in results.items() if not r["error"]}
 
 
-def _smoke_summary(device_results: dict, reference: dict) -> dict:
-    """Top-1 on the device and the largest logit difference from the build machine (None: not run here)."""
+def _compare(device_results: dict, reference: dict) -> dict:
+    """Per artifact: latency, top-1 and the largest logit difference from the build machine (None: not run here)."""
     summary = {}
     for name, r in device_results.items():
-        logits = r["logits"]
-        if not np.isfinite(logits).all():
-            raise DeployError(f"{name} produced non-finite logits on the device")
-        diff = float(np.abs(logits - reference[name]).max()) if name in reference else None
-        summary[name] = {"top1": r["top1"], "max_abs_diff_vs_build_machine": diff,
-                         "runtime_version": r.get("runtime_version")}
+        if not np.isfinite(r["logits"]).all():
+            raise DeployError(f"{name} produced non-finite logits on the device, `current` is unchanged")
+        diff = float(np.abs(r["logits"] - reference[name]).max()) if name in reference else None
+        summary[name] = {"latency_ms": r["latency_ms"], "top1": r["top1"], "max_abs_diff_vs_build_machine": diff,
+                         "runtime_version": r["runtime_version"]}
     return summary
 
 
 def _switch(device: Device, root: str, release_id: str) -> None:
     """Point ``current`` at the release atomically: a new symlink renamed over the old one."""
-    temp = f".current-{release_id}.tmp"
-    device.run(f"cd {quote(root)} && ln -sfn {quote('releases/' + release_id)} {quote(temp)} && "
-               f"mv -T {quote(temp)} current")
+    temp, target = f".current-{release_id}.tmp", f"releases/{release_id}"
+    device.run(f"cd {quote(root)} && ln -sfn {quote(target)} {quote(temp)} && mv -T {quote(temp)} current")
+    if device.sftp.readlink(f"{root}/current") != target:
+        raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
 
 
 class _Laps(dict):
@@ -303,7 +311,7 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
         remote_dir: folder on the device holding ``releases/`` and ``current``.
         remote_python: the device's python command (may carry a prefix, e.g. ``env X=1 python3``).
         artifacts: artifact names to send (default: every artifact the target runs).
-        runs, warmup: latency runs on the device.
+        runs, warmup: timed and untimed inferences per artifact on the device.
 
     Returns:
         The record also written to ``build_dir/flash.json`` (and as a section of ``report.md``).
@@ -315,28 +323,26 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     build_dir = Path(build_dir)
     report, manifest, profile = _read_build(build_dir, target)
     chosen = _select(manifest, profile, artifacts)
-    names, threads, python = [a["name"] for a in chosen], profile.threads, quote_command(remote_python)
+    names, threads = [a["name"] for a in chosen], profile.threads
     with tempfile.TemporaryDirectory(prefix="edgefree-flash-") as scratch_dir:
         scratch = Path(scratch_dir)
-        inputs = scratch / "inputs.npy"  # the same deterministic normalized inputs on both machines
-        np.save(inputs, _device_runner().default_inputs(manifest))
-        release_id, files = _plan(build_dir, manifest, chosen, inputs)
+        extras = _release_extras(manifest, chosen, scratch)
+        release_id, files = _plan(build_dir, chosen, extras)
         with Device(host, port, key, known_hosts, accept_new_host_key) as device:
             laps("connect")
+            python = device.quote(remote_python)
             try:
                 probe = _probe(device, python, profile, chosen)
                 root = device.path(remote_dir)
                 laps("probe")
                 sent = _release(device, python, root, release_id, files, laps)
-                smoke = _run_on_device(device, python, f"{root}/releases/{release_id}", names, 1, 0, threads,
-                                       "results/smoke.json", scratch)
-                smoke = _smoke_summary(smoke, _reference(build_dir, inputs, names, threads, scratch))
-                laps("smoke")
+                ran = _run_on_device(device, python, f"{root}/releases/{release_id}", names, runs, warmup, threads,
+                                     scratch)
+                laps("run")
+                results = _compare(ran, _reference(build_dir, extras["inputs.npy"], names, threads, scratch))
+                laps("reference")
                 _switch(device, root, release_id)
                 laps("switch")
-                timed = _run_on_device(device, python, f"{root}/current", names, runs, warmup, threads,
-                                       "results/latency.json", scratch)
-                laps("latency")
             except device.link_errors as exc:  # the link died or the device refused a file operation
                 raise DeployError(f"flashing to {device.where} stopped midway ({type(exc).__name__}: {exc}); "
                                   "`current` still points where it did unless the switch completed. Flash "
@@ -347,9 +353,8 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
         "release_dir": f"{root}/releases/{release_id}", "current": f"{root}/current",
         "device": {"machine": probe["machine"], "python": probe["python"], "modules": probe["found"]},
         "sent": sent,
-        "smoke": smoke,
-        "latency": {"runs": runs, "warmup": warmup, "threads": threads,
-                    "artifacts": {name: timed[name]["latency_ms"] for name in names}},
+        "run": {"runs": runs, "warmup": warmup, "threads": threads, "batch": 1},
+        "artifacts": results,
         "seconds": {**laps, "total": round(time.perf_counter() - laps.started, 3)},
     }
     _write_record(build_dir, report, record)

@@ -105,6 +105,14 @@ def _export(r: dict) -> str | None:
     return "\n".join(lines)
 
 
+def _bench(r: dict) -> str | None:
+    if not r.get("bench"):  # the bench stage's tables, reading and plot (bench.png beside report.md)
+        return None
+    from edgefree.bench.report import render
+
+    return render(r["bench"], level="##", plot="bench.png").rstrip()
+
+
 def _timing(r: dict) -> str:
     rows = [[stage, f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
     m = r["machine"]
@@ -122,12 +130,10 @@ def _flash(r: dict) -> str | None:
     f = r.get("flash")  # added by `edgefree flash` (from flash.json); absent until a device ran the build
     if not f:
         return None
-    rows = []
-    for name, t in f["latency"]["artifacts"].items():
-        diff = f["smoke"][name]["max_abs_diff_vs_build_machine"]
-        rows.append([name, f"{t['p50']:.3f}", f"{t['p90']:.3f}", f["smoke"][name]["top1"],
-                     "-" if diff is None else f"{diff:.2g}"])
-    sent, dev, timed = f["sent"], f["device"], f["latency"]
+    rows = [[name, f"{a['latency_ms']['p50']:.3f}", f"{a['latency_ms']['p90']:.3f}", a["top1"],
+             "-" if a["max_abs_diff_vs_build_machine"] is None else f"{a['max_abs_diff_vs_build_machine']:.2g}"]
+            for name, a in f["artifacts"].items()]
+    sent, dev, run = f["sent"], f["device"], f["run"]
     modules = ", ".join(f"{k} {v}" for k, v in dev["modules"].items())
     return "\n".join([
         f"## Flashed to {f['host']} ({f['flashed_at']})",
@@ -137,14 +143,14 @@ def _flash(r: dict) -> str | None:
         f"{sent['bundle_bytes_unpacked']:,} bytes; {sent['files_already_there']} file(s) were already there); "
         f"every file sha256-checked on the device; {f['seconds']['total']:.1f} s in all.",
         "",
-        f"Latency measured on the device (batch 1, {timed['threads']} thread(s), {timed['runs']} runs after "
-        f"{timed['warmup']} warm-up); the smoke input's logits compared with the build machine's:",
+        f"Measured on the device: batch 1, {run['threads']} thread(s), {run['runs']} runs after {run['warmup']} "
+        "warm-up; the logits of one input compared with the build machine's.",
         "",
-        _table(["artifact", "p50 ms", "p90 ms", "top-1 (smoke input)", "max logit diff vs build machine"], rows),
+        _table(["artifact", "p50 ms", "p90 ms", "top-1", "max logit diff vs build machine"], rows),
     ])
 
 
-SECTIONS = [_summary, _sparsity, _synthesis, _export, _timing, _flash]
+SECTIONS = [_summary, _sparsity, _synthesis, _export, _bench, _timing, _flash]
 
 
 def render_markdown(report: dict) -> str:

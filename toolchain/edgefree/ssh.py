@@ -105,6 +105,10 @@ class Device:
         """An absolute remote path: ``~`` means the login's home (SFTP does not expand it)."""
         return self.home + remote[1:] if remote == "~" or remote.startswith("~/") else remote
 
+    def quote(self, command: str) -> str:
+        """A user-given command prefix (``env X=1 ~/venv/bin/python``) quoted word by word, ``~`` expanded."""
+        return " ".join(shlex.quote(self.path(word)) for word in shlex.split(command))
+
     def run(self, command: str, stdin: str | None = None, timeout: float = 900,
             check: bool = True) -> subprocess.CompletedProcess:
         """Run ``command`` on the device; with ``check``, a non-zero exit raises with its stderr."""
@@ -129,7 +133,3 @@ class Device:
         self.sftp.get(remote, str(local))
         return local
 
-
-def quote_command(command: str) -> str:
-    """A user-given command prefix (``env X=1 /opt/venv/bin/python``) quoted word by word."""
-    return " ".join(shlex.quote(word) for word in shlex.split(command))

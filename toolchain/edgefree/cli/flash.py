@@ -40,6 +40,8 @@ def flash(build_dir, host, target, port, key, known_hosts, accept_new_host_key, 
     sent = record["sent"]
     click.echo(f"{record['host']}: release {record['release']} is current ({record['current']}); sent "
                f"{sent['files']} file(s), {sent['bytes']:,} bytes in {record['seconds']['total']:.1f} s")
-    for name, latency in record["latency"]["artifacts"].items():
-        click.echo(f"  {name}: p50 {latency['p50']:.3f} ms on the device, top-1 {record['smoke'][name]['top1']}")
+    for name, result in record["artifacts"].items():
+        diff = result["max_abs_diff_vs_build_machine"]
+        click.echo(f"  {name}: p50 {result['latency_ms']['p50']:.3f} ms on the device, top-1 {result['top1']}, "
+                   f"max logit diff vs this machine {'-' if diff is None else f'{diff:.2g}'}")
     click.echo(f"wrote {build_dir / 'flash.json'}, {build_dir / 'report.md'}")
