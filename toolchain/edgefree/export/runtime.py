@@ -7,8 +7,8 @@ the format modules, so ``edgefree --help`` stays instant without them.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import re
+from importlib.util import find_spec
 
 from edgefree.errors import MissingRuntimeError
 
@@ -37,7 +37,7 @@ def require_runtimes(formats: tuple[str, ...]) -> None:
     """
     for fmt in formats:
         for package in NEEDS[fmt]:
-            if importlib.util.find_spec(package) is None:
+            if find_spec(package) is None:
                 raise MissingRuntimeError(
                     f"exporting to {fmt} needs the Python package {package!r}, which is not installed: "
                     f"{install_hint(package)} (or leave {fmt} out with --formats)")

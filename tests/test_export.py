@@ -1,0 +1,194 @@
+"""The export stage: every format round-trips, the manifest is true, parity and op failures are clear.
+
+The six-artifact checks read the session's ``default_build`` (one `edgefree build` with
+export, shared with the flash tests); the failure cases export small models to ONNX only
+(seconds) or fail ExecuTorch before its slow lowering.
+"""
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgefree.cli import cli
+from edgefree.config import ExportConfig
+from edgefree.errors import EdgefreeError, MissingRuntimeError, ParityError
+from edgefree.export import BACKENDS, export_student
+from edgefree.export.unpack import unpack
+from edgefree.models import InputSpec, create_model, load_checkpoint
+from edgefree.models.tiny import DIGITS_SPEC
+from edgefree.recover import gaussian_noise_set
+
+ALL = {f"{fmt}-{precision}" for fmt in BACKENDS for precision in ("fp32", "int8")}
+
+
+@pytest.fixture(scope="module")
+def manifest(default_build):
+    return json.loads((default_build / "artifacts" / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def built_student(default_build):
+    report = json.loads((default_build / "report.json").read_text())
+    spec = InputSpec(**{k: tuple(v) for k, v in report["model"]["input"].items()})
+    return load_checkpoint(create_model(report["model"]["arch"], 10, spec), default_build / "student.pt")
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_build_exports_every_format_and_precision_of_the_target(manifest):
+    assert {a["name"] for a in manifest["artifacts"]} == ALL
+    assert manifest["failed"] == []
+    assert manifest["schema"] == 1 and manifest["model"]["input"]["shape"] == [1, 8, 8]
+    for a in manifest["artifacts"]:
+        assert a["batch"] == 1 and a["runtime_versions"][a["runtime"]]
+        assert a["parity"]["passed"] and a["parity"]["inputs"] == "eval"
+        if a["precision"] == "fp32":
+            assert a["parity"]["max_abs_diff"] < 1e-4
+        else:
+            assert a["parity"]["top1_agreement"] >= 0.9
+        assert abs(a["accuracy"] - manifest["reference"]["accuracy"]) <= (0.01 if a["precision"] == "fp32" else 10)
+
+
+def test_openvino_reports_its_default_precision_too(manifest):
+    for a in manifest["artifacts"]:
+        if a["format"] == "openvino":
+            default = a["parity"]["default_precision"]
+            assert default["hint"] and 0.0 <= default["top1_agreement"] <= 1.0
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_artifact_round_trips_through_its_runtime(name, manifest, built_student, default_build):
+    """Load the written artifact afresh and compare with PyTorch on inputs the build never saw."""
+    artifact = next(a for a in manifest["artifacts"] if a["name"] == name)
+    predict = BACKENDS[artifact["format"]].load(default_build / "artifacts" / artifact["entry"])
+    x = built_student.input_spec.example_inputs(batch=8, seed=123)[0].numpy()
+    with torch.no_grad():
+        reference = built_student(torch.from_numpy(x)).numpy()
+    outputs = np.concatenate([predict(np.ascontiguousarray(row[None])) for row in x])
+    assert outputs.shape == reference.shape
+    if artifact["precision"] == "fp32":
+        assert np.abs(outputs - reference).max() < 1e-4
+    else:  # int8 rounds every activation: close on average, relative to how far apart the logits are
+        assert np.abs(outputs - reference).mean() < 0.1 * reference.std()
+
+
+def test_manifest_hashes_and_sizes_match_the_files(manifest, default_build, tmp_path):
+    folder = default_build / "artifacts"
+    for a in manifest["artifacts"]:
+        assert a["entry"] == a["files"][0]["path"]
+        assert a["bytes"] == sum(f["bytes"] for f in a["files"])
+        assert a["packed_bytes"] == sum(f["packed_bytes"] for f in a["files"])
+        for f in a["files"]:
+            dense, packed = folder / f["path"], folder / f["packed_path"]
+            assert dense.stat().st_size == f["bytes"] and _sha256(dense) == f["sha256"]
+            assert packed.stat().st_size == f["packed_bytes"] and _sha256(packed) == f["packed_sha256"]
+            unpack(str(packed), str(tmp_path / "restored"))
+            assert _sha256(tmp_path / "restored") == f["sha256"]
+
+
+def test_pruned_artifacts_ship_smaller(manifest):
+    """75% sparsity: packed fp32 >= 3.5x smaller than dense fp32, packed INT8 >= 10x (per format)."""
+    by_name = {a["name"]: a for a in manifest["artifacts"]}
+    for fmt in BACKENDS:
+        dense = by_name[f"{fmt}-fp32"]["bytes"]
+        assert dense / by_name[f"{fmt}-fp32"]["packed_bytes"] >= 3.5, fmt
+        assert dense / by_name[f"{fmt}-int8"]["packed_bytes"] >= 10, fmt
+
+
+def test_report_shows_the_artifacts(default_build):
+    markdown = (default_build / "report.md").read_text()
+    assert "## Artifacts" in markdown and "| executorch-int8 |" in markdown and "python unpack.py" in markdown
+
+
+# --- failures: fast cases on small models ---------------------------------------------------------------
+
+
+class _DeterminantNet(nn.Module):
+    """Conv features, then a determinant: ONNX has Det; ExecuTorch's Core ATen opset has no linalg_det."""
+
+    input_spec = DIGITS_SPEC
+    arch = "test-det"
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4, 10)
+
+    def forward(self, x):
+        return self.head(torch.linalg.det(self.conv(x)[..., :2, :2]))  # 2x2: fp32 rounding stays far below tolerance
+
+
+@pytest.fixture
+def noise():
+    return gaussian_noise_set(DIGITS_SPEC, 32, 10)
+
+
+def test_an_operator_a_format_cannot_take_costs_only_that_format(tmp_path, noise):
+    config = ExportConfig(formats=("onnx", "executorch"), precisions=("fp32",))
+    manifest = export_student(_DeterminantNet().eval(), config, tmp_path, noise)
+    assert [a["name"] for a in manifest["artifacts"]] == ["onnx-fp32"]
+    [failure] = manifest["failed"]
+    assert failure["name"] == "executorch-fp32" and failure["stage"] == "export"
+    assert "executorch cannot take the operator aten._linalg_det" in failure["error"]
+    assert not list(tmp_path.glob("*.pte")) and not list(tmp_path.glob(".staging-*"))
+    assert json.loads((tmp_path / "manifest.json").read_text())["failed"] == manifest["failed"]
+
+
+def test_a_parity_failure_fails_the_export_and_keeps_no_files(tmp_path, teacher, noise, monkeypatch):
+    from edgefree.export import onnx
+
+    real_load = onnx.load
+    monkeypatch.setattr(onnx, "load", lambda entry: (lambda x: real_load(entry)(x) + 0.01))
+    with pytest.raises(ParityError, match=r"onnx-fp32 does not match the PyTorch student: needs max_abs_diff <= 0.001"):
+        export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)), tmp_path, noise)
+    assert not list(tmp_path.glob("student-*"))
+    written = json.loads((tmp_path / "manifest.json").read_text())
+    assert written["artifacts"] == [] and written["failed"][0]["stage"] == "parity"
+    assert written["failed"][0]["parity"]["max_abs_diff"] == pytest.approx(0.01, rel=1e-3)
+
+
+def test_a_missing_runtime_names_the_install_command(tmp_path, teacher, noise, monkeypatch):
+    from edgefree.export import runtime
+
+    real_find_spec = runtime.find_spec
+    monkeypatch.setattr(runtime, "find_spec", lambda name: None if name == "openvino" else real_find_spec(name))
+    with pytest.raises(MissingRuntimeError, match=r"needs the Python package 'openvino'.*pip install 'openvino=="):
+        export_student(teacher, ExportConfig(formats=("openvino",)), tmp_path, noise)
+
+
+def test_export_config_rejects_unknown_formats():
+    with pytest.raises(EdgefreeError, match="export formats must be a non-empty subset of onnx, openvino, executorch"):
+        ExportConfig(formats=("tflite",))
+    assert ExportConfig(formats=["onnx", "onnx"]).formats == ("onnx",)
+
+
+def test_cli_export_rebuilds_chosen_formats_into_another_folder(default_build, tmp_path):
+    build = tmp_path / "build"
+    shutil.copytree(default_build, build)
+    out = tmp_path / "onnx-only"
+    result = CliRunner().invoke(cli, ["export", str(build), "--formats", "onnx", "--precisions", "fp32",
+                                      "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "onnx-fp32" in result.output
+    assert [a["name"] for a in json.loads((out / "manifest.json").read_text())["artifacts"]] == ["onnx-fp32"]
+    # the build's own artifacts and report are untouched when exporting elsewhere
+    assert (build / "report.json").read_text() == (default_build / "report.json").read_text()
+
+
+def test_cli_rejects_an_unknown_format_in_one_line(default_build):
+    result = CliRunner().invoke(cli, ["export", str(default_build), "--formats", "tflite"], catch_exceptions=False)
+    assert result.exit_code == 2
+    assert "export formats must be a non-empty subset" in result.output
+
+
+def test_cli_export_needs_a_finished_build(tmp_path):
+    result = CliRunner().invoke(cli, ["export", str(tmp_path)], catch_exceptions=False)
+    assert result.exit_code == 2 and "is not a finished edgefree build" in result.output
