@@ -16,6 +16,7 @@ from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
+from edgefree.report import write_report
 from edgefree.targets import Target, load_target
 
 
@@ -70,11 +71,13 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                             f"rebuild it with --target {profile.name}")
     teacher, student, eval_source = _models(report, build_dir)
     eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
-    # the teacher gets exactly the formats and precisions the student has here, with the same settings
-    settings = {k: v for k, v in report["config"].get("export", {}).items() if k not in ("formats", "precisions")}
-    export_config = ExportConfig(**settings, formats=tuple(dict.fromkeys(a["format"] for a in built)),
-                                 precisions=tuple(dict.fromkeys(a["precision"] for a in built)))
-    teacher_manifest = export_teacher(teacher, build_dir, export_config, SyntheticSet.load(build_dir / "synthetic.pt"),
-                                      eval_data)
-    return bench({"teacher": teacher, "student": student}, {"teacher": teacher_manifest, "student": student_manifest},
-                 profile, out or output_folder(build_dir, report, profile), config, eval_data)
+    # the teacher is exported as the build exported the student, so the build's teacher export is reused
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
+    export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
+    teacher_manifest = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data)
+    out = Path(out or output_folder(build_dir, report, profile))
+    result = bench({"teacher": teacher, "student": student}, {"teacher": teacher_manifest, "student": student_manifest},
+                   profile, out, config, eval_data)
+    if out.resolve() == build_dir.resolve():  # the build's own bench: its report shows the new figures
+        write_report({**report, "bench": result}, build_dir)
+    return result

@@ -1,6 +1,6 @@
 """Prepare the arm64 environment that ``emulation.run()`` executes in, from Debian and PyPI packages.
 
-Under ``cache_dir("arm64")`` (recipe measured in /work/shared/notes/qemu-arm64.md):
+Under ``cache_dir("arm64")`` or ``$EDGEFREE_ARM64_HOME`` (the recipe of the qemu-arm64 notes):
 
 * ``root/``: Debian bookworm arm64 with Python 3.11, extracted by mmdebstrap (no package
   scripts run, so no binfmt, chroot or container is needed);
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,7 +70,8 @@ ARM_CPUS = {
 
 
 def default_home() -> Path:
-    return cache_dir("arm64")
+    """``$EDGEFREE_ARM64_HOME``, else ``cache_dir("arm64")``."""
+    return Path(os.environ["EDGEFREE_ARM64_HOME"]) if os.environ.get("EDGEFREE_ARM64_HOME") else cache_dir("arm64")
 
 
 def require_tools(*names: str) -> None:

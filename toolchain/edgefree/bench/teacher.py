@@ -1,25 +1,25 @@
 """The dense teacher's artifacts, for a fair comparison: built by the same export as the student's.
 
-They go to ``<build>/teacher-artifacts/`` (a manifest of the same schema; never deployed),
-with the same formats, precisions and INT8 calibration images (the synthetic set) as the
-student. A fingerprint of the teacher's weights, the export settings and the calibration
-images lets a rebuild reuse them instead of exporting again.
+Same formats, precisions, settings and INT8 calibration images (the synthetic set) as the
+student; a manifest of the same schema; never deployed. They are cached under
+``cache_dir("teacher-artifacts", <fingerprint>)``, the fingerprint being the teacher's
+weights, the export settings, the calibration images and the evaluation set's name, so
+every build of the same teacher on this machine reuses one export.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 from torch import nn
 
+from edgefree.cache import cache_dir
 from edgefree.config import ExportConfig
 from edgefree.data import LabeledImages
 from edgefree.recover import SyntheticSet
-
-FOLDER = "teacher-artifacts"
-FINGERPRINT = "fingerprint.txt"
 
 
 def _fingerprint(teacher: nn.Module, config: ExportConfig, calibration: SyntheticSet,
@@ -31,22 +31,22 @@ def _fingerprint(teacher: nn.Module, config: ExportConfig, calibration: Syntheti
     return h.hexdigest()[:16]
 
 
-def export_teacher(teacher: nn.Module, build_dir: Path, config: ExportConfig, calibration: SyntheticSet,
+def export_teacher(teacher: nn.Module, config: ExportConfig, calibration: SyntheticSet,
                    eval_data: LabeledImages | None = None) -> Path:
     """Export the dense teacher like the student (or reuse a matching export); returns its manifest path.
 
     Example:
-        >>> manifest = export_teacher(teacher, Path("edgefree-out"), ExportConfig().for_target(target),
+        >>> manifest = export_teacher(teacher, ExportConfig().for_target(target),
         ...                           SyntheticSet.load("edgefree-out/synthetic.pt"))  # doctest: +SKIP
     """
     from edgefree.export import export_student
 
-    folder = Path(build_dir) / FOLDER
     stamp = _fingerprint(teacher, config, calibration, eval_data)
-    manifest = folder / "manifest.json"
-    if manifest.is_file() and (folder / FINGERPRINT).is_file() and (folder / FINGERPRINT).read_text() == stamp:
-        return manifest
-    (folder / FINGERPRINT).unlink(missing_ok=True)
-    export_student(teacher, config, folder, calibration, eval_data)
-    (folder / FINGERPRINT).write_text(stamp)
-    return manifest
+    folder = cache_dir("teacher-artifacts") / stamp
+    if not (folder / "manifest.json").is_file():
+        partial = folder.with_name(stamp + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        export_student(teacher, config, partial, calibration, eval_data)
+        shutil.rmtree(folder, ignore_errors=True)
+        partial.rename(folder)  # complete or absent: never a half export under the final name
+    return folder / "manifest.json"

@@ -28,7 +28,11 @@ def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, emulate
 
     config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
                          emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
-    result = bench_build(build_dir, target, config, out)
+    report_bench(bench_build(build_dir, target, config, out))
+
+
+def report_bench(result: dict) -> None:
+    """One line per row: p50 and top-1 measured here, instructions per inference under emulation."""
     for row in result["native"]["rows"]:
         shown = f"error: {row['error']}" if row["error"] else (
             f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else ""))
