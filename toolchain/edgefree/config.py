@@ -199,6 +199,7 @@ class BuildConfig(_Config):
     synthesis: SynthesisConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).synthesis)
     distill: DistillConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).distill)
     export: ExportConfig = field(default_factory=ExportConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
 
     def __post_init__(self):
         _require(self.model is None or self.arch is not None,

@@ -1,6 +1,6 @@
 """``build()``: the stages in order, top to bottom, each one public function.
 
-    teacher -> prune -> synthesize -> distill -> evaluate -> export -> report
+    teacher -> prune -> synthesize -> distill -> evaluate -> export -> bench -> report
 
 Synthetic images are cached in the output folder, keyed by the teacher's weights,
 the synthesis config and the seed, so a rebuild with other distillation settings
@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from edgefree.bench import bench
+from edgefree.bench.teacher import export_teacher
 from edgefree.config import BuildConfig
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
@@ -30,7 +32,8 @@ from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
 
-OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.png")
+OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.png", "bench.json", "bench.md",
+           "bench.png")
 
 
 class _Stopwatch(dict):
@@ -107,6 +110,12 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
                   for name, model in (("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student))}
     with clock("export"):
         manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
+    with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
+        teacher_manifest = export_teacher(teacher, export_config, dreams, eval_data)
+    with clock("bench"):
+        benched = bench({"teacher": teacher, "student": student},
+                        {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
+                        target, out, config.bench, eval_data)
 
     detail = sparsity_report(student)
     report = {
@@ -122,6 +131,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
                       **{k: dreams.stats[k] for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement")}},
         "distill": {**config.distill.to_dict(), "loss_per_epoch": student.distill_stats["loss_per_epoch"]},
         "export": manifest,
+        "bench": benched,
         "seconds": dict(clock),
         "seed": config.seed,
         "config": config.to_dict(),

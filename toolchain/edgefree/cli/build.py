@@ -27,14 +27,19 @@ def _opt(*names, **kw):
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
 @_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
+@_opt("--bench-runs", type=int, default=50, help="Timed runs per runtime in the bench stage (after 10 warm-up).")
+@_opt("--emulate/--no-emulate", default=True, help="Bench an aarch64 target's artifacts under qemu-aarch64 too "
+      "(when `edgefree emulator setup` ran).")
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
-          iterations, synth_batch, epochs, distill_lr, formats, precisions, out, seed, device, quiet):
+          iterations, synth_batch, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
+          quiet):
     """Prune, synthesize, distill (and evaluate) a teacher; write the student and a report to --out."""
-    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BuildConfig, ExportConfig, PruneConfig
+    from edgefree.cli.bench import report_bench
+    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ExportConfig, PruneConfig
     from edgefree.config import recipe as named_recipe
     from edgefree.pipeline import build as run_build
     from edgefree.targets import load_target
@@ -49,6 +54,7 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch),
         distill=chosen.distill.replace(epochs=epochs, lr=distill_lr),
         export=ExportConfig(formats=formats, precisions=precisions),
+        bench=BenchConfig(runs=bench_runs, emulate=emulate),
     )
     report = run_build(config, progress=not quiet)
     acc = report["accuracy"]
@@ -56,4 +62,5 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%)")
     report_export(report["export"])
+    report_bench(report["bench"])
     click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/")
