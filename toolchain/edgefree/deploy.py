@@ -28,6 +28,7 @@ from shlex import quote
 
 import numpy as np
 
+from edgefree import remote
 from edgefree.errors import DeployError, MissingRuntimeError
 from edgefree.report import render_markdown
 from edgefree.ssh import Device
@@ -36,60 +37,6 @@ from edgefree.targets import Target, load_target
 PACKAGE = Path(__file__).parent
 # The standalone scripts that run on the device (stdlib + numpy + the runtime).
 DEVICE_SCRIPTS = {"runner.py": PACKAGE / "bench" / "runner.py", "unpack.py": PACKAGE / "export" / "unpack.py"}
-
-# Runs on the device (stdin to its python): the python, the CPU and which modules import.
-_PROBE = """
-import importlib, importlib.metadata, json, platform, sys
-found, missing = {}, {}
-for name in sys.argv[1:]:
-    try:
-        module = importlib.import_module(name)
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = getattr(module, "__version__", "unknown")
-    except Exception as exc:
-        missing[name] = f"{type(exc).__name__}: {exc}"
-print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
-                  "found": found, "missing": missing}))
-"""
-
-# Runs on the device in the release folder: each file's state, and (with "unpack")
-# packed files rebuilt by unpack.py and checked again. Prints {path: state}.
-_VERIFY = """
-import hashlib, json, os, sys
-files, rebuild = json.loads(sys.argv[1]), sys.argv[2] == "unpack"
-sys.dont_write_bytecode = True  # no __pycache__ in a release: its files are exactly the manifest's
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-def state(f):
-    if os.path.isfile(f["path"]) and sha(f["path"]) == f["sha256"]:
-        return "ok"
-    packed = f.get("packed_path")
-    if not (packed and os.path.isfile(packed)):
-        return "missing" if not os.path.exists(f["path"]) else "sha256 differs from the manifest"
-    if sha(packed) != f["packed_sha256"]:
-        return "packed file's sha256 differs from the manifest"
-    if not rebuild:
-        return "packed"
-    sys.path.insert(0, os.getcwd())
-    from unpack import unpack
-    try:
-        unpack(packed, f["path"] + ".part")
-    except Exception as exc:
-        return f"unpack failed: {exc}"
-    if sha(f["path"] + ".part") != f["sha256"]:
-        return "unpacked file's sha256 differs from the manifest"
-    os.replace(f["path"] + ".part", f["path"])
-    os.remove(packed)
-    return "ok"
-print(json.dumps({f["path"]: state(f) for f in files}))
-"""
-
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -178,56 +125,6 @@ def _plan(build_dir: Path, chosen: list[dict], extras: dict[str, Path]) -> tuple
     return release, files
 
 
-def _probe(device: Device, python: str, target: Target, chosen: list[dict]) -> dict:
-    """The device's CPU, python and runtime versions; a wrong ISA or a missing runtime is an error."""
-    modules = ["numpy", *sorted({a["runtime"] for a in chosen})]  # runtime names are module names
-    out = device.run(f"{python} - {' '.join(modules)}", stdin=_PROBE, check=False).stdout
-    if not out.strip():
-        raise MissingRuntimeError(f"`{python}` does not run on {device.where}: install python3 there "
-                                  "(or point --remote-python at the interpreter to use)")
-    probe = json.loads(out)
-    if probe["machine"] != target.isa:
-        raise DeployError(f"{device.where} is a {probe['machine']} machine but target {target.name!r} is "
-                          f"{target.isa}: flash a build for that device's target")
-    if probe["missing"]:
-        wanted = {a["runtime"]: a.get("runtime_versions", {}).get(a["runtime"]) for a in chosen}
-        hint = " ".join(f"{m}=={wanted[m]}" if wanted.get(m) else m for m in probe["missing"])
-        raise MissingRuntimeError(f"the device's python ({python} on {device.where}) cannot import "
-                                  + "; ".join(f"{m} ({why})" for m, why in probe["missing"].items())
-                                  + f". Install it there: {python} -m pip install {hint}")
-    return probe
-
-
-def _verify(device: Device, python: str, release: str, files: list[dict], rebuild: bool) -> dict:
-    """Each file's state on the device: ``ok``, ``packed`` (only when not ``rebuild``) or what is wrong."""
-    keys = ("path", "sha256", "packed_path", "packed_sha256")
-    spec = json.dumps([{k: f[k] for k in keys if k in f} for f in files])
-    mode = "unpack" if rebuild else "check"
-    return json.loads(device.run(f"cd {quote(release)} && {python} - {quote(spec)} {mode}", stdin=_VERIFY).stdout)
-
-
-def _run_on_device(device: Device, python: str, release: str, names: list[str], runs: int, warmup: int,
-                   threads: int, fetch_to: Path) -> dict:
-    """runner.py in the release on the device; its results (and logits, into ``fetch_to``) come back."""
-    out = "results/run.json"
-    command = (f"cd {quote(release)} && {python} runner.py --manifest manifest.json --artifacts "
-               f"{quote(','.join(names))} --inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} "
-               f"--out {out}")
-    ran = device.run(command, check=False)  # exit 1 when an artifact failed: its error is in the result
-    try:
-        results = json.loads(device.sftp.open(f"{release}/{out}").read())["artifacts"]
-    except FileNotFoundError:
-        raise DeployError(f"on {device.where} runner.py wrote no result (exit {ran.returncode}): "
-                          f"{ran.stderr.strip()[-2000:]}") from None
-    failed = {name: r["error"] for name, r in results.items() if r["error"]}
-    if failed:
-        raise DeployError(f"on {device.where} the runner failed, `current` is unchanged: "
-                          + "; ".join(f"{name}: {error}" for name, error in failed.items()))
-    for name, r in results.items():  # outputs_npy is named relative to the result file
-        r["logits"] = np.load(device.download(f"{release}/results/{r['outputs_npy']}", fetch_to / f"{name}.npy"))
-    return results
-
-
 def _reference(build_dir: Path, inputs: Path, names: list[str], threads: int, scratch: Path) -> dict:
     """The same inputs through the same runner here, on the build machine: logits to compare with."""
     out = scratch / "reference" / "result.json"
@@ -246,14 +143,6 @@ def _compare(device_results: dict, reference: dict) -> dict:
         summary[name] = {"latency_ms": r["latency_ms"], "top1": r["top1"], "max_abs_diff_vs_build_machine": diff,
                          "runtime_version": r["runtime_version"]}
     return summary
-
-
-def _switch(device: Device, root: str, release_id: str) -> None:
-    """Point ``current`` at the release atomically: a new symlink renamed over the old one."""
-    temp, target = f".current-{release_id}.tmp", f"releases/{release_id}"
-    device.run(f"cd {quote(root)} && ln -sfn {quote(target)} {quote(temp)} && mv -T {quote(temp)} current")
-    if device.sftp.readlink(f"{root}/current") != target:
-        raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
 
 
 class _Laps(dict):
@@ -281,11 +170,11 @@ def _release(device: Device, python: str, root: str, release_id: str, files: lis
     release = f"{root}/releases/{release_id}"
     folders = sorted({f"{release}/{Path(f['remote']).parent}" for f in files})
     device.run("mkdir -p " + " ".join(quote(f) for f in folders))
-    present = _verify(device, python, release, files, rebuild=False)
+    present = remote.verify(device, python, release, files, rebuild=False)
     missing = [f for f in files if present[f["path"]] not in ("ok", "packed")]
     sent = sum(device.upload(f["send"], f"{release}/{f['remote']}") for f in missing)
     laps("copy")
-    bad = {path: state for path, state in _verify(device, python, release, files, rebuild=True).items()
+    bad = {path: state for path, state in remote.verify(device, python, release, files, rebuild=True).items()
            if state != "ok"}
     if bad:
         raise DeployError(f"release {release} failed verification on the device, `current` is unchanged: "
@@ -332,16 +221,16 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
             laps("connect")
             python = device.quote(remote_python)
             try:
-                probe = _probe(device, python, profile, chosen)
+                probe = remote.probe(device, python, profile, chosen)
                 root = device.path(remote_dir)
                 laps("probe")
                 sent = _release(device, python, root, release_id, files, laps)
-                ran = _run_on_device(device, python, f"{root}/releases/{release_id}", names, runs, warmup, threads,
+                ran = remote.run_runner(device, python, f"{root}/releases/{release_id}", names, runs, warmup, threads,
                                      scratch)
                 laps("run")
                 results = _compare(ran, _reference(build_dir, extras["inputs.npy"], names, threads, scratch))
                 laps("reference")
-                _switch(device, root, release_id)
+                remote.switch(device, root, release_id)
                 laps("switch")
             except device.link_errors as exc:  # the link died or the device refused a file operation
                 raise DeployError(f"flashing to {device.where} stopped midway ({type(exc).__name__}: {exc}); "

@@ -1,0 +1,130 @@
+"""What ``deploy.flash`` does on the device, over a ``ssh.Device``: probe, verify, run, switch.
+
+The checks run as small Python programs piped to the device's interpreter, so the
+device needs nothing but Python, numpy and the runtimes (no sha256sum, no jq).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from shlex import quote
+
+import numpy as np
+
+from edgefree.errors import DeployError, MissingRuntimeError
+from edgefree.ssh import Device
+from edgefree.targets import Target
+
+# Runs on the device (stdin to its python): the python, the CPU and which modules import.
+_PROBE = """
+import importlib, importlib.metadata, json, platform, sys
+found, missing = {}, {}
+for name in sys.argv[1:]:
+    try:
+        module = importlib.import_module(name)
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = getattr(module, "__version__", "unknown")
+    except Exception as exc:
+        missing[name] = f"{type(exc).__name__}: {exc}"
+print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
+                  "found": found, "missing": missing}))
+"""
+
+# Runs on the device in the release folder: each file's state, and (with "unpack")
+# packed files rebuilt by unpack.py and checked again. Prints {path: state}.
+_VERIFY = """
+import hashlib, json, os, sys
+files, rebuild = json.loads(sys.argv[1]), sys.argv[2] == "unpack"
+sys.dont_write_bytecode = True  # no __pycache__ in a release: its files are exactly the manifest's
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+def state(f):
+    if os.path.isfile(f["path"]) and sha(f["path"]) == f["sha256"]:
+        return "ok"
+    packed = f.get("packed_path")
+    if not (packed and os.path.isfile(packed)):
+        return "missing" if not os.path.exists(f["path"]) else "sha256 differs from the manifest"
+    if sha(packed) != f["packed_sha256"]:
+        return "packed file's sha256 differs from the manifest"
+    if not rebuild:
+        return "packed"
+    sys.path.insert(0, os.getcwd())
+    from unpack import unpack
+    try:
+        unpack(packed, f["path"] + ".part")
+    except Exception as exc:
+        return f"unpack failed: {exc}"
+    if sha(f["path"] + ".part") != f["sha256"]:
+        return "unpacked file's sha256 differs from the manifest"
+    os.replace(f["path"] + ".part", f["path"])
+    os.remove(packed)
+    return "ok"
+print(json.dumps({f["path"]: state(f) for f in files}))
+"""
+
+
+def probe(device: Device, python: str, target: Target, chosen: list[dict]) -> dict:
+    """The device's CPU, python and runtime versions; a wrong ISA or a missing runtime is an error."""
+    modules = ["numpy", *sorted({a["runtime"] for a in chosen})]  # runtime names are module names
+    out = device.run(f"{python} - {' '.join(modules)}", stdin=_PROBE, check=False).stdout
+    if not out.strip():
+        raise MissingRuntimeError(f"`{python}` does not run on {device.where}: install python3 there "
+                                  "(or point --remote-python at the interpreter to use)")
+    probe = json.loads(out)
+    if probe["machine"] != target.isa:
+        raise DeployError(f"{device.where} is a {probe['machine']} machine but target {target.name!r} is "
+                          f"{target.isa}: flash a build for that device's target")
+    if probe["missing"]:
+        built_with = {a["runtime"]: a.get("runtime_versions", {}).get(a["runtime"], "") for a in chosen}
+        release = {m: re.match(r"[\d.]*\d", built_with.get(m, "")) for m in probe["missing"]}  # 2026.4.1-22982-...
+        hint = " ".join(f"{m}=={v.group()}" if v else m for m, v in release.items())
+        raise MissingRuntimeError(f"the device's python ({python} on {device.where}) cannot import "
+                                  + "; ".join(f"{m} ({why})" for m, why in probe["missing"].items())
+                                  + f". Install it there: {python} -m pip install {hint}")
+    return probe
+
+
+def verify(device: Device, python: str, release: str, files: list[dict], rebuild: bool) -> dict:
+    """Each file's state on the device: ``ok``, ``packed`` (only when not ``rebuild``) or what is wrong."""
+    keys = ("path", "sha256", "packed_path", "packed_sha256")
+    spec = json.dumps([{k: f[k] for k in keys if k in f} for f in files])
+    mode = "unpack" if rebuild else "check"
+    return json.loads(device.run(f"cd {quote(release)} && {python} - {quote(spec)} {mode}", stdin=_VERIFY).stdout)
+
+
+def run_runner(device: Device, python: str, release: str, names: list[str], runs: int, warmup: int,
+                   threads: int, fetch_to: Path) -> dict:
+    """runner.py in the release on the device; its results (and logits, into ``fetch_to``) come back."""
+    out = "results/run.json"
+    command = (f"cd {quote(release)} && {python} runner.py --manifest manifest.json --artifacts "
+               f"{quote(','.join(names))} --inputs inputs.npy --runs {runs} --warmup {warmup} --threads {threads} "
+               f"--out {out}")
+    ran = device.run(command, check=False)  # exit 1 when an artifact failed: its error is in the result
+    try:
+        results = json.loads(device.sftp.open(f"{release}/{out}").read())["artifacts"]
+    except FileNotFoundError:
+        raise DeployError(f"on {device.where} runner.py wrote no result (exit {ran.returncode}): "
+                          f"{ran.stderr.strip()[-2000:]}") from None
+    failed = {name: r["error"] for name, r in results.items() if r["error"]}
+    if failed:
+        raise DeployError(f"on {device.where} the runner failed, `current` is unchanged: "
+                          + "; ".join(f"{name}: {error}" for name, error in failed.items()))
+    for name, r in results.items():  # outputs_npy is named relative to the result file
+        r["logits"] = np.load(device.download(f"{release}/results/{r['outputs_npy']}", fetch_to / f"{name}.npy"))
+    return results
+
+
+def switch(device: Device, root: str, release_id: str) -> None:
+    """Point ``current`` at the release atomically: a new symlink renamed over the old one."""
+    temp, target = f".current-{release_id}.tmp", f"releases/{release_id}"
+    device.run(f"cd {quote(root)} && ln -sfn {quote(target)} {quote(temp)} && mv -T {quote(temp)} current")
+    if device.sftp.readlink(f"{root}/current") != target:
+        raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
