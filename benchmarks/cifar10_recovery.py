@@ -34,7 +34,7 @@ from edgefree.data import load_eval_data
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
 from edgefree.models import load_model
-from edgefree.pipeline import build
+from edgefree.pipeline import build, synthesize_cached
 from edgefree.recover import SyntheticSet, distill, gaussian_noise_set, prune, recalibrate_batchnorm
 
 HERE = Path(__file__).resolve().parent
@@ -65,22 +65,30 @@ def real_train_subset(train_zip: Path, n: int, spec, seed: int) -> SyntheticSet:
     return SyntheticSet(images, labels, {"kind": "real-train-subset"})
 
 
+def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
+    """The build of one row. Rows with the same teacher and recipe share one synthetic set."""
+    arch, sparsity, recipe_name, _ = ROWS[row_id]
+    chosen = recipe(recipe_name)
+    return BuildConfig(
+        target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[arch], arch=arch,
+        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=recipe_name,
+        cache=work / "cache", prune=PruneConfig(sparsity=sparsity), synthesis=chosen.synthesis,
+        distill=chosen.distill, export=None, bench=None,
+    )
+
+
 def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool) -> dict:
     arch, sparsity, recipe_name, with_baselines = ROWS[row_id]
     chosen = recipe(recipe_name)
-    config = BuildConfig(
-        target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[arch], arch=arch,
-        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=recipe_name,
-        prune=PruneConfig(sparsity=sparsity), synthesis=chosen.synthesis, distill=chosen.distill,
-        **({"export": None} if "export" in BuildConfig.__dataclass_fields__ else {}),
-    )
+    config = row_config(row_id, shared, work, seed)
     report = build(config, progress=progress)
     row = {
         "row": row_id, "model": arch, "recipe": recipe_name, "seed": seed,
         "sparsity_target": sparsity, "sparsity_achieved": report["sparsity"],
         "accuracy": report["accuracy"], "synthesis": report["synthesis"],
         "synthesis_config": chosen.synthesis.to_dict(), "distill_config": chosen.distill.to_dict(),
-        "seconds": report["seconds"], "eval_images": report["eval_data"]["images"],
+        # synthesis seconds as measured when the set was made (a later row may reuse it)
+        "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]}, "eval_images": report["eval_data"]["images"],
         "machine": machine_info(),
     }
     if with_baselines:
@@ -164,6 +172,8 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--synthesize-only", action="store_true",
+                        help="only make (and cache) the rows' synthetic sets, e.g. while the machine is busy")
     args = parser.parse_args(argv)
     if not (args.shared / "models").is_dir():
         sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
@@ -175,11 +185,18 @@ def main(argv=None) -> None:
     for row_id in args.rows.split(","):
         if row_id not in ROWS:
             sys.exit(f"unknown row {row_id!r}; known: {list(ROWS)}")
+        if args.synthesize_only:
+            config = row_config(row_id, args.shared, args.work, args.seed)
+            dreams = synthesize_cached(load_model(config.arch, config.model), config, Path(config.out), not args.quiet)
+            print(f"== {row_id}: {len(dreams)} dreams, {dreams.stats['seconds']:.0f} s", flush=True)
+            continue
         print(f"== {row_id}", flush=True)
         rows[row_id] = run_row(row_id, args.shared, args.work, args.seed, not args.quiet)
         rows[row_id]["command"] = command
         store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
         print(json.dumps({k: rows[row_id][k] for k in ("accuracy", "seconds")}), flush=True)
+    if args.synthesize_only:
+        return
     ordered = {k: rows[k] for k in ROWS if k in rows}
     (args.results / "cifar10_recovery.md").write_text(render(ordered, "python benchmarks/cifar10_recovery.py --shared ../shared"))
     plot(ordered, args.results / "cifar10_recovery.png")

@@ -7,17 +7,26 @@ The pipeline, one public function per stage::
     dreams = synthesize(teacher, SynthesisConfig())
     student = distill(teacher, pruned, dreams, DistillConfig())
 
-``edgefree.pipeline.build`` runs them in order and writes a report.
+``edgefree.pipeline.build`` runs them all in order and writes a report. The names below
+are imported on first use, so ``import edgefree.errors`` (and ``edgefree --help``) does not
+pay for importing torch.
 """
 
-from edgefree.errors import EdgefreeError
-from edgefree.models import create_model, load_model, list_models
-from edgefree.recover import prune, synthesize, distill
-from edgefree.config import PruneConfig, SynthesisConfig, DistillConfig, BuildConfig
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "EdgefreeError", "create_model", "load_model", "list_models", "prune", "synthesize",
-    "distill", "PruneConfig", "SynthesisConfig", "DistillConfig", "BuildConfig",
-]
+_EXPORTS = {
+    "EdgefreeError": "edgefree.errors",
+    "create_model": "edgefree.models", "load_model": "edgefree.models", "list_models": "edgefree.models",
+    "prune": "edgefree.recover", "synthesize": "edgefree.recover", "distill": "edgefree.recover",
+    "PruneConfig": "edgefree.config", "SynthesisConfig": "edgefree.config",
+    "DistillConfig": "edgefree.config", "BuildConfig": "edgefree.config",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'edgefree' has no attribute {name!r}")
