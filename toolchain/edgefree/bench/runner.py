@@ -117,8 +117,9 @@ def open_executorch(path: Path, threads: int, precision: str):
     from executorch.runtime import Runtime
 
     _unsafe_reset_threadpool(threads)  # XNNPACK's pool; the default uses every core
-    data = [p for p in path.parent.glob(path.stem + "*.ptd")]
-    program = Runtime.get().load_program(path, data_path=data[0] if data else None)
+    data = sorted(path.parent.glob(path.stem + "*.ptd"))  # weights kept outside the .pte, if any
+    # older runtimes (the aarch64 executorch 1.1.0) have no data_path: pass it only when needed
+    program = Runtime.get().load_program(path, **({"data_path": data[0]} if data else {}))
     method = program.load_method("forward")
     predict = lambda x: method.execute([torch.from_numpy(x)])[0].numpy()  # noqa: E731
     return predict, importlib.metadata.version("executorch"), {"threadpool": threads}
