@@ -103,6 +103,7 @@ class BenchConfig(_Config):
     threads: int | None = None  # None: the target's threads natively (1 for an emulated target)
     eval_limit: int | None = None  # top-1 on the first N evaluation images (None: all)
     emulate: bool = True  # aarch64 targets: also run under qemu-aarch64 when `edgefree emulator setup` ran
+    native: bool = True  # measure on this machine too (an emulated target may skip it: emulation only)
     emulated_runs: int = 3  # instruction counts repeat exactly: a few runs suffice
     emulated_warmup: int = 1
     emulated_inputs: int = 8  # evaluation images whose logits are compared with this machine's
@@ -114,6 +115,7 @@ class BenchConfig(_Config):
         _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
         _require(self.eval_limit is None or self.eval_limit >= 1, "bench eval_limit must be >= 1")
         _require(self.emulated_inputs >= 1, "bench emulated_inputs must be >= 1")
+        _require(self.native or self.emulate, "bench needs this machine's runs, emulated runs, or both")
 
 
 @dataclass(frozen=True)

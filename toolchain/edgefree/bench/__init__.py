@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from edgefree.bench import emulation
+from edgefree.bench import emulation, runner
 from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.bench.latency import Candidate, measure, open_candidates, top1_accuracy
 from edgefree.bench.report import write_bench
@@ -50,9 +50,7 @@ def _read_manifest(path: Path) -> dict:
 def _eval_inputs(eval_data: LabeledImages | None, spec, manifest: dict, limit: int | None):
     """Normalized float32 inputs and labels of the evaluation set, or one random image and no labels."""
     if eval_data is None:
-        from edgefree.bench.runner import default_inputs
-
-        return default_inputs(manifest), None
+        return runner.default_inputs(manifest), None
     n = len(eval_data) if limit is None else min(limit, len(eval_data))
     subset = LabeledImages(eval_data.pixels[:n], eval_data.labels[:n], eval_data.name)
     return subset.normalized(spec).numpy().astype(np.float32), subset.labels.numpy()
@@ -75,6 +73,17 @@ def _native(models, manifests, target, config, inputs, labels, threads) -> tuple
     measure(candidates, inputs, config.runs, config.warmup, threads)
     logits = {(c.role, c.artifact["name"]): c.logits for c in candidates if c.artifact}
     return [_row(c, labels) for c in candidates], logits
+
+
+def _reference_logits(models, manifests, target, inputs, threads) -> dict:
+    """This machine's logits of each artifact on ``inputs``, untimed: what emulated outputs are checked against."""
+    logits = {}
+    for role in ROLES:
+        found = open_candidates(role, models[role], manifests[role]["path"].parent,
+                                selected_artifacts(manifests[role], target), threads)
+        for c in found[1:]:  # [0] is PyTorch eager
+            logits[role, c.artifact["name"]] = None if c.error else runner.logits_of(c.predict, inputs)
+    return logits
 
 
 def _emulated(manifests, target, config, inputs, native_logits) -> dict:
@@ -111,7 +120,8 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
         parity = {"max_abs_diff": float(np.abs(outputs - reference).max()),
                   "top1_agreement": float(np.mean(outputs.argmax(1) == reference.argmax(1)))}
     return {"model": role, "runtime": artifact["runtime"], "precision": artifact["precision"],
-            "artifact": artifact["name"], "instructions": entry.get("instructions"),
+            "artifact": artifact["name"], "bytes": artifact["bytes"], "packed_bytes": artifact.get("packed_bytes"),
+            "instructions": entry.get("instructions"),
             "emulated_latency_ms": entry.get("latency_ms"), "parity_vs_x86": parity,
             "runtime_version": entry.get("runtime_version"), "error": entry.get("error")}
 
@@ -138,14 +148,19 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
     spec = models["teacher"].input_spec
     inputs, labels = _eval_inputs(eval_data, spec, manifests["student"], config.eval_limit)
     threads = config.threads or (1 if target.emulated else target.threads)
-    rows, native_logits = _native(models, manifests, target, config, inputs, labels, threads)
+    if config.native or not target.emulated:
+        rows, native_logits = _native(models, manifests, target, config, inputs, labels, threads)
+        native = {"kind": "measured", "threads": threads, "runs": config.runs, "warmup": config.warmup, "batch": 1,
+                  "rows": rows}
+    else:  # emulation only: this machine's outputs are still needed, as the parity reference
+        native, native_logits = None, _reference_logits(models, manifests, target, inputs[:config.emulated_inputs],
+                                                        threads)
     result = {
         "schema": 1,
         "target": target.to_dict(),
         "model": {"arch": manifests["student"]["model"]["arch"]},
         "eval": {"name": eval_data.name if eval_data is not None else None, "images": len(inputs) if labels is not None else 0},
-        "native": {"kind": "measured", "threads": threads, "runs": config.runs, "warmup": config.warmup, "batch": 1,
-                   "rows": rows},
+        "native": native,
         "emulated": (_emulated(manifests, target, config, inputs, native_logits)
                      if target.emulated and config.emulate else None),
         "config": config.to_dict(),

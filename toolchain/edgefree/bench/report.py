@@ -126,14 +126,13 @@ def _emulated_section(emulated: dict, level: str) -> list[str]:
     return lines + [f"- skipped: {s}" for s in emulated.get("skipped", [])]
 
 
-def render(result: dict, level: str = "##", plot: str | None = "bench.png") -> str:
-    """Markdown for one bench result; ``level`` is the heading depth of its sections."""
-    native, m = result["native"], result["machine"]
-    t = result["target"]
-    lines = [
+def _native_section(result: dict, level: str) -> list[str]:
+    native, m, t = result["native"], result["machine"], result["target"]
+    return [
         f"{level} Latency and accuracy per runtime: {result['model']['arch']} for {t['name']} (measured on x86-64)",
         "",
-        f"Batch 1, {native['threads']} thread(s), {native['runs']} timed runs after {native['warmup']} warm-up; "
+        f"Batch 1, {native['threads']} thread(s), {native['runs']} timed runs after {native['warmup']} warm-up, "
+        "teacher and student taking turns; "
         + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, one at a time through each "
            "runtime." if result["eval"]["images"] else "no evaluation data: latency only.")
         + f" CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}); "
@@ -143,11 +142,16 @@ def render(result: dict, level: str = "##", plot: str | None = "bench.png") -> s
         "",
         *_reading(native),
     ]
+
+
+def render(result: dict, level: str = "##", plot: str | None = "bench.png") -> str:
+    """Markdown for one bench result; ``level`` is the heading depth of its sections."""
+    lines = _native_section(result, level) if result.get("native") else []
     if result.get("emulated"):
         lines += ["", *_emulated_section(result["emulated"], level)]
     if plot:
         lines += ["", f"![latency, instructions and size per runtime]({plot})"]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines).lstrip("\n") + "\n"
 
 
 def _bars(ax, rows: list[dict], value, label: str) -> None:
@@ -170,16 +174,19 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    native = [r for r in result["native"]["rows"] if not r["error"]]
+    native = [r for r in (result.get("native") or {}).get("rows", []) if not r["error"]]
     emulated = [r for r in (result.get("emulated") or {}).get("rows") or [] if r.get("instructions")]
-    panels = 3 if emulated else 2
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4))
-    _bars(axes[0], native, lambda r: r["latency_ms"]["p50"], "p50 latency, ms (x86-64, measured)")
-    if emulated:
-        cpu = result["emulated"]["cpu"]
-        _bars(axes[1], emulated, lambda r: r["instructions"]["per_inference"] / 1e6,
-              f"instructions / inference, M ({cpu}, emulated)")
-    _bars(axes[-1], native, lambda r: (r["packed_bytes"] or r["bytes"] or 0) / 1024, "size, KB (packed where packed)")
+    panels = (["latency"] if native else []) + (["instructions"] if emulated else []) + ["size"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "latency":
+            _bars(ax, native, lambda r: r["latency_ms"]["p50"], "p50 latency, ms (x86-64, measured)")
+        elif panel == "instructions":
+            _bars(ax, emulated, lambda r: r["instructions"]["per_inference"] / 1e6,
+                  f"instructions / inference, M ({result['emulated']['cpu']}, emulated)")
+        else:
+            _bars(ax, native or emulated, lambda r: (r["packed_bytes"] or r["bytes"] or 0) / 1024,
+                  "size, KB (packed where packed)")
     fig.suptitle(f"{result['model']['arch']} for {result['target']['name']}: teacher vs student", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -17,23 +17,25 @@ def _opt(*names, **kw):
 @_opt("--threads", type=int, help="Threads per runtime (default: the target's; 1 for an emulated target).")
 @_opt("--eval-limit", type=int, help="Top-1 on the first N evaluation images only (default: all).")
 @_opt("--emulate/--no-emulate", default=True, help="Run an aarch64 target's artifacts under qemu-aarch64.")
+@_opt("--native/--no-native", default=True, help="Also measure on this machine (--no-native: an aarch64 target "
+      "is only emulated; this machine's outputs still serve as the parity reference).")
 @_opt("--emulated-runs", type=int, default=3, help="Timed runs under emulation (instruction counts repeat).")
 @_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
 @_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
-def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, emulated_runs, emulated_inputs, out):
+def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, out):
     """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
     from edgefree.bench.build_dir import bench_build
     from edgefree.config import BenchConfig
 
     config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
-                         emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
+                         native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
     report_bench(bench_build(build_dir, target, config, out))
 
 
 def report_bench(result: dict) -> None:
     """One line per row: p50 and top-1 measured here, instructions per inference under emulation."""
-    for row in result["native"]["rows"]:
+    for row in (result["native"] or {}).get("rows", []):
         shown = f"error: {row['error']}" if row["error"] else (
             f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else ""))
         click.echo(f"{row['model']:8} {row['runtime']:12} {row['precision']:5} {shown}")
