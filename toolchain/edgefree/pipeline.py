@@ -32,7 +32,7 @@ from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
 
-OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.png", "bench.json", "bench.md",
+OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.png", "flash.json", "bench.json", "bench.md",
            "bench.png")
 
 
@@ -52,8 +52,8 @@ def _fingerprint(teacher, config: BuildConfig) -> str:
 
 
 def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -> SyntheticSet:
-    """The synthesis stage, reusing ``out/cache/synthetic-<fingerprint>.pt`` when present."""
-    cached = out / "cache" / f"synthetic-{_fingerprint(teacher, config)}.pt"
+    """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache: ``out/cache``)."""
+    cached = Path(config.cache or out / "cache") / f"synthetic-{_fingerprint(teacher, config)}.pt"
     if cached.exists():
         dreams = SyntheticSet.load(cached)
         dreams.stats["cached"] = True
@@ -82,8 +82,9 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         ...                            distill=DistillConfig(epochs=2)), progress=False)  # doctest: +SKIP
     """
     target = load_target(config.target)
-    export_config = config.export.for_target(target)
-    require_runtimes(export_config.formats)  # a missing runtime must stop the build before synthesis, not after
+    export_config = config.export.for_target(target) if config.export else None
+    if export_config:  # a missing runtime must stop the build before synthesis, not after
+        require_runtimes(export_config.formats)
     out = _prepare_out(Path(config.out))
     torch.manual_seed(config.seed)
     clock = _Stopwatch()
@@ -108,14 +109,17 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     with clock("evaluate"):
         scores = {name: accuracy(model, eval_data) if eval_data else None
                   for name, model in (("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student))}
-    with clock("export"):
-        manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
-    with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
-        teacher_manifest = export_teacher(teacher, export_config, dreams, eval_data)
-    with clock("bench"):
-        benched = bench({"teacher": teacher, "student": student},
-                        {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
-                        target, out, config.bench, eval_data)
+    manifest = benched = None  # export=None skips export and bench; bench=None skips bench
+    if export_config:
+        with clock("export"):
+            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
+    if export_config and config.bench:
+        with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
+            teacher_manifest = export_teacher(teacher, export_config, dreams, eval_data)
+        with clock("bench"):
+            benched = bench({"teacher": teacher, "student": student},
+                            {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
+                            target, out, config.bench, eval_data)
 
     detail = sparsity_report(student)
     report = {
@@ -128,7 +132,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         "sparsity_detail": detail,
         "synthesis": {"recipe": config.recipe, "images": len(dreams), "iterations": config.synthesis.iterations,
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
-                      **{k: dreams.stats[k] for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement")}},
+                      **{k: dreams.stats[k] for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement", "seconds")}},
         "distill": {**config.distill.to_dict(), "loss_per_epoch": student.distill_stats["loss_per_epoch"]},
         "export": manifest,
         "bench": benched,
