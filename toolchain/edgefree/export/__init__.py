@@ -113,6 +113,11 @@ class _Checks:
         return {"inputs": self.source, "images": len(self.parity), **figures, **gate(precision, figures, config)}, outputs
 
 
+def _failure(fmt: str, precision: str, stage: str, error: str, **details) -> dict:
+    return {"name": f"{fmt}-{precision}", "format": fmt, "precision": precision, "stage": stage, "error": error,
+            **details}
+
+
 def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibration: np.ndarray,
            config: ExportConfig, folder: Path) -> tuple[dict | None, dict | None]:
     """One artifact: (its manifest entry, None) when built and verified, else (None, the failure)."""
@@ -126,17 +131,16 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
                                    staging / f"student-{precision}", config.opset)
             parity, outputs = checks.parity_figures(backend.load(files[0]), precision, config)
         except Exception as exc:  # each exporter and runtime raises its own types; one format's failure ends only it
-            return None, {"name": name, "format": fmt, "precision": precision, "stage": "export",
-                          "error": _explain(fmt, name, exc)}
+            return None, _failure(fmt, precision, "export", _explain(fmt, name, exc))
         if hasattr(backend, "load_default"):  # OpenVINO: also report the precision it picks by default here
             predict, hint = backend.load_default(files[0])
             parity["default_precision"] = {"hint": hint, **compare(
                 run_batch1(predict, checks.inputs[checks.parity]), checks.reference[checks.parity])}
         if not parity["passed"]:
-            return None, {"name": name, "format": fmt, "precision": precision, "stage": "parity", "parity": parity,
-                          "error": f"{name} does not match the PyTorch student: needs {parity['rule']}, got "
-                                   f"max_abs_diff {parity['max_abs_diff']:.3g}, top1_agreement "
-                                   f"{parity['top1_agreement']:.4f} on {parity['images']} {checks.source} images"}
+            return None, _failure(fmt, precision, "parity", (
+                f"{name} does not match the PyTorch student: needs {parity['rule']}, got max_abs_diff "
+                f"{parity['max_abs_diff']:.3g}, top1_agreement {parity['top1_agreement']:.4f} on "
+                f"{parity['images']} {checks.source} images"), parity=parity)
         moved = [shutil.move(path, folder / path.name) for path in files]
         return artifact_entry(name, fmt, precision, backend.RUNTIME, describe_files([Path(p) for p in moved], folder),
                               parity=parity, accuracy=checks.accuracy(outputs),

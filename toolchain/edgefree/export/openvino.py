@@ -47,7 +47,7 @@ def load(entry: Path):
 
 
 def load_default(entry: Path):
-    """A predictor at OpenVINO's default precision on this CPU (bf16 where it has AMX), and its name."""
+    """A predictor at OpenVINO's default precision on this CPU (bf16 with AMX or AVX512-BF16), and its name."""
     compiled, predict = _compile(entry, {})
     return predict, compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
