@@ -37,7 +37,11 @@ def report_export(manifest: dict) -> None:
 @_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
 def export(build_dir, formats, precisions, eval_data, out):
-    """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it."""
+    """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
+
+    The artifacts replace those in the output folder; exporting into BUILD_DIR/artifacts also
+    updates BUILD_DIR's report (re-run `edgefree bench` for latencies of the new artifacts).
+    """
     from edgefree.config import ExportConfig
     from edgefree.export.rebuild import reexport
 
