@@ -15,6 +15,7 @@ It writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``out`` and returns 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +150,10 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
     inputs, labels = _eval_inputs(eval_data, spec, manifests["student"], config.eval_limit)
     threads = config.threads or (1 if target.emulated else target.threads)
     if config.native or not target.emulated:
+        load_before = os.getloadavg()[0]  # other processes on the cores move absolute times, not the ratios
         rows, native_logits = _native(models, manifests, target, config, inputs, labels, threads)
         native = {"kind": "measured", "threads": threads, "runs": config.runs, "warmup": config.warmup, "batch": 1,
-                  "rows": rows}
+                  "load_average_1min": [load_before, os.getloadavg()[0]], "rows": rows}
     else:  # emulation only: this machine's outputs are still needed, as the parity reference
         native, native_logits = None, _reference_logits(models, manifests, target, inputs[:config.emulated_inputs],
                                                         threads)

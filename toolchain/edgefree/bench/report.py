@@ -126,6 +126,14 @@ def _emulated_section(emulated: dict, level: str) -> list[str]:
     return lines + [f"- skipped: {s}" for s in emulated.get("skipped", [])]
 
 
+def _load(native: dict, machine: dict) -> str:
+    load = native.get("load_average_1min")
+    if not load:
+        return ""
+    return (f" Load average {load[0]:.1f} -> {load[1]:.1f} on {machine['cores']} cores: other processes move "
+            "absolute times (teacher and student take turns, so their ratio holds).")
+
+
 def _native_section(result: dict, level: str) -> list[str]:
     native, m, t = result["native"], result["machine"], result["target"]
     return [
@@ -136,7 +144,8 @@ def _native_section(result: dict, level: str) -> list[str]:
         + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, one at a time through each "
            "runtime." if result["eval"]["images"] else "no evaluation data: latency only.")
         + f" CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}); "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v != "not installed") + ".",
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v != "not installed") + "."
+        + _load(native, m),
         "",
         _native_table(native),
         "",
