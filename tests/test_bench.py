@@ -119,7 +119,8 @@ def test_bench_command_reruns_and_updates_the_report(build_copy):
     assert json.loads((build_copy / "report.json").read_text())["bench"]["native"]["runs"] == 5
 
 
-def test_bench_command_errors_name_the_fix(build_copy, tmp_path):
+def test_bench_command_errors_name_the_fix(build_copy, tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGEFREE_ARM64_HOME", raising=False)
     runner_ = CliRunner()
     missing = runner_.invoke(cli, ["bench", str(tmp_path)], catch_exceptions=False)
     assert missing.exit_code == 2 and "no finished build" in missing.output
