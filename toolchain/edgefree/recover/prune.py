@@ -62,10 +62,14 @@ def prune(model: nn.Module, config: PruneConfig = PruneConfig()) -> Pruned:
 
 @torch.no_grad()
 def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
-    """Zero the masked weights in place (after every optimiser step keeps sparsity exact)."""
+    """Zero the masked weights in place (after every optimiser step keeps sparsity exact).
+
+    ``masked_fill`` writes +0.0; multiplying by the mask would leave -0.0 for negative
+    weights, whose sign bit a packed artifact would then have to store.
+    """
     params = dict(model.named_parameters())
     for name, mask in masks.items():
-        params[name].mul_(mask.to(params[name].device, params[name].dtype))
+        params[name].masked_fill_(~mask.to(params[name].device), 0.0)
 
 
 def sparsity_report(model: nn.Module) -> dict:
