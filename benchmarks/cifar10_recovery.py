@@ -180,7 +180,6 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     store = args.results / "cifar10_recovery.json"
-    rows = json.loads(store.read_text())["rows"] if store.exists() else {}
     command = "python benchmarks/cifar10_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for row_id in args.rows.split(","):
         if row_id not in ROWS:
@@ -191,12 +190,16 @@ def main(argv=None) -> None:
             print(f"== {row_id}: {len(dreams)} dreams, {dreams.stats['seconds']:.0f} s", flush=True)
             continue
         print(f"== {row_id}", flush=True)
-        rows[row_id] = run_row(row_id, args.shared, args.work, args.seed, not args.quiet)
-        rows[row_id]["command"] = command
+        row = run_row(row_id, args.shared, args.work, args.seed, not args.quiet)
+        row["command"] = command
+        # re-read before writing: rows may be run by separate processes
+        rows = json.loads(store.read_text())["rows"] if store.exists() else {}
+        rows[row_id] = row
         store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
-        print(json.dumps({k: rows[row_id][k] for k in ("accuracy", "seconds")}), flush=True)
-    if args.synthesize_only:
+        print(json.dumps({k: row[k] for k in ("accuracy", "seconds")}), flush=True)
+    if args.synthesize_only or not store.exists():
         return
+    rows = json.loads(store.read_text())["rows"]
     ordered = {k: rows[k] for k in ROWS if k in rows}
     (args.results / "cifar10_recovery.md").write_text(render(ordered, "python benchmarks/cifar10_recovery.py --shared ../shared"))
     plot(ordered, args.results / "cifar10_recovery.png")
