@@ -30,6 +30,7 @@ import numpy as np
 
 from edgefree import remote
 from edgefree.errors import DeployError, MissingRuntimeError
+from edgefree.export.manifest import sha256 as _sha256
 from edgefree.report import render_markdown
 from edgefree.ssh import Device
 from edgefree.targets import Target, load_target
@@ -37,13 +38,6 @@ from edgefree.targets import Target, load_target
 PACKAGE = Path(__file__).parent
 # The standalone scripts that run on the device (stdlib + numpy + the runtime).
 DEVICE_SCRIPTS = {"runner.py": PACKAGE / "bench" / "runner.py", "unpack.py": PACKAGE / "export" / "unpack.py"}
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _device_runner():
