@@ -157,12 +157,20 @@ def _pip_target(target: Path, packages: list[str], deps: bool = True) -> None:
     _run(command + ([] if deps else ["--no-deps"]), f"pip install of aarch64 wheels {' '.join(packages)}")
 
 
+def _pin(name: str) -> str:
+    """``name==<this machine's version>``, so parity compares like with like; unpinned if not installed here."""
+    try:
+        return f"{name}=={importlib.metadata.version(name)}"
+    except importlib.metadata.PackageNotFoundError:
+        return name
+
+
 def install_runtimes(home: Path, runtimes: list[str], installed: list[str]) -> list[str]:
     """aarch64 wheels of ``runtimes`` (the host's versions, so parity compares like with like)."""
     wanted = sorted(set(runtimes) | set(installed))
     python_side = [r for r in wanted if r != "executorch"]
     if set(python_side) - set(installed) or not (home / "site").is_dir():
-        pins = [f"{name}=={importlib.metadata.version(name)}" for name in ["numpy", *python_side]]
+        pins = [_pin(name) for name in ["numpy", *python_side]]
         partial = _fresh(home / "site")
         _pip_target(partial, pins)
         _publish(partial, home / "site")
