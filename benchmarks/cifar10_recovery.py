@@ -77,11 +77,22 @@ def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
     )
 
 
-def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool) -> dict:
+def _finished_build(config: BuildConfig) -> dict | None:
+    """The report of an earlier build of exactly this config in its folder, if there is one."""
+    path = Path(config.out) / "report.json"
+    if not path.exists():
+        return None
+    report = json.loads(path.read_text())
+    same = report["config"] == json.loads(json.dumps(config.to_dict(), default=str))
+    return report if same else None
+
+
+def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool,
+            reuse: bool = False, baselines: bool = True) -> dict:
     arch, sparsity, recipe_name, with_baselines = ROWS[row_id]
     chosen = recipe(recipe_name)
     config = row_config(row_id, shared, work, seed)
-    report = build(config, progress=progress)
+    report = (reuse and _finished_build(config)) or build(config, progress=progress)
     row = {
         "row": row_id, "model": arch, "recipe": recipe_name, "seed": seed,
         "sparsity_target": sparsity, "sparsity_achieved": report["sparsity"],
@@ -91,7 +102,7 @@ def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool) ->
         "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]}, "eval_images": report["eval_data"]["images"],
         "machine": machine_info(),
     }
-    if with_baselines:
+    if with_baselines and baselines:
         row["baselines"] = run_baselines(config, shared, report, progress)
     return row
 
@@ -172,6 +183,9 @@ def main(argv=None) -> None:
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--reuse-builds", action="store_true",
+                        help="take a row's finished build (same config) from --work instead of building again")
+    parser.add_argument("--no-baselines", action="store_true", help="skip the baselines (noise, BN re-est., real)")
     parser.add_argument("--synthesize-only", action="store_true",
                         help="only make (and cache) the rows' synthetic sets, e.g. while the machine is busy")
     args = parser.parse_args(argv)
@@ -190,7 +204,8 @@ def main(argv=None) -> None:
             print(f"== {row_id}: {len(dreams)} dreams, {dreams.stats['seconds']:.0f} s", flush=True)
             continue
         print(f"== {row_id}", flush=True)
-        row = run_row(row_id, args.shared, args.work, args.seed, not args.quiet)
+        row = run_row(row_id, args.shared, args.work, args.seed, not args.quiet, args.reuse_builds,
+                      not args.no_baselines)
         row["command"] = command
         # re-read before writing: rows may be run by separate processes
         rows = json.loads(store.read_text())["rows"] if store.exists() else {}
