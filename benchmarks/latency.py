@@ -34,6 +34,7 @@ from edgefree.export import export_student
 from edgefree.models import load_model
 from edgefree.pipeline import build
 from edgefree.recover import prune, synthesize
+from edgefree.report import markdown_table
 from edgefree.targets import load_target
 
 HERE = Path(__file__).resolve().parent
@@ -93,11 +94,6 @@ def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int,
             print(f"{name} {target} {attempt}/{times} done", flush=True)
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
-
-
 def _by_key(rows: list[dict]) -> dict:
     return {(r["model"], r["runtime"], r["precision"]): r for r in rows if not r["error"]}
 
@@ -117,7 +113,7 @@ def _x86(case: Path) -> list[str]:
                       f"{(t['packed_bytes'] or t['bytes']) / 1024:,.1f}", f"{(s['packed_bytes'] or s['bytes']) / 1024:,.1f}"])
     lines = [f"x86-64, measured ({first['machine']['cpu']}, 1 thread, {first['native']['runs']} runs, "
              f"top-1 on {first['eval']['images']} images):", "",
-             _table(["runtime", "precision", "teacher p50 ms", "student p50 ms", "student/teacher", "teacher top-1 %",
+             markdown_table(["runtime", "precision", "teacher p50 ms", "student p50 ms", "student/teacher", "teacher top-1 %",
                      "student top-1 %", "teacher KB (packed)", "student KB (packed)"], table)]
     repeats = sorted(case.glob("x86-64-repeat*/bench.json"))
     for path in repeats:
@@ -148,7 +144,7 @@ def _arm(case: Path) -> list[str]:
                            else "crashed" if "died" in (r["error"] or "") else "error")
         table.append(row)
     lines = ["", "arm64 under QEMU (emulated): guest instructions per inference, comparable only within one column "
-             "pair (one CPU model); every row's logits were compared with x86-64:", "", _table(header, table)]
+             "pair (one CPU model); every row's logits were compared with x86-64:", "", markdown_table(header, table)]
     diffs = [r["parity_vs_x86"]["max_abs_diff"] for b in benches.values() for r in b["emulated"]["rows"]
              if r.get("parity_vs_x86") and r["precision"] == "fp32"]
     if diffs:

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 
-def _table(header: list[str], rows: list[list]) -> str:
+def markdown_table(header: list[str], rows: list[list]) -> str:
+    """A GitHub-flavoured Markdown table; cells are rendered with ``str``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -31,7 +32,7 @@ def _summary(r: dict) -> str:
         "",
         "## Accuracy (top-1, %)",
         "",
-        _table(["teacher", "pruned", "recovered", "gap to teacher"],
+        markdown_table(["teacher", "pruned", "recovered", "gap to teacher"],
                [[_pct(acc["teacher"]), _pct(acc["pruned"]), _pct(acc["recovered"]),
                  _pct(gap)]]),
     ])
@@ -46,7 +47,7 @@ def _sparsity(r: dict) -> str:
         f"Target {100 * r['sparsity_target']:.1f}%, achieved {100 * r['sparsity']:.2f}% "
         f"({s['zeros']:,} of {s['params']:,} conv/linear weights are zero; global magnitude ranking).",
         "",
-        _table(["layer", "weights", "zero"], rows),
+        markdown_table(["layer", "weights", "zero"], rows),
     ])
 
 
@@ -85,7 +86,7 @@ def _export(r: dict) -> str | None:
         f"PyTorch student's on {m['artifacts'][0]['parity']['images'] if m['artifacts'] else 0} {ref['inputs']} "
         f"images; accuracy on {ref['images']} {ref['inputs']} images (PyTorch student: {_pct(ref['accuracy'])}).",
         "",
-        _table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
+        markdown_table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
                 "max abs diff", "top-1 agreement", "gate", "accuracy %"], rows),
         "",
         f"INT8 artifacts were calibrated on {m['calibration']['images']} synthetic images, no real data, and "
@@ -119,7 +120,7 @@ def _timing(r: dict) -> str:
     return "\n".join([
         "## Time (wall seconds)",
         "",
-        _table(["stage", "seconds"], rows),
+        markdown_table(["stage", "seconds"], rows),
         "",
         f"Machine: {m['cpu']} ({m['cores']} cores, {m['isa']}); "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
@@ -146,7 +147,7 @@ def _flash(r: dict) -> str | None:
         f"Measured on the device: batch 1, {run['threads']} thread(s), {run['runs']} runs after {run['warmup']} "
         "warm-up; the logits of one input compared with the build machine's.",
         "",
-        _table(["artifact", "p50 ms", "p90 ms", "top-1", "max logit diff vs build machine"], rows),
+        markdown_table(["artifact", "p50 ms", "p90 ms", "top-1", "max logit diff vs build machine"], rows),
     ])
 
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgefree.report import markdown_table
+
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
-
-
-def _table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
 def _kb(n) -> str:
@@ -55,7 +52,7 @@ def _native_table(native: dict) -> str:
         rows.append([r["model"], r["runtime"], r["precision"], f"{t['p50']:.3f}", f"{t['p90']:.3f}",
                      f"{t['mean']:.3f} ± {t['std']:.3f}", f"{ratio:.2f}x" if ratio else "-",
                      "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}", _kb(r["bytes"]), _kb(r["packed_bytes"])])
-    return _table(["model", "runtime", "precision", "p50 ms", "p90 ms", "mean ± std ms", "student/teacher p50",
+    return markdown_table(["model", "runtime", "precision", "p50 ms", "p90 ms", "mean ± std ms", "student/teacher p50",
                    "top-1 %", "size KB", "packed KB"], rows)
 
 
@@ -116,7 +113,7 @@ def _emulated_section(emulated: dict, level: str) -> list[str]:
         f"warm-up; logits of the first {emulated['parity_inputs']} evaluation input(s) compared with this "
         "machine's (x86-64) for the same artifact.",
         "",
-        _table(["model", "runtime", "precision", f"instructions / inference (M, {cpu})", "student/teacher",
+        markdown_table(["model", "runtime", "precision", f"instructions / inference (M, {cpu})", "student/teacher",
                 "max logit diff vs x86", "top-1 agreement vs x86", "p50 s (EMULATED)"], rows),
         "",
         f"Instruction counts are guest instructions of all threads during the timed runs, per inference, from "
