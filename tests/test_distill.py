@@ -50,3 +50,23 @@ def test_bn_recalibration_baseline_changes_only_statistics(recovered):
     recal = recalibrate_batchnorm(pruned.model, dreams.images)
     assert not torch.equal(recal.state_dict()["0.1.running_mean"], pruned.model.state_dict()["0.1.running_mean"])
     assert torch.equal(recal.state_dict()["0.0.weight"], pruned.model.state_dict()["0.0.weight"])
+
+
+@pytest.mark.parametrize("extra", [dict(feature_weight=1.0), dict(feature_weight=1.0, bf16=True, mixup=0.5)])
+def test_feature_matching_and_bf16_recover_and_clean_up(teacher, digits, recovered, extra):
+    pruned, dreams, _ = recovered
+    config = DistillConfig(epochs=15, batch_size=64, lr=0.01, **extra)
+    student = distill(teacher, pruned, dreams, config, progress=False)
+    assert accuracy(student, digits) > accuracy(pruned.model, digits) + 10
+    assert sparsity_report(student)["overall"] == pytest.approx(0.75, abs=1e-4)
+    # the feature hooks are gone from both models
+    assert not any(m._forward_hooks for m in teacher.modules())
+    assert not any(m._forward_hooks for m in student.modules())
+
+
+def test_feature_loss_is_zero_only_for_equal_features():
+    from edgefree.recover.distill import feature_loss
+
+    a = [torch.ones(2, 3, 4, 4), torch.zeros(2, 5)]
+    assert feature_loss(a, [t.clone() for t in a]).item() == 0
+    assert feature_loss(a, [a[0] + 1, a[1]]).item() == pytest.approx(0.5)

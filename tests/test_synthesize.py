@@ -16,9 +16,19 @@ def dreams(teacher):
 
 
 def test_bn_loss_falls(dreams):
-    curve = dreams.stats["bn_loss_curve"]
-    assert len(curve) == TINY.iterations
-    assert curve[-1] < 0.5 * curve[0]
+    curves = dreams.stats["bn_loss_curves"]
+    assert [len(c) for c in curves] == [TINY.iterations] * 2
+    assert all(c[-1] < 0.5 * c[0] for c in curves)
+    assert dreams.stats["bn_loss_last"] < 0.5 * dreams.stats["bn_loss_first"]
+
+
+def test_warm_start_continues_from_the_previous_batch(teacher, dreams):
+    warm = synthesize(teacher, TINY.replace(warm_start=1.0, first_iterations=40, iterations=5), seed=3, progress=False)
+    first, second = warm.stats["bn_loss_curves"]
+    assert len(first) == 40 and len(second) == 5
+    # the second batch starts from matched images, not noise: far below where the first began
+    assert second[0] < 0.5 * first[0]
+    assert warm.images.shape == dreams.images.shape
 
 
 def test_images_are_valid_pixels_with_balanced_labels(dreams, teacher):
@@ -46,9 +56,30 @@ def test_teacher_left_as_it_was(teacher, dreams):
 @pytest.mark.parametrize("extra", [dict(bf16=True, channels_last=True), dict(low_res_fraction=0.5, tv_l2_weight=1e-3, l2_weight=1e-4)])
 def test_cheaper_variants_still_match_statistics(teacher, extra):
     d = synthesize(teacher, SynthesisConfig(images=20, batch_size=20, iterations=30, jitter=1, **extra), progress=False)
-    assert d.stats["bn_loss_curve"][-1] < 0.5 * d.stats["bn_loss_curve"][0]
+    assert d.stats["bn_loss_last"] < 0.5 * d.stats["bn_loss_first"]
 
 
 def test_model_without_batchnorm_is_refused():
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
         synthesize(create_model("digits-mlp-nobn"), TINY, progress=False)
+
+
+def test_bf16_auto_follows_the_hardware(monkeypatch, teacher):
+    from edgefree import machine
+
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx2", "avx512f"])
+    assert machine.resolve_bf16("auto") is False and machine.resolve_bf16(True) is True
+    d = synthesize(teacher, SynthesisConfig(images=10, batch_size=10, iterations=2, bf16="auto"), progress=False)
+    assert d.stats["bf16"] is False
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx512_bf16"])
+    assert machine.resolve_bf16("auto") is True
+    d = synthesize(teacher, SynthesisConfig(images=10, batch_size=10, iterations=2, bf16="auto"), progress=False)
+    assert d.stats["bf16"] is True and d.stats["steps"] == 2
+
+
+@pytest.mark.parametrize("bad", [dict(bf16="yes"), dict(warm_start=1.5), dict(first_iterations=0)])
+def test_bad_synthesis_settings_are_refused(bad):
+    from edgefree.errors import EdgefreeError
+
+    with pytest.raises(EdgefreeError, match="synthesis"):
+        SynthesisConfig(**bad)

@@ -20,7 +20,8 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _cpu_flags(wanted=("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "asimd", "asimddp")) -> list[str]:
+def _cpu_flags(wanted=("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp",
+                       "bf16")) -> list[str]:
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith(("flags", "Features")):
@@ -29,6 +30,23 @@ def _cpu_flags(wanted=("avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8",
     except OSError:
         pass
     return []
+
+
+def native_bf16(device: str = "cpu") -> bool:
+    """Whether ``device`` computes bfloat16 in hardware (AVX512-BF16 / AMX on x86, BF16 on Arm, or CUDA).
+
+    Where it does not, bf16 autocast is emulated and slower than fp32, so "auto" means fp32 there.
+    """
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return any(f in _cpu_flags() for f in ("avx512_bf16", "amx_bf16", "bf16"))
+
+
+def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
+    """A config's ``bf16`` (True, False or "auto") as the choice made on this machine."""
+    return native_bf16(device) if setting == "auto" else bool(setting)
 
 
 def versions() -> dict[str, str]:

@@ -19,10 +19,12 @@ def _opt(*names, **kw):
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
 @_opt("--sparsity", type=float, default=0.75, help="Fraction of conv/linear weights to prune (global magnitude).")
 @_opt("--keep-first-last-dense", is_flag=True, help="Do not prune the first and last layer.")
-@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'paper' (200 steps per batch), 'demo' (built-in default).")
+@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'paper' (the published 200 fp32 steps per batch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch (overrides the recipe).")
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
+@_opt("--bf16/--fp32", "bf16", default=None, help="Synthesize and distil in bfloat16 autocast, or in fp32 "
+      "[default: the recipe's; 'fast' uses bf16 where the hardware has it natively, fp32 elsewhere].")
 @_opt("--epochs", type=int, help="Distillation epochs.")
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
@@ -35,7 +37,7 @@ def _opt(*names, **kw):
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
-          iterations, synth_batch, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
+          iterations, synth_batch, bf16, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           quiet):
     """Prune, synthesize, distill (and evaluate) a teacher; write the student and a report to --out."""
     from edgefree.cli.bench import report_bench
@@ -51,8 +53,8 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         target=target, out=out, model=model, arch=arch, num_classes=num_classes, eval_data=eval_data,
         seed=seed, device=device, recipe=recipe,
         prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
-        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch),
-        distill=chosen.distill.replace(epochs=epochs, lr=distill_lr),
+        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
+        distill=chosen.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16),
         export=ExportConfig(formats=formats, precisions=precisions),
         bench=BenchConfig(runs=bench_runs, emulate=emulate),
     )

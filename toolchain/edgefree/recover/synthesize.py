@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, NoBatchNormError
+from edgefree.machine import resolve_bf16
 
 
 @dataclass
@@ -53,9 +54,11 @@ class _BatchNormMatcher:
         self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
 
     def _hook(self, module, inputs, _output):
-        x = inputs[0].float()
-        dims = [0] + list(range(2, x.dim()))
-        mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        x = inputs[0]
+        # channels last, flattened: one column reduction per moment (2x faster than var over dims)
+        x = x.movedim(1, -1).reshape(-1, x.shape[1]).float()
+        mean = x.mean(0)
+        var = (x * x).mean(0) - mean * mean
         self.losses.append(torch.linalg.vector_norm(mean - module.running_mean, 2)
                            + torch.linalg.vector_norm(var - module.running_var, 2))
 
@@ -115,21 +118,29 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
     num_classes = _num_classes(teacher)
     low, high = (b.to(device) for b in spec.bounds())
     labels = balanced_labels(config.images, num_classes, g)
-    images, curve = [], torch.zeros(config.iterations)
-    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if config.bf16
-                else contextlib.nullcontext())
+    images, curves = [], []  # one BN-loss curve per batch
+    bf16 = resolve_bf16(config.bf16, device)
+    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     n_low = int(config.low_res_fraction * config.iterations)
     started = time.perf_counter()
-    bar = tqdm(total=config.iterations * len(labels.split(config.batch_size)), desc="synthesize",
+    batches = labels.split(config.batch_size)
+    first = config.first_iterations or config.iterations
+    bar = tqdm(total=first + config.iterations * (len(batches) - 1), desc="synthesize",
                unit="step", disable=not progress, leave=False)
     try:
-        for batch_labels in labels.split(config.batch_size):
+        for batch_labels in batches:
             y = batch_labels.to(device)
             x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
+            if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
+                previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
+                x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
+                    memory_format=memory_format)
             x.requires_grad_(True)
             opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.99))
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
-            for step in range(config.iterations):
+            iterations = config.iterations if images else first
+            curves.append([])
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+            for step in range(iterations):
                 shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
                 view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
                 if config.flip and torch.rand(1, generator=g).item() < 0.5:
@@ -152,7 +163,7 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
                 sched.step()
                 with torch.no_grad():
                     x.copy_(torch.maximum(torch.minimum(x, high), low))
-                curve[step] += bn.item() / len(labels.split(config.batch_size))
+                curves[-1].append(bn.item())
                 bar.update()
                 if step % 10 == 0:
                     bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
@@ -166,9 +177,10 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
     images = torch.cat(images)
     with torch.no_grad():
         hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
-    stats = {"seconds": time.perf_counter() - started, "bn_loss_curve": curve.tolist(),
-             "bn_loss_first": curve[0].item(), "bn_loss_last": curve[-1].item(),
-             "teacher_agreement": hit, "config": config.to_dict(), "seed": seed}
+    stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": curves,  # per batch, per step
+             "bn_loss_first": sum(c[0] for c in curves) / len(curves),  # mean over batches
+             "bn_loss_last": sum(c[-1] for c in curves) / len(curves),
+             "teacher_agreement": hit, "bf16": bf16, "steps": sum(map(len, curves)), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats)
 
 
