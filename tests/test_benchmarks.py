@@ -1,0 +1,56 @@
+"""The CIFAR-10 recovery benchmark's row definitions and verdicts (its runs are too slow for tests)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgefree.config import recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("cifar10_recovery", ROOT / "benchmarks" / "cifar10_recovery.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_build_the_recipes_they_name(bench, tmp_path):
+    fast, paper = recipe("fast"), recipe("paper")
+    config = bench.row_config("r20-75-fast", tmp_path, tmp_path / "work", seed=0)
+    assert config.synthesis == fast.synthesis and config.distill == fast.distill
+    assert config.export is None and config.prune.sparsity == 0.75
+    mixed = bench.row_config("r20-75-paper-fastkd", tmp_path, tmp_path / "work", seed=0)
+    assert mixed.synthesis == paper.synthesis and mixed.distill == fast.distill
+    half = bench.row_config("r20-75-fast-x0.5", tmp_path, tmp_path / "work", seed=0)
+    assert half.synthesis.images == fast.synthesis.images // 2
+    assert "train" not in str(config.eval_data)
+
+
+def _row(name, synth_s, recovered):
+    return {"row": name, "model": "resnet20-cifar", "recipe": name, "seed": 0, "sparsity_target": 0.75,
+            "sparsity_achieved": 0.75, "accuracy": {"teacher": 88.0, "pruned": 54.0, "recovered": recovered},
+            "synthesis": {"images": 2048, "steps": 248}, "seconds": {"synthesize": synth_s, "distill": 100.0},
+            "command": "python benchmarks/cifar10_recovery.py --shared ../shared",
+            "machine": {"cpu": "x", "cores": 2, "versions": {"torch": "2"}}}
+
+
+@pytest.mark.parametrize("fast_s, fast_acc, verdict", [(80, 85.0, "met"), (80, 83.0, "NOT met"), (200, 85.0, "NOT met")])
+def test_cost_verdict_needs_5x_and_no_accuracy_loss(bench, fast_s, fast_acc, verdict):
+    rows = {"r20-75-fast": _row("r20-75-fast", fast_s, fast_acc), "r20-75-paper": _row("r20-75-paper", 500, 84.0)}
+    text = bench.render(rows)
+    assert f"goal (>= 5x at >= 0) {verdict}." in text
+    assert "python benchmarks/cifar10_recovery.py --shared ../shared" in text
+
+
+def test_repeat_is_reported(bench):
+    row = _row("r20-75-fast", 80, 85.0)
+    row["repeat"] = {"accuracy": dict(row["accuracy"]), "identical_images": True,
+                     "seconds": {"synthesize": 81.0}, "command": "python benchmarks/cifar10_recovery.py --repeat r20-75-fast"}
+    text = bench.render({"r20-75-fast": row})
+    assert "## Reproducibility" in text and "bit-identical: yes" in text and "--repeat r20-75-fast" in text
