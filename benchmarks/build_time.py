@@ -37,10 +37,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not (args.shared / "models").is_dir():
         sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
+    shared = args.shared.resolve()  # the build runs in a fresh folder
     edgefree = Path(sys.executable).with_name("edgefree")
     work = Path(tempfile.mkdtemp(prefix="edgefree-build-time-"))
-    command = [str(edgefree), "build", "--model", str(args.shared / "models" / CHECKPOINTS[args.arch]),
-               "--arch", args.arch, "--eval-data", str(args.shared / "data" / "cifar10-jpeg" / "test.zip"),
+    command = [str(edgefree), "build", "--model", str(shared / "models" / CHECKPOINTS[args.arch]),
+               "--arch", args.arch, "--eval-data", str(shared / "data" / "cifar10-jpeg" / "test.zip"),
                "--target", args.target, "--out", str(work / "out"), "--quiet"]
     shown = (f"edgefree build --model ../shared/models/{CHECKPOINTS[args.arch]} --arch {args.arch} "
              f"--eval-data ../shared/data/cifar10-jpeg/test.zip --target {args.target} --out OUT --quiet")
