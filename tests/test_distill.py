@@ -70,3 +70,14 @@ def test_feature_loss_is_zero_only_for_equal_features():
     a = [torch.ones(2, 3, 4, 4), torch.zeros(2, 5)]
     assert feature_loss(a, [t.clone() for t in a]).item() == 0
     assert feature_loss(a, [a[0] + 1, a[1]]).item() == pytest.approx(0.5)
+
+
+def test_feature_matching_needs_batchnorm(recovered):
+    from edgefree.errors import EdgefreeError
+    from edgefree.models import create_model
+    from edgefree.recover import prune
+
+    nobn = create_model("digits-mlp-nobn")
+    _, dreams, _ = recovered
+    with pytest.raises(EdgefreeError, match="no BatchNorm"):
+        distill(nobn, prune(nobn), dreams, DistillConfig(epochs=1, feature_weight=1.0), progress=False)

@@ -21,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import DistillConfig
-from edgefree.errors import DivergenceError
+from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import resolve_bf16
 from edgefree.recover.prune import Pruned, apply_masks
 from edgefree.recover.synthesize import SyntheticSet
@@ -124,6 +124,9 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps_per_epoch)
     bf16 = resolve_bf16(config.bf16, device)
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
+        raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
+                            "BatchNorm layers: set feature_weight to 0")
     features = (_BatchNormOutputs(student), _BatchNormOutputs(teacher)) if config.feature_weight else None
     history, started = [], time.perf_counter()
     bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
