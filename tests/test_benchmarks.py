@@ -54,3 +54,19 @@ def test_repeat_is_reported(bench):
                      "seconds": {"synthesize": 81.0}, "command": "python benchmarks/cifar10_recovery.py --repeat r20-75-fast"}
     text = bench.render({"r20-75-fast": row})
     assert "## Reproducibility" in text and "bit-identical: yes" in text and "--repeat r20-75-fast" in text
+
+
+@pytest.mark.parametrize("recovered, verdict", [(87.1, "NOT met"), (87.3, "met"), (87.8, "met (stretch 0.5 met too)")])
+def test_accuracy_goal_takes_each_models_best_row(bench, recovered, verdict):
+    rows = {"r20-75-fast": _row("r20-75-fast", 80, 85.0), "r20-75-thorough": _row("r20-75-thorough", 300, recovered)}
+    rows["r20-75-thorough"]["accuracy"]["teacher"] = 88.2
+    rows["r20-75-fast"]["accuracy"]["teacher"] = 88.2
+    text = bench.render(rows)
+    assert "best `r20-75-thorough` (r20-75-thorough)" in text
+    assert f"goal (<= 1.0) {verdict}." in text
+
+
+def test_thorough_row_uses_its_recipe(bench, tmp_path):
+    config = bench.row_config("r56-75-thorough", tmp_path, tmp_path / "work", seed=0)
+    assert config.synthesis == recipe("thorough").synthesis and config.distill == recipe("thorough").distill
+    assert config.arch == "resnet56-cifar"

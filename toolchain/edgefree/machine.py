@@ -49,6 +49,14 @@ def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
     return native_bf16(device) if setting == "auto" else bool(setting)
 
 
+def bf16_autocast(setting: bool | str, device: str = "cpu"):
+    """``(enabled, context)``: the bf16 choice made here and the autocast context applying it (inert when off)."""
+    import torch
+
+    enabled = resolve_bf16(setting, device)
+    return enabled, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=enabled)
+
+
 def versions() -> dict[str, str]:
     found = {}
     for name in LIBRARIES:

@@ -11,7 +11,6 @@ the same shape, and each synthetic image then teaches far more than 10 numbers.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
-from edgefree.machine import resolve_bf16
+from edgefree.machine import bf16_autocast
 from edgefree.recover.prune import Pruned, apply_masks
 from edgefree.recover.synthesize import SyntheticSet
 
@@ -122,8 +121,7 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
                           weight_decay=config.weight_decay)
     steps_per_epoch = -(-len(synthetic) // config.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps_per_epoch)
-    bf16 = resolve_bf16(config.bf16, device)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bf16, autocast = bf16_autocast(config.bf16, device)
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
                             "BatchNorm layers: set feature_weight to 0")

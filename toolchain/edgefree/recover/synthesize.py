@@ -17,7 +17,6 @@ Cheaper variants:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, NoBatchNormError
-from edgefree.machine import resolve_bf16
+from edgefree.machine import bf16_autocast
 
 
 @dataclass
@@ -126,8 +125,7 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
     low, high = (b.to(device) for b in spec.bounds())
     labels = balanced_labels(config.images, num_classes, g)
     images, curves = [], []  # one BN-loss curve per batch
-    bf16 = resolve_bf16(config.bf16, device)
-    autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    bf16, autocast = bf16_autocast(config.bf16, device)
     n_low = int(config.low_res_fraction * config.iterations)
     started = time.perf_counter()
     batches = labels.split(config.batch_size)
