@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import shlex
 import sys
 import time
 import zipfile
@@ -153,7 +154,8 @@ def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: boo
 
 
 def render(rows: dict) -> str:
-    commands = sorted({r["command"] for r in rows.values()} | {r["repeat"]["command"] for r in rows.values() if "repeat" in r})
+    commands = sorted({r["command"] for r in rows.values()} | {r["repeat"]["command"] for r in rows.values() if "repeat" in r}
+                      | {s["command"] for r in rows.values() for s in r.get("seeds", {}).values()})
     seeds = sorted({r["seed"] for r in rows.values()})
     out = ["# CIFAR-10 (JPEG q75 copy) data-free recovery", "",
            "Produced by " + "; ".join(f"`{c}`" for c in commands)
@@ -168,7 +170,7 @@ def render(rows: dict) -> str:
                    f"{a['teacher']:.2f} | {a['pruned']:.2f} | **{a['recovered']:.2f}** | {a['teacher'] - a['recovered']:.2f} | "
                    f"{s['images']} ({s.get('steps') or '?'}) | {r['seconds']['synthesize']:.0f} | {r['seconds']['distill']:.0f} | "
                    + " | ".join(base) + " |")
-    out += _goal_lines(rows) + _cost_lines(rows) + _repeat_lines(rows)
+    out += _goal_lines(rows) + _cost_lines(rows) + _repeat_lines(rows) + _spread_lines(rows)
     m = next(iter(rows.values()))["machine"] if rows else {}
     if m:
         out += ["", f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())]
@@ -231,30 +233,54 @@ def _repeat_lines(rows: dict) -> list[str]:
             "Rows built a second time from scratch (own work folder and synthesis cache, same seed) with `--repeat`:", ""] + out
 
 
+def _spread_lines(rows: dict) -> list[str]:
+    out = []
+    for r in rows.values():
+        if not r.get("seeds"):
+            continue
+        by_seed = {r["seed"]: r["accuracy"]["recovered"]} | {int(k): v["accuracy"]["recovered"] for k, v in r["seeds"].items()}
+        values = np.array(list(by_seed.values()))
+        out.append(f"- {r['row']}: recovered " + ", ".join(f"{v:.2f} (seed {k})" for k, v in sorted(by_seed.items()))
+                   + f": mean **{values.mean():.2f}**, sample std {values.std(ddof=1):.2f}, range {np.ptp(values):.2f}.")
+    if not out:
+        return []
+    return ["", "## Spread across seeds", "",
+            "Rows built again with other seeds (`--spread`): the seed changes the dreams and the distillation order;"
+            " the teacher and the pruned student are the same. Differences between rows smaller than this spread are noise.",
+            ""] + out
+
+
 def plot(rows: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     names = list(rows)
     x = np.arange(len(names))
     for i, key in enumerate(("teacher", "pruned", "recovered")):
         left.bar(x + (i - 1) * 0.27, [rows[n]["accuracy"][key] for n in names], 0.27, label=key)
-    left.set_xticks(x, names, rotation=20)
+    left.set_xticks(x, names, rotation=30, ha="right")
     left.set_ylabel("top-1 %")
-    left.set_ylim(0, 100)
-    left.legend()
+    left.set_ylim(0, 115)  # room for the legend above the bars
+    left.legend(loc="upper center", ncol=3, fontsize=8)
     left.set_title("teacher / pruned / recovered")
-    for n in [n for n in names if rows[n]["sparsity_target"] == 0.75]:  # the budget axis at one sparsity
+    at_75 = [n for n in names if rows[n]["sparsity_target"] == 0.75]  # the budget axis at one sparsity
+    for model in dict.fromkeys(rows[n]["model"] for n in at_75):
+        teacher = next(rows[n]["accuracy"]["teacher"] for n in at_75 if rows[n]["model"] == model)
+        right.axhline(teacher - 1, color="grey", linestyle="--", linewidth=0.8)
+        right.annotate(f"{model}: teacher - 1", (0.01, teacher - 1), xycoords=("axes fraction", "data"),
+                       fontsize=7, color="grey", va="bottom")
+    for n in at_75:
         r = rows[n]
-        right.scatter(r["seconds"]["synthesize"], r["accuracy"]["recovered"])
-        right.annotate(n, (r["seconds"]["synthesize"], r["accuracy"]["recovered"]), fontsize=8)
+        cost = r["seconds"]["synthesize"] + r["seconds"]["distill"]
+        right.scatter(cost, r["accuracy"]["recovered"])
+        right.annotate(n, (cost, r["accuracy"]["recovered"]), fontsize=8)
     right.set_xscale("log")
-    right.set_xlabel("synthesis wall seconds (log)")
+    right.set_xlabel("synthesis + distillation wall seconds (log)")
     right.set_ylabel("recovered top-1 %")
-    right.set_title("recovered accuracy vs synthesis budget (75% sparsity)")
+    right.set_title("recovered accuracy vs recovery cost (75% sparsity)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -262,7 +288,7 @@ def plot(rows: dict, path: Path) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)}")
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)} ('': none, e.g. with --repeat or --spread)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -273,6 +299,9 @@ def main(argv=None) -> None:
     parser.add_argument("--no-baselines", action="store_true", help="skip the baselines (noise, BN re-est., real)")
     parser.add_argument("--repeat", default="", help="rows to build again from scratch (own folder and cache, same "
                         "seed) after the others, recording whether the figures reproduce")
+    parser.add_argument("--spread", default="", help="rows to build again with other seeds (--spread-seeds; own "
+                        "folders), recording the spread of the recovered accuracy")
+    parser.add_argument("--spread-seeds", default="1,2", help="the other seeds for --spread")
     parser.add_argument("--render-only", action="store_true", help="only render the .md and .png from the .json")
     parser.add_argument("--synthesize-only", action="store_true",
                         help="only make (and cache) the rows' synthetic sets, e.g. while the machine is busy")
@@ -282,8 +311,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     store = args.results / "cifar10_recovery.json"
-    command = "python benchmarks/cifar10_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    for row_id in [] if args.render_only else args.rows.split(","):
+    command = "python benchmarks/cifar10_recovery.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    for row_id in [] if args.render_only else filter(None, args.rows.split(",")):
         if row_id not in ROWS:
             sys.exit(f"unknown row {row_id!r}; known: {list(ROWS)}")
         if args.synthesize_only:
@@ -314,6 +343,17 @@ def main(argv=None) -> None:
                                   "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]},
                                   "command": command}
         store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+    for row_id in [] if args.render_only else filter(None, args.spread.split(",")):
+        for seed in (int(x) for x in args.spread_seeds.split(",")):
+            print(f"== {row_id}, seed {seed}", flush=True)
+            if row_id not in (json.loads(store.read_text())["rows"] if store.exists() else {}):
+                sys.exit(f"--spread {row_id}: run the row first (not in {store})")
+            report = build(row_config(row_id, args.shared, args.work / f"seed{seed}", seed), progress=not args.quiet)
+            rows = json.loads(store.read_text())["rows"]
+            rows[row_id].setdefault("seeds", {})[str(seed)] = {
+                "accuracy": report["accuracy"], "command": command,
+                "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]}}
+            store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
     if args.synthesize_only or not store.exists():
         return
     rows = json.loads(store.read_text())["rows"]

@@ -70,3 +70,12 @@ def test_thorough_row_uses_its_recipe(bench, tmp_path):
     config = bench.row_config("r56-75-thorough", tmp_path, tmp_path / "work", seed=0)
     assert config.synthesis == recipe("thorough").synthesis and config.distill == recipe("thorough").distill
     assert config.arch == "resnet56-cifar"
+
+
+def test_spread_across_seeds_is_summarised(bench):
+    row = _row("r20-75-fast", 80, 85.0)
+    row["seeds"] = {"1": {"accuracy": {"recovered": 86.0}, "command": "python benchmarks/cifar10_recovery.py --spread r20-75-fast"},
+                    "2": {"accuracy": {"recovered": 84.0}, "command": "python benchmarks/cifar10_recovery.py --spread r20-75-fast"}}
+    text = bench.render({"r20-75-fast": row})
+    assert "## Spread across seeds" in text and "--spread r20-75-fast" in text
+    assert "85.00 (seed 0), 86.00 (seed 1), 84.00 (seed 2): mean **85.00**, sample std 1.00, range 2.00." in text

@@ -36,6 +36,9 @@ def test_build_on_the_default_writes_everything(built):
     assert "recovered" in result.output
     md = (out / "report.md").read_text()
     assert "## Accuracy" in md and "| teacher | pruned | recovered |" in md
+    # the published synthetic set is the cached file itself, not a second copy
+    cached = list((out / "cache").glob("synthetic-*.pt"))
+    assert len(cached) == 1 and cached[0].samefile(out / "synthetic.pt")
 
 
 def test_student_checkpoint_loads_with_the_zoo(built):

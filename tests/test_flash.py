@@ -150,6 +150,14 @@ def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypat
     record = json.loads((second_build / "flash.json").read_text())
     assert os.readlink(remote / "current") == f"releases/{record['release']}" != first
     assert record["sent"]["files_already_there"] >= 1
+    assert record["releases_removed"] == [] and len(list((remote / "releases").iterdir())) == 2
+
+    # flashing the first build again sends nothing new, makes it current and, keeping 1, deletes the other
+    again = _flash(sshd, built, remote, "--keep-releases", "1")
+    assert again.exit_code == 0, again.output
+    assert os.readlink(remote / "current") == first
+    assert json.loads((built / "flash.json").read_text())["releases_removed"] == [record["release"]]
+    assert [p.name for p in (remote / "releases").iterdir()] == [first.split("/")[1]]
 
 
 def test_unknown_host_key_needs_the_accept_flag(sshd, built, tmp_path):

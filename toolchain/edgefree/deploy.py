@@ -181,7 +181,7 @@ def _release(device: Device, python: str, root: str, release_id: str, files: lis
 def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 22, key: Path | None = None,
           known_hosts: Path | None = None, accept_new_host_key: bool = False, remote_dir: str = "~/edgefree",
           remote_python: str = "python3", artifacts: list[str] | None = None, runs: int = 50,
-          warmup: int = 5) -> dict:
+          warmup: int = 5, keep_releases: int = 3) -> dict:
     """Copy a build's artifacts to a device over SSH, verify, switch ``current``, run; record the results.
 
     Args:
@@ -195,6 +195,8 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
         remote_python: the device's python command (may carry a prefix, e.g. ``env X=1 python3``).
         artifacts: artifact names to send (default: every artifact the target runs).
         runs, warmup: timed and untimed inferences per artifact on the device.
+        keep_releases: releases kept on the device after the switch, the current one included
+            (older ones are deleted; >= 1).
 
     Returns:
         The record also written to ``build_dir/flash.json`` (and as a section of ``report.md``).
@@ -202,6 +204,8 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     Example:
         >>> flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)  # doctest: +SKIP
     """
+    if keep_releases < 1:
+        raise DeployError(f"keep_releases must be >= 1 (the current release stays), got {keep_releases}")
     laps = _Laps()
     build_dir = Path(build_dir)
     report, manifest, profile = _read_build(build_dir, target)
@@ -225,6 +229,7 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
                 results = _compare(ran, _reference(build_dir, extras["inputs.npy"], names, threads, scratch))
                 laps("reference")
                 remote.switch(device, root, release_id)
+                removed = remote.prune_releases(device, root, release_id, keep_releases)
                 laps("switch")
             except device.link_errors as exc:  # the link died or the device refused a file operation
                 raise DeployError(f"flashing to {device.where} stopped midway ({type(exc).__name__}: {exc}); "
@@ -235,7 +240,7 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
         "host": device.where, "target": profile.name, "release": release_id,
         "release_dir": f"{root}/releases/{release_id}", "current": f"{root}/current",
         "device": {"machine": probe["machine"], "python": probe["python"], "modules": probe["found"]},
-        "sent": sent,
+        "sent": sent, "releases_removed": removed,
         "run": {"runs": runs, "warmup": warmup, "threads": threads, "batch": 1},
         "artifacts": results,
         "seconds": {**laps, "total": round(time.perf_counter() - laps.started, 3)},

@@ -10,6 +10,7 @@ does not dream again.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -52,15 +53,26 @@ def _fingerprint(teacher, config: BuildConfig) -> str:
 
 
 def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -> SyntheticSet:
-    """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache: ``out/cache``)."""
+    """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache: ``out/cache``).
+
+    The set is also published as ``out/synthetic.pt``: a hard link to the cached file where the
+    file system allows (no second copy of what can be 100 MB), a copy elsewhere.
+    """
     cached = Path(config.cache or out / "cache") / f"synthetic-{_fingerprint(teacher, config)}.pt"
     if cached.exists():
         dreams = SyntheticSet.load(cached)
         dreams.stats["cached"] = True
-        return dreams
-    dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=config.device, progress=progress)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    dreams.save(cached)
+    else:
+        dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=config.device, progress=progress)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        dreams.save(cached)
+    published = out / "synthetic.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    published.unlink(missing_ok=True)
+    try:
+        os.link(cached, published)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(cached, published)
     return dreams
 
 
@@ -100,7 +112,6 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         pruned = prune(teacher, config.prune)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress)
-        dreams.save(out / "synthetic.pt")
         save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
     with clock("distill"):
         student = distill(teacher, pruned, dreams, config.distill, seed=config.seed, device=config.device,

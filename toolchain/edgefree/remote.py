@@ -128,3 +128,18 @@ def switch(device: Device, root: str, release_id: str) -> None:
     device.run(f"cd {quote(root)} && ln -sfn {quote(target)} {quote(temp)} && mv -T {quote(temp)} current")
     if device.sftp.readlink(f"{root}/current") != target:
         raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
+
+
+def prune_releases(device: Device, root: str, current: str, keep: int) -> list[str]:
+    """Delete all but the ``keep`` most recently flashed releases (``current`` always stays); returns the deleted ids.
+
+    Only folders named like a release id are considered; anything else in ``releases/`` is left alone.
+    """
+    releases = quote(f"{root}/releases")
+    device.run(f"touch {releases}/{quote(current)}")  # flashed again: the newest, though nothing was sent
+    listed = device.run(f"ls -1t {releases}").stdout.split()
+    ids = [name for name in listed if re.fullmatch(r"[0-9a-f]{16}", name)]
+    old = [name for name in ids if name != current][max(keep - 1, 0):]
+    if old:
+        device.run(f"cd {releases} && rm -rf -- " + " ".join(quote(name) for name in old))
+    return old

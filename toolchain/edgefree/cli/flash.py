@@ -25,8 +25,10 @@ def _opt(*names, **kw):
 @_opt("--artifacts", help="Comma-separated artifact names to send (default: all the target runs).")
 @_opt("--runs", type=click.IntRange(min=1), default=50, help="Timed inferences per artifact on the device.")
 @_opt("--warmup", type=click.IntRange(min=0), default=5, help="Untimed inferences before them.")
+@_opt("--keep-releases", type=click.IntRange(min=1), default=3,
+      help="Releases kept on the device, the current one included; older ones are deleted after the switch.")
 def flash(build_dir, host, target, port, key, known_hosts, accept_new_host_key, remote_dir, remote_python,
-          artifacts, runs, warmup):
+          artifacts, runs, warmup, keep_releases):
     """Copy BUILD_DIR's artifacts to a device over SSH, verify their sha256 there, switch `current`, run them.
 
     Writes BUILD_DIR/flash.json and a "Flashed to" section in BUILD_DIR/report.md.
@@ -36,7 +38,7 @@ def flash(build_dir, host, target, port, key, known_hosts, accept_new_host_key, 
     record = run_flash(build_dir, host, target=target, port=port, key=key, known_hosts=known_hosts,
                        accept_new_host_key=accept_new_host_key, remote_dir=remote_dir,
                        remote_python=remote_python, artifacts=artifacts.split(",") if artifacts else None,
-                       runs=runs, warmup=warmup)
+                       runs=runs, warmup=warmup, keep_releases=keep_releases)
     sent = record["sent"]
     click.echo(f"{record['host']}: release {record['release']} is current ({record['current']}); sent "
                f"{sent['files']} file(s), {sent['bytes']:,} bytes in {record['seconds']['total']:.1f} s")
@@ -44,4 +46,7 @@ def flash(build_dir, host, target, port, key, known_hosts, accept_new_host_key, 
         diff = result["max_abs_diff_vs_build_machine"]
         click.echo(f"  {name}: p50 {result['latency_ms']['p50']:.3f} ms on the device, top-1 {result['top1']}, "
                    f"max logit diff vs this machine {'-' if diff is None else f'{diff:.2g}'}")
+    if record["releases_removed"]:
+        click.echo(f"  deleted {len(record['releases_removed'])} older release(s) on the device: "
+                   + ", ".join(record["releases_removed"]))
     click.echo(f"wrote {build_dir / 'flash.json'}, {build_dir / 'report.md'}")
