@@ -174,7 +174,7 @@ def render(rows: dict) -> str:
     m = next(iter(rows.values()))["machine"] if rows else {}
     if m:
         out += ["", f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())]
-    out += ["", "![accuracy per model and recovered accuracy against synthesis cost](cifar10_recovery.png)", ""]
+    out += ["", "![accuracy per model and recovered accuracy against recovery cost](cifar10_recovery.png)", ""]
     return "\n".join(out)
 
 
@@ -344,10 +344,12 @@ def main(argv=None) -> None:
                                   "command": command}
         store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
     for row_id in [] if args.render_only else filter(None, args.spread.split(",")):
-        for seed in (int(x) for x in args.spread_seeds.split(",")):
+        for seed in (int(x) for x in filter(None, args.spread_seeds.split(","))):
             print(f"== {row_id}, seed {seed}", flush=True)
-            if row_id not in (json.loads(store.read_text())["rows"] if store.exists() else {}):
+            if row_id not in ROWS or row_id not in (json.loads(store.read_text())["rows"] if store.exists() else {}):
                 sys.exit(f"--spread {row_id}: run the row first (not in {store})")
+            if seed == args.seed:
+                sys.exit(f"--spread-seeds: {seed} is the rows' own seed (--seed); choose other seeds")
             report = build(row_config(row_id, args.shared, args.work / f"seed{seed}", seed), progress=not args.quiet)
             rows = json.loads(store.read_text())["rows"]
             rows[row_id].setdefault("seeds", {})[str(seed)] = {

@@ -150,14 +150,21 @@ def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypat
     record = json.loads((second_build / "flash.json").read_text())
     assert os.readlink(remote / "current") == f"releases/{record['release']}" != first
     assert record["sent"]["files_already_there"] >= 1
+    second = record["release"]
     assert record["releases_removed"] == [] and len(list((remote / "releases").iterdir())) == 2
 
-    # flashing the first build again sends nothing new, makes it current and, keeping 1, deletes the other
-    again = _flash(sshd, built, remote, "--keep-releases", "1")
+    # a third release; then the first again, keeping 2: the oldest *flashed* other one (second) goes
+    third_build = tmp_path / "third-build"
+    shutil.copytree(second_build, third_build)
+    (third_build / "artifacts" / "manifest.json").write_text(json.dumps({**manifest, "note": "third"}))
+    assert _flash(sshd, third_build, remote).exit_code == 0
+    third = json.loads((third_build / "flash.json").read_text())["release"]
+    again = _flash(sshd, built, remote, "--keep-releases", "2")
     assert again.exit_code == 0, again.output
-    assert os.readlink(remote / "current") == first
-    assert json.loads((built / "flash.json").read_text())["releases_removed"] == [record["release"]]
-    assert [p.name for p in (remote / "releases").iterdir()] == [first.split("/")[1]]
+    record = json.loads((built / "flash.json").read_text())
+    assert os.readlink(remote / "current") == first and record["sent"]["files"] == 0
+    assert record["releases_removed"] == [second] and record["releases_prune_error"] is None
+    assert sorted(p.name for p in (remote / "releases").iterdir()) == sorted([first.split("/")[1], third])
 
 
 def test_unknown_host_key_needs_the_accept_flag(sshd, built, tmp_path):

@@ -83,3 +83,14 @@ def test_bad_synthesis_settings_are_refused(bad):
 
     with pytest.raises(EdgefreeError, match="synthesis"):
         SynthesisConfig(**bad)
+
+
+def test_saving_over_a_hard_link_leaves_the_other_name_alone(dreams, tmp_path):
+    import os
+
+    dreams.save(tmp_path / "cached.pt")
+    os.link(tmp_path / "cached.pt", tmp_path / "published.pt")
+    SyntheticSet(dreams.images[:2], dreams.labels[:2], {}).save(tmp_path / "published.pt")
+    assert len(SyntheticSet.load(tmp_path / "cached.pt")) == len(dreams)
+    assert len(SyntheticSet.load(tmp_path / "published.pt")) == 2
+    assert not list(tmp_path.glob("*.part"))

@@ -229,8 +229,9 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
                 results = _compare(ran, _reference(build_dir, extras["inputs.npy"], names, threads, scratch))
                 laps("reference")
                 remote.switch(device, root, release_id)
-                removed = remote.prune_releases(device, root, release_id, keep_releases)
                 laps("switch")
+                removed, prune_error = remote.prune_releases(device, root, release_id, keep_releases)
+                laps("prune")
             except device.link_errors as exc:  # the link died or the device refused a file operation
                 raise DeployError(f"flashing to {device.where} stopped midway ({type(exc).__name__}: {exc}); "
                                   "`current` still points where it did unless the switch completed. Flash "
@@ -240,7 +241,7 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
         "host": device.where, "target": profile.name, "release": release_id,
         "release_dir": f"{root}/releases/{release_id}", "current": f"{root}/current",
         "device": {"machine": probe["machine"], "python": probe["python"], "modules": probe["found"]},
-        "sent": sent, "releases_removed": removed,
+        "sent": sent, "releases_removed": removed, "releases_prune_error": prune_error,
         "run": {"runs": runs, "warmup": warmup, "threads": threads, "batch": 1},
         "artifacts": results,
         "seconds": {**laps, "total": round(time.perf_counter() - laps.started, 3)},

@@ -50,11 +50,15 @@ def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
 
 
 def bf16_autocast(setting: bool | str, device: str = "cpu"):
-    """``(enabled, context)``: the bf16 choice made here and the autocast context applying it (inert when off)."""
+    """``(enabled, context)``: the bf16 choice made here and the autocast context applying it (a no-op when off)."""
+    import contextlib
+
     import torch
 
     enabled = resolve_bf16(setting, device)
-    return enabled, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=enabled)
+    if not enabled:  # not autocast(enabled=False): that would switch off an autocast the caller is in
+        return False, contextlib.nullcontext()
+    return True, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
 def versions() -> dict[str, str]:

@@ -130,16 +130,22 @@ def switch(device: Device, root: str, release_id: str) -> None:
         raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
 
 
-def prune_releases(device: Device, root: str, current: str, keep: int) -> list[str]:
-    """Delete all but the ``keep`` most recently flashed releases (``current`` always stays); returns the deleted ids.
+def prune_releases(device: Device, root: str, current: str, keep: int) -> tuple[list[str], str | None]:
+    """Delete all but the ``keep`` most recently flashed releases (``current`` always stays).
 
-    Only folders named like a release id are considered; anything else in ``releases/`` is left alone.
+    A release counts once it became current: the switch marks it (``.flashed``, touched again when
+    it is flashed anew), and releases rank by that mark. Unmarked folders (a copy that failed
+    midway, resumed by the next flash) and anything not named like a release id are left alone.
+    Best effort: the switch has already happened, so a failure is returned, not raised.
+    Returns the deleted ids and the error, if any.
     """
     releases = quote(f"{root}/releases")
-    device.run(f"touch {releases}/{quote(current)}")  # flashed again: the newest, though nothing was sent
-    listed = device.run(f"ls -1t {releases}").stdout.split()
-    ids = [name for name in listed if re.fullmatch(r"[0-9a-f]{16}", name)]
-    old = [name for name in ids if name != current][max(keep - 1, 0):]
-    if old:
-        device.run(f"cd {releases} && rm -rf -- " + " ".join(quote(name) for name in old))
-    return old
+    device.run(f"touch {releases}/{quote(current)}/.flashed")
+    listed = device.run(f"cd {releases} && ls -1t -- */.flashed", check=False).stdout.split()
+    ids = [path.split("/")[0] for path in listed if re.fullmatch(r"[0-9a-f]{16}/\.flashed", path)]
+    old = [name for name in ids if name != current][keep - 1:]
+    if not old:
+        return [], None
+    done = device.run(f"cd {releases} && rm -rf -- " + " ".join(quote(name) for name in old), check=False)
+    error = (done.stderr.strip()[-500:] or f"exit {done.returncode}") if done.returncode else None
+    return old, error

@@ -17,6 +17,7 @@ Cheaper variants:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,11 @@ class SyntheticSet:
         return len(self.labels)
 
     def save(self, path: str | Path) -> None:
-        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats}, path)
+        """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
+        to an older file at ``path`` (a build's published set) is replaced, never overwritten."""
+        part = Path(f"{path}.part")
+        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats}, part)
+        os.replace(part, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
