@@ -123,9 +123,14 @@ def run_runner(device: Device, python: str, release: str, names: list[str], runs
 
 
 def switch(device: Device, root: str, release_id: str) -> None:
-    """Point ``current`` at the release atomically: a new symlink renamed over the old one."""
+    """Point ``current`` at the release atomically: a new symlink renamed over the old one.
+
+    The release is first marked as flashed (``.flashed``, its time renewed at every switch to it):
+    ``prune_releases`` ranks releases by that mark.
+    """
     temp, target = f".current-{release_id}.tmp", f"releases/{release_id}"
-    device.run(f"cd {quote(root)} && ln -sfn {quote(target)} {quote(temp)} && mv -T {quote(temp)} current")
+    device.run(f"cd {quote(root)} && touch {quote(target)}/.flashed && ln -sfn {quote(target)} {quote(temp)} "
+               f"&& mv -T {quote(temp)} current")
     if device.sftp.readlink(f"{root}/current") != target:
         raise DeployError(f"on {device.where}, {root}/current does not point at {target} after the switch")
 
@@ -133,14 +138,12 @@ def switch(device: Device, root: str, release_id: str) -> None:
 def prune_releases(device: Device, root: str, current: str, keep: int) -> tuple[list[str], str | None]:
     """Delete all but the ``keep`` most recently flashed releases (``current`` always stays).
 
-    A release counts once it became current: the switch marks it (``.flashed``, touched again when
-    it is flashed anew), and releases rank by that mark. Unmarked folders (a copy that failed
-    midway, resumed by the next flash) and anything not named like a release id are left alone.
-    Best effort: the switch has already happened, so a failure is returned, not raised.
-    Returns the deleted ids and the error, if any.
+    A release counts once it became current: ``switch`` marks it (``.flashed``), and releases rank
+    by that mark. Unmarked folders (a copy that failed midway, resumed by the next flash) and
+    anything not named like a release id are left alone. Best effort: the switch has already
+    happened, so a failure is returned, not raised. Returns the deleted ids and the error, if any.
     """
     releases = quote(f"{root}/releases")
-    device.run(f"touch {releases}/{quote(current)}/.flashed")
     listed = device.run(f"cd {releases} && ls -1t -- */.flashed", check=False).stdout.split()
     ids = [path.split("/")[0] for path in listed if re.fullmatch(r"[0-9a-f]{16}/\.flashed", path)]
     old = [name for name in ids if name != current][keep - 1:]
