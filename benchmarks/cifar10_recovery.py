@@ -285,6 +285,15 @@ def plot(rows: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _load_rows(store: Path) -> dict:
+    """The rows stored so far (re-read before every write: rows may be run by separate processes)."""
+    return json.loads(store.read_text())["rows"] if store.exists() else {}
+
+
+def _save_rows(store: Path, rows: dict) -> None:
+    store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
@@ -324,41 +333,40 @@ def main(argv=None) -> None:
         row = run_row(row_id, args.shared, args.work, args.seed, not args.quiet, args.reuse_builds,
                       not args.no_baselines)
         row["command"] = command
-        # re-read before writing: rows may be run by separate processes
-        rows = json.loads(store.read_text())["rows"] if store.exists() else {}
+        rows = _load_rows(store)
         rows[row_id] = row
-        store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+        _save_rows(store, rows)
         print(json.dumps({k: row[k] for k in ("accuracy", "seconds")}), flush=True)
     for row_id in [] if args.render_only else filter(None, args.repeat.split(",")):
         print(f"== repeat {row_id}", flush=True)
-        rows = json.loads(store.read_text())["rows"] if store.exists() else {}
+        rows = _load_rows(store)
         if row_id not in rows:
             sys.exit(f"--repeat {row_id}: run the row first (not in {store})")
         repeat_work = args.work / "repeat"
         report = build(row_config(row_id, args.shared, repeat_work, args.seed), progress=not args.quiet)
         first = SyntheticSet.load(args.work / row_id / "synthetic.pt").images
         again = SyntheticSet.load(repeat_work / row_id / "synthetic.pt").images
-        rows = json.loads(store.read_text())["rows"]
+        rows = _load_rows(store)
         rows[row_id]["repeat"] = {"accuracy": report["accuracy"], "identical_images": bool(torch.equal(first, again)),
                                   "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]},
                                   "command": command}
-        store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+        _save_rows(store, rows)
     for row_id in [] if args.render_only else filter(None, args.spread.split(",")):
         for seed in (int(x) for x in filter(None, args.spread_seeds.split(","))):
             print(f"== {row_id}, seed {seed}", flush=True)
-            if row_id not in ROWS or row_id not in (json.loads(store.read_text())["rows"] if store.exists() else {}):
+            if row_id not in ROWS or row_id not in _load_rows(store):
                 sys.exit(f"--spread {row_id}: run the row first (not in {store})")
             if seed == args.seed:
                 sys.exit(f"--spread-seeds: {seed} is the rows' own seed (--seed); choose other seeds")
             report = build(row_config(row_id, args.shared, args.work / f"seed{seed}", seed), progress=not args.quiet)
-            rows = json.loads(store.read_text())["rows"]
+            rows = _load_rows(store)
             rows[row_id].setdefault("seeds", {})[str(seed)] = {
                 "accuracy": report["accuracy"], "command": command,
                 "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]}}
-            store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
+            _save_rows(store, rows)
     if args.synthesize_only or not store.exists():
         return
-    rows = json.loads(store.read_text())["rows"]
+    rows = _load_rows(store)
     ordered = {k: rows[k] for k in ROWS if k in rows}
     (args.results / "cifar10_recovery.md").write_text(render(ordered))
     plot(ordered, args.results / "cifar10_recovery.png")
