@@ -27,15 +27,16 @@ def test_build_on_the_default_writes_everything(built):
     for name in ("student.pt", "synthetic.pt", "synthetic.png", "report.json", "report.md"):
         assert (out / name).is_file(), name
     report = json.loads((out / "report.json").read_text())
-    assert set(report["accuracy"]) >= {"teacher", "pruned", "recovered"}
+    assert set(report["accuracy"]) >= {"teacher", "pruned", "reconstructed", "recovered"}
     assert all(0 <= v <= 100 for v in report["accuracy"].values())
     assert report["sparsity"] == pytest.approx(0.75, abs=1e-4)
     assert report["synthesis"]["images"] == 64 and report["synthesis"]["iterations"] == 15
-    assert {"prune", "synthesize", "distill"} <= set(report["seconds"])
+    assert {"prune", "synthesize", "reconstruct", "distill"} <= set(report["seconds"])
+    assert report["reconstruct"]["images"] == 64 and report["reconstruct"]["layers"] > 0  # the demo recipe refits
     assert report["target"]["name"] == "android-arm64"
     assert "recovered" in result.output
     md = (out / "report.md").read_text()
-    assert "## Accuracy" in md and "| teacher | pruned | recovered |" in md
+    assert "## Accuracy" in md and "| teacher | pruned | reconstructed (layer-wise refit) | recovered |" in md
     # the published synthetic set is the cached file itself, not a second copy
     cached = list((out / "cache").glob("synthetic-*.pt"))
     assert len(cached) == 1 and cached[0].samefile(out / "synthetic.pt")

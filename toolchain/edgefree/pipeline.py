@@ -1,6 +1,6 @@
 """``build()``: the stages in order, top to bottom, each one public function.
 
-    teacher -> prune -> synthesize -> distill -> evaluate -> export -> bench -> report
+    teacher -> prune -> synthesize -> reconstruct -> distill -> evaluate -> export -> bench -> report
 
 Synthetic images are cached in the output folder, keyed by the teacher's weights,
 the synthesis config and the seed, so a rebuild with other distillation settings
@@ -28,7 +28,7 @@ from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
 from edgefree.machine import machine_info
 from edgefree.models import load_model
-from edgefree.recover import SyntheticSet, distill, prune, sparsity_report, synthesize
+from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
@@ -84,7 +84,7 @@ def _prepare_out(out: Path) -> Path:
 
 
 def build(config: BuildConfig, progress: bool = True) -> dict:
-    """Prune, synthesize, distill and evaluate; write the student and reports to ``config.out``.
+    """Prune, synthesize, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
 
     Returns the report as a dict (also written to ``report.json``).
 
@@ -113,13 +113,17 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress)
         save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
+    with clock("reconstruct"):
+        refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=config.device, progress=progress)
     with clock("distill"):
-        student = distill(teacher, pruned, dreams, config.distill, seed=config.seed, device=config.device,
+        student = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
                           progress=progress).cpu()
         torch.save(student.state_dict(), out / "student.pt")
     with clock("evaluate"):
-        scores = {name: accuracy(model, eval_data) if eval_data else None
-                  for name, model in (("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student))}
+        stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
+        if config.reconstruct.images:
+            stages.insert(2, ("reconstructed", refit.model.cpu()))
+        scores = {name: accuracy(model, eval_data) if eval_data else None for name, model in stages}
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
@@ -144,6 +148,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         "synthesis": {"recipe": config.recipe, "images": len(dreams), "iterations": config.synthesis.iterations,
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement", "seconds", "bf16", "steps")}},
+        "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
         "distill": {**config.distill.to_dict(), **{k: student.distill_stats[k] for k in ("loss_per_epoch", "bf16", "seconds")}},
         "export": manifest,
         "bench": benched,

@@ -32,8 +32,8 @@ def _summary(r: dict) -> str:
         "",
         "## Accuracy (top-1, %)",
         "",
-        markdown_table(["teacher", "pruned", "recovered", "gap to teacher"],
-               [[_pct(acc["teacher"]), _pct(acc["pruned"]), _pct(acc["recovered"]),
+        markdown_table(["teacher", "pruned", "reconstructed (layer-wise refit)", "recovered", "gap to teacher"],
+               [[_pct(acc["teacher"]), _pct(acc["pruned"]), _pct(acc.get("reconstructed")), _pct(acc["recovered"]),
                  _pct(gap)]]),
     ])
 

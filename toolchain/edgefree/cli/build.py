@@ -25,6 +25,8 @@ def _opt(*names, **kw):
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
 @_opt("--bf16/--fp32", "bf16", default=None, help="Synthesize and distil in bfloat16 autocast, or in fp32 "
       "[default: the recipe's; 'fast' uses bf16 where the hardware has it natively, fp32 elsewhere].")
+@_opt("--reconstruct-images", type=int, help="Dreams used to refit each pruned layer to the teacher's outputs "
+      "before distillation; 0 skips it (overrides the recipe).")
 @_opt("--epochs", type=int, help="Distillation epochs.")
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
@@ -37,9 +39,9 @@ def _opt(*names, **kw):
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
-          iterations, synth_batch, bf16, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
+          iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           quiet):
-    """Prune, synthesize, distill (and evaluate) a teacher; write the student and a report to --out."""
+    """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out."""
     from edgefree.cli.bench import report_bench
     from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ExportConfig, PruneConfig
     from edgefree.config import recipe as named_recipe
@@ -54,6 +56,7 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         seed=seed, device=device, recipe=recipe,
         prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
         synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
+        reconstruct=chosen.reconstruct.replace(images=reconstruct_images),
         distill=chosen.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16),
         export=ExportConfig(formats=formats, precisions=precisions),
         bench=BenchConfig(runs=bench_runs, emulate=emulate),

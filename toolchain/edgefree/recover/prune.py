@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ class Pruned:
 
     model: nn.Module
     masks: dict[str, torch.Tensor]
+    stats: dict = field(default_factory=dict)  # what a later stage (reconstruct) did to the weights
 
 
 def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False) -> dict[str, torch.Tensor]:
