@@ -5,7 +5,8 @@ The pipeline, one public function per stage::
     teacher = load_model("resnet20-cifar", "teacher.pt")
     pruned = prune(teacher, PruneConfig(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig())
-    student = distill(teacher, pruned, dreams, DistillConfig())
+    refit = reconstruct(teacher, pruned, dreams, ReconstructConfig())
+    student = distill(teacher, refit, dreams, DistillConfig())
 
 ``edgefree.pipeline.build`` runs them all in order and writes a report. The names below
 are imported on first use, so ``import edgefree.errors`` (and ``edgefree --help``) does not
@@ -19,8 +20,9 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "EdgefreeError": "edgefree.errors",
     "create_model": "edgefree.models", "load_model": "edgefree.models", "list_models": "edgefree.models",
-    "prune": "edgefree.recover", "synthesize": "edgefree.recover", "distill": "edgefree.recover",
-    "PruneConfig": "edgefree.config", "SynthesisConfig": "edgefree.config",
+    "prune": "edgefree.recover", "synthesize": "edgefree.recover", "reconstruct": "edgefree.recover",
+    "distill": "edgefree.recover",
+    "PruneConfig": "edgefree.config", "SynthesisConfig": "edgefree.config", "ReconstructConfig": "edgefree.config",
     "DistillConfig": "edgefree.config", "BuildConfig": "edgefree.config",
 }
 __all__ = list(_EXPORTS)

@@ -27,6 +27,9 @@ from edgefree.recover.prune import PRUNABLE, Pruned
 from edgefree.recover.synthesize import SyntheticSet
 
 
+_BMM_FLOATS = 1 << 25  # 128 MiB of float32 per batched product
+
+
 class _Stop(Exception):
     pass
 
@@ -78,9 +81,10 @@ def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tenso
         for xs, y in zip(student_inputs, outputs):
             patches = _patches(student_layer, xs, group)  # (N, d, L)
             y = y[:, rows].reshape(len(y), rows.stop - rows.start, -1) if y.dim() > 2 else y[:, rows].T[None]
-            # float32 products per batch, summed in float64
-            gram = gram + torch.bmm(patches, patches.transpose(1, 2)).sum(0).double()
-            targets = targets + torch.bmm(patches, y.transpose(1, 2)).sum(0).double()  # (d, rows)
+            step = max(1, _BMM_FLOATS // patches.shape[1] ** 2)  # bounds the (chunk, d, d) products' memory
+            for p, t in zip(patches.split(step), y.split(step)):  # float32 products, summed in float64
+                gram = gram + torch.bmm(p, p.transpose(1, 2)).sum(0).double()
+                targets = targets + torch.bmm(p, t.transpose(1, 2)).sum(0).double()  # (d, rows)
         keep = mask[rows].reshape(rows.stop - rows.start, -1)
         if student_layer.bias is not None:
             keep = torch.cat([keep, keep.new_ones(len(keep), 1)], 1)
