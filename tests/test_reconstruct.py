@@ -66,6 +66,24 @@ def test_products_in_chunks_give_the_same_weights(monkeypatch):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_a_layer_the_forward_pass_never_calls_is_reported_not_fit():
+    class WithSpare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used, self.spare = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.used(x)
+
+    torch.manual_seed(0)
+    teacher = WithSpare().eval()
+    pruned = prune(teacher, PruneConfig(sparsity=0.5))
+    result = reconstruct(teacher, pruned, SyntheticSet(torch.randn(50, 6), torch.zeros(50, dtype=torch.long)),
+                         progress=False)
+    assert result.stats["skipped"] == ["spare"] and result.stats["layers"] == 1
+    assert torch.equal(result.model.spare.weight, pruned.model.spare.weight)
+
+
 def test_zero_images_returns_the_pruned_weights(teacher, recovered):
     pruned, dreams, _ = recovered
     result = reconstruct(teacher, pruned, dreams, ReconstructConfig(images=0), progress=False)
