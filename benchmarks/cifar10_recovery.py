@@ -39,6 +39,7 @@ from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.pipeline import build, synthesize_cached
 from edgefree.recover import SyntheticSet, distill, gaussian_noise_set, prune, recalibrate_batchnorm, reconstruct
+from edgefree.report import percent
 
 HERE = Path(__file__).resolve().parent
 TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
@@ -98,12 +99,12 @@ def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
     row = ROWS[row_id]
     synthesis = recipe(row.synthesis).synthesis
     synthesis = synthesis.replace(images=round(synthesis.images * row.images))
+    after_synthesis = recipe(row.distill or row.synthesis)  # refit and KD settings
     return BuildConfig(
         target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[row.arch], arch=row.arch,
         eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=row.label,
         cache=work / "cache", prune=PruneConfig(sparsity=row.sparsity), synthesis=synthesis,
-        reconstruct=recipe(row.distill or row.synthesis).reconstruct, distill=recipe(row.distill or row.synthesis).distill,
-        export=None, bench=None,
+        reconstruct=after_synthesis.reconstruct, distill=after_synthesis.distill, export=None, bench=None,
     )
 
 
@@ -156,10 +157,6 @@ def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: boo
     return results
 
 
-def _pct(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def recovery_seconds(row: dict) -> float:
     """Wall seconds from pruned student to recovered one: synthesis, refit (if any) and distillation."""
     return row["seconds"]["synthesize"] + row["seconds"].get("reconstruct", 0.0) + row["seconds"]["distill"]
@@ -179,7 +176,7 @@ def render(rows: dict) -> str:
         a, s, b = r["accuracy"], r["synthesis"], r.get("baselines", {})
         base = [f"{b[k]['accuracy']:.2f}" if k in b else "-" for k in ("bn-recal", "noise", "real-data (not data-free)")]
         out.append(f"| {r['row']} | {r['model']} | {r['recipe']} | {r['sparsity_target']:.2f} / {r['sparsity_achieved']:.4f} | "
-                   f"{a['teacher']:.2f} | {a['pruned']:.2f} | {_pct(a.get('reconstructed'))} | **{a['recovered']:.2f}** | "
+                   f"{a['teacher']:.2f} | {a['pruned']:.2f} | {percent(a.get('reconstructed'))} | **{a['recovered']:.2f}** | "
                    f"{a['teacher'] - a['recovered']:.2f} | {s['images']} ({s.get('steps') or '?'}) | {r['seconds']['synthesize']:.0f} | "
                    f"{r['seconds'].get('reconstruct', 0):.0f} | {r['seconds']['distill']:.0f} | "
                    + " | ".join(base) + " |")

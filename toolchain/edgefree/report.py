@@ -17,7 +17,8 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def _pct(value) -> str:
+def percent(value) -> str:
+    """A percentage with two decimals, or "-" where there is none."""
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
@@ -33,8 +34,8 @@ def _summary(r: dict) -> str:
         "## Accuracy (top-1, %)",
         "",
         markdown_table(["teacher", "pruned", "reconstructed (layer-wise refit)", "recovered", "gap to teacher"],
-               [[_pct(acc["teacher"]), _pct(acc["pruned"]), _pct(acc.get("reconstructed")), _pct(acc["recovered"]),
-                 _pct(gap)]]),
+               [[percent(acc["teacher"]), percent(acc["pruned"]), percent(acc.get("reconstructed")), percent(acc["recovered"]),
+                 percent(gap)]]),
     ])
 
 
@@ -77,14 +78,14 @@ def _export(r: dict) -> str | None:
     rows = [[a["name"], a["runtime"], f"{a['bytes']:,}", f"{a['packed_bytes']:,}",
              _smaller(a["bytes"], a["packed_bytes"]), _smaller(dense_fp32.get(a["format"]), a["packed_bytes"]),
              f"{a['parity']['max_abs_diff']:.2g}", f"{a['parity']['top1_agreement']:.4f}", a["parity"]["rule"],
-             _pct(a["accuracy"])] for a in m["artifacts"]]
+             percent(a["accuracy"])] for a in m["artifacts"]]
     ref, shape = m["reference"], "x".join(str(d) for d in m["model"]["input"]["shape"])
     lines = [
         "## Artifacts (artifacts/manifest.json)",
         "",
         f"Each artifact takes a normalized float32 tensor of shape 1x{shape}. Parity: its logits against the "
         f"PyTorch student's on {m['artifacts'][0]['parity']['images'] if m['artifacts'] else 0} {ref['inputs']} "
-        f"images; accuracy on {ref['images']} {ref['inputs']} images (PyTorch student: {_pct(ref['accuracy'])}).",
+        f"images; accuracy on {ref['images']} {ref['inputs']} images (PyTorch student: {percent(ref['accuracy'])}).",
         "",
         markdown_table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
                 "max abs diff", "top-1 agreement", "gate", "accuracy %"], rows),

@@ -111,9 +111,9 @@ def reconstruct(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
                 progress: bool = True) -> Pruned:
     """Refit the kept weights of every pruned layer, in forward order, to the teacher's outputs.
 
-    Uses the first ``config.images`` synthetic images (``images=0``: the weights are returned
-    as they are); masks are unchanged. Returns a new ``Pruned`` (the input is untouched)
-    whose ``stats`` say what was done.
+    Uses the first ``config.images`` synthetic images; masks are unchanged. Returns a new
+    ``Pruned`` whose ``stats`` say what was done; the input is untouched (``images=0``: the new
+    ``Pruned`` shares its model and masks, as nothing is refit).
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -125,8 +125,7 @@ def reconstruct(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     """
     started = time.perf_counter()
     if config.images == 0:
-        return Pruned(copy.deepcopy(pruned.model), dict(pruned.masks),
-                      {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0})
+        return Pruned(pruned.model, pruned.masks, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0})
     teacher = teacher.eval().to(device)
     student = copy.deepcopy(pruned.model).eval().to(device)
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
