@@ -100,3 +100,37 @@ def test_refit_on_dreams_recovers_the_pruned_digits_teacher(teacher, digits, rec
     params = dict(result.model.named_parameters())
     assert all((params[n][~m] == 0).all() for n, m in pruned.masks.items())
     assert set(result.masks) == set(pruned.masks)
+
+
+def test_inputs_from_cached_blocks_give_the_weights_of_full_forward_passes(monkeypatch):
+    from edgefree.models.cifar_resnet import CifarResNet
+
+    torch.manual_seed(0)
+    teacher = CifarResNet(blocks_per_stage=2).eval()  # stages are nn.Sequential of residual blocks
+    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    dreams = SyntheticSet(torch.randn(24, 3, 16, 16), torch.zeros(24, dtype=torch.long))
+    config = ReconstructConfig(images=24, batch_size=8)
+    module = sys.modules["edgefree.recover.reconstruct"]
+    anchors = module._anchors(teacher, dreams.images[:2])
+    assert anchors["layer2.1.conv2"] == ("layer2", 1) and "conv1" not in anchors and "linear" not in anchors
+    cached = reconstruct(teacher, pruned, dreams, config, progress=False)
+    monkeypatch.setattr(module, "_anchors", lambda model, example: {})  # every layer from the images
+    direct = reconstruct(teacher, pruned, dreams, config, progress=False)
+    assert cached.stats["layers"] == direct.stats["layers"] == 2 * 3 * 2 + 2
+    for a, b in zip(cached.model.parameters(), direct.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_a_sequential_called_twice_is_not_used_as_a_cache():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+
+        def forward(self, x):
+            return self.body(self.body(x))
+
+    module = sys.modules["edgefree.recover.reconstruct"]
+    once = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    assert module._anchors(Twice(), torch.randn(2, 4)) == {}
+    assert module._anchors(once, torch.randn(2, 4)) == {"0": ("", 0), "1": ("", 1)}

@@ -10,8 +10,11 @@ where ``S`` are the row's kept inputs. That is a small least-squares problem per
 closed form from the Gram matrix of the student's inputs and their products with the teacher's
 outputs, both accumulated over the synthetic images (the kind of weight update OBS / SparseGPT
 make, here with the masks fixed). The masks never change, so the sparsity stays exact. No
-gradient step is taken: ResNet-20 on 1,024 dreams takes ~25 s on 2 cores, and distillation
-starts from a far better student (54 -> 84% at 75% sparsity).
+gradient step is taken, and distillation starts from a far better student (ResNet-20 at 75%
+sparsity: 54 -> 84% from 1,024 dreams).
+
+Each layer's inputs come from the nearest cached ``nn.Sequential`` child (a residual block, say)
+rather than from the images: the walk costs one forward pass over the network, not one per layer.
 """
 
 from __future__ import annotations
@@ -53,6 +56,73 @@ def _layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.T
     finally:
         handle.remove()
     return captured[0] if captured else None
+
+
+def _anchors(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[str, int]]:
+    """For each module: (name, index) of the innermost plain ``nn.Sequential`` child that holds it.
+
+    A plain Sequential feeds child i's output to child i + 1, so child i + 1's input costs one
+    child's forward once child i's is known. Only Sequentials (and children) that one forward pass
+    calls exactly once qualify: for any other, that chaining is not guaranteed.
+    """
+    calls: dict[nn.Module, int] = {}
+
+    def count(module, _inputs):
+        calls[module] = calls.get(module, 0) + 1
+
+    handles = [m.register_forward_pre_hook(count) for m in model.modules()]
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    anchors = {}
+    for name, seq in model.named_modules():  # pre-order: an inner Sequential overrides an outer one
+        if type(seq).forward is not nn.Sequential.forward or calls.get(seq) != 1:
+            continue
+        for i, (child_name, child) in enumerate(seq.named_children()):
+            if calls.get(child) == 1:
+                prefix = f"{name}.{child_name}" if name else child_name
+                anchors.update({sub: (name, i) for sub, _ in child.named_modules(prefix=prefix)})
+    return anchors
+
+
+class _LayerInputs:
+    """The inputs a model's layers receive over the batches, for layers taken in forward order.
+
+    Keeps the inputs of the current Sequential child and moves them one child on when the walk
+    gets there, so it runs each child about once; a layer outside any anchor costs a forward pass
+    from the images. The model may change between calls (the student is refit as the walk goes):
+    a child is run only when every layer before it is done.
+    """
+
+    def __init__(self, model: nn.Module, batches: list[torch.Tensor]):
+        self.model, self.batches = model, batches
+        self.modules = dict(model.named_modules())
+        self.anchors = _anchors(model, batches[0][:2])
+        self.at: tuple[str, int] | None = None
+        self.cached: list[torch.Tensor] = []
+
+    def __call__(self, name: str) -> list[torch.Tensor] | None:
+        layer, anchor = self.modules[name], self.anchors.get(name)
+        if anchor is None:
+            return _inputs(self.model, layer, self.batches)
+        seq_name, i = anchor
+        seq = self.modules[seq_name]
+        if self.at == (seq_name, i - 1):
+            self.cached = [seq[i - 1](x) for x in self.cached]
+        elif self.at != anchor:
+            self.cached = _inputs(self.model, seq[i], self.batches)
+        self.at = anchor
+        if self.cached is None:  # the child is never called
+            self.at, self.cached = None, []
+            return None
+        return self.cached if seq[i] is layer else _inputs(seq[i], layer, self.cached)
+
+
+def _inputs(model: nn.Module, layer: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor] | None:
+    inputs = [_layer_input(model, layer, b) for b in batches]
+    return None if inputs[0] is None else inputs
 
 
 def _patches(layer: nn.Module, x: torch.Tensor, group: int) -> torch.Tensor:
@@ -130,16 +200,16 @@ def reconstruct(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     student = copy.deepcopy(pruned.model).eval().to(device)
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
     layers = [name for name, m in student.named_modules() if isinstance(m, PRUNABLE) and f"{name}.weight" in pruned.masks]
-    batches = synthetic.images[:config.images].split(config.batch_size)
+    batches = [b.to(device) for b in synthetic.images[:config.images].split(config.batch_size)]
+    teacher_inputs, student_inputs = _LayerInputs(teacher, batches), _LayerInputs(student, batches)
     skipped = []  # layers the forward pass never calls: nothing to fit them to
     for name in tqdm(layers, desc="reconstruct", unit="layer", disable=not progress, leave=False):
-        layer_t, layer_s = modules_t[name], modules_s[name]
-        inputs_t = [_layer_input(teacher, layer_t, b.to(device)) for b in batches]
-        inputs_s = [_layer_input(student, layer_s, b.to(device)) for b in batches]
-        if inputs_t[0] is None:
+        inputs_t, inputs_s = teacher_inputs(name), student_inputs(name)
+        if inputs_t is None:
             skipped.append(name)
             continue
-        _refit(layer_t, layer_s, pruned.masks[f"{name}.weight"].to(device), inputs_t, inputs_s, config.damping)
+        _refit(modules_t[name], modules_s[name], pruned.masks[f"{name}.weight"].to(device), inputs_t, inputs_s,
+               config.damping)
     stats = {"seconds": time.perf_counter() - started, "layers": len(layers) - len(skipped), "skipped": skipped,
              "images": min(config.images, len(synthetic))}
     return Pruned(student, {k: v.clone() for k, v in pruned.masks.items()}, stats)
