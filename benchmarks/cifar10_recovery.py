@@ -202,6 +202,10 @@ def _goal_lines(rows: dict, sparsity: float = 0.75) -> list[str]:
                    f"against the teacher's {best['accuracy']['teacher']:.2f}, **{gap:.2f}** points short, in "
                    f"{recovery_seconds(best):.0f} s of synthesis, refit and "
                    f"distillation: goal (<= 1.0) {verdict}.")
+        for r in (r for r in at if r.get("seeds")):  # the verdict above is on one seed: say what the others gave
+            gaps = [r["accuracy"]["teacher"] - v for v in _recovered_by_seed(r).values()]
+            out.append(f"  - across seeds, `{r['recipe']}` ({r['row']}) is within 1 point on {sum(g <= 1.0 for g in gaps)} "
+                       f"of {len(gaps)} seeds; its mean is **{np.mean(gaps):.2f}** points short.")
     return ["", f"## Accuracy goal: within 1 point of the teacher at {sparsity:.0%}", ""] + out if out else []
 
 
@@ -242,12 +246,16 @@ def _repeat_lines(rows: dict) -> list[str]:
             "Rows built a second time from scratch (own work folder and synthesis cache, same seed) with `--repeat`:", ""] + out
 
 
+def _recovered_by_seed(row: dict) -> dict[int, float]:
+    return {row["seed"]: row["accuracy"]["recovered"]} | {int(k): v["accuracy"]["recovered"] for k, v in row["seeds"].items()}
+
+
 def _spread_lines(rows: dict) -> list[str]:
     out = []
     for r in rows.values():
         if not r.get("seeds"):
             continue
-        by_seed = {r["seed"]: r["accuracy"]["recovered"]} | {int(k): v["accuracy"]["recovered"] for k, v in r["seeds"].items()}
+        by_seed = _recovered_by_seed(r)
         values = np.array(list(by_seed.values()))
         out.append(f"- {r['row']}: recovered " + ", ".join(f"{v:.2f} (seed {k})" for k, v in sorted(by_seed.items()))
                    + f": mean **{values.mean():.2f}**, sample std {values.std(ddof=1):.2f}, range {np.ptp(values):.2f}.")

@@ -79,3 +79,14 @@ def test_spread_across_seeds_is_summarised(bench):
     text = bench.render({"r20-75-fast": row})
     assert "## Spread across seeds" in text and "--spread r20-75-fast" in text
     assert "85.00 (seed 0), 86.00 (seed 1), 84.00 (seed 2): mean **85.00**, sample std 1.00, range 2.00." in text
+
+
+def test_accuracy_goal_says_how_many_seeds_meet_it(bench):
+    row = _row("r56-75-fast", 80, 88.8)
+    row["accuracy"]["teacher"] = 89.7
+    spread = "python benchmarks/cifar10_recovery.py --spread r56-75-fast"
+    row["seeds"] = {"1": {"accuracy": {"recovered": 88.6}, "command": spread},
+                    "2": {"accuracy": {"recovered": 88.5}, "command": spread}}
+    text = bench.render({"r56-75-fast": row})
+    assert "goal (<= 1.0) met." in text  # the row's own seed: 0.9 short
+    assert "within 1 point on 1 of 3 seeds; its mean is **1.07** points short" in text

@@ -202,8 +202,8 @@ class Recipe(_Config):
 #   fresh noise, and needs 20 steps: BatchNorm statistics are already close, the labels and
 #   details are new. 2x the paper's images for 1/4 of its steps;
 # - before distillation, each pruned layer's kept weights are refit by least squares to the
-#   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct: ~25 s for ResNet-20, 54 -> 84%
-#   on its own; 151 s for ResNet-56, 59 -> 88%); distillation then starts from there;
+#   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct: ~19 s for ResNet-20, 54 -> 84%
+#   on its own; ~39 s for ResNet-56, 59 -> 88%); distillation then starts from there;
 # - distillation also matches every BatchNorm output of the teacher (weight 20), not only its
 #   logits, at lr 0.05.
 # "thorough" spends ~2.5x `fast`'s time where the last point matters: 4x the images (diversity is
