@@ -101,7 +101,7 @@ class _LayerInputs:
         self.modules = dict(model.named_modules())
         self.anchors = _anchors(model, batches[0][:2])
         self.at: tuple[str, int] | None = None
-        self.cached: list[torch.Tensor] = []
+        self.cached: list[torch.Tensor] | None = []  # the current child's inputs (None: never called)
 
     def __call__(self, name: str) -> list[torch.Tensor] | None:
         layer, anchor = self.modules[name], self.anchors.get(name)
