@@ -22,6 +22,7 @@ import argparse
 import io
 import json
 import shlex
+import shutil
 import sys
 import time
 import zipfile
@@ -152,7 +153,7 @@ def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: boo
                          ("real-data (not data-free)", real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", n, spec, config.seed))):
         started = time.perf_counter()
         refit = reconstruct(teacher, pruned, images, config.reconstruct, progress=progress)
-        student = distill(teacher, refit, images, config.distill, seed=config.seed, progress=progress)
+        student = distill(teacher, refit, images, config.distill, seed=config.seed, progress=progress).model
         results[name] = {"accuracy": accuracy(student, eval_data), "seconds": time.perf_counter() - started}
     return results
 
@@ -360,6 +361,7 @@ def main(argv=None) -> None:
         if row_id not in rows:
             sys.exit(f"--repeat {row_id}: run the row first (not in {store})")
         repeat_work = args.work / "repeat"
+        shutil.rmtree(repeat_work, ignore_errors=True)  # from scratch: no dreams or build left by an earlier repeat
         report = build(row_config(row_id, args.shared, repeat_work, args.seed), progress=not args.quiet)
         first = SyntheticSet.load(args.work / row_id / "synthetic.pt").images
         again = SyntheticSet.load(repeat_work / row_id / "synthetic.pt").images

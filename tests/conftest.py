@@ -58,7 +58,7 @@ def recovered(teacher):
     torch.manual_seed(0)
     pruned = prune(teacher, PruneConfig(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=60, jitter=1), progress=False)
-    student = distill(teacher, pruned, dreams, DistillConfig(epochs=15, batch_size=64, lr=0.01), progress=False)
+    student = distill(teacher, pruned, dreams, DistillConfig(epochs=15, batch_size=64, lr=0.01), progress=False).model
     return pruned, dreams, student
 
 

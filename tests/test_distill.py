@@ -56,8 +56,12 @@ def test_bn_recalibration_baseline_changes_only_statistics(recovered):
 def test_feature_matching_and_bf16_recover_and_clean_up(teacher, digits, recovered, extra):
     pruned, dreams, _ = recovered
     config = DistillConfig(epochs=15, batch_size=64, lr=0.01, **extra)
-    student = distill(teacher, pruned, dreams, config, progress=False)
+    before = {k: v.clone() for k, v in pruned.model.state_dict().items()}
+    distilled = distill(teacher, pruned, dreams, config, progress=False)
+    student = distilled.model
     assert accuracy(student, digits) > accuracy(pruned.model, digits) + 10
+    assert len(distilled.stats["loss_per_epoch"]) == 15 and distilled.stats["seconds"] > 0
+    assert all(torch.equal(v, pruned.model.state_dict()[k]) for k, v in before.items())  # the input is untouched
     assert sparsity_report(student)["overall"] == pytest.approx(0.75, abs=1e-4)
     # the feature hooks are gone from both models
     assert not any(m._forward_hooks for m in teacher.modules())

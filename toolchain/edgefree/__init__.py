@@ -6,7 +6,7 @@ The pipeline, one public function per stage::
     pruned = prune(teacher, PruneConfig(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig())
     refit = reconstruct(teacher, pruned, dreams, ReconstructConfig())
-    student = distill(teacher, refit, dreams, DistillConfig())
+    student = distill(teacher, refit, dreams, DistillConfig()).model
 
 ``edgefree.pipeline.build`` runs them all in order and writes a report. The names below
 are imported on first use, so ``import edgefree.errors`` (and ``edgefree --help``) does not

@@ -116,8 +116,9 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     with clock("reconstruct"):
         refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=config.device, progress=progress)
     with clock("distill"):
-        student = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
-                          progress=progress).cpu()
+        distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
+                            progress=progress)
+        student = distilled.model.cpu()
         torch.save(student.state_dict(), out / "student.pt")
     with clock("evaluate"):
         stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
@@ -149,7 +150,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement", "seconds", "bf16", "steps")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
-        "distill": {**config.distill.to_dict(), **{k: student.distill_stats[k] for k in ("loss_per_epoch", "bf16", "seconds")}},
+        "distill": {**config.distill.to_dict(), **distilled.stats},
         "export": manifest,
         "bench": benched,
         "seconds": dict(clock),

@@ -98,10 +98,12 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
-            progress: bool = True) -> nn.Module:
+            progress: bool = True) -> Pruned:
     """Train a copy of the pruned student to match the teacher on ``synthetic`` images.
 
-    Raises ``DivergenceError`` if the loss becomes NaN or infinite.
+    Returns a ``Pruned`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
+    epoch, whether bf16 ran); the input is untouched. Raises ``DivergenceError`` if the loss
+    becomes NaN or infinite.
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -109,7 +111,7 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
         >>> from edgefree.recover import prune, synthesize
         >>> teacher = default_teacher()
         >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
-        >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False)
+        >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False).model
     """
     g = torch.Generator().manual_seed(seed)
     teacher = teacher.eval().to(device)
@@ -162,6 +164,5 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
         bar.close()
         for hooks in features or ():
             hooks.remove()
-    student.eval()
-    student.distill_stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
-    return student
+    stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
+    return Pruned(student.eval(), {k: v.clone() for k, v in pruned.masks.items()}, stats)
