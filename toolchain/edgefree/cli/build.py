@@ -19,7 +19,7 @@ def _opt(*names, **kw):
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
 @_opt("--sparsity", type=float, default=0.75, help="Fraction of conv/linear weights to prune (global magnitude).")
 @_opt("--keep-first-last-dense", is_flag=True, help="Do not prune the first and last layer.")
-@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (4x the images, ~2.5x the time), 'paper' (the published 200 fp32 steps per batch), 'demo' (built-in default).")
+@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch (overrides the recipe).")
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
