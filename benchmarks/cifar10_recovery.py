@@ -300,12 +300,15 @@ def plot(rows: dict, path: Path) -> None:
     for n in at_75:
         r = rows[n]
         cost = recovery_seconds(r)
-        right.scatter(cost, r["accuracy"]["recovered"])
+        dots = right.scatter(cost, r["accuracy"]["recovered"])
         right.annotate(n, (cost, r["accuracy"]["recovered"]), fontsize=8)
+        if r.get("seeds"):  # every seed's result, on the line of the row's own
+            right.scatter([cost] * len(r["seeds"]), list(_recovered_by_seed(r).values())[1:], marker="_", s=120,
+                          color=dots.get_facecolor()[0])
     right.set_xscale("log")
     right.set_xlabel("synthesis + refit + distillation wall seconds (log)")
     right.set_ylabel("recovered top-1 %")
-    right.set_title("recovered accuracy vs recovery cost (75% sparsity)")
+    right.set_title("recovered accuracy vs recovery cost (75% sparsity; dashes: other seeds)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
