@@ -71,6 +71,8 @@ ROWS = {
     "r20-75-fast-x0.5": Row("resnet20-cifar", 0.75, "fast", images=0.5),
     "r20-75-fast-x2": Row("resnet20-cifar", 0.75, "fast", images=2.0),
     "r20-75-thorough": Row("resnet20-cifar", 0.75, "thorough"),
+    "r20-75-generator": Row("resnet20-cifar", 0.75, "generator"),
+    "r20-75-generator-thorough": Row("resnet20-cifar", 0.75, "generator", distill="thorough"),
     "r20-50-fast": Row("resnet20-cifar", 0.50, "fast"),
     "r20-90-fast": Row("resnet20-cifar", 0.90, "fast"),
     "r56-75-fast": Row("resnet56-cifar", 0.75, "fast", baselines=True),

@@ -146,7 +146,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         "sparsity": detail["overall"],
         "sparsity_target": config.prune.sparsity,
         "sparsity_detail": detail,
-        "synthesis": {"recipe": config.recipe, "images": len(dreams), "iterations": config.synthesis.iterations,
+        "synthesis": {"recipe": config.recipe, "method": config.synthesis.method, "images": len(dreams), "iterations": config.synthesis.iterations,
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement", "seconds", "bf16", "steps")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},

@@ -54,11 +54,15 @@ def _sparsity(r: dict) -> str:
 
 def _synthesis(r: dict) -> str:
     s = r["synthesis"]
+    if s.get("method") == "generator":
+        title, made = ("a generator trained on the teacher", f"a generator trained {s['iterations']} steps of {s['batch_size']} "
+                       f"images, drawing {s['images']} new images per distillation epoch")
+    else:
+        title, made = "DeepInversion", f"{s['images']} images x {s['iterations']} steps (batch {s['batch_size']})"
     return "\n".join([
-        "## Synthetic data (DeepInversion, no real images)",
+        f"## Synthetic data ({title}, no real images)",
         "",
-        f"Recipe `{s['recipe']}`: {s['images']} images x {s['iterations']} steps "
-        f"(batch {s['batch_size']}). BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
+        f"Recipe `{s['recipe']}`: {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
         "images their target label.",
         "",

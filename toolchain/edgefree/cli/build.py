@@ -19,9 +19,9 @@ def _opt(*names, **kw):
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
 @_opt("--sparsity", type=float, default=0.75, help="Fraction of conv/linear weights to prune (global magnitude).")
 @_opt("--keep-first-last-dense", is_flag=True, help="Do not prune the first and last layer.")
-@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'demo' (built-in default).")
+@_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
-@_opt("--iterations", type=int, help="Synthesis steps per batch (overrides the recipe).")
+@_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (overrides the recipe).")
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
 @_opt("--bf16/--fp32", "bf16", default=None, help="Synthesize and distil in bfloat16 autocast, or in fp32 "
       "[default: the recipe's; 'fast' uses bf16 where the hardware has it natively, fp32 elsewhere].")

@@ -99,7 +99,8 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
             progress: bool = True) -> Pruned:
-    """Train a copy of the pruned student to match the teacher on ``synthetic`` images.
+    """Train a copy of the pruned student to match the teacher on ``synthetic`` images (a set that
+    carries its generator gives new images every epoch after the first).
 
     Returns a ``Pruned`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
     epoch, whether bf16 ran); the input is untouched. Raises ``DivergenceError`` if the loss
@@ -133,8 +134,11 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     try:
         for epoch in bar:
             total = 0.0
+            images = synthetic.images
+            if synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
+                images = synthetic.generator.to(device).sample(teacher.input_spec, synthetic.labels, g)
             for idx in torch.randperm(len(synthetic), generator=g).split(config.batch_size):
-                x = synthetic.images[idx].to(device)
+                x = images[idx].to(device)
                 if config.augment:
                     x = _augment(x, g)
                 if config.mixup:

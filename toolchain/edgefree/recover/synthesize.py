@@ -39,6 +39,7 @@ class SyntheticSet:
     images: torch.Tensor
     labels: torch.Tensor
     stats: dict = field(default_factory=dict)
+    generator: nn.Module | None = None  # a DreamGenerator that draws new images like these (method "generator")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -47,13 +48,21 @@ class SyntheticSet:
         """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
         to an older file at ``path`` (a build's published set) is replaced, never overwritten."""
         part = Path(f"{path}.part")
-        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats}, part)
+        generator = {"settings": self.generator.settings, "state": self.generator.state_dict()} if self.generator else None
+        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator}, part)
         os.replace(part, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(saved["images"], saved["labels"], saved.get("stats", {}))
+        generator = None
+        if saved.get("generator"):
+            from edgefree.recover.generator import DreamGenerator
+
+            generator = DreamGenerator(**saved["generator"]["settings"])
+            generator.load_state_dict(saved["generator"]["state"])
+            generator.eval()
+        return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
 
 
 class _BatchNormMatcher:
@@ -82,6 +91,19 @@ class _BatchNormMatcher:
             h.remove()
 
 
+def _require_batchnorm(teacher: nn.Module) -> _BatchNormMatcher:
+    """Hooks on every BatchNorm of ``teacher``; ``NoBatchNormError`` if it has none."""
+    matcher = _BatchNormMatcher(teacher)
+    if not matcher.layers:
+        matcher.remove()
+        raise NoBatchNormError(
+            f"{getattr(teacher, 'arch', type(teacher).__name__)} has no BatchNorm layers: DeepInversion "
+            "synthesizes images by matching the running mean/variance stored in BatchNorm layers, so it "
+            "cannot invert this model. Use a model trained with BatchNorm."
+        )
+    return matcher
+
+
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dh, dw = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
     return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
@@ -100,7 +122,7 @@ def _num_classes(model: nn.Module) -> int:
 
 def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
                device: str = "cpu", progress: bool = True) -> SyntheticSet:
-    """Dream ``config.images`` images from ``teacher`` alone.
+    """Dream ``config.images`` images from ``teacher`` alone (method "generator": see ``edgefree.recover.generator``).
 
     Raises ``NoBatchNormError`` for a model without BatchNorm: there is nothing to invert.
 
@@ -110,14 +132,11 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
         >>> tuple(dreams.images.shape)
         (20, 1, 8, 8)
     """
-    matcher = _BatchNormMatcher(teacher)
-    if not matcher.layers:
-        matcher.remove()
-        raise NoBatchNormError(
-            f"{getattr(teacher, 'arch', type(teacher).__name__)} has no BatchNorm layers: DeepInversion "
-            "synthesizes images by matching the running mean/variance stored in BatchNorm layers, so it "
-            "cannot invert this model. Use a model trained with BatchNorm."
-        )
+    if config.method == "generator":
+        from edgefree.recover.generator import train_generator
+
+        return train_generator(teacher, config, seed, device, progress)
+    matcher = _require_batchnorm(teacher)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
     teacher = teacher.eval().to(device)
