@@ -53,10 +53,12 @@ def test_teacher_left_as_it_was(teacher, dreams):
     assert not teacher.training
 
 
-@pytest.mark.parametrize("extra", [dict(bf16=True, channels_last=True), dict(low_res_fraction=0.5, tv_l2_weight=1e-3, l2_weight=1e-4)])
-def test_cheaper_variants_still_match_statistics(teacher, extra):
+# half the steps at half resolution: the BN loss jumps back up at the switch, so it falls less
+@pytest.mark.parametrize("extra, fraction", [(dict(bf16=True, channels_last=True), 0.5),
+                                             (dict(low_res_fraction=0.5, tv_l2_weight=1e-3, l2_weight=1e-4), 0.6)])
+def test_cheaper_variants_still_match_statistics(teacher, extra, fraction):
     d = synthesize(teacher, SynthesisConfig(images=20, batch_size=20, iterations=30, jitter=1, **extra), progress=False)
-    assert d.stats["bn_loss_last"] < 0.5 * d.stats["bn_loss_first"]
+    assert d.stats["bn_loss_last"] < fraction * d.stats["bn_loss_first"]
 
 
 def test_model_without_batchnorm_is_refused():
@@ -94,3 +96,18 @@ def test_saving_over_a_hard_link_leaves_the_other_name_alone(dreams, tmp_path):
     assert len(SyntheticSet.load(tmp_path / "cached.pt")) == len(dreams)
     assert len(SyntheticSet.load(tmp_path / "published.pt")) == 2
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_first_bn_loss_is_the_first_step_alone(teacher):
+    """Finding the number of classes runs the teacher once; that pass must not count as a step."""
+    from edgefree.recover.synthesize import _BatchNormMatcher, balanced_labels
+
+    config = SynthesisConfig(images=10, batch_size=10, iterations=1, jitter=0, flip=False)
+    d = synthesize(teacher, config, seed=5, progress=False)
+    matcher = _BatchNormMatcher(teacher)
+    g = torch.Generator().manual_seed(5)
+    balanced_labels(10, 10, g)  # what synthesize draws first
+    with torch.no_grad():
+        teacher(torch.randn(10, *teacher.input_spec.shape, generator=g))
+    matcher.remove()
+    assert d.stats["bn_loss_first"] == pytest.approx(matcher.take(1.0).item(), rel=1e-4)

@@ -66,16 +66,16 @@ def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, 
                     progress: bool = True) -> SyntheticSet:
     """Train a ``DreamGenerator`` for ``config.iterations`` steps of ``config.batch_size`` fresh images,
     then draw ``config.images`` of them: a ``SyntheticSet`` that carries its generator."""
+    teacher = teacher.eval().to(device)
+    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a training step
     matcher = _require_batchnorm(teacher)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    teacher = teacher.eval().to(device)
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     teacher.to(memory_format=memory_format)
-    num_classes = _num_classes(teacher)
     mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
         torch.manual_seed(seed)

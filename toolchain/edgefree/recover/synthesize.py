@@ -136,16 +136,16 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
         from edgefree.recover.generator import train_generator
 
         return train_generator(teacher, config, seed, device, progress)
+    teacher = teacher.eval().to(device)
+    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a synthesis step
     matcher = _require_batchnorm(teacher)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    teacher = teacher.eval().to(device)
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():  # only the images need gradients: skips weight-gradient work
         p.requires_grad_(False)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     teacher.to(memory_format=memory_format)
-    num_classes = _num_classes(teacher)
     low, high = (b.to(device) for b in spec.bounds())
     labels = balanced_labels(config.images, num_classes, g)
     images, curves = [], []  # one BN-loss curve per batch
