@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
-from edgefree.recover.synthesize import SyntheticSet, _num_classes, _require_batchnorm, balanced_labels
+from edgefree.recover.synthesize import SyntheticSet, _teacher_for_inversion, balanced_labels, jitter_and_flip
 
 
 class DreamGenerator(nn.Module):
@@ -66,59 +66,41 @@ def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, 
                     progress: bool = True) -> SyntheticSet:
     """Train a ``DreamGenerator`` for ``config.iterations`` steps of ``config.batch_size`` fresh images,
     then draw ``config.images`` of them: a ``SyntheticSet`` that carries its generator."""
-    teacher = teacher.eval().to(device)
-    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a training step
-    matcher = _require_batchnorm(teacher)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    was_grad = [p.requires_grad for p in teacher.parameters()]
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    teacher.to(memory_format=memory_format)
     mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
-    with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
-        torch.manual_seed(seed)
-        net = DreamGenerator(spec.shape, num_classes, config.generator_width).to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
-    bf16, autocast = bf16_autocast(config.bf16, device)
-    curve, started = [], time.perf_counter()
-    bar = tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress, leave=False)
-    try:
-        for step in bar:
-            y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
-            noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
-            x = (net(noise, y) - mean) / std
-            shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
-            view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
-            if config.flip and torch.rand(1, generator=g).item() < 0.5:
-                view = view.flip(3)
-            with autocast:
-                logits = teacher(view.contiguous(memory_format=memory_format))
-            bn = matcher.take(config.first_bn_multiplier)
-            loss = config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
-            if not torch.isfinite(loss):
-                raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
-                                      "lower the synthesis lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            curve.append(bn.item())
-            if step % 10 == 0:
-                bar.set_postfix(bn=f"{bn.item():.3g}")
-        labels = balanced_labels(config.images, num_classes, g)
-        images = net.sample(spec, labels, g)
-        with torch.no_grad():
-            hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
-        matcher.take(config.first_bn_multiplier)  # drop the hooks' record of that pass
-    finally:
-        bar.close()
-        matcher.remove()
-        for p, g_ in zip(teacher.parameters(), was_grad):
-            p.requires_grad_(g_)
-        teacher.to(memory_format=torch.contiguous_format)
+    with _teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
+        with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
+            torch.manual_seed(seed)
+            net = DreamGenerator(spec.shape, num_classes, config.generator_width).to(device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
+        bf16, autocast = bf16_autocast(config.bf16, device)
+        curve, started = [], time.perf_counter()
+        with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
+                  leave=False) as bar:
+            for step in bar:
+                y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
+                noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
+                view = jitter_and_flip((net(noise, y) - mean) / std, config, g)
+                with autocast:
+                    logits = teacher(view.contiguous(memory_format=memory_format))
+                bn = matcher.take(config.first_bn_multiplier)
+                loss = config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
+                                          "lower the synthesis lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                curve.append(bn.item())
+                if step % 10 == 0:
+                    bar.set_postfix(bn=f"{bn.item():.3g}")
+    labels = balanced_labels(config.images, num_classes, g)
+    images = net.sample(spec, labels, g)
+    with torch.no_grad():
+        hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": [curve], "bn_loss_first": curve[0],
              "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), "teacher_agreement": hit, "bf16": bf16,
              "steps": len(curve), "config": config.to_dict(), "seed": seed}

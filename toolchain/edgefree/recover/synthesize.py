@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +105,35 @@ def _require_batchnorm(teacher: nn.Module) -> _BatchNormMatcher:
     return matcher
 
 
+@contextmanager
+def _teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: str):
+    """The teacher in eval mode on ``device``, its weights without gradients (only the images, or the
+    generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
+    exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
+    teacher = teacher.eval().to(device)
+    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a step
+    matcher = _require_batchnorm(teacher)
+    was_grad = [p.requires_grad for p in teacher.parameters()]
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    teacher.to(memory_format=memory_format)
+    try:
+        yield teacher, matcher, num_classes, memory_format
+    finally:
+        matcher.remove()
+        for p, grad in zip(teacher.parameters(), was_grad):
+            p.requires_grad_(grad)
+        teacher.to(memory_format=torch.contiguous_format)
+
+
+def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
+    """The view the teacher sees at one step: rolled by up to ``config.jitter`` pixels, maybe mirrored."""
+    shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
+    view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
+    return view.flip(3) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+
+
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dh, dw = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
     return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
@@ -136,73 +166,56 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
         from edgefree.recover.generator import train_generator
 
         return train_generator(teacher, config, seed, device, progress)
-    teacher = teacher.eval().to(device)
-    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a synthesis step
-    matcher = _require_batchnorm(teacher)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    was_grad = [p.requires_grad for p in teacher.parameters()]
-    for p in teacher.parameters():  # only the images need gradients: skips weight-gradient work
-        p.requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    teacher.to(memory_format=memory_format)
-    low, high = (b.to(device) for b in spec.bounds())
-    labels = balanced_labels(config.images, num_classes, g)
-    images, curves = [], []  # one BN-loss curve per batch
-    bf16, autocast = bf16_autocast(config.bf16, device)
-    n_low = int(config.low_res_fraction * config.iterations)
-    started = time.perf_counter()
-    batches = labels.split(config.batch_size)
-    first = config.first_iterations or config.iterations
-    bar = tqdm(total=first + config.iterations * (len(batches) - 1), desc="synthesize",
-               unit="step", disable=not progress, leave=False)
-    try:
-        for batch_labels in batches:
-            y = batch_labels.to(device)
-            x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
-            if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
-                previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
-                x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
-                    memory_format=memory_format)
-            x.requires_grad_(True)
-            opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.99))
-            iterations = config.iterations if images else first
-            curves.append([])
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
-            for step in range(iterations):
-                shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
-                view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
-                if config.flip and torch.rand(1, generator=g).item() < 0.5:
-                    view = view.flip(3)
-                if step < n_low:
-                    view = F.avg_pool2d(view, 2)
-                with autocast:
-                    logits = teacher(view)
-                bn = matcher.take(config.first_bn_multiplier)
-                ce = F.cross_entropy(logits.float(), y)
-                tv1, tv2 = _total_variation(x)
-                loss = (config.bn_weight * bn + config.ce_weight * ce + config.tv_l1_weight * tv1
-                        + config.tv_l2_weight * tv2 + config.l2_weight * x.pow(2).mean())
-                if not torch.isfinite(loss):
-                    raise DivergenceError(f"synthesis diverged at step {step} (loss {loss.item()}); "
-                                          "lower the synthesis lr or the loss weights")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                with torch.no_grad():
-                    x.copy_(torch.maximum(torch.minimum(x, high), low))
-                curves[-1].append(bn.item())
-                bar.update()
-                if step % 10 == 0:
-                    bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
-            images.append(x.detach().contiguous().cpu())
-    finally:
-        bar.close()
-        matcher.remove()
-        for p, g_ in zip(teacher.parameters(), was_grad):
-            p.requires_grad_(g_)
-        teacher.to(memory_format=torch.contiguous_format)
+    with _teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
+        low, high = (b.to(device) for b in spec.bounds())
+        labels = balanced_labels(config.images, num_classes, g)
+        images, curves = [], []  # one BN-loss curve per batch
+        bf16, autocast = bf16_autocast(config.bf16, device)
+        n_low = int(config.low_res_fraction * config.iterations)
+        started = time.perf_counter()
+        batches = labels.split(config.batch_size)
+        first = config.first_iterations or config.iterations
+        with tqdm(total=first + config.iterations * (len(batches) - 1), desc="synthesize",
+                  unit="step", disable=not progress, leave=False) as bar:
+            for batch_labels in batches:
+                y = batch_labels.to(device)
+                x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
+                if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
+                    previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
+                    x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
+                        memory_format=memory_format)
+                x.requires_grad_(True)
+                opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.99))
+                iterations = config.iterations if images else first
+                curves.append([])
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+                for step in range(iterations):
+                    view = jitter_and_flip(x, config, g)
+                    if step < n_low:
+                        view = F.avg_pool2d(view, 2)
+                    with autocast:
+                        logits = teacher(view)
+                    bn = matcher.take(config.first_bn_multiplier)
+                    ce = F.cross_entropy(logits.float(), y)
+                    tv1, tv2 = _total_variation(x)
+                    loss = (config.bn_weight * bn + config.ce_weight * ce + config.tv_l1_weight * tv1
+                            + config.tv_l2_weight * tv2 + config.l2_weight * x.pow(2).mean())
+                    if not torch.isfinite(loss):
+                        raise DivergenceError(f"synthesis diverged at step {step} (loss {loss.item()}); "
+                                              "lower the synthesis lr or the loss weights")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    sched.step()
+                    with torch.no_grad():
+                        x.copy_(torch.maximum(torch.minimum(x, high), low))
+                    curves[-1].append(bn.item())
+                    bar.update()
+                    if step % 10 == 0:
+                        bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
+                images.append(x.detach().contiguous().cpu())
     images = torch.cat(images)
     with torch.no_grad():
         hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
