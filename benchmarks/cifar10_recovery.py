@@ -78,6 +78,7 @@ ROWS = {
     "r56-75-fast": Row("resnet56-cifar", 0.75, "fast", baselines=True),
     "r56-75-paper": Row("resnet56-cifar", 0.75, "paper"),
     "r56-75-thorough": Row("resnet56-cifar", 0.75, "thorough"),
+    "r56-75-generator": Row("resnet56-cifar", 0.75, "generator"),
 }
 
 
