@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from edgefree.config import BuildConfig, PruneConfig, recipe
+from edgefree.config import BuildConfig, MagnitudePruning, recipe
 from edgefree.data import load_eval_data
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
@@ -107,7 +107,7 @@ def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
     return BuildConfig(
         target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[row.arch], arch=row.arch,
         eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=row.label,
-        cache=work / "cache", prune=PruneConfig(sparsity=row.sparsity), synthesis=synthesis,
+        cache=work / "cache", prune=MagnitudePruning(sparsity=row.sparsity), synthesis=synthesis,
         reconstruct=after_synthesis.reconstruct, distill=after_synthesis.distill, export=None, bench=None,
     )
 

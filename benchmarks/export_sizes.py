@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from edgefree.config import ExportConfig, PruneConfig, SynthesisConfig
+from edgefree.config import ExportConfig, MagnitudePruning, SynthesisConfig
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.evaluate import accuracy
@@ -61,7 +61,7 @@ def measure(name: str, shared: Path) -> dict:
     started = time.perf_counter()
     dreams = synthesize(teacher, budget, seed=0, progress=False)
     synthesis_s = time.perf_counter() - started
-    pruned = prune(teacher, PruneConfig(sparsity=0.75)).model
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75)).model
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         manifest = export_student(pruned, ExportConfig(formats=FORMATS, precisions=("fp32", "int8")),

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
-from edgefree.config import BenchConfig, BuildConfig, ExportConfig, PruneConfig, SynthesisConfig
+from edgefree.config import BenchConfig, BuildConfig, ExportConfig, MagnitudePruning, SynthesisConfig
 from edgefree.data import load_eval_data
 from edgefree.export import export_student
 from edgefree.models import load_model
@@ -49,7 +49,7 @@ def _cifar(name: str, shared: Path, work: Path):
     teacher = load_model(arch, shared / "models" / checkpoint)
     eval_data = load_eval_data(shared / "data" / "cifar10-jpeg" / "test.zip", teacher.input_spec)
     dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=100), seed=0, progress=False)
-    student = prune(teacher, PruneConfig(sparsity=0.75)).model
+    student = prune(teacher, MagnitudePruning(sparsity=0.75)).model
     config = ExportConfig().for_target(load_target("x86-64"))
     manifests = {"student": work / name / "artifacts" / "manifest.json",
                  "teacher": export_teacher(teacher, config, dreams, eval_data)}

@@ -52,11 +52,11 @@ def digits(teacher):
 @pytest.fixture(scope="session")
 def recovered(teacher):
     """A small but real recovery of the default teacher: (pruned, dreams, student)."""
-    from edgefree.config import DistillConfig, PruneConfig, SynthesisConfig
+    from edgefree.config import DistillConfig, MagnitudePruning, SynthesisConfig
     from edgefree.recover import distill, prune, synthesize
 
     torch.manual_seed(0)
-    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=60, jitter=1), progress=False)
     student = distill(teacher, pruned, dreams, DistillConfig(epochs=15, batch_size=64, lr=0.01), progress=False).model
     return pruned, dreams, student

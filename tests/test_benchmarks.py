@@ -24,7 +24,7 @@ def test_rows_build_the_recipes_they_name(bench, tmp_path):
     fast, paper = recipe("fast"), recipe("paper")
     config = bench.row_config("r20-75-fast", tmp_path, tmp_path / "work", seed=0)
     assert config.synthesis == fast.synthesis and config.distill == fast.distill
-    assert config.export is None and config.prune.sparsity == 0.75
+    assert config.export is None and config.prune[0].sparsity == 0.75
     mixed = bench.row_config("r20-75-paper-fastkd", tmp_path, tmp_path / "work", seed=0)
     assert mixed.synthesis == paper.synthesis and mixed.distill == fast.distill
     half = bench.row_config("r20-75-fast-x0.5", tmp_path, tmp_path / "work", seed=0)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgefree.config import DistillConfig, PruneConfig, SynthesisConfig
+from edgefree.config import DistillConfig, MagnitudePruning, SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
 from edgefree.evaluate import accuracy
 from edgefree.models import create_model
@@ -47,7 +47,7 @@ def test_distillation_takes_new_images_every_epoch(generated, teacher, digits, m
     calls = []
     original = DreamGenerator.sample
     monkeypatch.setattr(DreamGenerator, "sample", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    pruned = prune(teacher, PruneConfig(0.75))
+    pruned = prune(teacher, MagnitudePruning(0.75))
     student = distill(teacher, pruned, generated, DistillConfig(epochs=8, batch_size=64, lr=0.01), progress=False).model
     assert len(calls) == 7  # every epoch after the first
     assert accuracy(student, digits) > accuracy(pruned.model, digits) + 10

@@ -51,11 +51,11 @@ def test_pack_file_writes_efpk_that_unpacks_to_the_same_file(tmp_path):
 
 
 def _pruned_weights(teacher) -> list[torch.Tensor]:
-    from edgefree.config import PruneConfig
+    from edgefree.config import MagnitudePruning
     from edgefree.recover import prune
     from edgefree.recover.prune import prunable_weights
 
-    return list(prunable_weights(prune(teacher, PruneConfig(sparsity=0.75)).model).values())
+    return list(prunable_weights(prune(teacher, MagnitudePruning(sparsity=0.75)).model).values())
 
 
 def _symmetric_int8(w: torch.Tensor) -> bytes:

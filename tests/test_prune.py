@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgefree.config import PruneConfig
+from edgefree.config import MagnitudePruning
 from edgefree.errors import EdgefreeError
 from edgefree.models import create_model
 from edgefree.recover import prune, sparsity_report
@@ -12,7 +12,7 @@ from edgefree.recover.prune import prunable_weights
 def test_mask_is_exact_and_global(sparsity):
     torch.manual_seed(0)
     model = create_model("resnet20-cifar")
-    pruned = prune(model, PruneConfig(sparsity=sparsity))
+    pruned = prune(model, MagnitudePruning(sparsity=sparsity))
     total = sum(m.numel() for m in pruned.masks.values())
     assert sum(int((~m).sum()) for m in pruned.masks.values()) == round(sparsity * total)
     weights = prunable_weights(pruned.model)
@@ -31,12 +31,12 @@ def test_mask_is_exact_and_global(sparsity):
 def test_teacher_is_untouched():
     model = create_model("digits-cnn")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    prune(model, PruneConfig(sparsity=0.75))
+    prune(model, MagnitudePruning(sparsity=0.75))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_keep_first_last_dense():
-    pruned = prune(create_model("resnet20-cifar"), PruneConfig(sparsity=0.75, keep_first_last_dense=True))
+    pruned = prune(create_model("resnet20-cifar"), MagnitudePruning(sparsity=0.75, keep_first_last_dense=True))
     layers = sparsity_report(pruned.model)["layers"]
     assert layers["conv1.weight"]["sparsity"] == 0.0
     assert layers["linear.weight"]["sparsity"] == 0.0
@@ -52,4 +52,4 @@ def test_per_layer_report_covers_every_conv_and_linear():
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5])
 def test_sparsity_out_of_range(bad):
     with pytest.raises(EdgefreeError, match="sparsity must be in"):
-        PruneConfig(sparsity=bad)
+        MagnitudePruning(sparsity=bad)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from edgefree.config import PruneConfig, ReconstructConfig
+from edgefree.config import MagnitudePruning, ReconstructConfig
 from edgefree.evaluate import accuracy
 from edgefree.recover import SyntheticSet, prune, reconstruct
 
@@ -15,7 +15,7 @@ from edgefree.recover import SyntheticSet, prune, reconstruct
 def test_a_linear_layer_gets_the_least_squares_weights():
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Linear(12, 5)).eval()
-    pruned = prune(teacher, PruneConfig(sparsity=0.5))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     x = torch.randn(400, 12) @ torch.randn(12, 12)  # correlated inputs: kept weights can stand in for pruned ones
     result = reconstruct(teacher, pruned, SyntheticSet(x, torch.zeros(400, dtype=torch.long)),
                          ReconstructConfig(images=400, batch_size=64, damping=1e-9), progress=False)
@@ -38,7 +38,7 @@ def test_grouped_convs_are_refit_per_group_and_keep_their_masks():
     teacher = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
                             nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8), nn.ReLU(),
                             nn.Flatten(), nn.Linear(8 * 6 * 6, 3)).eval()
-    pruned = prune(teacher, PruneConfig(sparsity=0.6))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.6))
     x = torch.randn(64, 4, 6, 6)
     before = copy.deepcopy(pruned.model.state_dict())
     result = reconstruct(teacher, pruned, SyntheticSet(x, torch.zeros(64, dtype=torch.long)), progress=False)
@@ -56,7 +56,7 @@ def test_products_in_chunks_give_the_same_weights(monkeypatch):
     torch.manual_seed(0)
     teacher = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
                             nn.Linear(6 * 5 * 5, 4)).eval()
-    pruned = prune(teacher, PruneConfig(sparsity=0.5))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     dreams = SyntheticSet(torch.randn(32, 3, 5, 5), torch.zeros(32, dtype=torch.long))
     whole = reconstruct(teacher, pruned, dreams, progress=False)
     module = sys.modules["edgefree.recover.reconstruct"]  # the package's name is the function
@@ -77,7 +77,7 @@ def test_a_layer_the_forward_pass_never_calls_is_reported_not_fit():
 
     torch.manual_seed(0)
     teacher = WithSpare().eval()
-    pruned = prune(teacher, PruneConfig(sparsity=0.5))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     result = reconstruct(teacher, pruned, SyntheticSet(torch.randn(50, 6), torch.zeros(50, dtype=torch.long)),
                          progress=False)
     assert result.stats["skipped"] == ["spare"] and result.stats["layers"] == 1
@@ -109,7 +109,7 @@ def test_inputs_from_cached_blocks_give_the_weights_of_full_forward_passes(monke
 
     torch.manual_seed(0)
     teacher = CifarResNet(blocks_per_stage=2).eval()  # stages are nn.Sequential of residual blocks
-    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = SyntheticSet(torch.randn(24, 3, 16, 16), torch.zeros(24, dtype=torch.long))
     config = ReconstructConfig(images=24, batch_size=8)
     module = sys.modules["edgefree.recover.reconstruct"]

@@ -3,7 +3,7 @@
 The pipeline, one public function per stage::
 
     teacher = load_model("resnet20-cifar", "teacher.pt")
-    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig())
     refit = reconstruct(teacher, pruned, dreams, ReconstructConfig())
     student = distill(teacher, refit, dreams, DistillConfig()).model
@@ -22,7 +22,7 @@ _EXPORTS = {
     "create_model": "edgefree.models", "load_model": "edgefree.models", "list_models": "edgefree.models",
     "prune": "edgefree.recover", "synthesize": "edgefree.recover", "reconstruct": "edgefree.recover",
     "distill": "edgefree.recover",
-    "PruneConfig": "edgefree.config", "SynthesisConfig": "edgefree.config", "ReconstructConfig": "edgefree.config",
+    "MagnitudePruning": "edgefree.config", "SynthesisConfig": "edgefree.config", "ReconstructConfig": "edgefree.config",
     "DistillConfig": "edgefree.config", "BuildConfig": "edgefree.config",
 }
 __all__ = list(_EXPORTS)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from torch import nn
 
 from edgefree.errors import EdgefreeError
 from edgefree.targets import FORMATS, PRECISIONS
@@ -41,14 +45,70 @@ def _require_bf16(value, stage: str) -> None:
 
 
 @dataclass(frozen=True)
-class PruneConfig(_Config):
-    """Global magnitude pruning over all conv and linear weights."""
+class MagnitudePruning(_Config):
+    """Unstructured: zero the ``sparsity`` fraction of smallest-magnitude conv/linear weights, ranked globally.
+
+    Shrinks the packed artifacts; dense runtimes compute the zeros, so it does not make the student faster.
+    ``filter_fn(module, name) -> bool`` leaves the layers it returns False for dense.
+    """
 
     sparsity: float = 0.75
     keep_first_last_dense: bool = False
+    filter_fn: Callable[[nn.Module, str], bool] | None = field(default=None, compare=False)
 
     def __post_init__(self):
         _require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
+
+    def to_dict(self) -> dict:
+        return {"kind": "magnitude", "sparsity": self.sparsity, "keep_first_last_dense": self.keep_first_last_dense}
+
+
+CHANNEL_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
+
+
+@dataclass(frozen=True)
+class ChannelPruning(_Config):
+    """Structured: remove whole channels (and optionally whole residual blocks), so every runtime is faster.
+
+    ``ratio`` is the fraction of each prunable layer's channels removed; with ``macs_target`` set, the
+    ratio is searched instead until the student keeps about that fraction of the teacher's
+    multiply-adds. ``depth`` is the fraction of identity-shortcut residual blocks removed (the ones
+    whose removal changes the teacher's outputs on the dreams least). Channel counts are rounded to a
+    multiple of ``round_to``. ``importance`` ranks channels: from the weights ("l1", "l2", the
+    BatchNorm scale "bn_scale"), or measured on the synthetic images ("taylor"). Channel dependencies
+    (residual additions, concatenations, depthwise convolutions) come from Torch-Pruning's DepGraph.
+    """
+
+    ratio: float = 0.5
+    macs_target: float | None = None
+    depth: float = 0.0
+    round_to: int = 8
+    importance: str = "l1"
+    keep_first_last_dense: bool = True
+    filter_fn: Callable[[nn.Module, str], bool] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        _require(0.0 <= self.ratio < 1.0, f"channel ratio must be in [0, 1), got {self.ratio}")
+        _require(self.macs_target is None or 0.0 < self.macs_target <= 1.0,
+                 f"macs target must be in (0, 1] (the fraction of the teacher's multiply-adds kept), got {self.macs_target}")
+        _require(0.0 <= self.depth < 1.0, f"depth must be in [0, 1), got {self.depth}")
+        _require(self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}")
+        _require(self.importance in CHANNEL_IMPORTANCE,
+                 f"channel importance must be one of {', '.join(CHANNEL_IMPORTANCE)}, got {self.importance!r}")
+
+    def to_dict(self) -> dict:
+        return {"kind": "channel", **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "filter_fn"}}
+
+
+PRUNING_KINDS = {"magnitude": MagnitudePruning, "channel": ChannelPruning}
+
+
+def pruning_from_dict(values: dict):
+    """The pruning config a ``to_dict()`` wrote (its ``kind`` picks the type)."""
+    values = dict(values)
+    kind = values.pop("kind", "magnitude")
+    _require(kind in PRUNING_KINDS, f"unknown pruning {kind!r}; known: {', '.join(PRUNING_KINDS)}")
+    return PRUNING_KINDS[kind].from_dict(values)
 
 
 @dataclass(frozen=True)
@@ -268,7 +328,7 @@ class BuildConfig(_Config):
     device: str = "cpu"
     recipe: str = DEMO_RECIPE
     cache: Path | None = None  # where synthetic sets are cached; None: <out>/cache
-    prune: PruneConfig = field(default_factory=PruneConfig)
+    prune: tuple = (MagnitudePruning(),)  # applied in order: ChannelPruning, then MagnitudePruning on what remains
     synthesis: SynthesisConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).synthesis)
     reconstruct: ReconstructConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).reconstruct)
     distill: DistillConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).distill)
@@ -279,3 +339,22 @@ class BuildConfig(_Config):
         _require(self.model is None or self.arch is not None,
                  "--model needs --arch: name the architecture of the checkpoint (see `edgefree models`)")
         _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        stages = self.prune if isinstance(self.prune, (tuple, list)) else (self.prune,)
+        stages = tuple(pruning_from_dict(p) if isinstance(p, dict) else p for p in stages)
+        object.__setattr__(self, "prune", stages)
+        _require(all(isinstance(p, tuple(PRUNING_KINDS.values())) for p in stages),
+                 "prune must be MagnitudePruning and/or ChannelPruning configs")
+        kinds = [type(p) for p in stages]
+        _require(len(set(kinds)) == len(kinds) and kinds in ([], [MagnitudePruning], [ChannelPruning],
+                                                              [ChannelPruning, MagnitudePruning]),
+                 "pruning is magnitude, channel, or channel then magnitude (each at most once)")
+
+    def to_dict(self) -> dict:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {k: v.to_dict() if isinstance(v, _Config) else v for k, v in values.items()}
+        return {**values, "prune": [p.to_dict() for p in self.prune], "out": str(self.out),
+                "model": str(self.model) if self.model else None, "cache": str(self.cache) if self.cache else None}
+
+    def pruning(self, kind: type):
+        """The config of pruning ``kind`` (MagnitudePruning or ChannelPruning) in this build, or None."""
+        return next((p for p in self.prune if isinstance(p, kind)), None)

@@ -1,6 +1,6 @@
 """``build()``: the stages in order, top to bottom, each one public function.
 
-    teacher -> prune -> synthesize -> reconstruct -> distill -> evaluate -> export -> bench -> report
+    teacher -> synthesize -> prune -> reconstruct -> distill -> evaluate -> export -> bench -> report
 
 Synthetic images are cached in the output folder, keyed by the teacher's weights,
 the synthesis config and the seed, so a rebuild with other distillation settings
@@ -20,7 +20,8 @@ import torch
 
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
-from edgefree.config import BuildConfig
+from edgefree.config import BuildConfig, MagnitudePruning
+from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.evaluate import accuracy
@@ -29,11 +30,12 @@ from edgefree.export.runtime import require_runtimes
 from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
+from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
 
-OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.png", "flash.json", "bench.json", "bench.md",
+OUTPUTS = ("report.json", "report.md", "student.pt", "student-plan.json", "student.pt2", "synthetic.pt", "synthetic.png", "flash.json", "bench.json", "bench.md",
            "bench.png")
 
 
@@ -108,18 +110,18 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
             teacher, source = load_model(config.arch, config.model, config.num_classes), str(config.model)
             eval_source = config.eval_data
         eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
-    with clock("prune"):
-        pruned = prune(teacher, config.prune)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress)
         save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
+    with clock("prune"):  # after synthesis: some criteria are measured on the dreams
+        pruned = prune(teacher, config.prune, dreams, progress)
     with clock("reconstruct"):
         refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=config.device, progress=progress)
     with clock("distill"):
         distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
                             progress=progress)
         student = distilled.model.cpu()
-        torch.save(student.state_dict(), out / "student.pt")
+        save_student(distilled, out)
     with clock("evaluate"):
         stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
         if config.reconstruct.images:
@@ -138,13 +140,20 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
                             target, out, config.bench, eval_data)
 
     detail = sparsity_report(student)
+    example = teacher.input_spec.example_inputs()[0]
+    costs = {"teacher": cost(teacher, example), "student": cost(student, example)}
+    magnitude = config.pruning(MagnitudePruning)
     report = {
         "target": target.to_dict(),
         "model": {"arch": teacher.arch, "source": source, "input": teacher.input_spec.to_dict()},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "sparsity": detail["overall"],
-        "sparsity_target": config.prune.sparsity,
+        "sparsity_target": magnitude.sparsity if magnitude else 0.0,
+        "pruning": {"stages": [p.to_dict() for p in config.prune], "plan": pruned.plan.to_json(),
+                    **{k: v for k, v in pruned.stats.items() if k != "block_scores"}},
+        "cost": {**costs, "macs_ratio": costs["student"]["macs"] / costs["teacher"]["macs"],
+                 "params_ratio": costs["student"]["params"] / costs["teacher"]["params"]},
         "sparsity_detail": detail,
         "synthesis": {"recipe": config.recipe, "method": config.synthesis.method, "images": len(dreams), "iterations": config.synthesis.iterations,
                       "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),

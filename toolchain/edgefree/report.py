@@ -39,8 +39,33 @@ def _summary(r: dict) -> str:
     ])
 
 
-def _sparsity(r: dict) -> str:
+def _pruning(r: dict) -> str:
+    c, p = r["cost"], r["pruning"]
+    plan = p["plan"]
+    layers = sorted({name for name, _op, _idxs in plan["channels"]})
+    lines = ["## Pruning and cost", "",
+             markdown_table(["model", "multiply-adds (batch 1)", "parameters"],
+                            [["teacher", f"{c['teacher']['macs']:,}", f"{c['teacher']['params']:,}"],
+                             ["student", f"{c['student']['macs']:,} ({c['macs_ratio']:.2f}x)",
+                              f"{c['student']['params']:,} ({c['params_ratio']:.2f}x)"]]), ""]
+    for stage in p["stages"]:
+        if stage["kind"] == "channel":
+            lines.append(f"- Channel pruning ({stage['importance']} importance, channel ratio {p['ratio']:.3f}, "
+                         f"multiples of {stage['round_to']}): {len(layers)} layers lost channels and "
+                         f"{len(plan['removed_blocks'])} residual blocks were removed"
+                         + (f" ({', '.join(plan['removed_blocks'])})" if plan["removed_blocks"] else "")
+                         + ". Fewer multiply-adds make the student faster on every runtime.")
+        else:
+            lines.append(f"- Magnitude pruning: target {100 * stage['sparsity']:.1f}% of the conv/linear weights, "
+                         f"achieved {100 * r['sparsity']:.2f}%. The zeros shrink the packed artifacts; dense "
+                         "runtimes still compute them.")
+    return "\n".join(lines)
+
+
+def _sparsity(r: dict) -> str | None:
     s = r["sparsity_detail"]
+    if not s["zeros"]:
+        return None
     rows = [[name, layer["params"], f"{100 * layer['sparsity']:.1f}%"] for name, layer in s["layers"].items()]
     return "\n".join([
         "## Sparsity",
@@ -105,7 +130,7 @@ def _export(r: dict) -> str | None:
     lines += ["", "Packed files (`.efpk`) store the pruned zeros as a bitmask; rebuild each file on the device with "
               "`python unpack.py FILE.efpk FILE` (standard library and numpy; it checks the sha256). The runtime "
               "loads the dense file and computes every zero: unstructured sparsity saves storage and transfer, "
-              "not inference time."]
+              "not inference time; fewer channels (`--pruning channel`) save inference time."]
     if m["failed"]:
         lines += ["", "Not built:", ""] + [f"- {f['name']} ({f['stage']}): {f['error']}" for f in m["failed"]]
     return "\n".join(lines)
@@ -156,7 +181,7 @@ def _flash(r: dict) -> str | None:
     ])
 
 
-SECTIONS = [_summary, _sparsity, _synthesis, _export, _bench, _timing, _flash]
+SECTIONS = [_summary, _pruning, _sparsity, _synthesis, _export, _bench, _timing, _flash]
 
 
 def render_markdown(report: dict) -> str:

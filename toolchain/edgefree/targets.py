@@ -38,6 +38,7 @@ class Target:
     deploy_hint: str = ""
     accelerator: str = ""
     notes: str = ""
+    pruning: tuple[str, ...] = ("magnitude",)  # the default of `edgefree build --pruning` for this target
 
     def __post_init__(self):
         def check(ok: bool, what: str):
@@ -52,6 +53,8 @@ class Target:
         check(self.isa == "x86_64" or self.emulation_cpu in QEMU_CPUS,
               f"emulation_cpu {self.emulation_cpu!r} is not a QEMU 7.2 CPU model; choose from {QEMU_CPUS}")
         check(self.memory_mb >= 0, "memory_mb must be >= 0 (0: no budget)")
+        check(list(self.pruning) in (["magnitude"], ["channel"], ["channel", "magnitude"]),
+              f"pruning must be [\"magnitude\"], [\"channel\"] or [\"channel\", \"magnitude\"], got {list(self.pruning)}")
 
     @property
     def runtimes(self) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.bench.latency import Candidate, measure, open_candidates, top1_accuracy
 from edgefree.bench.report import write_bench
 from edgefree.config import BenchConfig
+from edgefree.cost import cost
 from edgefree.data import LabeledImages
 from edgefree.errors import EdgefreeError
 from edgefree.machine import machine_info
@@ -161,6 +162,7 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
         "schema": 1,
         "target": target.to_dict(),
         "model": {"arch": manifests["student"]["model"]["arch"]},
+        "cost": {role: cost(model, spec.example_inputs()[0]) for role, model in models.items()},
         "eval": {"name": eval_data.name if eval_data is not None else None, "images": len(inputs) if labels is not None else 0},
         "native": native,
         "emulated": (_emulated(manifests, target, config, inputs, native_logits)

@@ -30,13 +30,14 @@ def _read_report(build_dir: Path) -> dict:
 def _models(report: dict, build_dir: Path):
     from edgefree.demo import DEMO_EVAL, default_teacher
     from edgefree.models import load_model
+    from edgefree.recover.saved import load_student
 
     config = report["config"]
     if config["model"] is None:
         teacher, eval_source = default_teacher(config["seed"]), DEMO_EVAL
     else:
         teacher, eval_source = load_model(config["arch"], config["model"], config["num_classes"]), config["eval_data"]
-    student = load_model(report["model"]["arch"], build_dir / "student.pt", config["num_classes"])
+    student = load_student(build_dir, report["model"]["arch"], config["num_classes"], teacher.input_spec)
     return teacher, student, eval_source
 
 

@@ -17,8 +17,17 @@ def _opt(*names, **kw):
 @_opt("--arch", help="Architecture of --model (see `edgefree models`).")
 @_opt("--num-classes", type=int, default=10, help="Classes of --model.")
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
-@_opt("--sparsity", type=float, default=0.75, help="Fraction of conv/linear weights to prune (global magnitude).")
-@_opt("--keep-first-last-dense", is_flag=True, help="Do not prune the first and last layer.")
+@_opt("--pruning", default=None, help="'magnitude' (zero weights: smaller files), 'channel' (remove channels and "
+      "blocks: faster on every runtime) or 'channel,magnitude' (both) [default: the target's].")
+@_opt("--sparsity", type=float, default=0.75, help="Magnitude pruning: fraction of conv/linear weights zeroed (global).")
+@_opt("--channel-ratio", type=float, default=0.5, help="Channel pruning: fraction of each prunable layer's channels removed.")
+@_opt("--macs-target", type=float, help="Channel pruning: keep about this fraction of the teacher's multiply-adds "
+      "(the channel ratio is searched; overrides --channel-ratio).")
+@_opt("--depth", type=float, default=0.0, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
+@_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l1",
+      help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
+@_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
+@_opt("--keep-first-last-dense", is_flag=True, help="Magnitude pruning: do not prune the first and last layer.")
 @_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (overrides the recipe).")
@@ -38,23 +47,32 @@ def _opt(*names, **kw):
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
-def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
+def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
+          channel_importance, round_to, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           quiet):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out."""
     from edgefree.cli.bench import report_bench
-    from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ExportConfig, PruneConfig
+    from edgefree.config import (DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ChannelPruning, ExportConfig,
+                                 MagnitudePruning)
     from edgefree.config import recipe as named_recipe
     from edgefree.pipeline import build as run_build
     from edgefree.targets import load_target
 
-    load_target(target)  # fail fast, before any work, on an unknown target
+    profile = load_target(target)  # fail fast, before any work, on an unknown target
+    kinds = [k.strip() for k in (pruning or ",".join(profile.pruning)).split(",") if k.strip()]
+    stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
+              "channel": lambda: ChannelPruning(ratio=channel_ratio, macs_target=macs_target, depth=depth,
+                                                importance=channel_importance, round_to=round_to)}
+    unknown = [k for k in kinds if k not in stages]
+    if unknown or not kinds:
+        raise click.BadParameter(f"{pruning!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
     recipe = recipe or (DEFAULT_RECIPE if model else DEMO_RECIPE)
     chosen = named_recipe(recipe)
     config = BuildConfig(
         target=target, out=out, model=model, arch=arch, num_classes=num_classes, eval_data=eval_data,
         seed=seed, device=device, recipe=recipe,
-        prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
+        prune=tuple(stages[k]() for k in kinds),
         synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
         reconstruct=chosen.reconstruct.replace(images=reconstruct_images),
         distill=chosen.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16),
@@ -65,7 +83,8 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
-                   f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%)")
+                   f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
+                   f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
     report_export(report["export"])
     report_bench(report["bench"])
     click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/")

@@ -14,8 +14,9 @@ from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL
 from edgefree.errors import EdgefreeError
 from edgefree.export import export_student
-from edgefree.models import InputSpec, create_model, load_checkpoint
+from edgefree.models import InputSpec
 from edgefree.recover import SyntheticSet
+from edgefree.recover.saved import load_student
 from edgefree.report import write_report
 from edgefree.targets import load_target
 
@@ -39,8 +40,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
                             "run `edgefree build --out DIR` first and pass that DIR")
     report = json.loads((build_dir / "report.json").read_text())
     spec = InputSpec(**{key: tuple(value) for key, value in report["model"]["input"].items()})
-    student = load_checkpoint(create_model(report["model"]["arch"], report["config"]["num_classes"], spec),
-                              build_dir / "student.pt")
+    student = load_student(build_dir, report["model"]["arch"], report["config"]["num_classes"], spec)
     built_eval = report["config"]["eval_data"] if report["config"]["model"] else DEMO_EVAL
     source = eval_data or built_eval
     folder = Path(out) if out else build_dir / "artifacts"

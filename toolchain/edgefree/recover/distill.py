@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
-from edgefree.recover.prune import Pruned, apply_masks
+from edgefree.recover.prune import Student, apply_masks
 from edgefree.recover.synthesize import SyntheticSet
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -68,15 +68,20 @@ def _mix(x: torch.Tensor, alpha: float, g: torch.Generator) -> torch.Tensor:
 
 
 class _BatchNormOutputs:
-    """Collects every BatchNorm output of a model in forward order (the features to match)."""
+    """Collects the outputs of the named BatchNorm layers of a model in one forward pass (the features to match)."""
 
-    def __init__(self, model: nn.Module):
-        self.outputs: list[torch.Tensor] = []
-        self.handles = [m.register_forward_hook(lambda _m, _i, out: self.outputs.append(out))
-                        for m in model.modules() if isinstance(m, _BN)]
+    def __init__(self, model: nn.Module, names: list[str]):
+        self.outputs: dict[str, torch.Tensor] = {}
+        modules = dict(model.named_modules())
+        self.handles = [modules[name].register_forward_hook(self._keep(name)) for name in names]
 
-    def take(self) -> list[torch.Tensor]:
-        outputs, self.outputs = self.outputs, []
+    def _keep(self, name: str):
+        def hook(_module, _inputs, output):
+            self.outputs[name] = output
+        return hook
+
+    def take(self) -> dict[str, torch.Tensor]:
+        outputs, self.outputs = self.outputs, {}
         return outputs
 
     def remove(self) -> None:
@@ -84,9 +89,26 @@ class _BatchNormOutputs:
             h.remove()
 
 
-def feature_loss(student_features: list[torch.Tensor], teacher_features: list[torch.Tensor]) -> torch.Tensor:
-    """Mean over layers of the mean squared difference of matching feature maps."""
-    return sum(F.mse_loss(s.float(), t.float()) for s, t in zip(student_features, teacher_features)) / len(teacher_features)
+def feature_pairs(teacher: nn.Module, student: Student) -> dict[str, list[int] | None]:
+    """The BatchNorm layers whose outputs the student can match, each with the teacher's channels it kept
+    (None: all). Layers of removed blocks have no twin and are left out."""
+    teacher_bns = {name: m for name, m in teacher.named_modules() if isinstance(m, _BN)}
+    pairs = {}
+    for name, m in student.model.named_modules():
+        if isinstance(m, _BN) and name in teacher_bns:
+            size = teacher_bns[name].num_features
+            pairs[name] = None if m.num_features == size else student.plan.kept(name, size)
+    return pairs
+
+
+def feature_loss(student_features: dict[str, torch.Tensor], teacher_features: dict[str, torch.Tensor],
+                 pairs: dict[str, list[int] | None]) -> torch.Tensor:
+    """Mean over paired layers of the mean squared difference of their feature maps (on the kept channels)."""
+    total = 0.0
+    for name, kept in pairs.items():
+        t = teacher_features[name] if kept is None else teacher_features[name][:, kept]
+        total = total + F.mse_loss(student_features[name].float(), t.float())
+    return total / len(pairs)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -96,19 +118,19 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean", log_target=True) * t * t
 
 
-def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
+def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
-            progress: bool = True) -> Pruned:
+            progress: bool = True) -> Student:
     """Train a copy of the pruned student to match the teacher on ``synthetic`` images (a set that
     carries its generator gives new images every epoch after the first).
 
-    Returns a ``Pruned`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
+    Returns a ``Student`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
     epoch, whether bf16 ran); the input is untouched. Raises ``DivergenceError`` if the loss
     becomes NaN or infinite.
 
     Example:
         >>> from edgefree.demo import default_teacher
-        >>> from edgefree.config import PruneConfig, SynthesisConfig
+        >>> from edgefree.config import MagnitudePruning, SynthesisConfig
         >>> from edgefree.recover import prune, synthesize
         >>> teacher = default_teacher()
         >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
@@ -128,7 +150,8 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
                             "BatchNorm layers: set feature_weight to 0")
-    features = (_BatchNormOutputs(student), _BatchNormOutputs(teacher)) if config.feature_weight else None
+    pairs = feature_pairs(teacher, pruned) if config.feature_weight else {}
+    features = (_BatchNormOutputs(student, list(pairs)), _BatchNormOutputs(teacher, list(pairs))) if pairs else None
     history, started = [], time.perf_counter()
     bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
     try:
@@ -149,7 +172,7 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
                     loss = kd_loss(student(x).float(), target, config.temperature)
                     if features:
                         student_features, teacher_features = features[0].take(), features[1].take()
-                        loss = loss + config.feature_weight * feature_loss(student_features, teacher_features)
+                        loss = loss + config.feature_weight * feature_loss(student_features, teacher_features, pairs)
                 if not torch.isfinite(loss):
                     raise DivergenceError(
                         f"distillation diverged in epoch {epoch} (loss {loss.item()}): the student is not "
@@ -169,4 +192,4 @@ def distill(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
         for hooks in features or ():
             hooks.remove()
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
-    return Pruned(student.eval(), {k: v.clone() for k, v in pruned.masks.items()}, stats)
+    return pruned.with_model(student.eval(), stats)

@@ -1,53 +1,131 @@
-"""Global magnitude pruning over all conv and linear weights, with exact masks."""
+"""``prune(model, config)``: the config type picks the pruning, and the result is a ``Student``.
+
+* ``MagnitudePruning``: global magnitude pruning of conv and linear weights, with exact masks.
+  Storage shrinks; dense runtimes still compute every zero.
+* ``ChannelPruning``: whole channels and residual blocks go (``edgefree.recover.channels``), so
+  the student is smaller *and* faster on every runtime.
+* Both, channel first: ``prune(model, [ChannelPruning(...), MagnitudePruning(...)])``.
+
+Every later stage reads the student's ``plan`` (what was removed) instead of assuming the
+student has the teacher's shapes.
+"""
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from edgefree.config import PruneConfig
+from edgefree.config import ChannelPruning, MagnitudePruning
 from edgefree.errors import EdgefreeError
 
-PRUNABLE = (nn.Conv2d, nn.Linear)
+PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass
-class Pruned:
-    """A pruned copy of the teacher and its masks (True = weight kept), keyed by parameter name."""
+class PrunePlan:
+    """What pruning removed from the teacher.
+
+    ``removed_blocks``: residual blocks replaced by the identity (module names). ``channels``: the
+    Torch-Pruning operations applied after that, in order, as (module name, operation, removed
+    indices), e.g. ``("layer1.0.conv1", "prune_out_channels", [3, 7])``. ``masks``: the weights
+    kept (True) by magnitude pruning, keyed by the *student's* parameter names.
+    """
+
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    channels: list[tuple[str, str, list[int]]] = field(default_factory=list)
+    removed_blocks: list[str] = field(default_factory=list)
+
+    def kept(self, module: str, size: int, operation: str = "prune_out_channels") -> list[int]:
+        """Indices of the teacher's ``size`` channels of ``module`` that the student keeps."""
+        removed = {i for name, op, idxs in self.channels if name == module and op == operation for i in idxs}
+        return [i for i in range(size) if i not in removed]
+
+    def to_json(self) -> dict:
+        """The structural part (masks excluded: the student's zeros carry them)."""
+        return {"removed_blocks": list(self.removed_blocks),
+                "channels": [[name, op, list(map(int, idxs))] for name, op, idxs in self.channels]}
+
+    @classmethod
+    def from_json(cls, values: dict) -> "PrunePlan":
+        try:
+            return cls(channels=[(str(n), str(op), [int(i) for i in idxs]) for n, op, idxs in values["channels"]],
+                       removed_blocks=[str(b) for b in values["removed_blocks"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgefreeError(f"the pruning plan is malformed ({exc!r}): it must hold 'removed_blocks' and "
+                                "'channels' as written by edgefree") from exc
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        """Shrink a fresh copy of the teacher's architecture, in place, to the student's shapes."""
+        from edgefree.recover.channels import replay
+
+        return replay(model, self)
+
+
+@dataclass
+class Student:
+    """A compressed copy of the teacher: ``model``, its ``plan``, and ``stats`` of the stage that made it."""
 
     model: nn.Module
-    masks: dict[str, torch.Tensor]
-    stats: dict = field(default_factory=dict)  # what a later stage (reconstruct) did to the weights
+    plan: PrunePlan
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        return self.plan.masks
+
+    def with_model(self, model: nn.Module, stats: dict) -> "Student":
+        """A new Student with ``model`` and the same plan (masks copied)."""
+        plan = PrunePlan({k: v.clone() for k, v in self.plan.masks.items()}, list(self.plan.channels),
+                         list(self.plan.removed_blocks))
+        return Student(model, plan, stats)
 
 
-def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False) -> dict[str, torch.Tensor]:
-    """Weights of every conv and linear layer, in module order, optionally without the first and last."""
-    weights = {f"{name}.weight": m.weight for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
-    if keep_first_last_dense and len(weights) > 2:
-        names = list(weights)
-        weights = {n: weights[n] for n in names[1:-1]}
-    return weights
+def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filter_fn=None) -> dict[str, torch.Tensor]:
+    """Weights of every conv and linear layer, in module order, optionally without the first and last,
+    and without the layers ``filter_fn(module, name)`` returns False for."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    if keep_first_last_dense and len(layers) > 2:
+        layers = layers[1:-1]
+    return {f"{name}.weight": m.weight for name, m in layers if filter_fn is None or filter_fn(m, name)}
 
 
-def prune(model: nn.Module, config: PruneConfig = PruneConfig()) -> Pruned:
-    """Zero the ``config.sparsity`` fraction of smallest-magnitude weights, ranked globally.
+def prune(model: nn.Module, config: MagnitudePruning | ChannelPruning | Sequence = MagnitudePruning(),
+          dreams=None, progress: bool = False) -> Student:
+    """Prune a copy of ``model`` as ``config`` says (a sequence: each in turn); the input is untouched.
 
-    Exactly ``round(sparsity * n)`` of the ``n`` eligible weights are masked (ties broken
-    by position), so the reported sparsity is the requested one. The input model is untouched.
+    ``dreams`` (a SyntheticSet) is needed by the criteria measured on synthetic images: channel
+    importance "taylor", and the choice of residual blocks to remove (``depth``).
 
     Example:
         >>> from edgefree.models import create_model
-        >>> pruned = prune(create_model("digits-cnn"), PruneConfig(sparsity=0.5))
-        >>> round(sparsity_report(pruned.model)["overall"], 2)
+        >>> student = prune(create_model("digits-cnn"), MagnitudePruning(sparsity=0.5))
+        >>> round(sparsity_report(student.model)["overall"], 2)
         0.5
     """
-    student = copy.deepcopy(model).eval()
-    weights = prunable_weights(student, config.keep_first_last_dense)
+    configs = list(config) if isinstance(config, (list, tuple)) else [config]
+    student = Student(copy.deepcopy(model).eval(), PrunePlan())
+    for step in configs:
+        if isinstance(step, ChannelPruning):
+            from edgefree.recover.channels import prune_channels
+
+            student = prune_channels(model, step, dreams, progress)
+        elif isinstance(step, MagnitudePruning):
+            student.plan.masks = magnitude_masks(student.model, step)
+            apply_masks(student.model, student.plan.masks)
+        else:
+            raise EdgefreeError(f"unknown pruning config {type(step).__name__}: use MagnitudePruning or ChannelPruning")
+    return student
+
+
+def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> dict[str, torch.Tensor]:
+    """Masks keeping all but the ``round(sparsity * n)`` smallest of the ``n`` eligible weights (ties by position)."""
+    weights = prunable_weights(model, config.keep_first_last_dense, config.filter_fn)
     if not weights:
-        raise EdgefreeError("the model has no Conv2d or Linear layers to prune")
+        raise EdgefreeError("the model has no Conv1d, Conv2d or Linear layers to prune")
     magnitudes = torch.cat([w.detach().abs().flatten() for w in weights.values()])
     n_pruned = round(config.sparsity * magnitudes.numel())
     keep = torch.ones_like(magnitudes, dtype=torch.bool)
@@ -57,8 +135,7 @@ def prune(model: nn.Module, config: PruneConfig = PruneConfig()) -> Pruned:
     for name, w in weights.items():
         masks[name] = keep[offset:offset + w.numel()].view_as(w).clone()
         offset += w.numel()
-    apply_masks(student, masks)
-    return Pruned(student, masks)
+    return masks
 
 
 @torch.no_grad()

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import ReconstructConfig
-from edgefree.recover.prune import PRUNABLE, Pruned
+from edgefree.recover.prune import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
 
 
@@ -127,10 +127,14 @@ def _inputs(model: nn.Module, layer: nn.Module, batches: list[torch.Tensor]) -> 
 
 def _patches(layer: nn.Module, x: torch.Tensor, group: int) -> torch.Tensor:
     """What each output row of ``layer`` in ``group`` reads, as (N, d, L): im2col for a conv, a 1 for a bias."""
-    if isinstance(layer, nn.Conv2d):
+    if isinstance(layer, (nn.Conv1d, nn.Conv2d)):
         per_group = layer.in_channels // layer.groups
         x = x[:, group * per_group:(group + 1) * per_group]
-        x = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
+        if isinstance(layer, nn.Conv1d):  # a 1-D convolution is a 2-D one over a height of 1
+            x = F.unfold(x.unsqueeze(2), (1, *layer.kernel_size), (1, *layer.dilation), (0, *layer.padding),
+                         (1, *layer.stride))
+        else:
+            x = F.unfold(x, layer.kernel_size, layer.dilation, layer.padding, layer.stride)
     else:
         x = x.reshape(-1, x.shape[-1]).T[None]
     if layer.bias is not None:
@@ -143,13 +147,32 @@ def _rows(layer: nn.Module, group: int) -> slice:
     return slice(group * per_group, (group + 1) * per_group)
 
 
+def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damping: float) -> torch.Tensor:
+    """Per output row r: (G[S_r, S_r] + damping) w = targets[S_r, r]; rows that keep every input in one solve."""
+    damp = damping * gram.diagonal().mean().clamp_min(1e-12)
+    eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    fitted = torch.zeros(keep.shape, dtype=torch.float64, device=gram.device)
+    full = keep.all(1)
+    if full.any():
+        fitted[full] = torch.linalg.solve(gram + damp * eye, targets[:, full]).T
+    for r in (~full).nonzero().squeeze(1).tolist():
+        kept = keep[r].nonzero().squeeze(1)
+        if len(kept):
+            fitted[r, kept] = torch.linalg.solve(gram[kept][:, kept] + damp * eye[:len(kept), :len(kept)],
+                                                 targets[kept, r])
+    return fitted
+
+
 @torch.no_grad()
-def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tensor,
+def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tensor, kept_outputs: list[int] | None,
            teacher_inputs: list[torch.Tensor], student_inputs: list[torch.Tensor], damping: float) -> None:
-    """Normal equations per output row: (X_s[S] X_s[S]^T + damping) w_S = X_s[S] y_teacher."""
+    """Normal equations per output row: (X_s[S] X_s[S]^T + damping) w_S = X_s[S] y_teacher, where the
+    student keeps the teacher's output channels ``kept_outputs`` (None: all of them)."""
     outputs = [teacher_layer(x) for x in teacher_inputs]
-    for group in range(getattr(teacher_layer, "groups", 1)):
-        rows = _rows(teacher_layer, group)
+    if kept_outputs is not None:
+        outputs = [y[:, kept_outputs] for y in outputs]
+    for group in range(getattr(student_layer, "groups", 1)):
+        rows = _rows(student_layer, group)
         gram = targets = 0
         for xs, y in zip(student_inputs, outputs):
             patches = _patches(student_layer, xs, group)  # (N, d, L)
@@ -161,29 +184,31 @@ def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tenso
         keep = mask[rows].reshape(rows.stop - rows.start, -1)
         if student_layer.bias is not None:
             keep = torch.cat([keep, keep.new_ones(len(keep), 1)], 1)
-        damp = damping * gram.diagonal().mean().clamp_min(1e-12)
-        fitted = torch.zeros(keep.shape, dtype=torch.float64, device=gram.device)
-        for r in range(len(keep)):
-            kept = keep[r].nonzero().squeeze(1)
-            if len(kept) == 0:
-                continue
-            a = gram[kept][:, kept] + damp * torch.eye(len(kept), dtype=gram.dtype, device=gram.device)
-            fitted[r, kept] = torch.linalg.solve(a, targets[kept, r])
+        fitted = _solve(gram, targets, keep, damping)
         if student_layer.bias is not None:
             student_layer.bias[rows] = fitted[:, -1].to(student_layer.bias.dtype)
             fitted = fitted[:, :-1]
         student_layer.weight[rows] = fitted.reshape_as(student_layer.weight[rows]).to(student_layer.weight.dtype)
 
 
+def _layers_to_refit(student: Student, teacher_modules: dict) -> list[str]:
+    """Every masked layer; after channel or block pruning, every conv and linear layer the teacher also has
+    (a layer whose inputs lost channels, or whose input now comes by another path, needs new weights)."""
+    structural = bool(student.plan.channels or student.plan.removed_blocks)
+    return [name for name, m in student.model.named_modules() if isinstance(m, PRUNABLE) and name in teacher_modules
+            and (structural or f"{name}.weight" in student.masks)]
+
+
 @torch.no_grad()
-def reconstruct(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
+def reconstruct(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
                 config: ReconstructConfig = ReconstructConfig(), device: str = "cpu",
-                progress: bool = True) -> Pruned:
+                progress: bool = True) -> Student:
     """Refit the kept weights of every pruned layer, in forward order, to the teacher's outputs.
 
-    Uses the first ``config.images`` synthetic images; masks are unchanged. Returns a new
-    ``Pruned`` whose ``stats`` say what was done; the input is untouched (``images=0``: the new
-    ``Pruned`` shares its model and masks, as nothing is refit).
+    Uses the first ``config.images`` synthetic images; masks and channels are unchanged. A
+    channel-pruned layer is fit to the teacher's outputs on the channels it keeps, from the input
+    channels it keeps. Returns a new ``Student`` whose ``stats`` say what was done; the input is
+    untouched (``images=0``: the new ``Student`` shares its model, as nothing is refit).
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -195,21 +220,26 @@ def reconstruct(teacher: nn.Module, pruned: Pruned, synthetic: SyntheticSet,
     """
     started = time.perf_counter()
     if config.images == 0:
-        return Pruned(pruned.model, pruned.masks, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0})
+        return Student(pruned.model, pruned.plan, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0})
     teacher = teacher.eval().to(device)
     student = copy.deepcopy(pruned.model).eval().to(device)
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
-    layers = [name for name, m in student.named_modules() if isinstance(m, PRUNABLE) and f"{name}.weight" in pruned.masks]
+    layers = _layers_to_refit(pruned, modules_t)
     batches = [b.to(device) for b in synthetic.images[:config.images].split(config.batch_size)]
     teacher_inputs, student_inputs = _LayerInputs(teacher, batches), _LayerInputs(student, batches)
     skipped = []  # layers the forward pass never calls: nothing to fit them to
     for name in tqdm(layers, desc="reconstruct", unit="layer", disable=not progress, leave=False):
         inputs_t, inputs_s = teacher_inputs(name), student_inputs(name)
-        if inputs_t is None:
+        if inputs_t is None or inputs_s is None:
             skipped.append(name)
             continue
-        _refit(modules_t[name], modules_s[name], pruned.masks[f"{name}.weight"].to(device), inputs_t, inputs_s,
-               config.damping)
+        layer_s = modules_s[name]
+        mask = pruned.masks.get(f"{name}.weight")
+        mask = torch.ones_like(layer_s.weight, dtype=torch.bool) if mask is None else mask.to(device)
+        size = modules_t[name].weight.shape[0]
+        kept = pruned.plan.kept(name, size) if pruned.plan.channels else None
+        _refit(modules_t[name], layer_s, mask, kept if kept is not None and len(kept) < size else None,
+               inputs_t, inputs_s, config.damping)
     stats = {"seconds": time.perf_counter() - started, "layers": len(layers) - len(skipped), "skipped": skipped,
              "images": min(config.images, len(synthetic))}
-    return Pruned(student, {k: v.clone() for k, v in pruned.masks.items()}, stats)
+    return pruned.with_model(student, stats)

@@ -1,0 +1,214 @@
+"""Structured pruning: remove whole channels (Torch-Pruning's DepGraph) and whole residual blocks.
+
+DepGraph couples the channels that must go together (a residual addition ties every layer
+that writes to it; a depthwise convolution ties its input to its output). One trap: an op it
+does not know is taken to keep the channel count, and the CIFAR ResNets' option-A shortcut
+zero-pads channels. A group whose dependencies pass through such a pad is therefore left
+alone: there only each block's inner channels are pruned, which is provably safe.
+
+Depth: a residual block whose shortcut is the identity can be replaced by the identity. The
+blocks whose removal changes the teacher's outputs on the synthetic images least go first.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+import torch_pruning as tp
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgefree.config import ChannelPruning
+from edgefree.cost import count_macs, count_params
+from edgefree.errors import EdgefreeError
+from edgefree.recover.prune import PRUNABLE, PrunePlan, Student
+
+_UNSAFE_OPS = ("ConstantPadNd", "ReflectionPad", "ReplicationPad")  # change the channel count unseen by DepGraph
+_SCORE_IMAGES = 256
+
+
+def _example(model: nn.Module) -> torch.Tensor:
+    return model.input_spec.example_inputs(2)[0].to(next(model.parameters()).device)
+
+
+def identity_residual_blocks(model: nn.Module) -> list[str]:
+    """Names of the residual blocks whose shortcut is the identity (so the block may become one):
+    edgefree's CIFAR ResNets, torchvision's ResNet blocks without downsampling, and inverted
+    residuals (MobileNetV2/V3) that use their residual connection."""
+    names = []
+    for name, m in model.named_modules():
+        if not name:
+            continue
+        if (getattr(m, "use_res_connect", False) is True
+                or (hasattr(m, "downsample") and hasattr(m, "conv2") and m.downsample is None)
+                or isinstance(getattr(m, "shortcut", None), nn.Identity)):
+            names.append(name)
+    return names
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
+
+
+@torch.no_grad()
+def _block_scores(model: nn.Module, blocks: list[str], images: torch.Tensor) -> dict[str, float]:
+    """KL divergence of the model's outputs with each block skipped from its outputs with all blocks."""
+    reference = F.log_softmax(model(images), 1)
+    scores = {}
+    for name in blocks:
+        handle = model.get_submodule(name).register_forward_hook(lambda _m, inputs, _out: inputs[0])
+        try:
+            skipped = F.log_softmax(model(images), 1)
+        finally:
+            handle.remove()
+        scores[name] = F.kl_div(skipped, reference, log_target=True, reduction="batchmean").item()
+    return scores
+
+
+def _remove_blocks(model: nn.Module, depth: float, dreams) -> tuple[list[str], dict[str, float]]:
+    blocks = identity_residual_blocks(model)
+    count = round(depth * len(blocks))
+    if not count:
+        return [], {}
+    if dreams is None:
+        raise EdgefreeError("depth pruning ranks residual blocks on the synthetic images: pass dreams to prune()")
+    scores = _block_scores(model, blocks, dreams.images[:_SCORE_IMAGES].to(next(model.parameters()).device))
+    removed = sorted(sorted(blocks, key=scores.get)[:count], key=blocks.index)
+    for name in removed:
+        _set_module(model, name, nn.Identity())
+    return removed, scores
+
+
+def _importance(name: str):
+    return {"l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+            "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+            "bn_scale": tp.importance.BNScaleImportance,
+            "taylor": tp.importance.GroupTaylorImportance}[name]()
+
+
+def _ignored(model: nn.Module, graph: tp.DependencyGraph, config: ChannelPruning) -> list[nn.Module]:
+    """Layers whose output channels stay: the filter's, first and last if asked, the classifier, and
+    every layer of a group that passes through an op which changes the channel count unseen."""
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    ignored = {m for name, m in layers if config.filter_fn is not None and not config.filter_fn(m, name)}
+    ignored.add(layers[-1][1])  # its outputs are the model's
+    if config.keep_first_last_dense:
+        ignored.add(layers[0][1])
+    for group in graph.get_all_groups(root_module_types=list(PRUNABLE)):
+        if any(op in dep.target.name for dep, _ in group for op in _UNSAFE_OPS):
+            ignored.update(dep.target.module for dep, _ in group
+                           if isinstance(dep.target.module, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler))
+    return list(ignored)
+
+
+def _taylor_gradients(model: nn.Module, dreams) -> None:
+    """Gradients of the cross-entropy to the dreams' target labels: what the Taylor criterion reads."""
+    if dreams is None:
+        raise EdgefreeError("channel importance 'taylor' is measured on the synthetic images: pass dreams to prune()")
+    device = next(model.parameters()).device
+    model.zero_grad()
+    for batch, labels in zip(dreams.images[:_SCORE_IMAGES * 4].split(_SCORE_IMAGES),
+                             dreams.labels[:_SCORE_IMAGES * 4].split(_SCORE_IMAGES)):
+        F.cross_entropy(model(batch.to(device)), labels.to(device)).backward()
+
+
+def _kept_count(channels: int, ratio: float, round_to: int) -> int:
+    """Channels a layer keeps: ``1 - ratio`` of them, rounded to a multiple of ``round_to`` (at least one multiple)."""
+    if channels <= round_to:
+        return channels
+    return min(channels, max(round_to, round(channels * (1 - ratio) / round_to) * round_to))
+
+
+def _grouped(group) -> bool:
+    """A group through a grouped (not depthwise) convolution: removing single channels would break its groups."""
+    return any(isinstance(dep.target.module, (nn.Conv1d, nn.Conv2d))
+               and 1 < dep.target.module.groups < dep.target.module.out_channels for dep, _ in group)
+
+
+def _prune_at(model: nn.Module, config: ChannelPruning, ratio: float, dreams) -> tuple[nn.Module, list]:
+    """A copy of ``model`` with ``ratio`` of every prunable group's channels removed (the least important,
+    rounded to ``config.round_to``), and the operations applied."""
+    model = copy.deepcopy(model).eval()
+    if ratio == 0:
+        return model, []
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example(model))
+    names = {m: name for name, m in model.named_modules()}
+    if config.importance == "taylor":
+        _taylor_gradients(model, dreams)
+    importance = _importance(config.importance)
+    plans = []  # (root layer, its out-channel pruning function, indices): ranked before anything changes
+    for group in graph.get_all_groups(ignored_layers=_ignored(model, graph, config), root_module_types=list(PRUNABLE)):
+        if _grouped(group):
+            continue
+        scores = importance(group)
+        if scores is None:
+            continue
+        keep = _kept_count(len(scores), ratio, config.round_to)
+        if keep < len(scores):
+            root = group[0].dep
+            plans.append((root.target.module, root.handler, torch.argsort(scores)[:len(scores) - keep].tolist()))
+    operations = []
+    with torch.no_grad():
+        for layer, handler, idxs in plans:
+            group = graph.get_pruning_group(layer, handler, idxs)
+            for dep, group_idxs in group:
+                if dep.target.module in names:
+                    operations.append((names[dep.target.module], dep.handler.__name__, sorted(int(i) for i in group_idxs)))
+            group.prune()
+    model.zero_grad(set_to_none=True)
+    return model, operations
+
+
+def _search_ratio(model: nn.Module, config: ChannelPruning, target_macs: float, dreams, progress: bool) -> float:
+    """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection)."""
+    example = _example(model)
+    low, high, best = 0.0, 0.95, (float("inf"), 0.0)
+    for _ in tqdm(range(8), desc="macs target", unit="try", disable=not progress, leave=False):
+        ratio = (low + high) / 2
+        macs = count_macs(_prune_at(model, config, ratio, dreams)[0], example)
+        best = min(best, (abs(macs - target_macs), ratio))
+        low, high = (ratio, high) if macs > target_macs else (low, ratio)
+    return best[1]
+
+
+def prune_channels(model: nn.Module, config: ChannelPruning, dreams=None, progress: bool = False) -> Student:
+    """Remove ``config.depth`` of the identity residual blocks, then channels, from a copy of ``model``."""
+    started = time.perf_counter()
+    example = _example(model)
+    teacher = {"macs": count_macs(model, example), "params": count_params(model)}
+    base = copy.deepcopy(model).eval()
+    removed, scores = _remove_blocks(base, config.depth, dreams)
+    ratio = config.ratio
+    if config.macs_target is not None:
+        ratio = _search_ratio(base, config, config.macs_target * teacher["macs"], dreams, progress)
+    student, operations = _prune_at(base, config, ratio, dreams)
+    if not removed and not operations and (config.ratio or config.macs_target):
+        raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
+                            "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
+                            "operation that changes their count); use --pruning magnitude")
+    macs = count_macs(student, example)
+    stats = {"seconds": time.perf_counter() - started, "ratio": ratio, "removed_blocks": removed,
+             "block_scores": scores, "teacher_macs": teacher["macs"], "teacher_params": teacher["params"],
+             "macs": macs, "params": count_params(student), "macs_kept": macs / teacher["macs"]}
+    return Student(student, PrunePlan(channels=operations, removed_blocks=removed), stats)
+
+
+def replay(model: nn.Module, plan: PrunePlan) -> nn.Module:
+    """Apply ``plan`` to a fresh instance of the teacher's architecture (in place): the student's shapes."""
+    modules = dict(model.named_modules())
+    try:
+        for name in plan.removed_blocks:
+            modules[name]  # noqa: B018 (KeyError: the plan names a block this model lacks)
+            _set_module(model, name, nn.Identity())
+        modules = dict(model.named_modules())
+        for name, operation, idxs in plan.channels:
+            module = modules[name]
+            getattr(tp.pruner.function.PrunerBox[tp.ops.module2type(module)], operation)(module, idxs)
+    except (KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        raise EdgefreeError(f"the pruning plan does not fit this architecture ({type(exc).__name__}: {exc}): "
+                            "use the plan written with this checkpoint, and the teacher's --arch") from exc
+    return model

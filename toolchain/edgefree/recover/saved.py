@@ -1,0 +1,51 @@
+"""A student on disk: ``student.pt`` (state_dict), ``student-plan.json`` (what pruning removed) and
+``student.pt2`` (a ``torch.export`` program that loads without edgefree or the teacher's code).
+
+    >>> program = torch.export.load("edgefree-out/student.pt2").module()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgefree.errors import CheckpointError, EdgefreeError
+from edgefree.models import InputSpec, create_model, load_checkpoint
+from edgefree.recover.prune import PrunePlan, Student
+
+WEIGHTS, PLAN, PROGRAM = "student.pt", "student-plan.json", "student.pt2"
+
+
+def save_student(student: Student, folder: Path) -> list[Path]:
+    """Write the student's weights, plan and exported program into ``folder``; returns the paths."""
+    folder = Path(folder)
+    model = student.model.cpu().eval()
+    torch.save(model.state_dict(), folder / WEIGHTS)
+    (folder / PLAN).write_text(json.dumps(student.plan.to_json(), indent=1) + "\n")
+    program = torch.export.export(model, model.input_spec.example_inputs())
+    torch.export.save(program, folder / PROGRAM)
+    return [folder / WEIGHTS, folder / PLAN, folder / PROGRAM]
+
+
+def load_student(folder: Path, arch: str, num_classes: int = 10, input_spec: InputSpec | None = None) -> nn.Module:
+    """The student saved in ``folder``: ``arch`` shrunk by its plan (none: the teacher's shapes), weights loaded.
+
+    A plan that does not fit the architecture, or weights that do not fit the plan, is a clear error.
+    """
+    folder = Path(folder)
+    model = create_model(arch, num_classes, input_spec)
+    plan_path = folder / PLAN
+    if plan_path.is_file():
+        try:
+            values = json.loads(plan_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgefreeError(f"{plan_path} is not a readable pruning plan ({exc}): rebuild the student") from exc
+        PrunePlan.from_json(values).apply(model)
+    try:
+        return load_checkpoint(model, folder / WEIGHTS)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} The pruning plan {plan_path.name} does not fit {WEIGHTS}: keep the two files "
+                              "of one build together") from exc
