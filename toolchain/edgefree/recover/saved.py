@@ -25,7 +25,8 @@ def save_student(student: Student, folder: Path) -> list[Path]:
     model = student.model.cpu().eval()
     torch.save(model.state_dict(), folder / WEIGHTS)
     (folder / PLAN).write_text(json.dumps(student.plan.to_json(), indent=1) + "\n")
-    program = torch.export.export(model, model.input_spec.example_inputs())
+    program = torch.export.export(model, model.input_spec.example_inputs(2),  # any batch size
+                                  dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
     torch.export.save(program, folder / PROGRAM)
     return [folder / WEIGHTS, folder / PLAN, folder / PROGRAM]
 
