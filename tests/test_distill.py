@@ -71,9 +71,14 @@ def test_feature_matching_and_bf16_recover_and_clean_up(teacher, digits, recover
 def test_feature_loss_is_zero_only_for_equal_features():
     from edgefree.recover.distill import feature_loss
 
-    a = [torch.ones(2, 3, 4, 4), torch.zeros(2, 5)]
-    assert feature_loss(a, [t.clone() for t in a]).item() == 0
-    assert feature_loss(a, [a[0] + 1, a[1]]).item() == pytest.approx(0.5)
+    a = {"x": torch.ones(2, 3, 4, 4), "y": torch.zeros(2, 5)}
+    pairs = {"x": None, "y": None}
+    assert feature_loss(a, {k: t.clone() for k, t in a.items()}, pairs).item() == 0
+    assert feature_loss(a, {"x": a["x"] + 1, "y": a["y"]}, pairs).item() == pytest.approx(0.5)
+    # a student that kept channels 0 and 2 of the teacher's 3 is compared on those channels only
+    teacher = {"x": torch.stack([a["x"][:, 0], a["x"][:, 1] + 7, a["x"][:, 2]], 1), "y": a["y"]}
+    kept = {"x": {"x": a["x"][:, [0, 2]], "y": a["y"]}}
+    assert feature_loss(kept["x"], teacher, {"x": [0, 2], "y": None}).item() == 0
 
 
 def test_feature_matching_needs_batchnorm(recovered):

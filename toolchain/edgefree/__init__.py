@@ -3,7 +3,7 @@
 The pipeline, one public function per stage::
 
     teacher = load_model("resnet20-cifar", "teacher.pt")
-    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
+    pruned = prune(teacher, ChannelPruning(macs_target=0.5))  # or MagnitudePruning(sparsity=0.75), or both
     dreams = synthesize(teacher, SynthesisConfig())
     refit = reconstruct(teacher, pruned, dreams, ReconstructConfig())
     student = distill(teacher, refit, dreams, DistillConfig()).model
@@ -21,8 +21,9 @@ _EXPORTS = {
     "EdgefreeError": "edgefree.errors",
     "create_model": "edgefree.models", "load_model": "edgefree.models", "list_models": "edgefree.models",
     "prune": "edgefree.recover", "synthesize": "edgefree.recover", "reconstruct": "edgefree.recover",
-    "distill": "edgefree.recover",
-    "MagnitudePruning": "edgefree.config", "SynthesisConfig": "edgefree.config", "ReconstructConfig": "edgefree.config",
+    "distill": "edgefree.recover", "Student": "edgefree.recover",
+    "MagnitudePruning": "edgefree.config", "ChannelPruning": "edgefree.config", "SynthesisConfig": "edgefree.config",
+    "ReconstructConfig": "edgefree.config",
     "DistillConfig": "edgefree.config", "BuildConfig": "edgefree.config",
 }
 __all__ = list(_EXPORTS)
