@@ -103,7 +103,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
 
     with clock("load"):
         if config.model is None:
-            teacher, source, eval_source = default_teacher(config.seed), "built-in default (scikit-learn digits)", DEMO_EVAL
+            teacher, source, eval_source = default_teacher(), "built-in default (scikit-learn digits)", DEMO_EVAL
         else:
             teacher, source = load_model(config.arch, config.model, config.num_classes), str(config.model)
             eval_source = config.eval_data

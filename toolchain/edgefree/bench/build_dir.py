@@ -33,7 +33,7 @@ def _models(report: dict, build_dir: Path):
 
     config = report["config"]
     if config["model"] is None:
-        teacher, eval_source = default_teacher(config["seed"]), DEMO_EVAL
+        teacher, eval_source = default_teacher(), DEMO_EVAL
     else:
         teacher, eval_source = load_model(config["arch"], config["model"], config["num_classes"]), config["eval_data"]
     student = load_model(report["model"]["arch"], build_dir / "student.pt", config["num_classes"])
