@@ -30,7 +30,7 @@ import numpy as np
 
 from edgefree import remote
 from edgefree.errors import DeployError, MissingRuntimeError
-from edgefree.export.manifest import sha256 as _sha256
+from edgefree.export.unpack import sha256_file as _sha256
 from edgefree.report import render_markdown
 from edgefree.ssh import Device
 from edgefree.targets import Target, load_target

@@ -2,9 +2,9 @@
 
     teacher -> prune -> synthesize -> reconstruct -> distill -> evaluate -> export -> bench -> report
 
-Synthetic images are cached in the output folder, keyed by the teacher's weights,
-the synthesis config and the seed, so a rebuild with other distillation settings
-does not dream again.
+Synthetic images are cached in the output folder, keyed by edgefree's version, the
+teacher's weights, the synthesis config and the seed, so a rebuild with other
+distillation settings does not dream again, and a new version of edgefree does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from edgefree import __version__
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BuildConfig
@@ -46,7 +47,8 @@ class _Stopwatch(dict):
 
 
 def _fingerprint(teacher, config: BuildConfig) -> str:
-    h = hashlib.sha256(repr(sorted(config.synthesis.to_dict().items())).encode() + str(config.seed).encode())
+    h = hashlib.sha256(f"edgefree {__version__}|".encode() + repr(sorted(config.synthesis.to_dict().items())).encode()
+                       + str(config.seed).encode())
     for tensor in teacher.state_dict().values():
         h.update(tensor.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgefree.report import markdown_table
+from edgefree.markdown import markdown_table
 
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
 

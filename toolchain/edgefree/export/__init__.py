@@ -160,10 +160,12 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
 
     Example:
         >>> from edgefree.demo import default_teacher
-        >>> from edgefree.recover import gaussian_noise_set
+        >>> from edgefree.config import SynthesisConfig
+        >>> from edgefree.recover import synthesize
         >>> teacher = default_teacher()
+        >>> dreams = synthesize(teacher, SynthesisConfig(images=64, batch_size=64, iterations=2), progress=False)
         >>> manifest = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)),
-        ...                           Path("/tmp/ef-artifacts"), gaussian_noise_set(teacher.input_spec, 64, 10))  # doctest: +SKIP
+        ...                           Path("/tmp/ef-artifacts"), dreams)  # doctest: +SKIP
         >>> manifest["artifacts"][0]["name"]  # doctest: +SKIP
         'onnx-fp32'
     """
