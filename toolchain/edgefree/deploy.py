@@ -201,8 +201,9 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     Returns:
         The record also written to ``build_dir/flash.json`` (and as a section of ``report.md``).
 
-    Example:
-        >>> flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)  # doctest: +SKIP
+    Usage, with a device on the network::
+
+        flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)
     """
     if keep_releases < 1:
         raise DeployError(f"keep_releases must be >= 1 (the current release stays), got {keep_releases}")

@@ -49,8 +49,9 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                 out: Path | None = None) -> dict:
     """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
 
-    Example:
-        >>> result = bench_build(Path("edgefree-out"), "raspberry-pi-4")  # doctest: +SKIP
+    Usage, on a finished build::
+
+        result = bench_build(Path("edgefree-out"), "raspberry-pi-4")
     """
     from edgefree.data import load_eval_data
     from edgefree.recover import SyntheticSet

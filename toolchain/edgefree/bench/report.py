@@ -69,7 +69,7 @@ def _reading(native: dict) -> list[str]:
             if ratio < 1 - NOISE:
                 lines.append(f"- {runtime} {precision}: the student measured {100 * (1 - ratio):.0f}% faster, more "
                              f"than the {100 * NOISE:.0f}% run-to-run band; the zeros do not reduce a dense kernel's "
-                             "work, so see benchmarks/README.md for what does (re-run before relying on it).")
+                             "work (INT8 and fewer channels do), so re-run before relying on it.")
     teacher = _teacher_of(rows)
     for (runtime, precision), row in sorted(teacher.items()):
         fp32 = teacher.get((runtime, "fp32"))

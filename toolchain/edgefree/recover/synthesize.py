@@ -11,8 +11,8 @@ Cheaper variants:
   against the new labels, mirrored and mixed with fresh noise (``warm_start`` is the weight
   of the old image), so it needs far fewer steps than a batch started from noise;
 * multi-resolution: the first ``low_res_fraction`` of steps see a 2x average-pooled image
-  (a quarter of the cost). Measured on CIFAR ResNet-20 it does not pay: the BN loss jumps
-  when full resolution starts (benchmarks/README.md).
+  (a quarter of the cost). No recipe uses it: the BN loss jumps back up when full
+  resolution starts.
 """
 
 from __future__ import annotations
