@@ -98,6 +98,7 @@ def default_build(args, argv) -> None:
     work = Path(tempfile.mkdtemp(prefix="edgefree-default-build-"))
     shown = f"edgefree build --target {args.target}"
     print("$", shown, flush=True)
+    load = os.getloadavg()[0]  # other work on the machine stretches the wall time
     started = time.perf_counter()
     done = subprocess.run([str(edgefree), "build", "--target", args.target], cwd=work, text=True, capture_output=True,
                           env={**os.environ, "EDGEFREE_CACHE": str(work / "cache")})
@@ -112,8 +113,8 @@ def default_build(args, argv) -> None:
                   for row in (report["bench"] or {}).get("native", {}).get("rows", []) if not row["error"]]
     result = {
         "command": shown, "benchmark_command": "python benchmarks/build_time.py " + " ".join(argv or sys.argv[1:]),
-        "wall_seconds": round(wall, 1), "stage_seconds": report["seconds"], "accuracy": report["accuracy"],
-        "eval_images": report["eval_data"]["images"], "sparsity": report["sparsity"],
+        "wall_seconds": round(wall, 1), "load_average_at_start": round(load, 2), "stage_seconds": report["seconds"],
+        "accuracy": report["accuracy"], "eval_images": report["eval_data"]["images"], "sparsity": report["sparsity"],
         "recipe": report["synthesis"]["recipe"], "synthesis": report["synthesis"],
         "artifacts": [{k: a[k] for k in ("name", "bytes", "packed_bytes")} for a in report["export"]["artifacts"]],
         "bench_native": bench_rows, "console_stdout": done.stdout.splitlines(),
@@ -127,7 +128,7 @@ def default_build(args, argv) -> None:
     lines = [f"# `{shown}` on the built-in default", "",
              f"Produced by `{result['benchmark_command']}`, which ran `{shown}` in a fresh folder with an empty "
              "`EDGEFREE_CACHE`.", "",
-             f"- wall: **{wall:.0f} s**",
+             f"- wall: **{wall:.0f} s** (1-minute load average when it started: {load:.1f} on {m['cores']} cores)",
              f"- top-1 on the {result['eval_images']} held-out digits: teacher {a['teacher']:.2f} -> pruned {a['pruned']:.2f}"
              f" -> refit {a['reconstructed']:.2f} -> recovered **{a['recovered']:.2f}**; sparsity {report['sparsity']:.4f}; "
              f"recipe `{result['recipe']}`",
