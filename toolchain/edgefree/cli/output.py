@@ -8,8 +8,8 @@ import click
 
 def verbose_option(command):
     return click.option("--verbose", is_flag=True, show_envvar=True,
-                        help="Show runtime log lines and library warnings here, instead of only in build.log "
-                             "in the output folder.")(command)
+                        help="Show runtime log lines and library warnings here, instead of writing them to "
+                             "build.log in the output folder.")(command)
 
 
 def runtime_logs(verbose: bool, folder: Path):
