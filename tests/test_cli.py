@@ -82,7 +82,8 @@ def test_student_checkpoint_loads_with_the_zoo(built):
 
 def test_second_build_reuses_the_synthetic_set(built):
     out, _ = built
-    result = run("build", "--out", str(out), *TINY)
+    # one artifact is enough here: the check is that synthesis came from the cache
+    result = run("build", "--out", str(out), *TINY, "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "2")
     assert result.exit_code == 0
     assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
 
