@@ -39,8 +39,11 @@ from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.pipeline import build, synthesize_cached
-from edgefree.recover import SyntheticSet, distill, gaussian_noise_set, prune, recalibrate_batchnorm, reconstruct
-from edgefree.report import percent
+from edgefree.recover import SyntheticSet, distill, prune, reconstruct
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by the tests
+from baselines import gaussian_noise_set, recalibrate_batchnorm  # noqa: E402
+from edgefree.markdown import percent
 
 HERE = Path(__file__).resolve().parent
 TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}

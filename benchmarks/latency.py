@@ -34,7 +34,7 @@ from edgefree.export import export_student
 from edgefree.models import load_model
 from edgefree.pipeline import build
 from edgefree.recover import prune, synthesize
-from edgefree.report import markdown_table
+from edgefree.markdown import markdown_table
 from edgefree.targets import load_target
 
 HERE = Path(__file__).resolve().parent

@@ -14,7 +14,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Keep the demo-teacher and data caches of a test run apart from the user's."""
+    """Keep the data and exported-teacher caches of a test run apart from the user's."""
     import os
 
     cache = tmp_path_factory.mktemp("edgefree-cache")
@@ -36,7 +36,7 @@ def shared():
 
 @pytest.fixture(scope="session")
 def teacher():
-    """The built-in default teacher (trained once per test session, ~10 s)."""
+    """The built-in default teacher (its weights ship inside the package)."""
     from edgefree.demo import default_teacher
 
     return default_teacher()

@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from edgefree.bench import report as bench_report
 from edgefree.bench import runner
 from edgefree.cli import cli
+from edgefree.export.unpack import sha256_file
 
 RUNNER = Path(runner.__file__)
 UNPACK = RUNNER.parents[1] / "export" / "unpack.py"
@@ -81,7 +82,7 @@ def test_runner_is_standalone_and_unpacks_what_is_missing(default_build, tmp_pat
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     for file in onnx["files"]:
-        assert runner._sha256(device / file["path"]) == file["sha256"]
+        assert sha256_file(device / file["path"]) == file["sha256"]
     entry = json.loads((tmp_path / "r.json").read_text())["artifacts"]["onnx-fp32"]
     assert entry["error"] is None and entry["latency_ms"]["runs"] == 3
     logits = np.load(tmp_path / entry["outputs_npy"])

@@ -5,19 +5,29 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from edgefree.config import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("cifar10_recovery", ROOT / "benchmarks" / "cifar10_recovery.py")
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return _load("cifar10_recovery")
+
+
+@pytest.fixture(scope="module")
+def baselines():
+    return _load("baselines")
 
 
 def test_rows_build_the_recipes_they_name(bench, tmp_path):
@@ -102,3 +112,19 @@ def test_accuracy_goal_says_how_many_seeds_meet_it(bench):
     text = bench.render({"r56-75-fast": row})
     assert "goal (<= 1.0) NOT met." in text  # the row's own seed is 0.9 short, but the verdict is on the mean
     assert "within 1 point on 1 of 3 seeds; its mean is **1.07** points short" in text
+
+
+def test_bn_recalibration_baseline_changes_only_statistics(baselines, recovered):
+    pruned, dreams, _ = recovered
+    recal = baselines.recalibrate_batchnorm(pruned.model, dreams.images)
+    assert not torch.equal(recal.state_dict()["0.1.running_mean"], pruned.model.state_dict()["0.1.running_mean"])
+    assert torch.equal(recal.state_dict()["0.0.weight"], pruned.model.state_dict()["0.0.weight"])
+
+
+def test_noise_baseline_is_valid_pixels_with_balanced_labels(baselines):
+    from edgefree.models.tiny import DIGITS_SPEC
+
+    noise = baselines.gaussian_noise_set(DIGITS_SPEC, 40, 10)
+    low, high = DIGITS_SPEC.bounds()
+    assert (noise.images >= low).all() and (noise.images <= high).all()
+    assert noise.labels.bincount().tolist() == [4] * 10

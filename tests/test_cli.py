@@ -1,4 +1,8 @@
 import json
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,10 +20,35 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
+    """The real command in its own process, with progress bars: (out, completed process)."""
     out = tmp_path_factory.mktemp("build")
-    result = run("build", "--target", "android-arm64", "--out", str(out), *TINY)
-    assert result.exit_code == 0, result.output
-    return out, result
+    command = [sys.executable, "-c", "from edgefree.cli import main; main()", "build", "--target", "android-arm64",
+               "--out", str(out), *TINY[:-1]]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, done
+
+
+# Every line `edgefree build` may print: its own summary lines, and tqdm's bars (stderr)
+EDGEFREE_LINES = re.compile("|".join([
+    r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%\)",
+    r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
+    r"top-1 agreement [\d.]+",
+    r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|error: .+|[\d,.]+ M instructions.+)",
+    r"arm64 emulation not run: .+",
+    r"wrote bench.json, bench.md, bench.png in .+",
+    r"wrote .+report.md, .+report.json, .+student.pt, .+artifacts/; runtime logs in .+build.log",
+    r"(synthesize|reconstruct|distill|train generator): +\d+%\|.*",  # a progress bar
+]))
+
+
+def test_the_build_prints_only_its_own_lines(built):
+    out, done = built
+    printed = [line for line in re.split(r"[\r\n]", done.stdout + done.stderr) if line.strip()]
+    foreign = [line for line in printed if not EDGEFREE_LINES.fullmatch(line.rstrip())]
+    assert not foreign, foreign
+    assert any(line.startswith("distill:") for line in printed)  # progress bars still reach the console
+    assert "[threadpool.cpp" in (out / "build.log").read_text()  # ExecuTorch's log lines were kept, out of sight
 
 
 def test_build_on_the_default_writes_everything(built):
@@ -34,7 +63,7 @@ def test_build_on_the_default_writes_everything(built):
     assert {"prune", "synthesize", "reconstruct", "distill"} <= set(report["seconds"])
     assert report["reconstruct"]["images"] == 64 and report["reconstruct"]["layers"] > 0  # the demo recipe refits
     assert report["target"]["name"] == "android-arm64"
-    assert "recovered" in result.output
+    assert "recovered" in result.stdout
     md = (out / "report.md").read_text()
     assert "## Accuracy" in md and "| teacher | pruned | reconstructed (layer-wise refit) | recovered |" in md
     # the published synthetic set is the cached file itself, not a second copy
@@ -53,7 +82,8 @@ def test_student_checkpoint_loads_with_the_zoo(built):
 
 def test_second_build_reuses_the_synthetic_set(built):
     out, _ = built
-    result = run("build", "--out", str(out), *TINY)
+    # one artifact is enough here: the check is that synthesis came from the cache
+    result = run("build", "--out", str(out), *TINY, "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "2")
     assert result.exit_code == 0
     assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
 

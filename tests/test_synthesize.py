@@ -100,14 +100,24 @@ def test_saving_over_a_hard_link_leaves_the_other_name_alone(dreams, tmp_path):
 
 def test_first_bn_loss_is_the_first_step_alone(teacher):
     """Finding the number of classes runs the teacher once; that pass must not count as a step."""
-    from edgefree.recover.synthesize import _BatchNormMatcher, balanced_labels
+    from edgefree.recover.inversion import BatchNormMatcher, balanced_labels
 
     config = SynthesisConfig(images=10, batch_size=10, iterations=1, jitter=0, flip=False)
     d = synthesize(teacher, config, seed=5, progress=False)
-    matcher = _BatchNormMatcher(teacher)
+    matcher = BatchNormMatcher(teacher)
     g = torch.Generator().manual_seed(5)
     balanced_labels(10, 10, g)  # what synthesize draws first
     with torch.no_grad():
         teacher(torch.randn(10, *teacher.input_spec.shape, generator=g))
     matcher.remove()
     assert d.stats["bn_loss_first"] == pytest.approx(matcher.take(1.0).item(), rel=1e-4)
+
+
+def test_the_dreams_cache_key_changes_with_edgefree_version(teacher, monkeypatch):
+    from edgefree import pipeline
+    from edgefree.config import BuildConfig
+
+    key = pipeline._fingerprint(teacher, BuildConfig())
+    assert pipeline._fingerprint(teacher, BuildConfig()) == key
+    monkeypatch.setattr(pipeline, "__version__", "0.0.0+other")
+    assert pipeline._fingerprint(teacher, BuildConfig()) != key

@@ -1,4 +1,4 @@
-"""Where edgefree keeps things it derives once (demo teacher, decoded data sets)."""
+"""Where edgefree keeps things it derives once (decoded data sets, exported teachers, the arm64 root)."""
 
 import os
 from pathlib import Path

@@ -262,23 +262,19 @@ class Recipe(_Config):
 
 
 # "paper" is the published budget: 1,024 images x 200 fp32 steps per batch of 256, then plain
-# logit distillation. "fast" is ours, the default for your own models (measured side by side in
-# benchmarks/cifar10_recovery.md):
-# - bf16 autocast where the hardware has it natively, channels_last: ~1.9x cheaper per step;
+# logit distillation. "fast" is ours, the default for your own models:
+# - bf16 autocast where the hardware has it natively, and channels_last: cheaper steps;
 # - warm start: only the first batch starts from noise (60 steps); each later batch starts from
 #   the previous batch's images, shuffled against new labels, mirrored and mixed 0.7 / 0.71 with
 #   fresh noise, and needs 20 steps: BatchNorm statistics are already close, the labels and
 #   details are new. 2x the paper's images for 1/4 of its steps;
 # - before distillation, each pruned layer's kept weights are refit by least squares to the
-#   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct: ~19 s for ResNet-20, 54 -> 84%
-#   on its own; ~39 s for ResNet-56, 59 -> 88%); distillation then starts from there;
+#   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct); distillation starts from there;
 # - distillation also matches every BatchNorm output of the teacher (weight 20), not only its
 #   logits, at lr 0.05.
 # "thorough" is `fast` distilled twice as long (80 epochs), where the last tenths matter: its
-# dreams are `fast`'s (same settings, so a build after a `fast` one takes them from the cache),
-# and twice the KD buys as much as 4x the dreams did, at less cost (ResNet-20: 86.08 vs 86.18
-# for 8,192 dreams x 20 epochs). ResNet-56 recovers 88.77 / 88.76 / 88.80 on seeds 0 / 1 / 2
-# (`fast`: 88.83 / 88.63 / 88.56): within 1 point of its teacher on every seed.
+# dreams are `fast`'s (same settings, so a build after a `fast` one takes them from the cache);
+# twice the distillation bought as much as 4x the dreams, for less time.
 # "generator" trains a small image generator on the teacher (edgefree.recover.generator: BatchNorm
 # statistics, fresh noise every step, 800 steps of 128) and distils `fast`'s way on 2,048 new
 # images from it every epoch: smoother, more natural-looking dreams, never the same one twice.

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgefree import remote
 from edgefree.errors import DeployError, MissingRuntimeError
-from edgefree.export.manifest import sha256 as _sha256
+from edgefree.export.unpack import sha256_file as _sha256
 from edgefree.report import render_markdown
 from edgefree.ssh import Device
 from edgefree.targets import Target, load_target
@@ -201,8 +201,9 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     Returns:
         The record also written to ``build_dir/flash.json`` (and as a section of ``report.md``).
 
-    Example:
-        >>> flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)  # doctest: +SKIP
+    Usage, with a device on the network::
+
+        flash(Path("edgefree-out"), "pi@raspberrypi.local", accept_new_host_key=True)
     """
     if keep_releases < 1:
         raise DeployError(f"keep_releases must be >= 1 (the current release stays), got {keep_releases}")

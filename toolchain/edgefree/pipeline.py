@@ -2,9 +2,9 @@
 
     teacher -> synthesize -> prune -> reconstruct -> distill -> evaluate -> export -> bench -> report
 
-Synthetic images are cached in the output folder, keyed by the teacher's weights,
-the synthesis config and the seed, so a rebuild with other distillation settings
-does not dream again.
+Synthetic images are cached in the output folder, keyed by edgefree's version, the
+teacher's weights, the synthesis config and the seed, so a rebuild with other
+distillation settings does not dream again, and a new version of edgefree does.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from edgefree import __version__
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BuildConfig, MagnitudePruning
@@ -48,7 +49,8 @@ class _Stopwatch(dict):
 
 
 def _fingerprint(teacher, config: BuildConfig) -> str:
-    h = hashlib.sha256(repr(sorted(config.synthesis.to_dict().items())).encode() + str(config.seed).encode())
+    h = hashlib.sha256(f"edgefree {__version__}|".encode() + repr(sorted(config.synthesis.to_dict().items())).encode()
+                       + str(config.seed).encode())
     for tensor in teacher.state_dict().values():
         h.update(tensor.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
@@ -91,9 +93,13 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     Returns the report as a dict (also written to ``report.json``).
 
     Example:
-        >>> from edgefree.config import BuildConfig, SynthesisConfig, DistillConfig
-        >>> report = build(BuildConfig(out=Path("/tmp/ef"), synthesis=SynthesisConfig(images=64, iterations=10),
-        ...                            distill=DistillConfig(epochs=2)), progress=False)  # doctest: +SKIP
+        >>> import tempfile
+        >>> from edgefree.config import BuildConfig, DistillConfig, ReconstructConfig, SynthesisConfig
+        >>> report = build(BuildConfig(out=Path(tempfile.mkdtemp()), synthesis=SynthesisConfig(images=32, iterations=5),
+        ...                            reconstruct=ReconstructConfig(images=32), distill=DistillConfig(epochs=1),
+        ...                            export=None), progress=False)
+        >>> sorted(report["accuracy"])
+        ['pruned', 'reconstructed', 'recovered', 'teacher']
     """
     target = load_target(config.target)
     export_config = config.export.for_target(target) if config.export else None
@@ -105,7 +111,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
 
     with clock("load"):
         if config.model is None:
-            teacher, source, eval_source = default_teacher(config.seed), "built-in default (scikit-learn digits)", DEMO_EVAL
+            teacher, source, eval_source = default_teacher(), "built-in default (scikit-learn digits)", DEMO_EVAL
         else:
             teacher, source = load_model(config.arch, config.model, config.num_classes), str(config.model)
             eval_source = config.eval_data

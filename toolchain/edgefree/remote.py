@@ -6,6 +6,7 @@ device needs nothing but Python, numpy and the runtimes (no sha256sum, no jq).
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,7 @@ from shlex import quote
 import numpy as np
 
 from edgefree.errors import DeployError, MissingRuntimeError
+from edgefree.export.unpack import sha256_file
 from edgefree.ssh import Device
 from edgefree.targets import Target
 
@@ -36,16 +38,12 @@ print(json.dumps({"machine": platform.machine(), "python": platform.python_versi
 
 # Runs on the device in the release folder: each file's state, and (with "unpack")
 # packed files rebuilt by unpack.py and checked again. Prints {path: state}.
-_VERIFY = """
+# unpack.py's sha256_file is sent as source: the first check runs before unpack.py is on the device.
+_VERIFY = inspect.getsource(sha256_file) + """
 import hashlib, json, os, sys
 files, rebuild = json.loads(sys.argv[1]), sys.argv[2] == "unpack"
 sys.dont_write_bytecode = True  # no __pycache__ in a release: its files are exactly the manifest's
-def sha(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha = sha256_file
 def state(f):
     if os.path.isfile(f["path"]) and sha(f["path"]) == f["sha256"]:
         return "ok"

@@ -9,17 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
-def markdown_table(header: list[str], rows: list[list]) -> str:
-    """A GitHub-flavoured Markdown table; cells are rendered with ``str``."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def percent(value) -> str:
-    """A percentage with two decimals, or "-" where there is none."""
-    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+from edgefree.markdown import markdown_table, percent
 
 
 def _summary(r: dict) -> str:

@@ -34,7 +34,7 @@ from edgefree.targets import Target
 
 ROLES = ("teacher", "student")
 # Emulation runs one thread: multi-threaded runtimes spin and steal under QEMU, which makes
-# both the instruction counts and the emulated times swing (notes/qemu-arm64.md).
+# both the instruction counts and the emulated times swing from run to run.
 EMULATED_THREADS = 1
 
 
@@ -141,10 +141,11 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
         config: runs, warm-up, threads, evaluation images, emulation settings.
         eval_data: held-out images for top-1 per runtime (None: latency only, on a random image).
 
-    Example:
-        >>> result = bench({"teacher": t, "student": s}, {"teacher": tm, "student": sm},
-        ...                load_target("x86-64"), Path("out"), eval_data=data)  # doctest: +SKIP
-        >>> [r["latency_ms"]["p50"] for r in result["native"]["rows"]]  # doctest: +SKIP
+    Usage, with exported teacher and student::
+
+        result = bench({"teacher": t, "student": s}, {"teacher": tm, "student": sm},
+                       load_target("x86-64"), Path("out"), eval_data=data)
+        [r["latency_ms"]["p50"] for r in result["native"]["rows"]]
     """
     manifests = {role: {**_read_manifest(path), "path": Path(path)} for role, path in manifests.items()}
     spec = models["teacher"].input_spec

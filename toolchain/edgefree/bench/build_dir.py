@@ -34,7 +34,7 @@ def _models(report: dict, build_dir: Path):
 
     config = report["config"]
     if config["model"] is None:
-        teacher, eval_source = default_teacher(config["seed"]), DEMO_EVAL
+        teacher, eval_source = default_teacher(), DEMO_EVAL
     else:
         teacher, eval_source = load_model(config["arch"], config["model"], config["num_classes"]), config["eval_data"]
     student = load_student(build_dir, report["model"]["arch"], config["num_classes"], teacher.input_spec)
@@ -50,8 +50,9 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                 out: Path | None = None) -> dict:
     """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
 
-    Example:
-        >>> result = bench_build(Path("edgefree-out"), "raspberry-pi-4")  # doctest: +SKIP
+    Usage, on a finished build::
+
+        result = bench_build(Path("edgefree-out"), "raspberry-pi-4")
     """
     from edgefree.data import load_eval_data
     from edgefree.recover import SyntheticSet

@@ -98,10 +98,10 @@ def run(manifest: Path, cpu: str, inputs: np.ndarray, runs: int, warmup: int, th
     (``total``, ``per_inference``; ``calling_thread_total`` for the runner's own thread) and
     ``outputs`` (its logits); its ``latency_ms`` are *emulated* milliseconds.
 
-    Example:
-        >>> result = run(Path("build/artifacts/manifest.json"), "cortex-a72", inputs, runs=3, warmup=1)  # doctest: +SKIP
-        >>> result["artifacts"]["onnx-fp32"]["instructions"]["per_inference"]  # doctest: +SKIP
-        20258972.6
+    Usage, after `edgefree emulator setup`::
+
+        result = run(Path("build/artifacts/manifest.json"), "cortex-a72", inputs, runs=3, warmup=1)
+        result["artifacts"]["onnx-fp32"]["instructions"]["per_inference"]
     """
     home = Path(home or default_home())
     require_tools("qemu-aarch64")

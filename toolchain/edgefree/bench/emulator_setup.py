@@ -226,9 +226,9 @@ def setup(runtimes=("onnxruntime", "openvino"), home: Path | None = None, mirror
           log=print) -> dict:
     """Prepare (or complete) the arm64 environment; returns what ``setup.json`` records.
 
-    Example:
-        >>> setup(["onnxruntime"])  # doctest: +SKIP
-        {'runtimes': {'onnxruntime': '1.32.0', ...}, ...}
+    Usage (downloads an arm64 root and wheels)::
+
+        setup(["onnxruntime"])
     """
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgefree.report import markdown_table
+from edgefree.markdown import markdown_table
 
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
 
@@ -77,7 +77,7 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
             if ratio < 1 - NOISE:
                 lines.append(f"- {runtime} {precision}: the student measured {100 * (1 - ratio):.0f}% faster, more "
                              f"than the {100 * NOISE:.0f}% run-to-run band; the zeros do not reduce a dense kernel's "
-                             "work, so see benchmarks/README.md for what does (re-run before relying on it).")
+                             "work (INT8 and fewer channels do), so re-run before relying on it.")
     teacher = _teacher_of(rows)
     for (runtime, precision), row in sorted(teacher.items()):
         fp32 = teacher.get((runtime, "fp32"))

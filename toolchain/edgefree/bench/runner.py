@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -43,16 +42,8 @@ INSTALL_HINTS = {"onnxruntime": "pip install onnxruntime", "openvino": "pip inst
                  "executorch": "pip install executorch"}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _unpacker():
-    """``unpack`` from unpack.py beside this file (a device copy) or in the source tree's export/."""
+def _unpack_module():
+    """unpack.py beside this file (a device copy) or in the source tree's export/: ``unpack``, ``sha256_file``."""
     here = Path(__file__).resolve().parent
     for path in (here / "unpack.py", here.parent / "export" / "unpack.py"):
         if path.is_file():
@@ -60,7 +51,7 @@ def _unpacker():
             spec = importlib.util.spec_from_file_location("unpack", path)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
-            return module.unpack
+            return module
     raise FileNotFoundError(f"unpack.py is neither beside {__file__} nor in ../export: copy it next to runner.py")
 
 
@@ -73,8 +64,9 @@ def ensure_dense(folder: Path, artifact: dict) -> Path:
         packed = folder / file.get("packed_path", "")
         if not file.get("packed_path") or not packed.is_file():
             raise FileNotFoundError(f"{dense} is missing and has no packed form to rebuild it from")
-        _unpacker()(str(packed), str(dense))
-        if _sha256(dense) != file["sha256"]:
+        unpack = _unpack_module()
+        unpack.unpack(str(packed), str(dense))
+        if unpack.sha256_file(dense) != file["sha256"]:
             dense.unlink()
             raise ValueError(f"unpacking {packed} gave a file whose sha256 differs from the manifest's")
     return folder / artifact["entry"]

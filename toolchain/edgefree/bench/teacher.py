@@ -35,9 +35,10 @@ def export_teacher(teacher: nn.Module, config: ExportConfig, calibration: Synthe
                    eval_data: LabeledImages | None = None) -> Path:
     """Export the dense teacher like the student (or reuse a matching export); returns its manifest path.
 
-    Example:
-        >>> manifest = export_teacher(teacher, ExportConfig().for_target(target),
-        ...                           SyntheticSet.load("edgefree-out/synthetic.pt"))  # doctest: +SKIP
+    Usage, on a finished build::
+
+        manifest = export_teacher(teacher, ExportConfig().for_target(target),
+                                  SyntheticSet.load("edgefree-out/synthetic.pt"))
     """
     from edgefree.export import export_student
 

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from edgefree.cli.output import runtime_logs, verbose_option
+
 
 def _opt(*names, **kw):
     return click.option(*names, show_envvar=True, **kw)
@@ -23,14 +25,18 @@ def _opt(*names, **kw):
 @_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
 @_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
-def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, out):
+@verbose_option
+def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, out,
+          verbose):
     """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
     from edgefree.bench.build_dir import bench_build
     from edgefree.config import BenchConfig
 
     config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
                          native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
-    report_bench(bench_build(build_dir, target, config, out))
+    with runtime_logs(verbose, build_dir):
+        result = bench_build(build_dir, target, config, out)
+    report_bench(result)
 
 
 def report_bench(result: dict) -> None:

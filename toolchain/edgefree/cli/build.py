@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
+from edgefree.cli.output import runtime_logs, verbose_option
 
 
 def _opt(*names, **kw):
@@ -47,11 +48,15 @@ def _opt(*names, **kw):
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
+@verbose_option
 def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
           channel_importance, round_to, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
-          quiet):
-    """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out."""
+          quiet, verbose):
+    """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
+
+    Runtime log lines and library warnings go to --out's build.log (--verbose shows them here).
+    """
     from edgefree.cli.bench import report_bench
     from edgefree.config import (DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ChannelPruning, ExportConfig,
                                  MagnitudePruning)
@@ -79,7 +84,10 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
         export=ExportConfig(formats=formats, precisions=precisions),
         bench=BenchConfig(runs=bench_runs, emulate=emulate),
     )
-    report = run_build(config, progress=not quiet)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "build.log").unlink(missing_ok=True)
+    with runtime_logs(verbose, out):
+        report = run_build(config, progress=not quiet)
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
@@ -87,4 +95,5 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
     report_export(report["export"])
     report_bench(report["bench"])
-    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/")
+    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/"
+               + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))

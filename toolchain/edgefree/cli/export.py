@@ -4,6 +4,8 @@ from pathlib import Path
 
 import click
 
+from edgefree.cli.output import runtime_logs, verbose_option
+
 
 def _opt(*names, **kw):
     return click.option(*names, show_envvar=True, **kw)
@@ -36,7 +38,8 @@ def report_export(manifest: dict) -> None:
 @_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
 @_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
-def export(build_dir, formats, precisions, eval_data, out):
+@verbose_option
+def export(build_dir, formats, precisions, eval_data, out, verbose):
     """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
 
     The artifacts replace those in the output folder; exporting into BUILD_DIR/artifacts also
@@ -45,6 +48,7 @@ def export(build_dir, formats, precisions, eval_data, out):
     from edgefree.config import ExportConfig
     from edgefree.export.rebuild import reexport
 
-    manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data)
+    with runtime_logs(verbose, build_dir):
+        manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data)
     report_export(manifest)
     click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")

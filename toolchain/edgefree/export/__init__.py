@@ -158,14 +158,12 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
     else on synthetic images. Raises ParityError when an artifact does not match PyTorch
     and ExportError when no artifact could be built; the manifest then lists what was.
 
-    Example:
-        >>> from edgefree.demo import default_teacher
-        >>> from edgefree.recover import gaussian_noise_set
-        >>> teacher = default_teacher()
-        >>> manifest = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)),
-        ...                           Path("/tmp/ef-artifacts"), gaussian_noise_set(teacher.input_spec, 64, 10))  # doctest: +SKIP
-        >>> manifest["artifacts"][0]["name"]  # doctest: +SKIP
-        'onnx-fp32'
+    Usage (``tests/test_export.py`` runs it on every format)::
+
+        teacher = default_teacher()
+        dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=2), progress=False)
+        manifest = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)), Path("out"), dreams)
+        [a["name"] for a in manifest["artifacts"]]  # ['onnx-fp32']
     """
     config = config.replace(formats=config.formats or FORMATS, precisions=config.precisions or PRECISIONS)
     require_runtimes(config.formats)

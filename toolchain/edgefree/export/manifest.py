@@ -6,22 +6,14 @@ the manifest; every file has a packed ``.efpk`` twin that ``unpack.py`` rebuilds
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from edgefree.export.packing import pack_file
+from edgefree.export.unpack import sha256_file
 
 SCHEMA = 1
 MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_files(files: list[Path], folder: Path) -> list[dict]:
@@ -30,8 +22,8 @@ def describe_files(files: list[Path], folder: Path) -> list[dict]:
     for path in files:
         packed = pack_file(path)
         described.append({"path": path.relative_to(folder).as_posix(), "bytes": path.stat().st_size,
-                          "sha256": sha256(path), "packed_path": packed.relative_to(folder).as_posix(),
-                          "packed_bytes": packed.stat().st_size, "packed_sha256": sha256(packed)})
+                          "sha256": sha256_file(path), "packed_path": packed.relative_to(folder).as_posix(),
+                          "packed_bytes": packed.stat().st_size, "packed_sha256": sha256_file(packed)})
     return described
 
 

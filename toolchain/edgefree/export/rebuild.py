@@ -30,8 +30,9 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     build's unless ``eval_data`` names another. Exporting into the build's own ``artifacts/``
     also updates its report.
 
-    Example:
-        >>> manifest = reexport(Path("edgefree-out"), ExportConfig(formats=("onnx",)))  # doctest: +SKIP
+    Usage, on a finished build::
+
+        manifest = reexport(Path("edgefree-out"), ExportConfig(formats=("onnx",)))
     """
     build_dir = Path(build_dir)
     missing = [name for name in NEEDED if not (build_dir / name).is_file()]

@@ -37,6 +37,15 @@ HEADER = struct.Struct("<4sBB2xQQ32s")
 WORD_SIZES = (4, 1)
 
 
+def sha256_file(path) -> str:
+    """Hex sha256 of the file at ``path``, read in 1 MiB blocks (the one hash of every device-side check)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class UnpackError(ValueError):
     """The packed file is damaged, truncated, or not an edgefree packed file."""
 

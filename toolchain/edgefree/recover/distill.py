@@ -38,20 +38,6 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-@torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Baseline: re-estimate BatchNorm running statistics on ``images``, no gradient steps."""
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, _BN):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over all batches
-    model.train()
-    for batch in images.split(batch_size):
-        model(batch)
-    return model.eval()
-
-
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random crop (reflect-padded by 1/8 of the side) and horizontal flip, per batch."""
     pad = max(1, x.shape[-1] // 8)

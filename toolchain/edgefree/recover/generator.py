@@ -7,7 +7,7 @@ pull towards smooth, natural-looking images (sky, grass, object-like blobs where
 optimisation gives high-frequency texture), and once trained it draws any number of new images
 for the price of a forward pass: distillation takes a fresh set every epoch, so the student
 never sees the same image twice. DAFL, GDFQ and Fast-DFKD train generators too, on GPUs and
-for far longer; this one is sized for a CPU (ResNet-20: 800 steps, ~5.5 minutes on 2 cores).
+for far longer; this one is small enough to train on a CPU in minutes.
 """
 
 from __future__ import annotations
@@ -20,46 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
-from edgefree.errors import DivergenceError, EdgefreeError
+from edgefree.errors import DivergenceError
 from edgefree.machine import bf16_autocast
-from edgefree.recover.synthesize import SyntheticSet, _teacher_for_inversion, balanced_labels, jitter_and_flip
+from edgefree.recover.inversion import DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, teacher_for_inversion
 
-
-class DreamGenerator(nn.Module):
-    """Noise and a class label -> pixels in [0, 1]: a linear layer to a quarter-size map, then two
-    2x upsampling convolutions (DCGAN-like, ``width`` channels at full size)."""
-
-    def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
-        super().__init__()
-        channels, height, w = shape
-        if height % 4 or w % 4:
-            raise EdgefreeError(f"the dream generator upsamples twice by 2, so the input size must be a multiple "
-                                f"of 4; this model takes {height}x{w}: use synthesis method 'deepinversion'")
-        self.settings = {"shape": tuple(shape), "num_classes": num_classes, "width": width, "latent": latent}
-        self.start = (height // 4, w // 4)
-        self.project = nn.Linear(latent + num_classes, 2 * width * height * w // 16)
-        self.body = nn.Sequential(
-            nn.BatchNorm2d(2 * width), nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, channels, 3, padding=1), nn.Sigmoid())
-
-    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        h = self.project(torch.cat([noise, F.one_hot(labels, self.settings["num_classes"]).float()], 1))
-        return self.body(h.view(len(noise), -1, *self.start))
-
-    @torch.no_grad()
-    def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256) -> torch.Tensor:
-        """Normalized images (what the model sees), one per label, from fresh noise."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        images = [spec.normalize(self(torch.randn(len(y), self.settings["latent"], generator=generator).to(device),
-                                      y.to(device)).cpu())
-                  for y in labels.split(batch_size)]
-        self.train(was_training)
-        return torch.cat(images)
+__all__ = ["DreamGenerator", "train_generator"]
 
 
 def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
@@ -69,7 +34,7 @@ def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, 
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
     mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
-    with _teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
+    with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
             torch.manual_seed(seed)
             net = DreamGenerator(spec.shape, num_classes, config.generator_width).to(device).train()

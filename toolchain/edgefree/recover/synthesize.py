@@ -11,16 +11,13 @@ Cheaper variants:
   against the new labels, mirrored and mixed with fresh noise (``warm_start`` is the weight
   of the old image), so it needs far fewer steps than a batch started from noise;
 * multi-resolution: the first ``low_res_fraction`` of steps see a 2x average-pooled image
-  (a quarter of the cost). Measured on CIFAR ResNet-20 it does not pay: the BN loss jumps
-  when full resolution starts (benchmarks/README.md).
+  (a quarter of the cost). No recipe uses it: the BN loss jumps back up when full
+  resolution starts.
 """
 
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,125 +26,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
-from edgefree.errors import DivergenceError, NoBatchNormError
+from edgefree.errors import DivergenceError
 from edgefree.machine import bf16_autocast
+from edgefree.recover.generator import train_generator
+from edgefree.recover.inversion import SyntheticSet, balanced_labels, jitter_and_flip, teacher_for_inversion
 
-
-@dataclass
-class SyntheticSet:
-    """Normalized images (what the model sees), their target labels, and how they were made."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-    stats: dict = field(default_factory=dict)
-    generator: nn.Module | None = None  # a DreamGenerator that draws new images like these (method "generator")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def save(self, path: str | Path) -> None:
-        """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
-        to an older file at ``path`` (a build's published set) is replaced, never overwritten."""
-        part = Path(f"{path}.part")
-        generator = {"settings": self.generator.settings, "state": self.generator.state_dict()} if self.generator else None
-        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator}, part)
-        os.replace(part, path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SyntheticSet":
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        generator = None
-        if saved.get("generator"):
-            from edgefree.recover.generator import DreamGenerator
-
-            generator = DreamGenerator(**saved["generator"]["settings"])
-            generator.load_state_dict(saved["generator"]["state"])
-            generator.eval()
-        return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
-
-
-class _BatchNormMatcher:
-    """Forward hooks that measure how far each BN input's batch statistics are from the running ones."""
-
-    def __init__(self, model: nn.Module):
-        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        self.losses: list[torch.Tensor] = []
-        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
-
-    def _hook(self, module, inputs, _output):
-        x = inputs[0]
-        # channels last, flattened: one column reduction per moment (2x faster than var over dims)
-        x = x.movedim(1, -1).reshape(-1, x.shape[1]).float()
-        mean = x.mean(0)
-        var = (x * x).mean(0) - mean * mean
-        self.losses.append(torch.linalg.vector_norm(mean - module.running_mean, 2)
-                           + torch.linalg.vector_norm(var - module.running_var, 2))
-
-    def take(self, first_multiplier: float) -> torch.Tensor:
-        losses, self.losses = self.losses, []
-        return first_multiplier * losses[0] + sum(losses[1:])
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _require_batchnorm(teacher: nn.Module) -> _BatchNormMatcher:
-    """Hooks on every BatchNorm of ``teacher``; ``NoBatchNormError`` if it has none."""
-    matcher = _BatchNormMatcher(teacher)
-    if not matcher.layers:
-        matcher.remove()
-        raise NoBatchNormError(
-            f"{getattr(teacher, 'arch', type(teacher).__name__)} has no BatchNorm layers: DeepInversion "
-            "synthesizes images by matching the running mean/variance stored in BatchNorm layers, so it "
-            "cannot invert this model. Use a model trained with BatchNorm."
-        )
-    return matcher
-
-
-@contextmanager
-def _teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: str):
-    """The teacher in eval mode on ``device``, its weights without gradients (only the images, or the
-    generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
-    exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
-    teacher = teacher.eval().to(device)
-    num_classes = _num_classes(teacher)  # before the hooks: that forward pass is not a step
-    matcher = _require_batchnorm(teacher)
-    was_grad = [p.requires_grad for p in teacher.parameters()]
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    teacher.to(memory_format=memory_format)
-    try:
-        yield teacher, matcher, num_classes, memory_format
-    finally:
-        matcher.remove()
-        for p, grad in zip(teacher.parameters(), was_grad):
-            p.requires_grad_(grad)
-        teacher.to(memory_format=torch.contiguous_format)
-
-
-def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
-    """The view the teacher sees at one step: rolled by up to ``config.jitter`` pixels, maybe mirrored."""
-    shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
-    view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
-    return view.flip(3) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+__all__ = ["SyntheticSet", "synthesize", "save_contact_sheet"]
 
 
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     dh, dw = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
     return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
-
-
-def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    labels = torch.arange(n) % num_classes
-    return labels[torch.randperm(n, generator=generator)]
-
-
-def _num_classes(model: nn.Module) -> int:
-    spec = model.input_spec
-    with torch.no_grad():
-        return model(spec.example_inputs()[0].to(next(model.parameters()).device)).shape[1]
 
 
 def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
@@ -163,12 +52,10 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
         (20, 1, 8, 8)
     """
     if config.method == "generator":
-        from edgefree.recover.generator import train_generator
-
         return train_generator(teacher, config, seed, device, progress)
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    with _teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
+    with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
         low, high = (b.to(device) for b in spec.bounds())
         labels = balanced_labels(config.images, num_classes, g)
         images, curves = [], []  # one BN-loss curve per batch
@@ -224,14 +111,6 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
              "bn_loss_last": sum(c[-1] for c in curves) / len(curves),
              "teacher_agreement": hit, "bf16": bf16, "steps": sum(map(len, curves)), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats)
-
-
-def gaussian_noise_set(spec, n: int, num_classes: int, seed: int = 0) -> SyntheticSet:
-    """Baseline: clipped Gaussian noise in place of dreams (does synthesis matter?)."""
-    g = torch.Generator().manual_seed(seed)
-    low, high = spec.bounds()
-    images = torch.maximum(torch.minimum(torch.randn(n, *spec.shape, generator=g), high), low)
-    return SyntheticSet(images, balanced_labels(n, num_classes, g), {"kind": "gaussian-noise"})
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:

@@ -1,0 +1,92 @@
+"""Quiet commands: runtime log lines and library warnings go to a log file, not the console.
+
+ExecuTorch, XNNPACK, onnxruntime and OpenVINO write their log lines from C++ straight to
+file descriptors 1 and 2, past Python's ``sys.stdout``; exporters print to ``sys.stdout``;
+torch warns through ``warnings`` and ``logging``; the runtimes' Python bindings forward C++
+streams to ``sys.stderr``. ``runtime_output_to`` points both descriptors at a log file for as
+long as it is open, sends Python warnings and log records there too, and replaces
+``sys.stderr`` by a stream that shows progress bars on the console and writes everything else
+to the log. What edgefree prints after it closes reaches the console as usual.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+
+class _ProgressSplitter(io.TextIOBase):
+    """``sys.stderr`` while capturing: tqdm's updates (each starts with a carriage return, and the
+    newline that may follow one) go to ``console``; every other write goes to ``log``."""
+
+    def __init__(self, console: TextIO, log: TextIO):
+        self.console, self.log, self._last = console, log, log
+
+    def write(self, text: str) -> int:
+        self._last = self.console if text.startswith("\r") else self._last if text == "\n" else self.log
+        return self._last.write(text)
+
+    def flush(self) -> None:
+        self.console.flush()
+        self.log.flush()
+
+    def fileno(self) -> int:  # tqdm asks the console's width
+        return self.console.fileno()
+
+    def isatty(self) -> bool:
+        return self.console.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return self.console.encoding
+
+
+@contextmanager
+def runtime_output_to(log_path: str | Path) -> Iterator[TextIO]:
+    """Write everything sent to fd 1 and 2 (native code, ``print``, warnings, logging) to ``log_path``.
+
+    Appends to ``log_path`` (its folder is created). Inside, progress bars written to
+    ``sys.stderr`` still reach the console; the context yields a stream on the console.
+
+    Example:
+        >>> import os, tempfile
+        >>> log = os.path.join(tempfile.mkdtemp(), "build.log")
+        >>> with runtime_output_to(log):
+        ...     _ = os.write(1, b"[threadpool.cpp:66] Resetting threadpool to 1 threads.\\n")
+        >>> open(log).read()
+        '[threadpool.cpp:66] Resetting threadpool to 1 threads.\\n'
+    """
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    with open(log_path, "a", buffering=1, encoding="utf-8", errors="replace") as log:
+        saved = {fd: os.dup(fd) for fd in (1, 2)}
+        console = os.fdopen(os.dup(saved[2]), "w", buffering=1, encoding="utf-8", errors="replace")
+        handler = logging.StreamHandler(log)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root, old_stderr = logging.getLogger(), sys.stderr
+        try:
+            for fd in saved:
+                os.dup2(log.fileno(), fd)
+            root.addHandler(handler)
+            sys.stderr = _ProgressSplitter(console, log)
+            with warnings.catch_warnings():
+                warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
+                    warnings.formatwarning(message, category, filename, lineno, line))
+                yield console
+        finally:
+            for stream in (sys.stdout, old_stderr, log):
+                stream.flush()
+            sys.stderr = old_stderr
+            root.removeHandler(handler)
+            for fd, copy in saved.items():
+                os.dup2(copy, fd)
+                os.close(copy)
+            console.close()

@@ -1,0 +1,171 @@
+"""What both synthesis methods share: the dreams' container and the teacher's BatchNorm hooks.
+
+DeepInversion (``edgefree.recover.synthesize``) optimises pixels and a dream generator
+(``edgefree.recover.generator``) trains a network; both look at the teacher through the same
+hooks (how far each BatchNorm input's batch statistics are from the stored running ones),
+see the same jittered and mirrored views, draw the same balanced labels, and return a
+``SyntheticSet``, which carries its ``DreamGenerator`` when there is one.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgefree.config import SynthesisConfig
+from edgefree.errors import EdgefreeError, NoBatchNormError
+
+
+class DreamGenerator(nn.Module):
+    """Noise and a class label -> pixels in [0, 1]: a linear layer to a quarter-size map, then two
+    2x upsampling convolutions (DCGAN-like, ``width`` channels at full size)."""
+
+    def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
+        super().__init__()
+        channels, height, w = shape
+        if height % 4 or w % 4:
+            raise EdgefreeError(f"the dream generator upsamples twice by 2, so the input size must be a multiple "
+                                f"of 4; this model takes {height}x{w}: use synthesis method 'deepinversion'")
+        self.settings = {"shape": tuple(shape), "num_classes": num_classes, "width": width, "latent": latent}
+        self.start = (height // 4, w // 4)
+        self.project = nn.Linear(latent + num_classes, 2 * width * height * w // 16)
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(2 * width), nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, channels, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        h = self.project(torch.cat([noise, F.one_hot(labels, self.settings["num_classes"]).float()], 1))
+        return self.body(h.view(len(noise), -1, *self.start))
+
+    @torch.no_grad()
+    def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256) -> torch.Tensor:
+        """Normalized images (what the model sees), one per label, from fresh noise."""
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        images = [spec.normalize(self(torch.randn(len(y), self.settings["latent"], generator=generator).to(device),
+                                      y.to(device)).cpu())
+                  for y in labels.split(batch_size)]
+        self.train(was_training)
+        return torch.cat(images)
+
+
+@dataclass
+class SyntheticSet:
+    """Normalized images (what the model sees), their target labels, and how they were made."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    stats: dict = field(default_factory=dict)
+    generator: nn.Module | None = None  # a DreamGenerator that draws new images like these (method "generator")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def save(self, path: str | Path) -> None:
+        """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
+        to an older file at ``path`` (a build's published set) is replaced, never overwritten."""
+        part = Path(f"{path}.part")
+        generator = {"settings": self.generator.settings, "state": self.generator.state_dict()} if self.generator else None
+        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator}, part)
+        os.replace(part, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SyntheticSet":
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        generator = None
+        if saved.get("generator"):
+            generator = DreamGenerator(**saved["generator"]["settings"])
+            generator.load_state_dict(saved["generator"]["state"])
+            generator.eval()
+        return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
+
+
+class BatchNormMatcher:
+    """Forward hooks that measure how far each BN input's batch statistics are from the running ones."""
+
+    def __init__(self, model: nn.Module):
+        self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.losses: list[torch.Tensor] = []
+        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+
+    def _hook(self, module, inputs, _output):
+        x = inputs[0]
+        # channels last, flattened: one column reduction per moment (2x faster than var over dims)
+        x = x.movedim(1, -1).reshape(-1, x.shape[1]).float()
+        mean = x.mean(0)
+        var = (x * x).mean(0) - mean * mean
+        self.losses.append(torch.linalg.vector_norm(mean - module.running_mean, 2)
+                           + torch.linalg.vector_norm(var - module.running_var, 2))
+
+    def take(self, first_multiplier: float) -> torch.Tensor:
+        losses, self.losses = self.losses, []
+        return first_multiplier * losses[0] + sum(losses[1:])
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def require_batchnorm(teacher: nn.Module) -> BatchNormMatcher:
+    """Hooks on every BatchNorm of ``teacher``; ``NoBatchNormError`` if it has none."""
+    matcher = BatchNormMatcher(teacher)
+    if not matcher.layers:
+        matcher.remove()
+        raise NoBatchNormError(
+            f"{getattr(teacher, 'arch', type(teacher).__name__)} has no BatchNorm layers: DeepInversion "
+            "synthesizes images by matching the running mean/variance stored in BatchNorm layers, so it "
+            "cannot invert this model. Use a model trained with BatchNorm."
+        )
+    return matcher
+
+
+@contextmanager
+def teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: str):
+    """The teacher in eval mode on ``device``, its weights without gradients (only the images, or the
+    generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
+    exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
+    teacher = teacher.eval().to(device)
+    num_classes = num_classes_of(teacher)  # before the hooks: that forward pass is not a step
+    matcher = require_batchnorm(teacher)
+    was_grad = [p.requires_grad for p in teacher.parameters()]
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    teacher.to(memory_format=memory_format)
+    try:
+        yield teacher, matcher, num_classes, memory_format
+    finally:
+        matcher.remove()
+        for p, grad in zip(teacher.parameters(), was_grad):
+            p.requires_grad_(grad)
+        teacher.to(memory_format=torch.contiguous_format)
+
+
+def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
+    """The view the teacher sees at one step: rolled by up to ``config.jitter`` pixels, maybe mirrored."""
+    shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
+    view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
+    return view.flip(3) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+
+
+def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` labels, each class ``n // num_classes`` or one more times, in a seeded random order."""
+    labels = torch.arange(n) % num_classes
+    return labels[torch.randperm(n, generator=generator)]
+
+
+def num_classes_of(model: nn.Module) -> int:
+    """The width of ``model``'s output, from one forward pass of an example input."""
+    spec = model.input_spec
+    with torch.no_grad():
+        return model(spec.example_inputs()[0].to(next(model.parameters()).device)).shape[1]
