@@ -307,7 +307,13 @@ def test_tampered_artifact_is_refused_by_bench_export_and_flash(tiny_build, tmp_
 def _build_process(out: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TOOLCHAIN)}
     return subprocess.Popen([sys.executable, "-c", "from edgefree.cli import main; main()", "build", "--out", str(out),
-                             *TINY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             *TINY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_interruptible)
+
+
+def _interruptible():
+    """Ctrl-C's default in the child: a shell's background job inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_killed_build_leaves_out_unchanged_and_the_rerun_succeeds(tiny_build, tmp_path):

@@ -14,8 +14,10 @@ as it was; a killed process leaves its staging folder behind, and the next comma
 same folder removes it. ``out/.edgefree-complete`` lists the entries edgefree wrote: a
 folder with it is complete, and entries it does not list (the user's own files) are never
 moved, replaced or removed: a command that would have to replace one refuses at the door.
-Publishing removes the marker first and writes it last, so a folder cut short in the
-moment of the swap reads incomplete, never as a stale success.
+Publishing holds Ctrl-C and SIGTERM back during the swap, puts the previous entries back if a
+rename fails, removes the marker first and writes it last: only SIGKILL in the moment of the
+swap (a few renames) can leave a folder without its marker, which then reads incomplete,
+never as a stale success.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -135,18 +139,43 @@ def publish(staging: Path, out: Path, replace: bool) -> None:
         return
     _refuse_foreign(out, new, "the output folder")
     ours = written_entries(out)
-    old = [n for n in ours if replace or n in new]
+    old = [n for n in ours if (replace or n in new) and os.path.lexists(out / n)]
+    marker = (out / MARKER).read_bytes() if (out / MARKER).is_file() else None
     trash = _scratch(out, "old")
-    try:
-        (out / MARKER).unlink(missing_ok=True)
-        for name in old:
-            if os.path.lexists(out / name):
+    moved_old, moved_new = [], []
+    with _signals_deferred():  # Ctrl-C during the swap arrives after it: the folder is old or new, never mixed
+        try:
+            (out / MARKER).unlink(missing_ok=True)
+            for name in old:
                 os.rename(out / name, trash / name)
-        for name in new:
-            os.rename(staging / name, out / name)
-        _write_marker(out, new if replace else sorted(set(ours) | set(new)))
+                moved_old.append(name)
+            for name in new:
+                os.rename(staging / name, out / name)
+                moved_new.append(name)
+            _write_marker(out, new if replace else sorted(set(ours) | set(new)))
+        except BaseException:  # put the previous outputs back, then fail
+            for name in reversed(moved_new):
+                os.rename(out / name, staging / name)
+            for name in reversed(moved_old):
+                os.rename(trash / name, out / name)
+            if marker is not None:
+                (out / MARKER).write_bytes(marker)
+            raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def _signals_deferred():
+    """SIGINT and SIGTERM held back (delivered on exit) where the platform and thread allow it."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    can = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if can:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
     finally:
-        shutil.rmtree(trash, ignore_errors=True)
+        if can:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 @contextmanager

@@ -54,7 +54,6 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
 
     from edgefree.cli.bench import report_bench
     from edgefree.config import BuildConfig, load_config_file, to_toml
-    from edgefree.pipeline import build as run_build
 
     given = _given(click.get_current_context())
     values = load_config_file(config_file) if config_file else {}
@@ -75,6 +74,8 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return
+    from edgefree.pipeline import build as run_build
+
     report = run_build(config, progress=not quiet)
     acc = report["accuracy"]
     if acc["teacher"] is not None:
