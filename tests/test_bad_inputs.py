@@ -148,7 +148,7 @@ CASES = {
     "out is a file": (lambda f: ["build", "--out", f.text("afile", "x"), *TINY], "is a file, not a folder"),
     "out inside a file": (lambda f: ["build", "--out", f.text("afile", "x") + "/sub", *TINY], "cannot be created"),
     "out holds the user's report.md": (lambda f: ["build", "--out", str(Path(f.folder("mine")) / "."), *TINY],
-                                       "edgefree did not write"),
+                                       "which no .edgefree-complete there lists"),
     # --model
     "model missing": (B("--model", lambda f: str(f.tmp / "nope.pt"), "--arch", "digits-cnn"), "does not exist"),
     "model is a folder": (B("--model", lambda f: f.folder(), "--arch", "digits-cnn"), "is a folder, not a file"),
@@ -227,6 +227,11 @@ CASES = {
     "bench --model for the built-in default": (C("bench", lambda f: str(f.build), "--model", lambda f: f.digits()),
                                                "leave out --model"),
     "bench --runs 0": (C("bench", lambda f: str(f.build), "--runs", "0"), "bench runs must be >= 1"),
+    "bench --threads 0": (C("bench", lambda f: str(f.build), "--threads", "0"), "bench threads must be >= 1"),
+    "bench --out is a file": (C("bench", lambda f: str(f.build), "--out", lambda f: f.text("afile", "x")),
+                              "is a file, not a folder"),
+    "export --model for the built-in default": (C("export", lambda f: str(f.build), "--model", lambda f: f.digits()),
+                                                "leave out --model"),
     "export with a tampered student": (lambda f: f.tamper("student.pt") or ["export", str(f.build)],
                                        "student.pt was changed"),
     "export with tampered dreams": (lambda f: f.tamper("synthetic.pt") or ["export", str(f.build)],
@@ -234,7 +239,7 @@ CASES = {
     "export of an unknown format": (C("export", lambda f: str(f.build), "--formats", "tflite"), "export formats must be"),
     "export --out holding the user's manifest.json": (
         lambda f: (Path(f.folder("theirs")) / "manifest.json").write_text("{}") and
-        ["export", str(f.build), "--out", str(f.tmp / "theirs")], "edgefree did not write"),
+        ["export", str(f.build), "--out", str(f.tmp / "theirs")], "which no .edgefree-complete there lists"),
     "flash with a tampered artifact": (lambda f: f.tamper(f.onnx()) or ["flash", str(f.build), "--host", "pi@127.0.0.1"],
                                        "was changed after it was written"),
     "flash with a tampered manifest": (lambda f: f.tamper("artifacts/manifest.json") or
@@ -245,6 +250,8 @@ CASES = {
                                            lambda f: f.key("") + ".pub"), "is not a private key"),
     "flash for another target": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--target",
                                    "raspberry-pi-4"), "was built for target"),
+    "flash --port 70000": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--port", "70000"),
+                           "Invalid value for '--port'"),
     "flash --keep-releases 0": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--keep-releases", "0"),
                                 "Invalid value for '--keep-releases'"),
 }

@@ -80,8 +80,9 @@ def _refuse_foreign(out: Path, names, option: str) -> None:
     ours = set(written_entries(out))
     foreign = sorted(n for n in names if n not in ours and os.path.lexists(out / n))
     if foreign:
-        raise EdgefreeError(f"{option} {out} already holds {', '.join(foreign)}, which edgefree did not write "
-                            f"there (no {MARKER} lists it): move it away, or pass another {option}")
+        raise EdgefreeError(f"{option} {out} already holds {', '.join(foreign)}, which no {MARKER} there lists "
+                            "as edgefree's (a file of yours, or a build by an older edgefree): move it away, or "
+                            f"pass another {option}")
 
 
 def _pid_alive(pid: int) -> bool:
