@@ -109,7 +109,7 @@ def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
     after_synthesis = recipe(row.distill or row.synthesis)  # refit and KD settings
     return BuildConfig(
         target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[row.arch], arch=row.arch,
-        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=row.label,
+        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=row.synthesis,
         cache=work / "cache", prune=MagnitudePruning(sparsity=row.sparsity), synthesis=synthesis,
         reconstruct=after_synthesis.reconstruct, distill=after_synthesis.distill, export=None, bench=None,
     )

@@ -66,9 +66,12 @@ def test_build_on_the_default_writes_everything(built):
     assert "recovered" in result.stdout
     md = (out / "report.md").read_text()
     assert "## Accuracy" in md and "| teacher | pruned | reconstructed (layer-wise refit) | recovered |" in md
-    # the published synthetic set is the cached file itself, not a second copy
-    cached = list((out / "cache").glob("synthetic-*.pt"))
-    assert len(cached) == 1 and cached[0].samefile(out / "synthetic.pt")
+    # the published synthetic set is the cached file itself (outside --out), not a second copy
+    from edgefree.cache import cache_dir
+
+    cached = [p for p in cache_dir("dreams").glob("synthetic-*.pt") if p.samefile(out / "synthetic.pt")]
+    assert len(cached) == 1
+    assert json.loads((out / ".edgefree-complete").read_text())["complete"] is True
 
 
 def test_student_checkpoint_loads_with_the_zoo(built):

@@ -7,15 +7,45 @@ Each config validates itself in ``__post_init__`` and round-trips through
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from torch import nn
+from typing import Callable
 
 from edgefree.errors import EdgefreeError
 from edgefree.targets import FORMATS, PRECISIONS
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
+               tuple: "a list", type(None): "none"}
+
+
+def _accepts(kind, value) -> bool:
+    if kind is type(None):
+        return value is None
+    if isinstance(kind, type) and issubclass(kind, _Config):
+        return isinstance(value, dict) or value is False  # false: an optional stage turned off
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is Path:
+        return isinstance(value, (str, Path))
+    origin = typing.get_origin(kind) or kind
+    return isinstance(value, (list, tuple)) if origin is tuple else isinstance(value, origin)
+
+
+def _rebuild(hint, value, where: str):
+    """``value`` read from a file, as the field typed ``hint`` takes it (nested configs rebuilt)."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | str)) else (hint,)
+    kind = next((k for k in kinds if _accepts(k, value)), None)
+    if kind is None:
+        wanted = " or ".join(_TYPE_NAMES.get(typing.get_origin(k) or k, "a table of options") for k in kinds)
+        raise EdgefreeError(f"{where} must be {wanted}, got {value!r}")
+    if isinstance(kind, type) and issubclass(kind, _Config):
+        return None if value is False else kind.from_dict(value, where)
+    return Path(value) if kind is Path else value
 
 
 class _Config:
@@ -23,16 +53,27 @@ class _Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict):
+    def from_dict(cls, values: dict, where: str | None = None):
+        """The config that ``to_dict`` gave ``values`` (from a TOML file or a report), nested configs too."""
+        where = where or cls.__name__
+        if not isinstance(values, dict):
+            raise EdgefreeError(f"{where} must be a table of options, got {values!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise EdgefreeError(f"{cls.__name__} has no option(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+            raise EdgefreeError(f"{where} has no option(s) {unknown}; known: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _rebuild(hints[name], value, f"{where}.{name}") for name, value in values.items()})
 
     def replace(self, **changes):
         """A copy with ``changes`` applied; ``None`` values are ignored (unset CLI flags)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def _require_finite(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise EdgefreeError(f"{type(self).__name__}.{f.name} must be a finite number, got {value}")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -54,9 +95,10 @@ class MagnitudePruning(_Config):
 
     sparsity: float = 0.75
     keep_first_last_dense: bool = False
-    filter_fn: Callable[[nn.Module, str], bool] | None = field(default=None, compare=False)
+    filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
+        self._require_finite()
         _require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
 
     def to_dict(self) -> dict:
@@ -83,9 +125,9 @@ class ChannelPruning(_Config):
     macs_target: float | None = None
     depth: float = 0.0
     round_to: int = 8
-    importance: str = "l1"
+    importance: str = "l2"  # the best refit of the four on ResNet-20 (benchmarks/results/channel_pruning.md)
     keep_first_last_dense: bool = True
-    filter_fn: Callable[[nn.Module, str], bool] | None = field(default=None, compare=False)
+    filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
         _require(0.0 <= self.ratio < 1.0, f"channel ratio must be in [0, 1), got {self.ratio}")
@@ -138,7 +180,16 @@ class SynthesisConfig(_Config):
     first_iterations: int | None = None  # steps for the first batch (None: ``iterations``)
     generator_width: int = 32  # channels of the generator's last layer (method "generator")
 
+    def replace(self, **changes):
+        """As ``_Config.replace``; an explicit ``iterations`` also sets the first batch's steps
+        (``first_iterations``), unless that is given too: an explicit step count wins over every part
+        of the recipe."""
+        if changes.get("iterations") is not None and changes.get("first_iterations") is None:
+            changes = {**changes, "first_iterations": changes["iterations"]}
+        return super().replace(**changes)
+
     def __post_init__(self):
+        self._require_finite()
         _require(self.method in ("deepinversion", "generator"),
                  f"synthesis method must be 'deepinversion' or 'generator', got {self.method!r}")
         _require(self.generator_width > 0, f"synthesis generator_width must be positive, got {self.generator_width}")
@@ -162,6 +213,7 @@ class ReconstructConfig(_Config):
     damping: float = 0.01  # added to the Gram diagonal, as a fraction of its mean
 
     def __post_init__(self):
+        self._require_finite()
         _require(self.images >= 0, f"reconstruct images must be >= 0, got {self.images}")
         _require(self.batch_size > 0, "reconstruct batch size must be positive")
         _require(self.damping > 0, f"reconstruct damping must be positive, got {self.damping}")
@@ -184,6 +236,7 @@ class DistillConfig(_Config):
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
 
     def __post_init__(self):
+        self._require_finite()
         _require(self.epochs > 0 and self.batch_size > 0, "distillation epochs and batch size must be positive")
         _require(self.feature_weight >= 0, f"distillation feature_weight must be >= 0, got {self.feature_weight}")
         _require_bf16(self.bf16, "distillation")
@@ -207,6 +260,7 @@ class BenchConfig(_Config):
     emulation_timeout_s: int = 3600
 
     def __post_init__(self):
+        self._require_finite()
         _require(self.runs >= 1 and self.emulated_runs >= 1, "bench runs must be >= 1")
         _require(self.warmup >= 0 and self.emulated_warmup >= 0, "bench warm-up runs must be >= 0")
         _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
@@ -233,6 +287,7 @@ class ExportConfig(_Config):
     int8_min_agreement: float = 0.9
 
     def __post_init__(self):
+        self._require_finite()
         for name, known in (("formats", FORMATS), ("precisions", PRECISIONS)):
             chosen = getattr(self, name)
             if chosen is None:
@@ -312,7 +367,12 @@ def recipe(name: str) -> Recipe:
 
 @dataclass(frozen=True)
 class BuildConfig(_Config):
-    """Everything ``edgefree build`` needs. ``model=None`` means the built-in default."""
+    """Everything ``edgefree build`` needs. ``model=None`` means the built-in default.
+
+    ``recipe`` names the synthesis, reconstruction and distillation settings (default: "fast"
+    for a model of your own, "demo" for the built-in default); a stage config given explicitly
+    replaces the recipe's. Paths are stored absolute, so a report names them from anywhere.
+    """
 
     target: str = "x86-64"
     out: Path = Path("edgefree-out")
@@ -322,12 +382,12 @@ class BuildConfig(_Config):
     eval_data: str | None = None
     seed: int = 0
     device: str = "cpu"
-    recipe: str = DEMO_RECIPE
-    cache: Path | None = None  # where synthetic sets are cached; None: <out>/cache
+    recipe: str | None = None
+    cache: Path | None = None  # where synthetic sets are cached; None: cache_dir("dreams")
     prune: tuple = (MagnitudePruning(),)  # applied in order: ChannelPruning, then MagnitudePruning on what remains
-    synthesis: SynthesisConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).synthesis)
-    reconstruct: ReconstructConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).reconstruct)
-    distill: DistillConfig = field(default_factory=lambda: recipe(DEMO_RECIPE).distill)
+    synthesis: SynthesisConfig | None = None  # None: the recipe's
+    reconstruct: ReconstructConfig | None = None
+    distill: DistillConfig | None = None
     export: ExportConfig | None = field(default_factory=ExportConfig)  # None: no export, no bench
     bench: BenchConfig | None = field(default_factory=BenchConfig)  # None: no bench
 
@@ -344,6 +404,22 @@ class BuildConfig(_Config):
         _require(len(set(kinds)) == len(kinds) and kinds in ([], [MagnitudePruning], [ChannelPruning],
                                                               [ChannelPruning, MagnitudePruning]),
                  "pruning is magnitude, channel, or channel then magnitude (each at most once)")
+        _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32,
+                 f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), got {self.seed}")
+        _require(isinstance(self.num_classes, int) and self.num_classes >= 2,
+                 f"num_classes must be an integer >= 2, got {self.num_classes}")
+        name = self.recipe or (DEFAULT_RECIPE if self.model is not None else DEMO_RECIPE)
+        chosen = recipe(name)
+        from edgefree.outfolder import absolute
+
+        settled = {"recipe": name, "out": absolute(self.out),
+                   "model": None if self.model is None else absolute(self.model),
+                   "cache": None if self.cache is None else absolute(self.cache),
+                   "eval_data": self.eval_data if self.eval_data in (None, "digits") else str(absolute(self.eval_data))}
+        settled.update({stage: getattr(self, stage) or getattr(chosen, stage)
+                        for stage in ("synthesis", "reconstruct", "distill")})
+        for name, value in settled.items():
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -354,3 +430,63 @@ class BuildConfig(_Config):
     def pruning(self, kind: type):
         """The config of pruning ``kind`` (MagnitudePruning or ChannelPruning) in this build, or None."""
         return next((p for p in self.prune if isinstance(p, kind)), None)
+
+    def recipe_overrides(self) -> dict[str, dict]:
+        """Per stage, the settings that differ from the recipe's: what ran besides the recipe."""
+        chosen = recipe(self.recipe)
+        changed = {}
+        for stage in ("synthesis", "reconstruct", "distill"):
+            mine, theirs = getattr(self, stage).to_dict(), getattr(chosen, stage).to_dict()
+            diff = {k: v for k, v in mine.items() if theirs.get(k) != v}
+            if diff:
+                changed[stage] = diff
+        return changed
+
+
+def load_config_file(path: str | Path) -> dict:
+    """A build's settings from a TOML file, or from a build's ``report.json`` (its ``config``), as a dict
+    for ``BuildConfig.from_dict``."""
+    import tomllib
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgefreeError(f"config file {path} does not exist (or is a folder): pass a .toml file or a report.json")
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(path.read_text())
+            values = values.get("config", values) if isinstance(values, dict) else values
+        else:
+            values = tomllib.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as exc:  # tomllib.TOMLDecodeError and JSONDecodeError are ValueErrors
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise EdgefreeError(f"config file {path} is not valid {kind} ({exc}): fix it, or write one with "
+                            "`edgefree build ... --save-config FILE`") from exc
+    if not isinstance(values, dict):
+        raise EdgefreeError(f"config file {path} holds no table of build options")
+    return values
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a TOML basic string
+
+
+def to_toml(config: BuildConfig) -> str:
+    """``config`` as TOML that ``load_config_file`` reads back (a stage turned off is ``false``)."""
+    values = config.to_dict()
+    nested = {k: v for k, v in values.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in values.items() if isinstance(v, list) and v and all(isinstance(t, dict) for t in v)}
+    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items()
+             if k not in nested and k not in arrays and v is not None]
+    lines += [f"{k} = false" for k in ("export", "bench") if values[k] is None]
+    for name, table in nested.items():
+        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    for name, tables in arrays.items():  # the pruning stages, in order
+        for table in tables:
+            lines += ["", f"[[{name}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import zipfile
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from PIL import Image
 
 from edgefree.cache import cache_dir
-from edgefree.errors import DataError
+from edgefree.errors import DataError, warn
 from edgefree.models.registry import InputSpec
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
@@ -57,9 +58,33 @@ def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     return (train_x, train_y) if split == "train" else (test_x, test_y)
 
 
-def _decode(blob: bytes, mode: str) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as img:
-        return np.asarray(img.convert(mode))
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+COLOUR_MODES = {"RGB", "RGBA", "CMYK", "YCbCr", "LAB", "HSV"}
+
+
+class _Decoder:
+    """Images to uint8 arrays of the model's mode; grayscale for an RGB model is converted and counted,
+    colour for a grayscale model refused (its conversion would lose what the model never saw)."""
+
+    def __init__(self, spec: InputSpec, origin: Path):
+        self.mode, self.origin, self.gray = ("RGB" if spec.shape[0] == 3 else "L"), origin, 0
+
+    def __call__(self, blob: bytes, name: str) -> np.ndarray:
+        try:
+            with Image.open(io.BytesIO(blob)) as img:
+                img.load()
+                if self.mode == "L" and img.mode in COLOUR_MODES:
+                    raise DataError(f"{name} in {self.origin} is a colour image ({img.mode}) but the model takes "
+                                    "1 channel: pass grayscale images")
+                self.gray += self.mode == "RGB" and img.mode in GRAY_MODES
+                return np.asarray(img.convert(self.mode))
+        except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"{name} in {self.origin} is not a readable image ({exc}): remove or replace it") from exc
+
+    def report(self, count: int) -> None:
+        if self.gray:
+            warn(f"{self.gray} of {count} images in {self.origin} are grayscale: converted to RGB (the gray "
+                 "value in all 3 channels) for the model's 3 input channels")
 
 
 def _class_index(found: list[str], spec: InputSpec) -> dict[str, int]:
@@ -84,12 +109,21 @@ def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) ->
     return array.transpose(0, 3, 1, 2).copy(), np.asarray(labels)
 
 
+def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError, NotImplementedError) as exc:
+        raise DataError(f"{name} in {path} cannot be read ({exc}): the archive is damaged or encrypted; "
+                        "make or download it again") from exc
+
+
 def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    mode = "RGB" if spec.shape[0] == 3 else "L"
+    decode = _Decoder(spec, path)
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise DataError(f"{path} is not a readable zip file ({exc})") from exc
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise DataError(f"{path} is not a readable zip file ({exc}): pass a zip, an ImageFolder directory, "
+                        "a cifar-10-batches-py folder, or 'digits'") from exc
     with archive:
         entries = [n for n in archive.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
         tops = {Path(n).parts[0] for n in entries if len(Path(n).parts) >= 3}
@@ -101,16 +135,18 @@ def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
             parts = Path(name).parts
             if split and parts[0] != split:
                 continue
-            groups[parts[-2]].append(_decode(archive.read(name), mode))
+            groups[parts[-2]].append(decode(_read_member(archive, name, path), name))
+    decode.report(sum(len(g) for g in groups.values()))
     return _stack(groups, spec, str(path))
 
 
 def _from_folder(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
-    mode = "RGB" if spec.shape[0] == 3 else "L"
+    decode = _Decoder(spec, path)
     groups: dict[str, list[np.ndarray]] = defaultdict(list)
     for file in sorted(path.glob("*/*")):
-        if file.suffix.lower() in IMAGE_SUFFIXES:
-            groups[file.parent.name].append(_decode(file.read_bytes(), mode))
+        if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
+            groups[file.parent.name].append(decode(file.read_bytes(), file.relative_to(path).as_posix()))
+    decode.report(sum(len(g) for g in groups.values()))
     return _stack(groups, spec, str(path))
 
 
@@ -130,10 +166,16 @@ def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec.shape}|{spec.class_names}".encode()).hexdigest()[:16]
     file = cache_dir("data") / f"{path.stem}-{key}.npz"
     if file.exists():
-        with np.load(file) as saved:
-            return saved["pixels"], saved["labels"]
+        try:
+            with np.load(file) as saved:
+                return saved["pixels"], saved["labels"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache entry: decode again
+            file.unlink(missing_ok=True)
     pixels, labels = reader(path, spec)
-    np.savez(file, pixels=pixels, labels=labels)
+    tmp = file.with_name(f"{file.name}.part")
+    with open(tmp, "wb") as f:
+        np.savez(f, pixels=pixels, labels=labels)
+    tmp.replace(file)  # whole or absent
     return pixels, labels
 
 

@@ -31,9 +31,11 @@ import numpy as np
 from edgefree import remote
 from edgefree.errors import DeployError, MissingRuntimeError
 from edgefree.export.unpack import sha256_file as _sha256
+from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import render_markdown
-from edgefree.ssh import Device
+from edgefree.ssh import Device, check_key
 from edgefree.targets import Target, load_target
+from edgefree.verify import read_build, read_json, verify_artifacts
 
 PACKAGE = Path(__file__).parent
 # The standalone scripts that run on the device (stdlib + numpy + the runtime).
@@ -56,7 +58,8 @@ def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target
                           "(or let the build finish)")
     if not manifest_path.is_file():
         raise DeployError(f"{build_dir} has no artifacts/manifest.json: the build exported nothing to flash")
-    report, manifest = json.loads(report_path.read_text()), json.loads(manifest_path.read_text())
+    report = read_build(build_dir, uses=("artifacts/manifest.json",))  # the manifest is the build's
+    manifest = read_json(manifest_path)
     built_for = report["target"]["name"]
     if target not in (None, built_for):
         raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "
@@ -152,11 +155,10 @@ class _Laps(dict):
 
 
 def _write_record(build_dir: Path, report: dict, record: dict) -> None:
-    """flash.json, and report.md rendered again with its flash section."""
-    tmp = build_dir / "flash.json.tmp"
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(build_dir / "flash.json")
-    (build_dir / "report.md").write_text(render_markdown({**report, "flash": record}))
+    """flash.json, and report.md rendered again with its flash section: both or neither (outfolder)."""
+    with staged(build_dir, replace=False) as folder:
+        (folder / "flash.json").write_text(json.dumps(record, indent=2))
+        (folder / "report.md").write_text(render_markdown({**report, "flash": record}))
 
 
 def _release(device: Device, python: str, root: str, release_id: str, files: list[dict], laps: _Laps) -> dict:
@@ -208,9 +210,12 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     if keep_releases < 1:
         raise DeployError(f"keep_releases must be >= 1 (the current release stays), got {keep_releases}")
     laps = _Laps()
-    build_dir = Path(build_dir)
+    build_dir = absolute(build_dir)
+    check_key(key)
     report, manifest, profile = _read_build(build_dir, target)
     chosen = _select(manifest, profile, artifacts)
+    verify_artifacts(manifest, build_dir / "artifacts", chosen)  # before any connection
+    check_out_folder(build_dir, ("flash.json", "report.md"))
     names, threads = [a["name"] for a in chosen], profile.threads
     with tempfile.TemporaryDirectory(prefix="edgefree-flash-") as scratch_dir:
         scratch = Path(scratch_dir)

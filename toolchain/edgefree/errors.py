@@ -1,5 +1,12 @@
 """Errors a user can act on. Each message names the problem and the fix."""
 
+import sys
+
+
+def warn(message: str) -> None:
+    """One ``Warning: ...`` line on stderr: something edgefree did for the user that they should know."""
+    print(f"Warning: {message}", file=sys.stderr)
+
 
 class EdgefreeError(Exception):
     """Base class: the CLI prints these as one clear line, without a traceback."""
@@ -43,3 +50,7 @@ class ExportError(EdgefreeError):
 
 class ParityError(EdgefreeError):
     """An exported artifact's outputs differ from the PyTorch student's beyond the tolerance."""
+
+
+class IntegrityError(EdgefreeError):
+    """A file of a build differs from the sha256 its report or manifest recorded for it."""

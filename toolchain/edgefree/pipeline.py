@@ -2,9 +2,11 @@
 
     teacher -> synthesize -> prune -> reconstruct -> distill -> evaluate -> export -> bench -> report
 
-Synthetic images are cached in the output folder, keyed by edgefree's version, the
-teacher's weights, the synthesis config and the seed, so a rebuild with other
-distillation settings does not dream again, and a new version of edgefree does.
+Synthetic images are cached (``cache_dir("dreams")``), keyed by edgefree's version, the
+teacher's weights, the synthesis config and the seed, so a rebuild with other distillation
+settings, or after a failure, does not dream again, and a new version of edgefree does. The
+outputs are written into a staging folder and replace those in the output folder only when
+the whole build succeeded.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from edgefree import __version__
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
+from edgefree.cache import cache_dir
 from edgefree.config import BuildConfig, MagnitudePruning
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
@@ -28,16 +31,20 @@ from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
+from edgefree.export.unpack import sha256_file as sha256
 from edgefree.machine import machine_info
 from edgefree.models import load_model
+from edgefree.outfolder import check_out_folder, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
+from edgefree.verify import record_files
 
-OUTPUTS = ("report.json", "report.md", "student.pt", "student-plan.json", "student.pt2", "synthetic.pt", "synthetic.png", "flash.json", "bench.json", "bench.md",
-           "bench.png")
+# Everything a build writes into --out (bench and flash add bench.json, flash.json later).
+OUTPUTS = ("report.json", "report.md", "student.pt", "student-plan.json", "student.pt2", "synthetic.pt",
+           "synthetic.png", "artifacts", "bench.json", "bench.md", "bench.png", "flash.json", "build.log")
 
 
 class _Stopwatch(dict):
@@ -57,12 +64,15 @@ def _fingerprint(teacher, config: BuildConfig) -> str:
 
 
 def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -> SyntheticSet:
-    """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache: ``out/cache``).
+    """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache:
+    ``cache_dir("dreams")``, outside the output folder, so a build that fails later still leaves
+    its finished dreams for the next one; each set is written whole or not at all).
 
     The set is also published as ``out/synthetic.pt``: a hard link to the cached file where the
     file system allows (no second copy of what can be 100 MB), a copy elsewhere.
     """
-    cached = Path(config.cache or out / "cache") / f"synthetic-{_fingerprint(teacher, config)}.pt"
+    folder = Path(config.cache) if config.cache else cache_dir("dreams")
+    cached = folder / f"synthetic-{_fingerprint(teacher, config)}.pt"
     if cached.exists():
         dreams = SyntheticSet.load(cached)
         dreams.stats["cached"] = True
@@ -80,17 +90,22 @@ def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -
     return dreams
 
 
-def _prepare_out(out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OUTPUTS:  # a failed rebuild must not leave the previous success in place
-        (out / name).unlink(missing_ok=True)
-    return out
+def _load_inputs(config: BuildConfig):
+    """The teacher, where it came from, and the evaluation data: every input read before any work."""
+    if config.model is None:
+        teacher = default_teacher()
+        return teacher, "built-in default (scikit-learn digits)", None, load_eval_data(DEMO_EVAL, teacher.input_spec)
+    teacher = load_model(config.arch, config.model, config.num_classes)
+    eval_data = load_eval_data(config.eval_data, teacher.input_spec) if config.eval_data else None
+    return teacher, str(config.model), sha256(Path(config.model)), eval_data
 
 
 def build(config: BuildConfig, progress: bool = True) -> dict:
     """Prune, synthesize, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
 
-    Returns the report as a dict (also written to ``report.json``).
+    Every input is read and checked first; the stages then write into a staging folder beside
+    ``config.out`` (``edgefree.outfolder``), whose outputs replace the previous build's only
+    when every stage succeeded. Returns the report as a dict (also written to ``report.json``).
 
     Example:
         >>> import tempfile
@@ -105,17 +120,23 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     export_config = config.export.for_target(target) if config.export else None
     if export_config:  # a missing runtime must stop the build before synthesis, not after
         require_runtimes(export_config.formats)
-    out = _prepare_out(Path(config.out))
+    out = check_out_folder(config.out, OUTPUTS)
     torch.manual_seed(config.seed)
     clock = _Stopwatch()
-
     with clock("load"):
-        if config.model is None:
-            teacher, source, eval_source = default_teacher(), "built-in default (scikit-learn digits)", DEMO_EVAL
-        else:
-            teacher, source = load_model(config.arch, config.model, config.num_classes), str(config.model)
-            eval_source = config.eval_data
-        eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
+        teacher, source, teacher_sha256, eval_data = _load_inputs(config)
+    with staged(out, replace=True) as folder:
+        report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress)
+        report["model"].update(source=source, sha256=teacher_sha256)
+        write_report(report, folder)
+    return report
+
+
+def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path, published: Path,
+            clock: _Stopwatch, progress: bool) -> dict:
+    """The stages after loading, writing into ``out`` (the staging folder of ``published``)."""
+    with clock("prune"):
+        pruned = prune(teacher, config.prune)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress)
         save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
@@ -143,15 +164,16 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         with clock("bench"):
             benched = bench({"teacher": teacher, "student": student},
                             {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
-                            target, out, config.bench, eval_data)
+                            target, out, config.bench, eval_data, published_as=published)
 
     detail = sparsity_report(student)
     example = teacher.input_spec.example_inputs()[0]
     costs = {"teacher": cost(teacher, example), "student": cost(student, example)}
     magnitude = config.pruning(MagnitudePruning)
-    report = {
+    synthesis = config.synthesis
+    return {
         "target": target.to_dict(),
-        "model": {"arch": teacher.arch, "source": source, "input": teacher.input_spec.to_dict()},
+        "model": {"arch": teacher.arch, "input": teacher.input_spec.to_dict()},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "sparsity": detail["overall"],
@@ -161,17 +183,21 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         "cost": {**costs, "macs_ratio": costs["student"]["macs"] / costs["teacher"]["macs"],
                  "params_ratio": costs["student"]["params"] / costs["teacher"]["params"]},
         "sparsity_detail": detail,
-        "synthesis": {"recipe": config.recipe, "method": config.synthesis.method, "images": len(dreams), "iterations": config.synthesis.iterations,
-                      "batch_size": config.synthesis.batch_size, "cached": dreams.stats.get("cached", False),
-                      **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement", "seconds", "bf16", "steps")}},
+        "recipe_overrides": config.recipe_overrides(),  # what ran besides the recipe's settings
+        "synthesis": {"recipe": config.recipe, "method": synthesis.method, "images": len(dreams),
+                      "iterations": synthesis.iterations, "first_iterations": synthesis.first_iterations or
+                      synthesis.iterations, "batch_size": synthesis.batch_size,
+                      "cached": dreams.stats.get("cached", False),
+                      **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement",
+                                                          "seconds", "bf16", "steps")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
         "distill": {**config.distill.to_dict(), **distilled.stats},
         "export": manifest,
         "bench": benched,
         "seconds": dict(clock),
         "seed": config.seed,
+        "out": str(published),
+        "files": record_files(out),
         "config": config.to_dict(),
         "machine": machine_info(),
     }
-    write_report(report, out)
-    return report

@@ -74,10 +74,12 @@ def _synthesis(r: dict) -> str:
                        f"images, drawing {s['images']} new images per distillation epoch")
     else:
         title, made = "DeepInversion", f"{s['images']} images x {s['iterations']} steps (batch {s['batch_size']})"
+    changed = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in diff.items())
+                        for stage, diff in (r.get("recipe_overrides") or {}).items())
     return "\n".join([
         f"## Synthetic data ({title}, no real images)",
         "",
-        f"Recipe `{s['recipe']}`: {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
+        f"Recipe `{s['recipe']}`" + (f" (changed: {changed})" if changed else "") + f": {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
         "images their target label.",
         "",

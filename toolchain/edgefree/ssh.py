@@ -48,6 +48,27 @@ def split_host(host: str) -> tuple[str, str]:
     return user or getpass.getuser(), name
 
 
+def check_key(key: Path | None) -> None:
+    """Refuse, before connecting, a --key that is no private key or needs a passphrase."""
+    if key is None:
+        return
+    key = Path(key).expanduser()
+    if not key.is_file():
+        raise DeployError(f"--key {key} is not a file: pass the path of a private key (e.g. ~/.ssh/id_ed25519)")
+    paramiko = _paramiko()
+    try:
+        try:
+            paramiko.PKey.from_path(str(key))
+        except TypeError as exc:  # paramiko's way of saying the key needs a password it was not given
+            raise paramiko.PasswordRequiredException(str(exc)) if "password" in str(exc).lower() else exc
+    except paramiko.PasswordRequiredException as exc:
+        raise DeployError(f"--key {key} is protected by a passphrase, which edgefree does not ask for: add it to "
+                          f"your ssh agent (ssh-add {key}) and flash without --key") from exc
+    except (paramiko.SSHException, ValueError, TypeError, OSError) as exc:
+        raise DeployError(f"--key {key} is not a private key paramiko can read ({exc}): pass the private half "
+                          "(not the .pub file) of an ed25519, ECDSA or RSA key") from exc
+
+
 class Device:
     """A connected device. Use as a context manager; commands run through the login shell."""
 

@@ -129,7 +129,8 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
 
 
 def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Target, out: Path,
-          config: BenchConfig = BenchConfig(), eval_data: LabeledImages | None = None) -> dict:
+          config: BenchConfig = BenchConfig(), eval_data: LabeledImages | None = None,
+          published_as: Path | None = None) -> dict:
     """Measure teacher and student per runtime; write bench.json/.md/.png into ``out``.
 
     Args:
@@ -140,6 +141,8 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
         out: folder for bench.json, bench.md and bench.png.
         config: runs, warm-up, threads, evaluation images, emulation settings.
         eval_data: held-out images for top-1 per runtime (None: latency only, on a random image).
+        published_as: the folder the results are moved to when ``out`` is a staging folder
+            (recorded as the results' place).
 
     Usage, with exported teacher and student::
 
@@ -170,7 +173,7 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
                      if target.emulated and config.emulate else None),
         "config": config.to_dict(),
         "machine": machine_info(),
-        "out": str(out),
+        "out": str(published_as or out),
     }
     write_bench(result, Path(out))
     return result

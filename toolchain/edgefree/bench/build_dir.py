@@ -3,12 +3,11 @@
 From ``report.json`` it takes the teacher (checkpoint and architecture, or the built-in
 default and its seed), the evaluation data and the export settings; from the folder the
 student (``student.pt``), its artifacts and the synthetic images that calibrate the
-teacher's INT8 artifacts.
+teacher's INT8 artifacts, each checked against the sha256 the build recorded.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgefree.bench import bench, selected_artifacts
@@ -16,29 +15,25 @@ from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
+from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import write_report
 from edgefree.targets import Target, load_target
+from edgefree.verify import read_build, read_json, relocate_teacher, teacher_checkpoint, verify_artifacts
 
 
-def _read_report(build_dir: Path) -> dict:
-    path = build_dir / "report.json"
-    if not path.is_file():
-        raise EdgefreeError(f"{build_dir} holds no finished build (no report.json): run `edgefree build --out {build_dir}` first")
-    return json.loads(path.read_text())
-
-
-def _models(report: dict, build_dir: Path):
+def _models(report: dict, build_dir: Path, model: Path | None):
     from edgefree.demo import DEMO_EVAL, default_teacher
     from edgefree.models import load_model
     from edgefree.recover.saved import load_student
 
     config = report["config"]
-    if config["model"] is None:
+    checkpoint = teacher_checkpoint(report, model)
+    if checkpoint is None:
         teacher, eval_source = default_teacher(), DEMO_EVAL
     else:
-        teacher, eval_source = load_model(config["arch"], config["model"], config["num_classes"]), config["eval_data"]
+        teacher, eval_source = load_model(config["arch"], checkpoint, config["num_classes"]), config["eval_data"]
     student = load_student(build_dir, report["model"]["arch"], config["num_classes"], teacher.input_spec)
-    return teacher, student, eval_source
+    return teacher, student, eval_source, checkpoint
 
 
 def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
@@ -47,8 +42,12 @@ def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
 
 
 def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig = BenchConfig(),
-                out: Path | None = None) -> dict:
+                out: Path | None = None, model: Path | None = None) -> dict:
     """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
+
+    Every file it uses is first checked against the sha256 the build recorded. ``model`` is
+    where the teacher checkpoint is now, if it moved (recorded in the build's report when the
+    results go into the build's folder).
 
     Usage, on a finished build::
 
@@ -57,8 +56,8 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     from edgefree.data import load_eval_data
     from edgefree.recover import SyntheticSet
 
-    build_dir = Path(build_dir)
-    report = _read_report(build_dir)
+    build_dir = absolute(build_dir)
+    report = read_build(build_dir)
     profile = load_target(target or report["target"]["name"])
     if profile.emulated and config.emulate and prepared(default_home()) is None:
         raise EmulationError(f"target {profile.name} is {profile.isa}: its artifacts run under qemu-aarch64, and "
@@ -66,20 +65,26 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     student_manifest = build_dir / "artifacts" / "manifest.json"
     if not student_manifest.is_file():
         raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")
-    built = selected_artifacts(json.loads(student_manifest.read_text()), profile)
+    manifest = read_json(student_manifest)
+    built = selected_artifacts(manifest, profile)
     if not built:
         raise EdgefreeError(f"the build in {build_dir} has no artifact in target {profile.name}'s formats "
                             f"({', '.join(profile.formats)}) and precisions ({', '.join(profile.precisions)}): "
                             f"rebuild it with --target {profile.name}")
-    teacher, student, eval_source = _models(report, build_dir)
+    verify_artifacts(manifest, student_manifest.parent, built)
+    out = absolute(out or output_folder(build_dir, report, profile))
+    own = out == build_dir  # the build's own bench: its report shows the new figures
+    check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
+    teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
     eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
     teacher_manifest = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data)
-    out = Path(out or output_folder(build_dir, report, profile))
-    result = bench({"teacher": teacher, "student": student}, {"teacher": teacher_manifest, "student": student_manifest},
-                   profile, out, config, eval_data)
-    if out.resolve() == build_dir.resolve():  # the build's own bench: its report shows the new figures
-        write_report({**report, "bench": result}, build_dir)
+    with staged(out, replace=False) as folder:
+        result = bench({"teacher": teacher, "student": student},
+                       {"teacher": teacher_manifest, "student": student_manifest},
+                       profile, folder, config, eval_data, published_as=out)
+        if own:
+            write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder)
     return result

@@ -2,10 +2,17 @@
 
 Heavy libraries are imported inside each command, so ``edgefree --help`` is instant.
 Every option can also be set by an environment variable named in its help
-(``EDGEFREE_<COMMAND>_<OPTION>``).
+(``EDGEFREE_<COMMAND>_<OPTION>``); a bad value there is named by its variable, and an
+``EDGEFREE_*`` variable that no option or setting reads gets a warning.
 """
 
+import difflib
+import os
+import signal
+import threading
+
 import click
+from click.core import ParameterSource
 
 from edgefree.cli.bench import bench
 from edgefree.cli.build import build
@@ -24,12 +31,61 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
+# Variables read by edgefree itself, besides the options' EDGEFREE_<COMMAND>_<OPTION>.
+SETTINGS = ("EDGEFREE_CACHE", "EDGEFREE_TARGETS", "EDGEFREE_ARM64_HOME")
+
+
+def known_variables(command: click.Command, prefix: str = "EDGEFREE") -> set[str]:
+    """Every EDGEFREE_* variable an option of ``command`` (and its subcommands) reads."""
+    found = {p.envvar for p in command.params if isinstance(p.envvar, str)}
+    found |= {f"{prefix}_{p.name.upper()}" for p in command.params if isinstance(p, click.Option) and p.name}
+    for name, sub in getattr(command, "commands", {}).items():
+        found |= known_variables(sub, f"{prefix}_{name.upper().replace('-', '_')}")
+    return found
+
+
+def _warn_unknown_variables(group: click.Group) -> None:
+    known = known_variables(group) | set(SETTINGS)
+    for name in sorted(v for v in os.environ if v.startswith("EDGEFREE_") and v not in known):
+        close = difflib.get_close_matches(name, known, n=1)
+        click.echo(f"Warning: environment variable {name} is not an edgefree setting and is ignored"
+                   + (f" (did you mean {close[0]}?)" if close else ""), err=True)
+
+
+def _bad_variable(exc: click.BadParameter) -> UserError | None:
+    """A bad option value that came from its environment variable, named by that variable."""
+    ctx, param = exc.ctx, exc.param
+    if ctx is None or param is None or ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
+        return None
+    name = param.envvar if isinstance(param.envvar, str) else f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
+    return UserError(f"environment variable {name}={os.environ.get(name, '')!r} is not a valid "
+                     f"{param.opts[0] if getattr(param, 'opts', None) else param.name}: {exc.message}. "
+                     f"Fix it, or unset it (unset {name})")
+
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends a command as Ctrl-C does: through its cleanup (staging folders removed)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 class _Group(click.Group):
     def invoke(self, ctx):
+        _warn_unknown_variables(self)
+        _stop_on_sigterm()
         try:
             return super().invoke(ctx)
+        except click.BadParameter as exc:
+            raise (_bad_variable(exc) or exc) from exc
         except EdgefreeError as exc:
             raise UserError(str(exc)) from exc
+        except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise UserError(f"{exc.strerror or exc}{where}: check the path, its permissions and the free space") from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

@@ -23,19 +23,21 @@ def _opt(*names, **kw):
       "is only emulated; this machine's outputs still serve as the parity reference).")
 @_opt("--emulated-runs", type=int, default=3, help="Timed runs under emulation (instruction counts repeat).")
 @_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
+@_opt("--model", type=click.Path(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved "
+      "(it must be the same file; checked by sha256).")
 @_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
 @verbose_option
-def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, out,
-          verbose):
+def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, model,
+          out, verbose):
     """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
     from edgefree.bench.build_dir import bench_build
     from edgefree.config import BenchConfig
 
     config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
                          native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
-    with runtime_logs(verbose, build_dir):
-        result = bench_build(build_dir, target, config, out)
+    with runtime_logs(verbose, Path(build_dir) / "build.log"):
+        result = bench_build(build_dir, target, config, out, model)
     report_bench(result)
 
 

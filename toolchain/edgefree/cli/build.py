@@ -1,5 +1,6 @@
 """``edgefree build``: the whole pipeline on your model, or on the built-in default."""
 
+import os
 from pathlib import Path
 
 import click
@@ -25,7 +26,7 @@ def _opt(*names, **kw):
 @_opt("--macs-target", type=float, help="Channel pruning: keep about this fraction of the teacher's multiply-adds "
       "(the channel ratio is searched; overrides --channel-ratio).")
 @_opt("--depth", type=float, default=0.0, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
-@_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l1",
+@_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l2",
       help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
 @_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
 @_opt("--keep-first-last-dense", is_flag=True, help="Magnitude pruning: do not prune the first and last layer.")
@@ -47,53 +48,116 @@ def _opt(*names, **kw):
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
+@_opt("--config", "config_file", envvar="EDGEFREE_BUILD_CONFIG", type=click.Path(path_type=Path), help="Build settings from a TOML file or a "
+      "build's report.json (replays that build); options given here win over the file's.")
+@_opt("--save-config", type=click.Path(path_type=Path, dir_okay=False), help="Write the settings this command "
+      "resolves to as TOML to this file (for --config) and stop, without building.")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
           channel_importance, round_to, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
-          quiet, verbose):
+          config_file, save_config, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
 
-    Runtime log lines and library warnings go to --out's build.log (--verbose shows them here).
+    The build writes beside --out and replaces its outputs there only when every stage succeeded:
+    a failed or interrupted build leaves --out as it was (docs/output-folder.md). Runtime log lines
+    and library warnings go to --out's build.log (--verbose shows them here).
     """
-    from edgefree.cli.bench import report_bench
-    from edgefree.config import (DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ChannelPruning, ExportConfig,
-                                 MagnitudePruning)
-    from edgefree.config import recipe as named_recipe
-    from edgefree.pipeline import build as run_build
-    from edgefree.targets import load_target
+    from dataclasses import replace
 
-    profile = load_target(target)  # fail fast, before any work, on an unknown target
-    kinds = [k.strip() for k in (pruning or ",".join(profile.pruning)).split(",") if k.strip()]
-    stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
-              "channel": lambda: ChannelPruning(ratio=channel_ratio, macs_target=macs_target, depth=depth,
-                                                importance=channel_importance, round_to=round_to)}
-    unknown = [k for k in kinds if k not in stages]
-    if unknown or not kinds:
-        raise click.BadParameter(f"{pruning!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
-    recipe = recipe or (DEFAULT_RECIPE if model else DEMO_RECIPE)
-    chosen = named_recipe(recipe)
-    config = BuildConfig(
-        target=target, out=out, model=model, arch=arch, num_classes=num_classes, eval_data=eval_data,
-        seed=seed, device=device, recipe=recipe,
-        prune=tuple(stages[k]() for k in kinds),
-        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
-        reconstruct=chosen.reconstruct.replace(images=reconstruct_images),
-        distill=chosen.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16),
-        export=ExportConfig(formats=formats, precisions=precisions),
-        bench=BenchConfig(runs=bench_runs, emulate=emulate),
-    )
-    Path(out).mkdir(parents=True, exist_ok=True)
-    (Path(out) / "build.log").unlink(missing_ok=True)
-    with runtime_logs(verbose, out):
+    from edgefree.cli.bench import report_bench
+    from edgefree.config import BuildConfig, load_config_file, to_toml
+
+    given = _given(click.get_current_context())
+    values = load_config_file(config_file) if config_file else {}
+    _layer(values, given, dict(target=target, out=out, model=model, arch=arch, num_classes=num_classes,
+                               eval_data=eval_data, seed=seed, device=device, recipe=recipe))
+    if "recipe" in given:  # the recipe named here replaces the file's stage settings
+        for stage in ("synthesis", "reconstruct", "distill"):
+            values.pop(stage, None)
+    if given & PRUNING_OPTIONS or "prune" not in values:
+        values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
+                                   channel_ratio, macs_target, depth, channel_importance, round_to)
+    _layer(values, given, {"formats": formats, "precisions": precisions}, "export")
+    _layer(values, given, {"runs": bench_runs, "emulate": emulate}, "bench", flags={"runs": "bench_runs"})
+    config = BuildConfig.from_dict(values)
+    config = replace(  # explicit options win over every part of the recipe (and of the file)
+        config, synthesis=config.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
+        reconstruct=config.reconstruct.replace(images=reconstruct_images),
+        distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16))
+    if save_config:
+        _write_text(save_config, to_toml(config))
+        click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
+        return
+    from edgefree.pipeline import build as run_build
+
+    out = config.out
+    log = out.parent / f".{out.name}.build.log"  # beside --out while it runs: a failed build leaves --out as it was
+    log.unlink(missing_ok=True)
+    with runtime_logs(verbose, log):
         report = run_build(config, progress=not quiet)
+    if log.is_file():
+        os.replace(log, out / "build.log")
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
-    report_export(report["export"])
-    report_bench(report["bench"])
+    if report["export"]:
+        report_export(report["export"])
+    if report["bench"]:
+        report_bench(report["bench"])
     click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/"
                + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
+
+
+PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "channel_ratio", "macs_target", "depth",
+                   "channel_importance", "round_to"}
+
+
+def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
+             importance, round_to) -> list[dict]:
+    """The pruning stages the options ask for (``kinds`` None: the target profile's default), as dicts."""
+    from edgefree.config import ChannelPruning, MagnitudePruning
+    from edgefree.targets import load_target
+
+    names = [k.strip() for k in (kinds or ",".join(load_target(target).pruning)).split(",") if k.strip()]
+    stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
+              "channel": lambda: ChannelPruning(ratio=channel_ratio, macs_target=macs_target, depth=depth,
+                                                importance=importance, round_to=round_to)}
+    if not names or any(k not in stages for k in names):
+        raise click.BadParameter(f"{kinds!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
+    return [stages[k]().to_dict() for k in names]
+
+
+def _given(ctx: click.Context) -> set[str]:
+    """The options set on the command line or by their environment variable (not left at their default)."""
+    from click.core import ParameterSource
+
+    return {p.name for p in ctx.command.params
+            if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+
+
+def _layer(values: dict, given: set[str], options: dict, section: str | None = None,
+           flags: dict | None = None) -> None:
+    """Put ``options`` (config field -> value; ``flags``: field -> CLI name where they differ) into
+    ``values[section]``: those given explicitly always, the others only where the file sets nothing."""
+    if section is not None:
+        if values.get(section) is False or not isinstance(values.setdefault(section, {}), dict):
+            return  # a stage turned off in the file, or a malformed one that from_dict names
+        values = values[section]
+    for name, option in options.items():
+        if (flags or {}).get(name, name) in given or name not in values:
+            values[name] = option
+
+
+def _write_text(path: Path, text: str) -> None:
+    from edgefree.errors import EdgefreeError
+
+    if path.is_dir() or not path.parent.is_dir():
+        raise EdgefreeError(f"--save-config {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}; "
+                            "pass a file path in an existing folder")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

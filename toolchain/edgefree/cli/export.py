@@ -37,18 +37,21 @@ def report_export(manifest: dict) -> None:
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
 @_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
 @_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
+@_opt("--model", type=click.Path(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
+      "checked by sha256 and recorded in BUILD_DIR's report, so later commands find it.")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
 @verbose_option
-def export(build_dir, formats, precisions, eval_data, out, verbose):
+def export(build_dir, formats, precisions, eval_data, model, out, verbose):
     """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
 
-    The artifacts replace those in the output folder; exporting into BUILD_DIR/artifacts also
-    updates BUILD_DIR's report (re-run `edgefree bench` for latencies of the new artifacts).
+    The artifacts replace those in the output folder once all are built and checked (a failure
+    leaves it as it was); exporting into BUILD_DIR/artifacts also updates BUILD_DIR's report
+    (re-run `edgefree bench` for latencies of the new artifacts).
     """
     from edgefree.config import ExportConfig
     from edgefree.export.rebuild import reexport
 
-    with runtime_logs(verbose, build_dir):
-        manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data)
+    with runtime_logs(verbose, Path(build_dir) / "build.log"):
+        manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model)
     report_export(manifest)
     click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")

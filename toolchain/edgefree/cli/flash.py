@@ -13,7 +13,7 @@ def _opt(*names, **kw):
 @click.argument("build_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @_opt("--host", required=True, help="The device, user@host (e.g. pi@raspberrypi.local).")
 @_opt("--target", help="Target profile; default: the one BUILD_DIR was built for (any other is refused).")
-@_opt("--port", type=int, default=22, help="SSH port.")
+@_opt("--port", type=click.IntRange(1, 65535), default=22, help="SSH port.")
 @_opt("--key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
       help="Private key file. Default: your ssh agent and ~/.ssh/id_* keys.")
 @_opt("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),

@@ -12,9 +12,9 @@ def verbose_option(command):
                              "build.log in the output folder.")(command)
 
 
-def runtime_logs(verbose: bool, folder: Path):
-    """A context that keeps runtime logs out of the console, in ``folder/build.log``, unless ``verbose``
-    (or ``folder`` does not exist: the command is about to say so)."""
+def runtime_logs(verbose: bool, log: Path):
+    """A context that keeps runtime logs out of the console, in the file ``log``, unless ``verbose``
+    (or ``log``'s folder does not exist: the command is about to say so)."""
     from edgefree.logs import runtime_output_to
 
-    return nullcontext() if verbose or not Path(folder).is_dir() else runtime_output_to(Path(folder) / "build.log")
+    return nullcontext() if verbose or not Path(log).parent.is_dir() else runtime_output_to(log)

@@ -190,7 +190,7 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
     write_manifest(manifest, folder)
     mismatched = [f["error"] for f in failed if f["stage"] == "parity"]
     if mismatched:
-        raise ParityError("; ".join(mismatched) + f". Its files were not kept; {folder / MANIFEST} lists what passed.")
+        raise ParityError("; ".join(mismatched) + ". Its files were not kept.")
     if not built:
         raise ExportError("no artifact could be built: " + "; ".join(f["error"] for f in failed))
     return manifest

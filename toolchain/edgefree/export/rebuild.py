@@ -6,7 +6,6 @@ architecture, input spec, target and evaluation set) and ``synthetic.pt`` (calib
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgefree.config import ExportConfig
@@ -14,41 +13,52 @@ from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL
 from edgefree.errors import EdgefreeError
 from edgefree.export import export_student
+from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec
 from edgefree.recover import SyntheticSet
 from edgefree.recover.saved import load_student
 from edgefree.report import write_report
+from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.targets import load_target
+from edgefree.verify import read_build, record_files, relocate_teacher, teacher_checkpoint
 
-NEEDED = ("report.json", "student.pt", "synthetic.pt")
-
-
-def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eval_data: str | None = None) -> dict:
+def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eval_data: str | None = None,
+             model: Path | None = None) -> dict:
     """Export the student of ``build_dir`` into ``out`` (default ``build_dir/artifacts``); returns the manifest.
 
     Unset formats and precisions come from the build's target, the evaluation set from the
-    build's unless ``eval_data`` names another. Exporting into the build's own ``artifacts/``
-    also updates its report.
+    build's unless ``eval_data`` names another. ``student.pt`` and ``synthetic.pt`` are checked
+    against the sha256 the build recorded first. The new artifacts replace the old ones only
+    once all of them are built (``edgefree.outfolder``); exporting into the build's own
+    ``artifacts/`` also updates its report, and records ``model`` (where the teacher checkpoint
+    is now, checked by sha256) as the build's teacher.
 
     Usage, on a finished build::
 
         manifest = reexport(Path("edgefree-out"), ExportConfig(formats=("onnx",)))
     """
-    build_dir = Path(build_dir)
-    missing = [name for name in NEEDED if not (build_dir / name).is_file()]
-    if missing:
-        raise EdgefreeError(f"{build_dir} is not a finished edgefree build (missing {', '.join(missing)}): "
+    build_dir = absolute(build_dir)
+    if not (build_dir / "report.json").is_file() and build_dir.is_dir():
+        raise EdgefreeError(f"{build_dir} is not a finished edgefree build (missing report.json): "
                             "run `edgefree build --out DIR` first and pass that DIR")
-    report = json.loads((build_dir / "report.json").read_text())
+    report = read_build(build_dir, uses=("student.pt", "student-plan.json", "synthetic.pt"))
+    checkpoint = teacher_checkpoint(report, model) if model is not None else None
     spec = InputSpec(**{key: tuple(value) for key, value in report["model"]["input"].items()})
     student = load_student(build_dir, report["model"]["arch"], report["config"]["num_classes"], spec)
     built_eval = report["config"]["eval_data"] if report["config"]["model"] else DEMO_EVAL
     source = eval_data or built_eval
-    folder = Path(out) if out else build_dir / "artifacts"
-    manifest = export_student(student, config.for_target(load_target(report["target"]["name"])), folder,
-                              SyntheticSet.load(build_dir / "synthetic.pt"),
-                              load_eval_data(source, spec) if source else None)
-    if folder.resolve() == (build_dir / "artifacts").resolve():
-        report["export"] = manifest
-        write_report(report, build_dir)
+    folder = absolute(out) if out else build_dir / "artifacts"
+    own = folder == build_dir / "artifacts"
+    publish_to = build_dir if own else check_out_folder(folder, (MANIFEST,))
+    if own:
+        check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
+    export_config = config.for_target(load_target(report["target"]["name"]))
+    calibration = SyntheticSet.load(build_dir / "synthetic.pt")
+    evaluation = load_eval_data(source, spec) if source else None
+    with staged(publish_to, replace=not own) as staging:
+        manifest = export_student(student, export_config, staging / "artifacts" if own else staging, calibration,
+                                  evaluation)
+        if own:
+            updated = relocate_teacher({**report, "export": manifest}, checkpoint)
+            write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging)
     return manifest

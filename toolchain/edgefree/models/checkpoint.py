@@ -13,16 +13,35 @@ from edgefree.models.registry import InputSpec, create_model
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _open_checked(path: Path) -> None:
+    """Refuse what is no checkpoint file before torch reads it: a folder, an unreadable file, JSON."""
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder, not a file: pass the .pt file saved with "
+                              "torch.save(model.state_dict(), path)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass the path of a saved state_dict")
     try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be opened ({exc.strerror}): check its permissions") from exc
+    if head[:1] in (b"{", b"["):
+        raise CheckpointError(f"checkpoint {path} is a JSON file, not PyTorch weights: pass the .pt file "
+                              "saved with torch.save(model.state_dict(), path)")
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    _open_checked(path)
+    try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        first_line = ("it holds pickled objects other than tensors, which edgefree never runs"
+                      if "weights_only" in text or "Weights only" in text
+                      else text.splitlines()[0] if text else type(exc).__name__)
         raise CheckpointError(
             f"checkpoint {path} cannot be read as PyTorch weights ({first_line}). It may be corrupt or "
-            "truncated, or hold pickled objects other than tensors; save it with "
+            "truncated, or hold objects other than tensors; save it with "
             "torch.save(model.state_dict(), path)"
         ) from exc
     if isinstance(obj, dict):
@@ -35,6 +54,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"checkpoint {path} holds a {type(obj).__name__}, not a state_dict of tensors; "
             "save it with torch.save(model.state_dict(), path)"
         )
+    broken = [k for k, v in obj.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(
+            f"checkpoint {path} holds NaN or infinite values in {len(broken)} tensor(s) ({', '.join(broken[:3])}): "
+            "the model was saved after its training diverged; pass a checkpoint with finite weights")
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 

@@ -1,0 +1,346 @@
+"""Bad inputs, one table: each stops with exit status 2, one `Error:` line, no traceback, and the
+folder it would have written (a previous complete build plus a file of the user's) byte for byte
+as it was. Then: a build killed midway leaves its --out as it was, and a tampered artifact is
+refused by bench, export and flash."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from edgefree.cli import cli
+from edgefree.models import create_model
+
+TINY = ["--images", "32", "--synth-batch", "32", "--iterations", "5", "--epochs", "1", "--formats", "onnx",
+        "--precisions", "fp32", "--bench-runs", "2", "--quiet"]
+TOOLCHAIN = Path(__file__).resolve().parents[1] / "toolchain"
+
+
+def folder_hash(folder: Path) -> str:
+    """sha256 over every path (hidden ones too), its kind and its bytes: equal means byte for byte equal."""
+    h = hashlib.sha256()
+    if not folder.exists():
+        return "absent"
+    if folder.is_file():
+        return hashlib.sha256(folder.read_bytes()).hexdigest()
+    for path in sorted(folder.rglob("*")):
+        h.update(path.relative_to(folder).as_posix().encode())
+        h.update(b"d" if path.is_dir() else path.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory):
+    """A complete build of the built-in default (ONNX fp32 only, tiny budgets)."""
+    out = tmp_path_factory.mktemp("tiny") / "build"
+    result = CliRunner().invoke(cli, ["build", "--out", str(out), *TINY], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _png(size=8, mode="L", color=128) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (size, size), color if mode == "L" else (color, 0, 0)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _zip(path: Path, entries: dict) -> str:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as z:
+        for name, blob in entries.items():
+            z.writestr(name, blob)
+    return str(path)
+
+
+class Files:
+    """The inputs of the table, made on first use in a test's folder."""
+
+    def __init__(self, tmp: Path, build: Path):
+        self.tmp = tmp
+        self.out = tmp / "out"  # a previous complete build, and a file of the user's
+        shutil.copytree(build, self.out)
+        (self.out / "notes.txt").write_text("mine")
+        self.build = self.out  # bench / export / flash read it
+
+    def _model(self, name: str, state) -> str:
+        path = self.tmp / name
+        torch.save(state, path)
+        return str(path)
+
+    def digits(self) -> str:
+        return self._model("digits.pt", create_model("digits-cnn").state_dict())
+
+    def poisoned(self, value: float) -> str:
+        state = create_model("digits-cnn").state_dict()
+        next(v for v in state.values() if v.is_floating_point())[0] = value
+        return self._model(f"poisoned-{value}.pt", state)
+
+    def no_bn(self) -> str:
+        return self._model("nobn.pt", create_model("digits-mlp-nobn").state_dict())
+
+    def tensors_list(self) -> str:
+        return self._model("list.pt", [torch.zeros(3), torch.ones(2)])
+
+    def text(self, name: str, content: str | bytes) -> str:
+        path = self.tmp / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        return str(path)
+
+    def folder(self, name: str = "folder") -> str:
+        (self.tmp / name).mkdir(exist_ok=True)
+        return str(self.tmp / name)
+
+    def digits_zip(self, name: str = "eval.zip", **entries) -> str:
+        base = {f"test/{c}/0.png": _png() for c in range(10)}
+        return _zip(self.tmp / name, {**base, **entries})
+
+    def damaged_member_zip(self) -> str:
+        path = Path(self.digits_zip("damaged.zip"))
+        data = bytearray(path.read_bytes())
+        at = data.find(_png()) + 40  # inside the first stored image: its CRC no longer matches
+        data[at] ^= 0xFF
+        path.write_bytes(bytes(data))
+        return str(path)
+
+    def key(self, passphrase: str) -> str:
+        path = self.tmp / f"key-{len(passphrase)}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-f", str(path)], check=True)
+        return str(path)
+
+    def tamper(self, relative: str) -> None:
+        with open(self.build / relative, "ab") as f:
+            f.write(b"\0")
+
+    def onnx(self) -> str:
+        manifest = json.loads((self.build / "artifacts" / "manifest.json").read_text())
+        return "artifacts/" + manifest["artifacts"][0]["files"][0]["path"]
+
+
+def B(*args):  # a build into the watched --out, with tiny budgets (the case's options last: they win)
+    return lambda f: ["build", "--out", str(f.out), *TINY, *[a(f) if callable(a) else a for a in args]]
+
+
+def C(*args):  # another command, on the watched build folder
+    return lambda f: [a(f) if callable(a) else a for a in args]
+
+
+def digits_model(*extra):
+    return B("--model", lambda f: f.digits(), "--arch", "digits-cnn", *extra)
+
+
+def toml(text):
+    return lambda f: f.text("build.toml", text)
+
+
+CASES = {
+    # --out
+    "out is a file": (lambda f: ["build", "--out", f.text("afile", "x"), *TINY], "is a file, not a folder"),
+    "out inside a file": (lambda f: ["build", "--out", f.text("afile", "x") + "/sub", *TINY], "cannot be created"),
+    "out holds the user's report.md": (lambda f: ["build", "--out", str(Path(f.folder("mine")) / "."), *TINY],
+                                       "which no .edgefree-complete there lists"),
+    # --model
+    "model missing": (B("--model", lambda f: str(f.tmp / "nope.pt"), "--arch", "digits-cnn"), "does not exist"),
+    "model is a folder": (B("--model", lambda f: f.folder(), "--arch", "digits-cnn"), "is a folder, not a file"),
+    "model corrupt": (B("--model", lambda f: f.text("bad.pt", b"\x00garbage"), "--arch", "digits-cnn"),
+                      "cannot be read as PyTorch weights"),
+    "model truncated": (B("--model", lambda f: f.text("cut.pt", Path(f.digits()).read_bytes()[:300]), "--arch",
+                          "digits-cnn"), "cannot be read as PyTorch weights"),
+    "model is JSON": (B("--model", lambda f: f.text("m.json", '{"weights": [1, 2]}'), "--arch", "digits-cnn"),
+                      "is a JSON file"),
+    "model is a list of tensors": (B("--model", lambda f: f.tensors_list(), "--arch", "digits-cnn"),
+                                   "not a state_dict"),
+    "model has NaN weights": (B("--model", lambda f: f.poisoned(float("nan")), "--arch", "digits-cnn"), "NaN or infinite"),
+    "model has inf weights": (B("--model", lambda f: f.poisoned(float("inf")), "--arch", "digits-cnn"), "NaN or infinite"),
+    "model of another architecture": (B("--model", lambda f: f.no_bn(), "--arch", "digits-cnn"), "does not fit"),
+    "model without --arch": (B("--model", lambda f: f.digits()), "--model needs --arch"),
+    "unknown --arch": (B("--model", lambda f: f.digits(), "--arch", "resnet9000"), "unknown architecture"),
+    "--model is the student inside --out": (B("--model", lambda f: str(f.out / "student.pt"), "--arch",
+                                              "resnet20-cifar"), "does not fit"),
+    "model without BatchNorm": (B("--model", lambda f: f.no_bn(), "--arch", "digits-mlp-nobn", "--eval-data",
+                                  "digits"), "no BatchNorm layers"),
+    "--num-classes 0": (digits_model("--num-classes", "0"), "num_classes must be"),
+    # --eval-data
+    "eval data missing": (digits_model("--eval-data", lambda f: str(f.tmp / "nope.zip")), "does not exist"),
+    "eval data not a zip": (digits_model("--eval-data", lambda f: f.text("e.zip", "not a zip")), "not a readable zip"),
+    "eval zip with a damaged member": (digits_model("--eval-data", lambda f: f.damaged_member_zip()), "cannot be read"),
+    "eval zip with a non-image": (digits_model("--eval-data", lambda f: f.digits_zip(**{"test/3/x.png": b"no image"})),
+                                  "is not a readable image"),
+    "eval images of the wrong size": (digits_model("--eval-data", lambda f: f.digits_zip(
+        "big.zip", **{f"test/{c}/0.png": _png(16) for c in range(10)})), "but the model takes"),
+    "eval images of mixed sizes": (digits_model("--eval-data", lambda f: f.digits_zip(**{"test/3/1.png": _png(9)})),
+                                   "different sizes"),
+    "colour images for a 1-channel model": (digits_model("--eval-data", lambda f: f.digits_zip(
+        **{"test/3/1.png": _png(mode="RGB")})), "colour image"),
+    "eval data with more classes than the model": (digits_model("--eval-data", lambda f: f.digits_zip(
+        **{"test/10/0.png": _png()})), "classes, the model 10"),
+    "eval zip with only a training split": (digits_model("--eval-data", lambda f: _zip(
+        f.tmp / "train.zip", {"train/0/0.png": _png()})), "only a training split"),
+    "eval folder without images": (digits_model("--eval-data", lambda f: f.folder("empty")), "no images found"),
+    # numbers out of range
+    "sparsity above 1": (B("--sparsity", "1.5"), "sparsity must be in [0, 1)"),
+    "sparsity nan": (B("--sparsity", "nan"), "must be a finite number"),
+    "negative seed": (B("--seed", "-1"), "seed must be an integer from 0"),
+    "seed too large for the generators": (B("--seed", str(2**64)), "seed must be an integer from 0"),
+    "zero images": (B("--images", "0"), "images and batch size must be positive"),
+    "zero iterations": (B("--iterations", "0"), "iterations must be positive"),
+    "zero epochs": (B("--epochs", "0"), "epochs and batch size must be positive"),
+    "negative synthesis batch": (B("--synth-batch", "-1"), "images and batch size must be positive"),
+    "infinite learning rate": (B("--distill-lr", "inf"), "must be a finite number"),
+    "negative reconstruct images": (B("--reconstruct-images", "-5"), "reconstruct images must be >= 0"),
+    "zero bench runs": (B("--bench-runs", "0"), "bench runs must be >= 1"),
+    "unknown recipe": (B("--recipe", "turbo"), "unknown recipe 'turbo'"),
+    "unknown target": (B("--target", "toaster"), "unknown target 'toaster'"),
+    "unknown format": (lambda f: ["build", "--out", str(f.out), "--formats", "tflite"], "export formats must be"),
+    "unknown precision": (lambda f: ["build", "--out", str(f.out), "--precisions", "fp16"], "export precisions must be"),
+    "unknown device": (B("--device", "tpu"), "Invalid value for '--device'"),
+    # environment variables
+    "bad EDGEFREE_BUILD_SEED": (B(), "EDGEFREE_BUILD_SEED='abc'", {"EDGEFREE_BUILD_SEED": "abc"}),
+    "bad EDGEFREE_BUILD_SPARSITY": (B(), "EDGEFREE_BUILD_SPARSITY='high'", {"EDGEFREE_BUILD_SPARSITY": "high"}),
+    "EDGEFREE_BUILD_SEED out of range": (B(), "seed must be an integer from 0", {"EDGEFREE_BUILD_SEED": "-3"}),
+    # --config / --save-config
+    "config file missing": (B("--config", lambda f: str(f.tmp / "none.toml")), "does not exist"),
+    "config file not TOML": (B("--config", toml("seed = = 1")), "is not valid TOML"),
+    "config option unknown": (B("--config", toml("sead = 1")), "has no option(s) ['sead']"),
+    "config value of the wrong type": (B("--config", toml('seed = "one"')), "BuildConfig.seed must be an integer"),
+    "config stage of the wrong type": (B("--config", toml("[synthesis]\niterations = 1.5")), "must be an integer"),
+    "config report.json that is not JSON": (B("--config", lambda f: f.text("report.json", "{oops")), "not valid JSON"),
+    "save-config into a missing folder": (B("--save-config", lambda f: str(f.tmp / "no" / "c.toml")),
+                                          "its folder does not exist"),
+    # bench, export, flash on the build folder
+    "bench of a folder without a build": (C("bench", lambda f: f.folder("nobuild")), "holds no finished build"),
+    "bench of an incomplete build": (lambda f: (f.build / ".edgefree-complete").unlink() or ["bench", str(f.build)],
+                                     "holds no complete build"),
+    "bench with a tampered artifact": (lambda f: f.tamper(f.onnx()) or ["bench", str(f.build)],
+                                       "was changed after it was written"),
+    "bench with a tampered student": (lambda f: f.tamper("student.pt") or ["bench", str(f.build)], "student.pt was changed"),
+    "bench --model for the built-in default": (C("bench", lambda f: str(f.build), "--model", lambda f: f.digits()),
+                                               "leave out --model"),
+    "bench --runs 0": (C("bench", lambda f: str(f.build), "--runs", "0"), "bench runs must be >= 1"),
+    "bench --threads 0": (C("bench", lambda f: str(f.build), "--threads", "0"), "bench threads must be >= 1"),
+    "bench --out is a file": (C("bench", lambda f: str(f.build), "--out", lambda f: f.text("afile", "x")),
+                              "is a file, not a folder"),
+    "export --model for the built-in default": (C("export", lambda f: str(f.build), "--model", lambda f: f.digits()),
+                                                "leave out --model"),
+    "export with a tampered student": (lambda f: f.tamper("student.pt") or ["export", str(f.build)],
+                                       "student.pt was changed"),
+    "export with tampered dreams": (lambda f: f.tamper("synthetic.pt") or ["export", str(f.build)],
+                                    "synthetic.pt was changed"),
+    "export of an unknown format": (C("export", lambda f: str(f.build), "--formats", "tflite"), "export formats must be"),
+    "export --out holding the user's manifest.json": (
+        lambda f: (Path(f.folder("theirs")) / "manifest.json").write_text("{}") and
+        ["export", str(f.build), "--out", str(f.tmp / "theirs")], "which no .edgefree-complete there lists"),
+    "flash with a tampered artifact": (lambda f: f.tamper(f.onnx()) or ["flash", str(f.build), "--host", "pi@127.0.0.1"],
+                                       "was changed after it was written"),
+    "flash with a tampered manifest": (lambda f: f.tamper("artifacts/manifest.json") or
+                                       ["flash", str(f.build), "--host", "pi@127.0.0.1"], "manifest.json was changed"),
+    "flash --key with a passphrase": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--key",
+                                        lambda f: f.key("secret")), "protected by a passphrase"),
+    "flash --key that is a public key": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--key",
+                                           lambda f: f.key("") + ".pub"), "is not a private key"),
+    "flash for another target": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--target",
+                                   "raspberry-pi-4"), "was built for target"),
+    "flash --port 70000": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--port", "70000"),
+                           "Invalid value for '--port'"),
+    "flash --keep-releases 0": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--keep-releases", "0"),
+                                "Invalid value for '--keep-releases'"),
+}
+
+
+def test_the_table_has_at_least_40_cases():
+    assert len(CASES) >= 40
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_input_stops_in_one_line_and_changes_nothing(name, tiny_build, tmp_path):
+    make_args, expected, *env = CASES[name]
+    if "key" in name and not shutil.which("ssh-keygen"):
+        pytest.skip("needs ssh-keygen")
+    files = Files(tmp_path, tiny_build)
+    args = make_args(files)
+    if name == "out holds the user's report.md":
+        (tmp_path / "mine" / "report.md").write_text("my own notes")
+    watched = {p: folder_hash(p) for p in (files.out, tmp_path / "mine", tmp_path / "theirs")}
+    result = CliRunner().invoke(cli, args, env=env[0] if env else None)
+    output = result.output
+    assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{output}\n{result.exception!r}"
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, output
+    assert "Traceback" not in output
+    assert expected in errors[0], errors[0]
+    assert {p: folder_hash(p) for p in watched} == watched, f"{name} changed a folder"
+    assert not list(tmp_path.glob(".*.edgefree-*")), "a staging folder was left behind"
+
+
+def test_unknown_edgefree_variable_is_warned_about(tmp_path):
+    result = CliRunner().invoke(cli, ["models"], env={"EDGEFREE_BUILD_SEEED": "1"})
+    assert result.exit_code == 0
+    assert "Warning: environment variable EDGEFREE_BUILD_SEEED is not an edgefree setting" in result.output
+    assert "did you mean EDGEFREE_BUILD_SEED?" in result.output
+
+
+def test_grayscale_images_for_an_rgb_model_are_converted_with_a_warning(tmp_path, capsys):
+    from edgefree.data import load_eval_data
+
+    spec = create_model("resnet20-cifar").input_spec
+    path = _zip(tmp_path / "gray.zip", {"test/cat/0.png": _png(32), "test/dog/0.png": _png(32, "RGB")})
+    data = load_eval_data(path, spec)
+    assert data.pixels.shape == (2, 3, 32, 32)
+    assert "1 of 2 images" in capsys.readouterr().err
+
+
+def test_tampered_artifact_is_refused_by_bench_export_and_flash(tiny_build, tmp_path):
+    files = Files(tmp_path, tiny_build)
+    onnx = files.onnx()
+    files.tamper(onnx)
+    for args in (["bench", str(files.build)], ["flash", str(files.build), "--host", "pi@127.0.0.1"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2 and f"{files.build / onnx} was changed" in result.output, result.output
+    files.tamper("student.pt")  # what export reads; it writes the artifacts anew
+    result = CliRunner().invoke(cli, ["export", str(files.build)])
+    assert result.exit_code == 2 and f"{files.build / 'student.pt'} was changed" in result.output, result.output
+
+
+def _build_process(out: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(TOOLCHAIN)}
+    return subprocess.Popen([sys.executable, "-c", "from edgefree.cli import main; main()", "build", "--out", str(out),
+                             *TINY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=_interruptible)
+
+
+def _interruptible():
+    """Ctrl-C's default in the child: a shell's background job inherits SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_killed_build_leaves_out_unchanged_and_the_rerun_succeeds(tiny_build, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(tiny_build, out)
+    (out / "notes.txt").write_text("mine")
+    before = folder_hash(out)
+    started = time.monotonic()
+    for sig, delay in ((signal.SIGINT, 6.0), (signal.SIGKILL, 12.0)):
+        process = _build_process(out)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(sig)
+        process.wait(timeout=120)
+        assert folder_hash(out) == before, f"{sig.name} after {delay} s changed --out"
+        if sig is signal.SIGINT:
+            assert not list(tmp_path.glob(".out.edgefree-*")), "Ctrl-C left its staging folder"
+    rerun = _build_process(out)
+    assert rerun.wait(timeout=600) == 0, rerun.stderr.read().decode()[-2000:]
+    assert (out / "notes.txt").read_text() == "mine" and folder_hash(out) != before
+    assert not list(tmp_path.glob(".out.edgefree-*")), "the killed build's staging folder was not removed"
+    assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
+    assert time.monotonic() - started < 600

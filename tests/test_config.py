@@ -1,0 +1,66 @@
+"""One honest config: recipes applied in Python, explicit settings win, configs replay from files."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgefree.cli import cli
+from edgefree.config import BuildConfig, SynthesisConfig, load_config_file, recipe, to_toml
+from edgefree.errors import EdgefreeError
+
+
+def test_recipe_is_applied_by_the_config_itself():
+    fast = BuildConfig(recipe="fast", model="m.pt", arch="resnet20-cifar")
+    assert fast.synthesis == recipe("fast").synthesis and fast.distill == recipe("fast").distill
+    assert BuildConfig(model="m.pt", arch="resnet20-cifar").recipe == "fast"  # the CLI's default for a model
+    assert BuildConfig().recipe == "demo" and BuildConfig().synthesis == recipe("demo").synthesis
+    with pytest.raises(EdgefreeError, match="unknown recipe 'turbo'"):
+        BuildConfig(recipe="turbo")
+
+
+def test_explicit_stage_config_wins_and_is_reported():
+    mine = SynthesisConfig(images=64, iterations=3)
+    config = BuildConfig(recipe="fast", synthesis=mine)
+    assert config.synthesis == mine
+    assert config.recipe_overrides()["synthesis"]["iterations"] == 3
+
+
+def test_explicit_iterations_reach_the_first_batch_of_fast():
+    synthesis = recipe("fast").synthesis.replace(iterations=2)
+    assert synthesis.first_iterations == 2
+    assert recipe("fast").synthesis.replace(iterations=2, first_iterations=7).first_iterations == 7
+
+
+def test_paths_are_stored_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = BuildConfig(out="o", model="m.pt", arch="resnet20-cifar", eval_data="e.zip")
+    assert config.out == tmp_path / "o" and config.model == tmp_path / "m.pt"
+    assert config.eval_data == str(tmp_path / "e.zip") and BuildConfig(eval_data="digits").eval_data == "digits"
+
+
+def test_from_dict_rebuilds_nested_configs_from_json_and_toml(tmp_path):
+    config = BuildConfig(recipe="fast", model=tmp_path / "m.pt", arch="resnet20-cifar", seed=3, bench=None)
+    as_json = json.loads(json.dumps(config.to_dict(), default=str))
+    assert BuildConfig.from_dict(as_json) == config
+    (tmp_path / "b.toml").write_text(to_toml(config))
+    assert BuildConfig.from_dict(load_config_file(tmp_path / "b.toml")) == config
+    (tmp_path / "report.json").write_text(json.dumps({"config": as_json}, default=str))
+    assert BuildConfig.from_dict(load_config_file(tmp_path / "report.json")) == config
+
+
+def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
+    first = tmp_path / "a.toml"
+    result = CliRunner().invoke(cli, ["build", "--model", str(tmp_path / "m.pt"), "--arch", "resnet20-cifar",
+                                      "--iterations", "2", "--seed", "5", "--save-config", str(first)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    saved = BuildConfig.from_dict(load_config_file(first))
+    assert saved.recipe == "fast" and saved.synthesis.iterations == saved.synthesis.first_iterations == 2
+    second = tmp_path / "b.toml"
+    result = CliRunner().invoke(cli, ["build", "--config", str(first), "--epochs", "3", "--save-config", str(second)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    replayed = BuildConfig.from_dict(load_config_file(second))
+    assert replayed.seed == 5 and replayed.synthesis == saved.synthesis and replayed.distill.epochs == 3
+    assert replayed.model == tmp_path / "m.pt"
