@@ -135,8 +135,6 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
 def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path, published: Path,
             clock: _Stopwatch, progress: bool) -> dict:
     """The stages after loading, writing into ``out`` (the staging folder of ``published``)."""
-    with clock("prune"):
-        pruned = prune(teacher, config.prune)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress)
         save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
