@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from edgefree import distributed
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BuildConfig
@@ -29,7 +30,7 @@ from edgefree.export.runtime import require_runtimes
 from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
-from edgefree.recover.synthesize import save_contact_sheet
+from edgefree.recover.synthesize import require_one_process, save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
 
@@ -38,10 +39,18 @@ OUTPUTS = ("report.json", "report.md", "student.pt", "synthetic.pt", "synthetic.
 
 
 class _Stopwatch(dict):
+    """Seconds per stage; under torch.distributed, a stage also hosts the test-only fault hook and
+    turns a process-group timeout into a clear error (``edgefree.distributed.stage``)."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self.timeout_s = timeout_s
+
     @contextmanager
     def __call__(self, stage: str):
         started = time.perf_counter()
-        yield
+        with distributed.stage(stage, self.timeout_s):
+            yield
         self[stage] = round(time.perf_counter() - started, 2)
 
 
@@ -52,20 +61,26 @@ def _fingerprint(teacher, config: BuildConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -> SyntheticSet:
+def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool, device: str | None = None) -> SyntheticSet:
     """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache: ``out/cache``).
 
     The set is also published as ``out/synthetic.pt``: a hard link to the cached file where the
-    file system allows (no second copy of what can be 100 MB), a copy elsewhere.
+    file system allows (no second copy of what can be 100 MB), a copy elsewhere. Under
+    torch.distributed, rank 0 alone reads and writes the cache and sends a cached set to the others.
     """
     cached = Path(config.cache or out / "cache") / f"synthetic-{_fingerprint(teacher, config)}.pt"
-    if cached.exists():
-        dreams = SyntheticSet.load(cached)
+    main = distributed.world().main
+    if distributed.broadcast(cached.exists() if main else None):
+        dreams = distributed.broadcast(SyntheticSet.load(cached) if main else None)
         dreams.stats["cached"] = True
     else:
-        dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=config.device, progress=progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        dreams.save(cached)
+        dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=device or config.device,
+                            progress=progress)
+        if main:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            dreams.save(cached)
+    if not main:
+        return dreams
     published = out / "synthetic.pt"
     out.mkdir(parents=True, exist_ok=True)
     published.unlink(missing_ok=True)
@@ -76,6 +91,21 @@ def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -
     return dreams
 
 
+def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> dict:
+    """This rank's images per second in each stage the ranks share (None: the stage did no work here)."""
+    def rate(images: int, seconds: float) -> float | None:
+        return round(images / seconds, 2) if images and seconds else None
+
+    mine = dreams.stats.get("rank") if not dreams.stats.get("cached") else None
+    refit_images = sum(map(len, distributed.rank_batches(dreams.images[:config.reconstruct.images],
+                                                         config.reconstruct.batch_size)))
+    distill_images = config.distill.epochs * distributed.EpochBatches(len(dreams), config.distill.batch_size, None).per_rank
+    return {"rank": distributed.world().rank, "threads": torch.get_num_threads(),
+            "synthesize_images_per_s": rate(mine["images"], mine["seconds"]) if mine else None,
+            "reconstruct_images_per_s": rate(refit_images, refit.stats["seconds"]),
+            "distill_images_per_s": rate(distill_images, distilled.stats["seconds"])}
+
+
 def _prepare_out(out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # a failed rebuild must not leave the previous success in place
@@ -83,43 +113,68 @@ def _prepare_out(out: Path) -> Path:
     return out
 
 
-def build(config: BuildConfig, progress: bool = True) -> dict:
+def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -> dict:
+    """``build`` in ``workers`` processes on this machine (torchrun's launcher; 1: in this process).
+
+    Returns rank 0's report. Raises ``EdgefreeError`` naming the first rank that failed and its error.
+    """
+    require_one_process(config.synthesis, workers)
+    if workers == 1:
+        return build(config, progress)
+    return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
+
+
+def build(config: BuildConfig, progress: bool = True) -> dict | None:
     """Prune, synthesize, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
 
-    Returns the report as a dict (also written to ``report.json``).
+    Returns the report as a dict (also written to ``report.json``). Launched by torchrun, every
+    rank shares synthesis, refit and distillation (``edgefree.distributed``); rank 0 alone writes
+    the outputs, exports, benches and returns the report; the other ranks return None.
 
     Example:
         >>> from edgefree.config import BuildConfig, SynthesisConfig, DistillConfig
         >>> report = build(BuildConfig(out=Path("/tmp/ef"), synthesis=SynthesisConfig(images=64, iterations=10),
         ...                            distill=DistillConfig(epochs=2)), progress=False)  # doctest: +SKIP
     """
+    with distributed.session(config.device, config.threads, config.dist_timeout_s) as (world, device):
+        require_one_process(config.synthesis, world.size)
+        return _build(config, world, device, progress and world.main)
+
+
+def _build(config: BuildConfig, world: distributed.World, device: str, progress: bool) -> dict | None:
     target = load_target(config.target)
     export_config = config.export.for_target(target) if config.export else None
     if export_config:  # a missing runtime must stop the build before synthesis, not after
         require_runtimes(export_config.formats)
-    out = _prepare_out(Path(config.out))
+    out = _prepare_out(Path(config.out)) if world.main else Path(config.out)
     torch.manual_seed(config.seed)
-    clock = _Stopwatch()
+    clock = _Stopwatch(config.dist_timeout_s)
 
     with clock("load"):
-        if config.model is None:
-            teacher, source, eval_source = default_teacher(config.seed), "built-in default (scikit-learn digits)", DEMO_EVAL
+        if config.model is None:  # trained on first use: by rank 0 alone, which sends it to the others
+            teacher = distributed.broadcast(default_teacher(config.seed) if world.main else None)
+            source, eval_source = "built-in default (scikit-learn digits)", DEMO_EVAL
         else:
             teacher, source = load_model(config.arch, config.model, config.num_classes), str(config.model)
             eval_source = config.eval_data
-        eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
+        eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source and world.main else None
     with clock("prune"):
         pruned = prune(teacher, config.prune)
     with clock("synthesize"):
-        dreams = synthesize_cached(teacher, config, out, progress)
-        save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
+        dreams = synthesize_cached(teacher, config, out, progress, device)
+        if world.main:
+            save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
     with clock("reconstruct"):
-        refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=config.device, progress=progress)
+        refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=device, progress=progress)
     with clock("distill"):
-        distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
+        distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=device,
                             progress=progress)
         student = distilled.model.cpu()
-        torch.save(student.state_dict(), out / "student.pt")
+        distributed.require_same_model(student)
+    ranks = distributed.all_gather(_throughput(config, dreams, refit, distilled))
+    if not world.main:
+        return None
+    torch.save(student.state_dict(), out / "student.pt")
     with clock("evaluate"):
         stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
         if config.reconstruct.images:
@@ -154,6 +209,8 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         "export": manifest,
         "bench": benched,
         "seconds": dict(clock),
+        "distributed": {"world_size": world.size, "backend": world.backend, "shards": dreams.stats.get("shards"),
+                        "ranks": ranks},
         "seed": config.seed,
         "config": config.to_dict(),
         "machine": machine_info(),

@@ -15,6 +15,13 @@ from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
 from edgefree.errors import EdgefreeError
 
+
+def rank_prefix() -> str:
+    """``"rank R: "`` in a process launched by torchrun among several (its errors name it), else empty."""
+    import os
+
+    return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
 CONTEXT = {"auto_envvar_prefix": "EDGEFREE", "show_default": True, "help_option_names": ["-h", "--help"]}
 
 
@@ -29,7 +36,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except EdgefreeError as exc:
-            raise UserError(str(exc)) from exc
+            raise UserError(rank_prefix() + str(exc)) from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

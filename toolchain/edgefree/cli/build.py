@@ -36,16 +36,25 @@ def _opt(*names, **kw):
       "(when `edgefree emulator setup` ran).")
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
-@_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
+@_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute (under torchrun, "
+      "cuda means cuda:LOCAL_RANK).")
+@_opt("--workers", type=click.IntRange(min=1), default=1, help="Processes on this machine that share synthesis, "
+      "refit and distillation (torchrun's launcher; for several machines run `torchrun ... -m edgefree build`).")
+@_opt("--threads", type=click.IntRange(min=1), help="Threads per process [default: the cores shared out among "
+      "this machine's processes].")
+@_opt("--shards", type=click.IntRange(min=1), help="Synthesis shards: chains of batches dreamed apart, one per "
+      "process at a time; the dreams depend on it, not on --workers (overrides the recipe).")
+@_opt("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0,
+      help="Seconds a process waits for the others before the job fails (several processes only).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
-          quiet):
+          workers, threads, shards, dist_timeout, quiet):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out."""
     from edgefree.cli.bench import report_bench
     from edgefree.config import DEFAULT_RECIPE, DEMO_RECIPE, BenchConfig, BuildConfig, ExportConfig, PruneConfig
     from edgefree.config import recipe as named_recipe
-    from edgefree.pipeline import build as run_build
+    from edgefree.pipeline import build_on_workers
     from edgefree.targets import load_target
 
     load_target(target)  # fail fast, before any work, on an unknown target
@@ -53,15 +62,18 @@ def build(target, model, arch, num_classes, eval_data, sparsity, keep_first_last
     chosen = named_recipe(recipe)
     config = BuildConfig(
         target=target, out=out, model=model, arch=arch, num_classes=num_classes, eval_data=eval_data,
-        seed=seed, device=device, recipe=recipe,
+        seed=seed, device=device, recipe=recipe, threads=threads, dist_timeout_s=dist_timeout,
         prune=PruneConfig(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
-        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
+        synthesis=chosen.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16,
+                                             shards=shards),
         reconstruct=chosen.reconstruct.replace(images=reconstruct_images),
         distill=chosen.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16),
         export=ExportConfig(formats=formats, precisions=precisions),
         bench=BenchConfig(runs=bench_runs, emulate=emulate),
     )
-    report = run_build(config, progress=not quiet)
+    report = build_on_workers(config, workers, progress=not quiet)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
