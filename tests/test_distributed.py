@@ -80,11 +80,11 @@ def test_two_processes_refit_the_same_weights(teacher):
 
 
 @pytest.mark.parametrize("fault, expected", [("1:synthesize:raise", "rank 1 of 2 failed: RuntimeError: fault injected"),
-                                             ("1:distill:hang", "rank 0 waited over 3 s for the other ranks in stage distill")])
+                                             ("1:distill:hang", "rank 0 waited over 10 s for the other ranks in stage distill")])
 def test_a_failing_or_hanging_rank_ends_the_job_without_a_report(teacher, tmp_path, monkeypatch, fault, expected):
     monkeypatch.setenv("EDGEFREE_FAULT", fault)
     started = time.perf_counter()
-    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out"), "--workers", "2", "--dist-timeout", "3",
+    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out"), "--workers", "2", "--dist-timeout", "10",
                                       *TINY])
     assert result.exit_code == 2, result.output
     assert expected in result.output

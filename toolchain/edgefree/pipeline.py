@@ -171,7 +171,7 @@ def _build(config: BuildConfig, world: distributed.World, device: str, progress:
                             progress=progress)
         student = distilled.model.cpu()
         distributed.require_same_model(student)
-    ranks = distributed.all_gather(_throughput(config, dreams, refit, distilled))
+        ranks = distributed.all_gather(_throughput(config, dreams, refit, distilled))
     if not world.main:
         return None
     torch.save(student.state_dict(), out / "student.pt")
