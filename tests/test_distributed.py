@@ -51,7 +51,8 @@ def test_two_processes_build_a_valid_student_as_good(builds):
         assert rank["threads"] == 1 and all(rank[f"{s}_images_per_s"] > 0 for s in ("synthesize", "reconstruct", "distill"))
     assert one["distributed"]["world_size"] == 1
     assert two["sparsity"] == pytest.approx(one["sparsity"])
-    assert two["accuracy"]["reconstructed"] == one["accuracy"]["reconstructed"]  # the same refit
+    # the same refit, up to float64 sums taken in another order: at most a few images' rounding
+    assert two["accuracy"]["reconstructed"] == pytest.approx(one["accuracy"]["reconstructed"], abs=1)
     # another split of each step's batch and other augmentations: the same accuracy within noise
     assert abs(two["accuracy"]["recovered"] - one["accuracy"]["recovered"]) < 5
     assert two["accuracy"]["recovered"] > two["accuracy"]["pruned"] + 20

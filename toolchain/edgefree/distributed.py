@@ -67,12 +67,12 @@ def _launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def threads_per_rank(threads: int | None = None) -> int:
-    """``threads`` if set, else this machine's cores shared out among its ranks."""
+def threads_per_rank(threads: int | None = None, ranks_here: int | None = None) -> int:
+    """``threads`` if set, else this machine's cores shared out among its ranks (``LOCAL_WORLD_SIZE``)."""
     if threads:
         return threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return max(1, cores // (ranks_here or int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
 
 
 @contextlib.contextmanager
@@ -83,19 +83,21 @@ def session(device: str = "cpu", threads: int | None = None, timeout_s: float = 
     Yields ``(World, device)``: the device this rank computes on. Outside torchrun (one process)
     nothing is initialized and ``device`` is returned as given.
     """
+    before = torch.get_num_threads()
     if _launched() or threads:
         torch.set_num_threads(threads_per_rank(threads))
-    if not _launched() or dist.is_initialized():
-        yield world(), _rank_device(device)
-        return
-    backend = "nccl" if device.startswith("cuda") else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    joined = _launched() and not dist.is_initialized()
+    if joined:
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield world(), _rank_device(device)
     finally:
-        dist.destroy_process_group()
+        if joined:
+            dist.destroy_process_group()
+        torch.set_num_threads(before)
 
 
 def _rank_device(device: str) -> str:
@@ -290,8 +292,7 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
     if _launched():
         raise EdgefreeError("--workers starts its own processes, and this one already runs under torchrun: "
                             "leave --workers out (torchrun's --nproc-per-node says how many)")
-    per_rank = threads or max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                                  else os.cpu_count() or 1) // workers)
+    per_rank = threads_per_rank(threads, workers)
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=workers, run_id=f"edgefree-{uuid.uuid4().hex[:8]}",
                           rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1,
                           start_method="spawn")
