@@ -23,7 +23,8 @@ def test_bn_loss_falls(dreams):
 
 
 def test_warm_start_continues_from_the_previous_batch(teacher, dreams):
-    warm = synthesize(teacher, TINY.replace(warm_start=1.0, first_iterations=40, iterations=5), seed=3, progress=False)
+    warm = synthesize(teacher, TINY.replace(warm_start=1.0, first_iterations=40, iterations=5, shards=1), seed=3,
+                      progress=False)
     first, second = warm.stats["bn_loss_curves"]
     assert len(first) == 40 and len(second) == 5
     # the second batch starts from matched images, not noise: far below where the first began
@@ -100,13 +101,13 @@ def test_saving_over_a_hard_link_leaves_the_other_name_alone(dreams, tmp_path):
 
 def test_first_bn_loss_is_the_first_step_alone(teacher):
     """Finding the number of classes runs the teacher once; that pass must not count as a step."""
-    from edgefree.recover.inversion import BatchNormMatcher, balanced_labels
+    from edgefree.distributed import shard_seed
+    from edgefree.recover.inversion import BatchNormMatcher
 
     config = SynthesisConfig(images=10, batch_size=10, iterations=1, jitter=0, flip=False)
     d = synthesize(teacher, config, seed=5, progress=False)
     matcher = BatchNormMatcher(teacher)
-    g = torch.Generator().manual_seed(5)
-    balanced_labels(10, 10, g)  # what synthesize draws first
+    g = torch.Generator().manual_seed(shard_seed(5, 0))  # the first shard's chain draws its noise first
     with torch.no_grad():
         teacher(torch.randn(10, *teacher.input_spec.shape, generator=g))
     matcher.remove()
@@ -121,3 +122,19 @@ def test_the_dreams_cache_key_changes_with_edgefree_version(teacher, monkeypatch
     assert pipeline._fingerprint(teacher, BuildConfig()) == key
     monkeypatch.setattr(pipeline, "__version__", "0.0.0+other")
     assert pipeline._fingerprint(teacher, BuildConfig()) != key
+@pytest.mark.parametrize("images, batch, shards, expected", [(100, 20, 2, [3, 2]), (40, 20, 4, [1, 1]), (512, 256, 1, [2])])
+def test_shards_hold_whole_batches_and_ignore_the_world_size(images, batch, shards, expected):
+    from edgefree.recover.synthesize import shard_batches
+
+    plan = shard_batches(SynthesisConfig(images=images, batch_size=batch, shards=shards))
+    assert [len(p) for p in plan] == expected
+    assert [b for p in plan for b in p] == list(range(sum(expected)))
+
+
+def test_each_shard_is_its_own_seeded_chain(teacher):
+    """Two shards are two chains: the second starts from noise (its own seed), not from the first."""
+    config = TINY.replace(warm_start=1.0, first_iterations=40, iterations=5, shards=2)
+    d = synthesize(teacher, config, seed=3, progress=False)
+    assert [len(c) for c in d.stats["bn_loss_curves"]] == [40, 40] and d.stats["shards"] == 2
+    other = synthesize(teacher, config, seed=4, progress=False)
+    assert not torch.equal(d.images[20:], other.images[20:])

@@ -158,7 +158,11 @@ class SynthesisConfig(_Config):
     """Dreams from the teacher's BatchNorm statistics: ``method`` "deepinversion" optimises the pixels
     of each image (``iterations`` steps per batch); "generator" trains a small image generator for
     ``iterations`` steps of ``batch_size`` fresh images at ``lr``, draws ``images`` from it, and
-    distillation draws new ones every epoch (warm start, low resolution: DeepInversion only)."""
+    distillation draws new ones every epoch (warm start, low resolution: DeepInversion only).
+
+    DeepInversion dreams ``shards`` chains of whole batches apart (each warm-started within itself and
+    seeded by the seed and its index): the processes of a distributed build share them out, and the
+    set depends on ``shards``, never on how many processes dream it."""
 
     method: str = "deepinversion"
     images: int = 1024
@@ -179,6 +183,7 @@ class SynthesisConfig(_Config):
     warm_start: float = 0.0  # each batch after the first starts this much from the previous batch's images
     first_iterations: int | None = None  # steps for the first batch (None: ``iterations``)
     generator_width: int = 32  # channels of the generator's last layer (method "generator")
+    shards: int = 4  # chains of batches dreamed apart (one per rank at a time); at most one per batch
 
     def replace(self, **changes):
         """As ``_Config.replace``; an explicit ``iterations`` also sets the first batch's steps
@@ -192,6 +197,7 @@ class SynthesisConfig(_Config):
         self._require_finite()
         _require(self.method in ("deepinversion", "generator"),
                  f"synthesis method must be 'deepinversion' or 'generator', got {self.method!r}")
+        _require(self.shards >= 1, f"synthesis shards must be >= 1, got {self.shards}")
         _require(self.generator_width > 0, f"synthesis generator_width must be positive, got {self.generator_width}")
         _require(self.images > 0 and self.batch_size > 0, "synthesis images and batch size must be positive")
         _require(self.iterations > 0, f"synthesis iterations must be positive, got {self.iterations}")
@@ -322,7 +328,9 @@ class Recipe(_Config):
 # - warm start: only the first batch starts from noise (60 steps); each later batch starts from
 #   the previous batch's images, shuffled against new labels, mirrored and mixed 0.7 / 0.71 with
 #   fresh noise, and needs 20 steps: BatchNorm statistics are already close, the labels and
-#   details are new. 2x the paper's images for 1/4 of its steps;
+#   details are new. 2x the paper's images for 1/4 of its steps. Two shards (two chains of 4
+#   batches: 240 steps in all rather than one chain's 200) let two processes dream it at once;
+#   more processes need more shards (--shards);
 # - before distillation, each pruned layer's kept weights are refit by least squares to the
 #   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct); distillation starts from there;
 # - distillation also matches every BatchNorm output of the teacher (weight 20), not only its
@@ -336,7 +344,7 @@ class Recipe(_Config):
 # "demo" sizes the budget for the built-in 8x8 digits teacher.
 _KD = DistillConfig(epochs=40, lr=0.02)
 _FAST_SYNTHESIS = SynthesisConfig(images=2048, batch_size=256, iterations=20, first_iterations=60, warm_start=0.7,
-                                  lr=0.2, bn_weight=10.0, bf16="auto", channels_last=True)
+                                  lr=0.2, bn_weight=10.0, bf16="auto", channels_last=True, shards=2)
 _FAST_KD = _KD.replace(lr=0.05, feature_weight=20.0, bf16="auto")
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(SynthesisConfig(images=1024, batch_size=256, iterations=200, lr=0.1, bn_weight=10.0),
@@ -390,8 +398,12 @@ class BuildConfig(_Config):
     distill: DistillConfig | None = None
     export: ExportConfig | None = field(default_factory=ExportConfig)  # None: no export, no bench
     bench: BenchConfig | None = field(default_factory=BenchConfig)  # None: no bench
+    threads: int | None = None  # per process; None: this machine's cores shared out among its processes
+    dist_timeout_s: float = 1800  # how long a process waits for the others (torch.distributed) before failing
 
     def __post_init__(self):
+        _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _require(self.dist_timeout_s > 0, f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         _require(self.model is None or self.arch is not None,
                  "--model needs --arch: name the architecture of the checkpoint (see `edgefree models`)")
         _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")

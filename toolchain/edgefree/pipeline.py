@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from edgefree import __version__
+from edgefree import __version__, distributed
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.cache import cache_dir
@@ -37,7 +37,7 @@ from edgefree.models import load_model
 from edgefree.outfolder import check_out_folder, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.saved import save_student
-from edgefree.recover.synthesize import save_contact_sheet
+from edgefree.recover.synthesize import require_one_process, save_contact_sheet
 from edgefree.report import write_report
 from edgefree.targets import load_target
 from edgefree.verify import record_files
@@ -48,10 +48,18 @@ OUTPUTS = ("report.json", "report.md", "student.pt", "student-plan.json", "stude
 
 
 class _Stopwatch(dict):
+    """Seconds per stage; under torch.distributed, a stage also hosts the test-only fault hook and
+    turns a process-group timeout into a clear error (``edgefree.distributed.stage``)."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__()
+        self.timeout_s = timeout_s
+
     @contextmanager
     def __call__(self, stage: str):
         started = time.perf_counter()
-        yield
+        with distributed.stage(stage, self.timeout_s):
+            yield
         self[stage] = round(time.perf_counter() - started, 2)
 
 
@@ -63,23 +71,31 @@ def _fingerprint(teacher, config: BuildConfig) -> str:
     return h.hexdigest()[:16]
 
 
-def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -> SyntheticSet:
+def synthesize_cached(teacher, config: BuildConfig, out: Path | None, progress: bool,
+                      device: str | None = None) -> SyntheticSet:
     """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache:
     ``cache_dir("dreams")``, outside the output folder, so a build that fails later still leaves
     its finished dreams for the next one; each set is written whole or not at all).
 
     The set is also published as ``out/synthetic.pt``: a hard link to the cached file where the
-    file system allows (no second copy of what can be 100 MB), a copy elsewhere.
+    file system allows (no second copy of what can be 100 MB), a copy elsewhere. Under
+    torch.distributed, rank 0 alone reads and writes the cache and sends a cached set to the others
+    (``out`` None: a rank that publishes nothing).
     """
     folder = Path(config.cache) if config.cache else cache_dir("dreams")
     cached = folder / f"synthetic-{_fingerprint(teacher, config)}.pt"
-    if cached.exists():
-        dreams = SyntheticSet.load(cached)
+    main = distributed.world().main
+    if distributed.broadcast(cached.exists() if main else None):
+        dreams = distributed.broadcast(SyntheticSet.load(cached) if main else None)
         dreams.stats["cached"] = True
     else:
-        dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=config.device, progress=progress)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        dreams.save(cached)
+        dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=device or config.device,
+                            progress=progress)
+        if main:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            dreams.save(cached)
+    if out is None:
+        return dreams
     published = out / "synthetic.pt"
     out.mkdir(parents=True, exist_ok=True)
     published.unlink(missing_ok=True)
@@ -90,22 +106,53 @@ def synthesize_cached(teacher, config: BuildConfig, out: Path, progress: bool) -
     return dreams
 
 
-def _load_inputs(config: BuildConfig):
-    """The teacher, where it came from, and the evaluation data: every input read before any work."""
+def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> dict:
+    """This rank's images per second in each stage the ranks share (None: the stage did no work here)."""
+    def rate(images: int, seconds: float) -> float | None:
+        return round(images / seconds, 2) if images and seconds else None
+
+    mine = dreams.stats.get("rank") if not dreams.stats.get("cached") else None
+    refit_images = sum(map(len, distributed.rank_batches(dreams.images[:config.reconstruct.images],
+                                                         config.reconstruct.batch_size)))
+    distill_images = config.distill.epochs * distributed.EpochBatches(len(dreams), config.distill.batch_size, None).per_rank
+    return {"rank": distributed.world().rank, "threads": torch.get_num_threads(),
+            "synthesize_images_per_s": rate(mine["images"], mine["seconds"]) if mine else None,
+            "reconstruct_images_per_s": rate(refit_images, refit.stats["seconds"]),
+            "distill_images_per_s": rate(distill_images, distilled.stats["seconds"])}
+
+
+
+def _load_inputs(config: BuildConfig, main: bool):
+    """The teacher, where it came from, and the evaluation data (rank 0 only): every input read before any work."""
     if config.model is None:
         teacher = default_teacher()
-        return teacher, "built-in default (scikit-learn digits)", None, load_eval_data(DEMO_EVAL, teacher.input_spec)
+        eval_data = load_eval_data(DEMO_EVAL, teacher.input_spec) if main else None
+        return teacher, "built-in default (scikit-learn digits)", None, eval_data
     teacher = load_model(config.arch, config.model, config.num_classes)
-    eval_data = load_eval_data(config.eval_data, teacher.input_spec) if config.eval_data else None
+    eval_data = load_eval_data(config.eval_data, teacher.input_spec) if config.eval_data and main else None
     return teacher, str(config.model), sha256(Path(config.model)), eval_data
 
 
-def build(config: BuildConfig, progress: bool = True) -> dict:
+def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -> dict:
+    """``build`` in ``workers`` processes on this machine (torchrun's launcher; 1: in this process).
+
+    Returns rank 0's report. Raises ``EdgefreeError`` naming the first rank that failed and its error.
+    """
+    require_one_process(config.synthesis, workers)
+    if workers == 1:
+        return build(config, progress)
+    return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
+
+
+def build(config: BuildConfig, progress: bool = True) -> dict | None:
     """Prune, synthesize, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
 
     Every input is read and checked first; the stages then write into a staging folder beside
     ``config.out`` (``edgefree.outfolder``), whose outputs replace the previous build's only
     when every stage succeeded. Returns the report as a dict (also written to ``report.json``).
+    Launched by torchrun, every rank shares synthesis, refit and distillation
+    (``edgefree.distributed``); rank 0 alone writes the outputs, exports, benches and returns the
+    report; the other ranks return None.
 
     Example:
         >>> import tempfile
@@ -116,37 +163,52 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
         >>> sorted(report["accuracy"])
         ['pruned', 'reconstructed', 'recovered', 'teacher']
     """
+    with distributed.session(config.device, config.threads, config.dist_timeout_s) as (world, device):
+        require_one_process(config.synthesis, world.size)
+        return _build(config, world, device, progress and world.main)
+
+
+def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | None:
     target = load_target(config.target)
     export_config = config.export.for_target(target) if config.export else None
     if export_config:  # a missing runtime must stop the build before synthesis, not after
         require_runtimes(export_config.formats)
-    out = check_out_folder(config.out, OUTPUTS)
+    out = check_out_folder(config.out, OUTPUTS) if world.main else Path(config.out)
     torch.manual_seed(config.seed)
-    clock = _Stopwatch()
+    clock = _Stopwatch(config.dist_timeout_s)
     with clock("load"):
-        teacher, source, teacher_sha256, eval_data = _load_inputs(config)
+        teacher, source, teacher_sha256, eval_data = _load_inputs(config, world.main)
+    if not world.main:  # shares the work; rank 0 writes
+        return _stages(config, target, export_config, teacher, eval_data, None, out, clock, progress, world, device)
     with staged(out, replace=True) as folder:
-        report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress)
+        report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress, world,
+                         device)
         report["model"].update(source=source, sha256=teacher_sha256)
         write_report(report, folder)
     return report
 
 
-def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path, published: Path,
-            clock: _Stopwatch, progress: bool) -> dict:
-    """The stages after loading, writing into ``out`` (the staging folder of ``published``)."""
+def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path | None, published: Path,
+            clock: _Stopwatch, progress: bool, world, device: str) -> dict | None:
+    """The stages after loading, writing into ``out`` (the staging folder of ``published``; None on
+    a rank other than 0, which shares synthesis, refit and distillation and returns None)."""
     with clock("synthesize"):
-        dreams = synthesize_cached(teacher, config, out, progress)
-        save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
+        dreams = synthesize_cached(teacher, config, out, progress, device)
+        if out is not None:
+            save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = prune(teacher, config.prune, dreams, progress)
     with clock("reconstruct"):
-        refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=config.device, progress=progress)
+        refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=device, progress=progress)
     with clock("distill"):
-        distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=config.device,
+        distilled = distill(teacher, refit, dreams, config.distill, seed=config.seed, device=device,
                             progress=progress)
         student = distilled.model.cpu()
-        save_student(distilled, out)
+        distributed.require_same_model(student)
+        ranks = distributed.all_gather(_throughput(config, dreams, refit, distilled))
+    if out is None:
+        return None
+    save_student(distilled, out)
     with clock("evaluate"):
         stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
         if config.reconstruct.images:
@@ -193,6 +255,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "export": manifest,
         "bench": benched,
         "seconds": dict(clock),
+        "distributed": {"world_size": world.size, "backend": world.backend, "shards": dreams.stats.get("shards"),
+                        "ranks": ranks},
         "seed": config.seed,
         "out": str(published),
         "files": record_files(out),

@@ -22,6 +22,13 @@ from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
 from edgefree.errors import EdgefreeError
 
+
+def rank_prefix() -> str:
+    """``"rank R: "`` in a process launched by torchrun among several (its errors name it), else empty."""
+    import os
+
+    return f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+
 CONTEXT = {"auto_envvar_prefix": "EDGEFREE", "show_default": True, "help_option_names": ["-h", "--help"]}
 
 
@@ -82,10 +89,11 @@ class _Group(click.Group):
         except click.BadParameter as exc:
             raise (_bad_variable(exc) or exc) from exc
         except EdgefreeError as exc:
-            raise UserError(str(exc)) from exc
+            raise UserError(rank_prefix() + str(exc)) from exc
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
             where = f" ({exc.filename})" if exc.filename else ""
-            raise UserError(f"{exc.strerror or exc}{where}: check the path, its permissions and the free space") from exc
+            raise UserError(rank_prefix() + f"{exc.strerror or exc}{where}: check the path, its permissions and the "
+                            "free space") from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

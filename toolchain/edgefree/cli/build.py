@@ -52,12 +52,22 @@ def _opt(*names, **kw):
       "build's report.json (replays that build); options given here win over the file's.")
 @_opt("--save-config", type=click.Path(path_type=Path, dir_okay=False), help="Write the settings this command "
       "resolves to as TOML to this file (for --config) and stop, without building.")
+@_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute (under torchrun, "
+      "cuda means cuda:LOCAL_RANK).")
+@_opt("--workers", type=click.IntRange(min=1), default=1, help="Processes on this machine that share synthesis, "
+      "refit and distillation (torchrun's launcher; for several machines run `torchrun ... -m edgefree build`).")
+@_opt("--threads", type=click.IntRange(min=1), help="Threads per process [default: the cores shared out among "
+      "this machine's processes].")
+@_opt("--shards", type=click.IntRange(min=1), help="Synthesis shards: chains of batches dreamed apart, one per "
+      "process at a time; the dreams depend on it, not on --workers (overrides the recipe).")
+@_opt("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0,
+      help="Seconds a process waits for the others before the job fails (several processes only).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
           channel_importance, round_to, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
-          config_file, save_config, quiet, verbose):
+          config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
 
     The build writes beside --out and replaces its outputs there only when every stage succeeded:
@@ -72,7 +82,8 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
     given = _given(click.get_current_context())
     values = load_config_file(config_file) if config_file else {}
     _layer(values, given, dict(target=target, out=out, model=model, arch=arch, num_classes=num_classes,
-                               eval_data=eval_data, seed=seed, device=device, recipe=recipe))
+                               eval_data=eval_data, seed=seed, device=device, recipe=recipe, threads=threads,
+                               dist_timeout_s=dist_timeout), flags={"dist_timeout_s": "dist_timeout"})
     if "recipe" in given:  # the recipe named here replaces the file's stage settings
         for stage in ("synthesis", "reconstruct", "distill"):
             values.pop(stage, None)
@@ -83,20 +94,23 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
     _layer(values, given, {"runs": bench_runs, "emulate": emulate}, "bench", flags={"runs": "bench_runs"})
     config = BuildConfig.from_dict(values)
     config = replace(  # explicit options win over every part of the recipe (and of the file)
-        config, synthesis=config.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16),
+        config, synthesis=config.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16,
+                                                       shards=shards),
         reconstruct=config.reconstruct.replace(images=reconstruct_images),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16))
     if save_config:
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return
-    from edgefree.pipeline import build as run_build
+    from edgefree.pipeline import build_on_workers
 
     out = config.out
     log = out.parent / f".{out.name}.build.log"  # beside --out while it runs: a failed build leaves --out as it was
     log.unlink(missing_ok=True)
     with runtime_logs(verbose, log):
-        report = run_build(config, progress=not quiet)
+        report = build_on_workers(config, workers, progress=not quiet)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     if log.is_file():
         os.replace(log, out / "build.log")
     acc = report["accuracy"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgefree import distributed
 from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
@@ -122,7 +123,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
         >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
         >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False).model
     """
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(distributed.rank_seed(seed))
     teacher = teacher.eval().to(device)
     student = copy.deepcopy(pruned.model).to(device)
     student.train()
@@ -130,7 +131,8 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
                           weight_decay=config.weight_decay)
-    steps_per_epoch = -(-len(synthetic) // config.batch_size)
+    batches = distributed.EpochBatches(len(synthetic), config.batch_size, g, seed)  # this rank's share
+    steps_per_epoch = len(batches)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps_per_epoch)
     bf16, autocast = bf16_autocast(config.bf16, device)
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
@@ -138,7 +140,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
                             "BatchNorm layers: set feature_weight to 0")
     pairs = feature_pairs(teacher, pruned) if config.feature_weight else {}
     features = (_BatchNormOutputs(student, list(pairs)), _BatchNormOutputs(teacher, list(pairs))) if pairs else None
-    history, started = [], time.perf_counter()
+    history, started, trained = [], time.perf_counter(), distributed.data_parallel(student)  # DDP on several ranks
     bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
     try:
         for epoch in bar:
@@ -146,7 +148,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
             images = synthetic.images
             if synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
                 images = synthetic.generator.to(device).sample(teacher.input_spec, synthetic.labels, g)
-            for idx in torch.randperm(len(synthetic), generator=g).split(config.batch_size):
+            for idx in batches.epoch(epoch):
                 x = images[idx].to(device)
                 if config.augment:
                     x = _augment(x, g)
@@ -155,7 +157,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
                 with autocast:
                     with torch.no_grad():
                         target = teacher(x).float()
-                    loss = kd_loss(student(x).float(), target, config.temperature)
+                    loss = kd_loss(trained(x).float(), target, config.temperature)
                     if features:
                         student_features, teacher_features = features[0].take(), features[1].take()
                         loss = loss + config.feature_weight * feature_loss(student_features, teacher_features, pairs)
@@ -171,7 +173,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
                 sched.step()
                 apply_masks(student, pruned.masks)
                 total += loss.item() * len(idx)
-            history.append(total / len(synthetic))
+            history.append(batches.mean(total))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     finally:
         bar.close()

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgefree import distributed
 from edgefree.config import ReconstructConfig
 from edgefree.recover.prune import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
@@ -180,6 +181,7 @@ def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tenso
             for p, t in zip(patches.split(step), y.split(step)):  # float32 products, summed in float64
                 gram = gram + torch.bmm(p, p.transpose(1, 2)).sum(0).double()
                 targets = targets + torch.bmm(p, t.transpose(1, 2)).sum(0).double()  # (d, rows)
+        distributed.all_reduce_sum(gram, targets)  # each rank's images: every rank solves the same system
         keep = mask[rows].reshape(rows.stop - rows.start, -1)
         if student_layer.bias is not None:
             keep = torch.cat([keep, keep.new_ones(len(keep), 1)], 1)
@@ -224,7 +226,7 @@ def reconstruct(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
     student = copy.deepcopy(pruned.model).eval().to(device)
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
     layers = _layers_to_refit(pruned, modules_t)
-    batches = [b.to(device) for b in synthetic.images[:config.images].split(config.batch_size)]
+    batches = [b.to(device) for b in distributed.rank_batches(synthetic.images[:config.images], config.batch_size)]
     teacher_inputs, student_inputs = _LayerInputs(teacher, batches), _LayerInputs(student, batches)
     skipped = []  # layers the forward pass never calls: nothing to fit them to
     for name in tqdm(layers, desc="reconstruct", unit="layer", disable=not progress, leave=False):

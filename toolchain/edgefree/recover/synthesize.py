@@ -10,6 +10,9 @@ Cheaper variants:
 * warm start: each batch after the first starts from the previous batch's images, shuffled
   against the new labels, mirrored and mixed with fresh noise (``warm_start`` is the weight
   of the old image), so it needs far fewer steps than a batch started from noise;
+* shards: the batches split into ``shards`` runs fixed by the config, each its own warm-started
+  chain seeded by (seed, shard index), so processes can dream shards apart
+  (``edgefree.distributed``) and a seed gives the same set whatever their number;
 * multi-resolution: the first ``low_res_fraction`` of steps see a 2x average-pooled image
   (a quarter of the cost). No recipe uses it: the BN loss jumps back up when full
   resolution starts.
@@ -25,13 +28,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from edgefree import distributed
 from edgefree.config import SynthesisConfig
-from edgefree.errors import DivergenceError
-from edgefree.machine import bf16_autocast
+from edgefree.errors import DivergenceError, EdgefreeError
+from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.recover.generator import train_generator
-from edgefree.recover.inversion import SyntheticSet, balanced_labels, jitter_and_flip, teacher_for_inversion
-
-__all__ = ["SyntheticSet", "synthesize", "save_contact_sheet"]
+from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
+                                        teacher_for_inversion)
 
 
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -39,9 +42,32 @@ def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
 
 
+def shard_batches(config: SynthesisConfig) -> list[range]:
+    """The batches (by index) of each synthesis shard: ``config.shards`` contiguous runs of batches,
+    fewer where there are fewer batches, so every shard holds at least one batch. Fixed by the config
+    alone, never by the number of processes."""
+    batches = -(-config.images // config.batch_size)
+    return [range(int(part[0]), int(part[-1]) + 1)
+            for part in torch.arange(batches).tensor_split(min(config.shards, batches))]
+
+
+def require_one_process(config: SynthesisConfig, processes: int) -> None:
+    """Refuse the generator method on several processes: it trains one network step after step, and a
+    batch split over ranks gives other BatchNorm statistics, so the set would depend on the world size."""
+    if config.method == "generator" and processes > 1:
+        raise EdgefreeError("synthesis method 'generator' trains one network step by step and does not split "
+                            f"over processes ({processes} asked for): drop --workers / torchrun, or use a "
+                            "DeepInversion recipe such as 'fast'")
+
+
 def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
                device: str = "cpu", progress: bool = True) -> SyntheticSet:
     """Dream ``config.images`` images from ``teacher`` alone (method "generator": see ``edgefree.recover.generator``).
+
+    The images are dreamed in shards (``shard_batches``): each shard is its own chain of batches
+    (warm-started from one another), seeded by ``seed`` and its index. Under torch.distributed each
+    rank dreams its shards (``edgefree.distributed.my_shards``) and every rank gets the whole set, the
+    same bit for bit whatever the number of ranks (given the same threads per rank and device).
 
     Raises ``NoBatchNormError`` for a model without BatchNorm: there is nothing to invert.
 
@@ -52,65 +78,86 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
         (20, 1, 8, 8)
     """
     if config.method == "generator":
+        require_one_process(config, distributed.world().size)
         return train_generator(teacher, config, seed, device, progress)
-    spec = teacher.input_spec
-    g = torch.Generator().manual_seed(seed)
+    plan = shard_batches(config)
+    mine = distributed.my_shards(len(plan))
+    started = time.perf_counter()
     with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
-        low, high = (b.to(device) for b in spec.bounds())
-        labels = balanced_labels(config.images, num_classes, g)
-        images, curves = [], []  # one BN-loss curve per batch
-        bf16, autocast = bf16_autocast(config.bf16, device)
-        n_low = int(config.low_res_fraction * config.iterations)
-        started = time.perf_counter()
+        labels = balanced_labels(config.images, num_classes, torch.Generator().manual_seed(seed))
         batches = labels.split(config.batch_size)
         first = config.first_iterations or config.iterations
-        with tqdm(total=first + config.iterations * (len(batches) - 1), desc="synthesize",
-                  unit="step", disable=not progress, leave=False) as bar:
-            for batch_labels in batches:
-                y = batch_labels.to(device)
-                x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
-                if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
-                    previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
-                    x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
-                        memory_format=memory_format)
-                x.requires_grad_(True)
-                opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.99))
-                iterations = config.iterations if images else first
-                curves.append([])
-                sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
-                for step in range(iterations):
-                    view = jitter_and_flip(x, config, g)
-                    if step < n_low:
-                        view = F.avg_pool2d(view, 2)
-                    with autocast:
-                        logits = teacher(view)
-                    bn = matcher.take(config.first_bn_multiplier)
-                    ce = F.cross_entropy(logits.float(), y)
-                    tv1, tv2 = _total_variation(x)
-                    loss = (config.bn_weight * bn + config.ce_weight * ce + config.tv_l1_weight * tv1
-                            + config.tv_l2_weight * tv2 + config.l2_weight * x.pow(2).mean())
-                    if not torch.isfinite(loss):
-                        raise DivergenceError(f"synthesis diverged at step {step} (loss {loss.item()}); "
-                                              "lower the synthesis lr or the loss weights")
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    sched.step()
-                    with torch.no_grad():
-                        x.copy_(torch.maximum(torch.minimum(x, high), low))
-                    curves[-1].append(bn.item())
-                    bar.update()
-                    if step % 10 == 0:
-                        bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
-                images.append(x.detach().contiguous().cpu())
-    images = torch.cat(images)
-    with torch.no_grad():
-        hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
+        steps = sum(first + config.iterations * (len(plan[s]) - 1) for s in mine)
+        with tqdm(total=steps, desc="synthesize", unit="step", disable=not progress, leave=False) as bar:
+            dreamed = [_dream_shard(teacher, matcher, memory_format, [batches[b] for b in plan[s]], config,
+                                    torch.Generator().manual_seed(distributed.shard_seed(seed, s)), device, bar)
+                       for s in mine]
+        busy = time.perf_counter() - started
+        shards = {s: shard for rank in distributed.all_gather(dict(zip(mine, dreamed))) for s, shard in rank.items()}
+    images = torch.cat([shards[s][0] for s in range(len(plan))])
+    curves = [curve for s in range(len(plan)) for curve in shards[s][1]]
+    hit = sum(shards[s][2] for s in range(len(plan))) / len(labels)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": curves,  # per batch, per step
              "bn_loss_first": sum(c[0] for c in curves) / len(curves),  # mean over batches
              "bn_loss_last": sum(c[-1] for c in curves) / len(curves),
-             "teacher_agreement": hit, "bf16": bf16, "steps": sum(map(len, curves)), "config": config.to_dict(), "seed": seed}
+             "teacher_agreement": hit, "bf16": resolve_bf16(config.bf16, device), "steps": sum(map(len, curves)),
+             "shards": len(plan), "config": config.to_dict(), "seed": seed,
+             "rank": {"images": sum(len(shards[s][0]) for s in mine), "seconds": busy}}  # this rank's own work
     return SyntheticSet(images, labels, stats)
+
+
+def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, batches: list[torch.Tensor],
+                 config: SynthesisConfig, g: torch.Generator, device: str, bar) -> tuple[torch.Tensor, list, int]:
+    """One shard: its batches dreamed in turn, each after the first warm-started from the one before.
+    Returns (images, one BN-loss curve per batch, how many the teacher classifies as their label)."""
+    spec = teacher.input_spec
+    low, high = (b.to(device) for b in spec.bounds())
+    _, autocast = bf16_autocast(config.bf16, device)
+    n_low = int(config.low_res_fraction * config.iterations)
+    first = config.first_iterations or config.iterations
+    images, curves = [], []
+    for batch_labels in batches:
+        y = batch_labels.to(device)
+        x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
+        if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
+            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
+            x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
+                memory_format=memory_format)
+        x.requires_grad_(True)
+        opt = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.99))
+        iterations = config.iterations if images else first
+        curves.append([])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
+        for step in range(iterations):
+            view = jitter_and_flip(x, config, g)
+            if step < n_low:
+                view = F.avg_pool2d(view, 2)
+            with autocast:
+                logits = teacher(view)
+            bn = matcher.take(config.first_bn_multiplier)
+            ce = F.cross_entropy(logits.float(), y)
+            tv1, tv2 = _total_variation(x)
+            loss = (config.bn_weight * bn + config.ce_weight * ce + config.tv_l1_weight * tv1
+                    + config.tv_l2_weight * tv2 + config.l2_weight * x.pow(2).mean())
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"synthesis diverged at step {step} (loss {loss.item()}); "
+                                      "lower the synthesis lr or the loss weights")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                x.copy_(torch.maximum(torch.minimum(x, high), low))
+            curves[-1].append(bn.item())
+            bar.update()
+            if step % 10 == 0:
+                bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
+        images.append(x.detach().contiguous().cpu())
+    images = torch.cat(images)
+    with torch.no_grad():
+        hit = int((teacher(images.to(device)).argmax(1).cpu() == torch.cat(batches)).sum())
+    matcher.losses.clear()  # that pass is a check, not a step
+    return images, curves, hit
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:

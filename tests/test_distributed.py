@@ -1,0 +1,117 @@
+"""Builds over 2 processes (gloo, the built-in default teacher, tiny budgets) against 1 process."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgefree import distributed
+from edgefree.cli import cli
+from edgefree.config import BuildConfig, ReconstructConfig, SynthesisConfig, recipe
+from edgefree.errors import EdgefreeError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--images", "64", "--synth-batch", "16", "--iterations", "8", "--epochs", "3", "--threads", "1",
+        "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "1", "--quiet"]
+
+
+def _env(**extra) -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT / "toolchain"), **extra}
+
+
+@pytest.fixture(scope="module")
+def builds(teacher, tmp_path_factory):
+    """The same tiny build by torchrun on 2 processes and in this process: (one, two) folders."""
+    base = tmp_path_factory.mktemp("distributed")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "edgefree",
+                           "build", "--out", str(base / "two"), *TINY], env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    result = CliRunner().invoke(cli, ["build", "--out", str(base / "one"), *TINY], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return base / "one", base / "two"
+
+
+def test_two_processes_dream_the_same_set_bit_for_bit(builds):
+    one, two = (torch.load(b / "synthetic.pt", weights_only=True) for b in builds)
+    assert torch.equal(one["images"], two["images"]) and torch.equal(one["labels"], two["labels"])
+
+
+def test_two_processes_build_a_valid_student_as_good(builds):
+    one, two = (json.loads((b / "report.json").read_text()) for b in builds)
+    assert two["distributed"]["world_size"] == 2 and two["distributed"]["backend"] == "gloo"
+    assert [r["rank"] for r in two["distributed"]["ranks"]] == [0, 1]
+    for rank in two["distributed"]["ranks"]:
+        assert rank["threads"] == 1 and all(rank[f"{s}_images_per_s"] > 0 for s in ("synthesize", "reconstruct", "distill"))
+    assert one["distributed"]["world_size"] == 1
+    assert two["sparsity"] == pytest.approx(one["sparsity"])
+    # the same refit, up to float64 sums taken in another order: at most a few images' rounding
+    assert two["accuracy"]["reconstructed"] == pytest.approx(one["accuracy"]["reconstructed"], abs=1)
+    # another split of each step's batch and other augmentations: the same accuracy within noise
+    assert abs(two["accuracy"]["recovered"] - one["accuracy"]["recovered"]) < 5
+    assert two["accuracy"]["recovered"] > two["accuracy"]["pruned"] + 20
+    assert (builds[1] / "student.pt").is_file() and (builds[1] / "artifacts" / "manifest.json").is_file()
+
+
+def _refit_on_two_ranks(teacher, pruned, dreams, config):
+    from edgefree.recover import reconstruct
+
+    with distributed.session(threads=1):
+        return reconstruct(teacher, pruned, dreams, config, progress=False).model.state_dict()
+
+
+def test_two_processes_refit_the_same_weights(teacher):
+    from edgefree.config import PruneConfig
+    from edgefree.recover import prune, reconstruct, synthesize
+
+    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    dreams = synthesize(teacher, SynthesisConfig(images=96, batch_size=32, iterations=10, jitter=1), progress=False)
+    config = ReconstructConfig(images=96, batch_size=16)
+    alone = reconstruct(teacher, pruned, dreams, config, progress=False).model.state_dict()
+    shared = distributed.launch(_refit_on_two_ranks, teacher, pruned, dreams, config, workers=2, threads=1)
+    assert alone.keys() == shared.keys()
+    for name in alone:  # float64 sums in another order: equal to float32 rounding
+        torch.testing.assert_close(shared[name], alone[name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fault, expected", [("1:synthesize:raise", "rank 1 of 2 failed: RuntimeError: fault injected"),
+                                             ("1:distill:hang", "rank 0 waited over 10 s for the other ranks in stage distill")])
+def test_a_failing_or_hanging_rank_ends_the_job_without_a_report(teacher, tmp_path, monkeypatch, fault, expected):
+    monkeypatch.setenv("EDGEFREE_FAULT", fault)
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out"), "--workers", "2", "--dist-timeout", "10",
+                                      *TINY])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output
+    assert time.perf_counter() - started < 60
+    assert not (tmp_path / "out" / "report.json").exists() and not (tmp_path / "out" / "student.pt").exists()
+
+
+def test_the_generator_recipe_refuses_several_processes(tmp_path):
+    config = BuildConfig(out=tmp_path, recipe="generator", synthesis=recipe("generator").synthesis)
+    from edgefree.pipeline import build_on_workers
+
+    with pytest.raises(EdgefreeError, match="'generator' trains one network step by step"):
+        build_on_workers(config, 2)
+
+
+def test_workers_under_torchrun_are_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(EdgefreeError, match="already runs under torchrun"):
+        distributed.launch(print, workers=2)
+
+
+def test_one_process_shares_nothing():
+    images = torch.arange(10.0)
+    assert [b.tolist() for b in distributed.rank_batches(images, 4)] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    g = torch.Generator().manual_seed(0)
+    batches = distributed.EpochBatches(10, 4, g)
+    assert len(batches) == 3 and batches.per_rank == 10 and batches.mean(20.0) == 2.0
+    assert sorted(torch.cat(batches.epoch(0)).tolist()) == list(range(10))
+    assert distributed.rank_seed(7) == 7 and distributed.all_gather("x") == ["x"]
