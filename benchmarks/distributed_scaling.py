@@ -32,13 +32,13 @@ def _stages(checkpoint: str, args: dict, threads: int) -> dict:
     import torch
 
     from edgefree import distributed
-    from edgefree.config import PruneConfig, ReconstructConfig, recipe
+    from edgefree.config import MagnitudePruning, ReconstructConfig, recipe
     from edgefree.models import load_model
     from edgefree.recover import distill, prune, reconstruct, synthesize
 
     with distributed.session(threads=threads) as (world, _device):
         teacher = load_model(ARCH, checkpoint)
-        pruned = prune(teacher, PruneConfig(sparsity=0.75))
+        pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
         fast = recipe("fast")  # the default recipe's settings at a small budget
         synthesis = fast.synthesis.replace(images=args["images"], batch_size=args["synth_batch"],
                                            iterations=args["iterations"], first_iterations=args["first_iterations"],

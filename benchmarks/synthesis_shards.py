@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     checkpoint = args.shared / "models" / "resnet20_cifar10jpeg.pt"
     if not checkpoint.is_file():
         sys.exit(f"needs the shared ResNet-20 teacher: {checkpoint} not found (pass --shared)")
-    from edgefree.config import PruneConfig, ReconstructConfig, recipe
+    from edgefree.config import MagnitudePruning, ReconstructConfig, recipe
     from edgefree.data import LabeledImages, load_eval_data
     from edgefree.evaluate import accuracy
     from edgefree.machine import machine_info
@@ -43,7 +43,7 @@ def main(argv=None) -> None:
     teacher = load_model("resnet20-cifar", checkpoint)
     test = load_eval_data(str(args.shared / "data" / "cifar10-jpeg" / "test.zip"), teacher.input_spec)
     test = LabeledImages(test.pixels[:args.eval_images], test.labels[:args.eval_images], test.name)
-    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     rows = []
     for shards in args.shards:
         config = recipe("fast").synthesis.replace(images=args.images, batch_size=args.synth_batch, shards=shards)

@@ -31,14 +31,15 @@ def built(tmp_path_factory):
 
 # Every line `edgefree build` may print: its own summary lines, and tqdm's bars (stderr)
 EDGEFREE_LINES = re.compile("|".join([
-    r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%\)",
+    r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
+    r"multiply-adds\)",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
     r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|error: .+|[\d,.]+ M instructions.+)",
     r"arm64 emulation not run: .+",
     r"wrote bench.json, bench.md, bench.png in .+",
     r"wrote .+report.md, .+report.json, .+student.pt, .+artifacts/; runtime logs in .+build.log",
-    r"(synthesize|reconstruct|distill|train generator): +\d+%\|.*",  # a progress bar
+    r"(synthesize|reconstruct|distill|train generator|macs target): +\d+%\|.*",  # a progress bar
 ]))
 
 

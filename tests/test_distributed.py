@@ -67,10 +67,10 @@ def _refit_on_two_ranks(teacher, pruned, dreams, config):
 
 
 def test_two_processes_refit_the_same_weights(teacher):
-    from edgefree.config import PruneConfig
+    from edgefree.config import MagnitudePruning
     from edgefree.recover import prune, reconstruct, synthesize
 
-    pruned = prune(teacher, PruneConfig(sparsity=0.75))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = synthesize(teacher, SynthesisConfig(images=96, batch_size=32, iterations=10, jitter=1), progress=False)
     config = ReconstructConfig(images=96, batch_size=16)
     alone = reconstruct(teacher, pruned, dreams, config, progress=False).model.state_dict()

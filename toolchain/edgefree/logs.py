@@ -47,6 +47,21 @@ class _ProgressSplitter(io.TextIOBase):
         return self.console.encoding
 
 
+_capturing: Path | None = None  # the log runtime_output_to is writing now
+
+
+def adopt_log(folder: Path) -> None:
+    """Move the log being written now (if any) into ``folder`` as ``build.log``; writing goes on there.
+
+    A build moves it into its staging folder, so the log is published with the outputs it explains.
+    """
+    global _capturing
+    if _capturing is not None and _capturing.is_file():
+        target = Path(folder) / "build.log"
+        os.replace(_capturing, target)  # the open file follows the rename
+        _capturing = target
+
+
 @contextmanager
 def runtime_output_to(log_path: str | Path) -> Iterator[TextIO]:
     """Write everything sent to fd 1 and 2 (native code, ``print``, warnings, logging) to ``log_path``.
@@ -62,6 +77,7 @@ def runtime_output_to(log_path: str | Path) -> Iterator[TextIO]:
         >>> open(log).read()
         '[threadpool.cpp:66] Resetting threadpool to 1 threads.\\n'
     """
+    global _capturing
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for stream in (sys.stdout, sys.stderr):
@@ -80,8 +96,10 @@ def runtime_output_to(log_path: str | Path) -> Iterator[TextIO]:
             with warnings.catch_warnings():
                 warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: log.write(
                     warnings.formatwarning(message, category, filename, lineno, line))
+                _capturing = log_path
                 yield console
         finally:
+            _capturing = None
             for stream in (sys.stdout, old_stderr, log):
                 stream.flush()
             sys.stderr = old_stderr

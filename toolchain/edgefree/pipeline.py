@@ -32,6 +32,7 @@ from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import sha256_file as sha256
+from edgefree.logs import adopt_log
 from edgefree.machine import machine_info
 from edgefree.models import load_model
 from edgefree.outfolder import check_out_folder, staged
@@ -185,6 +186,7 @@ def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | No
                          device)
         report["model"].update(source=source, sha256=teacher_sha256)
         write_report(report, folder)
+        adopt_log(folder)  # the runtime log (edgefree.logs), published with the outputs
     return report
 
 

@@ -1,6 +1,5 @@
 """``edgefree build``: the whole pipeline on your model, or on the built-in default."""
 
-import os
 from pathlib import Path
 
 import click
@@ -47,7 +46,6 @@ def _opt(*names, **kw):
       "(when `edgefree emulator setup` ran).")
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
-@_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute.")
 @_opt("--config", "config_file", envvar="EDGEFREE_BUILD_CONFIG", type=click.Path(path_type=Path), help="Build settings from a TOML file or a "
       "build's report.json (replays that build); options given here win over the file's.")
 @_opt("--save-config", type=click.Path(path_type=Path, dir_okay=False), help="Write the settings this command "
@@ -105,14 +103,13 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
     from edgefree.pipeline import build_on_workers
 
     out = config.out
-    log = out.parent / f".{out.name}.build.log"  # beside --out while it runs: a failed build leaves --out as it was
-    log.unlink(missing_ok=True)
+    log = out.parent / f".{out.name}.build.log"  # beside --out while it runs; the build publishes it with its outputs
+    if log.parent.is_dir():
+        log.unlink(missing_ok=True)
     with runtime_logs(verbose, log):
         report = build_on_workers(config, workers, progress=not quiet)
     if report is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
-    if log.is_file():
-        os.replace(log, out / "build.log")
     acc = report["accuracy"]
     if acc["teacher"] is not None:
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
