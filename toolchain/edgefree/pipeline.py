@@ -128,14 +128,16 @@ def build(config: BuildConfig, progress: bool = True) -> dict:
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
-            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
+            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data,
+                                      scores["recovered"], progress)
     if export_config and config.bench:
         with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
-            teacher_manifest = export_teacher(teacher, export_config, dreams, eval_data)
+            teacher_export = export_teacher(teacher, export_config, dreams, eval_data, scores["teacher"], progress)
         with clock("bench"):
             benched = bench({"teacher": teacher, "student": student},
-                            {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
-                            target, out, config.bench, eval_data)
+                            {"teacher": teacher_export.manifest, "student": out / "artifacts" / "manifest.json"},
+                            target, out, config.bench, eval_data,
+                            {"teacher": scores["teacher"], "student": scores["recovered"]}, teacher_export, progress)
 
     detail = sparsity_report(student)
     report = {

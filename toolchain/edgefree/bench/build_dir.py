@@ -3,7 +3,7 @@
 From ``report.json`` it takes the teacher (checkpoint and architecture, or the built-in
 default and its seed), the evaluation data and the export settings; from the folder the
 student (``student.pt``), its artifacts and the synthetic images that calibrate the
-teacher's INT8 artifacts.
+teacher's INT8 artifacts (on a cache miss), and the PyTorch accuracies of its evaluate stage.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
 
 
 def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig = BenchConfig(),
-                out: Path | None = None) -> dict:
+                out: Path | None = None, progress: bool = False) -> dict:
     """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
 
     Example:
@@ -74,10 +74,13 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
-    teacher_manifest = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data)
+    scores = report.get("accuracy") or {}
+    teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
+                                    scores.get("teacher"), progress)
     out = Path(out or output_folder(build_dir, report, profile))
-    result = bench({"teacher": teacher, "student": student}, {"teacher": teacher_manifest, "student": student_manifest},
-                   profile, out, config, eval_data)
+    result = bench({"teacher": teacher, "student": student},
+                   {"teacher": teacher_export.manifest, "student": student_manifest}, profile, out, config, eval_data,
+                   {"teacher": scores.get("teacher"), "student": scores.get("recovered")}, teacher_export, progress)
     if out.resolve() == build_dir.resolve():  # the build's own bench: its report shows the new figures
         write_report({**report, "bench": result}, build_dir)
     return result
