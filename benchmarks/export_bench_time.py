@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from edgefree.machine import machine_info
+from edgefree.report import sub_steps
 
 HERE = Path(__file__).resolve().parent
 REPORTING = ("export", "export-teacher", "bench")
@@ -59,7 +60,7 @@ def _run(arguments: list[str], work: Path, cache: Path, toolchain: Path | None) 
     reporting = sum(seconds.get(stage, 0.0) for stage in REPORTING)
     return {"wall_seconds": round(wall, 1), "stage_seconds": seconds, "reporting_seconds": round(reporting, 1),
             "reporting_share": round(reporting / wall, 3), "accuracy": report["accuracy"],
-            "sub_steps": report.get("sub_seconds"),
+            "sub_steps": sub_steps(report),
             "load_average_1min": os.getloadavg()[0]}
 
 

@@ -59,8 +59,9 @@ def load(entry: Path):
 def load_batched(entry: Path, batch: int, threads: int):
     """``(predict, 1)``: the program's memory is planned for batch 1, so its accuracy pass runs at batch 1.
 
-    A second, batch-``batch`` program for evaluation only would cost another lowering, which
-    takes longer than the batch-1 pass it would shorten; XNNPACK's threads still use ``threads``.
+    A dynamic batch would plan the device's memory for the largest batch, and a second,
+    batch-``batch`` program for evaluation only would cost another lowering, the slowest step of
+    this format's export (the manifest's ``seconds``). XNNPACK's thread pool gets ``threads``.
     """
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
 
