@@ -113,14 +113,18 @@ def main(argv=None) -> None:
             runs[name] = _run(arguments, work, caches[name], args.toolchain)
             print(f"  wall {runs[name]['wall_seconds']} s, export+bench {runs[name]['reporting_seconds']} s "
                   f"({100 * runs[name]['reporting_share']:.0f}%)", flush=True)
-    path = args.results / "export_bench_time.json"
+            _write(args.results / "export_bench_time.json", args.label, revision, scenarios, runs, shared)
+
+
+def _write(path: Path, label: str, revision: str, scenarios: dict, runs: dict, shared: Path) -> None:
+    """Merge this label's scenarios so far into the results (written after each, so a long run keeps its figures)."""
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[args.label] = {"revision": revision, "commands": {n: _shown(a, shared) for n, a in scenarios.items()},
-                           "scenarios": runs, "machine": machine_info()}
-    args.results.mkdir(parents=True, exist_ok=True)
+    results[label] = {"revision": revision, "commands": {n: _shown(a, shared) for n, a in scenarios.items()},
+                      "scenarios": dict(runs), "machine": machine_info()}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str))
     path.with_suffix(".md").write_text(_markdown(results))
-    print(f"wrote {path} and {path.with_suffix('.md')}")
+    print(f"wrote {path} and {path.with_suffix('.md')}", flush=True)
 
 
 if __name__ == "__main__":
