@@ -175,9 +175,10 @@ def measure(candidates: list[Candidate], inputs: np.ndarray, config: BenchConfig
             started = time.perf_counter()
             if c.accuracy_source == "bench":
                 _guarded(c, lambda c: setattr(c, "logits", runner.logits_of(c.predict, inputs)))
-            warm = runner.timings(c.predict, first, max(1, config.warmup)) if not c.error else None
+            warm = []
+            _guarded(c, lambda c: warm.extend(runner.timings(c.predict, first, max(1, config.warmup))))
             c.seconds += time.perf_counter() - started
-            sizes[id(c)] = _round_size(config, float(np.median(warm)) if warm is not None else 1.0)
+            sizes[id(c)] = _round_size(config, float(np.median(warm)) if warm else 1.0)
         active = [c for c in candidates if not c.error]
         with tqdm(total=len(active), desc="bench: timing until the p50 is stable", unit="runtime",
                   disable=not progress) as timing:
