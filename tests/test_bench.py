@@ -33,20 +33,27 @@ def test_build_benches_teacher_and_student_on_every_artifact(default_build):
     result = json.loads((default_build / "bench.json").read_text())
     manifest = json.loads((default_build / "artifacts" / "manifest.json").read_text())
     built = {(a["runtime"], a["precision"]) for a in manifest["artifacts"]}
-    for model in ("teacher", "student"):
+    report = json.loads((default_build / "report.json").read_text())
+    for model, stage in (("teacher", "teacher"), ("student", "recovered")):
         rows = _rows(result, model)
         assert set(rows) == built | {("pytorch", "fp32")}
         for row in rows.values():
             assert row["error"] is None, row
-            assert row["latency_ms"]["runs"] == 50 and 0 < row["latency_ms"]["p50"] <= row["latency_ms"]["p90"]
+            latency = row["latency_ms"]
+            assert 20 <= latency["runs"] <= 2000 and latency["stopped"] in ("stable", "max_runs", "max_seconds")
+            assert latency["p50_ci95"][0] <= latency["p50"] <= latency["p50_ci95"][1] <= latency["p90"] * 1.5
             assert row["eval_images"] == 360 and 0 <= row["accuracy"] <= 100
+        # top-1 measured once: PyTorch's by the evaluate stage, each artifact's by the export
+        assert rows["pytorch", "fp32"]["accuracy_source"] == "evaluate"
+        assert rows["pytorch", "fp32"]["accuracy"] == report["accuracy"][stage]
+        assert {r["accuracy_source"] for key, r in rows.items() if key[0] != "pytorch"} == {"export"}
         # fp32 through any runtime classifies the evaluation set as PyTorch does
         for runtime in ("onnxruntime", "openvino", "executorch"):
             assert abs(rows[runtime, "fp32"]["accuracy"] - rows["pytorch", "fp32"]["accuracy"]) <= 100 / 360 + 1e-9
-    report = json.loads((default_build / "report.json").read_text())
     assert report["bench"]["native"]["rows"] == result["native"]["rows"] and "bench" in report["seconds"]
     markdown = (default_build / "report.md").read_text()
     assert "## Latency and accuracy per runtime" in markdown and "![latency" in markdown
+    assert "| export | onnx-int8 |" in markdown and "| bench | student onnxruntime int8 |" in markdown
     assert (default_build / "bench.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -176,3 +183,89 @@ def test_the_reading_shows_what_was_measured_and_labels_emulation():
 def test_the_plot_is_written(tmp_path):
     bench_report.plot(_fake_result(1.0), tmp_path / "bench.png")
     assert (tmp_path / "bench.png").stat().st_size > 10_000
+
+
+# --- measured once: the teacher's cache, the adaptive latency budget ------------------------------------
+
+
+def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
+    """A second export_teacher of the same teacher is a hit that costs no export; bench reuses its rows."""
+    from edgefree.bench import bench
+    from edgefree.bench.teacher import export_teacher
+    from edgefree.config import BenchConfig, ExportConfig
+    from edgefree.export import export_student
+    from edgefree.recover import gaussian_noise_set
+    from edgefree.targets import load_target
+
+    config = ExportConfig(formats=("onnx",), precisions=("fp32",), check_images=64)
+    first = export_teacher(teacher, config, gaussian_noise_set(teacher.input_spec, 32, 10), digits, progress=False)
+    other_dreams = gaussian_noise_set(teacher.input_spec, 32, 10, seed=1)  # another recipe's dreams
+    second = export_teacher(teacher, config, other_dreams, digits)
+    assert not first.cached and second.cached and second.manifest == first.manifest
+    assert second.seconds < 2.0 and second.seconds < first.seconds / 3, (first, second)
+    assert export_teacher(teacher, config.replace(check_images=32), other_dreams, digits).key != first.key
+
+    student = export_student(teacher, config, tmp_path / "student", other_dreams, digits)
+    assert student["artifacts"][0]["accuracy"] is not None
+    run = lambda out: bench({"teacher": teacher, "student": teacher},  # noqa: E731
+                            {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
+                            load_target("x86-64"), tmp_path / out, BenchConfig(runs=5, warmup=1), digits,
+                            teacher=second)
+    measured, reused = run("first"), run("second")
+    assert measured["native"]["teacher_rows"]["cached"] is False and reused["native"]["teacher_rows"]["cached"]
+    teacher_rows = lambda result: [r for r in result["native"]["rows"] if r["model"] == "teacher"]  # noqa: E731
+    assert [{**r, "cached": True} for r in teacher_rows(measured)] == teacher_rows(reused)
+    assert not any(key.startswith("teacher") for key in reused["native"]["seconds"])
+    assert "taken from the cache" in (tmp_path / "second" / "bench.md").read_text()
+
+
+def test_batched_top1_equals_batch1_top1_on_the_same_images(manifest_of_build, default_build, teacher, digits):
+    """Each artifact's manifest top-1 (batched) against the same artifact run one image at a time.
+
+    Any image whose class differs must be a near tie, within the batched-vs-batch-1 difference
+    the manifest reports: that is the only way parity allows the two figures to differ.
+    """
+    from edgefree.export import BACKENDS
+    from edgefree.export.parity import run_batch1, run_batched
+
+    inputs = digits.normalized(teacher.input_spec).numpy()
+    labels = digits.labels.numpy()
+    for artifact in manifest_of_build["artifacts"]:
+        entry = default_build / "artifacts" / artifact["entry"]
+        backend = BACKENDS[artifact["format"]]
+        batch1 = run_batch1(backend.load(entry), inputs)
+        predict, batch = backend.load_batched(entry, 64, 1)
+        batched = run_batched(predict, inputs, batch)
+        assert batch == (1 if artifact["accuracy_batch"] == 1 else 64)  # ExecuTorch's program is batch 1
+        assert artifact["accuracy_images"] == len(inputs)
+        assert 100.0 * float((batched.argmax(1) == labels).mean()) == artifact["accuracy"]
+        one_at_a_time = 100.0 * float((batch1.argmax(1) == labels).mean())
+        differ = np.flatnonzero(batched.argmax(1) != batch1.argmax(1))
+        allowed = 2 * max(artifact["batched_vs_batch1"]["max_abs_diff"], 1e-5)
+        for i in differ:
+            top2 = np.sort(batch1[i])[-2:]
+            assert top2[1] - top2[0] <= allowed, (artifact["name"], i)
+        assert abs(one_at_a_time - artifact["accuracy"]) <= 100.0 * len(differ) / len(inputs)
+
+
+@pytest.fixture(scope="module")
+def manifest_of_build(default_build):
+    return json.loads((default_build / "artifacts" / "manifest.json").read_text())
+
+
+def test_the_latency_budget_stops_when_the_p50_is_stable():
+    from edgefree.bench.latency import p50_interval, stop_reason
+    from edgefree.config import BenchConfig
+
+    rng = np.random.default_rng(0)
+    config = BenchConfig(min_runs=20, max_runs=500, p50_tolerance=0.02, max_seconds=10.0)
+    steady = rng.normal(1.0, 0.01, 20)  # 1 ms +- 1%: stable at the floor
+    assert stop_reason(steady[:19], config) is None and stop_reason(steady, config) == "stable"
+    noisy = rng.lognormal(0.0, 0.5, 100)  # +-50%: 100 runs do not pin the p50 within 2%
+    assert stop_reason(noisy, config) is None
+    assert stop_reason(rng.lognormal(0.0, 0.5, 500), config) == "max_runs"
+    assert stop_reason(np.full(30, 400.0) * rng.lognormal(0, 0.5, 30), config) == "max_seconds"  # 12 s timed
+    assert stop_reason(noisy[:5], config.replace(runs=5)) == "runs"
+    # the interval holds the true median (1.0 for lognormal(0, s)) about 95% of the time
+    covered = [low <= 1.0 <= high for low, high in (p50_interval(rng.lognormal(0, 0.5, 101)) for _ in range(400))]
+    assert 0.9 <= np.mean(covered) <= 0.99

@@ -254,10 +254,15 @@ class DistillConfig(_Config):
 class BenchConfig(_Config):
     """Latency and accuracy per runtime: measured here, and emulated for aarch64 targets."""
 
-    runs: int = 50
+    runs: int | None = None  # a fixed count of timed runs; None: adaptive, until the p50 is stable
+    min_runs: int = 20  # adaptive: at least this many timed runs ...
+    max_runs: int = 2000  # ... at most this many ...
+    max_seconds: float = 10.0  # ... and no more timed seconds than this, per model and runtime
+    p50_tolerance: float = 0.02  # stop once the p50's 95% interval is within +-2% of it
     warmup: int = 10
     threads: int | None = None  # None: the target's threads natively (1 for an emulated target)
-    eval_limit: int | None = None  # top-1 on the first N evaluation images (None: all)
+    eval_limit: int | None = None  # top-1 on the first N evaluation images, measured again (None: all)
+    remeasure_accuracy: bool = False  # top-1 through each runtime again instead of the export's figures
     emulate: bool = True  # aarch64 targets: also run under qemu-aarch64 when `edgefree emulator setup` ran
     native: bool = True  # measure on this machine too (an emulated target may skip it: emulation only)
     emulated_runs: int = 3  # instruction counts repeat exactly: a few runs suffice
@@ -267,7 +272,11 @@ class BenchConfig(_Config):
 
     def __post_init__(self):
         self._require_finite()
-        _require(self.runs >= 1 and self.emulated_runs >= 1, "bench runs must be >= 1")
+        _require((self.runs is None or self.runs >= 1) and self.emulated_runs >= 1, "bench runs must be >= 1")
+        _require(1 <= self.min_runs <= self.max_runs,
+                 f"bench min_runs must be >= 1 and <= max_runs, got {self.min_runs} and {self.max_runs}")
+        _require(self.max_seconds > 0, f"bench max_seconds must be positive, got {self.max_seconds}")
+        _require(0 < self.p50_tolerance < 1, f"bench p50_tolerance must be in (0, 1), got {self.p50_tolerance}")
         _require(self.warmup >= 0 and self.emulated_warmup >= 0, "bench warm-up runs must be >= 0")
         _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
         _require(self.eval_limit is None or self.eval_limit >= 1, "bench eval_limit must be >= 1")
@@ -289,6 +298,7 @@ class ExportConfig(_Config):
     opset: int = 18
     check_images: int = 256
     calibration_images: int = 256
+    eval_batch: int = 256  # accuracy passes run at this batch where the runtime takes it (latency stays batch 1)
     fp32_atol: float = 1e-3
     int8_min_agreement: float = 0.9
 
@@ -304,6 +314,7 @@ class ExportConfig(_Config):
                      f"export {name} must be a non-empty subset of {', '.join(known)}; got {', '.join(chosen) or 'none'}")
         _require(self.opset >= 18, f"ONNX opset must be >= 18 (the dynamo exporter's minimum), got {self.opset}")
         _require(self.check_images > 0 and self.calibration_images > 0, "check and calibration images must be positive")
+        _require(self.eval_batch > 0, f"export eval_batch must be positive, got {self.eval_batch}")
         _require(self.fp32_atol > 0, f"fp32_atol must be positive, got {self.fp32_atol}")
         _require(0.0 <= self.int8_min_agreement <= 1.0, "int8_min_agreement must be in [0, 1]")
 

@@ -219,14 +219,17 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
-            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data)
+            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data,
+                                      scores["recovered"], progress)
     if export_config and config.bench:
         with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
-            teacher_manifest = export_teacher(teacher, export_config, dreams, eval_data)
+            teacher_export = export_teacher(teacher, export_config, dreams, eval_data, scores["teacher"], progress)
         with clock("bench"):
             benched = bench({"teacher": teacher, "student": student},
-                            {"teacher": teacher_manifest, "student": out / "artifacts" / "manifest.json"},
-                            target, out, config.bench, eval_data, published_as=published)
+                            {"teacher": teacher_export.manifest, "student": out / "artifacts" / "manifest.json"},
+                            target, out, config.bench, eval_data,
+                            {"teacher": scores["teacher"], "student": scores["recovered"]}, teacher_export, progress,
+                            published_as=published)
 
     detail = sparsity_report(student)
     example = teacher.input_spec.example_inputs()[0]

@@ -136,14 +136,50 @@ def _bench(r: dict) -> str | None:
     return render(r["bench"], level="##", plot="bench.png").rstrip()
 
 
+def _artifact_steps(stage: str, manifest: dict) -> list[list]:
+    rows = []
+    for a in manifest["artifacts"]:
+        spent = a.get("seconds")
+        if isinstance(spent, dict):  # export, parity, top-1 and packing of one artifact
+            rows.append([stage, a["name"], f"{spent['total']:.1f}", ", ".join(
+                f"{step} {spent[step]:.1f}" for step in ("export", "parity", "accuracy", "pack") if step in spent)])
+    return rows
+
+
+def sub_steps(r: dict) -> list[list]:
+    """``[stage, sub-step, seconds, detail]`` rows: export per artifact, the teacher's export, bench per runtime."""
+    rows = _artifact_steps("export", r["export"]) if r.get("export") else []
+    bench = r.get("bench") or {}
+    teacher = bench.get("teacher_export")
+    if teacher and teacher["cached"]:
+        rows.append(["export-teacher", "all artifacts", f"{teacher['seconds']:.1f}", f"from the cache ({teacher['key']})"])
+    elif teacher:
+        rows += _artifact_steps("export-teacher", json.loads(Path(teacher["manifest"]).read_text()))
+    native = bench.get("native") or {}
+    for step, seconds in (native.get("seconds") or {}).items():
+        detail = "opening every artifact" if step == "open" else (
+            "latency and top-1" if _remeasured(native, step) else "latency")
+        rows.append(["bench", step, f"{seconds:.1f}", detail])
+    if native.get("teacher_rows", {}).get("cached"):
+        rows.append(["bench", "teacher rows", "0.0", f"from the cache (measured {native['teacher_rows']['measured_at']})"])
+    return rows
+
+
+def _remeasured(native: dict, step: str) -> bool:
+    return any(f"{r['model']} {r['runtime']} {r['precision']}" == step and r.get("accuracy_source") == "bench"
+               for r in native["rows"])
+
+
 def _timing(r: dict) -> str:
     rows = [[stage, f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
+    steps = sub_steps(r)
     m = r["machine"]
     return "\n".join([
         "## Time (wall seconds)",
         "",
         markdown_table(["stage", "seconds"], rows),
         "",
+        *([markdown_table(["stage", "sub-step", "seconds", "of which"], steps), ""] if steps else []),
         f"Machine: {m['cpu']} ({m['cores']} cores, {m['isa']}); "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
     ])

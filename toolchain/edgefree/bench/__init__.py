@@ -3,19 +3,26 @@
 ``bench()`` measures, for the dense teacher and the pruned student alike:
 
 * on this machine (x86-64, *measured*): PyTorch eager and every artifact of the target's
-  formats and precisions: latency (batch 1, pinned thread count, warm-up then N runs:
-  p50/p90/mean/std), top-1 on the evaluation set through that runtime, artifact size;
+  formats and precisions: latency (batch 1, pinned thread count, warm-up, then runs until
+  the p50 is stable: p50/p90/mean/std and the p50's 95% interval), artifact size, and the
+  top-1 on the evaluation set, read from where it was measured once: the export's manifest
+  for an artifact, the build's evaluate stage for PyTorch (``remeasure_accuracy`` or
+  ``eval_limit`` measures it again through each runtime);
 * for an aarch64 target, under qemu-aarch64 with the target's CPU model (*emulated*): the
   same artifacts on a few evaluation images, their logits against this machine's, and the
   guest instructions per inference (repeatable; comparable only within one CPU model).
 
-It writes ``bench.json``, ``bench.md`` and ``bench.png`` to ``out`` and returns the JSON dict.
+The teacher's rows are kept beside its cached export (``bench.teacher``): a second build of
+the same teacher on this machine reuses them, and the report says so. It writes
+``bench.json``, ``bench.md`` and ``bench.png`` to ``out`` and returns the JSON dict.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +32,7 @@ from edgefree.bench import emulation, runner
 from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.bench.latency import Candidate, measure, open_candidates, top1_accuracy
 from edgefree.bench.report import write_bench
+from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, store_rows
 from edgefree.config import BenchConfig
 from edgefree.cost import cost
 from edgefree.data import LabeledImages
@@ -59,22 +67,74 @@ def _eval_inputs(eval_data: LabeledImages | None, spec, manifest: dict, limit: i
 
 
 def _row(c: Candidate, labels) -> dict:
+    if c.accuracy_source == "bench":
+        c.accuracy = None if c.logits is None else top1_accuracy(c.logits.argmax(1), labels)
+    images = (c.artifact or {}).get("accuracy_images") if c.accuracy_source == "export" else None
     return {
         "model": c.role, "runtime": c.runtime, "precision": c.precision,
         "artifact": c.artifact["name"] if c.artifact else None, "bytes": c.bytes, "packed_bytes": c.packed_bytes,
-        "latency_ms": c.latency_ms,
-        "accuracy": None if c.logits is None else top1_accuracy(c.logits.argmax(1), labels),
-        "eval_images": 0 if labels is None else len(labels),
-        "runtime_version": c.runtime_version, "error": c.error,
+        "latency_ms": c.latency_ms, "accuracy": c.accuracy, "accuracy_source": c.accuracy_source,
+        "accuracy_batch": (c.artifact or {}).get("accuracy_batch") if c.accuracy_source == "export" else None,
+        "eval_images": 0 if labels is None else images or len(labels),
+        "runtime_version": c.runtime_version, "error": c.error, "seconds": round(c.seconds, 2),
     }
 
 
-def _native(models, manifests, target, config, inputs, labels, threads) -> tuple[list[dict], dict]:
-    candidates = [c for role in ROLES for c in open_candidates(
+def _assign_accuracy(c: Candidate, known: dict, remeasure: bool, labels) -> None:
+    """Where the candidate's top-1 comes from: the manifest, the build's evaluate stage, or a pass here."""
+    if labels is None:
+        return
+    if not remeasure and c.artifact and c.artifact.get("accuracy") is not None:
+        c.accuracy, c.accuracy_source = c.artifact["accuracy"], "export"
+    elif not remeasure and not c.artifact and known.get(c.role) is not None:
+        c.accuracy, c.accuracy_source = known[c.role], "evaluate"
+    else:
+        c.accuracy_source = "bench"
+
+
+def _rows_settings(config: BenchConfig, threads: int, artifacts: list[dict], teacher: TeacherArtifacts,
+                   accuracy) -> dict:
+    latency = {k: getattr(config, k) for k in ("runs", "min_runs", "max_runs", "max_seconds", "p50_tolerance",
+                                               "warmup")}
+    m = machine_info()
+    return {"latency": latency, "threads": threads, "artifacts": [a["name"] for a in artifacts],
+            "teacher": teacher.key, "pytorch_accuracy": accuracy, "cpu": m["cpu"], "cores": m["cores"]}
+
+
+def _native(models, manifests, target, config, inputs, labels, threads, known, teacher, progress) -> dict:
+    remeasure = config.remeasure_accuracy or config.eval_limit is not None
+    key = stored = None
+    if teacher is not None and not remeasure:
+        chosen = selected_artifacts(manifests["teacher"], target)
+        key = rows_key(_rows_settings(config, threads, chosen, teacher, known.get("teacher")))
+        stored = cached_rows(teacher.manifest, key)
+    roles = ("student",) if stored else ROLES
+    opened = time.perf_counter()
+    candidates = [c for role in roles for c in open_candidates(
         role, models[role], manifests[role]["path"].parent, selected_artifacts(manifests[role], target), threads)]
-    measure(candidates, inputs, config.runs, config.warmup, threads)
-    logits = {(c.role, c.artifact["name"]): c.logits for c in candidates if c.artifact}
-    return [_row(c, labels) for c in candidates], logits
+    opened = time.perf_counter() - opened
+    for c in candidates:
+        _assign_accuracy(c, known, remeasure, labels)
+    load_before = os.getloadavg()[0]  # other processes on the cores move absolute times, not the ratios
+    measure(candidates, inputs, config, threads, progress)
+    load = [load_before, os.getloadavg()[0]]
+    rows = [_row(c, labels) for c in candidates]
+    measured_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if stored:
+        rows = [{**r, "cached": True} for r in stored["rows"]] + rows
+        teacher_rows = {"cached": True, "key": key, "measured_at": stored["measured_at"],
+                        "load_average_1min": stored["load_average_1min"]}
+    else:
+        teacher_rows = {"cached": False, "key": key, "measured_at": measured_at, "load_average_1min": load}
+        if key:
+            store_rows(teacher.manifest, key, {"rows": [r for r in rows if r["model"] == "teacher"],
+                                               "measured_at": measured_at, "load_average_1min": load})
+    return {"kind": "measured", "threads": threads, "runs": config.runs, "min_runs": config.min_runs,
+            "max_runs": config.max_runs, "max_seconds": config.max_seconds, "p50_tolerance": config.p50_tolerance,
+            "warmup": config.warmup, "batch": 1, "load_average_1min": load, "teacher_rows": teacher_rows,
+            "seconds": {"open": round(opened, 2), **{f"{r['model']} {r['runtime']} {r['precision']}": r["seconds"]
+                                                     for r in rows if not r.get("cached")}},
+            "rows": rows}
 
 
 def _reference_logits(models, manifests, target, inputs, threads) -> dict:
@@ -88,11 +148,12 @@ def _reference_logits(models, manifests, target, inputs, threads) -> dict:
     return logits
 
 
-def _emulated(manifests, target, config, inputs, native_logits) -> dict:
+def _emulated(manifests, target, config, inputs, reference) -> dict:
     home = default_home()
     environment = prepared(home)
     if environment is None:
         return {"skipped": "the arm64 environment is not prepared: run `edgefree emulator setup`"}
+    native_logits = reference()
     parity_inputs = inputs[:config.emulated_inputs]
     rows, skipped = [], []
     for role in ROLES:
@@ -130,7 +191,8 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
 
 def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Target, out: Path,
           config: BenchConfig = BenchConfig(), eval_data: LabeledImages | None = None,
-          published_as: Path | None = None) -> dict:
+          accuracy: dict[str, float | None] | None = None, teacher: TeacherArtifacts | None = None,
+          progress: bool = False, published_as: Path | None = None) -> dict:
     """Measure teacher and student per runtime; write bench.json/.md/.png into ``out``.
 
     Args:
@@ -139,10 +201,15 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
         target: the profile: its formats and precisions pick the artifacts; an aarch64 target
             is also run under QEMU with its ``emulation_cpu`` (when ``config.emulate``).
         out: folder for bench.json, bench.md and bench.png.
-        config: runs, warm-up, threads, evaluation images, emulation settings.
+        config: latency budget, warm-up, threads, evaluation images, emulation settings.
         eval_data: held-out images for top-1 per runtime (None: latency only, on a random image).
         published_as: the folder the results are moved to when ``out`` is a staging folder
             (recorded as the results' place).
+        accuracy: ``{"teacher": ..., "student": ...}`` PyTorch top-1 on ``eval_data`` measured
+            already (the build's evaluate stage); a role without one is measured here.
+        teacher: the teacher's cached export (``export_teacher``): its rows are then reused
+            from, or stored in, the cache.
+        progress: show progress bars.
 
     Usage, with exported teacher and student::
 
@@ -150,27 +217,31 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
                        load_target("x86-64"), Path("out"), eval_data=data)
         [r["latency_ms"]["p50"] for r in result["native"]["rows"]]
     """
+    started = time.perf_counter()
     manifests = {role: {**_read_manifest(path), "path": Path(path)} for role, path in manifests.items()}
     spec = models["teacher"].input_spec
     inputs, labels = _eval_inputs(eval_data, spec, manifests["student"], config.eval_limit)
     threads = config.threads or (1 if target.emulated else target.threads)
+    native = None
     if config.native or not target.emulated:
-        load_before = os.getloadavg()[0]  # other processes on the cores move absolute times, not the ratios
-        rows, native_logits = _native(models, manifests, target, config, inputs, labels, threads)
-        native = {"kind": "measured", "threads": threads, "runs": config.runs, "warmup": config.warmup, "batch": 1,
-                  "load_average_1min": [load_before, os.getloadavg()[0]], "rows": rows}
-    else:  # emulation only: this machine's outputs are still needed, as the parity reference
-        native, native_logits = None, _reference_logits(models, manifests, target, inputs[:config.emulated_inputs],
-                                                        threads)
+        native = _native(models, manifests, target, config, inputs, labels, threads, accuracy or {}, teacher,
+                         progress)
+    emulated = None
+    if target.emulated and config.emulate:  # this machine's outputs are the parity reference
+        emulated = _emulated(manifests, target, config, inputs, lambda: _reference_logits(
+            models, manifests, target, inputs[:config.emulated_inputs], threads))
+    images = [r["eval_images"] for r in (native or {}).get("rows", []) if r["accuracy"] is not None]
     result = {
         "schema": 1,
         "target": target.to_dict(),
         "model": {"arch": manifests["student"]["model"]["arch"]},
         "cost": {role: cost(model, spec.example_inputs()[0]) for role, model in models.items()},
-        "eval": {"name": eval_data.name if eval_data is not None else None, "images": len(inputs) if labels is not None else 0},
+        "eval": {"name": eval_data.name if eval_data is not None else None,
+                 "images": max(images) if images else (len(inputs) if labels is not None else 0)},
+        "teacher_export": teacher.to_dict() if teacher else None,
         "native": native,
-        "emulated": (_emulated(manifests, target, config, inputs, native_logits)
-                     if target.emulated and config.emulate else None),
+        "emulated": emulated,
+        "seconds": round(time.perf_counter() - started, 2),
         "config": config.to_dict(),
         "machine": machine_info(),
         "out": str(published_as or out),

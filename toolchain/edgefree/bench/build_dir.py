@@ -3,7 +3,8 @@
 From ``report.json`` it takes the teacher (checkpoint and architecture, or the built-in
 default and its seed), the evaluation data and the export settings; from the folder the
 student (``student.pt``), its artifacts and the synthetic images that calibrate the
-teacher's INT8 artifacts, each checked against the sha256 the build recorded.
+teacher's INT8 artifacts (on a cache miss), and the PyTorch accuracies of its evaluate stage,
+each file checked against the sha256 the build recorded.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
 
 
 def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig = BenchConfig(),
-                out: Path | None = None, model: Path | None = None) -> dict:
+                out: Path | None = None, model: Path | None = None, progress: bool = False) -> dict:
     """Bench teacher vs student of the build in ``build_dir`` for ``target`` (default: the build's).
 
     Every file it uses is first checked against the sha256 the build recorded. ``model`` is
@@ -80,11 +81,14 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
-    teacher_manifest = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data)
+    scores = report.get("accuracy") or {}
+    teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
+                                    scores.get("teacher"), progress)
     with staged(out, replace=False) as folder:
         result = bench({"teacher": teacher, "student": student},
-                       {"teacher": teacher_manifest, "student": student_manifest},
-                       profile, folder, config, eval_data, published_as=out)
+                       {"teacher": teacher_export.manifest, "student": student_manifest}, profile, folder, config,
+                       eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
+                       teacher_export, progress, published_as=out)
         if own:
             write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder)
     return result

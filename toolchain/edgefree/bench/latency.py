@@ -1,15 +1,22 @@
-"""Measured on this machine: latency and top-1 per runtime, for PyTorch eager and each artifact.
+"""Measured on this machine: latency per runtime, for PyTorch eager and each artifact.
 
 Artifacts open through ``runner.open_artifact`` (the code that runs on a device and under
 QEMU) and are timed with the runner's ``timings``. Every candidate, teacher and student,
 is opened first; the timed runs are then taken in rounds that visit each candidate in
 turn, so load from other processes on a shared machine falls on teacher and student alike
 instead of on whichever ran during a busy second.
+
+How many runs: a candidate stops once its p50 is known well enough, i.e. the 95% confidence
+interval of the median (distribution-free, from order statistics) is within
+``p50_tolerance`` of it, after at least ``min_runs`` and at most ``max_runs`` runs or
+``max_seconds`` of timed runs. A 10 ms model stops after a few dozen runs, a 0.04 ms one
+takes hundreds, which cost it less than a second.
 """
 
 from __future__ import annotations
 
 import io
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +26,13 @@ import torch
 from torch import nn
 
 from edgefree.bench import runner
+from edgefree.config import BenchConfig
 
-# Timed runs come in up to 10 rounds of at least 5: finer interleaving would time models whose
-# caches the others just evicted, coarser would let a busy second land on one model only.
-MAX_ROUNDS, MIN_RUNS_PER_ROUND = 10, 5
+# Timed runs come in rounds of about ROUND_S seconds and at least 5 runs per candidate: finer
+# interleaving would time models whose caches the others just evicted, coarser would let a busy
+# second land on one model only. A fixed count is split into up to 10 rounds.
+MAX_ROUNDS, MIN_RUNS_PER_ROUND, ROUND_S = 10, 5, 0.1
+Z95 = 1.96
 
 
 @dataclass
@@ -38,9 +48,13 @@ class Candidate:
     bytes: int | None = None
     packed_bytes: int | None = None
     logits: np.ndarray | None = None
+    accuracy: float | None = None
+    accuracy_source: str | None = None  # "export" (the manifest), "evaluate" (the build's), "bench" (measured here)
     latency_ms: dict | None = None
     error: str | None = None
+    seconds: float = 0.0
     times: list = field(default_factory=list)
+    stopped: str | None = None
 
 
 def top1_accuracy(top1, labels: np.ndarray | None) -> float | None:
@@ -100,16 +114,86 @@ def _guarded(candidate: Candidate, work) -> None:
         candidate.error = f"{type(exc).__name__}: {exc}"
 
 
-def measure(candidates: list[Candidate], inputs: np.ndarray, runs: int, warmup: int, threads: int) -> None:
-    """Fill each candidate's logits (every input, batch 1) and latency (first input, in rounds)."""
+def p50_interval(times) -> tuple[float, float]:
+    """A distribution-free 95% confidence interval of the median of ``times``.
+
+    The ranks n/2 -+ 1.96 sqrt(n)/2 of the sorted sample (the binomial's normal approximation):
+    no assumption about the shape of the latency distribution, whose tail is long.
+
+    Example:
+        >>> p50_interval(list(range(1, 101)))
+        (40, 60)
+    """
+    ordered = np.sort(np.asarray(times))
+    n = len(ordered)
+    half = Z95 * np.sqrt(n) / 2
+    low, high = max(0, int(np.floor(n / 2 - half)) - 1), min(n - 1, int(np.ceil(n / 2 + half)) - 1)
+    return ordered[low].item(), ordered[high].item()
+
+
+def stop_reason(times, config: BenchConfig) -> str | None:
+    """Why timing may stop after ``times`` (ms): "runs" (a fixed count), "stable", "max_runs",
+    "max_seconds"; None while more runs are needed."""
+    n = len(times)
+    if config.runs is not None:
+        return "runs" if n >= config.runs else None
+    if n >= config.max_runs:
+        return "max_runs"
+    if n and sum(times) / 1000 >= config.max_seconds:
+        return "max_seconds"
+    if n >= config.min_runs:
+        low, high = p50_interval(times)
+        if (high - low) / 2 <= config.p50_tolerance * float(np.median(times)):
+            return "stable"
+    return None
+
+
+def _round_size(config: BenchConfig, estimate_ms: float) -> int:
+    if config.runs is not None:
+        return int(np.ceil(config.runs / min(MAX_ROUNDS, max(1, config.runs // MIN_RUNS_PER_ROUND))))
+    return int(np.clip(ROUND_S * 1000 / max(estimate_ms, 1e-3), MIN_RUNS_PER_ROUND, config.max_runs))
+
+
+def summary(times, stopped: str) -> dict:
+    """The runner's summary (p50, p90, mean, std, runs), the p50's 95% interval and why timing stopped."""
+    low, high = p50_interval(times)
+    return {**runner.summarize(np.asarray(times)), "p50_ci95": [low, high], "stopped": stopped}
+
+
+def measure(candidates: list[Candidate], inputs: np.ndarray, config: BenchConfig, threads: int,
+            progress: bool = False) -> None:
+    """Fill each candidate's latency (first input, batch 1, in rounds, until ``config``'s stopping
+    rule holds) and, for one whose top-1 is measured here (``accuracy_source`` "bench"), its
+    logits on every input, at batch 1."""
+    from tqdm.auto import tqdm
+
     first = np.ascontiguousarray(inputs[:1])
-    with torch_threads(threads):
-        for c in candidates:
-            _guarded(c, lambda c: setattr(c, "logits", runner.logits_of(c.predict, inputs)))
-            _guarded(c, lambda c: [c.predict(first) for _ in range(warmup)])
-        for chunk in np.array_split(np.arange(runs), min(MAX_ROUNDS, max(1, runs // MIN_RUNS_PER_ROUND))):
-            for c in candidates:
-                _guarded(c, lambda c: c.times.append(runner.timings(c.predict, first, len(chunk))))
+    sizes = {}
+    with torch_threads(threads), tqdm(candidates, desc="bench", unit="runtime", disable=not progress) as bar:
+        for c in bar:
+            bar.set_postfix_str(f"{c.role} {c.runtime} {c.precision}: warm-up")
+            started = time.perf_counter()
+            if c.accuracy_source == "bench":
+                _guarded(c, lambda c: setattr(c, "logits", runner.logits_of(c.predict, inputs)))
+            warm = []
+            _guarded(c, lambda c: warm.extend(runner.timings(c.predict, first, max(1, config.warmup))))
+            c.seconds += time.perf_counter() - started
+            sizes[id(c)] = _round_size(config, float(np.median(warm)) if warm else 1.0)
+        active = [c for c in candidates if not c.error]
+        with tqdm(total=len(active), desc="bench: timing until the p50 is stable", unit="runtime",
+                  disable=not progress) as timing:
+            while active:
+                for c in list(active):
+                    timing.set_postfix_str(f"{c.role} {c.runtime} {c.precision}")
+                    started = time.perf_counter()
+                    done = sum(len(t) for t in c.times)
+                    chunk = min(sizes[id(c)], (config.runs or config.max_runs) - done)
+                    _guarded(c, lambda c: c.times.append(runner.timings(c.predict, first, chunk)))
+                    c.seconds += time.perf_counter() - started
+                    c.stopped = "error" if c.error else stop_reason(np.concatenate(c.times), config)
+                    if c.stopped:
+                        active.remove(c)
+                        timing.update()
     for c in candidates:
         if not c.error:
-            c.latency_ms = runner.summarize(np.concatenate(c.times))
+            c.latency_ms = summary(np.concatenate(c.times), c.stopped)

@@ -13,6 +13,7 @@ from pathlib import Path
 from edgefree.markdown import markdown_table
 
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
+SOURCES = {"export": "export", "evaluate": "evaluate stage", "bench": "bench"}
 
 
 def _kb(n) -> str:
@@ -49,11 +50,14 @@ def _native_table(native: dict) -> str:
             continue
         t = r["latency_ms"]
         ratio = ratios.get(_key(r)) if r["model"] == "student" else None
+        ci = t.get("p50_ci95")
         rows.append([r["model"], r["runtime"], r["precision"], f"{t['p50']:.3f}", f"{t['p90']:.3f}",
                      f"{t['mean']:.3f} ± {t['std']:.3f}", f"{ratio:.2f}x" if ratio else "-",
-                     "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}", _kb(r["bytes"]), _kb(r["packed_bytes"])])
+                     "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}", _kb(r["bytes"]), _kb(r["packed_bytes"]),
+                     f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", t["runs"],
+                     SOURCES.get(r.get("accuracy_source"), "-") + (" (cached)" if r.get("cached") else "")])
     return markdown_table(["model", "runtime", "precision", "p50 ms", "p90 ms", "mean ± std ms", "student/teacher p50",
-                   "top-1 %", "size KB", "packed KB"], rows)
+                   "top-1 %", "size KB", "packed KB", "p50 95% interval ms", "runs", "top-1 from"], rows)
 
 
 def _reading(native: dict, cost: dict | None = None) -> list[str]:
@@ -139,15 +143,39 @@ def _load(native: dict, machine: dict) -> str:
             "absolute times (teacher and student take turns, so their ratio holds).")
 
 
+def _budget(native: dict) -> str:
+    if native.get("runs") or "min_runs" not in native:
+        return f"{native['runs']} timed runs"
+    return (f"timed runs until the p50's 95% interval was within ±{100 * native['p50_tolerance']:g}% of it "
+            f"({native['min_runs']} to {native['max_runs']} runs, at most {native['max_seconds']:g} s each)")
+
+
+def _cached(result: dict) -> str:
+    export, rows = result.get("teacher_export"), (result["native"].get("teacher_rows") or {})
+    if not export:
+        return ""
+    said = (f" The teacher's artifacts came from the cache (key {export['key']}): this build spent "
+            f"{export['seconds']:.1f} s on them." if export["cached"] else
+            f" The teacher's artifacts were exported by this build ({export['seconds']:.1f} s) and cached "
+            f"(key {export['key']}).")
+    if rows.get("cached"):
+        said += (f" Its rows were measured on {rows['measured_at']} and taken from the cache: they were not "
+                 "timed in turns with the student's.")
+    return said
+
+
 def _native_section(result: dict, level: str) -> list[str]:
     native, m, t = result["native"], result["machine"], result["target"]
     return [
         f"{level} Latency and accuracy per runtime: {result['model']['arch']} for {t['name']} (measured on x86-64)",
         "",
-        f"Batch 1, {native['threads']} thread(s), {native['runs']} timed runs after {native['warmup']} warm-up, "
+        f"Batch 1, {native['threads']} thread(s), {_budget(native)} after {native['warmup']} warm-up, "
         "teacher and student taking turns; "
-        + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, one at a time through each "
-           "runtime." if result["eval"]["images"] else "no evaluation data: latency only.")
+        + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, measured once per model and "
+           "runtime: by the export (at the largest batch the runtime takes), by the build's evaluate stage for "
+           "PyTorch, or by the bench (batch 1) where the table says so."
+           if result["eval"]["images"] else "no evaluation data: latency only.")
+        + _cached(result)
         + f" CPU: {m['cpu']} ({', '.join(m['cpu_flags'])}); "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v != "not installed") + "."
         + _load(native, m),

@@ -1,10 +1,17 @@
-"""The dense teacher's artifacts, for a fair comparison: built by the same export as the student's.
+"""The dense teacher's artifacts and bench rows, for a fair comparison, computed once per teacher.
 
-Same formats, precisions, settings and INT8 calibration images (the synthetic set) as the
-student; a manifest of the same schema; never deployed. They are cached under
-``cache_dir("teacher-artifacts", <fingerprint>)``, the fingerprint being the teacher's
-weights, the export settings, the calibration images and the evaluation set's name, so
-every build of the same teacher on this machine reuses one export.
+The teacher is exported by the same export as the student (same formats, precisions,
+settings; INT8 calibrated on synthetic images), into ``cache_dir("teacher-artifacts", KEY)``.
+KEY is the teacher's weights, the export settings, the evaluation set's identity (name and
+a hash of its images and labels), the runtime versions and edgefree's version: everything
+the artifacts, their parity and their top-1 depend on. It leaves out the recipe: a second
+build of the same teacher with another recipe reuses the export, whose INT8 artifacts stay
+calibrated on the synthetic images of the build that first exported them (any dreams of
+this teacher are its own images; the manifest names the calibration set by its sha256).
+
+Beside the manifest, ``bench-rows.json`` keeps the teacher's bench rows (latency and
+top-1 per runtime), keyed by everything that shapes them: the bench settings, the thread
+count, the artifacts benched and this machine's CPU. A second build pays for neither.
 """
 
 from __future__ import annotations
@@ -12,42 +19,104 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
+import edgefree
 from edgefree.cache import cache_dir
 from edgefree.config import ExportConfig
 from edgefree.data import LabeledImages
+from edgefree.machine import versions
 from edgefree.recover import SyntheticSet
 
+ROWS = "bench-rows.json"
 
-def _fingerprint(teacher: nn.Module, config: ExportConfig, calibration: SyntheticSet,
-                 eval_data: LabeledImages | None) -> str:
-    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
-    for tensor in (*teacher.state_dict().values(), calibration.images):
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    h.update(str(eval_data.name if eval_data is not None else None).encode())
+
+@dataclass(frozen=True)
+class TeacherArtifacts:
+    """Where the teacher's export is, under which key, and what this call paid for it."""
+
+    manifest: Path
+    key: str
+    cached: bool  # True: found in the cache, nothing exported by this call
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"manifest": str(self.manifest), "key": self.key, "cached": self.cached, "seconds": self.seconds}
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
+def eval_identity(eval_data: LabeledImages | None) -> dict | None:
+    """The evaluation set's name, size and a hash of its pixels and labels (None without one)."""
+    if eval_data is None:
+        return None
+    digest = hashlib.sha256(eval_data.pixels.contiguous().numpy().tobytes())
+    digest.update(eval_data.labels.contiguous().numpy().tobytes())
+    return {"name": eval_data.name, "images": len(eval_data), "sha256": digest.hexdigest()}
+
+
+def teacher_key(teacher: nn.Module, config: ExportConfig, eval_data: LabeledImages | None) -> str:
+    """The cache key of the teacher's export (see the module's docstring for what it holds)."""
+    weights = hashlib.sha256()
+    for name, tensor in teacher.state_dict().items():
+        weights.update(name.encode())
+        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return _digest(weights.digest(), config.to_dict(), eval_identity(eval_data), versions(), edgefree.__version__)
+
+
 def export_teacher(teacher: nn.Module, config: ExportConfig, calibration: SyntheticSet,
-                   eval_data: LabeledImages | None = None) -> Path:
-    """Export the dense teacher like the student (or reuse a matching export); returns its manifest path.
+                   eval_data: LabeledImages | None = None, reference_accuracy: float | None = None,
+                   progress: bool = False) -> TeacherArtifacts:
+    """Export the dense teacher like the student, or reuse the cached export of the same key.
+
+    ``reference_accuracy``: the PyTorch teacher's top-1 on ``eval_data`` when the caller has it.
 
     Usage, on a finished build::
 
-        manifest = export_teacher(teacher, ExportConfig().for_target(target),
-                                  SyntheticSet.load("edgefree-out/synthetic.pt"))
+        found = export_teacher(teacher, ExportConfig().for_target(target),
+                               SyntheticSet.load("edgefree-out/synthetic.pt"))
+        found.manifest.name, found.cached  # ('manifest.json', True)
     """
     from edgefree.export import export_student
 
-    stamp = _fingerprint(teacher, config, calibration, eval_data)
-    folder = cache_dir("teacher-artifacts") / stamp
-    if not (folder / "manifest.json").is_file():
-        partial = folder.with_name(stamp + ".partial")
+    started = time.perf_counter()
+    key = teacher_key(teacher, config, eval_data)
+    folder = cache_dir("teacher-artifacts") / key
+    cached = (folder / "manifest.json").is_file()
+    if not cached:
+        partial = folder.with_name(key + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        export_student(teacher, config, partial, calibration, eval_data)
+        export_student(teacher, config, partial, calibration, eval_data, reference_accuracy, progress, label="teacher")
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)  # complete or absent: never a half export under the final name
-    return folder / "manifest.json"
+    return TeacherArtifacts(folder / "manifest.json", key, cached, round(time.perf_counter() - started, 2))
+
+
+def rows_key(settings: dict) -> str:
+    """The key of one set of bench rows: a hash of everything that shaped them."""
+    return _digest(settings)
+
+
+def cached_rows(manifest: Path, key: str) -> dict | None:
+    """``{"rows", "measured_at", "load_average_1min"}`` stored beside ``manifest`` under ``key``, or None."""
+    path = Path(manifest).with_name(ROWS)
+    return json.loads(path.read_text()).get(key) if path.is_file() else None
+
+
+def store_rows(manifest: Path, key: str, entry: dict) -> None:
+    """Keep ``entry`` beside ``manifest`` under ``key`` (written atomically)."""
+    path = Path(manifest).with_name(ROWS)
+    stored = json.loads(path.read_text()) if path.is_file() else {}
+    stored[key] = entry
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(stored, indent=2, default=str))
+    tmp.replace(path)

@@ -14,10 +14,18 @@ def _opt(*names, **kw):
 @click.command()
 @click.argument("build_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @_opt("--target", help="Target profile (default: the build's). An aarch64 target also runs under qemu-aarch64.")
-@_opt("--runs", type=int, default=50, help="Timed runs per runtime (batch 1).")
+@_opt("--runs", type=int, help="A fixed count of timed runs per runtime (batch 1) [default: runs until the p50's "
+      "95% interval is within --p50-tolerance, between --min-runs and --max-runs].")
+@_opt("--min-runs", type=int, default=20, help="Fewest timed runs per runtime.")
+@_opt("--max-runs", type=int, default=2000, help="Most timed runs per runtime.")
+@_opt("--p50-tolerance", type=float, default=0.02, help="Stop timing once the p50's 95% interval is within this "
+      "fraction of it.")
 @_opt("--warmup", type=int, default=10, help="Untimed runs before them.")
 @_opt("--threads", type=int, help="Threads per runtime (default: the target's; 1 for an emulated target).")
-@_opt("--eval-limit", type=int, help="Top-1 on the first N evaluation images only (default: all).")
+@_opt("--eval-limit", type=int, help="Top-1 on the first N evaluation images only, measured again (default: all, "
+      "from the export's manifest).")
+@_opt("--remeasure-accuracy", is_flag=True, help="Measure top-1 again through every runtime (batch 1) instead of "
+      "reading the export's figures.")
 @_opt("--emulate/--no-emulate", default=True, help="Run an aarch64 target's artifacts under qemu-aarch64.")
 @_opt("--native/--no-native", default=True, help="Also measure on this machine (--no-native: an aarch64 target "
       "is only emulated; this machine's outputs still serve as the parity reference).")
@@ -27,17 +35,19 @@ def _opt(*names, **kw):
       "(it must be the same file; checked by sha256).")
 @_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
+@_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def bench(build_dir, target, runs, warmup, threads, eval_limit, emulate, native, emulated_runs, emulated_inputs, model,
-          out, verbose):
+def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, threads, eval_limit, remeasure_accuracy,
+          emulate, native, emulated_runs, emulated_inputs, model, out, quiet, verbose):
     """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
     from edgefree.bench.build_dir import bench_build
     from edgefree.config import BenchConfig
 
-    config = BenchConfig(runs=runs, warmup=warmup, threads=threads, eval_limit=eval_limit, emulate=emulate,
-                         native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
+    config = BenchConfig(runs=runs, min_runs=min_runs, max_runs=max_runs, p50_tolerance=p50_tolerance, warmup=warmup,
+                         threads=threads, eval_limit=eval_limit, remeasure_accuracy=remeasure_accuracy,
+                         emulate=emulate, native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
     with runtime_logs(verbose, Path(build_dir) / "build.log"):
-        result = bench_build(build_dir, target, config, out, model)
+        result = bench_build(build_dir, target, config, out, model, progress=not quiet)
     report_bench(result)
 
 

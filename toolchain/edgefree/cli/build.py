@@ -41,7 +41,8 @@ def _opt(*names, **kw):
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
 @_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
-@_opt("--bench-runs", type=int, default=50, help="Timed runs per runtime in the bench stage (after 10 warm-up).")
+@_opt("--bench-runs", type=int, help="A fixed count of timed runs per runtime in the bench stage (after 10 "
+      "warm-up) [default: runs until the p50 is stable within 2%, 20 to 2000 runs].")
 @_opt("--emulate/--no-emulate", default=True, help="Bench an aarch64 target's artifacts under qemu-aarch64 too "
       "(when `edgefree emulator setup` ran).")
 @_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")

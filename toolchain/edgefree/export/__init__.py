@@ -2,16 +2,19 @@
 
     student -> {onnx, openvino, executorch} x {fp32, int8} -> parity gate -> .efpk -> manifest.json
 
-Every artifact takes a *normalized* float32 NCHW batch of 1. INT8 artifacts are
-calibrated on the synthetic images only: no real data is needed to quantize. An operator
-a format cannot take costs that format only (it is listed under ``failed``); an artifact
-that does not match PyTorch fails the export with ParityError, and its files are never
-written to the output folder.
+Every artifact takes a *normalized* float32 NCHW batch of 1 (ONNX graphs take any batch).
+Parity is checked at batch 1, as a device runs it; each artifact's top-1 on the evaluation
+set is then measured once, at the largest batch its runtime takes (``eval_batch``), and
+written to the manifest, where the bench reads it. INT8 artifacts are calibrated on the
+synthetic images only: no real data is needed to quantize. An operator a format cannot take
+costs that format only (it is listed under ``failed``); an artifact that does not match
+PyTorch fails the export with ParityError, and its files are never written to the output folder.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import itertools
 import re
 import shutil
@@ -21,13 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from edgefree.config import ExportConfig
 from edgefree.data import LabeledImages
 from edgefree.errors import ExportError, ParityError
 from edgefree.export import executorch, onnx, openvino
 from edgefree.export.manifest import MANIFEST, SCHEMA, artifact_entry, describe_files, write_manifest
-from edgefree.export.parity import compare, gate, run_batch1
+from edgefree.export.parity import compare, gate, run_batch1, run_batched
 from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import VERSION as PACK_VERSION
 from edgefree.machine import versions
@@ -90,10 +94,10 @@ def _clean(folder: Path) -> Path:
 
 
 class _Checks:
-    """The inputs every artifact runs, PyTorch's logits for them, and where they came from."""
+    """The inputs every artifact runs, PyTorch's logits on the parity spread, and where they came from."""
 
     def __init__(self, model: nn.Module, config: ExportConfig, calibration: SyntheticSet,
-                 eval_data: LabeledImages | None):
+                 eval_data: LabeledImages | None, reference_accuracy: float | None):
         if eval_data is not None:  # all of it, for accuracy; parity on an even spread of it
             self.inputs = eval_data.normalized(model.input_spec).numpy()
             self.labels, self.source = eval_data.labels.numpy(), "eval"
@@ -102,14 +106,20 @@ class _Checks:
             self.inputs, self.labels, self.source = calibration.images[picked].numpy(), None, "synthetic"
         self.inputs = np.ascontiguousarray(self.inputs, dtype=np.float32)
         self.parity = _spread(len(self.inputs), config.check_images)
-        self.reference = _torch_logits(model, self.inputs)
+        self.reference = _torch_logits(model, self.inputs[self.parity])
+        if self.labels is None:
+            self.reference_accuracy = None
+        elif reference_accuracy is None:  # nobody measured the PyTorch model on these images yet
+            self.reference_accuracy = self.accuracy(_torch_logits(model, self.inputs))
+        else:
+            self.reference_accuracy = reference_accuracy
 
     def accuracy(self, outputs: np.ndarray) -> float | None:
         return None if self.labels is None else float(100.0 * (outputs.argmax(1) == self.labels).mean())
 
     def parity_figures(self, predict, precision: str, config: ExportConfig) -> tuple[dict, np.ndarray]:
-        outputs = run_batch1(predict, self.inputs)
-        figures = compare(outputs[self.parity], self.reference[self.parity])
+        outputs = run_batch1(predict, self.inputs[self.parity])
+        figures = compare(outputs, self.reference)
         return {"inputs": self.source, "images": len(self.parity), **figures, **gate(precision, figures, config)}, outputs
 
 
@@ -118,44 +128,74 @@ def _failure(fmt: str, precision: str, stage: str, error: str, **details) -> dic
             **details}
 
 
+def _accuracy(backend, entry: Path, checks: _Checks, batch1: np.ndarray, config: ExportConfig, desc: str,
+              show: bool) -> dict:
+    """Top-1 on every evaluation image, once, at the largest batch the runtime takes.
+
+    ``batched_vs_batch1`` compares the batched logits with the batch-1 parity run on the same
+    images: kernels picked for another batch may round differently, and this says by how much.
+    """
+    predict, batch = backend.load_batched(entry, config.eval_batch, torch.get_num_threads())
+    with tqdm(total=len(checks.inputs), desc=f"{desc}: top-1 at batch {batch}", unit="img", leave=False,
+              disable=not show) as images:
+        outputs = run_batched(predict, checks.inputs, batch, images)
+    return {"accuracy": checks.accuracy(outputs), "accuracy_batch": batch, "accuracy_images": len(outputs),
+            "batched_vs_batch1": compare(outputs[checks.parity], batch1)}
+
+
 def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibration: np.ndarray,
-           config: ExportConfig, folder: Path) -> tuple[dict | None, dict | None]:
+           config: ExportConfig, folder: Path, bar, bar_label: str) -> tuple[dict | None, dict | None]:
     """One artifact: (its manifest entry, None) when built and verified, else (None, the failure)."""
     name, backend = f"{fmt}-{precision}", BACKENDS[fmt]
     staging = folder / f".staging-{name}"
     staging.mkdir()
-    started = time.perf_counter()
+    clock = time.perf_counter
+    seconds, started = {}, clock()
     try:
         try:
+            bar.set_postfix_str(f"{name}: export")
             files = backend.export(model, torch.from_numpy(checks.inputs[:1].copy()), precision, calibration,
                                    staging / f"student-{precision}", config.opset)
-            parity, outputs = checks.parity_figures(backend.load(files[0]), precision, config)
+            seconds["export"], mark = round(clock() - started, 2), clock()
+            bar.set_postfix_str(f"{name}: parity")
+            parity, batch1 = checks.parity_figures(backend.load(files[0]), precision, config)
         except Exception as exc:  # each exporter and runtime raises its own types; one format's failure ends only it
             return None, _failure(fmt, precision, "export", _explain(fmt, name, exc))
         if hasattr(backend, "load_default"):  # OpenVINO: also report the precision it picks by default here
             predict, hint = backend.load_default(files[0])
             parity["default_precision"] = {"hint": hint, **compare(
-                run_batch1(predict, checks.inputs[checks.parity]), checks.reference[checks.parity])}
+                run_batch1(predict, checks.inputs[checks.parity]), checks.reference)}
+        seconds["parity"] = round(clock() - mark, 2)
         if not parity["passed"]:
             return None, _failure(fmt, precision, "parity", (
                 f"{name} does not match the PyTorch student: needs {parity['rule']}, got max_abs_diff "
                 f"{parity['max_abs_diff']:.3g}, top1_agreement {parity['top1_agreement']:.4f} on "
                 f"{parity['images']} {checks.source} images"), parity=parity)
+        mark = clock()
+        figures = {"accuracy": None}
+        if checks.labels is not None:
+            bar.set_postfix_str(f"{name}: top-1")
+            figures = _accuracy(backend, files[0], checks, batch1, config, f"{bar_label} {name}", not bar.disable)
+        seconds["accuracy"], mark = round(clock() - mark, 2), clock()
+        bar.set_postfix_str(f"{name}: pack")
         moved = [shutil.move(path, folder / path.name) for path in files]
-        return artifact_entry(name, fmt, precision, backend.RUNTIME, describe_files([Path(p) for p in moved], folder),
-                              parity=parity, accuracy=checks.accuracy(outputs),
-                              runtime_versions={backend.RUNTIME: backend.runtime_version()},
-                              seconds=round(time.perf_counter() - started, 2)), None
+        described = describe_files([Path(p) for p in moved], folder)
+        seconds["pack"], seconds["total"] = round(clock() - mark, 2), round(clock() - started, 2)
+        return artifact_entry(name, fmt, precision, backend.RUNTIME, described, parity=parity, **figures,
+                              runtime_versions={backend.RUNTIME: backend.runtime_version()}, seconds=seconds), None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, calibration: SyntheticSet,
-                   eval_data: LabeledImages | None = None) -> dict:
+                   eval_data: LabeledImages | None = None, reference_accuracy: float | None = None,
+                   progress: bool = False, label: str = "student") -> dict:
     """Export, verify and pack ``student`` into ``out_dir``; write and return ``manifest.json``'s content.
 
     Parity runs on ``eval_data`` when given (which also gives each artifact's accuracy),
-    else on synthetic images. Raises ParityError when an artifact does not match PyTorch
+    else on synthetic images. ``reference_accuracy`` is the PyTorch model's top-1 on
+    ``eval_data`` where the caller measured it already (None: measured here). ``progress``
+    shows a bar named ``label``. Raises ParityError when an artifact does not match PyTorch
     and ExportError when no artifact could be built; the manifest then lists what was.
 
     Usage (``tests/test_export.py`` runs it on every format)::
@@ -169,20 +209,23 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
     require_runtimes(config.formats)
     folder = _clean(Path(out_dir))
     model = _deployable(student)
-    checks = _Checks(model, config, calibration, eval_data)
+    checks = _Checks(model, config, calibration, eval_data, reference_accuracy)
     calib = calibration.images[_spread(len(calibration), config.calibration_images)].numpy().astype(np.float32)
     built, failed = [], []
-    for precision, fmt in itertools.product(config.precisions, config.formats):
-        artifact, failure = _build(fmt, precision, model, checks, calib, config, folder)
-        (built if artifact else failed).append(artifact or failure)
+    jobs = list(itertools.product(config.precisions, config.formats))
+    with tqdm(jobs, desc=f"export {label}", unit="artifact", disable=not progress) as bar:
+        for precision, fmt in bar:
+            artifact, failure = _build(fmt, precision, model, checks, calib, config, folder, bar, label)
+            (built if artifact else failed).append(artifact or failure)
     manifest = {
         "schema": SCHEMA,
         "model": {"arch": getattr(student, "arch", type(student).__name__), "input": student.input_spec.to_dict()},
         "artifacts": built,
         "failed": failed,
         "reference": {"runtime": "pytorch", "inputs": checks.source, "images": len(checks.inputs),
-                      "accuracy": checks.accuracy(checks.reference)},
-        "calibration": {"source": "synthetic", "images": len(calib)},
+                      "accuracy": checks.reference_accuracy},
+        "calibration": {"source": "synthetic", "images": len(calib),
+                        "sha256": hashlib.sha256(np.ascontiguousarray(calib).tobytes()).hexdigest()},
         "packing": {"format": "efpk", "version": PACK_VERSION, "unpack": "python unpack.py FILE.efpk FILE"},
         "settings": config.to_dict(),
         "versions": versions(),

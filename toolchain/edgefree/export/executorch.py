@@ -56,5 +56,18 @@ def load(entry: Path):
     return lambda x: method.execute([torch.from_numpy(x)])[0].numpy().copy()
 
 
+def load_batched(entry: Path, batch: int, threads: int):
+    """``(predict, 1)``: the program's memory is planned for batch 1, so its accuracy pass runs at batch 1.
+
+    A dynamic batch would plan the device's memory for the largest batch, and a second,
+    batch-``batch`` program for evaluation only would cost another lowering, the slowest step of
+    this format's export (the manifest's ``seconds``). XNNPACK's thread pool gets ``threads``.
+    """
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    _unsafe_reset_threadpool(threads)
+    return load(entry), 1
+
+
 def runtime_version() -> str:
     return importlib.metadata.version("executorch")

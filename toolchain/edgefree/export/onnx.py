@@ -1,6 +1,7 @@
 """ONNX: ``torch.onnx.export(dynamo=True)`` at a pinned opset, run with onnxruntime's CPU provider.
 
-fp32 weights go to an external-data file (``student-fp32.onnx.data``): its tensors are
+The graph's batch dimension is dynamic: a device runs it at batch 1 (what the latency
+figures time), the export's accuracy pass at ``eval_batch``. fp32 weights go to an external-data file (``student-fp32.onnx.data``): its tensors are
 4-byte aligned, so the packer sees every pruned weight as a zero word. INT8 is a QDQ
 graph from ``onnxruntime.quantization.quantize_static``, calibrated on synthetic images.
 """
@@ -20,7 +21,8 @@ INPUT_NAME = "input"
 
 def _export_fp32(model: nn.Module, example: torch.Tensor, path: Path, opset: int) -> list[Path]:
     torch.onnx.export(model, (example,), str(path), dynamo=True, opset_version=opset, external_data=True,
-                      input_names=[INPUT_NAME], output_names=["logits"], verbose=False)
+                      input_names=[INPUT_NAME], output_names=["logits"], verbose=False,
+                      dynamic_shapes=({0: torch.export.Dim("batch")},))
     data = path.with_name(path.name + ".data")  # absent when no tensor was large enough to move out
     return [path, data] if data.exists() else [path]
 
@@ -73,6 +75,17 @@ def load(entry: Path):
     session = ort.InferenceSession(str(entry), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
+
+
+def load_batched(entry: Path, batch: int, threads: int):
+    """``(predict, batch)``: a predictor for batches of up to ``batch`` inputs on ``threads`` threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(entry), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return (lambda x: session.run(None, {name: x})[0]), batch
 
 
 def runtime_version() -> str:

@@ -17,6 +17,21 @@ def run_batch1(predict, inputs: np.ndarray) -> np.ndarray:
     return np.concatenate([predict(np.ascontiguousarray(x[None])) for x in inputs])
 
 
+def run_batched(predict, inputs: np.ndarray, batch: int, progress=None) -> np.ndarray:
+    """Logits of every input, ``batch`` at a time; the last chunk is padded to ``batch`` (static shapes).
+
+    ``progress``, a tqdm bar or None, advances by the inputs of each chunk.
+    """
+    outputs = []
+    for start in range(0, len(inputs), batch):
+        chunk = inputs[start:start + batch]
+        padded = np.concatenate([chunk, np.zeros((batch - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+        outputs.append(np.asarray(predict(np.ascontiguousarray(padded)))[:len(chunk)])
+        if progress is not None:
+            progress.update(len(chunk))
+    return np.concatenate(outputs)
+
+
 def compare(outputs: np.ndarray, reference: np.ndarray) -> dict:
     """Max |logit difference| and the fraction of inputs whose top-1 class is the same."""
     return {"max_abs_diff": float(np.abs(outputs - reference).max()),
