@@ -194,7 +194,11 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     from edgefree.bench.teacher import export_teacher
     from edgefree.config import BenchConfig, ExportConfig
     from edgefree.export import export_student
-    from edgefree.recover import gaussian_noise_set
+    from edgefree.recover import SyntheticSet
+
+    def gaussian_noise_set(spec, n, classes, seed=0):
+        images = spec.example_inputs(n, seed=seed)[0]
+        return SyntheticSet(images, torch.arange(n) % classes)
     from edgefree.targets import load_target
 
     config = ExportConfig(formats=("onnx",), precisions=("fp32",), check_images=64)
