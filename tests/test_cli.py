@@ -39,7 +39,7 @@ EDGEFREE_LINES = re.compile("|".join([
     r"arm64 emulation not run: .+",
     r"wrote bench.json, bench.md, bench.png in .+",
     r"wrote .+report.md, .+report.json, .+student.pt, .+artifacts/; runtime logs in .+build.log",
-    r"(synthesize|reconstruct|distill|train generator|macs target): +\d+%\|.*",  # a progress bar
+    r"[a-z][\w .:/-]*: +\d+%\|.*",  # a progress bar (tqdm: "what it does: NN%|...")
 ]))
 
 

@@ -70,7 +70,7 @@ def test_emulated_instruction_counts_repeat_and_logits_match_x86(default_build, 
     first, second = (emulation.run(manifest, "cortex-a72", inputs, runs=3, warmup=1, names=["onnx-fp32"],
                                    home=ARM64_HOME)["artifacts"]["onnx-fp32"] for _ in range(2))
     a, b = first["instructions"]["total"], second["instructions"]["total"]
-    assert a > 100_000 and abs(a - b) <= 1e-4 * a, (a, b)
+    assert a > 100_000 and abs(a - b) <= 1e-3 * a, (a, b)  # repeat within 0.1%
     native = runner.run(manifest, tmp_path / "native.json", ["onnx-fp32"], inputs, runs=1, warmup=0)
     x86 = np.load(tmp_path / native["artifacts"]["onnx-fp32"]["outputs_npy"])
     np.testing.assert_allclose(first["outputs"], x86, atol=1e-4)

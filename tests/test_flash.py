@@ -1,6 +1,7 @@
 """`edgefree flash` against a real OpenSSH server on 127.0.0.1 (this machine plays the device)."""
 
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -127,6 +128,10 @@ def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypat
     shutil.copytree(built, second_build)
     manifest = json.loads((second_build / "artifacts" / "manifest.json").read_text())
     (second_build / "artifacts" / "manifest.json").write_text(json.dumps({**manifest, "note": "second"}))
+    report = json.loads((second_build / "report.json").read_text())  # a build records its manifest's sha256
+    report["files"]["artifacts/manifest.json"] = hashlib.sha256(
+        (second_build / "artifacts" / "manifest.json").read_bytes()).hexdigest()
+    (second_build / "report.json").write_text(json.dumps(report))
 
     real_upload, uploads = Device.upload, []
 
