@@ -108,8 +108,11 @@ def prune(model: nn.Module, config: MagnitudePruning | ChannelPruning | Sequence
     """
     configs = list(config) if isinstance(config, (list, tuple)) else [config]
     student = Student(copy.deepcopy(model).eval(), PrunePlan())
-    for step in configs:
+    for i, step in enumerate(configs):
         if isinstance(step, ChannelPruning):
+            if i:
+                raise EdgefreeError("channel pruning comes first: prune(model, [ChannelPruning(...), "
+                                    "MagnitudePruning(...)]), so the masks are made on the smaller model")
             from edgefree.recover.channels import prune_channels
 
             student = prune_channels(model, step, dreams, progress)
