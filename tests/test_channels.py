@@ -137,3 +137,8 @@ def test_cli_build_with_channel_pruning_reports_its_cost(tmp_path):
     assert rebuilt.exit_code == 0, rebuilt.output
     bad = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "x"), "--pruning", "channels"])
     assert bad.exit_code == 2 and "--pruning" in bad.output
+
+
+def test_channel_pruning_after_magnitude_pruning_is_refused():
+    with pytest.raises(EdgefreeError, match="channel pruning comes first"):
+        prune(create_model("digits-cnn"), [MagnitudePruning(0.5), ChannelPruning(ratio=0.5)])
