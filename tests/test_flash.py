@@ -118,6 +118,15 @@ def test_round_trip_copies_verifies_switches_and_runs(sshd, built, tmp_path):
     assert all(not r["error"] for r in _current_runs(remote).values())
 
 
+def _rewrite_manifest(build: Path, manifest: dict) -> None:
+    """Another build's manifest, recorded in its report by sha256 as a build records it."""
+    (build / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
+    report = json.loads((build / "report.json").read_text())
+    report["files"]["artifacts/manifest.json"] = hashlib.sha256(
+        (build / "artifacts" / "manifest.json").read_bytes()).hexdigest()
+    (build / "report.json").write_text(json.dumps(report))
+
+
 def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypatch):
     from edgefree.ssh import Device
 
@@ -127,11 +136,7 @@ def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypat
     second_build = tmp_path / "second-build"  # another build: same files, another manifest
     shutil.copytree(built, second_build)
     manifest = json.loads((second_build / "artifacts" / "manifest.json").read_text())
-    (second_build / "artifacts" / "manifest.json").write_text(json.dumps({**manifest, "note": "second"}))
-    report = json.loads((second_build / "report.json").read_text())  # a build records its manifest's sha256
-    report["files"]["artifacts/manifest.json"] = hashlib.sha256(
-        (second_build / "artifacts" / "manifest.json").read_bytes()).hexdigest()
-    (second_build / "report.json").write_text(json.dumps(report))
+    _rewrite_manifest(second_build, {**manifest, "note": "second"})
 
     real_upload, uploads = Device.upload, []
 
@@ -161,7 +166,7 @@ def test_interrupted_copy_never_becomes_current(sshd, built, tmp_path, monkeypat
     # a third release; then the first again, keeping 2: the oldest *flashed* other one (second) goes
     third_build = tmp_path / "third-build"
     shutil.copytree(second_build, third_build)
-    (third_build / "artifacts" / "manifest.json").write_text(json.dumps({**manifest, "note": "third"}))
+    _rewrite_manifest(third_build, {**manifest, "note": "third"})
     assert _flash(sshd, third_build, remote).exit_code == 0
     third = json.loads((third_build / "flash.json").read_text())["release"]
     again = _flash(sshd, built, remote, "--keep-releases", "2")
