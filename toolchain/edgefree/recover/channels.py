@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import ChannelPruning
-from edgefree.cost import count_macs, count_params
+from edgefree.cost import cost, count_macs
 from edgefree.errors import EdgefreeError
 from edgefree.recover.prune import PRUNABLE, PrunePlan, Student
 
@@ -179,7 +179,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, dreams=None, progre
     """Remove ``config.depth`` of the identity residual blocks, then channels, from a copy of ``model``."""
     started = time.perf_counter()
     example = _example(model)
-    teacher = {"macs": count_macs(model, example), "params": count_params(model)}
+    teacher = cost(model, example)
     base = copy.deepcopy(model).eval()
     removed, scores = _remove_blocks(base, config.depth, dreams)
     ratio = config.ratio
@@ -190,10 +190,10 @@ def prune_channels(model: nn.Module, config: ChannelPruning, dreams=None, progre
         raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
                             "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
                             "operation that changes their count); use --pruning magnitude")
-    macs = count_macs(student, example)
+    kept = cost(student, example)
     stats = {"seconds": time.perf_counter() - started, "ratio": ratio, "removed_blocks": removed,
              "block_scores": scores, "teacher_macs": teacher["macs"], "teacher_params": teacher["params"],
-             "macs": macs, "params": count_params(student), "macs_kept": macs / teacher["macs"]}
+             **kept, "macs_kept": kept["macs"] / teacher["macs"]}
     return Student(student, PrunePlan(channels=operations, removed_blocks=removed), stats)
 
 
