@@ -89,7 +89,7 @@ def main(argv=None) -> None:
 
 
 # tqdm's bars, as split on carriage returns and newlines: not lines a user reads afterwards
-_PROGRESS = re.compile(r"(synthesize|reconstruct|distill|train generator): +\d+%\|.*")
+_PROGRESS = re.compile(r"[^|]*: +\d+%\|.*")  # "<what>: NN%|<bar>| ...", any stage's bar
 
 
 def default_build(args, argv) -> None:
