@@ -7,9 +7,10 @@ reported (accuracy, sparsity, seconds per stage) and what it printed.
     python benchmarks/build_time.py --shared ../shared                       # ResNet-20, android-arm64
     python benchmarks/build_time.py --shared ../shared --arch resnet56-cifar --target x86-64
     python benchmarks/build_time.py --default                                # `edgefree build --target android-arm64`
+    python benchmarks/build_time.py --default --pruning channel              # ... --pruning channel
 
 Writes ``results/build_time-<arch>-<target>.{json,md}``; ``--default`` writes
-``results/default_build.{json,md}``, its build run with an empty ``EDGEFREE_CACHE`` too
+``results/default_build[-PRUNING].{json,md}``, its build run with an empty ``EDGEFREE_CACHE`` too
 (the teacher's export included) and with progress bars, as a user sees it.
 """
 
@@ -40,6 +41,7 @@ def main(argv=None) -> None:
     parser.add_argument("--target", default="android-arm64")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--default", action="store_true", help="the built-in default model (no --model, no shared files)")
+    parser.add_argument("--pruning", help="with --default: pass `--pruning PRUNING` (results/default_build-PRUNING.*)")
     args = parser.parse_args(argv)
     if args.default:
         return default_build(args, argv)
@@ -96,11 +98,12 @@ def default_build(args, argv) -> None:
     """``edgefree build --target TARGET`` on the built-in default, in a fresh folder and cache."""
     edgefree = Path(sys.executable).with_name("edgefree")
     work = Path(tempfile.mkdtemp(prefix="edgefree-default-build-"))
-    shown = f"edgefree build --target {args.target}"
+    extra = ["--pruning", args.pruning] if args.pruning else []
+    shown = " ".join(["edgefree build --target", args.target, *extra])
     print("$", shown, flush=True)
     load = os.getloadavg()[0]  # other work on the machine stretches the wall time
     started = time.perf_counter()
-    done = subprocess.run([str(edgefree), "build", "--target", args.target], cwd=work, text=True, capture_output=True,
+    done = subprocess.run([str(edgefree), "build", "--target", args.target, *extra], cwd=work, text=True, capture_output=True,
                           env={**os.environ, "EDGEFREE_CACHE": str(work / "cache")})
     wall = time.perf_counter() - started
     print(done.stdout, flush=True)
@@ -122,7 +125,7 @@ def default_build(args, argv) -> None:
             (work / "edgefree-out" / "build.log").read_text().splitlines()), "machine": machine_info(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / "default_build"
+    stem = args.results / ("default_build" + (f"-{args.pruning.replace(',', '-')}" if args.pruning else ""))
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     a, m = result["accuracy"], result["machine"]
     lines = [f"# `{shown}` on the built-in default", "",
@@ -131,7 +134,7 @@ def default_build(args, argv) -> None:
              f"- wall: **{wall:.0f} s** (1-minute load average when it started: {load:.1f} on {m['cores']} cores)",
              f"- top-1 on the {result['eval_images']} held-out digits: teacher {a['teacher']:.2f} -> pruned {a['pruned']:.2f}"
              f" -> refit {a['reconstructed']:.2f} -> recovered **{a['recovered']:.2f}**; sparsity {report['sparsity']:.4f}; "
-             f"recipe `{result['recipe']}`",
+             f"recipe `{result['recipe']}`; {report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds",
              f"- console: {len(result['console_stdout'])} lines on stdout (below), "
              f"{len(others)} lines on stderr besides progress bars; {result['build_log_lines']} runtime log lines went "
              "to `edgefree-out/build.log`", "", "| stage | seconds |", "|---|---|"]

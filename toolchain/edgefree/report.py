@@ -44,7 +44,7 @@ def _pruning(r: dict) -> str:
                          f"multiples of {stage['round_to']}): {len(layers)} layers lost channels and "
                          f"{len(plan['removed_blocks'])} residual blocks were removed"
                          + (f" ({', '.join(plan['removed_blocks'])})" if plan["removed_blocks"] else "")
-                         + ". Fewer multiply-adds make the student faster on every runtime.")
+                         + ". The bench measures what the fewer multiply-adds buy on each runtime.")
         else:
             lines.append(f"- Magnitude pruning: target {100 * stage['sparsity']:.1f}% of the conv/linear weights, "
                          f"achieved {100 * r['sparsity']:.2f}%. The zeros shrink the packed artifacts; dense "

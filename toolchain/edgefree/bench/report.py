@@ -71,6 +71,11 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
                      f"time with {macs:.2f}x its multiply-adds: that speed comes from fewer channels or blocks "
                      "(per-layer overheads stay, so time falls less than multiply-adds do). INT8 rows below add "
                      "the integer kernels' gain on top.")
+        slower = sorted(f"{runtime} {precision}" for (runtime, precision), ratio in ratios.items() if ratio > 1 - NOISE)
+        if slower:
+            lines.append(f"- Not faster beyond the {100 * NOISE:.0f}% run-to-run band on {', '.join(slower)}: there "
+                         "the per-call overhead outweighs the multiply-adds saved (a model this small, or a "
+                         "runtime's fixed cost per layer).")
     elif ratios:
         low, high = min(ratios.values()), max(ratios.values())
         lines.append(f"- Same runtime and precision, the student takes {low:.2f}x to {high:.2f}x the teacher's p50 "
@@ -97,7 +102,8 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
         if dense and dense["packed_bytes"]:
             lines.append(f"- {student['artifact']}: packed {_kb(student['packed_bytes'])} KB vs the teacher's "
                          f"{_kb(dense['packed_bytes'])} KB ({dense['packed_bytes'] / student['packed_bytes']:.1f}x "
-                         "smaller): the student's gain is size, for storage and transfer.")
+                         "smaller)" + (": the student's gain is size, for storage and transfer." if macs >= 1 - NOISE
+                                       else ", for storage and transfer."))
     return lines
 
 
