@@ -150,3 +150,20 @@ def test_build_and_export_of_a_program_from_the_command_line(tmp_path):
     assert report["model"]["arch"] == str(program) and report["config"]["arch"] is None
     assert report["synthesis"]["bn_loss_first"] > 0
     _run("export", out, "--formats", "onnx")  # the student comes back from student.pt2: no code needed
+
+
+def test_a_signal_teacher_dreams_signals_and_refits_its_conv1d_layers(tmp_path):
+    """(C, L) inputs reach every stage up to the refit (1-D distillation and plots are another stage's work)."""
+    factory = tmp_path / "ecg.py"
+    factory.write_text("from torch import nn\n\ndef build(num_classes=10):\n    return nn.Sequential(\n"
+                       "        nn.Conv1d(4, 8, 5, padding=2, bias=False), nn.BatchNorm1d(8), nn.ReLU(),\n"
+                       "        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
+    teacher = with_batchnorm_statistics(load_teacher(f"{factory}:build", num_classes=3, input_spec={"shape": (4, 64)}))
+    assert teacher.spec.rank == 1 and teacher.spec.mean == (0.0,) * 4
+    dreams = synthesize(teacher, SynthesisConfig(images=6, batch_size=6, iterations=3, channels_last=True),
+                        progress=False)
+    low, high = teacher.spec.bounds()
+    assert dreams.images.shape == (6, 4, 64) and (dreams.images >= low).all() and (dreams.images <= high).all()
+    pruned = prune(teacher, MagnitudePruning(0.5), dreams)
+    refit = reconstruct(teacher, pruned, dreams, ReconstructConfig(images=6, batch_size=6), progress=False)
+    assert refit.stats["layers"] == 2
