@@ -29,7 +29,7 @@ from edgefree.config import (BenchConfig, BuildConfig, ChannelPruning, ExportCon
 from edgefree.data import load_eval_data
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
-from edgefree.models import load_model
+from edgefree.models import load_teacher
 from edgefree.pipeline import build, synthesize_cached
 from edgefree.recover import distill, prune, reconstruct
 from edgefree.recover.synthesize import SyntheticSet
@@ -123,15 +123,16 @@ def real_data_bound(row: dict, shared: Path, work: Path, seed: int, progress: bo
 def importance_study(shared: Path, work: Path, seed: int, progress: bool) -> list[dict]:
     """Each channel criterion on ResNet-20 at half the multiply-adds: pruned and refit top-1, no distillation."""
     config = row_config("r20-ch2x", shared, work, seed)
-    teacher = load_model(config.arch, config.model)
-    data = load_eval_data(config.eval_data, teacher.input_spec)
+    teacher = load_teacher(config.arch, config.model)
+    data = load_eval_data(config.eval_data, teacher.spec)
     dreams = synthesize_cached(teacher, config, work / "importance", progress)
     results = []
     for importance in ("l1", "l2", "bn_scale", "taylor"):
         student = prune(teacher, ChannelPruning(macs_target=0.5, importance=importance), dreams)
         refit = reconstruct(teacher, student, dreams, ReconstructConfig(images=1024), progress=progress)
         results.append({"importance": importance, "macs_kept": student.stats["macs_kept"],
-                        "pruned": accuracy(student.model, data), "refit": accuracy(refit.model, data)})
+                        "pruned": accuracy(student.model, data, teacher.spec),
+                        "refit": accuracy(refit.model, data, teacher.spec)})
         print(results[-1], flush=True)
     return results
 

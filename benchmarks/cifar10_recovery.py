@@ -37,7 +37,7 @@ from edgefree.config import BuildConfig, MagnitudePruning, recipe
 from edgefree.data import load_eval_data
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
-from edgefree.models import load_model
+from edgefree.models import load_teacher
 from edgefree.pipeline import build, synthesize_cached
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct
 
@@ -145,8 +145,8 @@ def run_row(row_id: str, shared: Path, work: Path, seed: int, progress: bool,
 
 
 def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: bool) -> dict:
-    teacher = load_model(config.arch, config.model)
-    spec = teacher.input_spec
+    teacher = load_teacher(config.arch, config.model)
+    spec = teacher.spec
     eval_data = load_eval_data(config.eval_data, spec)
     pruned = prune(teacher, config.prune)
     dreams = SyntheticSet.load(Path(config.out) / "synthetic.pt")
@@ -154,13 +154,13 @@ def run_baselines(config: BuildConfig, shared: Path, report: dict, progress: boo
     results = {}
     started = time.perf_counter()
     recal = recalibrate_batchnorm(pruned.model, dreams.images)
-    results["bn-recal"] = {"accuracy": accuracy(recal, eval_data), "seconds": time.perf_counter() - started}
+    results["bn-recal"] = {"accuracy": accuracy(recal, eval_data, spec), "seconds": time.perf_counter() - started}
     for name, images in (("noise", gaussian_noise_set(spec, n, 10, config.seed)),
                          ("real-data (not data-free)", real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", n, spec, config.seed))):
         started = time.perf_counter()
         refit = reconstruct(teacher, pruned, images, config.reconstruct, progress=progress)
         student = distill(teacher, refit, images, config.distill, seed=config.seed, progress=progress).model
-        results[name] = {"accuracy": accuracy(student, eval_data), "seconds": time.perf_counter() - started}
+        results[name] = {"accuracy": accuracy(student, eval_data, spec), "seconds": time.perf_counter() - started}
     return results
 
 
@@ -360,7 +360,7 @@ def main(argv=None) -> None:
             sys.exit(f"unknown row {row_id!r}; known: {list(ROWS)}")
         if args.synthesize_only:
             config = row_config(row_id, args.shared, args.work, args.seed)
-            dreams = synthesize_cached(load_model(config.arch, config.model), config, Path(config.out), not args.quiet)
+            dreams = synthesize_cached(load_teacher(config.arch, config.model), config, Path(config.out), not args.quiet)
             print(f"== {row_id}: {len(dreams)} dreams, {dreams.stats['seconds']:.0f} s", flush=True)
             continue
         print(f"== {row_id}", flush=True)

@@ -33,11 +33,11 @@ def _stages(checkpoint: str, args: dict, threads: int) -> dict:
 
     from edgefree import distributed
     from edgefree.config import MagnitudePruning, ReconstructConfig, recipe
-    from edgefree.models import load_model
+    from edgefree.models import load_teacher
     from edgefree.recover import distill, prune, reconstruct, synthesize
 
     with distributed.session(threads=threads) as (world, _device):
-        teacher = load_model(ARCH, checkpoint)
+        teacher = load_teacher(ARCH, checkpoint)
         pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
         fast = recipe("fast")  # the default recipe's settings at a small budget
         synthesis = fast.synthesis.replace(images=args["images"], batch_size=args["synth_batch"],

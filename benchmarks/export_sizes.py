@@ -25,7 +25,7 @@ from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.machine import machine_info
-from edgefree.models import load_model
+from edgefree.models import load_teacher
 from edgefree.recover import prune, synthesize
 from edgefree.targets import FORMATS
 
@@ -37,10 +37,10 @@ def _case(name: str, shared: Path):
     """(teacher, evaluation set, synthesis budget for the calibration dreams) of a case."""
     if name == "digits":
         teacher = default_teacher()
-        return teacher, load_eval_data(DEMO_EVAL, teacher.input_spec), SynthesisConfig(
+        return teacher, load_eval_data(DEMO_EVAL, teacher.spec), SynthesisConfig(
             images=256, batch_size=128, iterations=100, jitter=1)
-    teacher = load_model("resnet20-cifar", shared / "models" / "resnet20_cifar10jpeg.pt")
-    return teacher, load_eval_data(shared / "data" / "cifar10-jpeg" / "test.zip", teacher.input_spec), SynthesisConfig(
+    teacher = load_teacher("resnet20-cifar", shared / "models" / "resnet20_cifar10jpeg.pt")
+    return teacher, load_eval_data(shared / "data" / "cifar10-jpeg" / "test.zip", teacher.spec), SynthesisConfig(
         images=256, batch_size=128, iterations=100)
 
 
@@ -64,16 +64,16 @@ def measure(name: str, shared: Path) -> dict:
     pruned = prune(teacher, MagnitudePruning(sparsity=0.75)).model
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        manifest = export_student(pruned, ExportConfig(formats=FORMATS, precisions=("fp32", "int8")),
-                                  Path(tmp) / "pruned", dreams, eval_data)
+        manifest = export_student(pruned, teacher.spec, ExportConfig(formats=FORMATS, precisions=("fp32", "int8")),
+                                  Path(tmp) / "pruned", dreams, eval_data, arch=teacher.name)
         export_s = time.perf_counter() - started
-        control = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)),
+        control = export_student(teacher.module, teacher.spec, ExportConfig(formats=("onnx",), precisions=("fp32",)),
                                  Path(tmp) / "teacher", dreams)["artifacts"][0]
     return {
-        "model": teacher.arch, "sparsity": 0.75, "eval_images": len(eval_data),
+        "model": teacher.name, "sparsity": 0.75, "eval_images": len(eval_data),
         "calibration": {"kind": "DeepInversion", "images": len(dreams), "iterations": budget.iterations,
                         "synthesis_s": round(synthesis_s, 1)},
-        "pytorch_accuracy": {"teacher": accuracy(teacher, eval_data), "pruned_fp32": manifest["reference"]["accuracy"]},
+        "pytorch_accuracy": {"teacher": accuracy(teacher.module, eval_data, teacher.spec), "pruned_fp32": manifest["reference"]["accuracy"]},
         "artifacts": _row(manifest), "failed": manifest["failed"], "export_s": round(export_s, 1),
         "unpruned_teacher_onnx_fp32": {"bytes": control["bytes"], "packed_bytes": control["packed_bytes"]},
     }

@@ -31,7 +31,7 @@ from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, BuildConfig, ExportConfig, MagnitudePruning, SynthesisConfig
 from edgefree.data import load_eval_data
 from edgefree.export import export_student
-from edgefree.models import load_model
+from edgefree.models import load_teacher
 from edgefree.pipeline import build
 from edgefree.recover import prune, synthesize
 from edgefree.markdown import markdown_table
@@ -46,15 +46,15 @@ CIFAR = {"resnet20": ("resnet20-cifar", "resnet20_cifar10jpeg.pt"), "resnet56": 
 
 def _cifar(name: str, shared: Path, work: Path):
     arch, checkpoint = CIFAR[name]
-    teacher = load_model(arch, shared / "models" / checkpoint)
-    eval_data = load_eval_data(shared / "data" / "cifar10-jpeg" / "test.zip", teacher.input_spec)
+    teacher = load_teacher(arch, shared / "models" / checkpoint)
+    eval_data = load_eval_data(shared / "data" / "cifar10-jpeg" / "test.zip", teacher.spec)
     dreams = synthesize(teacher, SynthesisConfig(images=256, batch_size=128, iterations=100), seed=0, progress=False)
     student = prune(teacher, MagnitudePruning(sparsity=0.75)).model
     config = ExportConfig().for_target(load_target("x86-64"))
     manifests = {"student": work / name / "artifacts" / "manifest.json",
                  "teacher": export_teacher(teacher, config, dreams, eval_data)}
-    export_student(student, config, manifests["student"].parent, dreams, eval_data)
-    return {"teacher": teacher, "student": student}, manifests, eval_data
+    export_student(student, teacher.spec, config, manifests["student"].parent, dreams, eval_data, arch=teacher.name)
+    return {"teacher": teacher.module, "student": student}, manifests, eval_data, teacher.spec
 
 
 def _save(result_dir: Path, produced: Path, note: str) -> None:
@@ -76,9 +76,9 @@ def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int,
         note = "recovered by `edgefree build` (demo recipe: DeepInversion + distillation), 75% sparse"
         measure = lambda target, config, into: bench_build(out, target, config, into)  # noqa: E731
     else:
-        models, manifests, eval_data = _cifar(name, shared, work)
+        models, manifests, eval_data, spec = _cifar(name, shared, work)
         note = "the teacher pruned to 75% (global magnitude), NOT distilled: no recovered checkpoint yet"
-        measure = lambda target, config, into: bench(models, manifests, load_target(target), into, config,  # noqa: E731
+        measure = lambda target, config, into: bench(models, manifests, spec, load_target(target), into, config,  # noqa: E731
                                                      eval_data)
     for target in targets:
         emulated = load_target(target).emulated

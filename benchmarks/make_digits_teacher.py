@@ -26,6 +26,7 @@ from edgefree.demo import DEMO_ARCH, DEMO_EVAL, WEIGHTS
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
 from edgefree.models import create_model
+from edgefree.models.tiny import DIGITS_SPEC
 
 HERE = Path(__file__).resolve().parent
 COMMAND = "python benchmarks/make_digits_teacher.py"
@@ -34,7 +35,7 @@ COMMAND = "python benchmarks/make_digits_teacher.py"
 def train(model: nn.Module, seed: int, epochs: int) -> nn.Module:
     """AdamW with a one-cycle schedule, batches of 64, one-pixel shifts as augmentation."""
     pixels, labels = digits_split("train")
-    x = model.input_spec.normalize(torch.from_numpy(pixels).float() / 255.0)
+    x = DIGITS_SPEC.normalize(torch.from_numpy(pixels).float() / 255.0)
     y = torch.from_numpy(labels).long()
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     model = train(create_model(DEMO_ARCH), args.seed, args.epochs)
     seconds = time.perf_counter() - started
     torch.save(model.state_dict(), args.out)
-    held_out = accuracy(model, load_eval_data(DEMO_EVAL, model.input_spec))
+    held_out = accuracy(model, load_eval_data(DEMO_EVAL, DIGITS_SPEC), DIGITS_SPEC)
     record = {
         "command": COMMAND, "arch": DEMO_ARCH, "seed": args.seed, "epochs": args.epochs,
         "weights": str(args.out.resolve().relative_to(HERE.parent)) if args.out.resolve().is_relative_to(HERE.parent)

@@ -37,11 +37,11 @@ def main(argv=None) -> None:
     from edgefree.data import LabeledImages, load_eval_data
     from edgefree.evaluate import accuracy
     from edgefree.machine import machine_info
-    from edgefree.models import load_model
+    from edgefree.models import load_teacher
     from edgefree.recover import prune, reconstruct, synthesize
 
-    teacher = load_model("resnet20-cifar", checkpoint)
-    test = load_eval_data(str(args.shared / "data" / "cifar10-jpeg" / "test.zip"), teacher.input_spec)
+    teacher = load_teacher("resnet20-cifar", checkpoint)
+    test = load_eval_data(str(args.shared / "data" / "cifar10-jpeg" / "test.zip"), teacher.spec)
     test = LabeledImages(test.pixels[:args.eval_images], test.labels[:args.eval_images], test.name)
     pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     rows = []
@@ -54,11 +54,11 @@ def main(argv=None) -> None:
         rows.append({"shards": dreams.stats["shards"], "steps": dreams.stats["steps"], "synthesis_seconds": round(seconds, 1),
                      "bn_loss_last": round(dreams.stats["bn_loss_last"], 4),
                      "teacher_agreement": round(dreams.stats["teacher_agreement"], 4),
-                     "refit_top1": round(accuracy(refit.model, test), 2)})
+                     "refit_top1": round(accuracy(refit.model, test, teacher.spec), 2)})
         print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark_command": "python benchmarks/synthesis_shards.py " + " ".join(argv or sys.argv[1:]),
-              "images": args.images, "eval_images": len(test), "teacher_top1": round(accuracy(teacher, test), 2),
-              "pruned_top1": round(accuracy(pruned.model, test), 2), "rows": rows, "machine": machine_info()}
+              "images": args.images, "eval_images": len(test), "teacher_top1": round(accuracy(teacher.module, test, teacher.spec), 2),
+              "pruned_top1": round(accuracy(pruned.model, test, teacher.spec), 2), "rows": rows, "machine": machine_info()}
     args.results.mkdir(parents=True, exist_ok=True)
     stem = args.results / "synthesis_shards"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))

@@ -46,7 +46,7 @@ def teacher():
 def digits(teacher):
     from edgefree.data import load_eval_data
 
-    return load_eval_data("digits", teacher.input_spec)
+    return load_eval_data("digits", teacher.spec)
 
 
 @pytest.fixture(scope="session")

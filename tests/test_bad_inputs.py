@@ -21,11 +21,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgefree.cli import cli
-from edgefree.models import create_model
+from edgefree.models import create_model, load_teacher
 
 TINY = ["--images", "32", "--synth-batch", "32", "--iterations", "5", "--epochs", "1", "--formats", "onnx",
         "--precisions", "fp32", "--bench-runs", "2", "--quiet"]
 TOOLCHAIN = Path(__file__).resolve().parents[1] / "toolchain"
+USER_MODEL = Path(__file__).resolve().parent / "user_model.py"
 
 
 def folder_hash(folder: Path) -> str:
@@ -89,6 +90,17 @@ class Files:
     def no_bn(self) -> str:
         return self._model("nobn.pt", create_model("digits-mlp-nobn").state_dict())
 
+    def user_weights(self) -> str:
+        return self._model("user.pt", load_teacher(f"{USER_MODEL}:build", input_spec={"shape": (3, 16, 16)})
+                           .module.state_dict())
+
+    def program(self, factory: str, dynamic: bool = True) -> str:
+        model = load_teacher(f"{USER_MODEL}:{factory}", input_spec={"shape": (3, 16, 16)}).module
+        shapes = ({0: torch.export.Dim("batch", min=1, max=64)},) if dynamic else None
+        path = self.tmp / f"{factory}-{dynamic}.pt2"
+        torch.export.save(torch.export.export(model, (torch.randn(2, 3, 16, 16),), dynamic_shapes=shapes), path)
+        return str(path)
+
     def tensors_list(self) -> str:
         return self._model("list.pt", [torch.zeros(3), torch.ones(2)])
 
@@ -139,6 +151,10 @@ def digits_model(*extra):
     return B("--model", lambda f: f.digits(), "--arch", "digits-cnn", *extra)
 
 
+def user_model(arch, *extra):
+    return B("--model", lambda f: f.user_weights(), "--arch", arch, *extra)
+
+
 def toml(text):
     return lambda f: f.text("build.toml", text)
 
@@ -170,6 +186,31 @@ CASES = {
     "model without BatchNorm": (B("--model", lambda f: f.no_bn(), "--arch", "digits-mlp-nobn", "--eval-data",
                                   "digits"), "no BatchNorm layers"),
     "--num-classes 0": (digits_model("--num-classes", "0"), "num_classes must be"),
+    # teachers of other sources, and their input
+    "factory file that fails to import": (user_model(lambda f: f.text("bad.py", "import nosuchmodule\n") + ":build",
+                                                     "--input-shape", "3x16x16"), "importing your model file"),
+    "factory that raises": (user_model(lambda f: f.text("raises.py", "def build(num_classes=10):\n    raise "
+                                                       "ValueError('no model here')\n") + ":build",
+                                       "--input-shape", "3x16x16"), "raised ValueError: no model here"),
+    "factory the file does not define": (user_model(f"{USER_MODEL}:nope", "--input-shape", "3x16x16"),
+                                         "defines no function 'nope' (it defines: build, without_batchnorm)"),
+    "factory module that cannot be imported": (user_model("nosuchpackage.models:build", "--input-shape", "3x16x16"),
+                                               "importing your model module 'nosuchpackage.models' failed"),
+    "factory file that does not exist": (user_model(lambda f: str(f.tmp / "none.py") + ":build"), "does not exist"),
+    "forward fails on the declared shape": (user_model(f"{USER_MODEL}:build", "--input-shape", "1x16x16"),
+                                            "fails on an input of shape 2x1x16x16"),
+    "factory without --input-shape": (user_model(f"{USER_MODEL}:build"), "pass its shape with --input-shape"),
+    "--input-shape that does not parse": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x"), "does not parse"),
+    "--mean of the wrong length": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x16x16", "--mean", "0.5,0.5"),
+                                   "normalization has 2 mean and 3 std value(s) for an input of 3 channel(s)"),
+    "--std that does not parse": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x16x16", "--std", "a,b"),
+                                  "--std 'a,b' does not parse"),
+    "unknown torchvision model": (B("--model", lambda f: f.digits(), "--arch", "torchvision:nonet"),
+                                  "torchvision has no classification model 'nonet'"),
+    "program without BatchNorm": (B("--model", lambda f: f.program("without_batchnorm")), "has no BatchNorm layers"),
+    "program of a fixed batch": (B("--model", lambda f: f.program("build", dynamic=False)), "fixed batch of 2"),
+    "program with --arch": (B("--model", lambda f: f.program("build"), "--arch", "digits-cnn"), "leave out --arch"),
+    "--arch without --model": (B("--arch", "digits-cnn"), "pass its weights with --model"),
     # --eval-data
     "eval data missing": (digits_model("--eval-data", lambda f: str(f.tmp / "nope.zip")), "does not exist"),
     "eval data not a zip": (digits_model("--eval-data", lambda f: f.text("e.zip", "not a zip")), "not a readable zip"),
@@ -292,7 +333,7 @@ def test_unknown_edgefree_variable_is_warned_about(tmp_path):
 def test_grayscale_images_for_an_rgb_model_are_converted_with_a_warning(tmp_path, capsys):
     from edgefree.data import load_eval_data
 
-    spec = create_model("resnet20-cifar").input_spec
+    spec = load_teacher("resnet20-cifar").spec
     path = _zip(tmp_path / "gray.zip", {"test/cat/0.png": _png(32), "test/dog/0.png": _png(32, "RGB")})
     data = load_eval_data(path, spec)
     assert data.pixels.shape == (2, 3, 32, 32)

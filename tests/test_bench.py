@@ -93,9 +93,9 @@ def test_runner_is_standalone_and_unpacks_what_is_missing(default_build, tmp_pat
     entry = json.loads((tmp_path / "r.json").read_text())["artifacts"]["onnx-fp32"]
     assert entry["error"] is None and entry["latency_ms"]["runs"] == 3
     logits = np.load(tmp_path / entry["outputs_npy"])
-    from edgefree.models import load_model
+    from edgefree.models import load_teacher
 
-    student = load_model("digits-cnn", default_build / "student.pt")
+    student = load_teacher("digits-cnn", default_build / "student.pt").module
     with torch.no_grad():
         expected = student(torch.from_numpy(inputs)).numpy()
     np.testing.assert_allclose(logits, expected, atol=1e-4)
@@ -202,18 +202,18 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     from edgefree.targets import load_target
 
     config = ExportConfig(formats=("onnx",), precisions=("fp32",), check_images=64)
-    first = export_teacher(teacher, config, gaussian_noise_set(teacher.input_spec, 32, 10), digits, progress=False)
-    other_dreams = gaussian_noise_set(teacher.input_spec, 32, 10, seed=1)  # another recipe's dreams
+    first = export_teacher(teacher, config, gaussian_noise_set(teacher.spec, 32, 10), digits, progress=False)
+    other_dreams = gaussian_noise_set(teacher.spec, 32, 10, seed=1)  # another recipe's dreams
     second = export_teacher(teacher, config, other_dreams, digits)
     assert not first.cached and second.cached and second.manifest == first.manifest
     assert second.seconds < 2.0 and second.seconds < first.seconds / 3, (first, second)
     assert export_teacher(teacher, config.replace(check_images=32), other_dreams, digits).key != first.key
 
-    student = export_student(teacher, config, tmp_path / "student", other_dreams, digits)
+    student = export_student(teacher.module, teacher.spec, config, tmp_path / "student", other_dreams, digits)
     assert student["artifacts"][0]["accuracy"] is not None
-    run = lambda out: bench({"teacher": teacher, "student": teacher},  # noqa: E731
+    run = lambda out: bench({"teacher": teacher.module, "student": teacher.module},  # noqa: E731
                             {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
-                            load_target("x86-64"), tmp_path / out, BenchConfig(runs=5, warmup=1), digits,
+                            teacher.spec, load_target("x86-64"), tmp_path / out, BenchConfig(runs=5, warmup=1), digits,
                             teacher=second)
     measured, reused = run("first"), run("second")
     assert measured["native"]["teacher_rows"]["cached"] is False and reused["native"]["teacher_rows"]["cached"]
@@ -232,7 +232,7 @@ def test_batched_top1_equals_batch1_top1_on_the_same_images(manifest_of_build, d
     from edgefree.export import BACKENDS
     from edgefree.export.parity import run_batch1, run_batched
 
-    inputs = digits.normalized(teacher.input_spec).numpy()
+    inputs = digits.normalized(teacher.spec).numpy()
     labels = digits.labels.numpy()
     for artifact in manifest_of_build["artifacts"]:
         entry = default_build / "artifacts" / artifact["entry"]

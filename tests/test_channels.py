@@ -10,14 +10,14 @@ from click.testing import CliRunner
 from edgefree.config import ChannelPruning, DistillConfig, MagnitudePruning, ReconstructConfig, SynthesisConfig
 from edgefree.cost import count_macs
 from edgefree.errors import CheckpointError, EdgefreeError
-from edgefree.models import InputSpec, create_model
+from edgefree.models import create_model, load_teacher
 from edgefree.recover import PrunePlan, SyntheticSet, distill, prune, reconstruct, synthesize
 from edgefree.recover.channels import identity_residual_blocks
 from edgefree.recover.saved import load_student, save_student
 
 
-def _noise_set(model, n=32):
-    return SyntheticSet(model.input_spec.example_inputs(n)[0], torch.arange(n) % 10)
+def _noise_set(teacher, n=32):
+    return SyntheticSet(teacher.spec.example_inputs(n)[0], torch.arange(n) % 10)
 
 
 def _widths(model, suffix):
@@ -25,39 +25,39 @@ def _widths(model, suffix):
 
 
 def test_resnet20_loses_only_inner_channels_in_multiples_of_8():
-    teacher = create_model("resnet20-cifar").eval()
+    teacher = load_teacher("resnet20-cifar")
     student = prune(teacher, ChannelPruning(ratio=0.5))
-    x = teacher.input_spec.example_inputs(2)[0]
+    x = teacher.spec.example_inputs(2)[0]
     assert student.model(x).shape == (2, 10)
     # each block's inner channels halve; the residual stream (tied through the zero-pad shortcut) stays
     assert _widths(student.model, "conv1")[1:] == [8] * 3 + [16] * 3 + [32] * 3
-    assert _widths(student.model, "conv2") == _widths(teacher, "conv2")
-    assert teacher.layer1[0].conv1.out_channels == 16  # the input is untouched
+    assert _widths(student.model, "conv2") == _widths(teacher.module, "conv2")
+    assert teacher.module.layer1[0].conv1.out_channels == 16  # the input is untouched
     kept = student.plan.kept("layer2.1.conv1", 32)
-    assert len(kept) == 16 and torch.equal(student.model.layer2[1].conv1.weight, teacher.layer2[1].conv1.weight[kept])
+    assert len(kept) == 16 and torch.equal(student.model.layer2[1].conv1.weight, teacher.module.layer2[1].conv1.weight[kept])
 
 
 def test_pruning_nothing_changes_no_output():
-    teacher = create_model("resnet20-cifar").eval()
-    x = teacher.input_spec.example_inputs(4)[0]
+    teacher = load_teacher("resnet20-cifar")
+    x = teacher.spec.example_inputs(4)[0]
     student = prune(teacher, ChannelPruning(ratio=0.0))
-    assert torch.equal(student.model(x), teacher(x)) and student.plan.channels == []
+    assert torch.equal(student.model(x), teacher.module(x)) and student.plan.channels == []
 
 
 def test_macs_target_is_reached_by_searching_the_ratio():
-    teacher = create_model("resnet20-cifar").eval()
+    teacher = load_teacher("resnet20-cifar")
     student = prune(teacher, ChannelPruning(macs_target=0.5))
-    x = teacher.input_spec.example_inputs()[0]
-    assert count_macs(student.model, x) / count_macs(teacher, x) == pytest.approx(0.5, abs=0.06)
-    assert student.stats["macs_kept"] == pytest.approx(count_macs(student.model, x) / count_macs(teacher, x))
+    x = teacher.spec.example_inputs()[0]
+    assert count_macs(student.model, x) / count_macs(teacher.module, x) == pytest.approx(0.5, abs=0.06)
+    assert student.stats["macs_kept"] == pytest.approx(count_macs(student.model, x) / count_macs(teacher.module, x))
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
 def test_torchvision_models_prune_through_their_dependencies(name):
-    model = getattr(torchvision.models, name)(num_classes=10).eval()
-    model.input_spec = InputSpec((3, 32, 32))
-    x = model.input_spec.example_inputs(2)[0]
-    student = prune(model, ChannelPruning(ratio=0.5))
+    teacher = load_teacher(f"torchvision:{name}", input_spec={"shape": (3, 32, 32)})
+    model = teacher.module
+    x = teacher.spec.example_inputs(2)[0]
+    student = prune(teacher, ChannelPruning(ratio=0.5))
     assert student.model(x).shape == (2, 10)
     assert count_macs(student.model, x) < 0.8 * count_macs(model, x)
     widths = [m.out_channels for m in student.model.modules() if isinstance(m, torch.nn.Conv2d)]
@@ -70,8 +70,8 @@ def test_torchvision_models_prune_through_their_dependencies(name):
 
 
 def test_depth_removes_the_blocks_that_matter_least_on_the_dreams():
-    teacher = create_model("resnet20-cifar").eval()
-    assert len(identity_residual_blocks(teacher)) == 7  # 9 blocks, 2 with a zero-pad shortcut
+    teacher = load_teacher("resnet20-cifar")
+    assert len(identity_residual_blocks(teacher.module)) == 7  # 9 blocks, 2 with a zero-pad shortcut
     with pytest.raises(EdgefreeError, match="synthetic images"):
         prune(teacher, ChannelPruning(ratio=0.0, depth=0.3))
     student = prune(teacher, ChannelPruning(ratio=0.0, depth=0.3), _noise_set(teacher))
@@ -79,11 +79,11 @@ def test_depth_removes_the_blocks_that_matter_least_on_the_dreams():
     removed = student.plan.removed_blocks
     assert len(removed) == 2 and max(scores[b] for b in removed) <= min(v for b, v in scores.items() if b not in removed)
     assert isinstance(student.model.get_submodule(removed[0]), torch.nn.Identity)
-    assert student.model(teacher.input_spec.example_inputs()[0]).shape == (1, 10)
+    assert student.model(teacher.spec.example_inputs()[0]).shape == (1, 10)
 
 
 def test_a_plan_that_does_not_fit_is_a_clear_error():
-    plan = prune(create_model("resnet56-cifar").eval(), ChannelPruning(ratio=0.5)).plan
+    plan = prune(load_teacher("resnet56-cifar"), ChannelPruning(ratio=0.5)).plan
     with pytest.raises(EdgefreeError, match="does not fit"):
         plan.apply(create_model("resnet20-cifar"))
     with pytest.raises(EdgefreeError, match="malformed"):
@@ -91,17 +91,17 @@ def test_a_plan_that_does_not_fit_is_a_clear_error():
 
 
 def test_saved_student_loads_from_its_plan_and_as_an_exported_program(tmp_path):
-    teacher = create_model("digits-cnn").eval()
+    teacher = load_teacher("digits-cnn")
     student = prune(teacher, [ChannelPruning(ratio=0.5), MagnitudePruning(0.5)])
     save_student(student, tmp_path)
-    x = teacher.input_spec.example_inputs(3)[0]
-    loaded = load_student(tmp_path, "digits-cnn", 10, teacher.input_spec)
+    x = teacher.spec.example_inputs(3)[0]
+    loaded = load_student(tmp_path, "digits-cnn", 10)
     assert torch.equal(loaded(x), student.model(x))
     program = torch.export.load(tmp_path / "student.pt2").module()
     assert torch.allclose(program(x), student.model(x), atol=1e-6)
     (tmp_path / "student-plan.json").write_text(json.dumps(PrunePlan().to_json()))  # a plan of another build
     with pytest.raises(CheckpointError, match="does not fit"):
-        load_student(tmp_path, "digits-cnn", 10, teacher.input_spec)
+        load_student(tmp_path, "digits-cnn", 10)
 
 
 def test_refit_and_distillation_recover_a_channel_pruned_digits_teacher(teacher, digits):
@@ -111,12 +111,12 @@ def test_refit_and_distillation_recover_a_channel_pruned_digits_teacher(teacher,
     student = prune(teacher, ChannelPruning(ratio=0.5), dreams)
     refit = reconstruct(teacher, student, dreams, ReconstructConfig(images=256), progress=False)
     assert refit.stats["layers"] == 5  # every conv and the classifier: their inputs changed
-    top1 = {name: accuracy(m, digits) for name, m in (("teacher", teacher), ("pruned", student.model),
-                                                        ("refit", refit.model))}
+    top1 = {name: accuracy(m, digits, teacher.spec)
+            for name, m in (("teacher", teacher.module), ("pruned", student.model), ("refit", refit.model))}
     assert top1["refit"] > top1["pruned"] + 20
     distilled = distill(teacher, refit, dreams, DistillConfig(epochs=4, batch_size=64, lr=0.01, feature_weight=5.0),
                         progress=False)
-    assert accuracy(distilled.model, digits) > top1["teacher"] - 5
+    assert accuracy(distilled.model, digits, teacher.spec) > top1["teacher"] - 5
     assert distilled.plan.channels == student.plan.channels
 
 
@@ -141,4 +141,4 @@ def test_cli_build_with_channel_pruning_reports_its_cost(tmp_path):
 
 def test_channel_pruning_after_magnitude_pruning_is_refused():
     with pytest.raises(EdgefreeError, match="channel pruning comes first"):
-        prune(create_model("digits-cnn"), [MagnitudePruning(0.5), ChannelPruning(ratio=0.5)])
+        prune(load_teacher("digits-cnn"), [MagnitudePruning(0.5), ChannelPruning(ratio=0.5)])

@@ -6,9 +6,9 @@ from PIL import Image
 
 from edgefree.data import load_eval_data
 from edgefree.errors import DataError
-from edgefree.models import create_model
+from edgefree.models import load_teacher
 
-SPEC = create_model("resnet20-cifar").input_spec
+SPEC = load_teacher("resnet20-cifar").spec
 
 
 def _png(color, size=32):
@@ -75,7 +75,7 @@ def test_incomplete_cifar_batches_folder_is_named(tmp_path):
 
 
 def test_digits_held_out_split():
-    data = load_eval_data("digits", create_model("digits-cnn").input_spec)
+    data = load_eval_data("digits", load_teacher("digits-cnn").spec)
     assert len(data) == 360 and data.pixels.shape[1:] == (1, 8, 8)
 
 

@@ -34,9 +34,9 @@ def test_masks_hold_after_distillation(recovered):
 
 def test_recovered_beats_pruned_on_the_default(recovered, teacher, digits):
     pruned, _, student = recovered
-    acc_pruned, acc_student = accuracy(pruned.model, digits), accuracy(student, digits)
+    acc_pruned, acc_student = accuracy(pruned.model, digits, teacher.spec), accuracy(student, digits, teacher.spec)
     assert acc_student > acc_pruned + 10
-    assert acc_student >= accuracy(teacher, digits) - 5
+    assert acc_student >= accuracy(teacher.module, digits, teacher.spec) - 5
 
 
 def test_divergence_stops_with_a_clear_error(teacher, recovered):
@@ -52,12 +52,12 @@ def test_feature_matching_and_bf16_recover_and_clean_up(teacher, digits, recover
     before = {k: v.clone() for k, v in pruned.model.state_dict().items()}
     distilled = distill(teacher, pruned, dreams, config, progress=False)
     student = distilled.model
-    assert accuracy(student, digits) > accuracy(pruned.model, digits) + 10
+    assert accuracy(student, digits, teacher.spec) > accuracy(pruned.model, digits, teacher.spec) + 10
     assert len(distilled.stats["loss_per_epoch"]) == 15 and distilled.stats["seconds"] > 0
     assert all(torch.equal(v, pruned.model.state_dict()[k]) for k, v in before.items())  # the input is untouched
     assert sparsity_report(student)["overall"] == pytest.approx(0.75, abs=1e-4)
     # the feature hooks are gone from both models
-    assert not any(m._forward_hooks for m in teacher.modules())
+    assert not any(m._forward_hooks for m in teacher.module.modules())
     assert not any(m._forward_hooks for m in student.modules())
 
 
@@ -76,10 +76,10 @@ def test_feature_loss_is_zero_only_for_equal_features():
 
 def test_feature_matching_needs_batchnorm(recovered):
     from edgefree.errors import EdgefreeError
-    from edgefree.models import create_model
+    from edgefree.models import load_teacher
     from edgefree.recover import prune
 
-    nobn = create_model("digits-mlp-nobn")
+    nobn = load_teacher("digits-mlp-nobn")
     _, dreams, _ = recovered
     with pytest.raises(EdgefreeError, match="no BatchNorm"):
         distill(nobn, prune(nobn), dreams, DistillConfig(epochs=1, feature_weight=1.0), progress=False)

@@ -20,7 +20,7 @@ from edgefree.config import ExportConfig
 from edgefree.errors import EdgefreeError, MissingRuntimeError, ParityError
 from edgefree.export import BACKENDS, export_student
 from edgefree.export.unpack import unpack
-from edgefree.models import InputSpec, create_model, load_checkpoint
+from edgefree.models import create_model, load_checkpoint
 from edgefree.models.tiny import DIGITS_SPEC
 from edgefree.recover import SyntheticSet
 
@@ -35,8 +35,7 @@ def manifest(default_build):
 @pytest.fixture(scope="module")
 def built_student(default_build):
     report = json.loads((default_build / "report.json").read_text())
-    spec = InputSpec(**{k: tuple(v) for k, v in report["model"]["input"].items()})
-    return load_checkpoint(create_model(report["model"]["arch"], 10, spec), default_build / "student.pt")
+    return load_checkpoint(create_model(report["model"]["arch"], 10), default_build / "student.pt")
 
 
 def _sha256(path) -> str:
@@ -69,7 +68,7 @@ def test_artifact_round_trips_through_its_runtime(name, manifest, built_student,
     """Load the written artifact afresh and compare with PyTorch on inputs the build never saw."""
     artifact = next(a for a in manifest["artifacts"] if a["name"] == name)
     predict = BACKENDS[artifact["format"]].load(default_build / "artifacts" / artifact["entry"])
-    x = built_student.input_spec.example_inputs(batch=8, seed=123)[0].numpy()
+    x = DIGITS_SPEC.example_inputs(batch=8, seed=123)[0].numpy()
     with torch.no_grad():
         reference = built_student(torch.from_numpy(x)).numpy()
     outputs = np.concatenate([predict(np.ascontiguousarray(row[None])) for row in x])
@@ -132,9 +131,6 @@ def test_report_shows_the_artifacts(default_build):
 class _DeterminantNet(nn.Module):
     """Conv features, then a determinant: ONNX has Det; ExecuTorch's Core ATen opset has no linalg_det."""
 
-    input_spec = DIGITS_SPEC
-    arch = "test-det"
-
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 4, 3, padding=1)
@@ -153,7 +149,7 @@ def noise():
 
 def test_an_operator_a_format_cannot_take_costs_only_that_format(tmp_path, noise):
     config = ExportConfig(formats=("onnx", "executorch"), precisions=("fp32",))
-    manifest = export_student(_DeterminantNet().eval(), config, tmp_path, noise)
+    manifest = export_student(_DeterminantNet().eval(), DIGITS_SPEC, config, tmp_path, noise, arch="test-det")
     assert [a["name"] for a in manifest["artifacts"]] == ["onnx-fp32"]
     [failure] = manifest["failed"]
     assert failure["name"] == "executorch-fp32" and failure["stage"] == "export"
@@ -168,7 +164,7 @@ def test_a_parity_failure_fails_the_export_and_keeps_no_files(tmp_path, teacher,
     real_load = onnx.load
     monkeypatch.setattr(onnx, "load", lambda entry: (lambda x: real_load(entry)(x) + 0.01))
     with pytest.raises(ParityError, match=r"onnx-fp32 does not match the PyTorch student: needs max_abs_diff <= 0.001"):
-        export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)), tmp_path, noise)
+        export_student(teacher.module, teacher.spec, ExportConfig(formats=("onnx",), precisions=("fp32",)), tmp_path, noise)
     assert not list(tmp_path.glob("student-*"))
     written = json.loads((tmp_path / "manifest.json").read_text())
     assert written["artifacts"] == [] and written["failed"][0]["stage"] == "parity"
@@ -181,7 +177,7 @@ def test_a_missing_runtime_names_the_install_command(tmp_path, teacher, noise, m
     real_find_spec = runtime.find_spec
     monkeypatch.setattr(runtime, "find_spec", lambda name: None if name == "openvino" else real_find_spec(name))
     with pytest.raises(MissingRuntimeError, match=r"needs the Python package 'openvino'.*pip install 'openvino=="):
-        export_student(teacher, ExportConfig(formats=("openvino",)), tmp_path, noise)
+        export_student(teacher.module, teacher.spec, ExportConfig(formats=("openvino",)), tmp_path, noise)
 
 
 def test_export_config_rejects_unknown_formats():

@@ -4,7 +4,7 @@ import torch
 from edgefree.config import DistillConfig, MagnitudePruning, SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
 from edgefree.evaluate import accuracy
-from edgefree.models import create_model
+from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, distill, prune, synthesize
 from edgefree.recover.generator import DreamGenerator
 
@@ -20,20 +20,20 @@ def test_generator_learns_the_statistics(generated, teacher):
     assert generated.stats["steps"] == GEN.iterations
     assert generated.stats["bn_loss_last"] < 0.3 * generated.stats["bn_loss_first"]
     assert generated.images.shape == (256, 1, 8, 8)
-    pixels = teacher.input_spec.denormalize(generated.images)
+    pixels = teacher.spec.denormalize(generated.images)
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
     assert torch.bincount(generated.labels, minlength=10).tolist() == [26] * 6 + [25] * 4
-    assert all(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert all(p.requires_grad for p in teacher.module.parameters()) and not teacher.module.training
 
 
 def test_generator_draws_new_images_and_survives_saving(generated, teacher, tmp_path):
     g = torch.Generator().manual_seed(0)
-    fresh = generated.generator.sample(teacher.input_spec, generated.labels, g)
+    fresh = generated.generator.sample(teacher.spec, generated.labels, g)
     assert fresh.shape == generated.images.shape and not torch.equal(fresh, generated.images)
     generated.save(tmp_path / "set.pt")
     loaded = SyntheticSet.load(tmp_path / "set.pt")
     assert torch.equal(loaded.images, generated.images)
-    again = loaded.generator.sample(teacher.input_spec, generated.labels, torch.Generator().manual_seed(0))
+    again = loaded.generator.sample(teacher.spec, generated.labels, torch.Generator().manual_seed(0))
     assert torch.equal(again, fresh)  # the same generator, bit for bit
 
 
@@ -50,12 +50,12 @@ def test_distillation_takes_new_images_every_epoch(generated, teacher, digits, m
     pruned = prune(teacher, MagnitudePruning(0.75))
     student = distill(teacher, pruned, generated, DistillConfig(epochs=8, batch_size=64, lr=0.01), progress=False).model
     assert len(calls) == 7  # every epoch after the first
-    assert accuracy(student, digits) > accuracy(pruned.model, digits) + 10
+    assert accuracy(student, digits, teacher.spec) > accuracy(pruned.model, digits, teacher.spec) + 10
 
 
 def test_generator_needs_batchnorm_and_a_size_it_can_reach():
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
-        synthesize(create_model("digits-mlp-nobn"), GEN, progress=False)
+        synthesize(load_teacher("digits-mlp-nobn"), GEN, progress=False)
     with pytest.raises(EdgefreeError, match="multiple of 4"):
         DreamGenerator((3, 30, 30), 10)
     with pytest.raises(EdgefreeError, match="method"):

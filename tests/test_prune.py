@@ -3,7 +3,7 @@ import torch
 
 from edgefree.config import MagnitudePruning
 from edgefree.errors import EdgefreeError
-from edgefree.models import create_model
+from edgefree.models import load_teacher
 from edgefree.recover import prune, sparsity_report
 from edgefree.recover.prune import prunable_weights
 
@@ -11,8 +11,8 @@ from edgefree.recover.prune import prunable_weights
 @pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.75, 0.9])
 def test_mask_is_exact_and_global(sparsity):
     torch.manual_seed(0)
-    model = create_model("resnet20-cifar")
-    pruned = prune(model, MagnitudePruning(sparsity=sparsity))
+    teacher = load_teacher("resnet20-cifar")
+    pruned = prune(teacher, MagnitudePruning(sparsity=sparsity))
     total = sum(m.numel() for m in pruned.masks.values())
     assert sum(int((~m).sum()) for m in pruned.masks.values()) == round(sparsity * total)
     weights = prunable_weights(pruned.model)
@@ -20,7 +20,7 @@ def test_mask_is_exact_and_global(sparsity):
         assert torch.all(weights[name][~mask] == 0)
         assert torch.all(weights[name][mask] != 0)
     # global ranking: every kept weight is at least as large as every pruned one
-    original = prunable_weights(model)
+    original = prunable_weights(teacher.module)
     kept = torch.cat([original[n][m].abs() for n, m in pruned.masks.items()])
     dropped = torch.cat([original[n][~m].abs() for n, m in pruned.masks.items()])
     if len(dropped) and len(kept):
@@ -29,14 +29,14 @@ def test_mask_is_exact_and_global(sparsity):
 
 
 def test_teacher_is_untouched():
-    model = create_model("digits-cnn")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    prune(model, MagnitudePruning(sparsity=0.75))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    teacher = load_teacher("digits-cnn")
+    before = {k: v.clone() for k, v in teacher.module.state_dict().items()}
+    prune(teacher, MagnitudePruning(sparsity=0.75))
+    assert all(torch.equal(before[k], v) for k, v in teacher.module.state_dict().items())
 
 
 def test_keep_first_last_dense():
-    pruned = prune(create_model("resnet20-cifar"), MagnitudePruning(sparsity=0.75, keep_first_last_dense=True))
+    pruned = prune(load_teacher("resnet20-cifar"), MagnitudePruning(sparsity=0.75, keep_first_last_dense=True))
     layers = sparsity_report(pruned.model)["layers"]
     assert layers["conv1.weight"]["sparsity"] == 0.0
     assert layers["linear.weight"]["sparsity"] == 0.0
@@ -44,7 +44,7 @@ def test_keep_first_last_dense():
 
 
 def test_per_layer_report_covers_every_conv_and_linear():
-    report = sparsity_report(prune(create_model("digits-cnn")).model)
+    report = sparsity_report(prune(load_teacher("digits-cnn")).model)
     assert list(report["layers"]) == ["0.0.weight", "1.0.weight", "2.0.weight", "3.0.weight", "6.weight"]
     assert report["zeros"] == sum(round(l["sparsity"] * l["params"]) for l in report["layers"].values())
 

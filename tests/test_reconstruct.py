@@ -9,17 +9,24 @@ from torch import nn
 
 from edgefree.config import MagnitudePruning, ReconstructConfig
 from edgefree.evaluate import accuracy
+from edgefree.models import InputSpec, Teacher
 from edgefree.recover import SyntheticSet, prune, reconstruct
+
+
+def as_teacher(model: nn.Module, shape: tuple) -> Teacher:
+    """A bare module as a teacher; the refit reads the images only, never the spec."""
+    return Teacher(model.eval(), InputSpec(shape), type(model).__name__)
 
 
 def test_a_linear_layer_gets_the_least_squares_weights():
     torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Linear(12, 5)).eval()
+    model = nn.Sequential(nn.Linear(12, 5)).eval()
+    teacher = as_teacher(model, (12, 1))  # features, not a signal: any spec will do
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     x = torch.randn(400, 12) @ torch.randn(12, 12)  # correlated inputs: kept weights can stand in for pruned ones
     result = reconstruct(teacher, pruned, SyntheticSet(x, torch.zeros(400, dtype=torch.long)),
                          ReconstructConfig(images=400, batch_size=64, damping=1e-9), progress=False)
-    target = teacher(x).detach()
+    target = model(x).detach()
     mask = pruned.masks["0.weight"]
     for r in range(5):  # each output row: lstsq on its kept inputs plus the bias column
         kept = mask[r].nonzero().squeeze(1)
@@ -35,9 +42,10 @@ def test_a_linear_layer_gets_the_least_squares_weights():
 
 def test_grouped_convs_are_refit_per_group_and_keep_their_masks():
     torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                            nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8), nn.ReLU(),
-                            nn.Flatten(), nn.Linear(8 * 6 * 6, 3)).eval()
+    model = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=4), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(8 * 6 * 6, 3)).eval()
+    teacher = as_teacher(model, (4, 6, 6))
     pruned = prune(teacher, MagnitudePruning(sparsity=0.6))
     x = torch.randn(64, 4, 6, 6)
     before = copy.deepcopy(pruned.model.state_dict())
@@ -48,14 +56,14 @@ def test_grouped_convs_are_refit_per_group_and_keep_their_masks():
         assert (params[name][~mask] == 0).all(), name
     assert result.stats["layers"] == 3 and result.stats["images"] == 64
     with torch.no_grad():
-        gap = lambda m: (m(x) - teacher(x)).pow(2).mean().item()  # noqa: E731
+        gap = lambda m: (m(x) - model(x)).pow(2).mean().item()  # noqa: E731
         assert gap(result.model) < gap(pruned.model)
 
 
 def test_products_in_chunks_give_the_same_weights(monkeypatch):
     torch.manual_seed(0)
-    teacher = nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
-                            nn.Linear(6 * 5 * 5, 4)).eval()
+    teacher = as_teacher(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
+                                       nn.Linear(6 * 5 * 5, 4)), (3, 5, 5))
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     dreams = SyntheticSet(torch.randn(32, 3, 5, 5), torch.zeros(32, dtype=torch.long))
     whole = reconstruct(teacher, pruned, dreams, progress=False)
@@ -76,7 +84,7 @@ def test_a_layer_the_forward_pass_never_calls_is_reported_not_fit():
             return self.used(x)
 
     torch.manual_seed(0)
-    teacher = WithSpare().eval()
+    teacher = as_teacher(WithSpare(), (6, 1))
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     result = reconstruct(teacher, pruned, SyntheticSet(torch.randn(50, 6), torch.zeros(50, dtype=torch.long)),
                          progress=False)
@@ -95,9 +103,9 @@ def test_refit_on_dreams_recovers_the_pruned_digits_teacher(teacher, digits, rec
     pruned, dreams, _ = recovered
     result = reconstruct(teacher, pruned, dreams, progress=False)
     # 75% pruned loses far more than 20 points; refit on 256 dreams alone, no gradient step: near the teacher
-    teacher_top1 = accuracy(teacher, digits)
-    assert accuracy(pruned.model, digits) < teacher_top1 - 20
-    assert accuracy(result.model, digits) >= teacher_top1 - 3
+    teacher_top1 = accuracy(teacher.module, digits, teacher.spec)
+    assert accuracy(pruned.model, digits, teacher.spec) < teacher_top1 - 20
+    assert accuracy(result.model, digits, teacher.spec) >= teacher_top1 - 3
     params = dict(result.model.named_parameters())
     assert all((params[n][~m] == 0).all() for n, m in pruned.masks.items())
     assert set(result.masks) == set(pruned.masks)
@@ -107,12 +115,12 @@ def test_inputs_from_cached_blocks_give_the_weights_of_full_forward_passes(monke
     from edgefree.models.cifar_resnet import CifarResNet
 
     torch.manual_seed(0)
-    teacher = CifarResNet(blocks_per_stage=2).eval()  # stages are nn.Sequential of residual blocks
+    teacher = as_teacher(CifarResNet(blocks_per_stage=2), (3, 16, 16))  # stages: nn.Sequential of residual blocks
     pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = SyntheticSet(torch.randn(24, 3, 16, 16), torch.zeros(24, dtype=torch.long))
     config = ReconstructConfig(images=24, batch_size=8)
     module = sys.modules["edgefree.recover.reconstruct"]
-    anchors = module._anchors(teacher, dreams.images[:2])
+    anchors = module._anchors(teacher.module, dreams.images[:2])
     assert anchors["layer2.1.conv2"] == ("layer2", 1) and "conv1" not in anchors and "linear" not in anchors
     cached = reconstruct(teacher, pruned, dreams, config, progress=False)
     monkeypatch.setattr(module, "_anchors", lambda model, example: {})  # every layer from the images

@@ -3,7 +3,7 @@ import torch
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import NoBatchNormError
-from edgefree.models import create_model
+from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, synthesize
 from edgefree.recover.synthesize import save_contact_sheet
 
@@ -34,7 +34,7 @@ def test_warm_start_continues_from_the_previous_batch(teacher, dreams):
 
 def test_images_are_valid_pixels_with_balanced_labels(dreams, teacher):
     assert dreams.images.shape == (40, 1, 8, 8)
-    pixels = teacher.input_spec.denormalize(dreams.images)
+    pixels = teacher.spec.denormalize(dreams.images)
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
     assert torch.bincount(dreams.labels, minlength=10).tolist() == [4] * 10
 
@@ -45,13 +45,13 @@ def test_seeded_and_saved(dreams, teacher, tmp_path):
     dreams.save(tmp_path / "s.pt")
     loaded = SyntheticSet.load(tmp_path / "s.pt")
     assert torch.equal(loaded.images, dreams.images)
-    save_contact_sheet(dreams, teacher.input_spec, tmp_path / "sheet.png")
+    save_contact_sheet(dreams, teacher.spec, tmp_path / "sheet.png")
     assert (tmp_path / "sheet.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_teacher_left_as_it_was(teacher, dreams):
-    assert all(p.requires_grad for p in teacher.parameters())
-    assert not teacher.training
+    assert all(p.requires_grad for p in teacher.module.parameters())
+    assert not teacher.module.training
 
 
 # half the steps at half resolution: the BN loss jumps back up at the switch, so it falls less
@@ -64,7 +64,7 @@ def test_cheaper_variants_still_match_statistics(teacher, extra, fraction):
 
 def test_model_without_batchnorm_is_refused():
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
-        synthesize(create_model("digits-mlp-nobn"), TINY, progress=False)
+        synthesize(load_teacher("digits-mlp-nobn"), TINY, progress=False)
 
 
 def test_bf16_auto_follows_the_hardware(monkeypatch, teacher):
@@ -106,10 +106,10 @@ def test_first_bn_loss_is_the_first_step_alone(teacher):
 
     config = SynthesisConfig(images=10, batch_size=10, iterations=1, jitter=0, flip=False)
     d = synthesize(teacher, config, seed=5, progress=False)
-    matcher = BatchNormMatcher(teacher)
+    matcher = BatchNormMatcher(teacher.module)
     g = torch.Generator().manual_seed(shard_seed(5, 0))  # the first shard's chain draws its noise first
     with torch.no_grad():
-        teacher(torch.randn(10, *teacher.input_spec.shape, generator=g))
+        teacher.module(torch.randn(10, *teacher.spec.shape, generator=g))
     matcher.remove()
     assert d.stats["bn_loss_first"] == pytest.approx(matcher.take(1.0).item(), rel=1e-4)
 

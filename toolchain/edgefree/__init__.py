@@ -2,9 +2,9 @@
 
 The pipeline, one public function per stage::
 
-    teacher = load_model("resnet20-cifar", "teacher.pt")
-    pruned = prune(teacher, ChannelPruning(macs_target=0.5))  # or MagnitudePruning(sparsity=0.75), or both
+    teacher = load_teacher("resnet20-cifar", "teacher.pt")  # or "torchvision:mobilenet_v2", "my_model.py:build", ...
     dreams = synthesize(teacher, SynthesisConfig())
+    pruned = prune(teacher, ChannelPruning(macs_target=0.5), dreams)  # or MagnitudePruning(sparsity=0.75), or both
     refit = reconstruct(teacher, pruned, dreams, ReconstructConfig())
     student = distill(teacher, refit, dreams, DistillConfig()).model
 
@@ -19,7 +19,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "EdgefreeError": "edgefree.errors",
-    "create_model": "edgefree.models", "load_model": "edgefree.models", "list_models": "edgefree.models",
+    "load_teacher": "edgefree.models", "Teacher": "edgefree.models", "InputSpec": "edgefree.models",
+    "create_model": "edgefree.models", "list_models": "edgefree.models",
     "prune": "edgefree.recover", "synthesize": "edgefree.recover", "reconstruct": "edgefree.recover",
     "distill": "edgefree.recover", "Student": "edgefree.recover",
     "MagnitudePruning": "edgefree.config", "ChannelPruning": "edgefree.config", "SynthesisConfig": "edgefree.config",

@@ -388,6 +388,10 @@ def recipe(name: str) -> Recipe:
 class BuildConfig(_Config):
     """Everything ``edgefree build`` needs. ``model=None`` means the built-in default.
 
+    ``arch`` is the teacher's source (``edgefree.models.load_teacher``: a zoo name, ``torchvision:<name>``,
+    ``path/to/file.py:factory`` or ``package.module:factory``); None with a ``.pt2`` ``model``, which is its
+    own architecture. ``input_shape`` (C, H, W) or (C, L), ``mean`` and ``std`` change the source's input spec.
+
     ``recipe`` names the synthesis, reconstruction and distillation settings (default: "fast"
     for a model of your own, "demo" for the built-in default); a stage config given explicitly
     replaces the recipe's. Paths are stored absolute, so a report names them from anywhere.
@@ -398,6 +402,9 @@ class BuildConfig(_Config):
     model: Path | None = None
     arch: str | None = None
     num_classes: int = 10
+    input_shape: tuple[int, ...] | None = None  # None: the source's (torchvision: 3x224x224)
+    mean: tuple[float, ...] | None = None  # per channel; None: the source's (ImageNet's for 3 channels)
+    std: tuple[float, ...] | None = None
     eval_data: str | None = None
     seed: int = 0
     device: str = "cpu"
@@ -415,8 +422,7 @@ class BuildConfig(_Config):
     def __post_init__(self):
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _require(self.dist_timeout_s > 0, f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
-        _require(self.model is None or self.arch is not None,
-                 "--model needs --arch: name the architecture of the checkpoint (see `edgefree models`)")
+        self._settle_teacher()
         _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
         stages = self.prune if isinstance(self.prune, (tuple, list)) else (self.prune,)
         stages = tuple(pruning_from_dict(p) if isinstance(p, dict) else p for p in stages)
@@ -443,6 +449,34 @@ class BuildConfig(_Config):
                         for stage in ("synthesis", "reconstruct", "distill")})
         for name, value in settled.items():
             object.__setattr__(self, name, value)
+
+    def _settle_teacher(self) -> None:
+        """Check the teacher's source and input options; tuples for lists, a factory's file made absolute."""
+        from edgefree.models.sources import is_program, parse_source
+
+        program = is_program(self.model)
+        _require(self.model is None or program or self.arch is not None,
+                 "--model needs --arch: name the architecture of the checkpoint (a name from `edgefree models`, "
+                 "torchvision:<name>, or path/to/file.py:factory), or pass a .pt2 program")
+        _require(not program or self.arch is None, f"{self.model} is a torch.export program and carries its own "
+                 f"architecture: leave out --arch {self.arch}")
+        _require(self.model is not None or (self.arch is None and self.input_shape is None and self.mean is None
+                                            and self.std is None),
+                 "--arch, --input-shape, --mean and --std describe a teacher of your own: pass its weights with --model")
+        if self.arch is not None:
+            object.__setattr__(self, "arch", parse_source(self.arch).name)
+        for name in ("input_shape", "mean", "std"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        if self.input_shape is not None:
+            from edgefree.models import parse_shape
+
+            object.__setattr__(self, "input_shape", parse_shape("x".join(map(str, self.input_shape))))
+
+    def input_changes(self) -> dict:
+        """What this build changes in the teacher's input spec (``load_teacher``'s ``input_spec``)."""
+        return {"shape": self.input_shape, "mean": self.mean, "std": self.std}
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

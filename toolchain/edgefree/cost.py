@@ -15,9 +15,9 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
     additions are not counted, as is usual for MACs.
 
     Example:
-        >>> from edgefree.models import create_model
-        >>> model = create_model("resnet20-cifar")
-        >>> 40_000_000 < count_macs(model, *model.input_spec.example_inputs()) < 42_000_000
+        >>> from edgefree.models import load_teacher
+        >>> teacher = load_teacher("resnet20-cifar")
+        >>> 40_000_000 < count_macs(teacher.module, *teacher.spec.example_inputs()) < 42_000_000
         True
     """
     was_training = model.training

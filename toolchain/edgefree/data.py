@@ -41,8 +41,9 @@ class LabeledImages:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def normalized(self, spec: InputSpec) -> torch.Tensor:
-        return spec.normalize(self.pixels.float() / 255.0)
+    def normalized(self, spec: InputSpec, rows: slice = slice(None)) -> torch.Tensor:
+        """The images (``rows`` of them) as the model takes them: pixels / 255 in ``spec``'s value range, normalized."""
+        return spec.normalize(spec.from_unit(self.pixels[rows].float() / 255.0))
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,8 +184,8 @@ def load_eval_data(source: str | Path, spec: InputSpec) -> LabeledImages:
     """Load an evaluation set as uint8 pixels matching ``spec``.
 
     Example:
-        >>> from edgefree.models import create_model
-        >>> data = load_eval_data("digits", create_model("digits-cnn").input_spec)
+        >>> from edgefree.models import load_teacher
+        >>> data = load_eval_data("digits", load_teacher("digits-cnn").spec)
         >>> len(data)
         360
     """

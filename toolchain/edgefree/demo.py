@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
-
-from edgefree.models import create_model, load_checkpoint
+from edgefree.models import Teacher, load_teacher
 
 DEMO_ARCH = "digits-cnn"
 DEMO_EVAL = "digits"
 WEIGHTS = Path(__file__).resolve().parent / "models" / "digits-cnn.pt"
 
 
-def default_teacher() -> nn.Module:
+def default_teacher() -> Teacher:
     """The built-in default teacher, in eval mode, loaded from the weights inside the package.
 
     Example:
         >>> teacher = default_teacher()
-        >>> teacher.arch
-        'digits-cnn'
+        >>> teacher.name, teacher.spec.shape
+        ('digits-cnn', (1, 8, 8))
     """
-    return load_checkpoint(create_model(DEMO_ARCH), WEIGHTS)
+    return load_teacher(DEMO_ARCH, WEIGHTS)

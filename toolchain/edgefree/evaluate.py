@@ -4,17 +4,18 @@ import torch
 from torch import nn
 
 from edgefree.data import LabeledImages
+from edgefree.models import InputSpec
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent; the model is evaluated in eval mode.
+def accuracy(model: nn.Module, data: LabeledImages, spec: InputSpec, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent of ``model`` (which takes inputs of ``spec``), evaluated in eval mode.
 
     Example:
         >>> from edgefree.data import load_eval_data
-        >>> from edgefree.models import create_model
-        >>> model = create_model("digits-cnn")
-        >>> 0.0 <= accuracy(model, load_eval_data("digits", model.input_spec)) <= 100.0
+        >>> from edgefree.models import load_teacher
+        >>> teacher = load_teacher("digits-cnn")
+        >>> 0.0 <= accuracy(teacher.module, load_eval_data("digits", teacher.spec), teacher.spec) <= 100.0
         True
     """
     was_training = model.training
@@ -22,7 +23,7 @@ def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 500) -> fl
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(data), batch_size):
-        x = model.input_spec.normalize(data.pixels[start:start + batch_size].float() / 255.0)
+        x = data.normalized(spec, slice(start, start + batch_size))
         pred = model(x.to(device)).argmax(1).cpu()
         correct += (pred == data.labels[start:start + batch_size]).sum().item()
     model.train(was_training)

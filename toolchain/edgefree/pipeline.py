@@ -34,7 +34,7 @@ from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
 from edgefree.machine import machine_info
-from edgefree.models import load_model
+from edgefree.models import Teacher, load_teacher
 from edgefree.outfolder import check_out_folder, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.saved import save_student
@@ -64,15 +64,15 @@ class _Stopwatch(dict):
         self[stage] = round(time.perf_counter() - started, 2)
 
 
-def _fingerprint(teacher, config: BuildConfig) -> str:
+def _fingerprint(teacher: Teacher, config: BuildConfig) -> str:
     h = hashlib.sha256(f"edgefree {__version__}|".encode() + repr(sorted(config.synthesis.to_dict().items())).encode()
-                       + str(config.seed).encode())
-    for tensor in teacher.state_dict().values():
+                       + str(config.seed).encode() + repr(sorted(teacher.spec.to_dict().items())).encode())
+    for tensor in teacher.module.state_dict().values():
         h.update(tensor.detach().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
-def synthesize_cached(teacher, config: BuildConfig, out: Path | None, progress: bool,
+def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, progress: bool,
                       device: str | None = None) -> SyntheticSet:
     """The synthesis stage, reusing ``<cache>/synthetic-<fingerprint>.pt`` (default cache:
     ``cache_dir("dreams")``, outside the output folder, so a build that fails later still leaves
@@ -127,10 +127,10 @@ def _load_inputs(config: BuildConfig, main: bool):
     """The teacher, where it came from, and the evaluation data (rank 0 only): every input read before any work."""
     if config.model is None:
         teacher = default_teacher()
-        eval_data = load_eval_data(DEMO_EVAL, teacher.input_spec) if main else None
+        eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
         return teacher, "built-in default (scikit-learn digits)", None, eval_data
-    teacher = load_model(config.arch, config.model, config.num_classes)
-    eval_data = load_eval_data(config.eval_data, teacher.input_spec) if config.eval_data and main else None
+    teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
+    eval_data = load_eval_data(config.eval_data, teacher.spec) if config.eval_data and main else None
     return teacher, str(config.model), sha256(Path(config.model)), eval_data
 
 
@@ -197,7 +197,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
-            save_contact_sheet(dreams, teacher.input_spec, out / "synthetic.png")
+            save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = prune(teacher, config.prune, dreams, progress)
     with clock("reconstruct"):
@@ -212,33 +212,33 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         return None
     save_student(distilled, out)
     with clock("evaluate"):
-        stages = [("teacher", teacher.cpu()), ("pruned", pruned.model), ("recovered", student)]
+        stages = [("teacher", teacher.module.cpu()), ("pruned", pruned.model), ("recovered", student)]
         if config.reconstruct.images:
             stages.insert(2, ("reconstructed", refit.model.cpu()))
-        scores = {name: accuracy(model, eval_data) if eval_data else None for name, model in stages}
+        scores = {name: accuracy(model, eval_data, teacher.spec) if eval_data else None for name, model in stages}
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
-            manifest = export_student(student, export_config, out / "artifacts", dreams, eval_data,
-                                      scores["recovered"], progress)
+            manifest = export_student(student, teacher.spec, export_config, out / "artifacts", dreams, eval_data,
+                                      scores["recovered"], progress, arch=teacher.name)
     if export_config and config.bench:
         with clock("export-teacher"):  # the dense teacher, exported alike, for a fair comparison (cached)
             teacher_export = export_teacher(teacher, export_config, dreams, eval_data, scores["teacher"], progress)
         with clock("bench"):
-            benched = bench({"teacher": teacher, "student": student},
+            benched = bench({"teacher": teacher.module, "student": student},
                             {"teacher": teacher_export.manifest, "student": out / "artifacts" / "manifest.json"},
-                            target, out, config.bench, eval_data,
+                            teacher.spec, target, out, config.bench, eval_data,
                             {"teacher": scores["teacher"], "student": scores["recovered"]}, teacher_export, progress,
                             published_as=published)
 
     detail = sparsity_report(student)
-    example = teacher.input_spec.example_inputs()[0]
-    costs = {"teacher": cost(teacher, example), "student": cost(student, example)}
+    example = teacher.spec.example_inputs()[0]
+    costs = {"teacher": cost(teacher.module, example), "student": cost(student, example)}
     magnitude = config.pruning(MagnitudePruning)
     synthesis = config.synthesis
     return {
         "target": target.to_dict(),
-        "model": {"arch": teacher.arch, "input": teacher.input_spec.to_dict()},
+        "model": {"arch": teacher.name, "input": teacher.spec.to_dict()},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "sparsity": detail["overall"],

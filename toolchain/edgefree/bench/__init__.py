@@ -38,6 +38,7 @@ from edgefree.cost import cost
 from edgefree.data import LabeledImages
 from edgefree.errors import EdgefreeError
 from edgefree.machine import machine_info
+from edgefree.models import InputSpec
 from edgefree.targets import Target
 
 ROLES = ("teacher", "student")
@@ -189,7 +190,7 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
             "runtime_version": entry.get("runtime_version"), "error": entry.get("error")}
 
 
-def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Target, out: Path,
+def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputSpec, target: Target, out: Path,
           config: BenchConfig = BenchConfig(), eval_data: LabeledImages | None = None,
           accuracy: dict[str, float | None] | None = None, teacher: TeacherArtifacts | None = None,
           progress: bool = False, published_as: Path | None = None) -> dict:
@@ -198,6 +199,7 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
     Args:
         models: ``{"teacher": ..., "student": ...}`` PyTorch modules (normalized input).
         manifests: ``{"teacher": .../manifest.json, "student": .../manifest.json}`` of their artifacts.
+        spec: the input both take (shape and normalization).
         target: the profile: its formats and precisions pick the artifacts; an aarch64 target
             is also run under QEMU with its ``emulation_cpu`` (when ``config.emulate``).
         out: folder for bench.json, bench.md and bench.png.
@@ -213,13 +215,12 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], target: Targ
 
     Usage, with exported teacher and student::
 
-        result = bench({"teacher": t, "student": s}, {"teacher": tm, "student": sm},
+        result = bench({"teacher": t, "student": s}, {"teacher": tm, "student": sm}, teacher.spec,
                        load_target("x86-64"), Path("out"), eval_data=data)
         [r["latency_ms"]["p50"] for r in result["native"]["rows"]]
     """
     started = time.perf_counter()
     manifests = {role: {**_read_manifest(path), "path": Path(path)} for role, path in manifests.items()}
-    spec = models["teacher"].input_spec
     inputs, labels = _eval_inputs(eval_data, spec, manifests["student"], config.eval_limit)
     threads = config.threads or (1 if target.emulated else target.threads)
     native = None

@@ -1,7 +1,7 @@
 """``edgefree bench BUILD_DIR``: the bench stage again, on what a finished build left in its folder.
 
-From ``report.json`` it takes the teacher (checkpoint and architecture, or the built-in
-default and its seed), the evaluation data and the export settings; from the folder the
+From ``report.json`` it takes the teacher (checkpoint, source and input spec, or the built-in
+default), the evaluation data and the export settings; from the folder the
 student (``student.pt``), its artifacts and the synthetic images that calibrate the
 teacher's INT8 artifacts (on a cache miss), and the PyTorch accuracies of its evaluate stage,
 each file checked against the sha256 the build recorded.
@@ -24,16 +24,18 @@ from edgefree.verify import read_build, read_json, relocate_teacher, teacher_che
 
 def _models(report: dict, build_dir: Path, model: Path | None):
     from edgefree.demo import DEMO_EVAL, default_teacher
-    from edgefree.models import load_model
-    from edgefree.recover.saved import load_student
+    from edgefree.models import InputSpec, load_teacher
+    from edgefree.recover.saved import load_student, student_source
 
     config = report["config"]
     checkpoint = teacher_checkpoint(report, model)
     if checkpoint is None:
         teacher, eval_source = default_teacher(), DEMO_EVAL
     else:
-        teacher, eval_source = load_model(config["arch"], checkpoint, config["num_classes"]), config["eval_data"]
-    student = load_student(build_dir, report["model"]["arch"], config["num_classes"], teacher.input_spec)
+        teacher = load_teacher(config.get("arch"), checkpoint, config["num_classes"],
+                               InputSpec.from_dict(report["model"]["input"]))
+        eval_source = config["eval_data"]
+    student = load_student(build_dir, student_source(config), config["num_classes"])
     return teacher, student, eval_source, checkpoint
 
 
@@ -77,7 +79,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     own = out == build_dir  # the build's own bench: its report shows the new figures
     check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
-    eval_data = load_eval_data(eval_source, teacher.input_spec) if eval_source else None
+    eval_data = load_eval_data(eval_source, teacher.spec) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
@@ -85,8 +87,9 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
                                     scores.get("teacher"), progress)
     with staged(out, replace=False) as folder:
-        result = bench({"teacher": teacher, "student": student},
-                       {"teacher": teacher_export.manifest, "student": student_manifest}, profile, folder, config,
+        result = bench({"teacher": teacher.module, "student": student},
+                       {"teacher": teacher_export.manifest, "student": student_manifest}, teacher.spec, profile, folder,
+                       config,
                        eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
                        teacher_export, progress, published_as=out)
         if own:

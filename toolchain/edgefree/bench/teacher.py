@@ -23,13 +23,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
-
 import edgefree
 from edgefree.cache import cache_dir
 from edgefree.config import ExportConfig
 from edgefree.data import LabeledImages
 from edgefree.machine import versions
+from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet
 
 ROWS = "bench-rows.json"
@@ -64,16 +63,17 @@ def eval_identity(eval_data: LabeledImages | None) -> dict | None:
     return {"name": eval_data.name, "images": len(eval_data), "sha256": digest.hexdigest()}
 
 
-def teacher_key(teacher: nn.Module, config: ExportConfig, eval_data: LabeledImages | None) -> str:
+def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: LabeledImages | None) -> str:
     """The cache key of the teacher's export (see the module's docstring for what it holds)."""
     weights = hashlib.sha256()
-    for name, tensor in teacher.state_dict().items():
+    for name, tensor in teacher.module.state_dict().items():
         weights.update(name.encode())
         weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return _digest(weights.digest(), config.to_dict(), eval_identity(eval_data), versions(), edgefree.__version__)
+    return _digest(weights.digest(), teacher.spec.to_dict(), config.to_dict(), eval_identity(eval_data), versions(),
+                   edgefree.__version__)
 
 
-def export_teacher(teacher: nn.Module, config: ExportConfig, calibration: SyntheticSet,
+def export_teacher(teacher: Teacher, config: ExportConfig, calibration: SyntheticSet,
                    eval_data: LabeledImages | None = None, reference_accuracy: float | None = None,
                    progress: bool = False) -> TeacherArtifacts:
     """Export the dense teacher like the student, or reuse the cached export of the same key.
@@ -95,7 +95,8 @@ def export_teacher(teacher: nn.Module, config: ExportConfig, calibration: Synthe
     if not cached:
         partial = folder.with_name(key + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        export_student(teacher, config, partial, calibration, eval_data, reference_accuracy, progress, label="teacher")
+        export_student(teacher.module, teacher.spec, config, partial, calibration, eval_data, reference_accuracy, progress,
+                       label="teacher", arch=teacher.name)
         shutil.rmtree(folder, ignore_errors=True)
         partial.rename(folder)  # complete or absent: never a half export under the final name
     return TeacherArtifacts(folder / "manifest.json", key, cached, round(time.perf_counter() - started, 2))

@@ -14,9 +14,16 @@ def _opt(*names, **kw):
 
 @click.command()
 @_opt("--target", default="x86-64", help="Target profile (see `edgefree targets`).")
-@_opt("--model", type=click.Path(path_type=Path), help="Teacher checkpoint (state_dict). Omit for the built-in default.")
-@_opt("--arch", help="Architecture of --model (see `edgefree models`).")
+@_opt("--model", type=click.Path(path_type=Path), help="Teacher checkpoint (state_dict), or a torch.export "
+      "program (.pt2, without --arch). Omit for the built-in default.")
+@_opt("--arch", help="Architecture of --model: a name from `edgefree models`, torchvision:<name>, or your own "
+      "path/to/file.py:factory or package.module:factory (this imports and runs your code).")
 @_opt("--num-classes", type=int, default=10, help="Classes of --model.")
+@_opt("--input-shape", help="Input of --model without the batch: CxHxW (image, e.g. 3x224x224) or CxL (signal, "
+      "e.g. 12x1000) [default: the architecture's; torchvision: 3x224x224].")
+@_opt("--mean", help="Per-channel normalization mean, comma-separated [default: the architecture's; ImageNet's "
+      "for 3 channels].")
+@_opt("--std", help="Per-channel normalization std, comma-separated [default: as --mean].")
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
 @_opt("--pruning", default=None, help="'magnitude' (zero weights: smaller files), 'channel' (remove channels and "
       "blocks: faster on every runtime) or 'channel,magnitude' (both) [default: the target's].")
@@ -63,7 +70,7 @@ def _opt(*names, **kw):
       help="Seconds a process waits for the others before the job fails (several processes only).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
+def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
           channel_importance, round_to, keep_first_last_dense, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
@@ -77,12 +84,17 @@ def build(target, model, arch, num_classes, eval_data, pruning, sparsity, channe
 
     from edgefree.cli.bench import report_bench
     from edgefree.config import BuildConfig, load_config_file, to_toml
+    from edgefree.models import parse_shape, parse_values
 
     given = _given(click.get_current_context())
     values = load_config_file(config_file) if config_file else {}
     _layer(values, given, dict(target=target, out=out, model=model, arch=arch, num_classes=num_classes,
                                eval_data=eval_data, seed=seed, device=device, recipe=recipe, threads=threads,
-                               dist_timeout_s=dist_timeout), flags={"dist_timeout_s": "dist_timeout"})
+                               dist_timeout_s=dist_timeout,
+                               input_shape=list(parse_shape(input_shape)) if input_shape else None,
+                               mean=list(parse_values(mean, "--mean")) if mean else None,
+                               std=list(parse_values(std, "--std")) if std else None),
+           flags={"dist_timeout_s": "dist_timeout"})
     if "recipe" in given:  # the recipe named here replaces the file's stage settings
         for stage in ("synthesis", "reconstruct", "distill"):
             values.pop(stage, None)

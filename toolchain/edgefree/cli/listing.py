@@ -5,11 +5,13 @@ import click
 
 @click.command()
 def models():
-    """List the architectures ``--arch`` accepts."""
+    """List the zoo's architectures; ``--arch`` also takes torchvision:<name> and path/to/file.py:factory."""
     from edgefree.models import list_models
 
     for name, description in list_models().items():
         click.echo(f"{name:18} {description}")
+    click.echo("--arch also takes torchvision:<name> (any torchvision classifier), your own path/to/file.py:factory "
+               "or package.module:factory (runs your code); a .pt2 program needs no --arch (docs/models.md)")
 
 
 @click.command()

@@ -2,7 +2,8 @@
 
     student -> {onnx, openvino, executorch} x {fp32, int8} -> parity gate -> .efpk -> manifest.json
 
-Every artifact takes a *normalized* float32 NCHW batch of 1 (ONNX graphs take any batch).
+Every artifact takes a *normalized* float32 batch of 1, N x C x H x W (an image) or N x C x L (a signal),
+as the manifest's ``model.input`` describes (ONNX graphs take any batch).
 Parity is checked at batch 1, as a device runs it; each artifact's top-1 on the evaluation
 set is then measured once, at the largest batch its runtime takes (``eval_batch``), and
 written to the manifest, where the bench reads it. INT8 artifacts are calibrated on the
@@ -35,6 +36,7 @@ from edgefree.export.parity import compare, gate, run_batch1, run_batched
 from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import VERSION as PACK_VERSION
 from edgefree.machine import versions
+from edgefree.models import InputSpec
 from edgefree.recover import SyntheticSet
 from edgefree.targets import FORMATS, PRECISIONS
 
@@ -96,10 +98,10 @@ def _clean(folder: Path) -> Path:
 class _Checks:
     """The inputs every artifact runs, PyTorch's logits on the parity spread, and where they came from."""
 
-    def __init__(self, model: nn.Module, config: ExportConfig, calibration: SyntheticSet,
+    def __init__(self, model: nn.Module, spec: InputSpec, config: ExportConfig, calibration: SyntheticSet,
                  eval_data: LabeledImages | None, reference_accuracy: float | None):
         if eval_data is not None:  # all of it, for accuracy; parity on an even spread of it
-            self.inputs = eval_data.normalized(model.input_spec).numpy()
+            self.inputs = eval_data.normalized(spec).numpy()
             self.labels, self.source = eval_data.labels.numpy(), "eval"
         else:
             picked = _spread(len(calibration), config.check_images)
@@ -187,10 +189,12 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, calibration: SyntheticSet,
-                   eval_data: LabeledImages | None = None, reference_accuracy: float | None = None,
-                   progress: bool = False, label: str = "student") -> dict:
-    """Export, verify and pack ``student`` into ``out_dir``; write and return ``manifest.json``'s content.
+def export_student(student: nn.Module, spec: InputSpec, config: ExportConfig, out_dir: Path,
+                   calibration: SyntheticSet, eval_data: LabeledImages | None = None,
+                   reference_accuracy: float | None = None, progress: bool = False, label: str = "student",
+                   arch: str | None = None) -> dict:
+    """Export, verify and pack ``student`` (which takes inputs of ``spec``) into ``out_dir``; write and
+    return ``manifest.json``'s content, which records ``spec`` and ``arch`` (the teacher's source).
 
     Parity runs on ``eval_data`` when given (which also gives each artifact's accuracy),
     else on synthetic images. ``reference_accuracy`` is the PyTorch model's top-1 on
@@ -202,14 +206,15 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
 
         teacher = default_teacher()
         dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=2), progress=False)
-        manifest = export_student(teacher, ExportConfig(formats=("onnx",), precisions=("fp32",)), Path("out"), dreams)
+        manifest = export_student(teacher.module, teacher.spec, ExportConfig(formats=("onnx",), precisions=("fp32",)),
+                                  Path("out"), dreams)
         [a["name"] for a in manifest["artifacts"]]  # ['onnx-fp32']
     """
     config = config.replace(formats=config.formats or FORMATS, precisions=config.precisions or PRECISIONS)
     require_runtimes(config.formats)
     folder = _clean(Path(out_dir))
     model = _deployable(student)
-    checks = _Checks(model, config, calibration, eval_data, reference_accuracy)
+    checks = _Checks(model, spec, config, calibration, eval_data, reference_accuracy)
     calib = calibration.images[_spread(len(calibration), config.calibration_images)].numpy().astype(np.float32)
     built, failed = [], []
     jobs = list(itertools.product(config.precisions, config.formats))
@@ -219,7 +224,7 @@ def export_student(student: nn.Module, config: ExportConfig, out_dir: Path, cali
             (built if artifact else failed).append(artifact or failure)
     manifest = {
         "schema": SCHEMA,
-        "model": {"arch": getattr(student, "arch", type(student).__name__), "input": student.input_spec.to_dict()},
+        "model": {"arch": arch or type(student).__name__, "input": spec.to_dict()},
         "artifacts": built,
         "failed": failed,
         "reference": {"runtime": "pytorch", "inputs": checks.source, "images": len(checks.inputs),

@@ -1,7 +1,8 @@
 """Export again from a finished build folder (``edgefree export BUILD_DIR``), e.g. for other formats.
 
-The build folder holds all it takes: ``student.pt`` (weights), ``report.json`` (the
-architecture, input spec, target and evaluation set) and ``synthetic.pt`` (calibration).
+The build folder holds all it takes: ``student.pt`` and ``student-plan.json`` (weights and shapes;
+``student.pt2`` for a teacher that was a program), ``report.json`` (the teacher's source, input
+spec, target and evaluation set) and ``synthetic.pt`` (calibration).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from edgefree.export import export_student
 from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec
 from edgefree.recover import SyntheticSet
-from edgefree.recover.saved import load_student
+from edgefree.recover.saved import load_student, student_source
 from edgefree.report import write_report
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.targets import load_target
@@ -41,10 +42,10 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     if not (build_dir / "report.json").is_file() and build_dir.is_dir():
         raise EdgefreeError(f"{build_dir} is not a finished edgefree build (missing report.json): "
                             "run `edgefree build --out DIR` first and pass that DIR")
-    report = read_build(build_dir, uses=("student.pt", "student-plan.json", "synthetic.pt"))
+    report = read_build(build_dir, uses=("student.pt", "student-plan.json", "student.pt2", "synthetic.pt"))
     checkpoint = teacher_checkpoint(report, model) if model is not None else None
-    spec = InputSpec(**{key: tuple(value) for key, value in report["model"]["input"].items()})
-    student = load_student(build_dir, report["model"]["arch"], report["config"]["num_classes"], spec)
+    spec = InputSpec.from_dict(report["model"]["input"])
+    student = load_student(build_dir, student_source(report["config"]), report["config"]["num_classes"])
     built_eval = report["config"]["eval_data"] if report["config"]["model"] else DEMO_EVAL
     source = eval_data or built_eval
     folder = absolute(out) if out else build_dir / "artifacts"
@@ -56,8 +57,8 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
     evaluation = load_eval_data(source, spec) if source else None
     with staged(publish_to, replace=not own) as staging:
-        manifest = export_student(student, export_config, staging / "artifacts" if own else staging, calibration,
-                                  evaluation)
+        manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
+                                  calibration, evaluation, arch=report["model"]["arch"])
         if own:
             updated = relocate_teacher({**report, "export": manifest}, checkpoint)
             write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging)

@@ -8,7 +8,6 @@ import torch
 from torch import nn
 
 from edgefree.errors import CheckpointError
-from edgefree.models.registry import InputSpec, create_model
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -84,19 +83,12 @@ def _check_fit(state: dict[str, torch.Tensor], model: nn.Module, path: Path, arc
         )
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a state_dict (raw or wrapped, ``module.`` prefixes stripped) strictly into ``model``."""
+def load_checkpoint(model: nn.Module, path: str | Path, arch: str | None = None) -> nn.Module:
+    """Load a state_dict (raw or wrapped, ``module.`` prefixes stripped) strictly into ``model``;
+    ``arch`` names the architecture in errors."""
     path = Path(path)
     state = _read_state_dict(path)
-    _check_fit(state, model, path, getattr(model, "arch", type(model).__name__))
+    _check_fit(state, model, path, arch or type(model).__name__)
     model.load_state_dict(state, strict=True)
     return model.eval()
 
-
-def load_model(arch: str, path: str | Path, num_classes: int = 10, input_spec: InputSpec | None = None) -> nn.Module:
-    """Create ``arch`` and load its weights from ``path``; returns the model in eval mode.
-
-    Example:
-        >>> teacher = load_model("resnet20-cifar", "../shared/models/resnet20_cifar10jpeg.pt")  # doctest: +SKIP
-    """
-    return load_checkpoint(create_model(arch, num_classes, input_spec), path)

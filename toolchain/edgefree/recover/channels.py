@@ -24,14 +24,15 @@ from tqdm.auto import tqdm
 from edgefree.config import ChannelPruning
 from edgefree.cost import cost, count_macs
 from edgefree.errors import EdgefreeError
+from edgefree.models import InputSpec
 from edgefree.recover.prune import PRUNABLE, PrunePlan, Student
 
 _UNSAFE_OPS = ("ConstantPadNd", "ReflectionPad", "ReplicationPad")  # change the channel count unseen by DepGraph
 _SCORE_IMAGES = 256
 
 
-def _example(model: nn.Module) -> torch.Tensor:
-    return model.input_spec.example_inputs(2)[0].to(next(model.parameters()).device)
+def _example(model: nn.Module, spec: InputSpec) -> torch.Tensor:
+    return spec.example_inputs(2)[0].to(next(model.parameters()).device)
 
 
 def identity_residual_blocks(model: nn.Module) -> list[str]:
@@ -129,13 +130,14 @@ def _grouped(group) -> bool:
                and 1 < dep.target.module.groups < dep.target.module.out_channels for dep, _ in group)
 
 
-def _prune_at(model: nn.Module, config: ChannelPruning, ratio: float, dreams) -> tuple[nn.Module, list]:
+def _prune_at(model: nn.Module, example: torch.Tensor, config: ChannelPruning, ratio: float,
+              dreams) -> tuple[nn.Module, list]:
     """A copy of ``model`` with ``ratio`` of every prunable group's channels removed (the least important,
     rounded to ``config.round_to``), and the operations applied."""
     model = copy.deepcopy(model).eval()
     if ratio == 0:
         return model, []
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=_example(model))
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = {m: name for name, m in model.named_modules()}
     if config.importance == "taylor":
         _taylor_gradients(model, dreams)
@@ -163,29 +165,31 @@ def _prune_at(model: nn.Module, config: ChannelPruning, ratio: float, dreams) ->
     return model, operations
 
 
-def _search_ratio(model: nn.Module, config: ChannelPruning, target_macs: float, dreams, progress: bool) -> float:
+def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, dreams,
+                  progress: bool) -> float:
     """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection)."""
-    example = _example(model)
     low, high, best = 0.0, 0.95, (float("inf"), 0.0)
     for _ in tqdm(range(8), desc="macs target", unit="try", disable=not progress, leave=False):
         ratio = (low + high) / 2
-        macs = count_macs(_prune_at(model, config, ratio, dreams)[0], example)
+        macs = count_macs(_prune_at(model, example, config, ratio, dreams)[0], example)
         best = min(best, (abs(macs - target_macs), ratio))
         low, high = (ratio, high) if macs > target_macs else (low, ratio)
     return best[1]
 
 
-def prune_channels(model: nn.Module, config: ChannelPruning, dreams=None, progress: bool = False) -> Student:
-    """Remove ``config.depth`` of the identity residual blocks, then channels, from a copy of ``model``."""
+def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dreams=None,
+                   progress: bool = False) -> Student:
+    """Remove ``config.depth`` of the identity residual blocks, then channels, from a copy of ``model``
+    (which takes inputs of ``spec``)."""
     started = time.perf_counter()
-    example = _example(model)
+    example = _example(model, spec)
     teacher = cost(model, example)
     base = copy.deepcopy(model).eval()
     removed, scores = _remove_blocks(base, config.depth, dreams)
     ratio = config.ratio
     if config.macs_target is not None:
-        ratio = _search_ratio(base, config, config.macs_target * teacher["macs"], dreams, progress)
-    student, operations = _prune_at(base, config, ratio, dreams)
+        ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress)
+    student, operations = _prune_at(base, example, config, ratio, dreams)
     if not removed and not operations and (config.ratio or config.macs_target):
         raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
                             "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
@@ -194,7 +198,7 @@ def prune_channels(model: nn.Module, config: ChannelPruning, dreams=None, progre
     stats = {"seconds": time.perf_counter() - started, "ratio": ratio, "removed_blocks": removed,
              "block_scores": scores, "teacher_macs": teacher["macs"], "teacher_params": teacher["params"],
              **kept, "macs_kept": kept["macs"] / teacher["macs"]}
-    return Student(student, PrunePlan(channels=operations, removed_blocks=removed), stats)
+    return Student(student, PrunePlan(channels=operations, removed_blocks=removed), stats, spec)
 
 
 def replay(model: nn.Module, plan: PrunePlan) -> nn.Module:

@@ -23,6 +23,7 @@ from edgefree import distributed
 from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
+from edgefree.models import Teacher
 from edgefree.recover.prune import Student, apply_masks
 from edgefree.recover.synthesize import SyntheticSet
 
@@ -105,7 +106,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean", log_target=True) * t * t
 
 
-def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
+def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
             progress: bool = True) -> Student:
     """Train a copy of the pruned student to match the teacher on ``synthetic`` images (a set that
@@ -124,7 +125,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
         >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False).model
     """
     g = torch.Generator().manual_seed(distributed.rank_seed(seed))
-    teacher = teacher.eval().to(device)
+    spec, teacher = teacher.spec, teacher.module.eval().to(device)
     student = copy.deepcopy(pruned.model).to(device)
     student.train()
     freeze_batchnorm(student)
@@ -147,7 +148,7 @@ def distill(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
             total = 0.0
             images = synthetic.images
             if synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
-                images = synthetic.generator.to(device).sample(teacher.input_spec, synthetic.labels, g)
+                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g)
             for idx in batches.epoch(epoch):
                 x = images[idx].to(device)
                 if config.augment:

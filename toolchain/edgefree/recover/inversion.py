@@ -20,6 +20,7 @@ from torch import nn
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
+from edgefree.models import InputSpec, Teacher
 
 
 class DreamGenerator(nn.Module):
@@ -28,6 +29,9 @@ class DreamGenerator(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
         super().__init__()
+        if len(shape) != 3:
+            raise EdgefreeError(f"the dream generator makes images, and this model takes signals of shape "
+                                f"{'x'.join(map(str, shape))}: use synthesis method 'deepinversion' (recipe 'fast')")
         channels, height, w = shape
         if height % 4 or w % 4:
             raise EdgefreeError(f"the dream generator upsamples twice by 2, so the input size must be a multiple "
@@ -48,12 +52,12 @@ class DreamGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256) -> torch.Tensor:
-        """Normalized images (what the model sees), one per label, from fresh noise."""
+        """Normalized images (what the model sees), one per label, from fresh noise (``spec``: the model's input)."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        images = [spec.normalize(self(torch.randn(len(y), self.settings["latent"], generator=generator).to(device),
-                                      y.to(device)).cpu())
+        images = [spec.normalize(spec.from_unit(self(torch.randn(len(y), self.settings["latent"], generator=generator)
+                                                     .to(device), y.to(device)).cpu()))
                   for y in labels.split(batch_size)]
         self.train(was_training)
         return torch.cat(images)
@@ -116,13 +120,13 @@ class BatchNormMatcher:
             h.remove()
 
 
-def require_batchnorm(teacher: nn.Module) -> BatchNormMatcher:
-    """Hooks on every BatchNorm of ``teacher``; ``NoBatchNormError`` if it has none."""
+def require_batchnorm(teacher: nn.Module, name: str) -> BatchNormMatcher:
+    """Hooks on every BatchNorm of ``teacher`` (called ``name`` in errors); ``NoBatchNormError`` if it has none."""
     matcher = BatchNormMatcher(teacher)
     if not matcher.layers:
         matcher.remove()
         raise NoBatchNormError(
-            f"{getattr(teacher, 'arch', type(teacher).__name__)} has no BatchNorm layers: DeepInversion "
+            f"{name} has no BatchNorm layers: DeepInversion "
             "synthesizes images by matching the running mean/variance stored in BatchNorm layers, so it "
             "cannot invert this model. Use a model trained with BatchNorm."
         )
@@ -130,17 +134,18 @@ def require_batchnorm(teacher: nn.Module) -> BatchNormMatcher:
 
 
 @contextmanager
-def teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: str):
-    """The teacher in eval mode on ``device``, its weights without gradients (only the images, or the
+def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str):
+    """The teacher's module in eval mode on ``device``, its weights without gradients (only the images, or the
     generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
     exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
-    teacher = teacher.eval().to(device)
-    num_classes = num_classes_of(teacher)  # before the hooks: that forward pass is not a step
-    matcher = require_batchnorm(teacher)
+    name, spec, teacher = teacher.name, teacher.spec, teacher.module.eval().to(device)
+    num_classes = num_classes_of(teacher, spec)  # before the hooks: that forward pass is not a step
+    matcher = require_batchnorm(teacher, name)
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    # channels_last is a layout of 4-D tensors: images only
+    memory_format = torch.channels_last if config.channels_last and spec.rank == 2 else torch.contiguous_format
     teacher.to(memory_format=memory_format)
     try:
         yield teacher, matcher, num_classes, memory_format
@@ -152,10 +157,12 @@ def teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: s
 
 
 def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
-    """The view the teacher sees at one step: rolled by up to ``config.jitter`` pixels, maybe mirrored."""
-    shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
-    view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
-    return view.flip(3) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+    """The view the teacher sees at one step: rolled by up to ``config.jitter`` steps along each spatial
+    dimension (pixels, or samples of a signal), maybe mirrored along the last."""
+    dims = tuple(range(2, x.dim()))
+    shift = torch.randint(-config.jitter, config.jitter + 1, (len(dims),), generator=g).tolist()
+    view = torch.roll(x, shifts=shift, dims=dims) if config.jitter else x
+    return view.flip(-1) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
 
 
 def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -164,8 +171,7 @@ def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> tor
     return labels[torch.randperm(n, generator=generator)]
 
 
-def num_classes_of(model: nn.Module) -> int:
-    """The width of ``model``'s output, from one forward pass of an example input."""
-    spec = model.input_spec
+def num_classes_of(model: nn.Module, spec: InputSpec) -> int:
+    """The width of ``model``'s output, from one forward pass of an example input of ``spec``."""
     with torch.no_grad():
         return model(spec.example_inputs()[0].to(next(model.parameters()).device)).shape[1]

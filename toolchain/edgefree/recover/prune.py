@@ -1,10 +1,10 @@
-"""``prune(model, config)``: the config type picks the pruning, and the result is a ``Student``.
+"""``prune(teacher, config)``: the config type picks the pruning, and the result is a ``Student``.
 
 * ``MagnitudePruning``: global magnitude pruning of conv and linear weights, with exact masks.
   Storage shrinks; dense runtimes still compute every zero.
 * ``ChannelPruning``: whole channels and residual blocks go (``edgefree.recover.channels``), so
   the student is smaller *and* faster on every runtime.
-* Both, channel first: ``prune(model, [ChannelPruning(...), MagnitudePruning(...)])``.
+* Both, channel first: ``prune(teacher, [ChannelPruning(...), MagnitudePruning(...)])``.
 
 Every later stage reads the student's ``plan`` (what was removed) instead of assuming the
 student has the teacher's shapes.
@@ -21,6 +21,7 @@ from torch import nn
 
 from edgefree.config import ChannelPruning, MagnitudePruning
 from edgefree.errors import EdgefreeError
+from edgefree.models import InputSpec, Teacher
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
@@ -72,6 +73,7 @@ class Student:
     model: nn.Module
     plan: PrunePlan
     stats: dict = field(default_factory=dict)
+    spec: InputSpec | None = None  # the input it takes: the teacher's
 
     @property
     def masks(self) -> dict[str, torch.Tensor]:
@@ -81,7 +83,7 @@ class Student:
         """A new Student with ``model`` and the same plan (masks copied)."""
         plan = PrunePlan({k: v.clone() for k, v in self.plan.masks.items()}, list(self.plan.channels),
                          list(self.plan.removed_blocks))
-        return Student(model, plan, stats)
+        return Student(model, plan, stats, self.spec)
 
 
 def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filter_fn=None) -> dict[str, torch.Tensor]:
@@ -93,29 +95,29 @@ def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filt
     return {f"{name}.weight": m.weight for name, m in layers if filter_fn is None or filter_fn(m, name)}
 
 
-def prune(model: nn.Module, config: MagnitudePruning | ChannelPruning | Sequence = MagnitudePruning(),
+def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence = MagnitudePruning(),
           dreams=None, progress: bool = False) -> Student:
-    """Prune a copy of ``model`` as ``config`` says (a sequence: each in turn); the input is untouched.
+    """Prune a copy of the teacher's module as ``config`` says (a sequence: each in turn); the input is untouched.
 
     ``dreams`` (a SyntheticSet) is needed by the criteria measured on synthetic images: channel
     importance "taylor", and the choice of residual blocks to remove (``depth``).
 
     Example:
-        >>> from edgefree.models import create_model
-        >>> student = prune(create_model("digits-cnn"), MagnitudePruning(sparsity=0.5))
+        >>> from edgefree.models import load_teacher
+        >>> student = prune(load_teacher("digits-cnn"), MagnitudePruning(sparsity=0.5))
         >>> round(sparsity_report(student.model)["overall"], 2)
         0.5
     """
     configs = list(config) if isinstance(config, (list, tuple)) else [config]
-    student = Student(copy.deepcopy(model).eval(), PrunePlan())
+    student = Student(copy.deepcopy(teacher.module).eval(), PrunePlan(), spec=teacher.spec)
     for i, step in enumerate(configs):
         if isinstance(step, ChannelPruning):
             if i:
-                raise EdgefreeError("channel pruning comes first: prune(model, [ChannelPruning(...), "
+                raise EdgefreeError("channel pruning comes first: prune(teacher, [ChannelPruning(...), "
                                     "MagnitudePruning(...)]), so the masks are made on the smaller model")
             from edgefree.recover.channels import prune_channels
 
-            student = prune_channels(model, step, dreams, progress)
+            student = prune_channels(teacher.module, teacher.spec, step, dreams, progress)
         elif isinstance(step, MagnitudePruning):
             student.plan.masks = magnitude_masks(student.model, step)
             apply_masks(student.model, student.plan.masks)

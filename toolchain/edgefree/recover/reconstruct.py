@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from edgefree import distributed
 from edgefree.config import ReconstructConfig
+from edgefree.models import Teacher
 from edgefree.recover.prune import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
 
@@ -201,7 +202,7 @@ def _layers_to_refit(student: Student, teacher_modules: dict) -> list[str]:
 
 
 @torch.no_grad()
-def reconstruct(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
+def reconstruct(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                 config: ReconstructConfig = ReconstructConfig(), device: str = "cpu",
                 progress: bool = True) -> Student:
     """Refit the kept weights of every pruned layer, in forward order, to the teacher's outputs.
@@ -221,8 +222,8 @@ def reconstruct(teacher: nn.Module, pruned: Student, synthetic: SyntheticSet,
     """
     started = time.perf_counter()
     if config.images == 0:
-        return Student(pruned.model, pruned.plan, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0})
-    teacher = teacher.eval().to(device)
+        return Student(pruned.model, pruned.plan, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0}, pruned.spec)
+    teacher = teacher.module.eval().to(device)
     student = copy.deepcopy(pruned.model).eval().to(device)
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
     layers = _layers_to_refit(pruned, modules_t)

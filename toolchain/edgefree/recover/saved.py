@@ -12,8 +12,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from edgefree.demo import DEMO_ARCH
 from edgefree.errors import CheckpointError, EdgefreeError
-from edgefree.models import InputSpec, create_model, load_checkpoint
+from edgefree.models import load_checkpoint
+from edgefree.models.program import load_program
+from edgefree.models.sources import build_architecture, is_program, parse_source
 from edgefree.recover.prune import PrunePlan, Student
 
 WEIGHTS, PLAN, PROGRAM = "student.pt", "student-plan.json", "student.pt2"
@@ -25,19 +28,31 @@ def save_student(student: Student, folder: Path) -> list[Path]:
     model = student.model.cpu().eval()
     torch.save(model.state_dict(), folder / WEIGHTS)
     (folder / PLAN).write_text(json.dumps(student.plan.to_json(), indent=1) + "\n")
-    program = torch.export.export(model, model.input_spec.example_inputs(2),  # any batch size
+    program = torch.export.export(model, student.spec.example_inputs(2),  # any batch size
                                   dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},))
     torch.export.save(program, folder / PROGRAM)
     return [folder / WEIGHTS, folder / PLAN, folder / PROGRAM]
 
 
-def load_student(folder: Path, arch: str, num_classes: int = 10, input_spec: InputSpec | None = None) -> nn.Module:
-    """The student saved in ``folder``: ``arch`` shrunk by its plan (none: the teacher's shapes), weights loaded.
+def student_source(config: dict) -> str | None:
+    """The teacher's source of the build whose ``report.json`` config is ``config``, as ``load_student`` takes it."""
+    return config.get("arch") if config.get("model") else DEMO_ARCH
 
-    A plan that does not fit the architecture, or weights that do not fit the plan, is a clear error.
+
+def load_student(folder: Path, source: str | None, num_classes: int = 10) -> nn.Module:
+    """The student saved in ``folder``, for a teacher of ``source`` (``load_teacher``'s; None or a ``.pt2``:
+    a program teacher).
+
+    A zoo, torchvision or factory source is built afresh (a factory runs the user's code again), shrunk by
+    the plan and loaded from ``student.pt``; a program teacher's student is its own program,
+    ``student.pt2``. A plan that does not fit the architecture, or weights that do not fit the plan,
+    is a clear error.
     """
     folder = Path(folder)
-    model = create_model(arch, num_classes, input_spec)
+    if source is None or is_program(source):
+        return load_program(folder / PROGRAM)[0]
+    parsed = parse_source(source)
+    model = build_architecture(parsed, num_classes)[0]
     plan_path = folder / PLAN
     if plan_path.is_file():
         try:
@@ -46,7 +61,7 @@ def load_student(folder: Path, arch: str, num_classes: int = 10, input_spec: Inp
             raise EdgefreeError(f"{plan_path} is not a readable pruning plan ({exc}): rebuild the student") from exc
         PrunePlan.from_json(values).apply(model)
     try:
-        return load_checkpoint(model, folder / WEIGHTS)
+        return load_checkpoint(model, folder / WEIGHTS, parsed.name)
     except CheckpointError as exc:
         raise CheckpointError(f"{exc} The pruning plan {plan_path.name} does not fit {WEIGHTS}: keep the two files "
                               "of one build together") from exc

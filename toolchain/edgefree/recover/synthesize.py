@@ -32,14 +32,16 @@ from edgefree import distributed
 from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast, resolve_bf16
+from edgefree.models import InputSpec, Teacher
 from edgefree.recover.generator import train_generator
 from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
                                         teacher_for_inversion)
 
 
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dh, dw = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
-    return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
+    """L1 and L2 of the differences between neighbours along each spatial dimension."""
+    steps = [x.diff(dim=d) for d in range(2, x.dim())]
+    return sum(s.abs().mean() for s in steps), sum(s.pow(2).mean() for s in steps)
 
 
 def shard_batches(config: SynthesisConfig) -> list[range]:
@@ -60,7 +62,7 @@ def require_one_process(config: SynthesisConfig, processes: int) -> None:
                             "DeepInversion recipe such as 'fast'")
 
 
-def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
+def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
                device: str = "cpu", progress: bool = True) -> SyntheticSet:
     """Dream ``config.images`` images from ``teacher`` alone (method "generator": see ``edgefree.recover.generator``).
 
@@ -83,13 +85,14 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
     plan = shard_batches(config)
     mine = distributed.my_shards(len(plan))
     started = time.perf_counter()
+    spec = teacher.spec
     with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
         labels = balanced_labels(config.images, num_classes, torch.Generator().manual_seed(seed))
         batches = labels.split(config.batch_size)
         first = config.first_iterations or config.iterations
         steps = sum(first + config.iterations * (len(plan[s]) - 1) for s in mine)
         with tqdm(total=steps, desc="synthesize", unit="step", disable=not progress, leave=False) as bar:
-            dreamed = [_dream_shard(teacher, matcher, memory_format, [batches[b] for b in plan[s]], config,
+            dreamed = [_dream_shard(teacher, spec, matcher, memory_format, [batches[b] for b in plan[s]], config,
                                     torch.Generator().manual_seed(distributed.shard_seed(seed, s)), device, bar)
                        for s in mine]
         busy = time.perf_counter() - started
@@ -106,11 +109,11 @@ def synthesize(teacher: nn.Module, config: SynthesisConfig = SynthesisConfig(), 
     return SyntheticSet(images, labels, stats)
 
 
-def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, batches: list[torch.Tensor],
-                 config: SynthesisConfig, g: torch.Generator, device: str, bar) -> tuple[torch.Tensor, list, int]:
+def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher, memory_format,
+                 batches: list[torch.Tensor], config: SynthesisConfig, g: torch.Generator, device: str,
+                 bar) -> tuple[torch.Tensor, list, int]:
     """One shard: its batches dreamed in turn, each after the first warm-started from the one before.
     Returns (images, one BN-loss curve per batch, how many the teacher classifies as their label)."""
-    spec = teacher.input_spec
     low, high = (b.to(device) for b in spec.bounds())
     _, autocast = bf16_autocast(config.bf16, device)
     n_low = int(config.low_res_fraction * config.iterations)
@@ -120,7 +123,7 @@ def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, b
         y = batch_labels.to(device)
         x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
         if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
-            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
+            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(-1).to(x)
             x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
                 memory_format=memory_format)
         x.requires_grad_(True)
@@ -131,7 +134,7 @@ def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, b
         for step in range(iterations):
             view = jitter_and_flip(x, config, g)
             if step < n_low:
-                view = F.avg_pool2d(view, 2)
+                view = (F.avg_pool2d if spec.rank == 2 else F.avg_pool1d)(view, 2)
             with autocast:
                 logits = teacher(view)
             bn = matcher.take(config.first_bn_multiplier)
@@ -168,7 +171,7 @@ def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: 
     for c in range(int(dreams.labels.max()) + 1):
         picked = dreams.images[dreams.labels == c][:per_class]
         pad = torch.zeros(per_class - len(picked), *spec.shape)
-        rows.append(torch.cat([spec.denormalize(picked), pad]))
+        rows.append(torch.cat([spec.to_unit(spec.denormalize(picked)), pad]))
     grid = torch.cat(rows).clamp(0, 1)
     scale = max(1, 64 // spec.shape[1])
     grid = F.interpolate(grid, scale_factor=scale, mode="nearest")

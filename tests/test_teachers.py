@@ -1,0 +1,169 @@
+"""Teachers of every source, through synthesis, refit, distillation and export with parity, on tiny budgets.
+
+Random weights, with BatchNorm statistics set by a few forward passes on noise: the stages only need
+BatchNorm layers and the input's shape. One torchvision model runs in the default suite; the rest are
+marked slow (the ONNX export of a torchvision graph alone takes tens of seconds here).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from edgefree.cli import cli
+from edgefree.config import DistillConfig, ExportConfig, MagnitudePruning, ReconstructConfig, SynthesisConfig
+from edgefree.errors import NoBatchNormError
+from edgefree.export import export_student
+from edgefree.models import Teacher, load_teacher
+from edgefree.recover import distill, prune, reconstruct, synthesize
+from edgefree.recover.inversion import BatchNormMatcher
+
+USER_MODEL = Path(__file__).resolve().parent / "user_model.py"
+SMALL = {"shape": (3, 32, 32)}
+TINY_CLI = ["--images", "8", "--synth-batch", "8", "--iterations", "2", "--epochs", "1", "--reconstruct-images", "8",
+            "--bench-runs", "2", "--quiet"]
+
+
+def with_batchnorm_statistics(teacher: Teacher, seed: int = 0) -> Teacher:
+    """Running statistics from a few train-mode passes on noise (untrained models have mean 0, variance 1)."""
+    torch.manual_seed(seed)
+    module = teacher.module.train()
+    with torch.no_grad():
+        for _ in range(3):
+            module(teacher.spec.example_inputs(8, seed=seed)[0] * 2 + 0.5)
+    module.eval()
+    return teacher
+
+
+def recover_and_export(teacher: Teacher, tmp_path: Path, formats=("onnx",)) -> dict:
+    """Each stage on 8 images; magnitude pruning of the narrow layers only, so the exact per-row refit stays cheap."""
+    dreams = synthesize(teacher, SynthesisConfig(images=8, batch_size=8, iterations=2), progress=False)
+    assert dreams.images.shape == (8, *teacher.spec.shape) and dreams.stats["bn_loss_first"] > 0
+    narrow = MagnitudePruning(0.5, filter_fn=lambda m, name: m.weight[0].numel() <= 600)
+    pruned = prune(teacher, narrow, dreams)
+    assert pruned.masks and pruned.spec == teacher.spec
+    refit = reconstruct(teacher, pruned, dreams, ReconstructConfig(images=8, batch_size=8), progress=False)
+    assert refit.stats["layers"] == len(pruned.masks)
+    student = distill(teacher, refit, dreams, DistillConfig(epochs=1, batch_size=8, feature_weight=1.0), progress=False)
+    params = dict(student.model.named_parameters())
+    assert all((params[name][~mask] == 0).all() for name, mask in pruned.masks.items())
+    manifest = export_student(student.model, teacher.spec, ExportConfig(formats=formats, precisions=("fp32",)),
+                              tmp_path / "artifacts", dreams, arch=teacher.name)
+    assert manifest["failed"] == [] and sorted(a["format"] for a in manifest["artifacts"]) == sorted(formats)
+    assert all(a["parity"]["passed"] for a in manifest["artifacts"])
+    assert manifest["model"] == {"arch": teacher.name, "input": teacher.spec.to_dict()}
+    return manifest
+
+
+@pytest.mark.parametrize("name", [
+    "mobilenet_v3_small",
+    pytest.param("mobilenet_v2", marks=pytest.mark.slow),
+    pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+    pytest.param("resnet18", marks=pytest.mark.slow),
+    pytest.param("regnet_x_400mf", marks=pytest.mark.slow),
+])
+def test_a_torchvision_model_goes_through_every_stage(name, tmp_path):
+    teacher = with_batchnorm_statistics(load_teacher(f"torchvision:{name}", num_classes=10, input_spec=SMALL))
+    assert teacher.spec.mean == (0.485, 0.456, 0.406)  # ImageNet's, where nothing says otherwise
+    recover_and_export(teacher, tmp_path)
+
+
+def test_a_factory_of_the_users_goes_through_every_stage_on_every_runtime(tmp_path):
+    teacher = with_batchnorm_statistics(load_teacher(f"{USER_MODEL}:build", num_classes=4,
+                                                     input_spec={"shape": (3, 16, 16), "mean": (0.5,) * 3,
+                                                                 "std": (0.25,) * 3}))
+    assert teacher.name == f"{USER_MODEL}:build" and teacher.spec.std == (0.25,) * 3
+    recover_and_export(teacher, tmp_path, formats=("onnx", "openvino", "executorch"))
+
+
+def _program(tmp_path: Path, model: nn.Module, dynamic: bool = True) -> Path:
+    x = torch.randn(2, 3, 16, 16)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=1024)},) if dynamic else None
+    path = tmp_path / "teacher.pt2"
+    torch.export.save(torch.export.export(model.eval(), (x,), dynamic_shapes=shapes), path)
+    return path
+
+
+def _user_model(num_classes: int = 4) -> nn.Module:
+    teacher = load_teacher(f"{USER_MODEL}:build", num_classes=num_classes, input_spec={"shape": (3, 16, 16)})
+    return with_batchnorm_statistics(teacher).module
+
+
+def test_a_program_teacher_has_real_batchnorm_layers_and_goes_through_every_stage(tmp_path):
+    original = _user_model()
+    teacher = load_teacher(None, _program(tmp_path, original))
+    assert teacher.spec.shape == (3, 16, 16)  # from the program's example input
+    x = teacher.spec.example_inputs(5)[0]
+    assert torch.allclose(teacher.module(x), original(x), atol=1e-6)
+    assert set(teacher.module.state_dict()) == set(original.state_dict())  # the exported layers' own names
+    matcher = BatchNormMatcher(teacher.module)  # the hooks DeepInversion uses see every BatchNorm ...
+    teacher.module(x)
+    assert len(matcher.layers) == 2 and len(matcher.take(1.0).shape) == 0  # ... and their running statistics
+    matcher.remove()
+    recover_and_export(teacher, tmp_path)
+
+
+def test_a_program_without_batchnorm_or_with_a_fixed_batch_is_refused(tmp_path):
+    from edgefree.errors import CheckpointError
+
+    with pytest.raises(NoBatchNormError, match="has no BatchNorm layers"):
+        load_teacher(None, _program(tmp_path, nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 4))))
+    with pytest.raises(CheckpointError, match="fixed batch of 2"):
+        load_teacher(None, _program(tmp_path, _user_model(), dynamic=False))
+
+
+def _run(*args) -> str:
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_build_export_and_bench_of_a_users_factory_from_the_command_line(tmp_path):
+    weights = tmp_path / "mine.pt"
+    torch.save(_user_model(num_classes=4).state_dict(), weights)
+    out = tmp_path / "out"
+    _run("build", "--model", weights, "--arch", f"{USER_MODEL}:build",
+         "--num-classes", "4", "--input-shape", "3x16x16", "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25",
+         "--formats", "onnx", "--precisions", "fp32", "--out", out, *TINY_CLI)
+    report = json.loads((out / "report.json").read_text())
+    spec = {"shape": [3, 16, 16], "mean": [0.5] * 3, "std": [0.25] * 3, "class_names": [], "value_range": [0.0, 1.0]}
+    assert report["model"]["input"] == spec and report["model"]["arch"] == f"{USER_MODEL}:build"
+    assert report["config"]["input_shape"] == [3, 16, 16]
+    assert json.loads((out / "artifacts" / "manifest.json").read_text())["model"]["input"] == spec
+    # export and bench rebuild the student from the same source, and the replay gives the same settings
+    _run("export", out, "--formats", "onnx")
+    _run("bench", out, "--runs", "2")
+    saved = tmp_path / "replay.toml"
+    _run("build", "--config", out / "report.json", "--save-config", saved)
+    assert 'input_shape = [3, 16, 16]' in saved.read_text() and "mean = [0.5, 0.5, 0.5]" in saved.read_text()
+
+
+def test_build_and_export_of_a_program_from_the_command_line(tmp_path):
+    program = _program(tmp_path, _user_model())
+    out = tmp_path / "out"
+    _run("build", "--model", program, "--num-classes", "4", "--formats", "onnx", "--precisions", "fp32",
+         "--out", out, *TINY_CLI)
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["arch"] == str(program) and report["config"]["arch"] is None
+    assert report["synthesis"]["bn_loss_first"] > 0
+    _run("export", out, "--formats", "onnx")  # the student comes back from student.pt2: no code needed
+
+
+def test_a_signal_teacher_dreams_signals_and_refits_its_conv1d_layers(tmp_path):
+    """(C, L) inputs reach every stage up to the refit (1-D distillation and plots are another stage's work)."""
+    factory = tmp_path / "ecg.py"
+    factory.write_text("from torch import nn\n\ndef build(num_classes=10):\n    return nn.Sequential(\n"
+                       "        nn.Conv1d(4, 8, 5, padding=2, bias=False), nn.BatchNorm1d(8), nn.ReLU(),\n"
+                       "        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(8, num_classes))\n")
+    teacher = with_batchnorm_statistics(load_teacher(f"{factory}:build", num_classes=3, input_spec={"shape": (4, 64)}))
+    assert teacher.spec.rank == 1 and teacher.spec.mean == (0.0,) * 4
+    dreams = synthesize(teacher, SynthesisConfig(images=6, batch_size=6, iterations=3, channels_last=True),
+                        progress=False)
+    low, high = teacher.spec.bounds()
+    assert dreams.images.shape == (6, 4, 64) and (dreams.images >= low).all() and (dreams.images <= high).all()
+    pruned = prune(teacher, MagnitudePruning(0.5), dreams)
+    refit = reconstruct(teacher, pruned, dreams, ReconstructConfig(images=6, batch_size=6), progress=False)
+    assert refit.stats["layers"] == 2

@@ -1,0 +1,120 @@
+"""``load_teacher``: the one door for teachers, whatever their source (``edgefree.models.sources``).
+
+A ``Teacher`` is the module, the ``InputSpec`` of what it takes and the name of its source:
+every stage reads the input's shape and normalization from it, never from the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from edgefree.errors import EdgefreeError
+from edgefree.models.checkpoint import load_checkpoint
+from edgefree.models.program import load_program
+from edgefree.models.sources import ModelSourceError, Source, build_architecture, is_program, parse_source
+from edgefree.models.spec import InputSpec
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """A trained classifier (``module``, in eval mode), the input it takes (``spec``) and its source's ``name``."""
+
+    module: nn.Module
+    spec: InputSpec
+    name: str
+
+
+def _source_of(source: str | None, checkpoint) -> Source:
+    if source is not None and is_program(checkpoint):
+        raise ModelSourceError(f"{checkpoint} is a torch.export program and carries its own architecture: leave out "
+                               f"--arch {source}")
+    if source is None:
+        if checkpoint is None or not is_program(checkpoint):
+            raise ModelSourceError("--model needs --arch: name the architecture of the checkpoint (a zoo name, "
+                                   "torchvision:<name>, path/to/file.py:factory) or pass a .pt2 program")
+        source = str(checkpoint)
+    return parse_source(source)
+
+
+def _spec(base: InputSpec | None, given, source: Source) -> InputSpec:
+    """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it names."""
+    if isinstance(given, InputSpec):
+        return given
+    changes = {k: v for k, v in dict(given or {}).items() if v is not None}
+    unknown = sorted(set(changes) - {"shape", "mean", "std"})
+    if unknown:
+        raise EdgefreeError(f"input spec changes {unknown} are not shape, mean or std")
+    if base is None:
+        if "shape" not in changes:
+            raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
+                                "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
+        return InputSpec(tuple(changes["shape"]), changes.get("mean"), changes.get("std"))
+    return base.replace(**changes)
+
+
+def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: int | None = None) -> int:
+    """Run ``module`` on a batch of 2 of ``spec``'s inputs; returns its number of classes.
+
+    Raises an ``EdgefreeError`` naming the shape tried when the forward pass fails or does not give
+    (batch, classes) logits, or gives another number of classes than ``num_classes``.
+    """
+    shape = "x".join(map(str, (2, *spec.shape)))
+    try:
+        with torch.no_grad():
+            out = module(spec.example_inputs(2)[0].to(next(module.parameters()).device))
+    except Exception as exc:  # a user's module raises anything when the shape does not fit
+        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise EdgefreeError(f"{name} fails on an input of shape {shape} ({type(exc).__name__}: {text[:200]}): pass "
+                            "the shape it takes with --input-shape (CxHxW or CxL, without the batch)") from exc
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise EdgefreeError(f"{name} gives {got} for an input of shape {shape}, not logits of shape (batch, classes): "
+                            "edgefree compresses classifiers; return the logits alone")
+    if num_classes is not None and out.shape[1] != num_classes:
+        raise EdgefreeError(f"{name} gives {out.shape[1]} classes, not --num-classes {num_classes}: pass "
+                            f"--num-classes {out.shape[1]}")
+    return out.shape[1]
+
+
+def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_classes: int = 10,
+                 input_spec: InputSpec | Mapping | None = None) -> Teacher:
+    """The teacher named by ``source``, its weights loaded from ``checkpoint``, checked on its input.
+
+    Args:
+        source: a zoo name (``edgefree models``); ``torchvision:<name>`` (any classification model
+            of ``torchvision.models``, built with ``weights=None``); ``path/to/file.py:factory`` or
+            ``package.module:factory``, a function of yours returning an ``nn.Module`` (called with
+            ``num_classes=`` when it takes it); **that imports and runs your code**. None, or a ``.pt2``
+            path: a ``torch.export`` program, which is its own architecture and weights.
+        checkpoint: a ``state_dict`` file (read with ``weights_only=True``; ``module.`` prefixes
+            stripped; every key must fit), or the ``.pt2`` program. None: untrained weights.
+        num_classes: outputs of the classifier (a program has its own).
+        input_spec: what the model takes. An ``InputSpec`` replaces the source's; a mapping
+            (``{"shape": (3, 96, 96)}``, ``mean``, ``std``) changes only what it names. Zoo models
+            bring theirs, torchvision models take 3x224x224 with ImageNet normalization, a program
+            the shape it was exported with; a factory's shape must be given.
+
+    Example:
+        >>> teacher = load_teacher("torchvision:mobilenet_v3_small", input_spec={"shape": (3, 64, 64)})
+        >>> teacher.spec.shape, teacher.name
+        ((3, 64, 64), 'torchvision:mobilenet_v3_small')
+    """
+    parsed = _source_of(source, checkpoint)
+    if parsed.kind == "program":
+        module, shape = load_program(parsed.target)
+        if checkpoint is not None and not is_program(checkpoint):
+            load_checkpoint(module, checkpoint, parsed.name)
+        spec = _spec(InputSpec(shape) if shape else None, input_spec, parsed)
+        check_forward(module, spec, parsed.name)
+    else:
+        module, base = build_architecture(parsed, num_classes)
+        if checkpoint is not None:
+            load_checkpoint(module, checkpoint, parsed.name)
+        spec = _spec(base, input_spec, parsed)
+        check_forward(module.eval(), spec, parsed.name, num_classes)
+    return Teacher(module.eval(), spec, parsed.name)
