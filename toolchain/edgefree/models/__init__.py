@@ -8,6 +8,6 @@ from edgefree.models.registry import InputSpec, create_model, list_models, regis
 from edgefree.models.checkpoint import load_checkpoint, load_model
 
 # Importing the families fills the registry.
-from edgefree.models import cifar_resnet, torchvision_resnet, tiny  # noqa: F401,E402
+from edgefree.models import cifar_resnet, signal_cnn, torchvision_resnet, tiny  # noqa: F401,E402
 
 __all__ = ["InputSpec", "create_model", "list_models", "register_model", "load_checkpoint", "load_model"]
