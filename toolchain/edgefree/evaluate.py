@@ -3,11 +3,11 @@
 import torch
 from torch import nn
 
-from edgefree.data import LabeledImages
+from edgefree.data import EvalData
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 500) -> float:
+def accuracy(model: nn.Module, data: EvalData, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent; the model is evaluated in eval mode.
 
     Example:
@@ -22,7 +22,7 @@ def accuracy(model: nn.Module, data: LabeledImages, batch_size: int = 500) -> fl
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(data), batch_size):
-        x = model.input_spec.normalize(data.pixels[start:start + batch_size].float() / 255.0)
+        x = data.normalized(model.input_spec, slice(start, start + batch_size))
         pred = model(x.to(device)).argmax(1).cpu()
         correct += (pred == data.labels[start:start + batch_size]).sum().item()
     model.train(was_training)

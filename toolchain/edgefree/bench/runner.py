@@ -8,8 +8,8 @@ edgefree, no torch unless ExecuTorch needs it), so it can be copied to a device 
                      [--runs 50] [--warmup 10] [--threads 1] [--mark-syscall 4000] --out result.json
 
 Each artifact's dense files are unpacked from their ``.efpk`` forms when absent (and
-checked against the manifest's sha256). Every input (normalized float32, N x C x H x W;
-default: one deterministic random image) runs once at batch 1 for the logits; then the
+checked against the manifest's sha256). Every input (normalized float32, N x C x H x W or N x C x L,
+as the manifest's ``model.input`` says; default: one deterministic random input) runs once at batch 1 for the logits; then the
 first input runs ``warmup`` + ``runs`` times for the latency. With ``--mark-syscall N``
 the timed runs of the k-th artifact are enclosed in ``syscall(N, k, 0)`` and
 ``syscall(N, k, 1)``: a no-op on a real kernel (ENOSYS), the marker the QEMU
@@ -121,13 +121,16 @@ OPENERS = {"onnxruntime": open_onnxruntime, "openvino": open_openvino, "executor
 
 
 def default_inputs(manifest: dict, count: int = 1, seed: int = 0) -> np.ndarray:
-    """Deterministic random images in [0, 1], normalized as the model expects."""
+    """Deterministic random inputs of the manifest's ``model.input``: uniform in its value range, normalized
+    per channel as the model expects (images N x C x H x W, signals N x C x L)."""
     spec = manifest["model"]["input"]
     shape = (count, *spec["shape"])
-    pixels = np.random.default_rng(seed).random(shape, dtype=np.float32)
-    mean = np.asarray(spec["mean"], np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(spec["std"], np.float32).reshape(1, -1, 1, 1)
-    return ((pixels - mean) / std).astype(np.float32)
+    low, high = spec.get("value_range", (0.0, 1.0))
+    raw = low + (high - low) * np.random.default_rng(seed).random(shape, dtype=np.float32)
+    per_channel = (1, -1, *([1] * (len(spec["shape"]) - 1)))
+    mean = np.asarray(spec["mean"], np.float32).reshape(per_channel)
+    std = np.asarray(spec["std"], np.float32).reshape(per_channel)
+    return ((raw - mean) / std).astype(np.float32)
 
 
 def _mark(syscall: int | None, tag: int, phase: int) -> None:
@@ -232,7 +235,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, required=True, help="artifacts/manifest.json")
     parser.add_argument("--artifacts", help="comma-separated artifact names (default: all)")
-    parser.add_argument("--inputs", type=Path, help=".npy of normalized float32 N x C x H x W inputs")
+    parser.add_argument("--inputs", type=Path, help=".npy of normalized float32 inputs (N x C x H x W or N x C x L)")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)

@@ -33,7 +33,6 @@ def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, 
     then draw ``config.images`` of them: a ``SyntheticSet`` that carries its generator."""
     spec = teacher.input_spec
     g = torch.Generator().manual_seed(seed)
-    mean, std = (torch.tensor(v, dtype=torch.float32, device=device).view(1, -1, 1, 1) for v in (spec.mean, spec.std))
     with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
             torch.manual_seed(seed)
@@ -47,7 +46,7 @@ def train_generator(teacher: nn.Module, config: SynthesisConfig, seed: int = 0, 
             for step in bar:
                 y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
                 noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
-                view = jitter_and_flip((net(noise, y) - mean) / std, config, g)
+                view = jitter_and_flip(spec.normalize(spec.from_unit(net(noise, y))), config, g)
                 with autocast:
                     logits = teacher(view.contiguous(memory_format=memory_format))
                 bn = matcher.take(config.first_bn_multiplier)

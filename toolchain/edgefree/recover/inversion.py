@@ -28,6 +28,9 @@ class DreamGenerator(nn.Module):
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
         super().__init__()
+        if len(shape) != 3:
+            raise EdgefreeError(f"the dream generator makes images, and this model takes signals of shape "
+                                f"{'x'.join(map(str, shape))}: use synthesis method 'deepinversion' (recipe 'fast')")
         channels, height, w = shape
         if height % 4 or w % 4:
             raise EdgefreeError(f"the dream generator upsamples twice by 2, so the input size must be a multiple "
@@ -52,8 +55,8 @@ class DreamGenerator(nn.Module):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        images = [spec.normalize(self(torch.randn(len(y), self.settings["latent"], generator=generator).to(device),
-                                      y.to(device)).cpu())
+        images = [spec.normalize(spec.from_unit(self(torch.randn(len(y), self.settings["latent"], generator=generator)
+                                                     .to(device), y.to(device)).cpu()))
                   for y in labels.split(batch_size)]
         self.train(was_training)
         return torch.cat(images)
@@ -140,7 +143,9 @@ def teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: s
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    # channels_last is a layout of 4-D tensors: images only
+    memory_format = (torch.channels_last if config.channels_last and teacher.input_spec.rank == 2
+                     else torch.contiguous_format)
     teacher.to(memory_format=memory_format)
     try:
         yield teacher, matcher, num_classes, memory_format
@@ -152,10 +157,18 @@ def teacher_for_inversion(teacher: nn.Module, config: SynthesisConfig, device: s
 
 
 def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
-    """The view the teacher sees at one step: rolled by up to ``config.jitter`` pixels, maybe mirrored."""
-    shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=g).tolist()
-    view = torch.roll(x, shifts=shift, dims=(2, 3)) if config.jitter else x
-    return view.flip(3) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+    """The view the teacher sees at one step: rolled by up to ``config.jitter`` steps along each spatial
+    dimension (pixels, or samples of a signal: a time shift), maybe mirrored along the last."""
+    dims = tuple(range(2, x.dim()))
+    shift = torch.randint(-config.jitter, config.jitter + 1, (len(dims),), generator=g).tolist()
+    view = torch.roll(x, shifts=shift, dims=dims) if config.jitter else x
+    return view.flip(-1) if mirrors(config, x.dim() - 2) and torch.rand(1, generator=g).item() < 0.5 else view
+
+
+def mirrors(config: SynthesisConfig, rank: int) -> bool:
+    """Whether synthesis mirrors its views: ``config.flip``, or by default images (rank 2) but not signals
+    (rank 1), since a signal reversed in time (an ECG beat backwards) is not one the sensor records."""
+    return config.flip if config.flip is not None else rank == 2
 
 
 def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:

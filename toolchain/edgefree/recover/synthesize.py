@@ -33,13 +33,15 @@ from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.recover.generator import train_generator
-from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
+from edgefree.recover.signal_sheet import save_signal_sheet
+from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip, mirrors,
                                         teacher_for_inversion)
 
 
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    dh, dw = x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
-    return dh.abs().mean() + dw.abs().mean(), dh.pow(2).mean() + dw.pow(2).mean()
+    """L1 and L2 of the differences between neighbours along each spatial dimension."""
+    steps = [x.diff(dim=d) for d in range(2, x.dim())]
+    return sum(s.abs().mean() for s in steps), sum(s.pow(2).mean() for s in steps)
 
 
 def shard_batches(config: SynthesisConfig) -> list[range]:
@@ -119,8 +121,9 @@ def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, b
     for batch_labels in batches:
         y = batch_labels.to(device)
         x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
-        if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
-            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(3).to(x)
+        if config.warm_start and images:  # the previous batch, shuffled against the new labels (and mirrored)
+            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].to(x)
+            previous = previous.flip(-1) if mirrors(config, spec.rank) else previous
             x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
                 memory_format=memory_format)
         x.requires_grad_(True)
@@ -131,7 +134,7 @@ def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, b
         for step in range(iterations):
             view = jitter_and_flip(x, config, g)
             if step < n_low:
-                view = F.avg_pool2d(view, 2)
+                view = (F.avg_pool2d if spec.rank == 2 else F.avg_pool1d)(view, 2)
             with autocast:
                 logits = teacher(view)
             bn = matcher.take(config.first_bn_multiplier)
@@ -161,14 +164,18 @@ def _dream_shard(teacher: nn.Module, matcher: BatchNormMatcher, memory_format, b
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:
-    """A PNG grid: one row per class, ``per_class`` dreams each, upscaled for small images."""
+    """A PNG grid: one row per class, ``per_class`` dreams each, upscaled for small images; for signals,
+    a plot of traces (``edgefree.recover.signal_sheet``)."""
     from torchvision.utils import save_image
+
+    if spec.rank == 1:
+        return save_signal_sheet(dreams, spec, path, min(per_class, 4))
 
     rows = []
     for c in range(int(dreams.labels.max()) + 1):
         picked = dreams.images[dreams.labels == c][:per_class]
         pad = torch.zeros(per_class - len(picked), *spec.shape)
-        rows.append(torch.cat([spec.denormalize(picked), pad]))
+        rows.append(torch.cat([spec.to_unit(spec.denormalize(picked)), pad]))
     grid = torch.cat(rows).clamp(0, 1)
     scale = max(1, 64 // spec.shape[1])
     grid = F.interpolate(grid, scale_factor=scale, mode="nearest")
