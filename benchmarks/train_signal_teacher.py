@@ -7,7 +7,7 @@ weights alone. ``edgefree build`` then compresses those weights without any of t
 Blink set (``blink_eeg.py``), seeded, with random time shifts and amplitude scaling, and
 writes a plain state_dict where you say, plus its accuracy on the 450 test windows:
 
-    python benchmarks/train_signal_teacher.py --out ../shared/models/signal-cnn1d-blink.pt
+    python benchmarks/train_signal_teacher.py --out /tmp/signal-cnn1d-blink.pt
     # -> the weights, and results/signal_teacher.{json,md}
 """
 

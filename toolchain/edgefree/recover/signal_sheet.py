@@ -20,9 +20,10 @@ def save_signal_sheet(dreams, spec, path: str | Path, per_class: int = 4) -> Non
     import matplotlib.pyplot as plt
 
     classes = int(dreams.labels.max()) + 1
-    raw = spec.denormalize(dreams.images)
     low, high = spec.value_range
-    step = 0.8 * (high - low)  # channel offset: traces in the value range stay apart
+    raw = spec.denormalize(dreams.images).clamp(low, high)
+    spread = torch.quantile(raw.transpose(0, 1).reshape(spec.shape[0], -1)[:, :1_000_000], torch.tensor([0.01, 0.99]), dim=1)
+    step = 1.2 * float((spread[1] - spread[0]).max()) or 1.0  # channel offset: the traces stay apart
     fig, axes = plt.subplots(classes, per_class, figsize=(2.6 * per_class, 1.2 + 0.35 * spec.shape[0] * classes),
                              squeeze=False, sharex=True, sharey=True)
     for c in range(classes):
@@ -33,7 +34,7 @@ def save_signal_sheet(dreams, spec, path: str | Path, per_class: int = 4) -> Non
             ax.set_yticks([])
             if k < len(picked):
                 for channel, trace in enumerate(picked[k]):
-                    ax.plot(trace.clamp(low, high).numpy() - channel * step, linewidth=0.6)
+                    ax.plot(trace.numpy() - channel * step, linewidth=0.6)
             else:
                 ax.set_axis_off()
     for ax in axes[-1]:
