@@ -176,7 +176,7 @@ class SynthesisConfig(_Config):
     tv_l2_weight: float = 0.0
     l2_weight: float = 0.0
     jitter: int = 2
-    flip: bool = True
+    flip: bool | None = None  # mirror the views; None: images yes, signals no (time reversed is not a signal)
     low_res_fraction: float = 0.0
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
     channels_last: bool = False

@@ -4,7 +4,13 @@
   * ``"digits"``: the held-out split of scikit-learn's 8x8 digits (the built-in default's),
   * a zip in ImageFolder layout, optionally under a split folder (``test/<class>/x.jpg``),
   * an ImageFolder directory (``<class>/x.png``),
-  * torchvision's ``cifar-10-batches-py`` folder (its test batch).
+  * torchvision's ``cifar-10-batches-py`` folder (its test batch),
+  * for a signal model (input (C, L)), an ``.npz`` of signals: ``x`` float (N, C, L) of raw values
+    (the sensor's units, which the input spec normalizes; never divided by 255), ``y`` int (N,),
+    optionally ``class_names`` (strings, indexed by ``y``).
+
+Images come back as ``LabeledImages`` (uint8 pixels), signals as ``LabeledSignals`` (float32
+raw values); both give ``normalized(spec, rows)``, what the model takes.
 """
 
 from __future__ import annotations
@@ -41,9 +47,38 @@ class LabeledImages:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def stored(self) -> torch.Tensor:
+        """The pixels as held (for a hash of the set)."""
+        return self.pixels
+
     def normalized(self, spec: InputSpec, rows: slice = slice(None)) -> torch.Tensor:
         """The images (``rows`` of them) as the model takes them: pixels / 255 in ``spec``'s value range, normalized."""
         return spec.normalize(spec.from_unit(self.pixels[rows].float() / 255.0))
+
+
+@dataclass
+class LabeledSignals:
+    """Signals as float32 raw values (N, C, L), in the sensor's units, integer labels, and where they came from."""
+
+    values: torch.Tensor
+    labels: torch.Tensor
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def stored(self) -> torch.Tensor:
+        """The raw values as held (for a hash of the set)."""
+        return self.values
+
+    def normalized(self, spec: InputSpec, rows: slice = slice(None)) -> torch.Tensor:
+        """The signals (``rows`` of them) as the model takes them: raw values, normalized per channel."""
+        return spec.normalize(self.values[rows])
+
+
+EvalData = LabeledImages | LabeledSignals
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -180,8 +215,38 @@ def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray
     return pixels, labels
 
 
-def load_eval_data(source: str | Path, spec: InputSpec) -> LabeledImages:
-    """Load an evaluation set as uint8 pixels matching ``spec``.
+def _signals_npz(path: Path, spec: InputSpec) -> LabeledSignals:
+    """An ``.npz`` of signals (``x`` (N, C, L), ``y`` (N,), optional ``class_names``), checked against ``spec``."""
+    fix = "save one with numpy.savez(path, x=float array N x C x L, y=int array N[, class_names=...])"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            arrays = {key: saved[key] for key in saved.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc}): {fix}") from exc
+    if "x" not in arrays or "y" not in arrays:
+        raise DataError(f"{path} holds {sorted(arrays) or 'nothing'}, not the arrays x and y: {fix}")
+    x, y = arrays["x"], arrays["y"]
+    if x.ndim != 3 or not np.issubdtype(x.dtype, np.number) or not np.issubdtype(y.dtype, np.integer) \
+            or y.shape != (len(x),):
+        raise DataError(f"{path}: x is {x.dtype} {x.shape} and y {y.dtype} {y.shape}; x must be numbers "
+                        f"(N, C, L) and y one integer label per signal: {fix}")
+    if tuple(x.shape[1:]) != tuple(spec.shape):
+        raise DataError(f"evaluation signals in {path} are {tuple(x.shape[1:])} (C, L) but the model takes "
+                        f"{tuple(spec.shape)}: cut or resample them to the model's channels and length")
+    if not np.isfinite(x).all():
+        raise DataError(f"{path}: x holds NaN or infinite values: drop or repair those signals")
+    if len(y) and y.min() < 0:
+        raise DataError(f"{path}: y holds negative labels: give class indices 0, 1, ...")
+    names = tuple(str(n) for n in arrays.get("class_names", ()))
+    if names and spec.class_names and names != tuple(spec.class_names):
+        raise DataError(f"{path} names its classes {list(names)}, the model {list(spec.class_names)}: relabel "
+                        "y in the model's order")
+    return LabeledSignals(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), str(path))
+
+
+def load_eval_data(source: str | Path, spec: InputSpec) -> EvalData:
+    """Load an evaluation set matching ``spec``: uint8 pixels for an image model, raw float values for a
+    signal model (an ``.npz``, see the module's docstring).
 
     Example:
         >>> from edgefree.models import load_teacher
@@ -189,6 +254,10 @@ def load_eval_data(source: str | Path, spec: InputSpec) -> LabeledImages:
         >>> len(data)
         360
     """
+    if spec.rank == 1:
+        data = _signals_npz(_signal_source(source), spec)
+        _require_known_classes(data.labels, spec)
+        return data
     if str(source) == "digits":
         pixels, labels = digits_split("test")
         name = "scikit-learn digits (held-out 20%)"
@@ -207,6 +276,18 @@ def load_eval_data(source: str | Path, spec: InputSpec) -> LabeledImages:
     if tuple(pixels.shape[1:]) != tuple(spec.shape):
         raise DataError(f"evaluation images are {tuple(pixels.shape[1:])} (C, H, W) but the model takes "
                         f"{tuple(spec.shape)}: use data of the model's input size")
-    if labels.max() >= 0 and len(spec.class_names) and labels.max() >= len(spec.class_names):
-        raise DataError(f"evaluation data has {labels.max() + 1} classes, the model {len(spec.class_names)}")
+    _require_known_classes(torch.from_numpy(labels), spec)
     return LabeledImages(torch.from_numpy(pixels), torch.from_numpy(labels).long(), name)
+
+
+def _signal_source(source: str | Path) -> Path:
+    path = Path(source)
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        raise DataError(f"evaluation data {source} is not an .npz file: a signal model (input C x L) is evaluated "
+                        "on an .npz with x (N, C, L) raw values and y (N,) labels")
+    return path
+
+
+def _require_known_classes(labels: torch.Tensor, spec: InputSpec) -> None:
+    if len(labels) and len(spec.class_names) and int(labels.max()) >= len(spec.class_names):
+        raise DataError(f"evaluation data has {int(labels.max()) + 1} classes, the model {len(spec.class_names)}")

@@ -3,12 +3,12 @@
 import torch
 from torch import nn
 
-from edgefree.data import LabeledImages
+from edgefree.data import EvalData
 from edgefree.models import InputSpec
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: LabeledImages, spec: InputSpec, batch_size: int = 500) -> float:
+def accuracy(model: nn.Module, data: EvalData, spec: InputSpec, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent of ``model`` (which takes inputs of ``spec``), evaluated in eval mode.
 
     Example:

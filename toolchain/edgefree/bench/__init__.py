@@ -35,7 +35,7 @@ from edgefree.bench.report import write_bench
 from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, store_rows
 from edgefree.config import BenchConfig
 from edgefree.cost import cost
-from edgefree.data import LabeledImages
+from edgefree.data import EvalData
 from edgefree.errors import EdgefreeError
 from edgefree.machine import machine_info
 from edgefree.models import InputSpec
@@ -58,13 +58,12 @@ def _read_manifest(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _eval_inputs(eval_data: LabeledImages | None, spec, manifest: dict, limit: int | None):
+def _eval_inputs(eval_data: EvalData | None, spec, manifest: dict, limit: int | None):
     """Normalized float32 inputs and labels of the evaluation set, or one random image and no labels."""
     if eval_data is None:
         return runner.default_inputs(manifest), None
     n = len(eval_data) if limit is None else min(limit, len(eval_data))
-    subset = LabeledImages(eval_data.pixels[:n], eval_data.labels[:n], eval_data.name)
-    return subset.normalized(spec).numpy().astype(np.float32), subset.labels.numpy()
+    return eval_data.normalized(spec, slice(0, n)).numpy().astype(np.float32), eval_data.labels[:n].numpy()
 
 
 def _row(c: Candidate, labels) -> dict:
@@ -191,7 +190,7 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
 
 
 def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputSpec, target: Target, out: Path,
-          config: BenchConfig = BenchConfig(), eval_data: LabeledImages | None = None,
+          config: BenchConfig = BenchConfig(), eval_data: EvalData | None = None,
           accuracy: dict[str, float | None] | None = None, teacher: TeacherArtifacts | None = None,
           progress: bool = False, published_as: Path | None = None) -> dict:
     """Measure teacher and student per runtime; write bench.json/.md/.png into ``out``.

@@ -26,7 +26,7 @@ from pathlib import Path
 import edgefree
 from edgefree.cache import cache_dir
 from edgefree.config import ExportConfig
-from edgefree.data import LabeledImages
+from edgefree.data import EvalData
 from edgefree.machine import versions
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet
@@ -54,16 +54,16 @@ def _digest(*parts) -> str:
     return h.hexdigest()[:16]
 
 
-def eval_identity(eval_data: LabeledImages | None) -> dict | None:
-    """The evaluation set's name, size and a hash of its pixels and labels (None without one)."""
+def eval_identity(eval_data: EvalData | None) -> dict | None:
+    """The evaluation set's name, size and a hash of its pixels (or raw values) and labels (None without one)."""
     if eval_data is None:
         return None
-    digest = hashlib.sha256(eval_data.pixels.contiguous().numpy().tobytes())
+    digest = hashlib.sha256(eval_data.stored.contiguous().numpy().tobytes())
     digest.update(eval_data.labels.contiguous().numpy().tobytes())
     return {"name": eval_data.name, "images": len(eval_data), "sha256": digest.hexdigest()}
 
 
-def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: LabeledImages | None) -> str:
+def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: EvalData | None) -> str:
     """The cache key of the teacher's export (see the module's docstring for what it holds)."""
     weights = hashlib.sha256()
     for name, tensor in teacher.module.state_dict().items():
@@ -74,7 +74,7 @@ def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: LabeledImages
 
 
 def export_teacher(teacher: Teacher, config: ExportConfig, calibration: SyntheticSet,
-                   eval_data: LabeledImages | None = None, reference_accuracy: float | None = None,
+                   eval_data: EvalData | None = None, reference_accuracy: float | None = None,
                    progress: bool = False) -> TeacherArtifacts:
     """Export the dense teacher like the student, or reuse the cached export of the same key.
 

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import ExportConfig
-from edgefree.data import LabeledImages
+from edgefree.data import EvalData
 from edgefree.errors import ExportError, ParityError
 from edgefree.export import executorch, onnx, openvino
 from edgefree.export.manifest import MANIFEST, SCHEMA, artifact_entry, describe_files, write_manifest
@@ -99,7 +99,7 @@ class _Checks:
     """The inputs every artifact runs, PyTorch's logits on the parity spread, and where they came from."""
 
     def __init__(self, model: nn.Module, spec: InputSpec, config: ExportConfig, calibration: SyntheticSet,
-                 eval_data: LabeledImages | None, reference_accuracy: float | None):
+                 eval_data: EvalData | None, reference_accuracy: float | None):
         if eval_data is not None:  # all of it, for accuracy; parity on an even spread of it
             self.inputs = eval_data.normalized(spec).numpy()
             self.labels, self.source = eval_data.labels.numpy(), "eval"
@@ -190,7 +190,7 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
 
 
 def export_student(student: nn.Module, spec: InputSpec, config: ExportConfig, out_dir: Path,
-                   calibration: SyntheticSet, eval_data: LabeledImages | None = None,
+                   calibration: SyntheticSet, eval_data: EvalData | None = None,
                    reference_accuracy: float | None = None, progress: bool = False, label: str = "student",
                    arch: str | None = None) -> dict:
     """Export, verify and pack ``student`` (which takes inputs of ``spec``) into ``out_dir``; write and

@@ -9,7 +9,7 @@ from edgefree.models.checkpoint import load_checkpoint
 from edgefree.models.teacher import Teacher, load_teacher
 
 # Importing the families fills the registry.
-from edgefree.models import cifar_resnet, torchvision_resnet, tiny  # noqa: F401,E402
+from edgefree.models import cifar_resnet, signal_cnn, torchvision_resnet, tiny  # noqa: F401,E402
 
 __all__ = ["InputSpec", "parse_shape", "parse_values", "create_model", "list_models", "register_model",
            "load_checkpoint", "Teacher", "load_teacher"]

@@ -41,17 +41,19 @@ def freeze_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random crop (reflect-padded by 1/8 of the side) and horizontal flip, per batch."""
-    pad = max(1, x.shape[-1] // 8)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    i, j = torch.randint(0, 2 * pad + 1, (2,), generator=g).tolist()
-    x = padded[..., i:i + x.shape[-2], j:j + x.shape[-1]]
-    return x.flip(3) if torch.rand(1, generator=g).item() < 0.5 else x
+    """Random crop (reflect-padded by 1/8 of the last side) per batch; images are also mirrored at random,
+    signals (N x C x L) only shifted in time: reversed, they are not what the sensor records."""
+    sizes = x.shape[2:]
+    pad = max(1, sizes[-1] // 8)
+    padded = F.pad(x, (pad, pad) * len(sizes), mode="reflect")
+    starts = torch.randint(0, 2 * pad + 1, (len(sizes),), generator=g).tolist()
+    x = padded[(..., *(slice(start, start + size) for start, size in zip(starts, sizes)))]
+    return x.flip(-1) if len(sizes) == 2 and torch.rand(1, generator=g).item() < 0.5 else x
 
 
 def _mix(x: torch.Tensor, alpha: float, g: torch.Generator) -> torch.Tensor:
-    """Mixup of each image with a random partner: new inputs for free, labelled by the teacher."""
-    lam = torch.distributions.Beta(alpha, alpha).sample((len(x), 1, 1, 1))
+    """Mixup of each input with a random partner: new inputs for free, labelled by the teacher."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((len(x), *[1] * (x.dim() - 1)))
     return lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
 
 

@@ -158,11 +158,17 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
 
 def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
     """The view the teacher sees at one step: rolled by up to ``config.jitter`` steps along each spatial
-    dimension (pixels, or samples of a signal), maybe mirrored along the last."""
+    dimension (pixels, or samples of a signal: a time shift), maybe mirrored along the last."""
     dims = tuple(range(2, x.dim()))
     shift = torch.randint(-config.jitter, config.jitter + 1, (len(dims),), generator=g).tolist()
     view = torch.roll(x, shifts=shift, dims=dims) if config.jitter else x
-    return view.flip(-1) if config.flip and torch.rand(1, generator=g).item() < 0.5 else view
+    return view.flip(-1) if mirrors(config, x.dim() - 2) and torch.rand(1, generator=g).item() < 0.5 else view
+
+
+def mirrors(config: SynthesisConfig, rank: int) -> bool:
+    """Whether synthesis mirrors its views: ``config.flip``, or by default images (rank 2) but not signals
+    (rank 1), since a signal reversed in time (an ECG beat backwards) is not one the sensor records."""
+    return config.flip if config.flip is not None else rank == 2
 
 
 def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:

