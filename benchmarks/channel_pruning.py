@@ -109,15 +109,16 @@ def real_data_bound(row: dict, shared: Path, work: Path, seed: int, progress: bo
     from cifar10_recovery import real_train_subset
 
     config = row_config(row["row"], shared, work, seed)
-    teacher = load_model(config.arch, config.model)
-    data = load_eval_data(config.eval_data, teacher.input_spec)
+    teacher = load_teacher(config.arch, config.model)
+    data = load_eval_data(config.eval_data, teacher.spec)
     dreams = SyntheticSet.load(Path(row["build_dir"]) / "synthetic.pt")
     n = len(dreams)
-    real = real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", n, teacher.input_spec, seed)
+    real = real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", n, teacher.spec, seed)
     student = prune(teacher, list(config.prune), dreams)  # the row's own choice of channels and blocks
     refit = reconstruct(teacher, student, real, config.reconstruct, progress=progress)
     recovered = distill(teacher, refit, real, config.distill, seed=seed, progress=progress).model
-    return {"images": n, "refit": accuracy(refit.model, data), "recovered": accuracy(recovered, data)}
+    return {"images": n, "refit": accuracy(refit.model, data, teacher.spec),
+            "recovered": accuracy(recovered, data, teacher.spec)}
 
 
 def importance_study(shared: Path, work: Path, seed: int, progress: bool) -> list[dict]:
