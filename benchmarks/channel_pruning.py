@@ -140,7 +140,8 @@ def importance_study(shared: Path, work: Path, seed: int, progress: bool) -> lis
 
 def render(results: dict) -> str:
     lines = ["# Channel pruning on CIFAR-10: faster students, recovered on dreams only", "",
-             f"Command: `{results.get('command', '')}`. Recipe `fast`, seed 0, target x86-64 (1 thread); top-1 on "
+             "Commands, in order, each merging its rows in: " + ", ".join(f"`{c}`" for c in results.get("commands", []))
+             + ". " + (results["note"] + ". " if results.get("note") else "") + "Recipe `fast`, seed 0, target x86-64 (1 thread); top-1 on "
              "the 10,000 test images; p50 at batch 1 with teacher and student taking turns in the same bench.", "",
              "| row | pruning | MACs kept | params kept | teacher | pruned | refit | recovered | gap | "
              "p50 student/teacher (onnxruntime, OpenVINO, ExecuTorch; fp32 / int8) | INT8 student vs fp32 teacher |",
@@ -148,7 +149,7 @@ def render(results: dict) -> str:
     for row in results["rows"].values():
         a, c, lat = row["accuracy"], row["cost"], row["latency"]
         pruning = " + ".join(p["kind"] + (f" {p['sparsity']:.2f}" if p["kind"] == "magnitude" else
-                                          f" macs {p['macs_target']} depth {p['depth']}") for p in row["pruning"])
+                                          (f" macs {p['macs_target']}" if p["macs_target"] else f" ratio {p['ratio']}") + f" depth {p['depth']}") for p in row["pruning"])
         ratios = lat["student_over_teacher"]
         speed = "; ".join(f"{rt} {ratios.get(rt + '/fp32', float('nan')):.2f} / {ratios.get(rt + '/int8', float('nan')):.2f}"
                           for rt in ("onnxruntime", "openvino", "executorch"))
@@ -240,7 +241,8 @@ def main() -> None:
             sys.exit(f"{args.shared / 'models' / name} not found: pass --shared with the shared teachers")
     out = HERE / "results" / "channel_pruning.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
-    results["command"] = "python benchmarks/channel_pruning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "python benchmarks/channel_pruning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]  # every run merged in
 
     def save():
         out.write_text(json.dumps(results, indent=1, default=str) + "\n")

@@ -1,0 +1,119 @@
+"""torchvision classifiers through every stage at 64x64, with tiny budgets: which ones build and export.
+
+Each model is built with random weights (BatchNorm statistics from a few train-mode passes on
+noise), saved as a state_dict and given to ``edgefree.pipeline.build`` as ``torchvision:<name>``
+at ``--input-shape 3x64x64``: synthesis (8 dreams, 2 steps), 50% magnitude pruning, the refit
+(8 dreams), one distillation epoch, and the fp32 export with parity on ONNX, OpenVINO and
+ExecuTorch. No bench. Every model runs in its own process with a time limit, so one failure or
+hang does not stop the others. Accuracy means nothing here (random weights): the stages and the
+parity are what is measured.
+
+    python benchmarks/torchvision_sweep.py                       # the default list
+    python benchmarks/torchvision_sweep.py --models resnet18,mobilenet_v2
+
+Writes ``results/torchvision_sweep.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# The smallest member of each torchvision classification family with BatchNorm (the families
+# Torch-Pruning's authors prune in their torchvision test), and a few larger ones.
+MODELS = ("resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "densenet121", "mobilenet_v2",
+          "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "efficientnet_v2_s", "regnet_x_400mf",
+          "regnet_y_400mf", "shufflenet_v2_x1_0", "mnasnet1_0", "googlenet", "vgg11_bn")
+STAGES = ("load", "synthesize", "prune", "reconstruct", "distill", "export")
+
+
+def one(name: str, work: Path) -> dict:
+    """Build ``torchvision:name`` in this process; the result row."""
+    import torch
+
+    from edgefree.config import (BuildConfig, DistillConfig, ExportConfig, MagnitudePruning, ReconstructConfig,
+                                 SynthesisConfig)
+    from edgefree.models import load_teacher
+    from edgefree.pipeline import build
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    teacher = load_teacher(f"torchvision:{name}", num_classes=10, input_spec={"shape": (3, 64, 64)})
+    module = teacher.module.train()
+    with torch.no_grad():
+        for seed in range(3):
+            module(teacher.spec.example_inputs(8, seed=seed)[0])
+    checkpoint = work / f"{name}.pt"
+    torch.save(module.eval().state_dict(), checkpoint)
+    config = BuildConfig(
+        out=work / name, model=checkpoint, arch=f"torchvision:{name}", input_shape=(3, 64, 64), threads=1,
+        cache=work / "cache", prune=(MagnitudePruning(0.5),),
+        synthesis=SynthesisConfig(images=8, batch_size=8, iterations=2, shards=1),
+        reconstruct=ReconstructConfig(images=8, batch_size=8), distill=DistillConfig(epochs=1, batch_size=8),
+        export=ExportConfig(formats=("onnx", "openvino", "executorch"), precisions=("fp32",), check_images=8,
+                            calibration_images=8), bench=None)
+    report = build(config, progress=False)
+    parity = {a["format"]: a["parity"]["max_abs_diff"] for a in report["export"]["artifacts"]}
+    failed = {f["name"]: f["error"] for f in report["export"].get("failed", [])}
+    return {"model": name, "passed": list(STAGES), "parity": parity, "export_failed": failed,
+            "macs": report["cost"]["teacher"]["macs"], "seconds": report["seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # the child process: one model
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.work)))
+        return
+    out = HERE / "results" / "torchvision_sweep.json"
+    rows = json.loads(out.read_text())["rows"] if out.exists() else {}
+    work = Path(tempfile.mkdtemp(prefix="edgefree-tv-sweep-"))
+    for name in args.models.split(","):
+        started = time.perf_counter()
+        try:
+            done = subprocess.run([sys.executable, __file__, "--one", name, "--work", str(work)], text=True,
+                                  capture_output=True, timeout=args.timeout)
+            if done.returncode == 0:
+                row = json.loads(done.stdout.strip().splitlines()[-1])
+            else:
+                errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
+                row = {"model": name, "error": errors[-1] if errors else f"exit {done.returncode}"}
+        except subprocess.TimeoutExpired:
+            row = {"model": name, "error": f"did not finish within {args.timeout:.0f} s"}
+        row["wall_s"] = round(time.perf_counter() - started, 1)
+        rows[name] = row
+        print(name, row.get("error") or row["parity"], flush=True)
+        out.write_text(json.dumps({"command": "python benchmarks/torchvision_sweep.py " + " ".join(sys.argv[1:]),
+                                   "rows": rows}, indent=1) + "\n")
+        out.with_suffix(".md").write_text(render(rows))
+
+
+def render(rows: dict) -> str:
+    lines = ["# torchvision classifiers through every stage at 3x64x64, tiny budgets", "",
+             "Produced by `python benchmarks/torchvision_sweep.py`: random weights, 8 dreams, 50% magnitude "
+             "pruning, refit, 1 distillation epoch, fp32 export with parity (max |PyTorch - runtime| on 8 "
+             "dreams). One process per model, 1 thread.", "",
+             "| model | MACs (64x64) | stages passed | parity ONNX | parity OpenVINO | parity ExecuTorch | wall s | why it failed |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        p = r.get("parity", {})
+        why = r.get("error") or "; ".join(f"{k}: {v}" for k, v in r.get("export_failed", {}).items()) or ""
+        cells = [f"{p[f]:.1e}" if f in p else "-" for f in ("onnx", "openvino", "executorch")]
+        lines.append(f"| {name} | {r['macs'] / 1e6:.1f} M | {len(r.get('passed', []))}/{len(STAGES)} | "
+                     if "macs" in r else f"| {name} | - | 0/{len(STAGES)} | ")
+        lines[-1] += " | ".join(cells) + f" | {r['wall_s']:.0f} | {why[:200]} |"
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
