@@ -167,3 +167,16 @@ def test_a_signal_teacher_dreams_signals_and_refits_its_conv1d_layers(tmp_path):
     pruned = prune(teacher, MagnitudePruning(0.5), dreams)
     refit = reconstruct(teacher, pruned, dreams, ReconstructConfig(images=6, batch_size=6), progress=False)
     assert refit.stats["layers"] == 2
+
+
+def test_a_checkpoint_keeps_the_module_versions_some_models_read_on_load(tmp_path):
+    """torchvision's MNASNet refuses a state_dict without its version metadata; ``module.`` prefixes go from both."""
+    spec = {"shape": (3, 32, 32)}
+    module = load_teacher("torchvision:mnasnet0_5", input_spec=spec).module
+    state = module.state_dict()
+    wrapped = type(state)((f"module.{k}", v) for k, v in state.items())
+    wrapped._metadata = type(state._metadata)([("", {"version": 1})] + [  # as DataParallel saves it
+        (f"module.{k}" if k else "module", v) for k, v in state._metadata.items()])
+    torch.save(wrapped, tmp_path / "mnasnet.pt")
+    loaded = load_teacher("torchvision:mnasnet0_5", tmp_path / "mnasnet.pt", input_spec=spec).module
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values()))

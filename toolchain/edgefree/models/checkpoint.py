@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -58,7 +59,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"checkpoint {path} holds NaN or infinite values in {len(broken)} tensor(s) ({', '.join(broken[:3])}): "
             "the model was saved after its training diverged; pass a checkpoint with finite weights")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = OrderedDict((k.removeprefix("module."), v) for k, v in obj.items())
+    metadata = getattr(obj, "_metadata", None)  # per-module versions: some modules (MNASNet) read them on load
+    if metadata is not None:
+        # a DataParallel wrapper's own entry is "" and its model's is "module": the model's wins
+        state._metadata = OrderedDict(("" if k == "module" else k.removeprefix("module."), v) for k, v in metadata.items())
+    return state
 
 
 def _check_fit(state: dict[str, torch.Tensor], model: nn.Module, path: Path, arch: str) -> None:
