@@ -180,3 +180,11 @@ def test_a_checkpoint_keeps_the_module_versions_some_models_read_on_load(tmp_pat
     torch.save(wrapped, tmp_path / "mnasnet.pt")
     loaded = load_teacher("torchvision:mnasnet0_5", tmp_path / "mnasnet.pt", input_spec=spec).module
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), state.values()))
+
+
+def test_googlenet_is_built_without_its_auxiliary_heads():
+    """Its train-mode forward (distillation's) then returns the logits alone, as it does deployed."""
+    teacher = load_teacher("torchvision:googlenet", input_spec={"shape": (3, 64, 64)})
+    assert not any(name.startswith("aux") for name, _ in teacher.module.named_children())
+    out = teacher.module.train()(teacher.spec.example_inputs(2)[0])
+    assert isinstance(out, torch.Tensor) and out.shape == (2, 10)

@@ -80,6 +80,9 @@ def parse_source(source: str) -> Source:
     return Source("module", target, factory)
 
 
+AUXILIARY_HEADS = {"googlenet", "inception_v3"}
+
+
 def _torchvision(name: str, num_classes: int) -> nn.Module:
     from torchvision import models
 
@@ -88,7 +91,10 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
         raise ModelSourceError(f"torchvision has no classification model {name!r}: pick one of "
                                f"torchvision.models.list_models(module=torchvision.models), e.g. "
                                f"{', '.join(k for k in ('mobilenet_v3_small', 'mobilenet_v2', 'resnet18', 'efficientnet_b0') if k in known)}")
-    return models.get_model(name, weights=None, num_classes=num_classes)  # weights=None: never a download
+    # GoogLeNet and Inception v3 return their auxiliary heads' logits too in train mode, which distillation
+    # runs; the classifier that is deployed is the main head, so they are built without the auxiliary ones
+    extra = {"aux_logits": False} if name in AUXILIARY_HEADS else {}
+    return models.get_model(name, weights=None, num_classes=num_classes, **extra)  # weights=None: never a download
 
 
 def _first_line(exc: BaseException) -> str:
