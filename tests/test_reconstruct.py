@@ -74,6 +74,29 @@ def test_products_in_chunks_give_the_same_weights(monkeypatch):
         assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_wide_rows_solved_by_conjugate_gradients_match_the_exact_solve(monkeypatch):
+    """A 3x3 conv over 32 channels seen at few positions (a rank-deficient Gram, as for a wide layer
+    at a small input size): the iterative path reaches the exact per-row least-squares weights."""
+    torch.manual_seed(0)
+    teacher = as_teacher(nn.Sequential(nn.Conv2d(32, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                       nn.Flatten(), nn.Linear(16 * 4 * 4, 4)), (32, 4, 4))
+    pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
+    dreams = SyntheticSet(torch.randn(24, 32, 4, 4), torch.zeros(24, dtype=torch.long))
+    module = sys.modules["edgefree.recover.reconstruct"]
+    exact = reconstruct(teacher, pruned, dreams, progress=False)
+    assert max(int(m.sum(1).max()) for m in (pruned.masks["0.weight"].flatten(1),)) < module._EXACT_MAX_KEPT
+    monkeypatch.setattr(module, "_EXACT_MAX_KEPT", 8)  # every row of both layers goes the iterative way
+    iterative = reconstruct(teacher, pruned, dreams, progress=False)
+    first_exact, first_iterative = exact.model[0].weight, iterative.model[0].weight  # the same inputs: the same fit
+    assert torch.allclose(first_exact, first_iterative, atol=1e-4 * first_exact.abs().max().item())
+    assert (first_iterative[~pruned.masks["0.weight"]] == 0).all() and (iterative.model[4].weight[~pruned.masks["4.weight"]] == 0).all()
+    with torch.no_grad():  # the last layer sees the first one's (slightly different) outputs: compare the fit
+        gap = lambda m: (m(dreams.images) - teacher.module(dreams.images)).pow(2).mean().item()  # noqa: E731
+        assert gap(iterative.model) == pytest.approx(gap(exact.model), rel=0.02)
+        assert gap(exact.model) < 0.5 * gap(pruned.model)
+    assert not torch.allclose(exact.model[0].weight, pruned.model[0].weight)  # the refit moved the weights
+
+
 def test_a_layer_the_forward_pass_never_calls_is_reported_not_fit():
     class WithSpare(nn.Module):
         def __init__(self):

@@ -6,10 +6,11 @@ that layer from the *student's* input (which already carries every earlier layer
 
     min over w_S  || w_S . X_student[S] - w_teacher . X_teacher ||^2    for every output row,
 
-where ``S`` are the row's kept inputs. That is a small least-squares problem per row, solved in
-closed form from the Gram matrix of the student's inputs and their products with the teacher's
-outputs, both accumulated over the synthetic images (the kind of weight update OBS / SparseGPT
-make, here with the masks fixed). The masks never change, so the sparsity stays exact. No
+where ``S`` are the row's kept inputs. That is a small least-squares problem per row, posed by the Gram matrix of the student's inputs
+and their products with the teacher's outputs, both accumulated over the synthetic images (the
+kind of weight update OBS / SparseGPT make, here with the masks fixed). Rows with few kept inputs
+are solved exactly (Cholesky); wide rows (a 3x3 conv over 512 channels keeps over a thousand) by
+conjugate gradients started from the current weights, every row of the layer in one product. The masks never change, so the sparsity stays exact. No
 gradient step is taken, and distillation starts from a far better student.
 
 Each layer's inputs come from the nearest cached ``nn.Sequential`` child (a residual block, say)
@@ -34,6 +35,10 @@ from edgefree.recover.synthesize import SyntheticSet
 
 
 _BMM_FLOATS = 1 << 25  # 128 MiB of float32 per batched product
+_EXACT_MAX_KEPT = 512  # rows keeping more inputs than this are solved by conjugate gradients
+_GATHER_FLOATS = 1 << 24  # elements of the stacked sub-Gram matrices gathered at once
+_CG_TOLERANCE = 1e-5  # stop once every row's residual is this fraction of its right-hand side
+_CG_MAX_ITERATIONS = 200
 
 
 class _Stop(Exception):
@@ -148,20 +153,71 @@ def _rows(layer: nn.Module, group: int) -> slice:
     return slice(group * per_group, (group + 1) * per_group)
 
 
-def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damping: float) -> torch.Tensor:
-    """Per output row r: (G[S_r, S_r] + damping) w = targets[S_r, r]; rows that keep every input in one solve."""
-    damp = damping * gram.diagonal().mean().clamp_min(1e-12)
-    eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damping: float,
+           start: torch.Tensor) -> torch.Tensor:
+    """Per output row r: (G[S_r, S_r] + damping) w = targets[S_r, r], for every row at once.
+
+    Rows that keep at most ``_EXACT_MAX_KEPT`` inputs are solved exactly (Cholesky, float64), a
+    batch of rows with the same count of kept inputs at a time. Rows that keep more are solved by
+    preconditioned conjugate gradients on all of them together, started from ``start`` (the
+    layer's current weights): one product with the Gram matrix per step serves every row, where an
+    exact solve would cost each row a factorization of its own."""
+    damp = float(damping * gram.diagonal().mean().clamp_min(1e-12))
+    counts = keep.sum(1)
     fitted = torch.zeros(keep.shape, dtype=torch.float64, device=gram.device)
-    full = keep.all(1)
-    if full.any():
-        fitted[full] = torch.linalg.solve(gram + damp * eye, targets[:, full]).T
-    for r in (~full).nonzero().squeeze(1).tolist():
-        kept = keep[r].nonzero().squeeze(1)
-        if len(kept):
-            fitted[r, kept] = torch.linalg.solve(gram[kept][:, kept] + damp * eye[:len(kept), :len(kept)],
-                                                 targets[kept, r])
+    small = (counts > 0) & (counts <= _EXACT_MAX_KEPT)
+    if small.any():
+        fitted[small] = _exact(gram, targets[:, small], keep[small], damp)
+    large = counts > _EXACT_MAX_KEPT
+    if large.any():
+        fitted[large] = _conjugate_gradients(gram, targets[:, large], keep[large], damp, start[large])
     return fitted
+
+
+def _exact(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damp: float) -> torch.Tensor:
+    """Cholesky solves of each row's kept sub-system, stacked by count of kept inputs."""
+    d = len(gram)
+    fitted = torch.zeros(len(keep), d + 1, dtype=torch.float64, device=gram.device)  # column d: padding
+    counts = keep.sum(1)
+    kept_first = torch.sort(torch.where(keep, torch.arange(d, device=gram.device), d), dim=1).values
+    regularized = gram + damp * torch.eye(d, dtype=gram.dtype, device=gram.device)
+    for k in counts.unique().tolist():
+        rows = (counts == k).nonzero().squeeze(1)
+        for chunk in rows.split(max(1, _GATHER_FLOATS // (k * k))):
+            idx = kept_first[chunk, :k]
+            a = regularized[idx[:, :, None], idx[:, None, :]]
+            b = targets[idx, chunk[:, None]]
+            fitted[chunk[:, None], idx] = torch.cholesky_solve(b[..., None], torch.linalg.cholesky(a))[..., 0]
+    return fitted[:, :d]
+
+
+def _conjugate_gradients(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damp: float,
+                         start: torch.Tensor) -> torch.Tensor:
+    """Jacobi-preconditioned conjugate gradients in float32, one row per system, masked to the kept inputs."""
+    g, mask = gram.float(), keep.float()
+    rhs = targets.T.float() * mask
+    inv_diag = 1.0 / (gram.diagonal().float() + damp)
+
+    def apply(p):
+        return (p @ g + damp * p) * mask
+
+    w = start.float() * mask
+    r = rhs - apply(w)
+    z = r * inv_diag
+    p, rz = z.clone(), (r * z).sum(1, keepdim=True)
+    bound = _CG_TOLERANCE * rhs.norm(dim=1).clamp_min(1e-30)
+    for _ in range(_CG_MAX_ITERATIONS):
+        if bool((r.norm(dim=1) <= bound).all()):
+            break
+        ap = apply(p)
+        alpha = rz / (p * ap).sum(1, keepdim=True).clamp_min(1e-30)
+        w += alpha * p
+        r -= alpha * ap
+        z = r * inv_diag
+        rz_next = (r * z).sum(1, keepdim=True)
+        p = z + rz_next / rz.clamp_min(1e-30) * p
+        rz = rz_next
+    return w.double()
 
 
 @torch.no_grad()
@@ -186,7 +242,10 @@ def _refit(teacher_layer: nn.Module, student_layer: nn.Module, mask: torch.Tenso
         keep = mask[rows].reshape(rows.stop - rows.start, -1)
         if student_layer.bias is not None:
             keep = torch.cat([keep, keep.new_ones(len(keep), 1)], 1)
-        fitted = _solve(gram, targets, keep, damping)
+        start = student_layer.weight[rows].reshape(len(keep), -1)
+        if student_layer.bias is not None:
+            start = torch.cat([start, student_layer.bias[rows, None]], 1)
+        fitted = _solve(gram, targets, keep, damping, start.double())
         if student_layer.bias is not None:
             student_layer.bias[rows] = fitted[:, -1].to(student_layer.bias.dtype)
             fitted = fitted[:, :-1]

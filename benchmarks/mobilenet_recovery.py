@@ -1,0 +1,205 @@
+"""A MobileNet teacher compressed for phones and boards without its data: torchvision MobileNetV3-small.
+
+Runs ``edgefree.pipeline.build`` (the code behind ``edgefree build``) on torchvision's
+``mobilenet_v3_small`` trained on CIFAR-10 at 32x32 (``train_mobilenet_teacher.py``, the owner's
+side), loaded through the ``torchvision:`` door with ``--input-shape 3x32x32``, recipe ``fast``,
+target ``raspberry-pi-4`` (onnxruntime, OpenVINO and ExecuTorch, fp32 and INT8). Rows: ``mag75``
+(75% magnitude pruning) and ``ch2x`` (channel pruning to half the multiply-adds). Per row:
+teacher / pruned / refit / recovered top-1 on the 10,000 test images, multiply-adds, p50 per
+runtime and precision on this machine (1 thread, teacher and student taking turns) and, once
+``edgefree emulator setup`` ran, guest instructions per inference under QEMU for
+``raspberry-pi-4`` (cortex-a72) and ``android-arm64`` (cortex-a76). ``--synthesis-cost`` times
+DeepInversion steps on this teacher and on the CIFAR ResNets at the same settings: image-steps
+per second, and per teacher multiply-add.
+
+    python benchmarks/train_mobilenet_teacher.py --shared ../shared --out /tmp/mobilenet_v3_small.pt
+    python benchmarks/mobilenet_recovery.py --shared ../shared --teacher /tmp/mobilenet_v3_small.pt
+    python benchmarks/mobilenet_recovery.py --shared ../shared --teacher T --rows '' --emulate --synthesis-cost
+    # -> results/mobilenet_recovery.{json,md}, rows merged in one by one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from edgefree.config import BenchConfig, BuildConfig, ChannelPruning, ExportConfig, MagnitudePruning, recipe
+from edgefree.cost import count_macs
+from edgefree.machine import machine_info
+from edgefree.models import load_teacher
+from edgefree.pipeline import build
+from edgefree.recover import synthesize
+
+HERE = Path(__file__).resolve().parent
+ARCH = "torchvision:mobilenet_v3_small"
+SHAPE = (3, 32, 32)
+ROWS = {"mag75": (MagnitudePruning(0.75),), "ch2x": (ChannelPruning(macs_target=0.5),)}
+TARGET = "raspberry-pi-4"
+EMULATED_TARGETS = ("raspberry-pi-4", "android-arm64")  # cortex-a72 and cortex-a76
+RESNETS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
+
+
+def row_config(row: str, teacher: Path, shared: Path, work: Path, seed: int) -> BuildConfig:
+    return BuildConfig(
+        target=TARGET, out=work / row, model=teacher, arch=ARCH, input_shape=SHAPE,
+        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe="fast",
+        cache=work / "cache", prune=ROWS[row],
+        export=ExportConfig(formats=("onnx", "openvino", "executorch"), precisions=("fp32", "int8")),
+        bench=BenchConfig(threads=1, eval_limit=500, emulate=False),  # top-1 per artifact: the export's full pass
+    )
+
+
+def _latency(report: dict) -> dict:
+    rows = [r for r in report["bench"]["native"]["rows"] if not r["error"]]
+    p50 = {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"] for r in rows}
+    ratios = {key.split("/", 1)[1]: value / p50[f"teacher/{key.split('/', 1)[1]}"] for key, value in p50.items()
+              if key.startswith("student/") and p50.get(f"teacher/{key.split('/', 1)[1]}")}
+    return {"p50_ms": p50, "student_over_teacher": ratios}
+
+
+def run_row(row: str, teacher: Path, shared: Path, work: Path, seed: int, progress: bool) -> dict:
+    config = row_config(row, teacher, shared, work, seed)
+    report = build(config, progress=progress)
+    return {"row": row, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+            "artifact_accuracy": {a["name"]: a.get("accuracy") for a in report["export"]["artifacts"]},
+            "parity": {a["name"]: a.get("parity") for a in report["export"]["artifacts"]},
+            "cost": report["cost"], "sparsity": report["sparsity"], "latency": _latency(report),
+            "seconds": report["seconds"], "eval_images": report["eval_data"]["images"], "build_dir": str(config.out)}
+
+
+def emulate_row(row: dict) -> dict:
+    """Guest instructions per inference for teacher and student on each emulated CPU model and runtime."""
+    from edgefree.bench.build_dir import bench_build
+
+    counts = {}
+    for target in EMULATED_TARGETS:
+        result = bench_build(Path(row["build_dir"]), target,
+                             BenchConfig(native=False, emulate=True, emulated_inputs=2, emulated_runs=2))
+        emulated = result.get("emulated") or {}
+        for r in emulated.get("rows") or []:
+            if r.get("instructions"):
+                counts[f"{target} ({emulated['cpu']})/{r['model']}/{r['runtime']}/{r['precision']}"] = \
+                    r["instructions"]["per_inference"]
+    return counts
+
+
+def synthesis_cost(teacher_path: Path, shared: Path, seed: int, steps: int = 10) -> list[dict]:
+    """DeepInversion image-steps per second at the `fast` settings (one batch of 256, one process),
+    for the MobileNet and the CIFAR ResNets, measured in turn in this run."""
+    settings = recipe("fast").synthesis.replace(images=256, iterations=steps, first_iterations=steps, shards=1)
+    teachers = {ARCH: load_teacher(ARCH, teacher_path, input_spec={"shape": SHAPE})}
+    teachers |= {name: load_teacher(name, shared / "models" / file) for name, file in RESNETS.items()}
+    results = []
+    for name, teacher in teachers.items():
+        synthesize(teacher, settings.replace(iterations=2, first_iterations=2), seed=seed, progress=False)  # warm-up
+        started = time.perf_counter()
+        synthesize(teacher, settings, seed=seed, progress=False)
+        seconds = time.perf_counter() - started
+        macs = count_macs(teacher.module, teacher.spec.example_inputs(batch=1)[0])
+        rate = settings.images * steps / seconds
+        results.append({"teacher": name, "macs_per_image": macs, "image_steps_per_s": rate,
+                        "teacher_gmacs_per_s": rate * macs / 1e9, "seconds": seconds, "steps": steps})
+        print(results[-1], flush=True)
+    return results
+
+
+def _fmt(value, spec=".2f"):
+    return "n/a" if value is None else format(value, spec)
+
+
+def render(results: dict) -> str:
+    lines = ["# MobileNetV3-small (torchvision, CIFAR-10 at 32x32) compressed without its data", "",
+             "Commands, in order, each merging its part in: " + ", ".join(f"`{c}`" for c in results["commands"])
+             + ". `edgefree.pipeline.build`, recipe `fast`, seed 0, target raspberry-pi-4; top-1 on the 10,000 "
+             "test images; p50 at batch 1 on this machine (x86-64, 1 thread), teacher and student taking turns.", "",
+             "| row | pruning | MACs kept | params kept | teacher | pruned | refit | recovered | gap | "
+             "p50 student/teacher fp32 (onnxruntime, OpenVINO, ExecuTorch) | INT8 student vs fp32 teacher | "
+             "seconds (synth + refit + KD) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    runtimes = ("onnxruntime", "openvino", "executorch")
+    for row in results["rows"].values():
+        a, c, s = row["accuracy"], row["cost"], row["seconds"]
+        ratios, p50 = row["latency"]["student_over_teacher"], row["latency"]["p50_ms"]
+        pruning = " + ".join(p["kind"] + (f" {p['sparsity']:.2f}" if p["kind"] == "magnitude" else
+                                          f" macs {p['macs_target']}") for p in row["pruning"])
+        fp32 = " / ".join(_fmt(ratios.get(f"{rt}/fp32")) for rt in runtimes)
+        int8 = " / ".join(f"{p50[f'teacher/{rt}/fp32'] / p50[f'student/{rt}/int8']:.1f}x" if
+                          f"student/{rt}/int8" in p50 and f"teacher/{rt}/fp32" in p50 else "n/a" for rt in runtimes)
+        lines.append(f"| {row['row']} | {pruning} | {c['macs_ratio']:.2f} | {c['params_ratio']:.2f} | "
+                     f"{a['teacher']:.2f} | {a['pruned']:.2f} | {_fmt(a.get('reconstructed'))} | **{a['recovered']:.2f}** | "
+                     f"{a['teacher'] - a['recovered']:.2f} | {fp32} | {int8} | "
+                     f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
+    lines += ["", "Top-1 of each exported artifact of the student (full test split, through its runtime):", ""]
+    for row in results["rows"].values():
+        lines.append(f"- {row['row']}: " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(row["artifact_accuracy"].items())))
+    emulated = {r: row["emulated"] for r, row in results["rows"].items() if row.get("emulated")}
+    if emulated:
+        lines += ["", "## Guest instructions per inference under QEMU (EMULATED: counts, not device times)", "",
+                  "| row | target (CPU model) | runtime / precision | teacher | student | student / teacher |",
+                  "|---|---|---|---|---|---|"]
+        for r, counts in emulated.items():
+            for key, value in sorted(counts.items()):
+                where, role, runtime, precision = key.rsplit("/", 3)
+                teacher = counts.get(f"{where}/teacher/{runtime}/{precision}")
+                if role == "student" and teacher:
+                    lines.append(f"| {r} | {where} | {runtime} {precision} | {teacher / 1e6:.1f} M | "
+                                 f"{value / 1e6:.1f} M | {value / teacher:.2f} |")
+    if results.get("synthesis_cost"):
+        lines += ["", "## What DeepInversion costs per teacher (same settings, same run)", "",
+                  "One batch of 256 images, `fast`'s settings (bf16 where native, channels-last), one process.", "",
+                  "| teacher | MACs per image | image-steps / s | teacher GMACs / s (forward only) |", "|---|---|---|---|"]
+        lines += [f"| {r['teacher']} | {r['macs_per_image'] / 1e6:.1f} M | {r['image_steps_per_s']:.0f} | "
+                  f"{r['teacher_gmacs_per_s']:.1f} |" for r in results["synthesis_cost"]]
+    m = results["machine"]
+    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['versions'].get('torch')}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, required=True, help="folder holding data/ (and models/ for the ResNets)")
+    parser.add_argument("--teacher", type=Path, required=True, help="the state_dict train_mobilenet_teacher.py wrote")
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row ids ('' for none)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgefree-mobilenet-bench"))
+    parser.add_argument("--emulate", action="store_true", help="QEMU instruction counts for the rows already built")
+    parser.add_argument("--synthesis-cost", action="store_true", help="time DeepInversion on this teacher and the ResNets")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.teacher.is_file():
+        sys.exit(f"no teacher at {args.teacher}: make it with python benchmarks/train_mobilenet_teacher.py "
+                 f"--shared {args.shared} --out {args.teacher}")
+    out = HERE / "results" / "mobilenet_recovery.json"
+    results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
+    command = "python benchmarks/mobilenet_recovery.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]
+    results["machine"] = machine_info()
+
+    def save():
+        out.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        out.with_suffix(".md").write_text(render(results))
+
+    torch.manual_seed(args.seed)
+    for row in [r for r in args.rows.split(",") if r]:
+        earlier = results["rows"].get(row, {})
+        results["rows"][row] = {**run_row(row, args.teacher.resolve(), args.shared.resolve(), args.work, args.seed,
+                                          not args.quiet), "emulated": earlier.get("emulated")}
+        save()
+        print(f"{row}: {results['rows'][row]['accuracy']}", flush=True)
+    if args.emulate:
+        for row in results["rows"].values():
+            row["emulated"] = emulate_row(row)
+            save()
+    if args.synthesis_cost:
+        results["synthesis_cost"] = synthesis_cost(args.teacher, args.shared, args.seed)
+        save()
+    print(render(results))
+
+
+if __name__ == "__main__":
+    main()
