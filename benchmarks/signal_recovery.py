@@ -11,7 +11,7 @@ sizes, parity and p50 per runtime and precision (native x86-64; the arm64 emulat
 
     python benchmarks/train_signal_teacher.py --out /tmp/signal-cnn1d-blink.pt
     python benchmarks/signal_recovery.py --teacher /tmp/signal-cnn1d-blink.pt
-    # -> results/signal_recovery.{json,md}
+    # -> results/signal_recovery.{json,md}; rows merge in by id (--rows ch50 keeps mag75)
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, prog
 
 def render(result: dict) -> str:
     lines = ["# 1-D signals: signal-cnn1d (Blink EEG) compressed for medical-sensor-a53 without its data", "",
-             f"Produced by `{result['command']}`: `edgefree.pipeline.build`, recipe `fast`, seed {result['seed']}, "
+             "Produced by " + ", then ".join(f"`{c}`" for c in result.get("commands") or [result["command"]])
+             + f": `edgefree.pipeline.build`, recipe `fast`, seed {result['seed']}, "
              f"top-1 on the {result['rows'][0]['eval_windows']} test windows.", "",
              "| row | teacher | pruned | refit | recovered | sparsity | MACs kept | seconds (synth + refit + KD) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -93,11 +94,16 @@ def main(argv=None) -> None:
                          f"python benchmarks/train_signal_teacher.py --out {args.teacher}")
     work = args.work or Path(tempfile.mkdtemp(prefix="edgefree-signal-"))
     eval_npz = write_eval_npz(work / "blink_test.npz")
-    rows = [run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet)
-            for row in args.rows.split(",") if row]
-    result = {"command": f"python benchmarks/signal_recovery.py --teacher {args.teacher}"
-              + (f" --rows {args.rows}" if args.rows != ",".join(ROWS) else ""),
-              "seed": args.seed, "target": TARGET, "rows": rows, "machine": machine_info()}
+    out = HERE / "results" / "signal_recovery.json"
+    result = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    command = f"python benchmarks/signal_recovery.py --teacher {args.teacher}" + (
+        f" --rows {args.rows}" if args.rows != ",".join(ROWS) else "")
+    commands = result.get("commands") or ([result["command"]] if result.get("command") else [])
+    new_rows = [run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet)
+                for row in args.rows.split(",") if row]
+    kept = [r for r in result["rows"] if r["row"] not in {n["row"] for n in new_rows}]  # rows merge in by id
+    result = {"commands": [c for c in commands if c != command] + [command], "seed": args.seed, "target": TARGET,
+              "rows": sorted(kept + new_rows, key=lambda r: list(ROWS).index(r["row"])), "machine": machine_info()}
     (HERE / "results" / "signal_recovery.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (HERE / "results" / "signal_recovery.md").write_text(render(result))
     print(render(result))

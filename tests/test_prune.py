@@ -53,3 +53,37 @@ def test_per_layer_report_covers_every_conv_and_linear():
 def test_sparsity_out_of_range(bad):
     with pytest.raises(EdgefreeError, match="sparsity must be in"):
         MagnitudePruning(sparsity=bad)
+
+
+def _scaled_teacher():
+    """Two layers whose weights differ 100x in scale (a wide classifier of small weights, say)."""
+    from torch import nn
+
+    from edgefree.models import InputSpec, Teacher
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(8, 10))
+    with torch.no_grad():
+        model[5].weight.mul_(0.01)
+    return Teacher(model.eval(), InputSpec((3, 6, 6)), "scaled")
+
+
+def test_layer_scope_zeroes_the_same_fraction_of_every_layer(capsys):
+    pruned = prune(_scaled_teacher(), MagnitudePruning(sparsity=0.75, scope="layer"))
+    for name, mask in pruned.masks.items():
+        assert int((~mask).sum()) == round(0.75 * mask.numel()), name
+    assert "zeroed every weight" not in capsys.readouterr().err
+
+
+def test_global_ranking_that_empties_a_layer_says_so(capsys):
+    pruned = prune(_scaled_teacher(), MagnitudePruning(sparsity=0.75))
+    assert not pruned.masks["5.weight"].any()  # the small classifier goes first
+    err = capsys.readouterr().err
+    assert "zeroed every weight of 5" in err and "--magnitude-scope layer" in err
+
+
+def test_magnitude_scope_is_checked_and_recorded():
+    with pytest.raises(EdgefreeError, match="magnitude scope must be 'global' or 'layer'"):
+        MagnitudePruning(scope="per-channel")
+    assert MagnitudePruning(scope="layer").to_dict()["scope"] == "layer"

@@ -87,22 +87,28 @@ def _require_bf16(value, stage: str) -> None:
 
 @dataclass(frozen=True)
 class MagnitudePruning(_Config):
-    """Unstructured: zero the ``sparsity`` fraction of smallest-magnitude conv/linear weights, ranked globally.
+    """Unstructured: zero the ``sparsity`` fraction of smallest-magnitude conv/linear weights.
 
+    ``scope="global"`` ranks every eligible weight together (layers with small weights lose more);
+    ``scope="layer"`` zeroes the same fraction of each layer, for networks whose layers differ in
+    scale (a MobileNet's wide classifier and depthwise kernels would otherwise be emptied).
     Shrinks the packed artifacts; dense runtimes compute the zeros, so it does not make the student faster.
     ``filter_fn(module, name) -> bool`` leaves the layers it returns False for dense.
     """
 
     sparsity: float = 0.75
     keep_first_last_dense: bool = False
+    scope: str = "global"
     filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
         self._require_finite()
         _require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
+        _require(self.scope in ("global", "layer"), f"magnitude scope must be 'global' or 'layer', got {self.scope!r}")
 
     def to_dict(self) -> dict:
-        return {"kind": "magnitude", "sparsity": self.sparsity, "keep_first_last_dense": self.keep_first_last_dense}
+        return {"kind": "magnitude", "sparsity": self.sparsity, "keep_first_last_dense": self.keep_first_last_dense,
+                "scope": self.scope}
 
 
 CHANNEL_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")

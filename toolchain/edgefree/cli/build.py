@@ -36,6 +36,9 @@ def _opt(*names, **kw):
       help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
 @_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
 @_opt("--keep-first-last-dense", is_flag=True, help="Magnitude pruning: do not prune the first and last layer.")
+@_opt("--magnitude-scope", type=click.Choice(["global", "layer"]), default="global",
+      help="Magnitude pruning: rank weights over all layers together, or zero --sparsity of each layer "
+      "(for layers of very different scale, as in MobileNets).")
 @_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (overrides the recipe).")
@@ -71,7 +74,7 @@ def _opt(*names, **kw):
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
-          channel_importance, round_to, keep_first_last_dense, recipe, images,
+          channel_importance, round_to, keep_first_last_dense, magnitude_scope, recipe, images,
           iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
@@ -100,7 +103,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
             values.pop(stage, None)
     if given & PRUNING_OPTIONS or "prune" not in values:
         values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
-                                   channel_ratio, macs_target, depth, channel_importance, round_to)
+                                   channel_ratio, macs_target, depth, channel_importance, round_to, magnitude_scope)
     _layer(values, given, {"formats": formats, "precisions": precisions}, "export")
     _layer(values, given, {"runs": bench_runs, "emulate": emulate}, "bench", flags={"runs": "bench_runs"})
     config = BuildConfig.from_dict(values)
@@ -136,18 +139,19 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
                + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
 
 
-PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "channel_ratio", "macs_target", "depth",
+PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
                    "channel_importance", "round_to"}
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
-             importance, round_to) -> list[dict]:
+             importance, round_to, magnitude_scope) -> list[dict]:
     """The pruning stages the options ask for (``kinds`` None: the target profile's default), as dicts."""
     from edgefree.config import ChannelPruning, MagnitudePruning
     from edgefree.targets import load_target
 
     names = [k.strip() for k in (kinds or ",".join(load_target(target).pruning)).split(",") if k.strip()]
-    stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense),
+    stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense,
+                                                        scope=magnitude_scope),
               "channel": lambda: ChannelPruning(ratio=channel_ratio, macs_target=macs_target, depth=depth,
                                                 importance=importance, round_to=round_to)}
     if not names or any(k not in stages for k in names):

@@ -1,6 +1,6 @@
 """``prune(teacher, config)``: the config type picks the pruning, and the result is a ``Student``.
 
-* ``MagnitudePruning``: global magnitude pruning of conv and linear weights, with exact masks.
+* ``MagnitudePruning``: magnitude pruning of conv and linear weights (ranked globally or per layer), exact masks.
   Storage shrinks; dense runtimes still compute every zero.
 * ``ChannelPruning``: whole channels and residual blocks go (``edgefree.recover.channels``), so
   the student is smaller *and* faster on every runtime.
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from edgefree.config import ChannelPruning, MagnitudePruning
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, warn
 from edgefree.models import InputSpec, Teacher
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -127,19 +127,28 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
 
 
 def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> dict[str, torch.Tensor]:
-    """Masks keeping all but the ``round(sparsity * n)`` smallest of the ``n`` eligible weights (ties by position)."""
+    """Masks keeping all but the ``round(sparsity * n)`` smallest of the ``n`` eligible weights (ties by
+    position), ranked over all layers together (``scope="global"``) or within each layer (``"layer"``)."""
     weights = prunable_weights(model, config.keep_first_last_dense, config.filter_fn)
     if not weights:
         raise EdgefreeError("the model has no Conv1d, Conv2d or Linear layers to prune")
-    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights.values()])
-    n_pruned = round(config.sparsity * magnitudes.numel())
-    keep = torch.ones_like(magnitudes, dtype=torch.bool)
-    if n_pruned:
-        keep[torch.argsort(magnitudes, stable=True)[:n_pruned]] = False
-    masks, offset = {}, 0
-    for name, w in weights.items():
-        masks[name] = keep[offset:offset + w.numel()].view_as(w).clone()
-        offset += w.numel()
+    groups = [weights] if config.scope == "global" else [{name: w} for name, w in weights.items()]
+    masks = {}
+    for group in groups:
+        magnitudes = torch.cat([w.detach().abs().flatten() for w in group.values()])
+        n_pruned = round(config.sparsity * magnitudes.numel())
+        keep = torch.ones_like(magnitudes, dtype=torch.bool)
+        if n_pruned:
+            keep[torch.argsort(magnitudes, stable=True)[:n_pruned]] = False
+        offset = 0
+        for name, w in group.items():
+            masks[name] = keep[offset:offset + w.numel()].view_as(w).clone()
+            offset += w.numel()
+    emptied = [name.removesuffix(".weight") for name, m in masks.items() if not m.any()]
+    if emptied:
+        warn(f"magnitude pruning zeroed every weight of {', '.join(emptied)} (their weights are the smallest when "
+             "ranked globally): the student cannot recover from that; prune each layer by the same fraction "
+             "(--magnitude-scope layer) or leave those layers dense (filter_fn)")
     return masks
 
 
