@@ -23,6 +23,7 @@ could reach at this budget.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shlex
 import sys
@@ -100,6 +101,7 @@ def emulate_row(row: dict) -> dict:
 def real_data_bound(row: dict, teacher_path: Path, shared: Path, work: Path, seed: int, progress: bool) -> dict:
     """The row's prune, refit and distillation on real training images instead of its dreams."""
     from cifar10_recovery import real_train_subset
+    from train_mobilenet_teacher import CLASSES
 
     from edgefree.data import load_eval_data
     from edgefree.evaluate import accuracy
@@ -110,7 +112,8 @@ def real_data_bound(row: dict, teacher_path: Path, shared: Path, work: Path, see
     teacher = load_teacher(ARCH, teacher_path, input_spec={"shape": SHAPE})
     data = load_eval_data(config.eval_data, teacher.spec)
     dreams = SyntheticSet.load(Path(row["build_dir"]) / "synthetic.pt")
-    real = real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", len(dreams), teacher.spec, seed)
+    named = dataclasses.replace(teacher.spec, class_names=CLASSES)  # a torchvision spec names no classes
+    real = real_train_subset(shared / "data" / "cifar10-jpeg" / "train.zip", len(dreams), named, seed)
     fast = recipe("fast")
     student = prune(teacher, list(config.prune), dreams)
     refit = reconstruct(teacher, student, real, fast.reconstruct, progress=progress)
