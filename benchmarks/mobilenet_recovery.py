@@ -151,7 +151,7 @@ def _fmt(value, spec=".2f"):
 def render(results: dict) -> str:
     lines = ["# MobileNetV3-small (torchvision, CIFAR-10 at 32x32) compressed without its data", "",
              "Commands, in order, each merging its part in: " + ", ".join(f"`{c}`" for c in results["commands"])
-             + ". `edgefree.pipeline.build`, recipe `fast`, seed 0, target raspberry-pi-4; top-1 on the 10,000 "
+             + ". " + (results["note"] + ". " if results.get("note") else "") + "`edgefree.pipeline.build`, recipe `fast`, seed 0, target raspberry-pi-4; top-1 on the 10,000 "
              "test images; p50 at batch 1 on this machine (x86-64, 1 thread), teacher and student taking turns.", "",
              "| row | pruning | MACs kept | params kept | teacher | pruned | refit | recovered | gap | "
              "p50 student/teacher fp32 (onnxruntime, OpenVINO, ExecuTorch) | INT8 student vs fp32 teacher | "
@@ -169,6 +169,7 @@ def render(results: dict) -> str:
                      f"{a['teacher']:.2f} | {a['pruned']:.2f} | {_fmt(a.get('reconstructed'))} | **{a['recovered']:.2f}** | "
                      f"{a['teacher'] - a['recovered']:.2f} | {fp32} | {int8} | "
                      f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
+    lines += ["", "Synthesis seconds of 0: the dreams came from the cache of an earlier build with the same settings."]
     lines += ["", "Top-1 of each exported artifact of the student (full test split, through its runtime), and for "
               "INT8 its top-1 agreement with the fp32 student on 256 dreams (a build requires 0.9 by default; this "
               "benchmark accepts 0.8):", ""]
@@ -220,11 +221,15 @@ def main(argv=None) -> None:
     parser.add_argument("--synthesis-cost", action="store_true", help="time DeepInversion on this teacher and the ResNets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only render results/mobilenet_recovery.json again")
     args = parser.parse_args(argv)
+    out = HERE / "results" / "mobilenet_recovery.json"
+    if args.render:
+        out.with_suffix(".md").write_text(render(json.loads(out.read_text())))
+        return
     if not args.teacher.is_file():
         sys.exit(f"no teacher at {args.teacher}: make it with python benchmarks/train_mobilenet_teacher.py "
                  f"--shared {args.shared} --out {args.teacher}")
-    out = HERE / "results" / "mobilenet_recovery.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
     command = "python benchmarks/mobilenet_recovery.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]
