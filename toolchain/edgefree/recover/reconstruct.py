@@ -6,12 +6,14 @@ that layer from the *student's* input (which already carries every earlier layer
 
     min over w_S  || w_S . X_student[S] - w_teacher . X_teacher ||^2    for every output row,
 
-where ``S`` are the row's kept inputs. That is a small least-squares problem per row, posed by the Gram matrix of the student's inputs
-and their products with the teacher's outputs, both accumulated over the synthetic images (the
-kind of weight update OBS / SparseGPT make, here with the masks fixed). Rows with few kept inputs
-are solved exactly (Cholesky); wide rows (a 3x3 conv over 512 channels keeps over a thousand) by
-conjugate gradients started from the current weights, every row of the layer in one product. The masks never change, so the sparsity stays exact. No
-gradient step is taken, and distillation starts from a far better student.
+where ``S`` are the row's kept inputs. That is a small least-squares problem per row, posed by
+the Gram matrix of the student's inputs and their products with the teacher's outputs, both
+accumulated over the synthetic images (the kind of weight update OBS / SparseGPT make, here with
+the masks fixed). Rows that keep every input share one exact solve; rows with few kept inputs are
+solved exactly (Cholesky); wide rows (a 3x3 conv over 512 channels keeps over a thousand) by
+conjugate gradients started from the current weights, every row of the layer in one product.
+The masks never change, so the sparsity stays exact. No gradient step is taken, and
+distillation starts from a far better student.
 
 Each layer's inputs come from the nearest cached ``nn.Sequential`` child (a residual block, say)
 rather than from the images: the walk costs one forward pass over the network, not one per layer.
@@ -157,18 +159,23 @@ def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, dampin
            start: torch.Tensor) -> torch.Tensor:
     """Per output row r: (G[S_r, S_r] + damping) w = targets[S_r, r], for every row at once.
 
-    Rows that keep at most ``_EXACT_MAX_KEPT`` inputs are solved exactly (Cholesky, float64), a
-    batch of rows with the same count of kept inputs at a time. Rows that keep more are solved by
-    preconditioned conjugate gradients on all of them together, started from ``start`` (the
-    layer's current weights): one product with the Gram matrix per step serves every row, where an
-    exact solve would cost each row a factorization of its own."""
+    Rows that keep every input share one exact solve. Other rows that keep at most
+    ``_EXACT_MAX_KEPT`` inputs are solved exactly (Cholesky, float64), a batch of rows with the
+    same count of kept inputs at a time. Rows that keep more are solved by preconditioned
+    conjugate gradients on all of them together, started from ``start`` (the layer's current
+    weights): one product with the Gram matrix per step serves every row, where an exact solve
+    would cost each row a factorization of its own."""
     damp = float(damping * gram.diagonal().mean().clamp_min(1e-12))
     counts = keep.sum(1)
     fitted = torch.zeros(keep.shape, dtype=torch.float64, device=gram.device)
-    small = (counts > 0) & (counts <= _EXACT_MAX_KEPT)
+    full = counts == len(gram)
+    if full.any():
+        eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+        fitted[full] = torch.linalg.solve(gram + damp * eye, targets[:, full]).T
+    small = (counts > 0) & (counts <= _EXACT_MAX_KEPT) & ~full
     if small.any():
         fitted[small] = _exact(gram, targets[:, small], keep[small], damp)
-    large = counts > _EXACT_MAX_KEPT
+    large = (counts > _EXACT_MAX_KEPT) & ~full
     if large.any():
         fitted[large] = _conjugate_gradients(gram, targets[:, large], keep[large], damp, start[large])
     return fitted
@@ -177,18 +184,18 @@ def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, dampin
 def _exact(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damp: float) -> torch.Tensor:
     """Cholesky solves of each row's kept sub-system, stacked by count of kept inputs."""
     d = len(gram)
-    fitted = torch.zeros(len(keep), d + 1, dtype=torch.float64, device=gram.device)  # column d: padding
+    fitted = torch.zeros(keep.shape, dtype=torch.float64, device=gram.device)
     counts = keep.sum(1)
     kept_first = torch.sort(torch.where(keep, torch.arange(d, device=gram.device), d), dim=1).values
     regularized = gram + damp * torch.eye(d, dtype=gram.dtype, device=gram.device)
     for k in counts.unique().tolist():
         rows = (counts == k).nonzero().squeeze(1)
         for chunk in rows.split(max(1, _GATHER_FLOATS // (k * k))):
-            idx = kept_first[chunk, :k]
+            idx = kept_first[chunk, :k]  # each row's k kept inputs, in order
             a = regularized[idx[:, :, None], idx[:, None, :]]
             b = targets[idx, chunk[:, None]]
             fitted[chunk[:, None], idx] = torch.cholesky_solve(b[..., None], torch.linalg.cholesky(a))[..., 0]
-    return fitted[:, :d]
+    return fitted
 
 
 def _conjugate_gradients(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, damp: float,
