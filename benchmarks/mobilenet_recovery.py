@@ -41,6 +41,7 @@ from edgefree.recover import synthesize
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from channel_pruning import _latency  # noqa: E402  p50 per runtime and the student/teacher ratios
 ARCH = "torchvision:mobilenet_v3_small"
 SHAPE = (3, 32, 32)
 # Magnitude pruning per layer: ranked globally, the small weights of the 576 -> 1024 classifier go first and
@@ -62,14 +63,6 @@ def row_config(row: str, teacher: Path, shared: Path, work: Path, seed: int) -> 
                             int8_min_agreement=0.8),
         bench=BenchConfig(threads=1, eval_limit=500, emulate=False),  # top-1 per artifact: the export's full pass
     )
-
-
-def _latency(report: dict) -> dict:
-    rows = [r for r in report["bench"]["native"]["rows"] if not r["error"]]
-    p50 = {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"] for r in rows}
-    ratios = {key.split("/", 1)[1]: value / p50[f"teacher/{key.split('/', 1)[1]}"] for key, value in p50.items()
-              if key.startswith("student/") and p50.get(f"teacher/{key.split('/', 1)[1]}")}
-    return {"p50_ms": p50, "student_over_teacher": ratios}
 
 
 def run_row(row: str, teacher: Path, shared: Path, work: Path, seed: int, progress: bool) -> dict:
