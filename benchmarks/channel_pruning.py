@@ -268,6 +268,10 @@ def main() -> None:
                 save()
     if args.emulate:
         for row in results["rows"].values():
+            if not Path(row["build_dir"], "report.json").exists():
+                print(f"{row['row']}: build folder {row['build_dir']} is gone; its earlier QEMU counts are kept "
+                      "(rebuild the row with --rows to count it again)", flush=True)
+                continue
             row["emulated"] = emulate_row(row)
             save()
 
