@@ -52,7 +52,7 @@ def _cifar(name: str, shared: Path, work: Path):
     student = prune(teacher, MagnitudePruning(sparsity=0.75)).model
     config = ExportConfig().for_target(load_target("x86-64"))
     manifests = {"student": work / name / "artifacts" / "manifest.json",
-                 "teacher": export_teacher(teacher, config, dreams, eval_data)}
+                 "teacher": export_teacher(teacher, config, dreams, eval_data).manifest}
     export_student(student, teacher.spec, config, manifests["student"].parent, dreams, eval_data, arch=teacher.name)
     return {"teacher": teacher.module, "student": student}, manifests, eval_data, teacher.spec
 
