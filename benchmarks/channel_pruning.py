@@ -269,12 +269,13 @@ def main() -> None:
                 print(f"{row['row']} bound: {row['bound']}", flush=True)
                 save()
     if args.emulate:
+        targets = tuple(args.emulate_targets.split(","))
         for row in results["rows"].values():
             if not Path(row["build_dir"], "report.json").exists():
                 print(f"{row['row']}: build folder {row['build_dir']} is gone; its earlier QEMU counts are kept "
                       "(rebuild the row with --rows to count it again)", flush=True)
                 continue
-            row["emulated"] = {**(row.get("emulated") or {}), **emulate_row(row, tuple(args.emulate_targets.split(",")))}
+            row["emulated"] = {**(row.get("emulated") or {}), **emulate_row(row, targets)}
             save()
 
 
