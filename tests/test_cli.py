@@ -33,6 +33,8 @@ def built(tmp_path_factory):
 EDGEFREE_LINES = re.compile("|".join([
     r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
     r"multiply-adds\)",
+    r"dreams: the teacher labels [\d.]+% of them as their target \(mean confidence [\d.]+; BatchNorm weight [\d.]+"
+    r"(, chosen by \d+ probes?)?\)",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
     r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|error: .+|[\d,.]+ M instructions.+)",
@@ -49,6 +51,7 @@ def test_the_build_prints_only_its_own_lines(built):
     foreign = [line for line in printed if not EDGEFREE_LINES.fullmatch(line.rstrip())]
     assert not foreign, foreign
     assert any(line.startswith("distill:") for line in printed)  # progress bars still reach the console
+    assert sum(line.startswith("dreams: the teacher labels") for line in printed) == 1
     assert "[threadpool.cpp" in (out / "build.log").read_text()  # ExecuTorch's log lines were kept, out of sight
 
 
@@ -90,6 +93,12 @@ def test_second_build_reuses_the_synthetic_set(built):
     result = run("build", "--out", str(out), *TINY, "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "2")
     assert result.exit_code == 0
     assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
+
+
+def test_bn_weight_takes_a_number_or_auto(tmp_path):
+    result = run("build", "--out", str(tmp_path / "o"), "--bn-weight", "loud")
+    assert result.exit_code == 2 and "'loud' is neither a number nor 'auto'" in result.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_unknown_target_lists_known_ones(tmp_path):

@@ -138,3 +138,43 @@ def test_each_shard_is_its_own_seeded_chain(teacher):
     assert [len(c) for c in d.stats["bn_loss_curves"]] == [40, 40] and d.stats["shards"] == 2
     other = synthesize(teacher, config, seed=4, progress=False)
     assert not torch.equal(d.images[20:], other.images[20:])
+
+
+def test_fidelity_is_measured_on_the_set(dreams, teacher):
+    with torch.no_grad():
+        p = torch.softmax(teacher.module(dreams.images), 1)
+    assert dreams.stats["teacher_agreement"] == pytest.approx((p.argmax(1) == dreams.labels).float().mean().item())
+    assert dreams.stats["teacher_confidence"] == pytest.approx(p.gather(1, dreams.labels[:, None]).mean().item(),
+                                                               abs=1e-5)
+
+
+def test_auto_bn_weight_is_the_strongest_that_keeps_the_labels(teacher):
+    from edgefree.recover.synthesize import BN_WEIGHTS
+
+    auto = synthesize(teacher, TINY.replace(bn_weight="auto", fidelity_floor=0.8), seed=3, progress=False)
+    probes = auto.stats["bn_weight_probes"]
+    # tried strongest first, stopped at the first that reaches the floor; every stronger one fell short
+    assert [p["bn_weight"] for p in probes] == list(BN_WEIGHTS[:len(probes)])
+    assert probes[-1]["teacher_agreement"] >= 0.8 > max(p["teacher_agreement"] for p in probes[:-1] or [{"teacher_agreement": 0}])
+    assert auto.stats["bn_weight"] == probes[-1]["bn_weight"] == auto.stats["config"]["bn_weight"]
+    # the dreams are those of that weight, set by hand
+    fixed = synthesize(teacher, TINY.replace(bn_weight=auto.stats["bn_weight"]), seed=3, progress=False)
+    assert torch.equal(fixed.images, auto.images)
+
+
+def test_an_unreachable_floor_takes_the_weight_that_came_closest(teacher):
+    from edgefree.recover.synthesize import BN_WEIGHTS, choose_bn_weight
+
+    weight, probes = choose_bn_weight(teacher, TINY.replace(fidelity_floor=1.0, iterations=2), progress=False)
+    if len(probes) < len(BN_WEIGHTS):  # some weight reached 100%: it was the last tried
+        assert probes[-1]["teacher_agreement"] == 1.0 and weight == probes[-1]["bn_weight"]
+    else:
+        assert weight == max(probes, key=lambda p: p["teacher_agreement"])["bn_weight"]
+
+
+@pytest.mark.parametrize("value", ["loud", -1.0])
+def test_bn_weight_must_be_a_weight_or_auto(value):
+    from edgefree.errors import EdgefreeError
+
+    with pytest.raises(EdgefreeError, match="bn_weight"):
+        SynthesisConfig(bn_weight=value)

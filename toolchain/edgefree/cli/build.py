@@ -43,6 +43,9 @@ def _opt(*names, **kw):
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (overrides the recipe).")
 @_opt("--synth-batch", type=int, help="Synthesis batch size (overrides the recipe).")
+@_opt("--bn-weight", callback=lambda _ctx, _param, value: _bn_weight(value), help="Weight of the BatchNorm-statistics "
+      "term of synthesis against the class term: a number, or 'auto' (the strongest at which the teacher still "
+      "labels 90% of a probe batch as its target) (overrides the recipe).")
 @_opt("--bf16/--fp32", "bf16", default=None, help="Synthesize and distil in bfloat16 autocast, or in fp32 "
       "[default: the recipe's; 'fast' uses bf16 where the hardware has it natively, fp32 elsewhere].")
 @_opt("--reconstruct-images", type=int, help="Dreams used to refit each pruned layer to the teacher's outputs "
@@ -75,7 +78,7 @@ def _opt(*names, **kw):
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
           channel_importance, round_to, keep_first_last_dense, magnitude_scope, recipe, images,
-          iterations, synth_batch, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
+          iterations, synth_batch, bn_weight, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
 
@@ -109,6 +112,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
     config = BuildConfig.from_dict(values)
     config = replace(  # explicit options win over every part of the recipe (and of the file)
         config, synthesis=config.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16,
+                                                       bn_weight=bn_weight,
                                                        shards=shards),
         reconstruct=config.reconstruct.replace(images=reconstruct_images),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16))
@@ -131,12 +135,31 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
+    click.echo(dreams_line(report["synthesis"]))
     if report["export"]:
         report_export(report["export"])
     if report["bench"]:
         report_bench(report["bench"])
     click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/"
                + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
+
+
+def _bn_weight(value: str | None):
+    if value is None or value == "auto":
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is neither a number nor 'auto'") from None
+
+
+def dreams_line(synthesis: dict) -> str:
+    """How well the dreams carry their labels, in one console line."""
+    probes = synthesis.get("bn_weight_probes")
+    chosen = f", chosen by {len(probes)} probe{'s' if len(probes) > 1 else ''}" if probes else ""
+    return (f"dreams: the teacher labels {100 * synthesis['teacher_agreement']:.1f}% of them as their target "
+            f"(mean confidence {synthesis['teacher_confidence']:.2f}; BatchNorm weight {synthesis['bn_weight']:g}"
+            f"{chosen})")
 
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",

@@ -23,7 +23,8 @@ from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
-from edgefree.recover.inversion import DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, teacher_for_inversion
+from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, label_fidelity,
+                                        teacher_for_inversion)
 
 __all__ = ["DreamGenerator", "train_generator"]
 
@@ -62,11 +63,10 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
                 curve.append(bn.item())
                 if step % 10 == 0:
                     bar.set_postfix(bn=f"{bn.item():.3g}")
-    labels = balanced_labels(config.images, num_classes, g)
-    images = net.sample(spec, labels, g)
-    with torch.no_grad():
-        hit = (teacher(images.to(device)).argmax(1).cpu() == labels).float().mean().item()
+        labels = balanced_labels(config.images, num_classes, g)
+        images = net.sample(spec, labels, g)
+        fidelity = label_fidelity(teacher, images, labels, matcher, device)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": [curve], "bn_loss_first": curve[0],
-             "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), "teacher_agreement": hit, "bf16": bf16,
+             "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), **fidelity, "bn_weight": config.bn_weight, "bf16": bf16,
              "steps": len(curve), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats, net.cpu().eval())

@@ -177,6 +177,20 @@ def balanced_labels(n: int, num_classes: int, generator: torch.Generator) -> tor
     return labels[torch.randperm(n, generator=generator)]
 
 
+@torch.no_grad()
+def label_fidelity(teacher: nn.Module, images: torch.Tensor, labels: torch.Tensor, matcher: BatchNormMatcher,
+                   device: str, batch_size: int = 512) -> dict:
+    """How well dreams carry their labels: the share the teacher classifies as their target
+    (``teacher_agreement``) and its mean softmax probability of the target (``teacher_confidence``)."""
+    hits, confidence = 0, 0.0
+    for x, y in zip(images.split(batch_size), labels.split(batch_size)):
+        p = torch.softmax(teacher(x.to(device)).float(), 1).cpu()
+        hits += int((p.argmax(1) == y).sum())
+        confidence += float(p.gather(1, y[:, None]).sum())
+    matcher.losses.clear()  # those passes are a check, not a step
+    return {"teacher_agreement": hits / len(labels), "teacher_confidence": confidence / len(labels)}
+
+
 def num_classes_of(model: nn.Module, spec: InputSpec) -> int:
     """The width of ``model``'s output, from one forward pass of an example input of ``spec``."""
     with torch.no_grad():

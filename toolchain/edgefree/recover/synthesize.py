@@ -20,6 +20,7 @@ Cheaper variants:
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -35,8 +36,8 @@ from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.models import InputSpec, Teacher
 from edgefree.recover.generator import train_generator
 from edgefree.recover.signal_sheet import save_signal_sheet
-from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip, mirrors,
-                                        teacher_for_inversion)
+from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
+                                        label_fidelity, mirrors, teacher_for_inversion)
 
 
 def _total_variation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +64,43 @@ def require_one_process(config: SynthesisConfig, processes: int) -> None:
                             "DeepInversion recipe such as 'fast'")
 
 
+# bn_weight "auto": the weights tried, strongest first, and the probe that judges each (a batch dreamed from
+# noise with DeepInversion, whatever the method, so that every teacher is probed alike)
+BN_WEIGHTS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
+PROBE_IMAGES, PROBE_STEPS, PROBE_LR = 64, 60, 0.2
+
+
+def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
+                     progress: bool = True) -> tuple[float, list[dict]]:
+    """The strongest BatchNorm weight of ``BN_WEIGHTS`` at which the teacher still labels at least
+    ``config.fidelity_floor`` of a probe batch as its target, and every probe (weight, agreement,
+    confidence). The BatchNorm term pulls the dreams towards the statistics of the real data, the class
+    term towards their labels; summed over a deep network's many BatchNorm layers (some on 1x1 maps)
+    the first drowns the second, and the dreams then teach the student nothing about the classes.
+    Where no weight reaches the floor, the one whose probe came closest.
+
+    Example:
+        >>> from edgefree.demo import default_teacher
+        >>> weight, probes = choose_bn_weight(default_teacher(), SynthesisConfig(fidelity_floor=0.5), progress=False)
+        >>> weight in BN_WEIGHTS and probes[-1]["bn_weight"] == weight
+        True
+    """
+    probe_seed = int.from_bytes(hashlib.sha256(f"{seed}:bn-weight probe".encode()).digest()[:4], "little")
+    probes = []
+    for weight in tqdm(BN_WEIGHTS, desc="bn weight", unit="probe", disable=not progress, leave=False):
+        probe = SynthesisConfig(images=PROBE_IMAGES, batch_size=PROBE_IMAGES, iterations=PROBE_STEPS, lr=PROBE_LR,
+                                bn_weight=weight, first_bn_multiplier=config.first_bn_multiplier,
+                                ce_weight=config.ce_weight, jitter=config.jitter, flip=config.flip, bf16=config.bf16,
+                                channels_last=config.channels_last, shards=1)
+        stats = synthesize(teacher, probe, probe_seed, device, progress=False).stats
+        probes.append({"bn_weight": weight, "teacher_agreement": stats["teacher_agreement"],
+                       "teacher_confidence": stats["teacher_confidence"]})
+        if stats["teacher_agreement"] >= config.fidelity_floor:
+            return weight, probes
+    best = max(probes, key=lambda p: p["teacher_agreement"])["bn_weight"]
+    return best, probes
+
+
 def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), seed: int = 0,
                device: str = "cpu", progress: bool = True) -> SyntheticSet:
     """Dream ``config.images`` images from ``teacher`` alone (method "generator": see ``edgefree.recover.generator``).
@@ -72,6 +110,9 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
     rank dreams its shards (``edgefree.distributed.my_shards``) and every rank gets the whole set, the
     same bit for bit whatever the number of ranks (given the same threads per rank and device).
 
+    ``config.bn_weight="auto"`` first picks the weight of the BatchNorm term by probes
+    (``choose_bn_weight``); the stats record it and the probes.
+
     Raises ``NoBatchNormError`` for a model without BatchNorm: there is nothing to invert.
 
     Example:
@@ -80,6 +121,14 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
         >>> tuple(dreams.images.shape)
         (20, 1, 8, 8)
     """
+    if config.bn_weight == "auto":
+        started = time.perf_counter()
+        weight, probes = choose_bn_weight(teacher, config, seed, device, progress)
+        probing = time.perf_counter() - started
+        dreams = synthesize(teacher, config.replace(bn_weight=weight), seed, device, progress)
+        dreams.stats.update(bn_weight_probes=probes, bn_weight_probe_seconds=probing, fidelity_floor=config.fidelity_floor,
+                            seconds=dreams.stats["seconds"] + probing)
+        return dreams
     if config.method == "generator":
         require_one_process(config, distributed.world().size)
         return train_generator(teacher, config, seed, device, progress)
@@ -98,13 +147,14 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
                        for s in mine]
         busy = time.perf_counter() - started
         shards = {s: shard for rank in distributed.all_gather(dict(zip(mine, dreamed))) for s, shard in rank.items()}
-    images = torch.cat([shards[s][0] for s in range(len(plan))])
+        images = torch.cat([shards[s][0] for s in range(len(plan))])
+        fidelity = label_fidelity(teacher, images, labels, matcher, device)
     curves = [curve for s in range(len(plan)) for curve in shards[s][1]]
-    hit = sum(shards[s][2] for s in range(len(plan))) / len(labels)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": curves,  # per batch, per step
              "bn_loss_first": sum(c[0] for c in curves) / len(curves),  # mean over batches
              "bn_loss_last": sum(c[-1] for c in curves) / len(curves),
-             "teacher_agreement": hit, "bf16": resolve_bf16(config.bf16, device), "steps": sum(map(len, curves)),
+             **fidelity, "bn_weight": config.bn_weight, "bf16": resolve_bf16(config.bf16, device),
+             "steps": sum(map(len, curves)),
              "shards": len(plan), "config": config.to_dict(), "seed": seed,
              "rank": {"images": sum(len(shards[s][0]) for s in mine), "seconds": busy}}  # this rank's own work
     return SyntheticSet(images, labels, stats)
@@ -112,9 +162,9 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
 
 def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher, memory_format,
                  batches: list[torch.Tensor], config: SynthesisConfig, g: torch.Generator, device: str,
-                 bar) -> tuple[torch.Tensor, list, int]:
+                 bar) -> tuple[torch.Tensor, list]:
     """One shard: its batches dreamed in turn, each after the first warm-started from the one before.
-    Returns (images, one BN-loss curve per batch, how many the teacher classifies as their label)."""
+    Returns (images, one BN-loss curve per batch)."""
     low, high = (b.to(device) for b in spec.bounds())
     _, autocast = bf16_autocast(config.bf16, device)
     n_low = int(config.low_res_fraction * config.iterations)
@@ -158,11 +208,7 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
             if step % 10 == 0:
                 bar.set_postfix(bn=f"{bn.item():.3g}", ce=f"{ce.item():.3g}")
         images.append(x.detach().contiguous().cpu())
-    images = torch.cat(images)
-    with torch.no_grad():
-        hit = int((teacher(images.to(device)).argmax(1).cpu() == torch.cat(batches)).sum())
-    matcher.losses.clear()  # that pass is a check, not a step
-    return images, curves, hit
+    return torch.cat(images), curves
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:
