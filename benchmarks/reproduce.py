@@ -76,7 +76,7 @@ def check(results: Path = RESULTS) -> list[str]:
     """One line per problem: a results file naming no command, or a command its script rejects."""
     problems, modules = [], {}
     for path in sorted(results.rglob("*.json")):
-        shown = path.relative_to(results.parent)
+        shown = path.relative_to(results)
         commands = recorded_commands(json.loads(path.read_text()))
         if not commands:
             problems.append(f"{shown}: names no `{PREFIX}...` command")
