@@ -44,16 +44,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--default", action="store_true", help="the built-in default model (no --model, no shared files)")
     p.add_argument("--pruning", help="with --default: pass `--pruning PRUNING` (results/default_build-PRUNING.*)")
-    p.add_argument("--output", type=_stem,
+    p.add_argument("--output", type=_file_name,
                    help="file name without suffix under --results (default: default_build[-PRUNING] with --default, "
                         "build_time-ARCH-TARGET without), to keep machines or settings apart")
     return p
 
 
-def _stem(name: str) -> str:
+def _file_name(name: str) -> str:
     if not name or Path(name).name != name or name.endswith((".json", ".md")):
         raise argparse.ArgumentTypeError(f"{name!r}: give a file name without folder or suffix, e.g. default_build-amd")
     return name
+
+
+def _stem(args) -> str:
+    if args.output:
+        return args.output
+    if args.default:
+        return "default_build" + (f"-{args.pruning.replace(',', '-')}" if args.pruning else "")
+    return f"build_time-{args.arch}-{args.target}"
+
+
+def written(args) -> list[str]:
+    """The files under --results that this command writes."""
+    return [f"{_stem(args)}.json", f"{_stem(args)}.md"]
 
 
 def main(argv=None) -> None:
@@ -89,7 +102,7 @@ def main(argv=None) -> None:
         "emulated": bool(report["bench"] and (report["bench"].get("emulated") or {}).get("cpu")), "machine": machine_info(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / (args.output or f"build_time-{args.arch}-{args.target}")
+    stem = args.results / _stem(args)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
     a = result["accuracy"]
     lines = [f"# `edgefree build` end to end: {args.arch} -> {args.target}", "",
@@ -143,7 +156,7 @@ def default_build(args, argv) -> None:
             (work / "edgefree-out" / "build.log").read_text().splitlines()), "machine": machine_info(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / (args.output or "default_build" + (f"-{args.pruning.replace(',', '-')}" if args.pruning else ""))
+    stem = args.results / _stem(args)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     a, m = result["accuracy"], result["machine"]
     lines = [f"# `{shown}` on the built-in default", "",

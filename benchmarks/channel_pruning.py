@@ -240,6 +240,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["channel_pruning.json", "channel_pruning.md", "channel_pruning.png"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     for name in TEACHERS.values():

@@ -351,6 +351,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["cifar10_recovery.json", "cifar10_recovery.md", "cifar10_recovery.png"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if not (args.shared / "models").is_dir():

@@ -90,6 +90,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["distributed_scaling.json", "distributed_scaling.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     checkpoint = args.shared / "models" / CHECKPOINT

@@ -103,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["export_bench_time.json", "export_bench_time.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if not (args.shared / "models").is_dir():

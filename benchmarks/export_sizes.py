@@ -134,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["export_sizes.json", "export_sizes.md"]
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     cases = args.cases.split(",")

@@ -77,6 +77,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return [args.results.name] if args.results.parent.resolve() == (ROOT / "benchmarks" / "results").resolve() else []
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     run = run_record(__file__, argv, digits_files())

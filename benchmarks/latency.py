@@ -67,6 +67,22 @@ def _save(result_dir: Path, produced: Path, note: str, run: dict) -> None:
     (result_dir / "bench.json").write_text(json.dumps(result, indent=2, default=str))
 
 
+def _attempts(target: str, targets: list[str], repeat: int) -> list[tuple[int, str]]:
+    """(run number, folder suffix) per run of ``target``: x86-64 and the first arm64 target ``repeat`` times."""
+    times = repeat if target == "x86-64" or target == next((t for t in targets if t != "x86-64"), None) else 1
+    return [(attempt, "" if attempt == 1 else f"-repeat{attempt}") for attempt in range(1, times + 1)]
+
+
+def written(args) -> list[str]:
+    """The files under results/ that this command writes."""
+    if args.summary_only:
+        return ["latency.md"]
+    targets = args.targets.split(",")
+    return ["latency.md", *(f"latency/{case}/{target}{suffix}/{name}" for case in args.cases.split(",") if case
+                            for target in targets for _, suffix in _attempts(target, targets, args.repeat)
+                            for name in ("bench.json", "bench.md", "bench.png"))]
+
+
 def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int, repeat: int, eval_limit,
              argv=None) -> None:
     if name == "digits":
@@ -85,16 +101,14 @@ def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int,
                                                      eval_data)
     for target in targets:
         emulated = load_target(target).emulated
-        times = repeat if target == "x86-64" or target == next((t for t in targets if t != "x86-64"), None) else 1
-        for attempt in range(1, times + 1):
+        for attempt, suffix in _attempts(target, targets, repeat):
             config = (BenchConfig(runs=runs, eval_limit=eval_limit, native=False, emulated_runs=2,
                                   emulated_inputs=4 if name != "digits" else 8) if emulated
                       else BenchConfig(runs=runs, eval_limit=eval_limit))
             with tempfile.TemporaryDirectory() as tmp:
                 measure(target, config, Path(tmp))
-                suffix = "" if attempt == 1 else f"-repeat{attempt}"
                 _save(RESULTS / name / f"{target}{suffix}", Path(tmp), note, run)
-            print(f"{name} {target} {attempt}/{times} done", flush=True)
+            print(f"{name} {target} run {attempt} done", flush=True)
 
 
 def _by_key(rows: list[dict]) -> dict:

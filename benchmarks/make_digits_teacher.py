@@ -63,6 +63,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["digits_teacher.json", "digits_teacher.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     run = run_record(__file__, argv, digits_files()[1:])  # the data; the weights are what it writes

@@ -218,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["mobilenet_recovery.json", "mobilenet_recovery.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     out = HERE / "results" / "mobilenet_recovery.json"

@@ -4,7 +4,8 @@ Reads each ``*.json`` under ``benchmarks/results/`` (``latency/*/*/bench.json`` 
 every string that starts with ``python benchmarks/`` (the commands a run recorded: ``command``,
 ``benchmark_command``, ``commands``, ``runs``), and parses its arguments with that script's
 ``parser()``. Nothing runs: the check only says which recorded commands the scripts would
-reject, and which results files name no command at all.
+reject, which results files name no command at all, and, for scripts whose ``written(args)``
+lists the files a command writes, which results files none of their commands could have written.
 
     python benchmarks/reproduce.py --check      # exit 1 and one line per problem if any
 """
@@ -47,43 +48,52 @@ def _script(name: str):
     return module
 
 
-def problem(command: str, modules: dict) -> str | None:
-    """Why ``command`` would not be accepted, or None when its script's parser takes it."""
+def parse(command: str, modules: dict):
+    """``(module, parsed arguments)`` of ``command``, or ``(None, why not)`` when its script rejects it."""
     try:
         words = shlex.split(command)
     except ValueError as e:
-        return f"not a shell command line ({e})"
+        return None, f"not a shell command line ({e})"
     if len(words) < 2 or words[0] != "python" or not words[1].startswith("benchmarks/"):
-        return "does not start with `python benchmarks/<script>.py`"
+        return None, "does not start with `python benchmarks/<script>.py`"
     script = HERE / Path(words[1]).name
     if Path(words[1]).parent != Path("benchmarks") or script.suffix != ".py" or not script.is_file():
-        return f"no script {words[1]}"
+        return None, f"no script {words[1]}"
     if script.stem not in modules:
         modules[script.stem] = _script(script.stem)
     make_parser = getattr(modules[script.stem], "parser", None)
     if make_parser is None:
-        return f"{words[1]} has no parser() to check it with"
+        return None, f"{words[1]} has no parser() to check it with"
     errors = io.StringIO()
     try:
         with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(io.StringIO()):
-            make_parser().parse_args(words[2:])
+            args = make_parser().parse_args(words[2:])
     except SystemExit:
-        return errors.getvalue().strip().splitlines()[-1] if errors.getvalue().strip() else "rejected"
-    return None
+        return None, errors.getvalue().strip().splitlines()[-1] if errors.getvalue().strip() else "rejected"
+    return modules[script.stem], args
 
 
 def check(results: Path = RESULTS) -> list[str]:
-    """One line per problem: a results file naming no command, or a command its script rejects."""
+    """One line per problem: a results file naming no command, a command its script rejects, or a file
+    that none of its commands writes."""
     problems, modules = [], {}
     for path in sorted(results.rglob("*.json")):
         shown = path.relative_to(results)
         commands = recorded_commands(json.loads(path.read_text()))
         if not commands:
             problems.append(f"{shown}: names no `{PREFIX}...` command")
+        writes = set()
         for command in commands:
-            why = problem(command, modules)
-            if why:
-                problems.append(f"{shown}: `{command}`: {why}")
+            module, args = parse(command, modules)
+            if module is None:
+                problems.append(f"{shown}: `{command}`: {args}")
+                writes = None
+            elif writes is not None and hasattr(module, "written"):
+                writes |= set(module.written(args))
+            else:
+                writes = None  # a script that does not say what it writes: nothing to compare
+        if commands and writes is not None and str(shown) not in writes:
+            problems.append(f"{shown}: none of its commands writes it")
     return problems
 
 

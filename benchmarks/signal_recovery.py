@@ -91,6 +91,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["signal_recovery.json", "signal_recovery.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if args.render:

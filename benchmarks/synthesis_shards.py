@@ -34,6 +34,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["synthesis_shards.json", "synthesis_shards.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     checkpoint = args.shared / "models" / "resnet20_cifar10jpeg.pt"

@@ -93,6 +93,11 @@ def _models(text: str) -> list[str]:
     return names
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["torchvision_sweep.json", "torchvision_sweep.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if args.one:

@@ -113,6 +113,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["mobilenet_teacher.json", "mobilenet_teacher.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     data = args.shared / "data" / "cifar10-jpeg"

@@ -85,6 +85,11 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["signal_teacher.json", "signal_teacher.md"]
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     run = run_record(__file__, argv, [blink_folder() / "Blink_TRAIN.ts", blink_folder() / "Blink_TEST.ts"])

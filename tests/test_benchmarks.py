@@ -146,16 +146,19 @@ def test_every_recorded_command_is_accepted_by_its_script(reproduce):
 
 def test_check_reports_rejected_and_missing_commands(reproduce, tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"commands": [
-        "python benchmarks/torchvision_sweep.py --models resnet18,... (stopped after resnet18)",
-        "python benchmarks/build_time.py --default --output default_build-amd"]}))
+        "python benchmarks/torchvision_sweep.py --models resnet18,... (stopped after resnet18)"]}))
     (tmp_path / "b.json").write_text(json.dumps({"rows": []}))
     (tmp_path / "c.json").write_text(json.dumps({"command": "python benchmarks/no_such_script.py"}))
+    (tmp_path / "default_build-amd.json").write_text(json.dumps({"benchmark_command": "python benchmarks/build_time.py --default"}))
+    (tmp_path / "default_build-intel.json").write_text(json.dumps(
+        {"benchmark_command": "python benchmarks/build_time.py --default --output default_build-intel"}))
     problems = reproduce.check(tmp_path)
-    assert len(problems) == 3, problems
+    assert len(problems) == 4, problems
     assert problems[0].startswith("a.json: `python benchmarks/torchvision_sweep.py --models resnet18,...")
     assert "argument --models: not torchvision model names: '...'" in problems[0]
     assert problems[1] == "b.json: names no `python benchmarks/...` command"
     assert problems[2].endswith("no script benchmarks/no_such_script.py")
+    assert problems[3] == "default_build-amd.json: none of its commands writes it"
 
 
 def test_run_record_takes_argv_from_the_command_line(monkeypatch, tmp_path):
@@ -172,9 +175,21 @@ def test_run_record_takes_argv_from_the_command_line(monkeypatch, tmp_path):
     assert provenance.run_record("latency.py", ["--rows", ""])["command"] == "python benchmarks/latency.py --rows ''"
 
 
+def test_latency_writes_repeat_folders_only_when_asked():
+    latency = _load("latency")
+    once = latency.written(latency.parser().parse_args(["--cases", "resnet56", "--repeat", "1"]))
+    twice = latency.written(latency.parser().parse_args(["--cases", "resnet56"]))
+    assert "latency/resnet56/medical-sensor-a53/bench.json" in once and not any("repeat" in f for f in once)
+    assert {f for f in twice if "repeat2/bench.json" in f} == {"latency/resnet56/x86-64-repeat2/bench.json",
+                                                              "latency/resnet56/raspberry-pi-4-repeat2/bench.json"}
+
+
 def test_build_time_output_names_a_file_in_results():
     build_time = _load("build_time")
-    assert build_time.parser().parse_args(["--default", "--output", "default_build-amd"]).output == "default_build-amd"
+    args = build_time.parser().parse_args(["--default", "--output", "default_build-amd"])
+    assert build_time.written(args) == ["default_build-amd.json", "default_build-amd.md"]
+    assert build_time.written(build_time.parser().parse_args(["--default", "--pruning", "channel"]))[0] == \
+        "default_build-channel.json"
     for bad in ("results/x", "x.json", ""):
         with pytest.raises(SystemExit):
             build_time.parser().parse_args(["--default", "--output", bad])
