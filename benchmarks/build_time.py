@@ -11,7 +11,8 @@ reported (accuracy, sparsity, seconds per stage) and what it printed.
 
 Writes ``results/build_time-<arch>-<target>.{json,md}``; ``--default`` writes
 ``results/default_build[-PRUNING].{json,md}``, its build run with an empty ``EDGEFREE_CACHE`` too
-(the teacher's export included) and with progress bars, as a user sees it.
+(the teacher's export included) and with progress bars, as a user sees it. ``--output NAME``
+writes ``results/NAME.{json,md}`` instead, to keep machines apart.
 """
 
 from __future__ import annotations
@@ -28,26 +29,55 @@ import time
 from pathlib import Path
 
 from edgefree.machine import machine_info
+from provenance import describe, digits_files, run_record
 
 HERE = Path(__file__).resolve().parent
 CHECKPOINTS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
 GOAL_S = 600
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
+    p.add_argument("--arch", default="resnet20-cifar", choices=sorted(CHECKPOINTS))
+    p.add_argument("--target", default="android-arm64")
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--default", action="store_true", help="the built-in default model (no --model, no shared files)")
+    p.add_argument("--pruning", help="with --default: pass `--pruning PRUNING` (results/default_build-PRUNING.*)")
+    p.add_argument("--output", type=_file_name,
+                   help="file name without suffix under --results (default: default_build[-PRUNING] with --default, "
+                        "build_time-ARCH-TARGET without), to keep machines or settings apart")
+    return p
+
+
+def _file_name(name: str) -> str:
+    if not name or Path(name).name != name or name.endswith((".json", ".md")):
+        raise argparse.ArgumentTypeError(f"{name!r}: give a file name without folder or suffix, e.g. default_build-amd")
+    return name
+
+
+def _stem(args) -> str:
+    if args.output:
+        return args.output
+    if args.default:
+        return "default_build" + (f"-{args.pruning.replace(',', '-')}" if args.pruning else "")
+    return f"build_time-{args.arch}-{args.target}"
+
+
+def written(args) -> list[str]:
+    """The files under --results that this command writes."""
+    return [f"{_stem(args)}.json", f"{_stem(args)}.md"]
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
-    parser.add_argument("--arch", default="resnet20-cifar", choices=sorted(CHECKPOINTS))
-    parser.add_argument("--target", default="android-arm64")
-    parser.add_argument("--results", type=Path, default=HERE / "results")
-    parser.add_argument("--default", action="store_true", help="the built-in default model (no --model, no shared files)")
-    parser.add_argument("--pruning", help="with --default: pass `--pruning PRUNING` (results/default_build-PRUNING.*)")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if args.default:
         return default_build(args, argv)
     if not (args.shared / "models").is_dir():
         sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
     shared = args.shared.resolve()  # the build runs in a fresh folder
+    run = run_record(__file__, argv, [shared / "models" / CHECKPOINTS[args.arch],
+                                      shared / "data" / "cifar10-jpeg" / "test.zip"])
     edgefree = Path(sys.executable).with_name("edgefree")
     work = Path(tempfile.mkdtemp(prefix="edgefree-build-time-"))
     command = [str(edgefree), "build", "--model", str(shared / "models" / CHECKPOINTS[args.arch]),
@@ -65,19 +95,19 @@ def main(argv=None) -> None:
         sys.exit(f"the build failed (exit {done.returncode}); nothing written")
     report = json.loads((work / "out" / "report.json").read_text())
     result = {
-        "command": shown, "benchmark_command": "python benchmarks/build_time.py " + " ".join(argv or sys.argv[1:]),
+        "command": shown, "benchmark_command": run["command"], "run": run,
         "wall_seconds": round(wall, 1), "goal_seconds": GOAL_S, "met": wall <= GOAL_S,
         "stage_seconds": report["seconds"], "accuracy": report["accuracy"], "sparsity": report["sparsity"],
         "recipe": report["synthesis"]["recipe"], "synthesis": report["synthesis"],
         "emulated": bool(report["bench"] and (report["bench"].get("emulated") or {}).get("cpu")), "machine": machine_info(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / f"build_time-{args.arch}-{args.target}"
+    stem = args.results / _stem(args)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
     a = result["accuracy"]
     lines = [f"# `edgefree build` end to end: {args.arch} -> {args.target}", "",
              f"Produced by `{result['benchmark_command']}`, which ran `{shown}` in a fresh process with an empty "
-             "synthesis cache.", "",
+             "synthesis cache. " + describe(run), "",
              f"- wall: **{wall:.0f} s** (goal <= {GOAL_S} s: {'met' if result['met'] else 'NOT met'})",
              f"- top-1 on the 10,000 test images: teacher {a['teacher']:.2f} -> pruned {a['pruned']:.2f} -> "
              f"recovered **{a['recovered']:.2f}**; sparsity {report['sparsity']:.4f}; recipe `{result['recipe']}`",
@@ -97,6 +127,7 @@ _PROGRESS = re.compile(r"[^|]*: +\d+%\|.*")  # "<what>: NN%|<bar>| ...", any sta
 def default_build(args, argv) -> None:
     """``edgefree build --target TARGET`` on the built-in default, in a fresh folder and cache."""
     edgefree = Path(sys.executable).with_name("edgefree")
+    run = run_record(__file__, argv, digits_files())
     work = Path(tempfile.mkdtemp(prefix="edgefree-default-build-"))
     extra = ["--pruning", args.pruning] if args.pruning else []
     shown = " ".join(["edgefree build --target", args.target, *extra])
@@ -115,7 +146,7 @@ def default_build(args, argv) -> None:
     bench_rows = [{k: row[k] for k in ("model", "runtime", "precision")} | {"p50_ms": row["latency_ms"]["p50"]}
                   for row in (report["bench"] or {}).get("native", {}).get("rows", []) if not row["error"]]
     result = {
-        "command": shown, "benchmark_command": "python benchmarks/build_time.py " + " ".join(argv or sys.argv[1:]),
+        "command": shown, "benchmark_command": run["command"], "run": run,
         "wall_seconds": round(wall, 1), "load_average_at_start": round(load, 2), "stage_seconds": report["seconds"],
         "accuracy": report["accuracy"], "eval_images": report["eval_data"]["images"], "sparsity": report["sparsity"],
         "recipe": report["synthesis"]["recipe"], "synthesis": report["synthesis"],
@@ -125,12 +156,12 @@ def default_build(args, argv) -> None:
             (work / "edgefree-out" / "build.log").read_text().splitlines()), "machine": machine_info(),
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    stem = args.results / ("default_build" + (f"-{args.pruning.replace(',', '-')}" if args.pruning else ""))
+    stem = args.results / _stem(args)
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     a, m = result["accuracy"], result["machine"]
     lines = [f"# `{shown}` on the built-in default", "",
              f"Produced by `{result['benchmark_command']}`, which ran `{shown}` in a fresh folder with an empty "
-             "`EDGEFREE_CACHE`.", "",
+             "`EDGEFREE_CACHE`. " + describe(run), "",
              f"- wall: **{wall:.0f} s** (1-minute load average when it started: {load:.1f} on {m['cores']} cores)",
              f"- top-1 on the {result['eval_images']} held-out digits: teacher {a['teacher']:.2f} -> pruned {a['pruned']:.2f}"
              f" -> refit {a['reconstructed']:.2f} -> recovered **{a['recovered']:.2f}**; sparsity {report['sparsity']:.4f}; "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from edgefree.models import load_teacher
 from edgefree.pipeline import build, synthesize_cached
 from edgefree.recover import distill, prune, reconstruct
 from edgefree.recover.synthesize import SyntheticSet
+from provenance import run_record
 
 HERE = Path(__file__).resolve().parent
 TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
@@ -224,27 +224,40 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
-    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated row ids ('' for none)")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgefree-channel-bench"))
-    parser.add_argument("--importance", action="store_true", help="also compare the channel criteria")
-    parser.add_argument("--emulate", action="store_true", help="QEMU instruction counts for the rows already built")
-    parser.add_argument("--emulate-targets", default=",".join(EMULATED_TARGETS),
-                        help="target profiles whose CPU model and runtimes --emulate counts on")
-    parser.add_argument("--bound", action="store_true",
-                        help="real-data bound (not data-free) for the rows already built")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args()
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
+    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated row ids ('' for none)")
+    p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-channel-bench"))
+    p.add_argument("--importance", action="store_true", help="also compare the channel criteria")
+    p.add_argument("--emulate", action="store_true", help="QEMU instruction counts for the rows already built")
+    p.add_argument("--emulate-targets", default=",".join(EMULATED_TARGETS),
+                   help="target profiles whose CPU model and runtimes --emulate counts on")
+    p.add_argument("--bound", action="store_true",
+                   help="real-data bound (not data-free) for the rows already built")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["channel_pruning.json", "channel_pruning.md", "channel_pruning.png"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     for name in TEACHERS.values():
         if not (args.shared / "models" / name).is_file():
             sys.exit(f"{args.shared / 'models' / name} not found: pass --shared with the shared teachers")
     out = HERE / "results" / "channel_pruning.json"
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
-    command = "python benchmarks/channel_pruning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    data = args.shared / "data" / "cifar10-jpeg"
+    run = run_record(__file__, argv, [*(args.shared / "models" / n for n in TEACHERS.values()), data / "test.zip",
+                                      *([data / "train.zip"] if args.bound else [])])
+    command = run["command"]
     results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]  # every run merged in
+    results["runs"] = [*results.get("runs", []), run]
 
     def save():
         out.write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -258,7 +271,7 @@ def main() -> None:
     for row_id in [r for r in args.rows.split(",") if r]:
         earlier = results["rows"].get(row_id, {})
         results["rows"][row_id] = {**run_row(row_id, args.shared, args.work, args.seed, not args.quiet),
-                                   "emulated": earlier.get("emulated"), "bound": earlier.get("bound")}
+                                   "emulated": earlier.get("emulated"), "bound": earlier.get("bound"), "command": command}
         save()
         print(f"{row_id}: {results['rows'][row_id]['accuracy']} {results['rows'][row_id]['latency']['student_over_teacher']}",
               flush=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import shlex
 import shutil
 import sys
 import time
@@ -44,6 +43,7 @@ from edgefree.recover import SyntheticSet, distill, prune, reconstruct
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or loaded by the tests
 from baselines import gaussian_noise_set, recalibrate_batchnorm  # noqa: E402
 from edgefree.markdown import percent
+from provenance import run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
@@ -328,7 +328,7 @@ def _save_rows(store: Path, rows: dict) -> None:
     store.write_text(json.dumps({"rows": rows}, indent=2, default=str))
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of {list(ROWS)} ('': none, e.g. with --repeat or --spread)")
@@ -348,13 +348,26 @@ def main(argv=None) -> None:
     parser.add_argument("--render-only", action="store_true", help="only render the .md and .png from the .json")
     parser.add_argument("--synthesize-only", action="store_true",
                         help="only make (and cache) the rows' synthetic sets, e.g. while the machine is busy")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["cifar10_recovery.json", "cifar10_recovery.md", "cifar10_recovery.png"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     if not (args.shared / "models").is_dir():
         sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
     torch.set_num_threads(args.threads)
     args.results.mkdir(parents=True, exist_ok=True)
     store = args.results / "cifar10_recovery.json"
-    command = "python benchmarks/cifar10_recovery.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    data = args.shared / "data" / "cifar10-jpeg"
+    run = None if args.render_only else run_record(__file__, argv, [
+        *(args.shared / "models" / n for n in TEACHERS.values()), data / "test.zip",
+        *([] if args.no_baselines else [data / "train.zip"])])
+    command = run["command"] if run else None
     for row_id in [] if args.render_only else filter(None, args.rows.split(",")):
         if row_id not in ROWS:
             sys.exit(f"unknown row {row_id!r}; known: {list(ROWS)}")
@@ -366,7 +379,7 @@ def main(argv=None) -> None:
         print(f"== {row_id}", flush=True)
         row = run_row(row_id, args.shared, args.work, args.seed, not args.quiet, args.reuse_builds,
                       not args.no_baselines)
-        row["command"] = command
+        row["command"], row["run"] = command, run
         rows = _load_rows(store)
         rows[row_id] = row
         _save_rows(store, rows)
@@ -384,7 +397,7 @@ def main(argv=None) -> None:
         rows = _load_rows(store)
         rows[row_id]["repeat"] = {"accuracy": report["accuracy"], "identical_images": bool(torch.equal(first, again)),
                                   "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]},
-                                  "command": command}
+                                  "command": command, "run": run}
         _save_rows(store, rows)
     for row_id in [] if args.render_only else filter(None, args.spread.split(",")):
         for seed in (int(x) for x in filter(None, args.spread_seeds.split(","))):
@@ -396,7 +409,7 @@ def main(argv=None) -> None:
             report = build(row_config(row_id, args.shared, args.work / f"seed{seed}", seed), progress=not args.quiet)
             rows = _load_rows(store)
             rows[row_id].setdefault("seeds", {})[str(seed)] = {
-                "accuracy": report["accuracy"], "command": command,
+                "accuracy": report["accuracy"], "command": command, "run": run,
                 "seconds": {**report["seconds"], "synthesize": report["synthesis"]["seconds"]}}
             _save_rows(store, rows)
     if args.synthesize_only or not store.exists():

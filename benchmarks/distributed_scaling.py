@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import describe, run_record
+
 HERE = Path(__file__).resolve().parent
 ARCH, CHECKPOINT = "resnet20-cifar", "resnet20_cifar10jpeg.pt"
 SETUPS = [(1, 1), (2, 1), (1, 2)]  # (processes, threads per process)
@@ -75,7 +77,7 @@ def _stages(checkpoint: str, args: dict, threads: int) -> dict:
                 "teacher_agreement": round(dreams.stats["teacher_agreement"], 4)}
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--images", type=int, default=256)
@@ -85,7 +87,16 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["distributed_scaling.json", "distributed_scaling.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     checkpoint = args.shared / "models" / CHECKPOINT
     if not checkpoint.is_file():
         sys.exit(f"needs the shared ResNet-20 teacher: {checkpoint} not found (pass --shared)")
@@ -105,7 +116,8 @@ def main(argv=None) -> None:
         runs.append(run)
     base, two = runs[0]["images_per_s"], runs[1]["images_per_s"]
     speedup = {s: round(two[s] / base[s], 2) for s in base}
-    result = {"benchmark_command": "python benchmarks/distributed_scaling.py " + " ".join(argv or sys.argv[1:]),
+    run = run_record(__file__, argv, [checkpoint])
+    result = {"benchmark_command": run["command"], "run": run,
               "arch": ARCH, "budget": budget, "runs": runs, "speedup_2x1_over_1x1": speedup,
               "speedup_1x2_over_1x1": {s: round(runs[2]["images_per_s"][s] / base[s], 2) for s in base},
               "goals": {s: {"goal": g, "measured": speedup[s], "met": speedup[s] >= g} for s, g in GOALS.items()},
@@ -125,7 +137,7 @@ def _markdown(r: dict) -> str:
              f"(batches of {b['synth_batch']}, {b['shards']} shards, {b['first_iterations']} + {b['iterations']} steps), "
              f"the refit on them, {b['epochs']} epochs of feature distillation. Images per second of the job per stage "
              "(the stage's images over its wall time, communication included); each process started by torchrun's "
-             "launcher.", "",
+             "launcher. " + describe(r["run"]), "",
              "| processes x threads | synthesize img/s | reconstruct img/s | distill img/s | per-rank img/s (s / r / d) "
              "| per-rank img per CPU-second (s / r / d) | load average before / after |",
              "|---|---|---|---|---|---|---|"]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from edgefree.machine import machine_info
 from edgefree.report import sub_steps
+from provenance import describe, digits_files, run_record
 
 HERE = Path(__file__).resolve().parent
 REPORTING = ("export", "export-teacher", "bench")
@@ -70,7 +71,8 @@ def _shown(arguments: list[str], shared: Path) -> str:
 
 def _markdown(results: dict) -> str:
     lines = ["# Export and bench: share of a build's wall time", "",
-             "Produced by `python benchmarks/export_bench_time.py`: each scenario is a fresh `edgefree build` "
+             "Produced by " + ", then ".join(f"`{r['benchmark_command']}`" for r in results.values())
+             + " (one per label): each scenario is a fresh `edgefree build` "
              "process; `cold` and `default` start from an empty cache, `second-recipe` keeps `cold`'s. "
              "The machine's cores are shared with other jobs: wall times are noisy (load average after each "
              "build in the last column).", ""]
@@ -86,24 +88,36 @@ def _markdown(results: dict) -> str:
                          + f" | {100 * run['reporting_share']:.0f}% | {run['load_average_1min']:.1f} |")
     for label, result in results.items():
         m = result["machine"]
-        lines += ["", f"`{label}`: {result['revision']} on {m['cpu']} ({m['cores']} cores)."]
+        lines += ["", f"`{label}`: {result['revision']} on {m['cpu']} ({m['cores']} cores)."
+                  + (" " + describe(result["run"]) if "run" in result else f" {result['run_note']}.")]
     return "\n".join(lines) + "\n"
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--label", default="current", help="name of this measurement in the results")
     parser.add_argument("--toolchain", type=Path, help="run this copy of the package instead of the installed one")
     parser.add_argument("--revision", default=None, help="what --toolchain holds (default: this checkout's commit)")
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["export_bench_time.json", "export_bench_time.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     if not (args.shared / "models").is_dir():
         sys.exit(f"needs the shared teachers and data: {args.shared}/models not found (pass --shared)")
     shared = args.shared.resolve()
     revision = args.revision or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, text=True,
                                                capture_output=True).stdout.strip()
     scenarios, runs = _scenarios(shared), {}
+    run = run_record(__file__, argv, [shared / "models" / "resnet20_cifar10jpeg.pt",
+                                      shared / "data" / "cifar10-jpeg" / "test.zip", *digits_files()])
     with tempfile.TemporaryDirectory(prefix="edgefree-export-bench-") as tmp:
         caches = {"cold": Path(tmp) / "cache", "second-recipe": Path(tmp) / "cache", "default": Path(tmp) / "cache2"}
         for name, arguments in scenarios.items():
@@ -113,13 +127,13 @@ def main(argv=None) -> None:
             runs[name] = _run(arguments, work, caches[name], args.toolchain)
             print(f"  wall {runs[name]['wall_seconds']} s, export+bench {runs[name]['reporting_seconds']} s "
                   f"({100 * runs[name]['reporting_share']:.0f}%)", flush=True)
-            _write(args.results / "export_bench_time.json", args.label, revision, scenarios, runs, shared)
+            _write(args.results / "export_bench_time.json", args.label, revision, scenarios, runs, shared, run)
 
 
-def _write(path: Path, label: str, revision: str, scenarios: dict, runs: dict, shared: Path) -> None:
+def _write(path: Path, label: str, revision: str, scenarios: dict, runs: dict, shared: Path, run: dict) -> None:
     """Merge this label's scenarios so far into the results (written after each, so a long run keeps its figures)."""
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[label] = {"revision": revision, "commands": {n: _shown(a, shared) for n, a in scenarios.items()},
+    results[label] = {"benchmark_command": run["command"], "run": run, "revision": revision, "commands": {n: _shown(a, shared) for n, a in scenarios.items()},
                       "scenarios": dict(runs), "machine": machine_info()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2, default=str))

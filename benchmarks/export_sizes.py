@@ -28,9 +28,9 @@ from edgefree.machine import machine_info
 from edgefree.models import load_teacher
 from edgefree.recover import prune, synthesize
 from edgefree.targets import FORMATS
+from provenance import describe, digits_files, run_record
 
 HERE = Path(__file__).resolve().parent
-COMMAND = "python benchmarks/export_sizes.py --shared ../shared"
 
 
 def _case(name: str, shared: Path):
@@ -85,7 +85,7 @@ def _x(a: int, b: int) -> str:
 
 def render(results: dict) -> str:
     lines = ["# Export sizes, parity and INT8 accuracy (75% unstructured sparsity)", "",
-             f"Command: `{COMMAND}`", "",
+             f"Command: `{results['command']}`" + (f". {describe(results['run'])}" if "run" in results else ""), "",
              "Models pruned to 75% by global magnitude, *not* distilled (accuracy below is the pruned model's, "
              "fp32 vs INT8 of the same model). INT8 is calibrated on DeepInversion images only. Sizes in bytes; "
              "'x' = how many times smaller than the dense fp32 artifact of the same format. The runtimes load "
@@ -126,14 +126,27 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str]) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared",
                         help="folder with models/ and data/ (the shared CIFAR-10 teachers and test set)")
     parser.add_argument("--cases", default="digits,resnet20", help="comma-separated: digits, resnet20")
-    args = parser.parse_args(argv)
-    results = {"command": COMMAND, "machine": machine_info(), "cases": {}}
-    for name in args.cases.split(","):
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["export_sizes.json", "export_sizes.md"]
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    cases = args.cases.split(",")
+    run = run_record(__file__, argv, [*(digits_files() if "digits" in cases else []), *(
+        [args.shared / "models" / "resnet20_cifar10jpeg.pt", args.shared / "data" / "cifar10-jpeg" / "test.zip"]
+        if "resnet20" in cases else [])])
+    results = {"command": run["command"], "run": run, "machine": machine_info(), "cases": {}}
+    for name in cases:
         results["cases"][name] = measure(name, args.shared)
         print(json.dumps(results["cases"][name]["artifacts"], indent=1), flush=True)
     out = HERE / "results"
@@ -145,4 +158,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

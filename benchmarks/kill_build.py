@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from provenance import digits_files, run_record
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ["build", "--images", "32", "--synth-batch", "32", "--iterations", "5", "--epochs", "1", "--formats", "onnx",
          "--precisions", "fp32", "--bench-runs", "2", "--quiet"]
@@ -66,13 +68,23 @@ def _timed_build(out: Path) -> float:
     return published if published is not None else time.monotonic() - started
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latest", type=float, default=0.8, help="latest kill, as a fraction of the time to publish")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "kill_build.json")
-    args = parser.parse_args()
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return [args.results.name] if args.results.parent.resolve() == (ROOT / "benchmarks" / "results").resolve() else []
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    run = run_record(__file__, argv, digits_files())
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="edgefree-kill-") as tmp:
         out = Path(tmp) / "out"
@@ -100,7 +112,7 @@ def main() -> None:
                 before = folder_hash(out)
         rerun_s = _timed_build(out)
         result = {
-            "build": BUILD, "first_build_s_to_publish": round(first, 1),
+            "benchmark_command": run["command"], "run": run, "build": BUILD, "first_build_s_to_publish": round(first, 1),
             "build_s_to_publish": round(duration, 1), "latest": args.latest, "seed": args.seed,
             "kills": kills,
             "interrupted_before_publishing": sum(not k["published_before_the_signal"] for k in kills),

@@ -36,10 +36,10 @@ from edgefree.pipeline import build
 from edgefree.recover import prune, synthesize
 from edgefree.markdown import markdown_table
 from edgefree.targets import load_target
+from provenance import describe, digits_files, run_record
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "latency"
-COMMAND = "python benchmarks/latency.py --shared ../shared"
 ARM_TARGETS = ("raspberry-pi-4", "raspberry-pi-5", "medical-sensor-a53")
 CIFAR = {"resnet20": ("resnet20-cifar", "resnet20_cifar10jpeg.pt"), "resnet56": ("resnet56-cifar", "resnet56_cifar10jpeg.pt")}
 
@@ -57,17 +57,34 @@ def _cifar(name: str, shared: Path, work: Path):
     return {"teacher": teacher.module, "student": student}, manifests, eval_data, teacher.spec
 
 
-def _save(result_dir: Path, produced: Path, note: str) -> None:
+def _save(result_dir: Path, produced: Path, note: str, run: dict) -> None:
     """Move bench.* from ``produced`` to ``result_dir`` and record how they were made."""
     result_dir.mkdir(parents=True, exist_ok=True)
     for name in ("bench.json", "bench.md", "bench.png"):
         shutil.copy(produced / name, result_dir / name)
     result = json.loads((result_dir / "bench.json").read_text())
-    result["benchmark"] = {"command": COMMAND, "student": note}
+    result["benchmark"] = {"command": run["command"], "run": run, "student": note}
     (result_dir / "bench.json").write_text(json.dumps(result, indent=2, default=str))
 
 
-def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int, repeat: int, eval_limit) -> None:
+def _attempts(target: str, targets: list[str], repeat: int) -> list[tuple[int, str]]:
+    """(run number, folder suffix) per run of ``target``: x86-64 and the first arm64 target ``repeat`` times."""
+    times = repeat if target == "x86-64" or target == next((t for t in targets if t != "x86-64"), None) else 1
+    return [(attempt, "" if attempt == 1 else f"-repeat{attempt}") for attempt in range(1, times + 1)]
+
+
+def written(args) -> list[str]:
+    """The files under results/ that this command writes."""
+    if args.summary_only:
+        return ["latency.md"]
+    targets = args.targets.split(",")
+    return ["latency.md", *(f"latency/{case}/{target}{suffix}/{name}" for case in args.cases.split(",") if case
+                            for target in targets for _, suffix in _attempts(target, targets, args.repeat)
+                            for name in ("bench.json", "bench.md", "bench.png"))]
+
+
+def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int, repeat: int, eval_limit,
+             argv=None) -> None:
     if name == "digits":
         out = work / "digits"
         build(BuildConfig(out=out, bench=BenchConfig(runs=runs, eval_limit=eval_limit)), progress=False)
@@ -75,23 +92,23 @@ def run_case(name: str, shared: Path, work: Path, targets: list[str], runs: int,
 
         note = "recovered by `edgefree build` (demo recipe: DeepInversion + distillation), 75% sparse"
         measure = lambda target, config, into: bench_build(out, target, config, into)  # noqa: E731
+        run = run_record(__file__, argv, digits_files())
     else:
         models, manifests, eval_data, spec = _cifar(name, shared, work)
+        run = run_record(__file__, argv, [shared / "models" / CIFAR[name][1], shared / "data" / "cifar10-jpeg" / "test.zip"])
         note = "the teacher pruned to 75% (global magnitude), NOT distilled: no recovered checkpoint yet"
         measure = lambda target, config, into: bench(models, manifests, spec, load_target(target), into, config,  # noqa: E731
                                                      eval_data)
     for target in targets:
         emulated = load_target(target).emulated
-        times = repeat if target == "x86-64" or target == next((t for t in targets if t != "x86-64"), None) else 1
-        for attempt in range(1, times + 1):
+        for attempt, suffix in _attempts(target, targets, repeat):
             config = (BenchConfig(runs=runs, eval_limit=eval_limit, native=False, emulated_runs=2,
                                   emulated_inputs=4 if name != "digits" else 8) if emulated
                       else BenchConfig(runs=runs, eval_limit=eval_limit))
             with tempfile.TemporaryDirectory() as tmp:
                 measure(target, config, Path(tmp))
-                suffix = "" if attempt == 1 else f"-repeat{attempt}"
-                _save(RESULTS / name / f"{target}{suffix}", Path(tmp), note)
-            print(f"{name} {target} {attempt}/{times} done", flush=True)
+                _save(RESULTS / name / f"{target}{suffix}", Path(tmp), note, run)
+            print(f"{name} {target} run {attempt} done", flush=True)
 
 
 def _by_key(rows: list[dict]) -> dict:
@@ -177,15 +194,18 @@ def _arm(case: Path) -> list[str]:
 def summary(results: Path) -> str:
     """results/latency.md: per case, the x86-64 table, the arm64 instruction counts, and how well both repeat."""
     lines = ["# Latency: teacher vs student per runtime (generated by benchmarks/latency.py)", "",
-             f"Command: `{COMMAND}`. Each folder under `latency/<case>/<target>/` holds the full bench.json, "
-             "bench.md and bench.png.", ""]
+             "Each folder under `latency/<case>/<target>/` holds the full bench.json, bench.md and bench.png, "
+             "and the command that wrote it.", ""]
     for case in sorted(p for p in results.iterdir() if (p / "x86-64" / "bench.json").exists()):
-        note = json.loads((case / "x86-64" / "bench.json").read_text())["benchmark"]["student"]
-        lines += [f"## {case.name}", "", f"Student: {note}.", "", *_x86(case), *_arm(case), ""]
+        made = json.loads((case / "x86-64" / "bench.json").read_text())["benchmark"]
+        commands = dict.fromkeys(json.loads(p.read_text())["benchmark"]["command"] for p in sorted(case.glob("*/bench.json")))
+        lines += [f"## {case.name}", "", "Command: " + ", ".join(f"`{c}`" for c in commands) + ". " + (
+            describe(made["run"]) if "run" in made else made["run_note"] + "."), "", f"Student: {made['student']}.", "",
+            *_x86(case), *_arm(case), ""]
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared")
     parser.add_argument("--cases", default="digits,resnet20,resnet56")
@@ -195,17 +215,21 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-limit", type=int, help="top-1 on the first N evaluation images (default: all)")
     parser.add_argument("--work", type=Path, help="scratch folder for builds and artifacts (default: a temp dir)")
     parser.add_argument("--summary-only", action="store_true", help="only re-render results/latency.md")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.summary_only:
         (HERE / "results" / "latency.md").write_text(summary(RESULTS))
         return 0
     cases = [c for c in args.cases.split(",") if c]
     if any(c in CIFAR for c in cases) and not (args.shared / "models").is_dir():
-        parser.error(f"the CIFAR-10 cases need the shared teachers and data in {args.shared}: pass --shared")
+        parser().error(f"the CIFAR-10 cases need the shared teachers and data in {args.shared}: pass --shared")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for case in cases:
-            run_case(case, args.shared, work, args.targets.split(","), args.runs, args.repeat, args.eval_limit)
+            run_case(case, args.shared, work, args.targets.split(","), args.runs, args.repeat, args.eval_limit, argv)
     (HERE / "results" / "latency.md").write_text(summary(RESULTS))
     return 0
 

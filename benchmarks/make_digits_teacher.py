@@ -27,9 +27,9 @@ from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
 from edgefree.models import create_model
 from edgefree.models.tiny import DIGITS_SPEC
+from provenance import describe, digits_files, run_record
 
 HERE = Path(__file__).resolve().parent
-COMMAND = "python benchmarks/make_digits_teacher.py"
 
 
 def train(model: nn.Module, seed: int, epochs: int) -> nn.Module:
@@ -55,13 +55,22 @@ def train(model: nn.Module, seed: int, epochs: int) -> nn.Module:
     return model.eval()
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--out", type=Path, default=WEIGHTS, help="where the weights go (default: inside the package)")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["digits_teacher.json", "digits_teacher.md"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    run = run_record(__file__, argv, digits_files()[1:])  # the data; the weights are what it writes
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     model = train(create_model(DEMO_ARCH), args.seed, args.epochs)
@@ -69,7 +78,7 @@ def main(argv=None) -> None:
     torch.save(model.state_dict(), args.out)
     held_out = accuracy(model, load_eval_data(DEMO_EVAL, DIGITS_SPEC), DIGITS_SPEC)
     record = {
-        "command": COMMAND, "arch": DEMO_ARCH, "seed": args.seed, "epochs": args.epochs,
+        "command": run["command"], "run": run, "arch": DEMO_ARCH, "seed": args.seed, "epochs": args.epochs,
         "weights": str(args.out.resolve().relative_to(HERE.parent)) if args.out.resolve().is_relative_to(HERE.parent)
         else str(args.out),
         "bytes": args.out.stat().st_size, "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
@@ -78,8 +87,8 @@ def main(argv=None) -> None:
     (HERE / "results" / "digits_teacher.json").write_text(json.dumps(record, indent=2) + "\n")
     m = record["machine"]
     (HERE / "results" / "digits_teacher.md").write_text("\n".join([
-        "# The built-in digits teacher", "", f"Made by `{COMMAND}` ({args.epochs} epochs, seed {args.seed}, "
-        f"80% training split of scikit-learn's digits).", "",
+        "# The built-in digits teacher", "", f"Made by `{run['command']}` ({args.epochs} epochs, seed {args.seed}, "
+        f"80% training split of scikit-learn's digits). " + describe(run), "",
         "| weights | bytes | sha256 | held-out top-1 % (360 images) | training s |", "|---|---|---|---|---|",
         f"| `{record['weights']}` | {record['bytes']:,} | `{record['sha256'][:16]}...` | {held_out:.2f} | {seconds:.1f} |",
         "", f"Machine: {m['cpu']} ({m['cores']} cores); " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), ""]))

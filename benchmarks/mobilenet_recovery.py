@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -42,6 +41,7 @@ from edgefree.recover import synthesize
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from channel_pruning import _latency  # noqa: E402  p50 per runtime and the student/teacher ratios
+from provenance import run_record  # noqa: E402
 ARCH = "torchvision:mobilenet_v3_small"
 SHAPE = (3, 32, 32)
 # Magnitude pruning per layer: ranked globally, the small weights of the 576 -> 1024 classifier go first and
@@ -203,7 +203,7 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, required=True, help="folder holding data/ (and models/ for the ResNets)")
     parser.add_argument("--teacher", type=Path, required=True, help="the state_dict train_mobilenet_teacher.py wrote")
@@ -215,7 +215,16 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--render", action="store_true", help="only render results/mobilenet_recovery.json again")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["mobilenet_recovery.json", "mobilenet_recovery.md"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     out = HERE / "results" / "mobilenet_recovery.json"
     if args.render:
         out.with_suffix(".md").write_text(render(json.loads(out.read_text())))
@@ -224,8 +233,12 @@ def main(argv=None) -> None:
         sys.exit(f"no teacher at {args.teacher}: make it with python benchmarks/train_mobilenet_teacher.py "
                  f"--shared {args.shared} --out {args.teacher}")
     results = json.loads(out.read_text()) if out.exists() else {"rows": {}}
-    command = "python benchmarks/mobilenet_recovery.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    data = args.shared / "data" / "cifar10-jpeg"
+    run = run_record(__file__, argv, [args.teacher, data / "test.zip", *([data / "train.zip"] if args.bound else []),
+                                      *([args.shared / "models" / n for n in RESNETS.values()] if args.synthesis_cost else [])])
+    command = run["command"]
     results["commands"] = [c for c in results.get("commands", []) if c != command] + [command]
+    results["runs"] = [*results.get("runs", []), run]
     results["machine"] = machine_info()
 
     def save():

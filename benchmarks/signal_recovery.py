@@ -28,7 +28,8 @@ from edgefree.pipeline import build
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from blink_eeg import write_eval_npz  # noqa: E402
+from blink_eeg import blink_folder, write_eval_npz  # noqa: E402
+from provenance import describe, run_record  # noqa: E402
 
 ROWS = {"mag75": (MagnitudePruning(0.75),), "ch50": (ChannelPruning(macs_target=0.5),)}
 TARGET = "medical-sensor-a53"
@@ -53,7 +54,8 @@ def render(result: dict) -> str:
     lines = ["# 1-D signals: signal-cnn1d (Blink EEG) compressed for medical-sensor-a53 without its data", "",
              "Produced by " + ", then ".join(f"`{c}`" for c in result.get("commands") or [result["command"]])
              + f": `edgefree.pipeline.build`, recipe `fast`, seed {result['seed']}, "
-             f"top-1 on the {result['rows'][0]['eval_windows']} test windows.", "",
+             f"top-1 on the {result['rows'][0]['eval_windows']} test windows."
+             + "".join(" " + describe(r) for r in result.get("runs", [])), "",
              "| row | teacher | pruned | refit | recovered | sparsity | MACs kept | seconds (synth + refit + KD) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
@@ -70,13 +72,15 @@ def render(result: dict) -> str:
             + (f"max abs diff {a['max_abs_diff']:.1e}" if a["name"].endswith("fp32") else
                f"top-1 agreement with fp32 {a['top1_agreement']:.3f}") for a in r["artifacts"]))
         lines.append("  - p50 ms: " + ", ".join(f"{k} {v:.3f}" for k, v in sorted(r["p50_ms"].items())))
+        lines.append(f"  - teacher sha256: `{r['teacher_sha256']}`" if r.get("teacher_sha256")
+                     else f"  - teacher sha256: not recorded. {r['teacher_note']}")
     m = result["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['versions'].get('torch')}. Times move with "
               "whatever else runs on the machine.", ""]
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, help="the state_dict train_signal_teacher.py wrote")
     parser.add_argument("--rows", default=",".join(ROWS))
@@ -84,7 +88,16 @@ def main(argv=None) -> None:
     parser.add_argument("--work", type=Path, help="where the builds go (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--render", action="store_true", help="only render results/signal_recovery.json again")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["signal_recovery.json", "signal_recovery.md"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     if args.render:
         (HERE / "results" / "signal_recovery.md").write_text(render(json.loads(
             (HERE / "results" / "signal_recovery.json").read_text())))
@@ -96,13 +109,14 @@ def main(argv=None) -> None:
     eval_npz = write_eval_npz(work / "blink_test.npz")
     out = HERE / "results" / "signal_recovery.json"
     result = json.loads(out.read_text()) if out.exists() else {"rows": []}
-    command = f"python benchmarks/signal_recovery.py --teacher {args.teacher}" + (
-        f" --rows {args.rows}" if args.rows != ",".join(ROWS) else "")
+    run = run_record(__file__, argv, [args.teacher, blink_folder() / "Blink_TEST.ts"])
+    command = run["command"]
     commands = result.get("commands") or ([result["command"]] if result.get("command") else [])
-    new_rows = [run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet)
-                for row in args.rows.split(",") if row]
+    new_rows = [{**run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet),
+                 "teacher_sha256": run["files"][str(args.teacher)]} for row in args.rows.split(",") if row]
     kept = [r for r in result["rows"] if r["row"] not in {n["row"] for n in new_rows}]  # rows merge in by id
-    result = {"commands": [c for c in commands if c != command] + [command], "seed": args.seed, "target": TARGET,
+    result = {"commands": [c for c in commands if c != command] + [command],
+              "runs": [*result.get("runs", []), run], "seed": args.seed, "target": TARGET,
               "rows": sorted(kept + new_rows, key=lambda r: list(ROWS).index(r["row"])), "machine": machine_info()}
     (HERE / "results" / "signal_recovery.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (HERE / "results" / "signal_recovery.md").write_text(render(result))

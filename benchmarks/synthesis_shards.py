@@ -18,10 +18,12 @@ import sys
 import time
 from pathlib import Path
 
+from provenance import describe, run_record
+
 HERE = Path(__file__).resolve().parent
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--images", type=int, default=1024)
@@ -29,7 +31,16 @@ def main(argv=None) -> None:
     parser.add_argument("--shards", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--eval-images", type=int, default=2000)
     parser.add_argument("--results", type=Path, default=HERE / "results")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes (none when --results points elsewhere)."""
+    return ["synthesis_shards.json", "synthesis_shards.md"] if args.results.resolve() == (HERE / "results").resolve() else []
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     checkpoint = args.shared / "models" / "resnet20_cifar10jpeg.pt"
     if not checkpoint.is_file():
         sys.exit(f"needs the shared ResNet-20 teacher: {checkpoint} not found (pass --shared)")
@@ -56,7 +67,8 @@ def main(argv=None) -> None:
                      "teacher_agreement": round(dreams.stats["teacher_agreement"], 4),
                      "refit_top1": round(accuracy(refit.model, test, teacher.spec), 2)})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"benchmark_command": "python benchmarks/synthesis_shards.py " + " ".join(argv or sys.argv[1:]),
+    run = run_record(__file__, argv, [checkpoint, args.shared / "data" / "cifar10-jpeg" / "test.zip"])
+    result = {"benchmark_command": run["command"], "run": run,
               "images": args.images, "eval_images": len(test), "teacher_top1": round(accuracy(teacher.module, test, teacher.spec), 2),
               "pruned_top1": round(accuracy(pruned.model, test, teacher.spec), 2), "rows": rows, "machine": machine_info()}
     args.results.mkdir(parents=True, exist_ok=True)
@@ -64,7 +76,8 @@ def main(argv=None) -> None:
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2, default=str))
     lines = ["# Synthesis in shards against one chain: ResNet-20, `fast` synthesis, 75% pruned, refit only", "",
              f"Produced by `{result['benchmark_command']}`: {args.images} dreams in batches of {args.synth_batch}, refit on all of them, top-1 on the "
-             f"first {len(test)} CIFAR-10 test images (teacher {result['teacher_top1']}, pruned {result['pruned_top1']}).",
+             f"first {len(test)} CIFAR-10 test images (teacher {result['teacher_top1']}, pruned {result['pruned_top1']}). "
+             + describe(run),
              "", "| shards | steps | synthesis s | BN loss (last step, mean over batches) | teacher agreement | refit top-1 |",
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['shards']} | {r['steps']} | {r['synthesis_seconds']} | {r['bn_loss_last']} | {r['teacher_agreement']} "

@@ -35,11 +35,11 @@ from tqdm import tqdm
 
 from edgefree.machine import machine_info
 from edgefree.models.spec import InputSpec
+from provenance import describe, run_record
 
 HERE = Path(__file__).resolve().parent
 ARCH = "torchvision:mobilenet_v3_small"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-COMMAND = "python benchmarks/train_mobilenet_teacher.py --shared ../shared --out PATH"
 
 
 def read_split(archive_path: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,7 +101,7 @@ def top1(model: nn.Module, pixels: torch.Tensor, labels: torch.Tensor, spec: Inp
     return 100.0 * hits / len(labels)
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--out", type=Path, required=True, help="where the state_dict goes")
@@ -110,10 +110,20 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["mobilenet_teacher.json", "mobilenet_teacher.md"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     data = args.shared / "data" / "cifar10-jpeg"
     if not (data / "train.zip").is_file():
         raise SystemExit(f"no CIFAR-10 training split at {data / 'train.zip'}: pass --shared, the folder holding data/")
+    run = run_record(__file__, argv, [data / "train.zip", data / "test.zip"])
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -129,7 +139,7 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     record = {
-        "command": COMMAND.replace("PATH", str(args.out)), "arch": ARCH, "input_shape": [3, 32, 32],
+        "command": run["command"], "run": run, "arch": ARCH, "input_shape": [3, 32, 32],
         "data": "CIFAR-10 (JPEG q75 copy)", "seed": args.seed, "epochs": args.epochs, "batch": args.batch,
         "lr": args.lr, "threads": args.threads, "weights": str(args.out), "bytes": args.out.stat().st_size,
         "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
@@ -143,7 +153,7 @@ def main(argv=None) -> None:
         "# The MobileNet teacher: torchvision MobileNetV3-small on CIFAR-10 at 32x32", "",
         f"Made by `{record['command']}` ({args.epochs} epochs, batch {args.batch}, seed {args.seed}, "
         f"{args.threads} threads, {record['train_seconds']} s), the data owner's side: the only MobileNet code "
-        "that reads the training split.", "",
+        "that reads the training split. " + describe(run), "",
         f"- data: {record['data']}, {record['train_images']:,} training and {record['test_images']:,} test images",
         "- network: torchvision's `mobilenet_v3_small(num_classes=10)`, unchanged (its stride-2 stem and "
         "stages take 32x32 down to 1x1), ImageNet normalization",

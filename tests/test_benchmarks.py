@@ -1,6 +1,9 @@
-"""The CIFAR-10 recovery benchmark's row definitions and verdicts (its runs are too slow for tests)."""
+"""The benchmarks' row definitions, verdicts and recorded commands (their runs are too slow for tests)."""
 
+import hashlib
 import importlib.util
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))  # the scripts import their siblings
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -128,3 +133,63 @@ def test_noise_baseline_is_valid_pixels_with_balanced_labels(baselines):
     low, high = DIGITS_SPEC.bounds()
     assert (noise.images >= low).all() and (noise.images <= high).all()
     assert noise.labels.bincount().tolist() == [4] * 10
+
+
+@pytest.fixture(scope="module")
+def reproduce():
+    return _load("reproduce")
+
+
+def test_every_recorded_command_is_accepted_by_its_script(reproduce):
+    assert reproduce.check() == []
+
+
+def test_check_reports_rejected_and_missing_commands(reproduce, tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps({"commands": [
+        "python benchmarks/torchvision_sweep.py --models resnet18,... (stopped after resnet18)"]}))
+    (tmp_path / "b.json").write_text(json.dumps({"rows": []}))
+    (tmp_path / "c.json").write_text(json.dumps({"command": "python benchmarks/no_such_script.py"}))
+    (tmp_path / "default_build-amd.json").write_text(json.dumps({"benchmark_command": "python benchmarks/build_time.py --default"}))
+    (tmp_path / "default_build-intel.json").write_text(json.dumps(
+        {"benchmark_command": "python benchmarks/build_time.py --default --output default_build-intel"}))
+    problems = reproduce.check(tmp_path)
+    assert len(problems) == 4, problems
+    assert problems[0].startswith("a.json: `python benchmarks/torchvision_sweep.py --models resnet18,...")
+    assert "argument --models: not torchvision model names: '...'" in problems[0]
+    assert problems[1] == "b.json: names no `python benchmarks/...` command"
+    assert problems[2].endswith("no script benchmarks/no_such_script.py")
+    assert problems[3] == "default_build-amd.json: none of its commands writes it"
+
+
+def test_run_record_takes_argv_from_the_command_line(monkeypatch, tmp_path):
+    provenance = _load("provenance")
+    data = tmp_path / "teacher.pt"
+    data.write_bytes(b"weights")
+    monkeypatch.setattr(sys, "argv", ["/somewhere/benchmarks/latency.py", "--cases", "resnet56", "--repeat", "1"])
+    run = provenance.run_record("/x/benchmarks/latency.py", files=[data])
+    assert run["argv"] == ["benchmarks/latency.py", "--cases", "resnet56", "--repeat", "1"]
+    assert run["command"] == "python benchmarks/latency.py --cases resnet56 --repeat 1"
+    assert run["files"] == {str(data): hashlib.sha256(b"weights").hexdigest()}
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, text=True, capture_output=True, check=True)
+    assert run["commit"] == head.stdout.strip() and isinstance(run["dirty"], bool)
+    assert provenance.run_record("latency.py", ["--rows", ""])["command"] == "python benchmarks/latency.py --rows ''"
+
+
+def test_latency_writes_repeat_folders_only_when_asked():
+    latency = _load("latency")
+    once = latency.written(latency.parser().parse_args(["--cases", "resnet56", "--repeat", "1"]))
+    twice = latency.written(latency.parser().parse_args(["--cases", "resnet56"]))
+    assert "latency/resnet56/medical-sensor-a53/bench.json" in once and not any("repeat" in f for f in once)
+    assert {f for f in twice if "repeat2/bench.json" in f} == {"latency/resnet56/x86-64-repeat2/bench.json",
+                                                              "latency/resnet56/raspberry-pi-4-repeat2/bench.json"}
+
+
+def test_build_time_output_names_a_file_in_results():
+    build_time = _load("build_time")
+    args = build_time.parser().parse_args(["--default", "--output", "default_build-amd"])
+    assert build_time.written(args) == ["default_build-amd.json", "default_build-amd.md"]
+    assert build_time.written(build_time.parser().parse_args(["--default", "--pruning", "channel"]))[0] == \
+        "default_build-channel.json"
+    for bad in ("results/x", "x.json", ""):
+        with pytest.raises(SystemExit):
+            build_time.parser().parse_args(["--default", "--output", bad])

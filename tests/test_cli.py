@@ -37,7 +37,7 @@ EDGEFREE_LINES = re.compile("|".join([
     r"(, chosen by \d+ probes?)?\)",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
-    r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|error: .+|[\d,.]+ M instructions.+)",
+    r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|[\d,.]+ M instructions.+)",  # no error rows
     r"arm64 emulation not run: .+",
     r"wrote bench.json, bench.md, bench.png in .+",
     r"wrote .+report.md, .+report.json, .+student.pt, .+artifacts/; runtime logs in .+build.log",
@@ -50,6 +50,10 @@ def test_the_build_prints_only_its_own_lines(built):
     printed = [line for line in re.split(r"[\r\n]", done.stdout + done.stderr) if line.strip()]
     foreign = [line for line in printed if not EDGEFREE_LINES.fullmatch(line.rstrip())]
     assert not foreign, foreign
+    measured = {tuple(line.split()[:3]) for line in printed if re.fullmatch(r"\w+ +\w+ +\w+ +p50 .+", line.rstrip())}
+    report = json.loads((out / "report.json").read_text())
+    assert measured == {(r["model"], r["runtime"], r["precision"]) for r in report["bench"]["native"]["rows"]}
+    assert {m for m, _, _ in measured} == {"teacher", "student"}
     assert any(line.startswith("distill:") for line in printed)  # progress bars still reach the console
     assert sum(line.startswith("dreams: the teacher labels") for line in printed) == 1
     assert "[threadpool.cpp" in (out / "build.log").read_text()  # ExecuTorch's log lines were kept, out of sight

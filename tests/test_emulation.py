@@ -55,6 +55,7 @@ def test_missing_tools_say_what_to_install(monkeypatch):
         setup(["tflite"])
 
 
+@pytest.mark.qemu
 def test_running_unprepared_says_how_to_prepare(tmp_path):
     if shutil.which("qemu-aarch64") is None:
         pytest.skip("qemu-aarch64 is not installed: apt-get install qemu-user")

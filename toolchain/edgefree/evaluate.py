@@ -13,10 +13,10 @@ def accuracy(model: nn.Module, data: EvalData, spec: InputSpec, batch_size: int 
 
     Example:
         >>> from edgefree.data import load_eval_data
-        >>> from edgefree.models import load_teacher
-        >>> teacher = load_teacher("digits-cnn")
-        >>> 0.0 <= accuracy(teacher.module, load_eval_data("digits", teacher.spec), teacher.spec) <= 100.0
-        True
+        >>> from edgefree.demo import default_teacher
+        >>> teacher = default_teacher()  # the built-in digits CNN: 359 of the 360 held-out digits right
+        >>> round(accuracy(teacher.module, load_eval_data("digits", teacher.spec), teacher.spec), 2)
+        99.72
     """
     was_training = model.training
     model.eval()

@@ -1,7 +1,6 @@
 """A student on disk: ``student.pt`` (state_dict), ``student-plan.json`` (what pruning removed) and
-``student.pt2`` (a ``torch.export`` program that loads without edgefree or the teacher's code).
-
-    >>> program = torch.export.load("edgefree-out/student.pt2").module()  # doctest: +SKIP
+``student.pt2`` (a ``torch.export`` program that loads without edgefree or the teacher's code:
+``torch.export.load("edgefree-out/student.pt2").module()``).
 """
 
 from __future__ import annotations
