@@ -25,7 +25,7 @@ from edgefree.config import ChannelPruning
 from edgefree.cost import cost, count_macs
 from edgefree.errors import EdgefreeError
 from edgefree.models import InputSpec
-from edgefree.recover.prune import PRUNABLE, PrunePlan, Student
+from edgefree.recover.student import PRUNABLE, PrunePlan, Student, set_module
 
 _UNSAFE_OPS = ("ConstantPadNd", "ReflectionPad", "ReplicationPad")  # change the channel count unseen by DepGraph
 _SCORE_IMAGES = 256
@@ -48,11 +48,6 @@ def identity_residual_blocks(model: nn.Module) -> list[str]:
                 or isinstance(getattr(m, "shortcut", None), nn.Identity)):
             names.append(name)
     return names
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 @torch.no_grad()
@@ -80,7 +75,7 @@ def _remove_blocks(model: nn.Module, depth: float, dreams) -> tuple[list[str], d
     scores = _block_scores(model, blocks, dreams.images[:_SCORE_IMAGES].to(next(model.parameters()).device))
     removed = sorted(sorted(blocks, key=scores.get)[:count], key=blocks.index)
     for name in removed:
-        _set_module(model, name, nn.Identity())
+        set_module(model, name, nn.Identity())
     return removed, scores
 
 
@@ -199,20 +194,3 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
              "block_scores": scores, "teacher_macs": teacher["macs"], "teacher_params": teacher["params"],
              **kept, "macs_kept": kept["macs"] / teacher["macs"]}
     return Student(student, PrunePlan(channels=operations, removed_blocks=removed), stats, spec)
-
-
-def replay(model: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Apply ``plan`` to a fresh instance of the teacher's architecture (in place): the student's shapes."""
-    modules = dict(model.named_modules())
-    try:
-        for name in plan.removed_blocks:
-            modules[name]  # noqa: B018 (KeyError: the plan names a block this model lacks)
-            _set_module(model, name, nn.Identity())
-        modules = dict(model.named_modules())
-        for name, operation, idxs in plan.channels:
-            module = modules[name]
-            getattr(tp.pruner.function.PrunerBox[tp.ops.module2type(module)], operation)(module, idxs)
-    except (KeyError, IndexError, AttributeError, RuntimeError) as exc:
-        raise EdgefreeError(f"the pruning plan does not fit this architecture ({type(exc).__name__}: {exc}): "
-                            "use the plan written with this checkpoint, and the teacher's --arch") from exc
-    return model

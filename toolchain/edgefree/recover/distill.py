@@ -24,7 +24,8 @@ from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
-from edgefree.recover.prune import Student, apply_masks
+from edgefree.recover.prune import apply_masks
+from edgefree.recover.student import Student
 from edgefree.recover.synthesize import SyntheticSet
 
 _BN = nn.modules.batchnorm._BatchNorm

@@ -13,7 +13,6 @@ student has the teacher's shapes.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -21,70 +20,12 @@ from torch import nn
 
 from edgefree.config import ChannelPruning, MagnitudePruning
 from edgefree.errors import EdgefreeError, warn
-from edgefree.models import InputSpec, Teacher
+from edgefree.models import Teacher
+from edgefree.recover.channels import prune_channels
+from edgefree.recover.student import PRUNABLE, PrunePlan, Student
 
-PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-@dataclass
-class PrunePlan:
-    """What pruning removed from the teacher.
-
-    ``removed_blocks``: residual blocks replaced by the identity (module names). ``channels``: the
-    Torch-Pruning operations applied after that, in order, as (module name, operation, removed
-    indices), e.g. ``("layer1.0.conv1", "prune_out_channels", [3, 7])``. ``masks``: the weights
-    kept (True) by magnitude pruning, keyed by the *student's* parameter names.
-    """
-
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
-    channels: list[tuple[str, str, list[int]]] = field(default_factory=list)
-    removed_blocks: list[str] = field(default_factory=list)
-
-    def kept(self, module: str, size: int, operation: str = "prune_out_channels") -> list[int]:
-        """Indices of the teacher's ``size`` channels of ``module`` that the student keeps."""
-        removed = {i for name, op, idxs in self.channels if name == module and op == operation for i in idxs}
-        return [i for i in range(size) if i not in removed]
-
-    def to_json(self) -> dict:
-        """The structural part (masks excluded: the student's zeros carry them)."""
-        return {"removed_blocks": list(self.removed_blocks),
-                "channels": [[name, op, list(map(int, idxs))] for name, op, idxs in self.channels]}
-
-    @classmethod
-    def from_json(cls, values: dict) -> "PrunePlan":
-        try:
-            return cls(channels=[(str(n), str(op), [int(i) for i in idxs]) for n, op, idxs in values["channels"]],
-                       removed_blocks=[str(b) for b in values["removed_blocks"]])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise EdgefreeError(f"the pruning plan is malformed ({exc!r}): it must hold 'removed_blocks' and "
-                                "'channels' as written by edgefree") from exc
-
-    def apply(self, model: nn.Module) -> nn.Module:
-        """Shrink a fresh copy of the teacher's architecture, in place, to the student's shapes."""
-        from edgefree.recover.channels import replay
-
-        return replay(model, self)
-
-
-@dataclass
-class Student:
-    """A compressed copy of the teacher: ``model``, its ``plan``, and ``stats`` of the stage that made it."""
-
-    model: nn.Module
-    plan: PrunePlan
-    stats: dict = field(default_factory=dict)
-    spec: InputSpec | None = None  # the input it takes: the teacher's
-
-    @property
-    def masks(self) -> dict[str, torch.Tensor]:
-        return self.plan.masks
-
-    def with_model(self, model: nn.Module, stats: dict) -> "Student":
-        """A new Student with ``model`` and the same plan (masks copied)."""
-        plan = PrunePlan({k: v.clone() for k, v in self.plan.masks.items()}, list(self.plan.channels),
-                         list(self.plan.removed_blocks))
-        return Student(model, plan, stats, self.spec)
-
+__all__ = ["PRUNABLE", "PrunePlan", "Student", "prune", "apply_masks", "magnitude_masks", "prunable_weights",
+           "sparsity_report"]
 
 def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filter_fn=None) -> dict[str, torch.Tensor]:
     """Weights of every conv and linear layer, in module order, optionally without the first and last,
@@ -115,8 +56,6 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
             if i:
                 raise EdgefreeError("channel pruning comes first: prune(teacher, [ChannelPruning(...), "
                                     "MagnitudePruning(...)]), so the masks are made on the smaller model")
-            from edgefree.recover.channels import prune_channels
-
             student = prune_channels(teacher.module, teacher.spec, step, dreams, progress)
         elif isinstance(step, MagnitudePruning):
             student.plan.masks = magnitude_masks(student.model, step)

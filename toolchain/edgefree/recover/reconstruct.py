@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from edgefree import distributed
 from edgefree.config import ReconstructConfig
 from edgefree.models import Teacher
-from edgefree.recover.prune import PRUNABLE, Student
+from edgefree.recover.student import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
 
 

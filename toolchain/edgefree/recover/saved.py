@@ -16,7 +16,7 @@ from edgefree.errors import CheckpointError, EdgefreeError
 from edgefree.models import load_checkpoint
 from edgefree.models.program import load_program
 from edgefree.models.sources import build_architecture, is_program, parse_source
-from edgefree.recover.prune import PrunePlan, Student
+from edgefree.recover.student import PrunePlan, Student
 
 WEIGHTS, PLAN, PROGRAM = "student.pt", "student-plan.json", "student.pt2"
 
