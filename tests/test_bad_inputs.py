@@ -410,7 +410,8 @@ KEPT = {  # each: the command, what its one error line says; --out and the user'
         "this command replaces its student.pt"),
     "--eval-data inside an entry of --out the build replaces": (
         lambda f: ["build", "--out", str(f.out), *TINY, "--model", f.digits(), "--arch", "digits-cnn",
-                   "--eval-data", _zip(f.out / "artifacts" / "eval.zip", {f"test/{c}/0.png": _png() for c in range(10)})],
+                   "--eval-data", _zip(f.out / "artifacts" / "eval.zip",
+                                       {f"test/{c}/0.png": _png() for c in range(10)})],
         "this command replaces its artifacts"),
     "--save-config onto an existing file": (
         lambda f: ["build", "--out", str(f.out), "--save-config", f.text("mine.toml", "# my settings\n")],

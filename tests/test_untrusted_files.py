@@ -178,7 +178,8 @@ def test_names_and_attribute_paths_that_would_become_code_are_refused(clean, tmp
     code = f"exec({Payload(marker).code()!r})"
 
     def rename(old: bytes, new: str):
-        return lambda r: r.__setitem__("models/model.json", r["models/model.json"].replace(old, json.dumps(new).encode()))
+        encoded = json.dumps(new).encode()
+        return lambda r: r.__setitem__("models/model.json", r["models/model.json"].replace(old, encoded))
 
     for change, refused in ((rename(b'"p_0_0_weight"', f"p={code}"), "a name"),
                             (rename(b'"0.0.weight"', f'0.0.w")+{code}+("'), "an attribute path")):
@@ -204,7 +205,8 @@ def test_an_arbitrary_callable_in_the_graph_is_refused(clean, tmp_path):
     assert not marker.exists()
 
 
-def test_a_program_whose_sample_inputs_and_guards_carry_a_payload_builds_and_benches_without_running_it(clean, tmp_path):
+def test_a_program_with_payloads_in_its_sample_inputs_and_guards_builds_and_benches_without_running_them(clean,
+                                                                                                         tmp_path):
     """edgefree reads neither the sample inputs nor the guards: such a program is as good as a clean one."""
     marker = tmp_path / "marker"
     crafted = _rewritten(clean, tmp_path / "teacher.pt2", sample_inputs(Payload(marker)), guards_code(Payload(marker)))

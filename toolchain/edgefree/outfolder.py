@@ -17,7 +17,8 @@ moved, replaced or removed: a command that would have to replace one refuses at 
 Publishing holds Ctrl-C and SIGTERM back during the swap, puts the previous entries back if a
 rename fails, removes the marker first and writes it last: only SIGKILL in the moment of the
 swap (a few renames) can leave a folder without its marker, which then reads incomplete,
-never as a stale success.
+never as a stale success. ``locked(out)`` holds a folder for one build (a lock file beside it),
+and ``check_inputs_outside`` refuses an input the publishing would remove.
 """
 
 from __future__ import annotations

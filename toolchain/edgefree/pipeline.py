@@ -28,10 +28,10 @@ from edgefree.config import BuildConfig, MagnitudePruning
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
+from edgefree.errors import EdgefreeError, warn
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
-from edgefree.errors import EdgefreeError, warn
 from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
 from edgefree.machine import machine_info
