@@ -182,7 +182,7 @@ CASES = {
     "model without --arch": (B("--model", lambda f: f.digits()), "--model needs --arch"),
     "unknown --arch": (B("--model", lambda f: f.digits(), "--arch", "resnet9000"), "unknown architecture"),
     "--model is the student inside --out": (B("--model", lambda f: str(f.out / "student.pt"), "--arch",
-                                              "resnet20-cifar"), "does not fit"),
+                                              "resnet20-cifar"), "this command replaces its student.pt"),
     "model without BatchNorm": (B("--model", lambda f: f.no_bn(), "--arch", "digits-mlp-nobn", "--eval-data",
                                   "digits"), "no BatchNorm layers"),
     "--num-classes 0": (digits_model("--num-classes", "0"), "num_classes must be"),
@@ -385,3 +385,142 @@ def test_killed_build_leaves_out_unchanged_and_the_rerun_succeeds(tiny_build, tm
     assert not list(tmp_path.glob(".out.edgefree-*")), "the killed build's staging folder was not removed"
     assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
     assert time.monotonic() - started < 600
+
+
+# ---------------------------------------------------------------------------------------------------
+# Nothing the user had is lost: inputs inside --out, two builds at once, --save-config, runtime logs.
+# ---------------------------------------------------------------------------------------------------
+
+def _one_error_line(result, expected: str) -> str:
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert expected in errors[0], errors[0]
+    return errors[0]
+
+
+def _left_beside(tmp_path: Path) -> list[str]:
+    """Hidden files a command left beside its output folders (logs, locks, staging folders)."""
+    return sorted(p.name for p in tmp_path.glob(".*"))
+
+
+KEPT = {  # each: the command, what its one error line says; --out and the user's files stay as they were
+    "--model is --out's own student.pt (recompressing a build into its folder)": (
+        lambda f: ["build", "--out", str(f.out), *TINY, "--model", str(f.out / "student.pt"), "--arch", "digits-cnn"],
+        "this command replaces its student.pt"),
+    "--eval-data inside an entry of --out the build replaces": (
+        lambda f: ["build", "--out", str(f.out), *TINY, "--model", f.digits(), "--arch", "digits-cnn",
+                   "--eval-data", _zip(f.out / "artifacts" / "eval.zip",
+                                       {f"test/{c}/0.png": _png() for c in range(10)})],
+        "this command replaces its artifacts"),
+    "--save-config onto an existing file": (
+        lambda f: ["build", "--out", str(f.out), "--save-config", f.text("mine.toml", "# my settings\n")],
+        "already exists, and edgefree does not overwrite it"),
+    "bench of a folder that is not a build": (
+        lambda f: ["bench", f.folder("nobuild")], "holds no finished build"),
+}
+
+
+@pytest.mark.parametrize("name", KEPT)
+def test_what_the_user_had_is_kept(name, tiny_build, tmp_path):
+    files = Files(tmp_path, tiny_build)
+    args = KEPT[name][0](files)
+    (tmp_path / "nobuild" / "mine.txt").parent.mkdir(exist_ok=True)
+    (tmp_path / "nobuild" / "mine.txt").write_text("mine")
+    watched = {p: folder_hash(p) for p in (files.out, tmp_path / "nobuild", tmp_path / "mine.toml")}
+    result = CliRunner().invoke(cli, args)
+    _one_error_line(result, KEPT[name][1])
+    assert {p: folder_hash(p) for p in watched} == watched, f"{name} changed a file or folder of the user's"
+    assert not (tmp_path / "nobuild" / "build.log").exists()
+    assert _left_beside(tmp_path) == [], "a refused command left hidden files beside its folder"
+
+
+def test_an_input_in_a_folder_of_the_users_own_inside_out_is_allowed(tmp_path):
+    from edgefree.errors import EdgefreeError
+    from edgefree.outfolder import check_inputs_outside
+
+    out = tmp_path / "out"
+    (out / "mine").mkdir(parents=True)
+    (out / "mine" / "teacher.pt").write_bytes(b"x")
+    (out / "student.pt").write_bytes(b"x")
+    check_inputs_outside(out, {"--model": out / "mine" / "teacher.pt", "--eval-data": "digits"}, ("student.pt",))
+    (tmp_path / "link").symlink_to(out)
+    with pytest.raises(EdgefreeError, match="replaces its student.pt"):  # --out named through a symbolic link
+        check_inputs_outside(tmp_path / "link", {"--model": out / "student.pt"}, ("student.pt",))
+
+
+def _holder(out: Path) -> subprocess.Popen:
+    """Another process holding --out's lock, as a running build does."""
+    code = ("import sys, time\nfrom edgefree.outfolder import locked\nwith locked(sys.argv[1]):\n"
+            "    print('held', flush=True)\n    time.sleep(120)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(out)], env={**os.environ, "PYTHONPATH": str(TOOLCHAIN)},
+                               stdout=subprocess.PIPE, text=True, preexec_fn=_interruptible)
+    assert process.stdout.readline().strip() == "held"
+    return process
+
+
+def test_a_second_build_into_the_same_out_is_refused_while_the_first_runs(tiny_build, tmp_path):
+    files = Files(tmp_path, tiny_build)
+    before = folder_hash(files.out)
+    holder = _holder(files.out)
+    try:
+        error = _one_error_line(CliRunner().invoke(cli, ["build", "--out", str(files.out), *TINY]),
+                                "is being written by another edgefree command")
+        assert f"pid {holder.pid}" in error, error
+        assert folder_hash(files.out) == before
+    finally:
+        holder.send_signal(signal.SIGINT)  # Ctrl-C: the holder removes its lock on the way out
+        holder.wait(timeout=30)
+    assert _left_beside(tmp_path) == [], "the lock outlived Ctrl-C"
+
+
+def test_a_killed_builds_lock_does_not_block_the_next(tmp_path):
+    from edgefree.outfolder import locked
+
+    out = tmp_path / "out"
+    holder = _holder(out)
+    holder.kill()  # SIGKILL: the file stays, the system releases the lock
+    holder.wait(timeout=30)
+    assert _left_beside(tmp_path) == [".out.edgefree-lock"]
+    with locked(out):
+        assert f"pid {os.getpid()}" in (tmp_path / ".out.edgefree-lock").read_text()
+    with pytest.raises(KeyboardInterrupt), locked(tmp_path / "new" / "deeper" / "out"):
+        raise KeyboardInterrupt
+    assert _left_beside(tmp_path) == [] and not (tmp_path / "new").exists(), "a lock or its folders were left behind"
+
+
+def test_two_real_builds_into_one_out_one_refused(tiny_build, tmp_path):
+    out = tmp_path / "out"
+    first = _build_process(out)
+    try:
+        lock = tmp_path / ".out.edgefree-lock"
+        deadline = time.monotonic() + 120
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lock.exists(), "the first build never took the lock"
+        error = _one_error_line(CliRunner().invoke(cli, ["build", "--out", str(out), *TINY]), "another edgefree")
+        assert f"pid {first.pid}" in error
+    finally:
+        assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-2000:]
+    assert (out / ".edgefree-complete").is_file() and _left_beside(tmp_path) == []
+
+
+def test_a_failure_after_work_keeps_its_log_where_the_error_says(tmp_path, monkeypatch):
+    from edgefree import pipeline
+    from edgefree.errors import ExportError
+
+    def failing(*args, **kwargs):
+        os.write(1, b"[runtime] the line that explains it\n")  # a runtime writes straight to the descriptor
+        raise ExportError("the export failed")
+
+    monkeypatch.setattr(pipeline, "_stages", failing)
+    out = tmp_path / "out"
+    error = _one_error_line(CliRunner().invoke(cli, ["build", "--out", str(out), *TINY]), "the export failed")
+    log = tmp_path / ".out.build.log"
+    assert f"(runtime log lines: {log})" in error and "the line that explains it" in log.read_text()
+    assert not out.exists()
+    # the next build removes the earlier log; a refusal at the door writes no line, so leaves none
+    monkeypatch.undo()
+    _one_error_line(CliRunner().invoke(cli, ["build", "--out", str(out), *TINY, "--arch", "digits-cnn", "--model",
+                                             str(tmp_path / "none.pt")]), "does not exist")
+    assert _left_beside(tmp_path) == []

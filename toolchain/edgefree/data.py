@@ -203,7 +203,7 @@ def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray
     file = cache_dir("data") / f"{path.stem}-{key}.npz"
     if file.exists():
         try:
-            with np.load(file) as saved:
+            with np.load(file, allow_pickle=False) as saved:
                 return saved["pixels"], saved["labels"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache entry: decode again
             file.unlink(missing_ok=True)

@@ -17,11 +17,13 @@ moved, replaced or removed: a command that would have to replace one refuses at 
 Publishing holds Ctrl-C and SIGTERM back during the swap, puts the previous entries back if a
 rename fails, removes the marker first and writes it last: only SIGKILL in the moment of the
 swap (a few renames) can leave a folder without its marker, which then reads incomplete,
-never as a stale success.
+never as a stale success. ``locked(out)`` holds a folder for one build (a lock file beside it),
+and ``check_inputs_outside`` refuses an input the publishing would remove.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -83,6 +85,84 @@ def _refuse_foreign(out: Path, names, option: str) -> None:
         raise EdgefreeError(f"{option} {out} already holds {', '.join(foreign)}, which no {MARKER} there lists "
                             "as edgefree's (a file of yours, or a build by an older edgefree): move it away, or "
                             f"pass another {option}")
+
+
+def check_inputs_outside(out: str | Path, inputs: dict[str, str | Path | None], names: tuple[str, ...]) -> None:
+    """Refuse, before any work, an input file (``inputs``: option -> path) that lies in an entry of ``out``
+    the command replaces (``names``, and every entry an earlier command wrote there): publishing would
+    remove the very file the command read."""
+    out = absolute(out)
+    replaced = set(names) | set(written_entries(out))
+    real_out = Path(os.path.realpath(out))
+    for option, path in inputs.items():
+        if path is None or not os.path.lexists(absolute(path)):
+            continue
+        try:
+            entry = Path(os.path.realpath(absolute(path))).relative_to(real_out).parts[0]
+        except (ValueError, IndexError):  # outside out, or out itself
+            continue
+        if entry in replaced:
+            raise EdgefreeError(f"{option} {path} lies in {out}, and this command replaces its {entry}: copy the "
+                                "file out of that folder first, or pass another --out")
+
+
+@contextmanager
+def locked(out: str | Path, command: str = "build"):
+    """Hold ``out`` for one command: an exclusive lock (``fcntl.flock``) on ``.NAME.edgefree-lock`` beside it.
+
+    A second command on the same folder stops at once with one line naming the first (its pid).
+    The lock file is removed when the command ends (success, failure, Ctrl-C); a killed process's
+    lock is released by the system, and its file, left behind, is taken over by the next command.
+    Folders above ``out`` created to hold the lock are removed again if the command leaves them empty.
+    """
+    out = absolute(out)
+    created = [p for p in reversed(out.parents) if not p.exists()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f".{out.name}.edgefree-lock"
+    try:
+        fd = _lock(path, out, command)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        yield
+    finally:
+        os.unlink(path)  # before the lock is released: a command waiting on this file finds it gone and retries
+        os.close(fd)
+        _remove_empty(created)
+
+
+def _lock(path: Path, out: Path, command: str) -> int:
+    """An open descriptor of ``path`` holding its exclusive lock, with this process named in the file."""
+    from datetime import datetime
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "a process"
+            os.close(fd)
+            raise EdgefreeError(f"{out} is being written by another edgefree command ({holder}): wait until it "
+                                "ends, or pass another --out") from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:  # the holder removed it between our open and lock
+            same = False
+        if same:
+            break
+        os.close(fd)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"edgefree {command}, pid {os.getpid()}, since {datetime.now().strftime('%H:%M:%S')}".encode())
+    return fd
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the command's outputs are in it), or already gone
+            return
 
 
 def _pid_alive(pid: int) -> bool:

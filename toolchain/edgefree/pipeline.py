@@ -29,6 +29,7 @@ from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.errors import warn
 from edgefree.demo import DEMO_EVAL, default_teacher
+from edgefree.errors import EdgefreeError, warn
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
@@ -36,7 +37,7 @@ from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
 from edgefree.machine import machine_info
 from edgefree.models import Teacher, load_teacher
-from edgefree.outfolder import check_out_folder, staged
+from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import require_one_process, save_contact_sheet
@@ -87,8 +88,9 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     folder = Path(config.cache) if config.cache else cache_dir("dreams")
     cached = folder / f"synthetic-{_fingerprint(teacher, config)}.pt"
     main = distributed.world().main
-    if distributed.broadcast(cached.exists() if main else None):
-        dreams = distributed.broadcast(SyntheticSet.load(cached) if main else None)
+    stored = _read_cached(cached) if main else None
+    if distributed.broadcast(stored is not None if main else None):
+        dreams = distributed.broadcast(stored)
         dreams.stats["cached"] = True
     else:
         dreams = synthesize(teacher, config.synthesis, seed=config.seed, device=device or config.device,
@@ -108,6 +110,7 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     return dreams
 
 
+<<<<<<< HEAD
 LOW_FIDELITY = 0.5  # below this share of dreams carrying their label, a build says so
 
 
@@ -121,6 +124,20 @@ def warn_low_fidelity(dreams: SyntheticSet, config) -> None:
            else "use --bn-weight auto (the strongest weight that keeps the labels, found by probes) or a lower --bn-weight")
     warn(f"the teacher labels only {100 * agreement:.1f}% of the dreams as their target class (BatchNorm weight "
          f"{dreams.stats.get('bn_weight', config.bn_weight)}): the student will learn little about the classes; {fix}")
+=======
+def _read_cached(path: Path) -> SyntheticSet | None:
+    """The synthetic set cached at ``path`` (read with ``weights_only``), or None when there is none or it
+    cannot be read (damaged, or holding objects other than tensors): it is removed and dreamed again."""
+    if not path.exists():
+        return None
+    try:
+        return SyntheticSet.load(path)
+    except EdgefreeError:
+        warn(f"cached dreams {path} cannot be read (damaged, or holding objects other than tensors): removed from "
+             "the cache, dreaming again")
+        path.unlink(missing_ok=True)
+        return None
+>>>>>>> i30a
 
 
 def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> dict:
@@ -190,13 +207,25 @@ def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | No
     export_config = config.export.for_target(target) if config.export else None
     if export_config:  # a missing runtime must stop the build before synthesis, not after
         require_runtimes(export_config.formats)
-    out = check_out_folder(config.out, OUTPUTS) if world.main else Path(config.out)
+    if not world.main:  # shares the work; rank 0 checks --out and writes
+        clock = _Stopwatch(config.dist_timeout_s)
+        torch.manual_seed(config.seed)
+        with clock("load"):
+            teacher, *_ = _load_inputs(config, world.main)
+        return _stages(config, target, export_config, teacher, None, None, Path(config.out), clock, progress, world,
+                       device)
+    out = check_out_folder(config.out, OUTPUTS)
+    check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
+    with locked(out, "build"):  # a second build into the same --out stops here
+        return _published(config, target, export_config, out, world, device, progress)
+
+
+def _published(config: BuildConfig, target, export_config, out: Path, world, device: str, progress: bool) -> dict:
+    """Rank 0's build: load, run the stages into a staging folder, publish it into ``out``."""
     torch.manual_seed(config.seed)
     clock = _Stopwatch(config.dist_timeout_s)
     with clock("load"):
         teacher, source, teacher_sha256, eval_data = _load_inputs(config, world.main)
-    if not world.main:  # shares the work; rank 0 writes
-        return _stages(config, target, export_config, teacher, eval_data, None, out, clock, progress, world, device)
     with staged(out, replace=True) as folder:
         report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress, world,
                          device)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgefree.cli.output import runtime_logs, verbose_option
+from edgefree.cli.output import build_folder_logs, verbose_option
 
 
 def _opt(*names, **kw):
@@ -46,7 +46,7 @@ def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, th
     config = BenchConfig(runs=runs, min_runs=min_runs, max_runs=max_runs, p50_tolerance=p50_tolerance, warmup=warmup,
                          threads=threads, eval_limit=eval_limit, remeasure_accuracy=remeasure_accuracy,
                          emulate=emulate, native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
-    with runtime_logs(verbose, Path(build_dir) / "build.log"):
+    with build_folder_logs(verbose, build_dir):
         result = bench_build(build_dir, target, config, out, model, progress=not quiet)
     report_bench(result)
 

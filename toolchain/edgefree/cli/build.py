@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
-from edgefree.cli.output import runtime_logs, verbose_option
+from edgefree.cli.output import failure_kept_log, verbose_option
 
 
 def _opt(*names, **kw):
@@ -63,7 +63,7 @@ def _opt(*names, **kw):
 @_opt("--config", "config_file", envvar="EDGEFREE_BUILD_CONFIG", type=click.Path(path_type=Path), help="Build settings from a TOML file or a "
       "build's report.json (replays that build); options given here win over the file's.")
 @_opt("--save-config", type=click.Path(path_type=Path, dir_okay=False), help="Write the settings this command "
-      "resolves to as TOML to this file (for --config) and stop, without building.")
+      "resolves to as TOML to this new file (for --config) and stop, without building.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute (under torchrun, "
       "cuda means cuda:LOCAL_RANK).")
 @_opt("--workers", type=click.IntRange(min=1), default=1, help="Processes on this machine that share synthesis, "
@@ -124,9 +124,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
 
     out = config.out
     log = out.parent / f".{out.name}.build.log"  # beside --out while it runs; the build publishes it with its outputs
-    if log.parent.is_dir():
-        log.unlink(missing_ok=True)
-    with runtime_logs(verbose, log):
+    with failure_kept_log(verbose, log):
         report = build_on_workers(config, workers, progress=not quiet)
     if report is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
@@ -209,6 +207,13 @@ def _write_text(path: Path, text: str) -> None:
     if path.is_dir() or not path.parent.is_dir():
         raise EdgefreeError(f"--save-config {path}: {'is a folder' if path.is_dir() else 'its folder does not exist'}; "
                             "pass a file path in an existing folder")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        with open(path, "x") as f:  # exclusive: a file that appeared meanwhile is never replaced
+            try:
+                f.write(text)
+            except BaseException:
+                path.unlink()
+                raise
+    except FileExistsError:
+        raise EdgefreeError(f"--save-config {path} already exists, and edgefree does not overwrite it: pass another "
+                            "file name, or remove it first") from None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgefree.cli.output import runtime_logs, verbose_option
+from edgefree.cli.output import build_folder_logs, verbose_option
 
 
 def _opt(*names, **kw):
@@ -51,7 +51,7 @@ def export(build_dir, formats, precisions, eval_data, model, out, verbose):
     from edgefree.config import ExportConfig
     from edgefree.export.rebuild import reexport
 
-    with runtime_logs(verbose, Path(build_dir) / "build.log"):
+    with build_folder_logs(verbose, build_dir):
         manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model)
     report_export(manifest)
     click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")

@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from edgefree.errors import CheckpointError, NoBatchNormError
+from edgefree.models.archive import read_program
 
 aten = torch.ops.aten
 _CONV = {aten.conv1d.default, aten.conv2d.default, aten.conv1d.padding, aten.conv2d.padding}
@@ -122,12 +123,7 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"program {path} does not exist: pass the .pt2 file saved with torch.export.save")
-    try:
-        program = torch.export.load(path)
-    except Exception as exc:  # the loader raises many types for a file that is no program
-        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise CheckpointError(f"{path} cannot be read as a torch.export program ({first[:200]}): save it with "
-                              "torch.export.save(torch.export.export(model, (x,)), path)") from exc
+    program = read_program(path)  # nothing the file carries runs (edgefree.models.archive)
     if len(program.graph_signature.user_inputs) != 1:
         raise CheckpointError(f"program {path} takes {len(program.graph_signature.user_inputs)} inputs; edgefree "
                               "needs a classifier of one input tensor: export it with one example input")

@@ -85,13 +85,22 @@ class SyntheticSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        generator = None
-        if saved.get("generator"):
-            generator = DreamGenerator(**saved["generator"]["settings"])
-            generator.load_state_dict(saved["generator"]["state"])
-            generator.eval()
-        return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
+        """The set saved at ``path``, read with ``weights_only`` (no pickled code runs).
+
+        Raises ``EdgefreeError`` for a file that is damaged, or holds anything but a saved set.
+        """
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            generator = None
+            if saved.get("generator"):
+                generator = DreamGenerator(**saved["generator"]["settings"])
+                generator.load_state_dict(saved["generator"]["state"])
+                generator.eval()
+            return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
+        except Exception as exc:  # torch.load raises many types for a damaged or unsafe file
+            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+            raise EdgefreeError(f"{path} cannot be read as synthetic images ({first[:120]}): it is damaged or "
+                                "holds objects other than tensors; build again to write it anew") from exc
 
 
 class BatchNormMatcher:

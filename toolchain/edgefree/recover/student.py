@@ -17,6 +17,7 @@ from edgefree.errors import EdgefreeError
 from edgefree.models import InputSpec
 
 PRUNABLE = (nn.Conv1d, nn.Conv2d, nn.Linear)
+PLAN_OPERATIONS = {"prune_out_channels", "prune_in_channels"}  # Torch-Pruning's handlers, the plan records
 
 
 @dataclass
@@ -46,8 +47,12 @@ class PrunePlan:
     @classmethod
     def from_json(cls, values: dict) -> "PrunePlan":
         try:
-            return cls(channels=[(str(n), str(op), [int(i) for i in idxs]) for n, op, idxs in values["channels"]],
+            plan = cls(channels=[(str(n), str(op), [int(i) for i in idxs]) for n, op, idxs in values["channels"]],
                        removed_blocks=[str(b) for b in values["removed_blocks"]])
+            unknown = sorted({op for _, op, _ in plan.channels} - PLAN_OPERATIONS)
+            if unknown:  # replay calls the pruner's method of this name: only Torch-Pruning's two
+                raise ValueError(f"unknown operation(s) {unknown}")
+            return plan
         except (KeyError, TypeError, ValueError) as exc:
             raise EdgefreeError(f"the pruning plan is malformed ({exc!r}): it must hold 'removed_blocks' and "
                                 "'channels' as written by edgefree") from exc
