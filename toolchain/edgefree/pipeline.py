@@ -27,7 +27,6 @@ from edgefree.cache import cache_dir
 from edgefree.config import BuildConfig, MagnitudePruning
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
-from edgefree.errors import warn
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.errors import EdgefreeError, warn
 from edgefree.evaluate import accuracy
@@ -110,7 +109,6 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     return dreams
 
 
-<<<<<<< HEAD
 LOW_FIDELITY = 0.5  # below this share of dreams carrying their label, a build says so
 
 
@@ -124,7 +122,8 @@ def warn_low_fidelity(dreams: SyntheticSet, config) -> None:
            else "use --bn-weight auto (the strongest weight that keeps the labels, found by probes) or a lower --bn-weight")
     warn(f"the teacher labels only {100 * agreement:.1f}% of the dreams as their target class (BatchNorm weight "
          f"{dreams.stats.get('bn_weight', config.bn_weight)}): the student will learn little about the classes; {fix}")
-=======
+
+
 def _read_cached(path: Path) -> SyntheticSet | None:
     """The synthetic set cached at ``path`` (read with ``weights_only``), or None when there is none or it
     cannot be read (damaged, or holding objects other than tensors): it is removed and dreamed again."""
@@ -137,7 +136,6 @@ def _read_cached(path: Path) -> SyntheticSet | None:
              "the cache, dreaming again")
         path.unlink(missing_ok=True)
         return None
->>>>>>> i30a
 
 
 def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> dict:

@@ -1,0 +1,150 @@
+"""What each recovery lever adds, and what it costs, row by row.
+
+A row is a teacher and a pruning (the rows of ``cifar10_recovery``, ``channel_pruning`` and
+``mobilenet_recovery``); a lever is a change of the recovery settings against ``base``, today's
+``fast`` with its fixed BatchNorm weight of 10. Every (row, lever) is one ``pipeline.build``
+without export (top-1 on the test split, seconds per stage), merged into
+``results/recovery_levers.json`` and rendered to ``.md``: the gain of each lever over ``base`` and
+the CPU seconds it took.
+
+    python benchmarks/recovery_levers.py --shared ../shared --rows r20-ch2x --levers base,auto-bn
+    python benchmarks/recovery_levers.py --shared ../shared --mobilenet T.pt --rows mbv3-mag75 --levers auto-bn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from provenance import describe, run_record  # noqa: E402
+
+from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning, recipe  # noqa: E402
+from edgefree.machine import machine_info  # noqa: E402
+from edgefree.markdown import percent  # noqa: E402
+
+CIFAR = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
+MOBILENET = "torchvision:mobilenet_v3_small"
+ROWS = {  # teacher, pruning stages
+    "r20-mag75": ("resnet20-cifar", (MagnitudePruning(0.75),)),
+    "r20-ch2x": ("resnet20-cifar", (ChannelPruning(macs_target=0.5),)),
+    "r56-mag75": ("resnet56-cifar", (MagnitudePruning(0.75),)),
+    "r56-ch2x": ("resnet56-cifar", (ChannelPruning(macs_target=0.5),)),
+    "r56-depth-ch3x": ("resnet56-cifar", (ChannelPruning(macs_target=0.33, depth=0.5),)),
+    "mbv3-mag75": (MOBILENET, (MagnitudePruning(0.75, scope="layer"),)),
+    "mbv3-ch2x": (MOBILENET, (ChannelPruning(macs_target=0.5),)),
+}
+# lever: (recipe, synthesis changes, distillation changes); "base" is `fast` with the BatchNorm weight of 10
+LEVERS = {
+    "base": ("fast", {"bn_weight": 10.0}, {}),
+    "auto-bn": ("fast", {"bn_weight": "auto"}, {}),
+    "auto-bn-thorough": ("thorough", {"bn_weight": "auto"}, {}),
+}
+RESULTS = HERE / "results" / "recovery_levers"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared", help="CIFAR-10 data and teachers")
+    p.add_argument("--mobilenet", type=Path, help="the MobileNetV3-small teacher (train_mobilenet_teacher.py)")
+    p.add_argument("--rows", default="r20-ch2x", help=f"comma-separated, of {', '.join(ROWS)}")
+    p.add_argument("--levers", default="base,auto-bn", help=f"comma-separated, of {', '.join(LEVERS)}")
+    p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-levers"), help="build folders and dream cache")
+    p.add_argument("--threads", type=int, default=1, help="threads of the build (1: steady under other load)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def written(args) -> list[str]:
+    """The results files a command writes (``reproduce.py --check``)."""
+    return ["recovery_levers.json"]
+
+
+def _choices(value: str, known: dict, what: str) -> list[str]:
+    chosen = [v for v in value.split(",") if v]
+    unknown = [v for v in chosen if v not in known]
+    if unknown:
+        raise SystemExit(f"unknown {what} {unknown}; known: {', '.join(known)}")
+    return chosen
+
+
+def row_config(row: str, lever: str, args) -> BuildConfig:
+    arch, stages = ROWS[row]
+    name, synthesis, distill = LEVERS[lever]
+    chosen = recipe(name)
+    if arch == MOBILENET:
+        if args.mobilenet is None:
+            raise SystemExit(f"row {row} needs --mobilenet (the teacher's weights)")
+        model, shape = args.mobilenet, (3, 32, 32)
+    else:
+        model, shape = args.shared / "models" / CIFAR[arch], None
+    return BuildConfig(model=model, arch=arch, input_shape=shape, recipe=name, prune=stages, seed=args.seed,
+                       eval_data=str(args.shared / "data" / "cifar10-jpeg" / "test.zip"),
+                       synthesis=chosen.synthesis.replace(**synthesis), distill=chosen.distill.replace(**distill),
+                       out=args.work / f"{row}-{lever}", cache=args.work / "cache", export=None,
+                       threads=args.threads)
+
+
+def run(row: str, lever: str, args) -> dict:
+    from edgefree.pipeline import build
+
+    config = row_config(row, lever, args)
+    started = time.perf_counter()
+    report = build(config, progress=not args.quiet)
+    synthesis = report["synthesis"]
+    return {"row": row, "lever": lever, "accuracy": report["accuracy"], "macs_ratio": report["cost"]["macs_ratio"],
+            "seconds": report["seconds"], "wall": round(time.perf_counter() - started, 1),
+            "synthesis": {k: synthesis.get(k) for k in ("teacher_agreement", "teacher_confidence", "bn_weight",
+                                                        "bn_weight_probes", "cached", "seconds")},
+            "epochs": config.distill.epochs, "eval_images": report["eval_data"]["images"],
+            "record": run_record(__file__, files=[config.model, config.eval_data])}
+
+
+def render(results: dict) -> str:
+    lines = ["# Recovery levers: what each adds over `base`, and what it costs", "",
+             "Each row: `python " + "benchmarks/recovery_levers.py` with the command in its record (below). "
+             "`base` is `fast` with the BatchNorm weight fixed at 10; `auto-bn` lets probes pick the weight "
+             "(the strongest at which the teacher labels 90% of a probe batch as its target); `auto-bn-thorough` "
+             "adds `thorough`'s 80 distillation epochs. One build per cell, seed 0, top-1 on the 10,000 test "
+             "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
+             "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
+             "| row | lever | MACs | teacher | pruned | refit | recovered | gap | vs base | dreams labelled | "
+             "BN weight | synth + refit + KD s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in sorted(results, key=lambda k: (list(ROWS).index(results[k]["row"]), list(LEVERS).index(results[k]["lever"]))):
+        r = results[key]
+        a, s = r["accuracy"], r["seconds"]
+        base = results.get(f"{r['row']}/base")
+        delta = f"{a['recovered'] - base['accuracy']['recovered']:+.2f}" if base and r["lever"] != "base" else ""
+        synth = 0 if r["synthesis"]["cached"] else s.get("synthesize", 0)
+        lines.append(f"| {r['row']} | {r['lever']} | {r['macs_ratio']:.2f} | {percent(a['teacher'])} | "
+                     f"{percent(a['pruned'])} | {percent(a.get('reconstructed'))} | **{percent(a['recovered'])}** | "
+                     f"{a['teacher'] - a['recovered']:.2f} | {delta} | "
+                     f"{100 * r['synthesis']['teacher_agreement']:.1f}% | {r['synthesis']['bn_weight']:g} | "
+                     f"{synth:.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
+    lines += ["", "## Runs", ""]
+    lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" for key, r in sorted(results.items())]
+    info = machine_info()
+    lines += ["", f"Machine: {info.get('cpu')}, {info.get('cores')} cores; torch {info.get('torch')}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    rows, levers = _choices(args.rows, ROWS, "rows"), _choices(args.levers, LEVERS, "levers")
+    path = RESULTS.with_suffix(".json")
+    results = json.loads(path.read_text())["results"] if path.exists() else {}
+    for row in rows:
+        for lever in levers:
+            results[f"{row}/{lever}"] = run(row, lever, args)
+            path.write_text(json.dumps({"results": results}, indent=1) + "\n")
+            RESULTS.with_suffix(".md").write_text(render(results))
+            print(f"{row}/{lever}: recovered {results[f'{row}/{lever}']['accuracy']['recovered']:.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
