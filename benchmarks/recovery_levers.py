@@ -158,10 +158,12 @@ def main(argv=None) -> None:
     args = parser().parse_args(argv)
     rows, levers = _choices(args.rows, ROWS, "rows"), _choices(args.levers, LEVERS, "levers")
     path = RESULTS.with_suffix(".json")
-    results = json.loads(path.read_text())["results"] if path.exists() else {}
     for row in rows:
         for lever in levers:
-            results[f"{row}/{lever}"] = run(row, lever, args)
+            result = run(row, lever, args)
+            # read again just before writing: other runs of this script may have added their cells meanwhile
+            results = json.loads(path.read_text())["results"] if path.exists() else {}
+            results[f"{row}/{lever}"] = result
             path.write_text(json.dumps({"results": results}, indent=1) + "\n")
             RESULTS.with_suffix(".md").write_text(render(results))
             print(f"{row}/{lever}: recovered {results[f'{row}/{lever}']['accuracy']['recovered']:.2f}", flush=True)
