@@ -364,10 +364,10 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     Raises ``EdgefreeError`` when even the narrowest student misses the budget, naming the closest
     ratio reachable. The student's ``stats["latency"]`` hold the prediction, the choice and the tables' size.
 
-    Example:
-        >>> student = latency_budget(teacher, dreams, LatencyTarget(ratio=0.6), ChannelPruning())
-        >>> student.stats["latency"]["predicted_ratio"] <= 0.6
-        True
+    Usage, with a teacher and its dreams (``synthesize``)::
+
+        student = latency_budget(teacher, dreams, LatencyTarget(ratio=0.6), ChannelPruning(), target="x86-64")
+        student.stats["latency"]["predicted_ratio"]  # <= 0.6
     """
     started = time.perf_counter()
     stages = list(pruning) if isinstance(pruning, (list, tuple)) else [pruning]
