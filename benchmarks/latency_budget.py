@@ -150,9 +150,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if not (args.shared / "models" / TEACHERS[args.arch]).is_file():
         sys.exit(f"{args.shared / 'models' / TEACHERS[args.arch]} not found: pass --shared with the shared teachers")
+    commit = _commit()  # the code the build runs: taken before it starts
     entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet)
     entry["command"] = "python benchmarks/latency_budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    entry["commit"] = _commit()
+    entry["commit"] = commit
     path = HERE / "results" / "latency_budget.json"
     results = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
     results["entries"][f"{args.arch}@{args.ratio}"] = entry
