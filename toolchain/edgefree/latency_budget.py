@@ -62,7 +62,8 @@ class _Layer:
 
 @dataclass
 class _Item:
-    """One choice of the knapsack: ``options`` are (group widths, blocks removed, sensitivity)."""
+    """One choice of the knapsack (a block or a group, ``label``): ``options`` are (group widths, blocks removed,
+    sensitivity)."""
 
     label: str
     options: list[tuple[dict, frozenset, float]]
@@ -225,7 +226,7 @@ def _items(lat: _Model, groups, sensitivity: list[dict], block_scores: dict) -> 
 
     items, claimed = [], set()
     for block in lat.blocks:
-        inner = [i for i in range(len(groups)) if inside(i, block)]
+        inner = [i for i in range(len(groups)) if i not in claimed and inside(i, block)]  # nested: the outer's
         removed = (({}, frozenset([block]), block_scores[block]))
         if len(inner) == 1:
             i = inner[0]
