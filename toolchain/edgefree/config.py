@@ -148,6 +148,37 @@ class ChannelPruning(_Config):
         return {"kind": "channel", **{f.name: getattr(self, f.name) for f in fields(self) if f.name != "filter_fn"}}
 
 
+@dataclass(frozen=True)
+class LatencyTarget(_Config):
+    """Channel widths chosen per layer group so the student runs in at most ``ratio`` times the teacher's p50.
+
+    Latency is measured per conv/linear layer at ``widths`` channel counts per group (multiples of the
+    channel pruning's ``round_to``), on ``runtime`` and ``precision`` (None: the target profile's first
+    format and precision), natively at batch 1; each group's and each identity residual block's
+    sensitivity is the KL divergence of the teacher's outputs on ``images`` dreams when only it is
+    narrowed or removed. A multiple-choice knapsack picks the widths (and, with ``blocks``, the removed
+    blocks) of least total sensitivity within the budget (``edgefree.latency_budget``).
+    """
+
+    ratio: float = 0.5
+    runtime: str | None = None  # onnxruntime or openvino; None: the target's first format's runtime
+    precision: str | None = None  # fp32 or int8; None: the target's first precision
+    widths: int = 8  # channel counts measured and chosen from per group (at most)
+    blocks: bool = True  # identity residual blocks may be removed too
+    images: int = 256  # dreams the sensitivities are measured on
+
+    def __post_init__(self):
+        self._require_finite()
+        _require(0.0 < self.ratio <= 1.0, f"latency target must be in (0, 1] (the student's p50 over the teacher's), "
+                 f"got {self.ratio}")
+        _require(self.runtime in (None, "onnxruntime", "openvino"),
+                 f"latency tables are measured with onnxruntime or openvino, got {self.runtime!r}")
+        _require(self.precision in (None, *PRECISIONS), f"latency precision must be one of {', '.join(PRECISIONS)}, "
+                 f"got {self.precision!r}")
+        _require(self.widths >= 2, f"latency widths must be >= 2 (channel counts measured per group), got {self.widths}")
+        _require(self.images >= 1, f"latency images must be >= 1, got {self.images}")
+
+
 PRUNING_KINDS = {"magnitude": MagnitudePruning, "channel": ChannelPruning}
 
 
@@ -421,6 +452,7 @@ class BuildConfig(_Config):
     recipe: str | None = None
     cache: Path | None = None  # where synthetic sets are cached; None: cache_dir("dreams")
     prune: tuple = (MagnitudePruning(),)  # applied in order: ChannelPruning, then MagnitudePruning on what remains
+    latency_target: LatencyTarget | None = None  # channel widths chosen for a p50 budget (needs ChannelPruning)
     synthesis: SynthesisConfig | None = None  # None: the recipe's
     reconstruct: ReconstructConfig | None = None
     distill: DistillConfig | None = None
@@ -443,6 +475,14 @@ class BuildConfig(_Config):
         _require(len(set(kinds)) == len(kinds) and kinds in ([], [MagnitudePruning], [ChannelPruning],
                                                               [ChannelPruning, MagnitudePruning]),
                  "pruning is magnitude, channel, or channel then magnitude (each at most once)")
+        channel = next((p for p in stages if isinstance(p, ChannelPruning)), None)
+        _require(self.latency_target is None or channel is not None,
+                 "--latency-target chooses channel widths: use it with --pruning channel or channel,magnitude")
+        _require(self.latency_target is None or channel.macs_target is None,
+                 "--latency-target and --macs-target both set the channel widths: pass one of them")
+        _require(self.latency_target is None or channel.depth == 0,
+                 "--latency-target chooses the residual blocks it removes itself: leave out --depth "
+                 "(latency_target.blocks = false keeps every block)")
         _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32,
                  f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), got {self.seed}")
         _require(isinstance(self.num_classes, int) and self.num_classes >= 2,

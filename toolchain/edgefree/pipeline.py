@@ -27,6 +27,7 @@ from edgefree.cache import cache_dir
 from edgefree.config import BuildConfig, MagnitudePruning
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
+from edgefree.errors import warn
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.errors import EdgefreeError, warn
 from edgefree.evaluate import accuracy
@@ -233,6 +234,18 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
     return report
 
 
+def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world):
+    """The prune stage; with a latency target, rank 0 measures and chooses the widths and every rank applies them."""
+    if config.latency_target is None:
+        return prune(teacher, config.prune, dreams, progress)
+    from edgefree.latency_budget import latency_budget
+
+    chosen = latency_budget(teacher, dreams, config.latency_target, config.prune, config.target,
+                            progress) if world.main else None
+    layout = distributed.broadcast(chosen.stats["latency"]["layout"] if world.main else None)
+    return chosen if world.main else prune(teacher, config.prune, dreams, progress, layout=layout)
+
+
 def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path | None, published: Path,
             clock: _Stopwatch, progress: bool, world, device: str) -> dict | None:
     """The stages after loading, writing into ``out`` (the staging folder of ``published``; None on
@@ -243,7 +256,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
             warn_low_fidelity(dreams, config.synthesis)
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
-        pruned = prune(teacher, config.prune, dreams, progress)
+        pruned = _prune(config, teacher, dreams, progress, world)
     with clock("reconstruct"):
         refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=device, progress=progress)
     with clock("distill"):
@@ -275,6 +288,15 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                             {"teacher": scores["teacher"], "student": scores["recovered"]}, teacher_export, progress,
                             published_as=published)
 
+    latency = None
+    if "latency" in pruned.stats:
+        from edgefree.latency_budget import check
+
+        latency = check(pruned.stats["latency"], benched)
+        if latency["met"] is False:
+            warn(f"latency target {latency['target_ratio']:.2f}x missed: the student measured "
+                 f"{latency['measured_ratio']:.2f}x the teacher's p50 on {latency['runtime']} {latency['precision']} "
+                 f"(predicted {latency['predicted_ratio']:.2f}x); rebuild with a lower --latency-target")
     detail = sparsity_report(student)
     example = teacher.spec.example_inputs()[0]
     costs = {"teacher": cost(teacher.module, example), "student": cost(student, example)}
@@ -289,6 +311,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "sparsity_target": magnitude.sparsity if magnitude else 0.0,
         "pruning": {"stages": [p.to_dict() for p in config.prune], "plan": pruned.plan.to_json(),
                     **{k: v for k, v in pruned.stats.items() if k != "block_scores"}},
+        "latency_target": latency,
         "cost": {**costs, "macs_ratio": costs["student"]["macs"] / costs["teacher"]["macs"],
                  "params_ratio": costs["student"]["params"] / costs["teacher"]["params"]},
         "sparsity_detail": detail,

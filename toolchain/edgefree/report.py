@@ -40,7 +40,9 @@ def _pruning(r: dict) -> str:
                               f"{c['student']['params']:,} ({c['params_ratio']:.2f}x)"]]), ""]
     for stage in p["stages"]:
         if stage["kind"] == "channel":
-            lines.append(f"- Channel pruning ({stage['importance']} importance, channel ratio {p['ratio']:.3f}, "
+            widths = ("widths per layer group for a latency target" if p.get("ratio") is None
+                      else f"channel ratio {p['ratio']:.3f}")
+            lines.append(f"- Channel pruning ({stage['importance']} importance, {widths}, "
                          f"multiples of {stage['round_to']}): {len(layers)} layers lost channels and "
                          f"{len(plan['removed_blocks'])} residual blocks were removed"
                          + (f" ({', '.join(plan['removed_blocks'])})" if plan["removed_blocks"] else "")
@@ -49,6 +51,14 @@ def _pruning(r: dict) -> str:
             lines.append(f"- Magnitude pruning: target {100 * stage['sparsity']:.1f}% of the conv/linear weights, "
                          f"achieved {100 * r['sparsity']:.2f}%. The zeros shrink the packed artifacts; dense "
                          "runtimes still compute them.")
+    latency = r.get("latency_target")
+    if latency:
+        measured = latency["measured_ratio"]
+        verdict = ("not measured (no bench)" if measured is None else
+                   f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}")
+        lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's p50 on {latency['runtime']} "
+                     f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
+                     f"({latency['table']}), {verdict}.")
     return "\n".join(lines)
 
 

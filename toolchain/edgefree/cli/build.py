@@ -31,6 +31,9 @@ def _opt(*names, **kw):
 @_opt("--channel-ratio", type=float, default=0.5, help="Channel pruning: fraction of each prunable layer's channels removed.")
 @_opt("--macs-target", type=float, help="Channel pruning: keep about this fraction of the teacher's multiply-adds "
       "(the channel ratio is searched; overrides --channel-ratio).")
+@_opt("--latency-target", type=float, help="Channel pruning: the student runs in at most this fraction of the "
+      "teacher's p50 on the target's first runtime and precision; widths per layer group (and residual blocks) "
+      "are chosen from per-layer latency tables and per-layer sensitivity on the dreams (overrides --channel-ratio).")
 @_opt("--depth", type=float, default=0.0, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
 @_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l2",
       help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
@@ -76,7 +79,7 @@ def _opt(*names, **kw):
       help="Seconds a process waits for the others before the job fails (several processes only).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, depth,
+def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
           channel_importance, round_to, keep_first_last_dense, magnitude_scope, recipe, images,
           iterations, synth_batch, bn_weight, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
@@ -107,6 +110,9 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
     if given & PRUNING_OPTIONS or "prune" not in values:
         values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
                                    channel_ratio, macs_target, depth, channel_importance, round_to, magnitude_scope)
+    if "latency_target" in given:  # its other settings (runtime, widths, blocks) come from the file, if any
+        section = values.get("latency_target")
+        values["latency_target"] = {**(section if isinstance(section, dict) else {}), "ratio": latency_target}
     _layer(values, given, {"formats": formats, "precisions": precisions}, "export")
     _layer(values, given, {"runs": bench_runs, "emulate": emulate}, "bench", flags={"runs": "bench_runs"})
     config = BuildConfig.from_dict(values)
@@ -134,6 +140,13 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
     click.echo(dreams_line(report["synthesis"]))
+    latency = report.get("latency_target")
+    if latency:
+        measured = latency["measured_ratio"]
+        click.echo(f"latency target {latency['target_ratio']:.2f}x ({latency['runtime']} {latency['precision']}): "
+                   f"predicted {latency['predicted_ratio']:.2f}x, "
+                   + ("not measured (no bench)" if measured is None else
+                      f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}"))
     if report["export"]:
         report_export(report["export"])
     if report["bench"]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -125,26 +127,75 @@ def _grouped(group) -> bool:
                and 1 < dep.target.module.groups < dep.target.module.out_channels for dep, _ in group)
 
 
-def _prune_at(model: nn.Module, example: torch.Tensor, config: ChannelPruning, ratio: float,
-              dreams) -> tuple[nn.Module, list]:
-    """A copy of ``model`` with ``ratio`` of every prunable group's channels removed (the least important,
-    rounded to ``config.round_to``), and the operations applied."""
-    model = copy.deepcopy(model).eval()
-    if ratio == 0:
-        return model, []
+def _out_layers(graph: tp.DependencyGraph, group, names: dict) -> list[str]:
+    """The conv and linear layers whose output channels ``group`` removes: the names a width is given by."""
+    return [names[dep.target.module] for dep, _ in group
+            if isinstance(dep.target.module, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler)]
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that go together (one DepGraph group): ``layers`` lose output channels, ``size`` of them,
+    least important first in ``ranked``; ``operations(k)`` are the pruning operations that remove the
+    ``k`` least important, as (module name, operation, indices), without applying them."""
+
+    layers: list[str]
+    size: int
+    ranked: list[int]
+    operations: Callable[[int], list[tuple[str, str, list[int]]]]
+
+
+def _ranked_groups(model: nn.Module, example: torch.Tensor, config: ChannelPruning, dreams):
+    """``(graph, names, [(group, scores)])``: every group channel pruning may narrow in ``model``, ranked."""
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = {m: name for name, m in model.named_modules()}
     if config.importance == "taylor":
         _taylor_gradients(model, dreams)
     importance = _importance(config.importance)
-    plans = []  # (root layer, its out-channel pruning function, indices): ranked before anything changes
+    ranked = []
     for group in graph.get_all_groups(ignored_layers=_ignored(model, graph, config), root_module_types=list(PRUNABLE)):
         if _grouped(group):
             continue
         scores = importance(group)
-        if scores is None:
-            continue
-        keep = _kept_count(len(scores), ratio, config.round_to)
+        if scores is not None:
+            ranked.append((group, scores))
+    return graph, names, ranked
+
+
+def channel_groups(model: nn.Module, spec: InputSpec, config: ChannelPruning, dreams=None) -> list[ChannelGroup]:
+    """The groups of ``model`` that channel pruning with ``config`` may narrow, each ranked by its importance.
+    ``model`` itself is left unchanged (its gradients aside, for "taylor")."""
+    graph, names, ranked = _ranked_groups(model, _example(model, spec), config, dreams)
+    found = []
+    for group, scores in ranked:
+        root, order = group[0].dep, torch.argsort(scores).tolist()
+
+        def operations(k: int, root=root, order=order) -> list[tuple[str, str, list[int]]]:
+            if not k:
+                return []
+            pruning = graph.get_pruning_group(root.target.module, root.handler, order[:k])
+            return [(names[dep.target.module], dep.handler.__name__, sorted(int(i) for i in idxs))
+                    for dep, idxs in pruning if dep.target.module in names]
+
+        found.append(ChannelGroup(_out_layers(graph, group, names), len(scores), order, operations))
+    return found
+
+
+def _prune_at(model: nn.Module, example: torch.Tensor, config: ChannelPruning, ratio: float,
+              dreams, widths: dict[str, int] | None = None) -> tuple[nn.Module, list]:
+    """A copy of ``model`` with ``ratio`` of every prunable group's channels removed (the least important,
+    rounded to ``config.round_to``), and the operations applied. With ``widths`` (layer name -> channels
+    kept), each group keeps the count given for one of its output layers instead (all, if none is named)."""
+    model = copy.deepcopy(model).eval()
+    if ratio == 0 and not widths:
+        return model, []
+    graph, names, ranked = _ranked_groups(model, example, config, dreams)
+    plans = []  # (root layer, its out-channel pruning function, indices): ranked before anything changes
+    for group, scores in ranked:
+        if widths is None:
+            keep = _kept_count(len(scores), ratio, config.round_to)
+        else:
+            keep = next((widths[n] for n in _out_layers(graph, group, names) if n in widths), len(scores))
         if keep < len(scores):
             root = group[0].dep
             plans.append((root.target.module, root.handler, torch.argsort(scores)[:len(scores) - keep].tolist()))
@@ -173,19 +224,26 @@ def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPrunin
 
 
 def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dreams=None,
-                   progress: bool = False) -> Student:
+                   progress: bool = False, layout: dict | None = None) -> Student:
     """Remove ``config.depth`` of the identity residual blocks, then channels, from a copy of ``model``
-    (which takes inputs of ``spec``)."""
+    (which takes inputs of ``spec``). ``layout`` replaces both choices with ones made elsewhere
+    (``edgefree.latency_budget``): ``{"blocks": [names removed], "widths": {layer name: channels kept}}``."""
     started = time.perf_counter()
     example = _example(model, spec)
     teacher = cost(model, example)
     base = copy.deepcopy(model).eval()
-    removed, scores = _remove_blocks(base, config.depth, dreams)
-    ratio = config.ratio
-    if config.macs_target is not None:
-        ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress)
-    student, operations = _prune_at(base, example, config, ratio, dreams)
-    if not removed and not operations and (config.ratio or config.macs_target):
+    if layout is not None:
+        removed, scores, ratio = list(layout["blocks"]), {}, None
+        for name in removed:
+            set_module(base, name, nn.Identity())
+        student, operations = _prune_at(base, example, config, 0.0, dreams, widths=dict(layout["widths"]))
+    else:
+        removed, scores = _remove_blocks(base, config.depth, dreams)
+        ratio = config.ratio
+        if config.macs_target is not None:
+            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress)
+        student, operations = _prune_at(base, example, config, ratio, dreams)
+    if layout is None and not removed and not operations and (config.ratio or config.macs_target):
         raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
                             "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
                             "operation that changes their count); use --pruning magnitude")

@@ -37,11 +37,13 @@ def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filt
 
 
 def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence = MagnitudePruning(),
-          dreams=None, progress: bool = False) -> Student:
+          dreams=None, progress: bool = False, layout: dict | None = None) -> Student:
     """Prune a copy of the teacher's module as ``config`` says (a sequence: each in turn); the input is untouched.
 
     ``dreams`` (a SyntheticSet) is needed by the criteria measured on synthetic images: channel
-    importance "taylor", and the choice of residual blocks to remove (``depth``).
+    importance "taylor", and the choice of residual blocks to remove (``depth``). ``layout`` gives
+    channel pruning per-layer widths and the blocks removed, chosen elsewhere (``edgefree.latency_budget``):
+    ``{"blocks": [...], "widths": {layer name: channels kept}}``.
 
     Example:
         >>> from edgefree.models import load_teacher
@@ -56,7 +58,7 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
             if i:
                 raise EdgefreeError("channel pruning comes first: prune(teacher, [ChannelPruning(...), "
                                     "MagnitudePruning(...)]), so the masks are made on the smaller model")
-            student = prune_channels(teacher.module, teacher.spec, step, dreams, progress)
+            student = prune_channels(teacher.module, teacher.spec, step, dreams, progress, layout)
         elif isinstance(step, MagnitudePruning):
             student.plan.masks = magnitude_masks(student.model, step)
             apply_masks(student.model, student.plan.masks)

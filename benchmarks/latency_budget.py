@@ -1,0 +1,167 @@
+"""Latency-target benchmark: `--latency-target R --pruning channel` on a CIFAR-10 ResNet, predicted against measured.
+
+One ``edgefree.pipeline.build`` (the code behind ``edgefree build``) with the ``fast`` recipe,
+target x86-64, exporting ONNX fp32 only (the runtime and precision the latency table is
+measured on), benching teacher and student in turns. Records the predicted p50 ratio (from the
+per-layer tables), the bench's measured one, whether the target was met, the widths and blocks
+chosen, and the top-1 on the 10,000 test images, with the exact command, the git commit, the
+sha256 of teacher and data, and the machine's load (the cores may be shared: absolute times
+and, less so, ratios move with it).
+
+    python benchmarks/latency_budget.py --shared ../shared                     # ResNet-20, R = 0.5
+    python benchmarks/latency_budget.py --shared ../shared --arch resnet56-cifar --ratio 0.5
+
+Results go to ``results/latency_budget.json`` (one entry per arch and ratio, merged) and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from edgefree.config import BenchConfig, BuildConfig, ChannelPruning, ExportConfig, LatencyTarget, recipe
+from edgefree.export.unpack import sha256_file
+from edgefree.machine import machine_info
+from edgefree.pipeline import build
+
+HERE = Path(__file__).resolve().parent
+TEACHERS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
+UNIFORM = HERE / "results" / "channel_pruning.json"  # uniform --macs-target rows, for context
+
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=HERE).stdout.strip()
+    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: bool) -> dict:
+    fast = recipe("fast")
+    teacher, data = shared / "models" / TEACHERS[arch], shared / "data" / "cifar10-jpeg" / "test.zip"
+    config = BuildConfig(
+        target="x86-64", out=work / f"{arch}-lat{ratio}", model=teacher, arch=arch, eval_data=str(data), seed=seed,
+        recipe="fast", cache=work / "cache", prune=(ChannelPruning(),), latency_target=LatencyTarget(ratio=ratio),
+        synthesis=fast.synthesis, reconstruct=fast.reconstruct, distill=fast.distill,
+        export=ExportConfig(formats=("onnx",), precisions=("fp32",)),
+        bench=BenchConfig(eval_limit=500, emulate=False))  # top-1 per artifact comes from the export's full pass
+    load_before, started = _uptime(), time.time()
+    report = build(config, progress=progress)
+    load_after = _uptime()
+    stats = report["pruning"]["latency"]
+    rows = {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"] for r in report["bench"]["native"]["rows"]
+            if not r["error"]}
+    return {
+        "arch": arch, "ratio": ratio, "seed": seed,
+        "accuracy": report["accuracy"], "artifact_accuracy": {a["name"]: a.get("accuracy")
+                                                              for a in report["export"]["artifacts"]},
+        "latency_target": report["latency_target"], "cost": report["cost"],
+        "choice": {"removed_blocks": stats["removed_blocks"],
+                   "groups": [{k: g[k] for k in ("layers", "channels", "kept", "kl", "removed_with_block")}
+                              for g in stats["groups"]], "sensitivity_kl": stats["sensitivity_kl"],
+                   "block_kl": stats["block_kl"]},
+        "prediction": {k: stats[k] for k in ("teacher_p50_ms", "predicted_p50_ms", "predicted_ratio",
+                                             "closest_reachable_ratio", "remainder_ms", "call_ms", "table", "tables",
+                                             "search", "seconds")},
+        "bench_p50_ms": {k: v["p50"] for k, v in rows.items()}, "bench_p50_ci95": {k: v.get("p50_ci95")
+                                                                                    for k, v in rows.items()},
+        "bench_load_average_1min": report["bench"]["native"]["load_average_1min"],
+        "uptime_before": load_before, "uptime_after": load_after, "wall_s": round(time.time() - started, 1),
+        "seconds": report["seconds"], "eval_images": report["eval_data"]["images"],
+        "sha256": {"teacher": sha256_file(teacher), "test_data": sha256_file(data)},
+        "build_dir": str(config.out), "machine": machine_info(),
+    }
+
+
+def _uniform_rows(arch: str) -> list[str]:
+    if not UNIFORM.is_file():
+        return []
+    rows = json.loads(UNIFORM.read_text())["rows"].values()
+    lines = []
+    for row in rows:
+        stage = row["pruning"][0]
+        if row["model"] != arch or len(row["pruning"]) != 1 or stage["kind"] != "channel" or stage.get("depth"):
+            continue
+        ratio = row["latency"]["student_over_teacher"].get("onnxruntime/fp32")
+        lines.append(f"| {row['row']} (uniform, macs {stage['macs_target']}) | {row['cost']['macs_ratio']:.2f} | "
+                     f"{ratio:.2f} | {row['accuracy']['recovered']:.2f} |")
+    return lines
+
+
+def render(results: dict) -> str:
+    lines = ["# Latency target: per-layer widths for a p50 budget, predicted and measured", "",
+             "Each entry is one `edgefree.pipeline.build` with `LatencyTarget(ratio=R)` and `ChannelPruning()` "
+             "(`--latency-target R --pruning channel`), recipe `fast`, seed 0, target x86-64, ONNX fp32 only; the "
+             "latency table is onnxruntime fp32, 1 thread, batch 1, measured natively on this machine. Top-1 on the "
+             "10,000 CIFAR-10 test images. The bench times teacher and student in turns; the cores were shared "
+             "with other processes while it ran (load below), so the measured ratio carries that noise.", ""]
+    for entry in results["entries"].values():
+        lt, p, a, c = entry["latency_target"], entry["prediction"], entry["accuracy"], entry["choice"]
+        lines += [f"## {entry['arch']}, latency target {entry['ratio']:.2f}x", "",
+                  f"Command: `{entry['command']}`; commit `{entry['commit']}`; teacher sha256 "
+                  f"`{entry['sha256']['teacher']}`; test data sha256 `{entry['sha256']['test_data']}`.", "",
+                  "| target | predicted p50 ratio | measured p50 ratio (onnxruntime fp32) | met | MACs kept | "
+                  "teacher | pruned | refit | recovered |",
+                  "|---|---|---|---|---|---|---|---|---|",
+                  f"| {lt['target_ratio']:.2f} | {lt['predicted_ratio']:.3f} | "
+                  + ("-" if lt["measured_ratio"] is None else f"{lt['measured_ratio']:.3f}")
+                  + f" | {'yes' if lt['met'] else 'no'} | {entry['cost']['macs_ratio']:.2f} | {a['teacher']:.2f} | "
+                  f"{a['pruned']:.2f} | {a.get('reconstructed') or float('nan'):.2f} | **{a['recovered']:.2f}** |", "",
+                  f"- p50 ms: {', '.join(f'{k} {v:.4f}' for k, v in entry['bench_p50_ms'].items())}; the latency "
+                  f"search timed the teacher at {p['teacher_p50_ms']:.4f} ms and predicted {p['predicted_p50_ms']:.4f} "
+                  f"ms (tables' remainder {p['remainder_ms']:.4f} ms, empty call {p['call_ms']:.4f} ms); narrowest "
+                  f"reachable {p['closest_reachable_ratio']:.2f}x.",
+                  f"- Load: `{entry['uptime_before']}` before the build, `{entry['uptime_after']}` after; 1-min "
+                  f"load average {entry['bench_load_average_1min'][0]:.2f} / {entry['bench_load_average_1min'][1]:.2f} "
+                  "at the start / end of the bench.",
+                  f"- Removed blocks: {', '.join(c['removed_blocks']) or 'none'}. Widths kept per group: "
+                  + ", ".join(f"{g['layers'][0]} {g['kept']}/{g['channels']}" for g in c["groups"]
+                              if not g["removed_with_block"]) + ".",
+                  f"- Latency search: {p['seconds']} s ({p['tables']['entries']} table entries, "
+                  f"{p['tables']['measured_now']} measured in this build); stage seconds: "
+                  + ", ".join(f"{k} {v}" for k, v in entry["seconds"].items()) + "."]
+        uniform = _uniform_rows(entry["arch"])
+        if uniform:
+            lines += ["", "Uniform channel ratios on the same teacher, from `channel_pruning.md` (other builds, "
+                      "other benches and load: context, not a same-latency comparison):", "",
+                      "| row | MACs kept | p50 ratio onnxruntime fp32 | recovered |", "|---|---|---|---|", *uniform]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
+    parser.add_argument("--arch", choices=sorted(TEACHERS), default="resnet20-cifar")
+    parser.add_argument("--ratio", type=float, default=0.5, help="the latency target")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/edgefree-latency-bench"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.shared / "models" / TEACHERS[args.arch]).is_file():
+        sys.exit(f"{args.shared / 'models' / TEACHERS[args.arch]} not found: pass --shared with the shared teachers")
+    commit = _commit()  # the code the build runs: taken before it starts
+    entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet)
+    entry["command"] = "python benchmarks/latency_budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    entry["commit"] = commit
+    path = HERE / "results" / "latency_budget.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
+    results["entries"][f"{args.arch}@{args.ratio}"] = entry
+    path.write_text(json.dumps(results, indent=2))
+    path.with_suffix(".md").write_text(render(results))
+    print(f"wrote {path} and {path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

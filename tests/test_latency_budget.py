@@ -1,0 +1,182 @@
+"""Latency target: per-layer tables, sensitivities, the knapsack, per-group widths, refusal, build and CLI."""
+
+import copy
+import itertools
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from edgefree.config import BuildConfig, ChannelPruning, LatencyTarget, MagnitudePruning, to_toml
+from edgefree.errors import EdgefreeError
+from edgefree.latency_budget import _choices, _group_sensitivity, _knapsack, check, latency_budget
+from edgefree.latency_tables import layer_latency, table_folder
+from edgefree.models import load_teacher
+from edgefree.recover import SyntheticSet, prune
+from edgefree.recover.channels import channel_groups
+
+CONV = {"kind": "conv", "kernel": [3, 3], "stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1],
+        "depthwise": False, "spatial": [8, 8]}
+
+
+def _dreams(teacher, n=64):
+    return SyntheticSet(teacher.spec.example_inputs(n, seed=3)[0], torch.arange(n) % 10)
+
+
+@pytest.fixture(scope="module")
+def chosen(teacher):
+    """The digits teacher pruned for 0.8x its onnxruntime fp32 p50."""
+    return latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning())
+
+
+def test_layer_tables_are_cached_per_runtime_precision_and_shape():
+    widths = [(32, 8), (32, 32)]
+    first, measured = layer_latency(CONV, widths, "onnxruntime", "fp32")
+    assert measured == 2 and all(ms > 0 for ms in first.values())
+    again, measured = layer_latency(CONV, widths + [(32, 16)], "onnxruntime", "fp32")
+    assert measured == 1 and {w: again[w] for w in widths} == first  # only the new width was timed
+    _, measured = layer_latency({**CONV, "spatial": [4, 4]}, widths, "onnxruntime", "fp32")
+    assert measured == 2  # another layer shape
+    _, measured = layer_latency(CONV, widths, "onnxruntime", "int8")
+    assert measured == 2  # another precision
+    folder = table_folder("onnxruntime", "fp32", 1)
+    assert "onnxruntime" in str(folder) and len(list(folder.glob("*.json"))) >= 2
+
+
+def test_widths_are_multiples_of_round_to_widest_first():
+    assert _choices(64, 8, 8) == [64, 56, 48, 40, 32, 24, 16, 8]
+    few = _choices(64, 8, 3)
+    assert len(few) == 3 and few[0] == 64 and few[-1] == 8 and all(w % 8 == 0 for w in few)
+    assert _choices(8, 8, 8) == [8]  # a group no wider than round_to is left alone
+
+
+@pytest.mark.parametrize("arch", ["digits-cnn", "resnet20-cifar"])
+def test_narrowing_one_group_by_masking_gives_the_pruned_models_outputs(arch):
+    torch.manual_seed(0)  # resnet20-cifar without weights: a fixed random initialisation
+    teacher = load_teacher(arch)
+    model = copy.deepcopy(teacher.module).eval()
+    groups = channel_groups(model, teacher.spec, ChannelPruning())
+    group = groups[1]
+    width = _choices(group.size, 8, 8)[-1]
+    images = teacher.spec.example_inputs(16, seed=1)[0]
+    kl = _group_sensitivity(model, [group], [[group.size, width]], images, False)[0][width]
+    student = prune(teacher, ChannelPruning(), layout={"blocks": [], "widths": {group.layers[0]: width}})
+    with torch.no_grad():
+        reference = F.log_softmax(teacher.module.eval()(images), 1)
+        pruned = F.log_softmax(student.model(images), 1)
+    assert kl == pytest.approx(F.kl_div(pruned, reference, log_target=True, reduction="batchmean").item(), rel=1e-3,
+                               abs=1e-6)
+    assert kl > 0
+    widths = {name: m.out_channels for name, m in student.model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    before = {name: m.out_channels for name, m in teacher.module.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert widths == {**before, group.layers[0]: width}  # that group alone narrowed
+
+
+def test_knapsack_finds_the_least_sensitive_choice_within_budget():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        costs = [sorted(rng.integers(-6, 1, size=rng.integers(2, 5)).tolist(), reverse=True) for _ in range(4)]
+        values = [[0.0] + sorted(rng.random(len(c) - 1).tolist()) for c in costs]
+        budget = int(rng.integers(-12, 0))
+        picks = _knapsack(costs, values, budget, 1.0)
+        feasible = [(sum(v[k] for v, k in zip(values, combo)), combo)
+                    for combo in itertools.product(*(range(len(c)) for c in costs))
+                    if sum(c[k] for c, k in zip(costs, combo)) <= budget]
+        if not feasible:
+            assert picks is None
+            continue
+        assert sum(c[k] for c, k in zip(costs, picks)) <= budget
+        assert sum(v[k] for v, k in zip(values, picks)) == pytest.approx(min(feasible)[0])
+
+
+def test_latency_target_chooses_per_group_widths_within_budget(teacher, chosen):
+    stats = chosen.stats["latency"]
+    assert stats["predicted_ratio"] <= 0.8 and stats["runtime"] == "onnxruntime" and stats["precision"] == "fp32"
+    assert "measured natively" in stats["table"] and stats["tables"]["entries"] > 10
+    assert 0 < stats["closest_reachable_ratio"] <= stats["predicted_ratio"]
+    modules = dict(chosen.model.named_modules())
+    for group in stats["groups"]:  # every group's width applied, each its own
+        assert all(modules[name].out_channels == group["kept"] for name in group["layers"])
+    assert any(g["kept"] < g["channels"] for g in stats["groups"])
+    layout = stats["layout"]
+    assert prune(teacher, ChannelPruning(), layout=layout).plan.channels == chosen.plan.channels  # replayable
+    x = teacher.spec.example_inputs(2)[0]
+    assert chosen.model(x).shape == (2, 10)
+
+
+def test_a_latency_target_then_magnitude_pruning(teacher, chosen):
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8),
+                             [ChannelPruning(), MagnitudePruning(0.5)])
+    assert student.plan.masks and student.stats["latency"]["predicted_ratio"] <= 0.8
+
+
+def test_a_target_below_the_narrowest_student_is_refused_with_the_closest_reachable(teacher):
+    with pytest.raises(EdgefreeError, match=r"latency target 0\.05x cannot be met on onnxruntime fp32: the closest "
+                                            r"reachable is (0\.\d\d)x") as caught:
+        latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.05), ChannelPruning())
+    closest = float(re.search(r"--latency-target (\d\.\d\d) or more", str(caught.value)).group(1))
+    assert closest > 0.05
+
+
+def test_an_arm64_target_says_its_table_is_a_native_stand_in(teacher, capsys):
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.9), ChannelPruning(),
+                             target="raspberry-pi-5")
+    assert "stand-in for raspberry-pi-5's cortex-a76" in student.stats["latency"]["table"]
+    assert "latency table is measured natively" in capsys.readouterr().err
+
+
+def test_check_compares_the_prediction_with_the_bench():
+    latency = {"target_ratio": 0.5, "runtime": "onnxruntime", "precision": "fp32", "predicted_ratio": 0.48,
+               "table": "t"}
+
+    def bench(student_ms):
+        rows = [{"model": m, "runtime": "onnxruntime", "precision": "fp32", "error": None, "latency_ms": {"p50": p}}
+                for m, p in (("teacher", 1.0), ("student", student_ms))]
+        return {"native": {"rows": rows}}
+
+    assert check(latency, bench(0.45))["met"] is True
+    missed = check(latency, bench(0.6))
+    assert missed["met"] is False and missed["measured_ratio"] == pytest.approx(0.6)
+    assert check(latency, None)["met"] is None
+
+
+def test_build_config_validates_the_latency_target(tmp_path):
+    with pytest.raises(EdgefreeError, match="--pruning channel"):
+        BuildConfig(out=tmp_path, latency_target=LatencyTarget())
+    with pytest.raises(EdgefreeError, match="pass one of them"):
+        BuildConfig(out=tmp_path, prune=(ChannelPruning(macs_target=0.5),), latency_target=LatencyTarget())
+    with pytest.raises(EdgefreeError, match="leave out --depth"):
+        BuildConfig(out=tmp_path, prune=(ChannelPruning(depth=0.5),), latency_target=LatencyTarget())
+    for bad in ({"ratio": 0.0}, {"ratio": 1.5}, {"runtime": "executorch"}, {"precision": "int4"}, {"widths": 1}):
+        with pytest.raises(EdgefreeError):
+            LatencyTarget(**bad)
+    config = BuildConfig(out=tmp_path, prune=(ChannelPruning(), MagnitudePruning(0.5)),
+                         latency_target=LatencyTarget(ratio=0.6, widths=4))
+    import tomllib
+
+    again = BuildConfig.from_dict(tomllib.loads(to_toml(config)))
+    assert again.latency_target == LatencyTarget(ratio=0.6, widths=4)
+
+
+def test_cli_build_meets_a_latency_target_and_reports_it(tmp_path):
+    from edgefree.cli import cli
+
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", "--pruning", "channel", "--latency-target", "0.8", "--images", "64",
+                                      "--iterations", "5", "--epochs", "1", "--reconstruct-images", "64",
+                                      "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "20",
+                                      "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"latency target 0\.80x \(onnxruntime fp32\): predicted 0\.\d\dx, measured \d\.\d\dx", result.output)
+    report = json.loads((out / "report.json").read_text())
+    latency = report["latency_target"]
+    assert latency["predicted_ratio"] <= 0.8 and latency["measured_ratio"] is not None
+    assert report["config"]["latency_target"]["ratio"] == 0.8
+    assert "Latency target 0.80x" in (out / "report.md").read_text()
+    refused = CliRunner().invoke(cli, ["build", "--pruning", "magnitude", "--latency-target", "0.5", "--out",
+                                       str(tmp_path / "x")])
+    assert refused.exit_code == 2 and "--latency-target chooses channel widths" in refused.output

@@ -1,0 +1,437 @@
+"""``latency_budget()``: channel widths per layer group, and residual blocks, chosen for a p50 budget.
+
+The student must run in at most ``ratio`` times the teacher's p50 on the target's runtime and
+precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``), as HALP and SPDY do:
+
+1. **Latency tables** (``edgefree.latency_tables``): every conv and linear layer whose width a
+   group sets is timed alone at each candidate width, and the residual addition of every
+   identity block; the teacher is timed whole. The student's predicted p50 is the teacher's,
+   minus what its narrower and removed layers save: the sum of its table entries (each less the
+   cost of an empty call) plus the teacher's remainder (everything the tables do not hold).
+2. **Sensitivities**, on the dreams: the KL divergence of the teacher's outputs when only one
+   group is narrowed to a width (its least important channels' inputs zeroed, which is exactly
+   what removing them does to the outputs), or only one block is skipped.
+3. **A multiple-choice knapsack** (dynamic programme over a discretised latency axis) picks one
+   option per item (a group's width; an identity block with its inner group: removed or kept at
+   a width) of least total sensitivity whose latency fits. Layers shared by two groups make the
+   latency not quite separable: the programme is solved around the last choice until it
+   repeats, every choice is checked with the exact sum, and an over-budget one is repaired by
+   the cheapest steps. A budget that even the narrowest student misses is refused, with the
+   closest reachable ratio.
+
+The bench checks the prediction at the end (``check``): the student's measured p50 over the
+teacher's on the same runtime and precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from edgefree.config import ChannelPruning, LatencyTarget, MagnitudePruning
+from edgefree.errors import EdgefreeError, warn
+from edgefree.latency_tables import CALL, layer_latency, model_latency, runtime_version
+from edgefree.models import Teacher
+from edgefree.recover.channels import _block_scores, channel_groups, identity_residual_blocks
+from edgefree.recover.prune import PRUNABLE, Student, prune
+from edgefree.targets import RUNTIME_OF_FORMAT, load_target
+
+UNITS = 2000  # the knapsack's latency axis: the teacher's p50 in this many steps
+
+
+@dataclass
+class _Layer:
+    name: str
+    signature: dict
+    cin: int
+    cout: int
+    out_group: int | None = None
+    in_group: int | None = None
+    depthwise: bool = False
+    table: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Item:
+    """One choice of the knapsack (a block or a group, ``label``): ``options`` are (group widths, blocks removed,
+    sensitivity)."""
+
+    label: str
+    options: list[tuple[dict, frozenset, float]]
+
+
+def _signature(module: nn.Module, x: torch.Tensor) -> dict:
+    if isinstance(module, nn.Linear):
+        return {"kind": "linear", "rows": int(np.prod(x.shape[:-1]))}
+    spatial = list(x.shape[2:])
+    kernel, dilation = list(module.kernel_size), list(module.dilation)
+    padding = module.padding
+    if isinstance(padding, str):  # "same" or "valid"
+        padding = [d * (k - 1) // 2 for k, d in zip(kernel, dilation)] if padding == "same" else [0] * len(kernel)
+    return {"kind": "conv", "kernel": kernel, "stride": list(module.stride), "pads": list(padding) * 2,
+            "dilation": dilation, "spatial": spatial,
+            "depthwise": module.groups > 1 and module.groups == module.in_channels == module.out_channels}
+
+
+@torch.no_grad()
+def _shapes(model: nn.Module, example: torch.Tensor, names: list[str]) -> dict[str, tuple]:
+    """Input (conv/linear) or output (blocks) of each named module on ``example``."""
+    seen, handles = {}, []
+    modules = dict(model.named_modules())
+    for name in names:
+        handles.append(modules[name].register_forward_hook(
+            lambda m, inputs, out, name=name: seen.__setitem__(name, (inputs[0], out))))
+    try:
+        model(example[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _choices(size: int, round_to: int, levels: int) -> list[int]:
+    """Widths a group may keep: multiples of ``round_to`` up to ``size``, at most ``levels`` of them, widest first."""
+    steps = list(range(round_to, size, round_to)) + [size]
+    if len(steps) > levels:
+        steps = [steps[round(i * (len(steps) - 1) / (levels - 1))] for i in range(levels)]
+    return sorted(set(steps), reverse=True)
+
+
+def _layer_widths(layer: _Layer, groups, widths: dict) -> tuple[int, int]:
+    """``(in, out)`` channels of ``layer`` when each group ``i`` keeps ``widths[i]`` (absent: all)."""
+    cin, cout = layer.cin, layer.cout
+    if layer.out_group is not None:
+        cout = widths.get(layer.out_group, groups[layer.out_group].size)
+    if layer.depthwise:
+        return cout, cout
+    if layer.in_group is not None:
+        size = groups[layer.in_group].size
+        cin = layer.cin * widths.get(layer.in_group, size) // size  # a flattened input: in proportion
+    return cin, cout
+
+
+class _Model:
+    """The latency model: tables, groups, blocks, and the exact predicted p50 of any choice."""
+
+    def __init__(self, layers, groups, choices, blocks, adds, call, teacher_ms):
+        self.layers, self.groups, self.choices, self.blocks, self.adds = layers, groups, choices, blocks, adds
+        self.call, self.teacher_ms = call, teacher_ms
+        full = self.tables_ms({}, frozenset())
+        self.remainder = teacher_ms - full
+
+    def tables_ms(self, widths: dict, removed: frozenset) -> float:
+        total = 0.0
+        for layer in self.layers:
+            if not any(layer.name.startswith(b + ".") for b in removed):
+                total += max(layer.table[_layer_widths(layer, self.groups, widths)] - self.call, 0.0)
+        return total + sum(max(ms - self.call, 0.0) for b, ms in self.adds.items() if b not in removed)
+
+    def predict(self, widths: dict, removed: frozenset) -> float:
+        return self.remainder + self.tables_ms(widths, removed)
+
+
+def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, runtime: str, precision: str,
+             threads: int, dreams, progress: bool) -> tuple[_Model, list, dict]:
+    model = copy.deepcopy(teacher.module).eval().cpu()
+    example = teacher.spec.example_inputs(2)[0]
+    groups = [g for g in channel_groups(model, teacher.spec, channel, dreams)
+              if len(_choices(g.size, channel.round_to, config.widths)) > 1]
+    choices = [_choices(g.size, channel.round_to, config.widths) for g in groups]
+    out_group = {name: i for i, g in enumerate(groups) for name in g.layers}
+    modules = dict(model.named_modules())
+    in_group = {}
+    for i, g in enumerate(groups):
+        for name, op, _ in g.operations(1):
+            if op == "prune_in_channels" and isinstance(modules.get(name), PRUNABLE) and name not in g.layers:
+                in_group[name] = i
+    blocks = identity_residual_blocks(model) if config.blocks else []
+    prunable = [n for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
+    touched = [n for n in prunable if n in out_group or n in in_group or any(n.startswith(b + ".") for b in blocks)]
+    shapes = _shapes(model, example, touched + blocks)
+    layers = []
+    for name in touched:
+        m = modules[name]
+        cin = m.in_features if isinstance(m, nn.Linear) else m.in_channels
+        cout = m.out_features if isinstance(m, nn.Linear) else m.out_channels
+        layers.append(_Layer(name, _signature(m, shapes[name][0]), cin, cout, out_group.get(name), in_group.get(name),
+                             getattr(m, "groups", 1) > 1 and m.groups == cin == cout))
+    measured = 0
+    # every (in, out) width a layer can take: the product of its groups' choices
+    for layer in tqdm(layers, desc="latency tables", unit="layer", disable=not progress, leave=False):
+        ins = [None] if layer.in_group is None else choices[layer.in_group]
+        outs = [None] if layer.out_group is None else choices[layer.out_group]
+        widths = sorted({_layer_widths(layer, groups, {k: v for k, v in ((layer.in_group, i), (layer.out_group, o))
+                                                       if k is not None}) for i in ins for o in outs})
+        layer.table, new = layer_latency(layer.signature, widths, runtime, precision, threads)
+        measured += new
+    adds = {}
+    for b in blocks:
+        out = shapes[b][1]
+        table, new = layer_latency({"kind": "add", "spatial": list(out.shape[2:])}, [(out.shape[1], out.shape[1])],
+                                   runtime, precision, threads)
+        adds[b], measured = table[out.shape[1], out.shape[1]], measured + new
+    call, new = layer_latency(CALL, [(1, 1)], runtime, precision, threads)
+    teacher_ms = model_latency(model, example, runtime, precision, threads)
+    entries = sum(len(layer.table) for layer in layers) + len(adds) + 1
+    return (_Model(layers, groups, choices, blocks, adds, call[1, 1], teacher_ms), groups,
+            {"entries": entries, "measured_now": measured + new})
+
+
+@torch.no_grad()
+def _group_sensitivity(model: nn.Module, groups, choices, images: torch.Tensor, progress: bool) -> list[dict]:
+    """KL divergence of ``model``'s outputs on ``images`` with each group alone narrowed to each width.
+
+    Removing channels from a group changes the outputs only through the layers that read them:
+    zeroing those inputs of every (non-depthwise) conv and linear layer gives the same outputs
+    without rebuilding the model."""
+    reference = F.log_softmax(model(images), 1)
+    modules = dict(model.named_modules())
+    found = []
+    total = sum(len(c) - 1 for c in choices)
+    with tqdm(total=total, desc="sensitivity", unit="width", disable=not progress, leave=False) as bar:
+        for group, widths in zip(groups, choices):
+            scores = {group.size: 0.0}
+            for width in widths[1:]:
+                saved = []
+                for name, op, idxs in group.operations(group.size - width):
+                    m = modules[name]
+                    if op == "prune_in_channels" and isinstance(m, PRUNABLE) and getattr(m, "groups", 1) == 1:
+                        saved.append((m.weight, m.weight.detach().clone()))
+                        m.weight[:, idxs] = 0
+                try:
+                    narrowed = F.log_softmax(model(images), 1)
+                finally:
+                    for weight, value in reversed(saved):  # a layer listed twice gets its first copy back last
+                        weight.copy_(value)
+                scores[width] = F.kl_div(narrowed, reference, log_target=True, reduction="batchmean").item()
+                bar.update()
+            found.append(scores)
+    return found
+
+
+def _items(lat: _Model, groups, sensitivity: list[dict], block_scores: dict) -> list[_Item]:
+    """An item per identity block (removed, or kept with its one inner group at each width), and per other group."""
+    def inside(i: int, block: str) -> bool:
+        names = groups[i].layers + [layer.name for layer in lat.layers if layer.in_group == i]
+        return all(n.startswith(block + ".") for n in names)
+
+    items, claimed = [], set()
+    for block in lat.blocks:
+        inner = [i for i in range(len(groups)) if i not in claimed and inside(i, block)]  # nested: the outer's
+        removed = (({}, frozenset([block]), block_scores[block]))
+        if len(inner) == 1:
+            i = inner[0]
+            claimed.add(i)
+            items.append(_Item(block, [({i: w}, frozenset(), sensitivity[i][w]) for w in lat.choices[i]] + [removed]))
+        else:
+            items.append(_Item(block, [({}, frozenset(), 0.0), removed]))
+    for i, group in enumerate(groups):
+        if i not in claimed:
+            items.append(_Item(group.layers[0], [({i: w}, frozenset(), sensitivity[i][w]) for w in lat.choices[i]]))
+    return items
+
+
+def _compose(items: list[_Item], picks) -> tuple[dict, frozenset, float]:
+    widths, removed, total = {}, frozenset(), 0.0
+    for item, k in zip(items, picks):
+        w, r, s = item.options[k]
+        widths, removed, total = {**widths, **w}, removed | r, total + s
+    return widths, removed, total
+
+
+def _knapsack(costs: list[list[float]], values: list[list[float]], budget: float, unit: float) -> list[int] | None:
+    """One option per item, least total value, total cost <= ``budget`` (costs rounded up to ``unit``); None: none fits."""
+    base = sum(min(c) for c in costs)
+    capacity = math.floor((budget - base) / unit + 1e-9)
+    if capacity < 0:
+        return None
+    best = np.full(capacity + 1, np.inf)
+    best[0] = 0.0
+    choices, units = [], []
+    for cost, value in zip(costs, values):
+        low = min(cost)
+        steps = [math.ceil((c - low) / unit - 1e-9) for c in cost]
+        new, arg = np.full_like(best, np.inf), np.full(capacity + 1, -1)
+        for k, (step, v) in enumerate(zip(steps, value)):
+            if step > capacity:
+                continue
+            candidate = best[:capacity + 1 - step] + v
+            better = candidate < new[step:]
+            new[step:][better], arg[step:][better] = candidate[better], k
+        best = new
+        choices.append(arg)
+        units.append(steps)
+    j = int(np.argmin(best))
+    if not np.isfinite(best[j]):
+        return None
+    picks = []
+    for arg, steps in zip(reversed(choices), reversed(units)):
+        k = int(arg[j])
+        picks.append(k)
+        j -= steps[k]
+    return picks[::-1]
+
+
+def _search(lat: _Model, items: list[_Item], budget: float) -> tuple[list[int], dict]:
+    """The knapsack solved around the last choice until it repeats; the best choice within budget, repaired if none."""
+    unit = lat.teacher_ms / UNITS
+    picks = [0] * len(items)  # every item's first option: full width, kept
+    best, seen, rounds = None, [], 0
+    while picks not in seen and rounds < 10:
+        seen.append(picks)
+        rounds += 1
+        widths, removed, _ = _compose(items, picks)
+        here = lat.predict(widths, removed)
+        costs = []
+        for i, item in enumerate(items):
+            costs.append([lat.predict(*_compose(items, picks[:i] + [k] + picks[i + 1:])[:2]) - here
+                          for k in range(len(item.options))])
+        chosen = _knapsack(costs, [[o[2] for o in item.options] for item in items], budget - here, unit)
+        if chosen is None:
+            break
+        widths, removed, value = _compose(items, chosen)
+        if lat.predict(widths, removed) <= budget and (best is None or value < best[1]):
+            best = (chosen, value)
+        picks = chosen
+    repaired = best is None
+    if repaired:
+        picks = _repair(lat, items, picks, budget)
+    else:
+        picks = best[0]
+    return picks, {"rounds": rounds, "repaired": repaired}
+
+
+def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) -> list[int]:
+    """Cheapest steps (least sensitivity added per millisecond saved) until the exact prediction fits."""
+    picks = list(picks)
+    while True:
+        widths, removed, value = _compose(items, picks)
+        here = lat.predict(widths, removed)
+        if here <= budget:
+            return picks
+        step = None
+        for i, item in enumerate(items):
+            for k in range(len(item.options)):
+                trial = picks[:i] + [k] + picks[i + 1:]
+                w, r, v = _compose(items, trial)
+                saved = here - lat.predict(w, r)
+                if saved > 1e-12:
+                    score = (v - value) / saved
+                    if step is None or score < step[0]:
+                        step = (score, trial)
+        if step is None:  # cannot happen once the narrowest choice was found to fit
+            raise EdgefreeError("the latency search found no choice within the budget")
+        picks = step[1]
+
+
+def _resolve(config: LatencyTarget, target_name: str) -> tuple[str, str, int, str]:
+    target = load_target(target_name)
+    runtime = config.runtime or RUNTIME_OF_FORMAT[target.formats[0]]
+    if runtime not in ("onnxruntime", "openvino"):
+        raise EdgefreeError(f"latency tables are measured with onnxruntime or openvino, and target {target.name}'s "
+                            f"first runtime is {runtime}: set latency_target.runtime = \"onnxruntime\"")
+    precision = config.precision or target.precisions[0]
+    threads = 1 if target.emulated else target.threads
+    label = f"measured natively on this x86-64 machine ({runtime} {runtime_version(runtime)}, {precision}, " \
+            f"{threads} thread{'s' if threads > 1 else ''}, batch 1)"
+    if target.emulated:
+        from edgefree.bench.emulator_setup import default_home, prepared
+
+        why = ("the emulator is not set up (`edgefree emulator setup`)" if prepared(default_home()) is None
+               else "per-layer tables are not counted under QEMU")
+        warn(f"target {target.name} is a {target.cpu} (aarch64) and {why}: its latency table is {label}, "
+             "a stand-in for the device")
+        label += f", a stand-in for {target.name}'s {target.cpu}"
+    return runtime, precision, threads, label
+
+
+def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarget(),
+                   pruning: ChannelPruning | Sequence = ChannelPruning(), target: str = "x86-64",
+                   progress: bool = False) -> Student:
+    """Prune a copy of ``teacher`` so its predicted p50 on ``target`` is at most ``config.ratio`` times the teacher's.
+
+    ``pruning``: a ``ChannelPruning`` (its importance, ``round_to``, ``filter_fn`` and
+    ``keep_first_last_dense`` hold; its ratio is replaced by per-group widths), optionally followed
+    by a ``MagnitudePruning`` applied after. ``dreams`` (a SyntheticSet) measure the sensitivities.
+    Raises ``EdgefreeError`` when even the narrowest student misses the budget, naming the closest
+    ratio reachable. The student's ``stats["latency"]`` hold the prediction, the choice and the tables' size.
+
+    Usage, with a teacher and its dreams (``synthesize``)::
+
+        student = latency_budget(teacher, dreams, LatencyTarget(ratio=0.6), ChannelPruning(), target="x86-64")
+        student.stats["latency"]["predicted_ratio"]  # <= 0.6
+    """
+    started = time.perf_counter()
+    stages = list(pruning) if isinstance(pruning, (list, tuple)) else [pruning]
+    channel = next((p for p in stages if isinstance(p, ChannelPruning)), None)
+    if channel is None or any(not isinstance(p, (ChannelPruning, MagnitudePruning)) for p in stages):
+        raise EdgefreeError("a latency target chooses channel widths: pass a ChannelPruning (then, optionally, a "
+                            "MagnitudePruning)")
+    if channel.macs_target is not None or channel.depth:
+        raise EdgefreeError("a latency target chooses widths and blocks itself: leave ChannelPruning's macs_target "
+                            "and depth unset")
+    if dreams is None:
+        raise EdgefreeError("the latency search measures each layer's sensitivity on the synthetic images: pass dreams")
+    runtime, precision, threads, label = _resolve(config, target)
+    lat, groups, tables = _measure(teacher, config, channel, runtime, precision, threads, dreams, progress)
+    if not lat.layers:
+        raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
+                            "target can be met: use --pruning magnitude")
+    budget = config.ratio * lat.teacher_ms
+    narrowest = ({i: c[-1] for i, c in enumerate(lat.choices)}, frozenset(lat.blocks))
+    floor = lat.predict(*narrowest)
+    if floor > budget:
+        closest = math.ceil(100 * floor / lat.teacher_ms) / 100
+        raise EdgefreeError(
+            f"latency target {config.ratio:.2f}x cannot be met on {runtime} {precision}: the closest reachable is "
+            f"{floor / lat.teacher_ms:.2f}x the teacher's p50, with every prunable group at its narrowest"
+            + (" and every identity residual block removed" if lat.blocks else "") + f" (table {label}): pass "
+            f"--latency-target {closest:.2f} or more" + ("" if config.blocks or not identity_residual_blocks(
+                teacher.module) else ", or let it remove blocks (latency_target.blocks = true)"))
+    model = copy.deepcopy(teacher.module).eval().cpu()
+    images = dreams.images[:config.images].cpu()
+    sensitivity = _group_sensitivity(model, groups, lat.choices, images, progress)
+    block_scores = _block_scores(model, lat.blocks, images) if lat.blocks else {}
+    items = _items(lat, groups, sensitivity, block_scores)
+    picks, search = _search(lat, items, budget)
+    widths, removed, value = _compose(items, picks)
+    layout = {"blocks": [b for b in lat.blocks if b in removed],
+              "widths": {name: widths[i] for i, g in enumerate(groups) if widths.get(i, g.size) < g.size
+                         for name in g.layers if not any(name.startswith(b + ".") for b in removed)}}
+    student = prune(teacher, stages, dreams, progress, layout=layout)
+    predicted = lat.predict(widths, removed)
+    student.stats["latency"] = {
+        "target_ratio": config.ratio, "runtime": runtime, "precision": precision, "threads": threads, "table": label,
+        "teacher_p50_ms": lat.teacher_ms, "predicted_p50_ms": predicted, "predicted_ratio": predicted / lat.teacher_ms,
+        "closest_reachable_ratio": floor / lat.teacher_ms, "remainder_ms": lat.remainder, "call_ms": lat.call,
+        "sensitivity_kl": value, "removed_blocks": layout["blocks"],
+        "groups": [{"layers": g.layers, "channels": g.size, "kept": widths.get(i, g.size),
+                    "kl": sensitivity[i][widths.get(i, g.size)],
+                    "removed_with_block": all(any(n.startswith(b + ".") for b in removed) for n in g.layers)}
+                   for i, g in enumerate(groups)],
+        "block_kl": block_scores, "tables": tables, "search": search, "layout": layout,
+        "seconds": round(time.perf_counter() - started, 2)}
+    return student
+
+
+def check(latency: dict, bench: dict | None) -> dict:
+    """The prediction of ``latency`` (a student's ``stats["latency"]``) against the bench's measured p50 ratio on
+    the same runtime and precision: ``{"target_ratio", "predicted_ratio", "measured_ratio", "met"}``
+    (``measured_ratio`` and ``met`` None when the bench did not run)."""
+    from edgefree.bench.report import latency_ratios
+
+    measured = None
+    if bench and bench.get("native"):
+        measured = latency_ratios(bench["native"]["rows"]).get((latency["runtime"], latency["precision"]))
+    return {"target_ratio": latency["target_ratio"], "runtime": latency["runtime"], "precision": latency["precision"],
+            "predicted_ratio": latency["predicted_ratio"], "measured_ratio": measured,
+            "met": None if measured is None else measured <= latency["target_ratio"], "table": latency["table"]}
