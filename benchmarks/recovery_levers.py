@@ -43,6 +43,9 @@ LEVERS = {
     "base": ("fast", {"bn_weight": 10.0}, {}),
     "auto-bn": ("fast", {"bn_weight": "auto"}, {}),
     "auto-bn-thorough": ("thorough", {"bn_weight": "auto"}, {}),
+    "auto-bn-floor50": ("fast", {"bn_weight": "auto", "fidelity_floor": 0.5}, {}),
+    "skip-tiny-maps": ("fast", {"bn_min_positions": 16}, {}),
+    "skip-tiny-maps-auto-bn": ("fast", {"bn_min_positions": 16, "bn_weight": "auto"}, {}),
 }
 RESULTS = HERE / "results" / "recovery_levers"
 # where each row's committed figures with the fixed BatchNorm weight of 10 stand: (results file, its row)

@@ -208,6 +208,7 @@ class SynthesisConfig(_Config):
     lr: float = 0.1
     bn_weight: float | str = 10.0  # "auto": the strongest that keeps ``fidelity_floor`` (synthesize.choose_bn_weight)
     first_bn_multiplier: float = 1.0
+    bn_min_positions: int = 1  # BatchNorm layers whose maps have fewer positions per image are not matched
     fidelity_floor: float = 0.9  # bn_weight "auto": share of a probe batch the teacher must label as its target
     ce_weight: float = 1.0
     tv_l1_weight: float = 0.0
@@ -246,6 +247,7 @@ class SynthesisConfig(_Config):
         _require_bf16(self.bf16, "synthesis")
         _require(self.bn_weight == "auto" or (isinstance(self.bn_weight, (int, float)) and self.bn_weight >= 0),
                  f"synthesis bn_weight must be a number >= 0 or 'auto', got {self.bn_weight!r}")
+        _require(self.bn_min_positions >= 1, f"synthesis bn_min_positions must be >= 1, got {self.bn_min_positions}")
         _require(0.0 < self.fidelity_floor <= 1.0, f"synthesis fidelity_floor must be in (0, 1], got {self.fidelity_floor}")
         for name in ("first_bn_multiplier", "ce_weight", "tv_l1_weight", "tv_l2_weight", "l2_weight"):
             _require(getattr(self, name) >= 0, f"synthesis {name} must be >= 0")

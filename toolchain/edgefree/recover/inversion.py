@@ -104,15 +104,22 @@ class SyntheticSet:
 
 
 class BatchNormMatcher:
-    """Forward hooks that measure how far each BN input's batch statistics are from the running ones."""
+    """Forward hooks that measure how far each BN input's batch statistics are from the running ones.
 
-    def __init__(self, model: nn.Module):
+    Layers whose maps hold fewer than ``min_positions`` positions per image (a MobileNet's 2x2 and
+    1x1 maps at CIFAR size) are left out: their statistics come from a handful of values per image."""
+
+    def __init__(self, model: nn.Module, min_positions: int = 1):
+        self.min_positions = min_positions
         self.layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.losses: list[torch.Tensor] = []
         self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
 
     def _hook(self, module, inputs, _output):
         x = inputs[0]
+        if x[0, 0].numel() < self.min_positions:
+            self.losses.append(x.new_zeros((), dtype=torch.float32))
+            return
         # channels last, flattened: one column reduction per moment (2x faster than var over dims)
         x = x.movedim(1, -1).reshape(-1, x.shape[1]).float()
         mean = x.mean(0)
@@ -129,9 +136,9 @@ class BatchNormMatcher:
             h.remove()
 
 
-def require_batchnorm(teacher: nn.Module, name: str) -> BatchNormMatcher:
+def require_batchnorm(teacher: nn.Module, name: str, min_positions: int = 1) -> BatchNormMatcher:
     """Hooks on every BatchNorm of ``teacher`` (called ``name`` in errors); ``NoBatchNormError`` if it has none."""
-    matcher = BatchNormMatcher(teacher)
+    matcher = BatchNormMatcher(teacher, min_positions)
     if not matcher.layers:
         matcher.remove()
         raise NoBatchNormError(
@@ -149,7 +156,7 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
     exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
     name, spec, teacher = teacher.name, teacher.spec, teacher.module.eval().to(device)
     num_classes = num_classes_of(teacher, spec)  # before the hooks: that forward pass is not a step
-    matcher = require_batchnorm(teacher, name)
+    matcher = require_batchnorm(teacher, name, config.bn_min_positions)
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)

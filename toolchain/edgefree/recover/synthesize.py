@@ -90,6 +90,7 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
     for weight in tqdm(BN_WEIGHTS, desc="bn weight", unit="probe", disable=not progress, leave=False):
         probe = SynthesisConfig(images=PROBE_IMAGES, batch_size=PROBE_IMAGES, iterations=PROBE_STEPS, lr=PROBE_LR,
                                 bn_weight=weight, first_bn_multiplier=config.first_bn_multiplier,
+                                bn_min_positions=config.bn_min_positions,
                                 ce_weight=config.ce_weight, jitter=config.jitter, flip=config.flip, bf16=config.bf16,
                                 channels_last=config.channels_last, shards=1)
         stats = synthesize(teacher, probe, probe_seed, device, progress=False).stats
