@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import describe, run_record  # noqa: E402
+
 from edgefree.config import BenchConfig, BuildConfig, ChannelPruning, ExportConfig, LatencyTarget, recipe
-from edgefree.export.unpack import sha256_file
 from edgefree.machine import machine_info
 from edgefree.pipeline import build
 
@@ -39,14 +40,7 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def _commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=HERE)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=HERE).stdout.strip()
-    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
-
-
-def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: bool) -> dict:
+def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: bool, threads: int) -> dict:
     fast = recipe("fast")
     teacher, data = shared / "models" / TEACHERS[arch], shared / "data" / "cifar10-jpeg" / "test.zip"
     config = BuildConfig(
@@ -54,7 +48,7 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
         recipe="fast", cache=work / "cache", prune=(ChannelPruning(),), latency_target=LatencyTarget(ratio=ratio),
         synthesis=fast.synthesis, reconstruct=fast.reconstruct, distill=fast.distill,
         export=ExportConfig(formats=("onnx",), precisions=("fp32",)),
-        bench=BenchConfig(eval_limit=500, emulate=False))  # top-1 per artifact comes from the export's full pass
+        bench=BenchConfig(eval_limit=500, emulate=False), threads=threads)  # top-1 per artifact: the export's pass
     load_before, started = _uptime(), time.time()
     report = build(config, progress=progress)
     load_after = _uptime()
@@ -78,8 +72,7 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
         "bench_load_average_1min": report["bench"]["native"]["load_average_1min"],
         "uptime_before": load_before, "uptime_after": load_after, "wall_s": round(time.time() - started, 1),
         "seconds": report["seconds"], "eval_images": report["eval_data"]["images"],
-        "sha256": {"teacher": sha256_file(teacher), "test_data": sha256_file(data)},
-        "build_dir": str(config.out), "machine": machine_info(),
+        "record": run_record(__file__, files=[teacher, data]), "build_dir": str(config.out), "machine": machine_info(),
     }
 
 
@@ -108,8 +101,7 @@ def render(results: dict) -> str:
     for entry in results["entries"].values():
         lt, p, a, c = entry["latency_target"], entry["prediction"], entry["accuracy"], entry["choice"]
         lines += [f"## {entry['arch']}, latency target {entry['ratio']:.2f}x", "",
-                  f"Command: `{entry['command']}`; commit `{entry['commit']}`; teacher sha256 "
-                  f"`{entry['sha256']['teacher']}`; test data sha256 `{entry['sha256']['test_data']}`.", "",
+                  f"Command: `{entry['record']['command']}`. {describe(entry['record'])}", "",
                   "| target | predicted p50 ratio | measured p50 ratio (onnxruntime fp32) | met | MACs kept | "
                   "teacher | pruned | refit | recovered |",
                   "|---|---|---|---|---|---|---|---|---|",
@@ -139,21 +131,28 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
+    p.add_argument("--arch", choices=sorted(TEACHERS), default="resnet20-cifar")
+    p.add_argument("--ratio", type=float, default=0.5, help="the latency target")
+    p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-latency-bench"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="threads of the build's training stages")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def written(args) -> list[str]:
+    """The results files a command writes (``reproduce.py --check``)."""
+    return ["latency_budget.json"]
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
-    parser.add_argument("--arch", choices=sorted(TEACHERS), default="resnet20-cifar")
-    parser.add_argument("--ratio", type=float, default=0.5, help="the latency target")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/edgefree-latency-bench"))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
     if not (args.shared / "models" / TEACHERS[args.arch]).is_file():
         sys.exit(f"{args.shared / 'models' / TEACHERS[args.arch]} not found: pass --shared with the shared teachers")
-    commit = _commit()  # the code the build runs: taken before it starts
-    entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet)
-    entry["command"] = "python benchmarks/latency_budget.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    entry["commit"] = commit
+    entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet, args.threads)
     path = HERE / "results" / "latency_budget.json"
     results = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
     results["entries"][f"{args.arch}@{args.ratio}"] = entry
