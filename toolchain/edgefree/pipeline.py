@@ -27,7 +27,6 @@ from edgefree.cache import cache_dir
 from edgefree.config import BuildConfig, MagnitudePruning
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
-from edgefree.errors import warn
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.errors import EdgefreeError, warn
 from edgefree.evaluate import accuracy
@@ -108,21 +107,6 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     except OSError:  # another file system, or one without hard links
         shutil.copyfile(cached, published)
     return dreams
-
-
-LOW_FIDELITY = 0.5  # below this share of dreams carrying their label, a build says so
-
-
-def warn_low_fidelity(dreams: SyntheticSet, config) -> None:
-    """One line when the teacher gives fewer than ``LOW_FIDELITY`` of the dreams their target label: such
-    dreams teach the student the statistics of the data but little about its classes."""
-    agreement = dreams.stats.get("teacher_agreement")
-    if agreement is None or agreement >= LOW_FIDELITY:
-        return
-    fix = ("raise --iterations (steps per batch), so each dream has time to take its label" if config.bn_weight == "auto"
-           else "use --bn-weight auto (the strongest weight that keeps the labels, found by probes) or a lower --bn-weight")
-    warn(f"the teacher labels only {100 * agreement:.1f}% of the dreams as their target class (BatchNorm weight "
-         f"{dreams.stats.get('bn_weight', config.bn_weight)}): the student will learn little about the classes; {fix}")
 
 
 def _read_cached(path: Path) -> SyntheticSet | None:
@@ -254,7 +238,6 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
-            warn_low_fidelity(dreams, config.synthesis)
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = _prune(config, teacher, dreams, progress, world)
     with clock("reconstruct"):
