@@ -42,6 +42,7 @@ ROWS = {  # teacher, pruning stages
 LEVERS = {
     "base": ("fast", {"bn_weight": 10.0}, {}),
     "auto-bn": ("fast", {"bn_weight": "auto"}, {}),
+    "thorough": ("thorough", {"bn_weight": 10.0}, {}),
     "auto-bn-thorough": ("thorough", {"bn_weight": "auto"}, {}),
     "auto-bn-floor50": ("fast", {"bn_weight": "auto", "fidelity_floor": 0.5}, {}),
     "skip-tiny-maps": ("fast", {"bn_min_positions": 16}, {}),
@@ -129,8 +130,9 @@ def render(results: dict) -> str:
     lines = ["# Recovery levers: what each adds over `base`, and what it costs", "",
              "Each row: `python " + "benchmarks/recovery_levers.py` with the command in its record (below). "
              "`base` is `fast` with the BatchNorm weight fixed at 10; `auto-bn` lets probes pick the weight "
-             "(the strongest at which the teacher labels 90% of a probe batch as its target); `auto-bn-thorough` "
-             "adds `thorough`'s 80 distillation epochs. One build per cell, seed 0, top-1 on the 10,000 test "
+             "(the strongest at which the teacher labels 90% of a probe batch as its target; `-floor50`: 50%); "
+             "`skip-tiny-maps` leaves BatchNorm layers on maps of fewer than 16 positions out of the statistics "
+             "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both). One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
