@@ -236,7 +236,8 @@ def render(result: dict) -> str:
     formula = f"exp({fit['intercept']:.4g} + {terms}) - 1" if log else f"{fit['intercept']:.4g} + {terms}"
     out = ["# Fidelity of the data-free accuracy estimate", "",
            "Produced by " + "; then ".join(f"`{r['command']}` at commit `{r['commit']}` ({len(r['students'])} students, "
-                                          f"{r['seconds']:.0f} s of wall time)" for r in result["runs"])
+                                          f"{r['seconds']:.0f} s of wall time, {r.get('cpu_seconds', 0):.0f} s of CPU time)"
+                                          for r in result["runs"])
            + (f"; fitted by `{result['fit_command']}`" if result.get("fit_command") else "")
            + f". {len(rows)} students of {len(result['teachers'])} teachers; each student's measured drop is "
            "its teacher's top-1 minus its own on the test split; its estimate uses only held-out dreams.", "",
@@ -349,31 +350,33 @@ def main(argv=None) -> None:
         result = json.loads(store.read_text())
         result["fit_command"] = command
     else:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         ids = [s for s in args.students.split(",") if s]
         unknown = [s for s in ids if s not in STUDENTS]
         if unknown:
             sys.exit(f"unknown students {unknown}; known: {list(STUDENTS)}")
-        rows, teachers, skipped = {}, {}, {}
+        result = json.loads(store.read_text()) if store.exists() and not args.fresh else {"rows": {}, "teachers": {}, "runs": []}
+        run = {"command": command, "commit": _git_commit(), "students": [], "skipped": {},
+               "settings": {k: getattr(args, k) for k in ("dreams", "refit_images", "epochs", "eval_images", "seed")},
+               "seconds": 0.0}
+        result["runs"].append(run)
+        result.pop("fit_command", None)  # the fit below is this command's
         for key in dict.fromkeys(STUDENTS[s][0] for s in ids):
             weights = _weights(TEACHERS[key], args.shared)
             if weights is not None and not weights.is_file():
-                skipped[key] = str(weights)
+                run["skipped"][key] = str(weights)
                 print(f"== {key}: skipped, {weights} is absent", flush=True)
                 continue
-            mine, teachers[key] = run_teacher(key, [s for s in ids if STUDENTS[s][0] == key], args)
-            rows.update(mine)
-        run = {"command": command, "commit": _git_commit(), "students": list(rows), "skipped": skipped,
-               "settings": {k: getattr(args, k) for k in ("dreams", "refit_images", "epochs", "eval_images", "seed")},
-               "seconds": round(time.perf_counter() - started, 1)}
-        result = json.loads(store.read_text()) if store.exists() and not args.fresh else {"rows": {}, "teachers": {}, "runs": []}
-        for sid in rows:  # a student measured again replaces its earlier row
-            result["rows"].pop(sid, None)
-        result["rows"].update(rows)
-        result["teachers"].update(teachers)
-        result["runs"].append(run)
-        result.pop("fit_command", None)  # the fit below is this command's
-        result["machine"] = machine_info()
+            rows, result["teachers"][key] = run_teacher(key, [s for s in ids if STUDENTS[s][0] == key], args)
+            for sid in rows:  # a student measured again replaces its earlier row
+                result["rows"].pop(sid, None)
+            result["rows"].update(rows)
+            run["students"] += list(rows)
+            run["seconds"] = round(time.perf_counter() - started, 1)
+            run["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # every thread of this process
+            result["machine"] = machine_info()
+            args.results.mkdir(parents=True, exist_ok=True)
+            store.write_text(json.dumps(result, indent=2, default=str))  # each teacher's rows as soon as they exist
     result["fit"] = fit_and_score(list(result["rows"].values()))
     args.results.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(result, indent=2, default=str))

@@ -33,6 +33,8 @@ def built(tmp_path_factory):
 EDGEFREE_LINES = re.compile("|".join([
     r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
     r"multiply-adds\)",
+    r"(measured drop -?[\d.]+ points, )?estimated drop ~[\d.]+ points \(no data used\)",
+    r"warning: the estimated drop \(~[\d.]+ points\) is large: .+",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
     r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|error: .+|[\d,.]+ M instructions.+)",
