@@ -117,9 +117,11 @@ HELD_OUT_SEED = 0x5EED  # the held-out dreams' seed: the build's seed plus this 
 def held_out_config(config: BuildConfig) -> BuildConfig:
     """The config whose dreams are held out for the data-free estimate: the build's DeepInversion
     settings (a generator recipe: the default recipe's), ``HELD_OUT_IMAGES`` images (fewer if the
-    build dreams fewer) in one chain of batches of at most 64, and a seed of their own, so no stage trains or refits on them."""
+    build dreams fewer) in one chain of batches of at most 64, and a seed of their own, so no stage
+    trains or refits on them."""
     base = config.synthesis if config.synthesis.method == "deepinversion" else recipe(DEFAULT_RECIPE).synthesis
-    synthesis = base.replace(images=min(HELD_OUT_IMAGES, config.synthesis.images), batch_size=min(base.batch_size, 64), shards=1)
+    synthesis = base.replace(images=min(HELD_OUT_IMAGES, config.synthesis.images), batch_size=min(base.batch_size, 64),
+                             shards=1)
     return config.replace(synthesis=synthesis, seed=(config.seed + HELD_OUT_SEED) % 2**32)
 
 
@@ -154,8 +156,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
     warnings = []
     if budget and drop > config.max_drop:
-        closest = "no candidate met it in the search; built the closest" if not budget["met"] else \
-            "the search's candidate met it"
+        closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
+                   "its cheap candidate was estimated within it")
         warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
                         f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop, "
                         "or distil longer (--recipe thorough)")
@@ -163,8 +165,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
                         f"after full recovery the student is estimated at ~{drop:.1f}")
-    elif not budget and advice(drop):
-        warnings.append(advice(drop))
+    elif not budget and (large := advice(drop)):
+        warnings.append(large)
     return {**found, "measured_drop": measured, "warnings": warnings,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},
