@@ -64,6 +64,13 @@ def test_predict_applies_the_fitted_form_and_never_goes_below_zero(fit, measured
     assert predict(fit, measured) == pytest.approx(expected)
 
 
+def test_predict_never_goes_beyond_a_student_at_chance():
+    fit = {"features": ["disagree"], "intercept": 0.0, "coef": [2.0]}
+    assert predict(fit, {"disagree": 80.0}) == 160.0
+    assert predict(fit, {"disagree": 80.0}, classes=10) == pytest.approx(90.0)
+    assert predict(fit, {"disagree": 80.0}, classes=2) == pytest.approx(50.0)
+
+
 def test_advice_only_for_a_large_estimate():
     assert advice(2.9) is None
     line = advice(7.5)

@@ -2,7 +2,8 @@
 
 The knob searched is the magnitude sparsity (magnitude pruning) or the MACs target (channel
 pruning, and channel then magnitude: the magnitude stage keeps its sparsity). Each candidate is
-cheap: prune, refit by least squares on ``SEARCH_IMAGES`` dreams, ``SEARCH_EPOCHS`` short epoch
+cheap: prune, refit by least squares on ``SEARCH_IMAGES`` dreams (fewer where the recipe refits on
+fewer), ``SEARCH_EPOCHS`` short epoch
 of distillation on them, then the data-free estimate (``edgefree.recover.estimate``) on the
 held-out dreams. The strongest end is tried first; where it misses, a bisection between it and
 no pruning at all narrows the knob (``CANDIDATES`` in all). The full recovery that follows
@@ -38,8 +39,8 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     student = prune(teacher, list(_stages(config, value)), dreams)
     if config.reconstruct.images:
-        student = reconstruct(teacher, student, subset, config.reconstruct.replace(images=SEARCH_IMAGES),
-                              device=device, progress=False)
+        refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES))
+        student = reconstruct(teacher, student, subset, refit, device=device, progress=False)
     student = distill(teacher, student, subset, config.distill.replace(epochs=SEARCH_EPOCHS), seed=config.seed,
                       device=device, progress=False)
     estimated = estimate(teacher, student.model.cpu(), held_out, config.seed)

@@ -108,17 +108,19 @@ def load_fit(path: Path = FIT) -> dict:
     return json.loads(path.read_text())
 
 
-def predict(fit: dict, measured: dict[str, float]) -> float:
-    """The drop (points) that ``fit`` gives for ``measured`` features, never below 0: a linear
-    function of the fit's features, or with ``transform`` "log1p", log(1 + drop) as a linear
-    function of log(1 + feature) (a power law)."""
+def predict(fit: dict, measured: dict[str, float], classes: int | None = None) -> float:
+    """The drop (points) that ``fit`` gives for ``measured`` features: a linear function of the
+    fit's features, or with ``transform`` "log1p", log(1 + drop) as a linear function of
+    log(1 + feature) (a power law). Never below 0, nor (given the model's ``classes``) above the
+    drop of a student at chance, 100 * (1 - 1 / classes)."""
     values = [measured[name] for name in fit["features"]]
     if fit.get("transform") == "log1p":
         values = [math.log1p(max(v, 0.0)) for v in values]
     drop = fit["intercept"] + sum(c * v for c, v in zip(fit["coef"], values))
     if fit.get("transform") == "log1p":
         drop = math.expm1(min(drop, 10.0))
-    return max(0.0, float(drop))
+    ceiling = 100.0 * (1 - 1 / classes) if classes else math.inf
+    return min(max(0.0, float(drop)), ceiling)
 
 
 def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed: int = 0,
@@ -138,7 +140,8 @@ def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed:
     """
     fit = fit or load_fit()
     measured = features(teacher.module, student, held_out, teacher.spec, seed)
-    return {"drop": round(predict(fit, measured), 2), "features": {k: round(v, 4) for k, v in measured.items()}}
+    classes = _logits(teacher.module.eval(), held_out.images[:1]).shape[1]
+    return {"drop": round(predict(fit, measured, classes), 2), "features": {k: round(v, 4) for k, v in measured.items()}}
 
 
 def advice(drop: float, limit: float = LARGE_DROP) -> str | None:
