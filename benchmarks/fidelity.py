@@ -283,9 +283,11 @@ def render(result: dict) -> str:
     for key, t in result["teachers"].items():
         out.append(f"| {key} ({t['arch']}) | `{t['weights']}` | {(t['sha256'] or '-')[:16]} | {t['teacher_top1']:.2f} | "
                    f"{t['eval']['name']} ({t['eval']['images']}) | {t['dreams']} | {t['held_out']} | {t['dream_seconds']} |")
-    skipped = {k: v for r in result["runs"] for k, v in r["skipped"].items() if k not in result["teachers"]}
-    if skipped:
-        out += ["", "Skipped (weights absent): " + ", ".join(f"{k} (`{v}`)" for k, v in skipped.items()) + "."]
+    missing = [k for k in TEACHERS if k not in result["teachers"]]
+    if missing:
+        out += ["", "**No students measured** of: " + ", ".join(f"{k} (`{TEACHERS[k].arch}`, weights `{TEACHERS[k].weights}`)"
+                                                              for k in missing)
+                + ". The goals above hold for the architectures measured, not for these."]
     m = result["machine"]
     out += [""] + [f"Settings of `{r['command']}`: {s['dreams']} dreams per teacher (its recipe's synthesis), "
                    f"{s['refit_images']} refit images, {s['epochs']} distillation epochs (weak students: no refit, "
@@ -350,6 +352,8 @@ def main(argv=None) -> None:
     parser.add_argument("--fresh", action="store_true", help="start results/fidelity.json afresh (default: merge "
                         "these students into it, replacing earlier rows of the same students)")
     parser.add_argument("--fit-only", action="store_true", help="refit and render the rows in results/fidelity.json")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="with --fit-only: fidelity.json files of "
+                        "other runs whose rows join the stored ones")
     parser.add_argument("--no-fit", action="store_true", help="leave the package's estimate_fit.json as it is")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -358,6 +362,11 @@ def main(argv=None) -> None:
     command = "python benchmarks/fidelity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.fit_only:
         result = json.loads(store.read_text())
+        for other in args.merge:  # rows measured by a run that wrote elsewhere (e.g. at the same time)
+            found = json.loads(other.read_text())
+            result["rows"].update(found["rows"])
+            result["teachers"].update(found["teachers"])
+            result["runs"] += found["runs"]
         result["fit_command"] = command
     else:
         started, cpu_started = time.perf_counter(), time.process_time()
