@@ -462,8 +462,12 @@ class BuildConfig(_Config):
     bench: BenchConfig | None = field(default_factory=BenchConfig)  # None: no bench
     threads: int | None = None  # per process; None: this machine's cores shared out among its processes
     dist_timeout_s: float = 1800  # how long a process waits for the others (torch.distributed) before failing
+    max_drop: float | None = None  # points: search the strongest pruning estimated within it (edgefree.budget)
 
     def __post_init__(self):
+        _require(self.max_drop is None or (isinstance(self.max_drop, (int, float)) and math.isfinite(self.max_drop)
+                                           and self.max_drop >= 0),
+                 f"max_drop must be a number of top-1 points >= 0, got {self.max_drop}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         _require(self.dist_timeout_s > 0, f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         self._settle_teacher()
@@ -485,6 +489,8 @@ class BuildConfig(_Config):
         _require(self.latency_target is None or channel.depth == 0,
                  "--latency-target chooses the residual blocks it removes itself: leave out --depth "
                  "(latency_target.blocks = false keeps every block)")
+        _require(self.max_drop is None or bool(stages), "max_drop searches the pruning's strength: give a pruning "
+                 "stage (magnitude or channel)")
         _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32,
                  f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), got {self.seed}")
         _require(isinstance(self.num_classes, int) and self.num_classes >= 2,

@@ -1,6 +1,7 @@
 """``build()``: the stages in order, top to bottom, each one public function.
 
-    teacher -> synthesize -> prune -> reconstruct -> distill -> evaluate -> export -> bench -> report
+    teacher -> synthesize (+ held-out dreams) -> [budget search] -> prune -> reconstruct -> distill
+            -> evaluate (+ data-free estimate) -> export -> bench -> report
 
 Synthetic images are cached (``cache_dir("dreams")``), keyed by edgefree's version, the
 teacher's weights, the synthesis config and the seed, so a rebuild with other distillation
@@ -24,7 +25,8 @@ from edgefree import __version__, distributed
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.cache import cache_dir
-from edgefree.config import BuildConfig, MagnitudePruning
+from edgefree.budget import search_budget
+from edgefree.config import DEFAULT_RECIPE, BuildConfig, MagnitudePruning, pruning_from_dict, recipe
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
@@ -38,6 +40,7 @@ from edgefree.machine import machine_info
 from edgefree.models import Teacher, load_teacher
 from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
+from edgefree.recover.estimate import advice, estimate, load_fit
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import require_one_process, save_contact_sheet
 from edgefree.report import write_report
@@ -123,6 +126,26 @@ def _read_cached(path: Path) -> SyntheticSet | None:
         return None
 
 
+HELD_OUT_IMAGES = 256
+HELD_OUT_SEED = 0x5EED  # the held-out dreams' seed: the build's seed plus this (mod 2**32)
+
+
+def held_out_config(config: BuildConfig) -> BuildConfig:
+    """The config whose dreams are held out for the data-free estimate: the build's DeepInversion
+    settings (a generator recipe: the default recipe's), ``HELD_OUT_IMAGES`` images (fewer if the
+    build dreams fewer) in one chain of batches of at most 64, and a seed of their own, so no stage
+    trains or refits on them."""
+    base = config.synthesis if config.synthesis.method == "deepinversion" else recipe(DEFAULT_RECIPE).synthesis
+    synthesis = base.replace(images=min(HELD_OUT_IMAGES, config.synthesis.images), batch_size=min(base.batch_size, 64),
+                             shards=1)
+    return config.replace(synthesis=synthesis, seed=(config.seed + HELD_OUT_SEED) % 2**32)
+
+
+def held_out_dreams(teacher: Teacher, config: BuildConfig, progress: bool, device: str | None = None) -> SyntheticSet:
+    """The held-out dreams of ``held_out_config`` (cached like the others, never published)."""
+    return synthesize_cached(teacher, held_out_config(config), None, progress, device)
+
+
 def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> dict:
     """This rank's images per second in each stage the ranks share (None: the stage did no work here)."""
     def rate(images: int, seconds: float) -> float | None:
@@ -137,6 +160,33 @@ def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> 
             "reconstruct_images_per_s": rate(refit_images, refit.stats["seconds"]),
             "distill_images_per_s": rate(distill_images, distilled.stats["seconds"])}
 
+
+
+def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: SyntheticSet, scores: dict,
+               budget: dict | None) -> dict:
+    """The data-free estimate of each student's drop (``students``: (name, model)), the measured drop
+    beside it where there is evaluation data, and the one-line warnings a build prints."""
+    fit = load_fit()
+    found = {name: estimate(teacher, model, held_out, config.seed, fit) for name, model in students}
+    drop = found["recovered"]["drop"]
+    measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
+    warnings = []
+    if budget and drop > config.max_drop:
+        closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
+                   "its cheap candidate was estimated within it")
+        warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
+                        f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop, "
+                        "or distil longer (--recipe thorough)")
+    elif budget and not budget["met"]:
+        warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
+                        f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
+                        f"after full recovery the student is estimated at ~{drop:.1f}")
+    elif not budget and (large := advice(drop)):
+        warnings.append(large)
+    return {**found, "measured_drop": measured, "warnings": warnings,
+            "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
+                         "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},
+            "fit": {k: fit.get(k) for k in ("features", "transform", "students", "command", "commit")}}
 
 
 def _load_inputs(config: BuildConfig, main: bool):
@@ -238,6 +288,13 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
+    with clock("held-out"):
+        held_out = held_out_dreams(teacher, config, progress, device)
+    budget = None
+    if config.max_drop is not None:
+        with clock("budget"):  # every rank searches alike (refit and distillation are shared); rank 0's choice wins
+            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device))
+            config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = _prune(config, teacher, dreams, progress, world)
     with clock("reconstruct"):
@@ -256,6 +313,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         if config.reconstruct.images:
             stages.insert(2, ("reconstructed", refit.model.cpu()))
         scores = {name: accuracy(model, eval_data, teacher.spec) if eval_data else None for name, model in stages}
+    with clock("estimate"):
+        estimated = _estimates(teacher, config, stages[2:], held_out, scores, budget)
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
@@ -290,6 +349,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "model": {"arch": teacher.name, "input": teacher.spec.to_dict()},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
+        "estimate": estimated,
+        "budget": budget,
         "sparsity": detail["overall"],
         "sparsity_target": magnitude.sparsity if magnitude else 0.0,
         "pruning": {"stages": [p.to_dict() for p in config.prune], "plan": pruned.plan.to_json(),

@@ -29,6 +29,40 @@ def _summary(r: dict) -> str:
     ])
 
 
+def _estimate(r: dict) -> str | None:
+    e = r.get("estimate")
+    if not e:
+        return None
+    f, held = e["fit"], e["held_out"]
+    rows = [[name, f"~{e[name]['drop']:.1f}", percent(e["measured_drop"]) if name == "recovered" else "-",
+             f"{e[name]['features']['disagree']:.1f}", f"{e[name]['features']['disagree_hard']:.1f}",
+             f"{e[name]['features']['disagree_mix']:.1f}", f"{e[name]['features']['kl']:.3f}"]
+            for name in ("reconstructed", "recovered") if name in e]
+    lines = ["## Estimated accuracy drop (no data used)", "",
+             markdown_table(["student", "estimated drop (points)", "measured drop (points)", "disagrees with teacher %",
+                             "on harder views %", "on mixed dreams %", "KL"], rows), "",
+             f"Measured against the teacher on {held['images']} held-out dreams (seed {held['seed']}) that no stage "
+             f"trained or refit on; the mapping ({', '.join(f['features'] or [])}) was fitted on {f['students']} "
+             f"students whose real drop was measured, by `{f['command']}` (docs/budgets.md says how far it holds)."]
+    lines += [f"- **{w}**" for w in e["warnings"]]
+    return "\n".join(lines)
+
+
+def _budget(r: dict) -> str | None:
+    b = r.get("budget")
+    if not b:
+        return None
+    rows = [[f"{c['value']:g}", f"~{c['estimated_drop']:.1f}", f"{c['seconds']:.1f}",
+             "chosen" if c["value"] == b["chosen"] else ""] for c in b["candidates"]]
+    verdict = (f"chose {b['knob']} {b['chosen']:g}, the strongest candidate estimated within the budget" if b["met"] else
+               f"NO candidate was estimated within the budget; built the closest, {b['knob']} {b['chosen']:g} "
+               f"(~{b['estimated_drop']:.1f} points)")
+    return "\n".join([f"## Budget: at most {b['max_drop']:g} points estimated drop", "",
+                      f"Searched the {b['knob']} with cheap candidates (prune, refit, one short distillation epoch, "
+                      f"estimate) in {b['seconds']:.0f} s: {verdict}; the build then recovered it fully.", "",
+                      markdown_table([b["knob"], "estimated drop (cheap candidate)", "seconds", ""], rows)])
+
+
 def _pruning(r: dict) -> str:
     c, p = r["cost"], r["pruning"]
     plan = p["plan"]
@@ -219,7 +253,7 @@ def _flash(r: dict) -> str | None:
     ])
 
 
-SECTIONS = [_summary, _pruning, _sparsity, _synthesis, _export, _bench, _timing, _flash]
+SECTIONS = [_summary, _estimate, _budget, _pruning, _sparsity, _synthesis, _export, _bench, _timing, _flash]
 
 
 def render_markdown(report: dict) -> str:

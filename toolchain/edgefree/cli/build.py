@@ -42,6 +42,9 @@ def _opt(*names, **kw):
 @_opt("--magnitude-scope", type=click.Choice(["global", "layer"]), default="global",
       help="Magnitude pruning: rank weights over all layers together, or zero --sparsity of each layer "
       "(for layers of very different scale, as in MobileNets).")
+@_opt("--max-drop", type=click.FloatRange(min=0), help="Budget: the strongest pruning (magnitude: the sparsity; "
+      "channel: the MACs target) whose estimated top-1 drop is at most this many points, searched without data "
+      "(replaces --sparsity / --macs-target; docs/budgets.md).")
 @_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (fast's dreams, twice the distillation), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (overrides the recipe).")
@@ -80,7 +83,7 @@ def _opt(*names, **kw):
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
-          channel_importance, round_to, keep_first_last_dense, magnitude_scope, recipe, images,
+          channel_importance, round_to, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
           iterations, synth_batch, bn_weight, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
@@ -96,10 +99,15 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
     from edgefree.models import parse_shape, parse_values
 
     given = _given(click.get_current_context())
+    if "max_drop" in given and given & {"sparsity", "macs_target"}:
+        from edgefree.errors import EdgefreeError
+
+        raise EdgefreeError("--max-drop chooses the sparsity or MACs target itself: leave out "
+                            + " and ".join(f"--{n.replace('_', '-')}" for n in sorted(given & {"sparsity", "macs_target"})))
     values = load_config_file(config_file) if config_file else {}
     _layer(values, given, dict(target=target, out=out, model=model, arch=arch, num_classes=num_classes,
                                eval_data=eval_data, seed=seed, device=device, recipe=recipe, threads=threads,
-                               dist_timeout_s=dist_timeout,
+                               dist_timeout_s=dist_timeout, max_drop=max_drop,
                                input_shape=list(parse_shape(input_shape)) if input_shape else None,
                                mean=list(parse_values(mean, "--mean")) if mean else None,
                                std=list(parse_values(std, "--std")) if std else None),
@@ -147,6 +155,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
                    f"predicted {latency['predicted_ratio']:.2f}x, "
                    + ("not measured (no bench)" if measured is None else
                       f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}"))
+    _report_estimate(report)
     if report["export"]:
         report_export(report["export"])
     if report["bench"]:
@@ -171,6 +180,18 @@ def dreams_line(synthesis: dict) -> str:
     return (f"dreams: the teacher labels {100 * synthesis['teacher_agreement']:.1f}% of them as their target "
             f"(mean confidence {synthesis['teacher_confidence']:.2f}; BatchNorm weight {synthesis['bn_weight']:g}"
             f"{chosen})")
+
+
+def _report_estimate(report: dict) -> None:
+    """The data-free estimate beside the measured drop, the budget search, and any warning: one line each."""
+    e, b = report["estimate"], report.get("budget")
+    if b:
+        click.echo(f"budget: --max-drop {b['max_drop']:g} chose {b['knob']} {b['chosen']:g} after "
+                   f"{len(b['candidates'])} candidates ({b['seconds']:.0f} s)")
+    measured = "" if e["measured_drop"] is None else f"measured drop {e['measured_drop']:.2f} points, "
+    click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used)")
+    for line in e["warnings"]:
+        click.echo(f"warning: {line}")
 
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",

@@ -1,0 +1,410 @@
+"""Fidelity of the data-free accuracy estimate: estimated against measured top-1 drop, and the fit itself.
+
+For every teacher (CIFAR-10 ResNet-20 and ResNet-56, MobileNetV3-small at 32x32, the Blink EEG
+CNN, the built-in digits CNN; a teacher whose weights are absent is skipped and named) one set of
+dreams (``pipeline.synthesize_cached``) and the held-out dreams a build would use
+(``pipeline.held_out_dreams``) are made once. Each student is pruned, refit on the dreams
+(or not: the deliberately weak ones), distilled for a few epochs, then measured twice: its
+real top-1 drop on the test split (CIFAR: a seeded random subset), and the features of
+``edgefree.recover.estimate`` on the held-out dreams.
+
+The mapping from features to drop is fitted here, on every student, in each of a few simple
+forms; the form with the smallest leave-one-architecture-out error (fitted on the other
+architectures, tested on the held-out one, for each in turn) is written to
+``toolchain/edgefree/recover/estimate_fit.json`` with this command, the git commit and the students.
+
+    nice -n 10 python benchmarks/fidelity.py --shared ../shared            # every student, then the fit
+    python benchmarks/fidelity.py --fit-only                               # refit and render the stored rows
+    # -> results/fidelity.{json,md,png} and the package's estimate_fit.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.optimize import nnls
+from scipy.stats import spearmanr
+
+from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning, ReconstructConfig, recipe
+from edgefree.data import load_eval_data
+from edgefree.demo import default_teacher
+from edgefree.evaluate import accuracy
+from edgefree.machine import machine_info
+from edgefree.models import load_teacher
+from edgefree.pipeline import held_out_dreams, synthesize_cached
+from edgefree.recover import distill, prune, reconstruct
+from edgefree.recover.estimate import FIT, features, predict
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+TEACHER_DIR = Path("/work/teachers")
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    arch: str
+    weights: str | None  # "shared:<file>" (the shared models folder), a path, or None (built-in digits)
+    recipe: str
+    num_classes: int = 10
+    input_shape: tuple | None = None
+
+
+TEACHERS = {
+    "resnet20": Teacher("resnet20-cifar", "shared:resnet20_cifar10jpeg.pt", "fast"),
+    "resnet56": Teacher("resnet56-cifar", "shared:resnet56_cifar10jpeg.pt", "fast"),
+    "mobilenet": Teacher("torchvision:mobilenet_v3_small", str(TEACHER_DIR / "mobilenet_v3_small.pt"), "fast",
+                         input_shape=(3, 32, 32)),
+    "eeg": Teacher("signal-cnn1d", str(TEACHER_DIR / "signal-cnn1d-blink.pt"), "fast", num_classes=2),
+    "digits": Teacher("digits-cnn", None, "demo"),
+}
+M, C = MagnitudePruning, ChannelPruning
+# id: (teacher, pruning stages, refit?, epochs: None = --epochs; weak students: no refit, one epoch)
+STUDENTS = {
+    "r20-mag50": ("resnet20", (M(0.5),), True, None),
+    "r20-mag80": ("resnet20", (M(0.8),), True, None),
+    "r20-mag90": ("resnet20", (M(0.9),), True, None),
+    "r20-ch0.5": ("resnet20", (C(macs_target=0.5),), True, None),
+    "r20-ch0.25": ("resnet20", (C(macs_target=0.25),), True, None),
+    "r20-mag85-weak": ("resnet20", (M(0.85),), False, 1),
+    "r20-ch0.35-weak": ("resnet20", (C(macs_target=0.35),), False, 1),
+    "r56-mag80": ("resnet56", (M(0.8),), True, None),
+    "r56-ch0.5": ("resnet56", (C(macs_target=0.5),), True, None),
+    "r56-ch0.3": ("resnet56", (C(macs_target=0.3),), True, None),
+    "r56-ch0.4-weak": ("resnet56", (C(macs_target=0.4),), False, 1),
+    "mnv3-mag50": ("mobilenet", (M(0.5, scope="layer"),), True, None),
+    "mnv3-mag75": ("mobilenet", (M(0.75, scope="layer"),), True, None),
+    "mnv3-ch0.6": ("mobilenet", (C(macs_target=0.6),), True, None),
+    "mnv3-ch0.5-weak": ("mobilenet", (C(macs_target=0.5),), False, 1),
+    "eeg-mag75": ("eeg", (M(0.75),), True, None),
+    "eeg-ch0.5": ("eeg", (C(macs_target=0.5),), True, None),
+    "eeg-mag90-weak": ("eeg", (M(0.9),), False, 1),
+    "digits-mag50": ("digits", (M(0.5),), True, None),
+    "digits-mag80": ("digits", (M(0.8),), True, None),
+    "digits-mag90": ("digits", (M(0.9),), True, None),
+    "digits-mag90-weak": ("digits", (M(0.9),), False, 1),
+}
+# Simple forms of the mapping: (features, transform), each a least-squares fit with non-negative
+# coefficients (the intercept is free). "log1p": log(1 + drop) on log(1 + feature), a power law.
+FORMS = {
+    "linear-hard": (("disagree_hard",), None),
+    "linear-hard-mix": (("disagree_hard", "disagree_mix"), None),
+    "power-hard": (("disagree_hard",), "log1p"),
+    "power-hard-mix": (("disagree_hard", "disagree_mix"), "log1p"),
+    "power-disagree-kl": (("disagree", "kl"), "log1p"),
+}
+SMALL_DROP = 10.0  # points: the range a budget such as --max-drop 1 lives in, reported apart
+GOALS = {"spearman": 0.9, "loao_mae": 2.0, "big_miss": (5.0, 2.5)}
+
+
+def _weights(t: Teacher, shared: Path) -> Path | None:
+    if t.weights is None:
+        return None
+    return shared / "models" / t.weights.split(":", 1)[1] if t.weights.startswith("shared:") else Path(t.weights)
+
+
+def _eval_data(key: str, teacher, shared: Path, work: Path, images: int, seed: int):
+    if key == "digits":
+        return load_eval_data("digits", teacher.spec)
+    if key == "eeg":
+        from blink_eeg import write_eval_npz
+
+        return load_eval_data(str(write_eval_npz(work / "blink_test.npz")), teacher.spec)
+    data = load_eval_data(str(shared / "data" / "cifar10-jpeg" / "test.zip"), teacher.spec)
+    if images >= len(data):
+        return data
+    picked = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:images]
+    return dataclasses.replace(data, pixels=data.pixels[picked], labels=data.labels[picked],
+                               name=f"{data.name} ({images} random, seed {seed})")
+
+
+def _config(key: str, t: Teacher, shared: Path, work: Path, dreams: int, seed: int) -> BuildConfig:
+    synthesis = recipe(t.recipe).synthesis
+    return BuildConfig(model=_weights(t, shared), arch=None if t.weights is None else t.arch, num_classes=t.num_classes,
+                       input_shape=t.input_shape, seed=seed, recipe=t.recipe, cache=work / "cache", out=work / key,
+                       synthesis=synthesis.replace(images=dreams), export=None, bench=None)
+
+
+def run_teacher(key: str, ids: list[str], args) -> tuple[dict, dict]:
+    """Every student of one teacher: (rows by id, the teacher's record)."""
+    t = TEACHERS[key]
+    config = _config(key, t, args.shared, args.work, args.dreams, args.seed)
+    teacher = load_teacher(t.arch, config.model, t.num_classes, config.input_changes()) if config.model else \
+        default_teacher()
+    started = time.perf_counter()
+    dreams = synthesize_cached(teacher, config, None, not args.quiet)
+    held_out = held_out_dreams(teacher, config, not args.quiet)
+    data = _eval_data(key, teacher, args.shared, args.work, args.eval_images, args.seed)
+    base = accuracy(teacher.module, data, teacher.spec)
+    weights = _weights(t, args.shared)
+    record = {"arch": teacher.name, "weights": str(weights) if weights else "built-in",
+              "sha256": hashlib.sha256(weights.read_bytes()).hexdigest() if weights else None,
+              "teacher_top1": base, "eval": {"name": data.name, "images": len(data)}, "dreams": len(dreams),
+              "held_out": len(held_out), "dream_seconds": round(time.perf_counter() - started, 1)}
+    print(f"== {key}: teacher {base:.2f}% on {len(data)}, dreams {record['dream_seconds']} s", flush=True)
+    rows = {}
+    for sid in ids:
+        _, stages, refit, epochs = STUDENTS[sid]
+        started = time.perf_counter()
+        student = prune(teacher, list(stages), dreams)
+        if refit:
+            student = reconstruct(teacher, student, dreams, ReconstructConfig(images=args.refit_images),
+                                  progress=False)
+        student = distill(teacher, student, dreams, config.distill.replace(epochs=epochs or args.epochs),
+                          seed=args.seed, progress=False).model
+        top1 = accuracy(student, data, teacher.spec)
+        rows[sid] = {"student": sid, "teacher": key, "arch": teacher.name, "pruning": [p.to_dict() for p in stages],
+                     "refit": refit, "epochs": epochs or args.epochs, "weak": not refit,
+                     "teacher_top1": base, "student_top1": top1, "measured_drop": round(base - top1, 2),
+                     "features": {k: round(v, 4) for k, v in
+                                  features(teacher.module, student, held_out, teacher.spec, args.seed).items()},
+                     "seconds": round(time.perf_counter() - started, 1)}
+        print(f"   {sid}: drop {base - top1:.2f}  {rows[sid]['features']}  {rows[sid]['seconds']} s", flush=True)
+    return rows, record
+
+
+def _fit_form(rows: list[dict], form: str) -> dict:
+    names, transform = FORMS[form]
+    x = np.array([[r["features"][n] for n in names] for r in rows], dtype=float)
+    y = np.array([max(r["measured_drop"], 0.0) for r in rows])
+    if transform == "log1p":
+        x, y = np.log1p(np.maximum(x, 0)), np.log1p(y)
+    solution, _ = nnls(np.column_stack([np.ones(len(x)), -np.ones(len(x)), x]), y)  # intercept: first minus second
+    return {"form": form, "features": list(names), "transform": transform,
+            "intercept": float(solution[0] - solution[1]), "coef": [float(c) for c in solution[2:]]}
+
+
+def _estimate(fit: dict, row: dict) -> float:
+    return predict(fit, row["features"], TEACHERS[row["teacher"]].num_classes)
+
+
+def _loao(rows: list[dict], form: str) -> dict[str, float]:
+    """Each row's estimate from the form fitted on the rows of every other architecture."""
+    out = {}
+    for arch in sorted({r["arch"] for r in rows}):
+        fit = _fit_form([r for r in rows if r["arch"] != arch], form)
+        out.update({r["student"]: _estimate(fit, r) for r in rows if r["arch"] == arch})
+    return out
+
+
+def _scores(rows: list[dict], estimated: dict[str, float]) -> dict:
+    measured = np.array([r["measured_drop"] for r in rows])
+    est = np.array([estimated[r["student"]] for r in rows])
+    miss = np.abs(est - measured)
+    worst = int(np.argmax(miss))
+    big, low = GOALS["big_miss"]
+    small = measured <= SMALL_DROP
+    return {"spearman": float(spearmanr(est, measured).statistic), "mae": float(miss.mean()),
+            "mae_small": float(miss[small].mean()) if small.any() else None, "small": int(small.sum()),
+            "worst": {"student": rows[worst]["student"], "measured": float(measured[worst]), "estimated": float(est[worst])},
+            "big_drops_estimated_low": [r["student"] for r, e in zip(rows, est) if r["measured_drop"] > big and e < low]}
+
+
+def fit_and_score(rows: list[dict]) -> dict:
+    """Every form fitted on all rows and left-one-architecture-out; the chosen form (smallest LOAO MAE)."""
+    if len({r["arch"] for r in rows}) < 2:
+        sys.exit("leaving one architecture out needs students of at least two architectures")
+    forms = {}
+    for form in FORMS:
+        fit = _fit_form(rows, form)
+        forms[form] = {"fit": fit, "all": _scores(rows, {r["student"]: _estimate(fit, r) for r in rows}),
+                       "loao": _scores(rows, _loao(rows, form)), "loao_estimates": _loao(rows, form)}
+    chosen = min(forms, key=lambda f: forms[f]["loao"]["mae"])
+    return {"forms": forms, "chosen": chosen}
+
+
+def _git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
+                           text=True).stdout.strip()
+    return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def render(result: dict) -> str:
+    rows, scored = list(result["rows"].values()), result["fit"]
+    chosen = scored["forms"][scored["chosen"]]
+    fit, loao = chosen["fit"], chosen["loao_estimates"]
+    estimated = {r["student"]: _estimate(fit, r) for r in rows}
+    a, lo = chosen["all"], chosen["loao"]
+    spear_ok = lo["spearman"] >= GOALS["spearman"]
+    mae_ok = lo["mae"] <= GOALS["loao_mae"]
+    big_ok = not lo["big_drops_estimated_low"] and not a["big_drops_estimated_low"]
+    log = fit["transform"] == "log1p"
+    terms = " + ".join(f"{c:.4g} x {f'log(1 + {n})' if log else n}" for c, n in zip(fit["coef"], fit["features"]))
+    formula = f"exp({fit['intercept']:.4g} + {terms}) - 1" if log else f"{fit['intercept']:.4g} + {terms}"
+    out = ["# Fidelity of the data-free accuracy estimate", "",
+           "Produced by " + "; then ".join(f"`{r['command']}` at commit `{r['commit']}` ({len(r['students'])} students, "
+                                          f"{r['seconds']:.0f} s of wall time, {r.get('cpu_seconds', 0):.0f} s of CPU time)"
+                                          for r in result["runs"])
+           + (f"; fitted by `{result['fit_command']}`" if result.get("fit_command") else "")
+           + f". {len(rows)} students of {len(result['teachers'])} teachers; each student's measured drop is "
+           "its teacher's top-1 minus its own on the test split; its estimate uses only held-out dreams.", "",
+           "## Verdict", "",
+           f"- Mapping chosen: `{scored['chosen']}` (smallest leave-one-architecture-out MAE of the {len(FORMS)} forms): "
+           f"estimated drop = {formula}, at least 0 and at most 100 x (1 - 1/classes), a student at chance.",
+           f"- Spearman (estimated vs measured): **{a['spearman']:.3f}** fitted on all, **{lo['spearman']:.3f}** leaving "
+           f"each architecture out: goal >= {GOALS['spearman']} {'met' if spear_ok else 'NOT met'}.",
+           f"- Mean absolute error: {a['mae']:.2f} points fitted on all; **{lo['mae']:.2f}** leaving each architecture "
+           f"out: goal <= {GOALS['loao_mae']} {'met' if mae_ok else 'NOT met'}.",
+           f"- Of that, over the {lo['small']} students whose measured drop is at most {SMALL_DROP:g} points (where "
+           f"budgets such as `--max-drop 1` choose): {a['mae_small']:.2f} fitted on all, **{lo['mae_small']:.2f}** "
+           "leaving each architecture out (not a goal; for reading the one above).",
+           f"- Worst miss (leaving its architecture out): {lo['worst']['student']}, measured {lo['worst']['measured']:.2f}, "
+           f"estimated {lo['worst']['estimated']:.2f}.",
+           f"- Students with a measured drop > {GOALS['big_miss'][0]:g} estimated below {GOALS['big_miss'][1]:g}: "
+           + (", ".join(sorted(set(a["big_drops_estimated_low"]) | set(lo["big_drops_estimated_low"]))) or "none")
+           + f": goal {'met' if big_ok else 'NOT met'}.", "",
+           "## Students", "",
+           "| student | teacher top-1 | student top-1 | measured drop | estimated (fit on all) | estimated (arch left out) "
+           "| disagree % | hard % | mix % | class max % | KL | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = r["features"]
+        out.append(f"| {r['student']} | {r['teacher_top1']:.2f} | {r['student_top1']:.2f} | {r['measured_drop']:.2f} | "
+                   f"{estimated[r['student']]:.2f} | {loao[r['student']]:.2f} | {f['disagree']:.1f} | "
+                   f"{f['disagree_hard']:.1f} | {f['disagree_mix']:.1f} | {f['disagree_class_max']:.1f} | "
+                   f"{f['kl']:.3f} | {r['seconds']:.0f} |")
+    out += ["", "## Forms of the mapping", "", "| form | Spearman (all) | MAE (all) | Spearman (LOAO) | MAE (LOAO) | "
+            f"MAE (LOAO, drop <= {SMALL_DROP:g}) | worst LOAO miss |", "|---|---|---|---|---|---|---|"]
+    for name, f in scored["forms"].items():
+        w = f["loao"]["worst"]
+        out.append(f"| {name} | {f['all']['spearman']:.3f} | {f['all']['mae']:.2f} | {f['loao']['spearman']:.3f} | "
+                   f"{f['loao']['mae']:.2f} | {f['loao']['mae_small']:.2f} | {w['student']} ({w['measured']:.1f} vs {w['estimated']:.1f}) |")
+    out += ["", "## Teachers", "", "| teacher | weights | sha256 | top-1 % | evaluated on | dreams | held-out | "
+            "dream s |", "|---|---|---|---|---|---|---|---|"]
+    for key, t in result["teachers"].items():
+        out.append(f"| {key} ({t['arch']}) | `{t['weights']}` | {(t['sha256'] or '-')[:16]} | {t['teacher_top1']:.2f} | "
+                   f"{t['eval']['name']} ({t['eval']['images']}) | {t['dreams']} | {t['held_out']} | {t['dream_seconds']} |")
+    missing = [k for k in TEACHERS if k not in result["teachers"]]
+    if missing:
+        out += ["", "**No students measured** of: " + ", ".join(f"{k} (`{TEACHERS[k].arch}`, weights `{TEACHERS[k].weights}`)"
+                                                              for k in missing)
+                + ". The goals above hold for the architectures measured, not for these."]
+    m = result["machine"]
+    out += [""] + [f"Settings of `{r['command']}`: {s['dreams']} dreams per teacher (its recipe's synthesis), "
+                   f"{s['refit_images']} refit images, {s['epochs']} distillation epochs (weak students: no refit, "
+                   f"1 epoch), CIFAR evaluated on {s['eval_images']} random test images; seed {s['seed']}."
+                   for r in result["runs"] for s in [r["settings"]]]
+    out += ["",
+            f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
+            "![estimated against measured drop](fidelity.png)", ""]
+    return "\n".join(out)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, scored = list(result["rows"].values()), result["fit"]
+    chosen = scored["forms"][scored["chosen"]]
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for arch in sorted({r["arch"] for r in rows}):
+        mine = [r for r in rows if r["arch"] == arch]
+        ax.scatter([r["measured_drop"] for r in mine], [chosen["loao_estimates"][r["student"]] for r in mine],
+                   label=f"{arch} (fit without it)")
+        for r in mine:
+            ax.annotate(r["student"], (r["measured_drop"], chosen["loao_estimates"][r["student"]]), fontsize=6)
+    top = max(max(r["measured_drop"] for r in rows), max(chosen["loao_estimates"].values())) + 2
+    ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=0.8, label="estimate = measured")
+    ax.set_xscale("symlog", linthresh=5)
+    ax.set_yscale("symlog", linthresh=5)
+    ax.set_xlabel("measured top-1 drop (points)")
+    ax.set_ylabel("estimated drop, no data (points)")
+    ax.set_title(f"data-free estimate, leave-one-architecture-out ({scored['chosen']})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_fit(result: dict, path: Path = FIT) -> None:
+    scored = result["fit"]
+    fit = {**scored["forms"][scored["chosen"]]["fit"],
+           "command": result.get("fit_command") or " && ".join(r["command"] for r in result["runs"]),
+           "rows_commands": [r["command"] for r in result["runs"]], "commit": result["runs"][-1]["commit"],
+           "students": len(result["rows"]), "architectures": sorted({r["arch"] for r in result["rows"].values()}),
+           "loao_mae": scored["forms"][scored["chosen"]]["loao"]["mae"],
+           "loao_spearman": scored["forms"][scored["chosen"]]["loao"]["spearman"]}
+    path.write_text(json.dumps(fit, indent=2) + "\n")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
+    parser.add_argument("--students", default=",".join(STUDENTS), help=f"comma-separated subset of {list(STUDENTS)}")
+    parser.add_argument("--dreams", type=int, default=256, help="dreams per teacher (one cached set each)")
+    parser.add_argument("--refit-images", type=int, default=256)
+    parser.add_argument("--epochs", type=int, default=4, help="distillation epochs of the students that are not weak")
+    parser.add_argument("--eval-images", type=int, default=2000, help="CIFAR: random test images evaluated")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--work", type=Path, default=HERE / "work" / "fidelity")
+    parser.add_argument("--fresh", action="store_true", help="start results/fidelity.json afresh (default: merge "
+                        "these students into it, replacing earlier rows of the same students)")
+    parser.add_argument("--fit-only", action="store_true", help="refit and render the rows in results/fidelity.json")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="with --fit-only: fidelity.json files of "
+                        "other runs whose rows join the stored ones")
+    parser.add_argument("--no-fit", action="store_true", help="leave the package's estimate_fit.json as it is")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    store = args.results / "fidelity.json"
+    command = "python benchmarks/fidelity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.fit_only:
+        result = json.loads(store.read_text())
+        for other in args.merge:  # rows measured by a run that wrote elsewhere (e.g. at the same time)
+            found = json.loads(other.read_text())
+            result["rows"].update(found["rows"])
+            result["teachers"].update(found["teachers"])
+            result["runs"] += found["runs"]
+        result["fit_command"] = command
+    else:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        ids = [s for s in args.students.split(",") if s]
+        unknown = [s for s in ids if s not in STUDENTS]
+        if unknown:
+            sys.exit(f"unknown students {unknown}; known: {list(STUDENTS)}")
+        result = json.loads(store.read_text()) if store.exists() and not args.fresh else {"rows": {}, "teachers": {}, "runs": []}
+        run = {"command": command, "commit": _git_commit(), "students": [], "skipped": {},
+               "settings": {k: getattr(args, k) for k in ("dreams", "refit_images", "epochs", "eval_images", "seed")},
+               "seconds": 0.0}
+        result["runs"].append(run)
+        result.pop("fit_command", None)  # the fit below is this command's
+        for key in dict.fromkeys(STUDENTS[s][0] for s in ids):
+            weights = _weights(TEACHERS[key], args.shared)
+            if weights is not None and not weights.is_file():
+                run["skipped"][key] = str(weights)
+                print(f"== {key}: skipped, {weights} is absent", flush=True)
+                continue
+            rows, result["teachers"][key] = run_teacher(key, [s for s in ids if STUDENTS[s][0] == key], args)
+            for sid in rows:  # a student measured again replaces its earlier row
+                result["rows"].pop(sid, None)
+            result["rows"].update(rows)
+            run["students"] += list(rows)
+            run["seconds"] = round(time.perf_counter() - started, 1)
+            run["cpu_seconds"] = round(time.process_time() - cpu_started, 1)  # every thread of this process
+            result["machine"] = machine_info()
+            args.results.mkdir(parents=True, exist_ok=True)
+            store.write_text(json.dumps(result, indent=2, default=str))  # each teacher's rows as soon as they exist
+    result["fit"] = fit_and_score(list(result["rows"].values()))
+    args.results.mkdir(parents=True, exist_ok=True)
+    store.write_text(json.dumps(result, indent=2, default=str))
+    (args.results / "fidelity.md").write_text(render(result))
+    plot(result, args.results / "fidelity.png")
+    if not args.no_fit:
+        write_fit(result)
+    print((args.results / "fidelity.md").read_text())
+
+
+if __name__ == "__main__":
+    main()

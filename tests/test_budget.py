@@ -1,0 +1,168 @@
+"""The data-free estimate (edgefree.recover.estimate), its held-out dreams, and --max-drop (edgefree.budget)."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edgefree.cli import cli
+from edgefree.config import BuildConfig, ChannelPruning, DistillConfig, MagnitudePruning, SynthesisConfig
+from edgefree.errors import EdgefreeError
+from edgefree.pipeline import held_out_config
+from edgefree.recover import prune, synthesize
+from edgefree.recover.estimate import advice, features, predict
+
+TINY = ["--images", "64", "--iterations", "15", "--epochs", "2", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def held_out(teacher):
+    return synthesize(teacher, SynthesisConfig(images=96, batch_size=48, iterations=20, jitter=1), seed=7,
+                      progress=False)
+
+
+def test_teacher_agrees_with_itself_on_every_view(teacher, held_out):
+    found = features(teacher.module, teacher.module, held_out, teacher.spec)
+    assert found["disagree"] == found["disagree_hard"] == found["disagree_mix"] == found["disagree_class_max"] == 0
+    assert found["kl"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_a_harder_pruned_student_disagrees_more(teacher, held_out):
+    mild, harsh = (features(teacher.module, prune(teacher, MagnitudePruning(s)).model, held_out, teacher.spec)
+                   for s in (0.3, 0.95))
+    for name in ("disagree", "disagree_hard", "disagree_mix", "kl"):
+        assert harsh[name] > mild[name], name
+
+
+def test_harder_views_of_signals_keep_their_shape():
+    from edgefree.models import InputSpec
+    from edgefree.recover.estimate import _harder
+
+    spec = InputSpec(shape=(4, 40), mean=(0.0,) * 4, std=(1.0,) * 4, value_range=(-50.0, 50.0))
+    x = torch.arange(2 * 4 * 40, dtype=torch.float32).view(2, 4, 40) / 100
+    import edgefree.recover.estimate as estimate
+
+    old, estimate.NOISE_STD = estimate.NOISE_STD, 0.0
+    try:
+        view = _harder(x, spec, torch.Generator().manual_seed(0))
+    finally:
+        estimate.NOISE_STD = old
+    assert view.shape == x.shape
+    # a shift in time, the same for every channel: each channel's samples are consecutive
+    diffs = view.diff(dim=-1)
+    assert torch.all((diffs == 0) | torch.isclose(diffs, torch.tensor(0.01), atol=1e-4))
+
+
+@pytest.mark.parametrize("fit, measured, expected", [
+    ({"features": ["disagree_hard"], "intercept": -2.0, "coef": [0.5]}, {"disagree_hard": 10.0}, 3.0),
+    ({"features": ["disagree_hard"], "intercept": -2.0, "coef": [0.5]}, {"disagree_hard": 1.0}, 0.0),
+    ({"features": ["disagree_hard"], "transform": "log1p", "intercept": 0.0, "coef": [2.0]}, {"disagree_hard": 3.0},
+     15.0),
+])
+def test_predict_applies_the_fitted_form_and_never_goes_below_zero(fit, measured, expected):
+    assert predict(fit, measured) == pytest.approx(expected)
+
+
+def test_predict_never_goes_beyond_a_student_at_chance():
+    fit = {"features": ["disagree"], "intercept": 0.0, "coef": [2.0]}
+    assert predict(fit, {"disagree": 80.0}) == 160.0
+    assert predict(fit, {"disagree": 80.0}, classes=10) == pytest.approx(90.0)
+    assert predict(fit, {"disagree": 80.0}, classes=2) == pytest.approx(50.0)
+
+
+def test_advice_only_for_a_large_estimate():
+    assert advice(2.9) is None
+    line = advice(7.5)
+    assert "~7.5" in line and "--max-drop" in line and "thorough" in line and "\n" not in line
+
+
+def test_held_out_dreams_have_their_own_seed_and_fewer_images():
+    config = BuildConfig(synthesis=SynthesisConfig(images=2048, batch_size=256), seed=3)
+    held = held_out_config(config)
+    assert held.seed != config.seed
+    assert held.synthesis.images == 256 and held.synthesis.batch_size <= 64 and held.synthesis.shards == 1
+    small = held_out_config(BuildConfig(synthesis=SynthesisConfig(images=64), seed=3))
+    assert small.synthesis.images == 64
+
+
+def test_max_drop_is_validated_and_round_trips(tmp_path):
+    with pytest.raises(EdgefreeError, match="max_drop"):
+        BuildConfig(max_drop=-1.0)
+    with pytest.raises(EdgefreeError, match="pruning stage"):
+        BuildConfig(max_drop=1.0, prune=())
+    from edgefree.config import load_config_file, to_toml
+
+    path = tmp_path / "b.toml"
+    path.write_text(to_toml(BuildConfig(max_drop=1.5)))
+    assert BuildConfig.from_dict(load_config_file(path)).max_drop == 1.5
+
+
+def test_channel_pruning_searches_the_macs_target_and_keeps_the_magnitude_stage():
+    from edgefree.budget import _stages
+
+    config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(macs_target=0.5), MagnitudePruning(0.6)))
+    assert _stages(config, 0.3) == (ChannelPruning(macs_target=0.3), MagnitudePruning(0.6))
+    assert _stages(BuildConfig(max_drop=1.0), 0.4) == (MagnitudePruning(0.4),)
+
+
+def test_max_drop_refuses_an_explicit_sparsity(tmp_path):
+    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "o"), "--max-drop", "1", "--sparsity", "0.5"])
+    assert result.exit_code == 2
+    assert "--max-drop chooses the sparsity" in result.output
+
+
+def _budget_build(tmp_path, *extra):
+    config = tmp_path / "b.toml"
+    config.write_text("export = false\n")  # --max-drop composes with --config
+    return CliRunner().invoke(cli, ["build", "--config", str(config), "--out", str(tmp_path / "out"), *TINY, *extra],
+                              catch_exceptions=False)
+
+
+def test_max_drop_builds_the_strongest_candidate_within_the_budget(tmp_path):
+    result = _budget_build(tmp_path, "--max-drop", "1.0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    budget = report["budget"]
+    assert budget["knob"] == "sparsity" and 1 <= len(budget["candidates"]) <= 5
+    assert budget["candidates"][0]["value"] == 0.97  # the strongest end is tried first
+    if budget["met"]:
+        within = [c["value"] for c in budget["candidates"] if c["estimated_drop"] <= 1.0]
+        assert budget["chosen"] == max(within)
+    assert report["sparsity_target"] == budget["chosen"]
+    assert report["config"]["max_drop"] == 1.0
+    assert f"budget: --max-drop 1 chose sparsity {budget['chosen']:g}" in result.output
+    assert "estimated drop ~" in result.output and "(no data used)" in result.output
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Budget: at most 1 points estimated drop" in md and "## Estimated accuracy drop (no data used)" in md
+
+
+def test_a_budget_that_cannot_be_met_says_so_with_the_closest(tmp_path, monkeypatch):
+    import edgefree.recover.estimate as estimate
+
+    unreachable = {"features": ["disagree"], "intercept": 5.0, "coef": [1.0], "transform": None, "students": 0,
+                   "command": "test"}  # every student is estimated at >= 5 points
+    monkeypatch.setattr(estimate, "load_fit", lambda path=None: unreachable)
+    monkeypatch.setattr("edgefree.pipeline.load_fit", lambda path=None: unreachable)
+    result = _budget_build(tmp_path, "--max-drop", "1.0")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["budget"]["met"] is False
+    assert len(report["budget"]["candidates"]) == 5
+    closest = min(report["budget"]["candidates"], key=lambda c: c["estimated_drop"])
+    assert report["budget"]["chosen"] == closest["value"]
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--max-drop 1 missed" in warnings[0]
+    assert "NO candidate was estimated within the budget" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_every_build_estimates_its_students(tmp_path):
+    from edgefree.pipeline import build
+
+    report = build(BuildConfig(out=tmp_path / "o", synthesis=SynthesisConfig(images=32, iterations=5),
+                               distill=DistillConfig(epochs=1), export=None), progress=False)
+    e = report["estimate"]
+    assert set(e) >= {"reconstructed", "recovered", "measured_drop", "held_out", "fit", "warnings"}
+    assert e["held_out"]["images"] == 32 and e["held_out"]["seed"] != report["seed"]
+    assert e["measured_drop"] == pytest.approx(report["accuracy"]["teacher"] - report["accuracy"]["recovered"], abs=0.01)
+    assert e["recovered"]["drop"] >= 0 and e["fit"]["command"].startswith("python benchmarks/fidelity.py")
