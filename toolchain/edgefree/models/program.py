@@ -113,6 +113,20 @@ def program_input_shape(program) -> tuple[int, ...] | None:
     return shape if all(isinstance(d, int) for d in shape) else None
 
 
+def _what_file(path: Path) -> str:
+    """What a file that torch.export cannot load holds, as far as its zip listing says."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "not a zip archive"
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return "a torch.save file, such as a state_dict, not a program; a state_dict takes --arch and a .pt name"
+    return "a zip archive without a program's parts"
+
+
 def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
     """The program saved at ``path`` as an ``nn.Module`` with real layers (eval mode), and its input shape.
 
@@ -126,6 +140,8 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
         program = torch.export.load(path)
     except Exception as exc:  # the loader raises many types for a file that is no program
         first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        if "warnings above" in first:  # torch's warnings go to the log: say what the file is instead
+            first = _what_file(path)
         raise CheckpointError(f"{path} cannot be read as a torch.export program ({first[:200]}): save it with "
                               "torch.export.save(torch.export.export(model, (x,)), path)") from exc
     if len(program.graph_signature.user_inputs) != 1:
