@@ -125,11 +125,13 @@ class _Decoder:
 
 def _class_index(found: list[str], spec: InputSpec, origin: str) -> dict[str, int]:
     """Class folders take the model's label of their name when the model names its classes (a folder
-    it does not name is refused); without names, folders sorted by name are labels 0, 1, ..."""
+    it does not name is refused, unless every folder is a number: that number is the label);
+    without names, folders sorted by name are labels 0, 1, ..."""
     if spec.class_names:
         unknown = sorted(set(found) - set(spec.class_names))
-        numbered = all(name.isdigit() and int(name) < len(spec.class_names) for name in found)
-        if unknown and not numbered:
+        if unknown and all(name.isdigit() for name in found):  # folders named by label: 0, 1, ..., checked later
+            return {name: int(name) for name in found}
+        if unknown:
             raise DataError(f"class folders {unknown[:5]} in {origin} are not classes of the model, which names "
                             f"{list(spec.class_names)[:10]}{' ...' if len(spec.class_names) > 10 else ''}: name each "
                             "folder after the model's class it holds")
@@ -322,6 +324,6 @@ def _require_known_classes(labels: torch.Tensor, spec: InputSpec, classes: int |
     """Labels must be classes of the model: below its class names' count, or ``classes`` (its outputs)."""
     count = len(spec.class_names) or classes
     if len(labels) and count and int(labels.max()) >= count:
-        raise DataError(f"evaluation data has labels up to {int(labels.max())} ({int(labels.max()) + 1} classes), "
-                        f"the model {count} (labels 0 to {count - 1}): keep only the model's classes, or pass the "
-                        "--num-classes the model was trained with")
+        raise DataError(f"evaluation data has {int(labels.max()) + 1} classes, the model {count} (labels 0 to "
+                        f"{count - 1}): keep only the model's classes, or pass the --num-classes the model was "
+                        "trained with")

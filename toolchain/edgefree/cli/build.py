@@ -137,6 +137,10 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
+    target_macs = next((s["macs_target"] for s in report["pruning"]["stages"] if s.get("macs_target")), None)
+    if target_macs is not None:
+        click.echo(f"macs target {target_macs:g}: reached {report['cost']['macs_ratio']:.2f}x the teacher's "
+                   f"multiply-adds (channel ratio {report['pruning']['ratio']:.2f})")
     if report["export"]:
         report_export(report["export"])
     if report["bench"]:
