@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,20 +33,44 @@ sys.path.insert(0, str(HERE))
 from blink_eeg import blink_folder, write_eval_npz  # noqa: E402
 from provenance import describe, run_record  # noqa: E402
 
-ROWS = {"mag75": (MagnitudePruning(0.75),), "ch50": (ChannelPruning(macs_target=0.5),)}
+ROWS = {"mag75": (MagnitudePruning(0.75),), "ch50": (ChannelPruning(macs_target=0.5),),
+        "mag75-cli": (MagnitudePruning(0.75),)}
 TARGET = "medical-sensor-a53"
+# What the data owner hands over with the weights: the input, its per-channel normalization (the
+# training split's, as signal-cnn1d's spec records it) and the raw range the headband records in
+USER_INPUT = {"--input-shape": "4x510", "--mean": "848.6,833.6,883.2,849.1", "--std": "80.7,181.4,209.4,107.6",
+              "--value-range": "0,1650"}
+
+
+def _cli_build(teacher: Path, eval_npz: Path, out: Path, seed: int, progress: bool) -> dict:
+    """``edgefree build`` in its own process, as a user types it; returns its report.json."""
+    command = [sys.executable, "-m", "edgefree", "build", "--model", str(teacher), "--arch",
+               f"{HERE / 'blink_eeg_model.py'}:build", "--num-classes", "2",
+               *[v for item in USER_INPUT.items() for v in item], "--eval-data", str(eval_npz), "--target", TARGET,
+               "--recipe", "fast", "--pruning", "magnitude", "--sparsity", "0.75", "--no-emulate", "--seed", str(seed),
+               "--out", str(out), *([] if progress else ["--quiet"])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent / "toolchain"),
+                                                                       os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run(command, env=env)
+    if done.returncode:
+        raise SystemExit(f"edgefree build failed (exit {done.returncode}): {' '.join(command)}")
+    return json.loads((out / "report.json").read_text())
 
 
 def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, progress: bool) -> dict:
     config = BuildConfig(target=TARGET, out=work / row, model=teacher, arch="signal-cnn1d", num_classes=2,
                          eval_data=str(eval_npz), seed=seed, recipe="fast", cache=work / "cache", prune=ROWS[row],
                          bench=BenchConfig(emulate=False))
-    report = build(config, progress=progress)
+    if row.endswith("-cli"):
+        report = _cli_build(teacher, eval_npz, work / row, seed, progress)
+    else:
+        report = build(config, progress=progress)
     artifacts = [{k: a.get(k) for k in ("name", "accuracy", "bytes", "packed_bytes")} | {
         "max_abs_diff": a["parity"].get("max_abs_diff"), "top1_agreement": a["parity"].get("top1_agreement")}
         for a in report["export"]["artifacts"]]
     rows = [r for r in report["bench"]["native"]["rows"] if not r["error"]]
     return {"row": row, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+            "arch": report["model"]["arch"], "input": report["model"]["input"],
             "sparsity": report["sparsity"], "cost": report["cost"], "artifacts": artifacts,
             "p50_ms": {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"] for r in rows},
             "seconds": report["seconds"], "eval_windows": report["eval_data"]["images"]}
@@ -64,6 +90,15 @@ def render(result: dict) -> str:
         lines.append(f"| {r['row']} | {a['teacher']:.2f} | {a['pruned']:.2f} | {a['reconstructed']:.2f} | "
                      f"**{a['recovered']:.2f}** | {r['sparsity']:.3f} | {kept:.2f} | "
                      f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
+    cli = [r for r in result["rows"] if r["row"].endswith("-cli")]
+    if cli:
+        given = cli[0]["input"]
+        lines += ["", f"`{cli[0]['row']}` is `mag75` as a user with a sensor model of their own runs it: the "
+                  "`edgefree build` command, the network as a `file.py:factory` (`benchmarks/blink_eeg_model.py:build`), "
+                  f"and `--input-shape {'x'.join(map(str, given['shape']))} --mean {','.join(f'{v:g}' for v in given['mean'])} "
+                  f"--std {','.join(f'{v:g}' for v in given['std'])} --value-range "
+                  f"{','.join(f'{v:g}' for v in given['value_range'])}` with the `.npz` of the test windows; "
+                  "the other rows name the zoo's `signal-cnn1d`, whose spec holds the same numbers."]
     lines += ["", "Artifacts of the student (target formats and precisions) and p50 latency, x86-64 native, "
               "1 thread (the target's); arm64 emulation not run:", ""]
     for r in result["rows"]:

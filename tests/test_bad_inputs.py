@@ -527,3 +527,210 @@ def test_a_failure_after_work_keeps_its_log_where_the_error_says(tmp_path, monke
     _one_error_line(CliRunner().invoke(cli, ["build", "--out", str(out), *TINY, "--arch", "digits-cnn", "--model",
                                              str(tmp_path / "none.pt")]), "does not exist")
     assert _left_beside(tmp_path) == []
+# Options that do not apply, things that cannot be done, and what a sensor model needs: each refused
+# before any work in exactly one line (no usage text, no hint lines), --out and the user's files as
+# they were. Then the signal model's value range: the default from its normalization, and the
+# warning for evaluation signals outside it.
+
+SIGNAL_MODEL = '''from torch import nn
+
+
+def build(num_classes=2):
+    return nn.Sequential(nn.Conv1d(6, 8, 5, 2, 2, bias=False), nn.BatchNorm1d(8), nn.ReLU(),
+                         nn.Conv1d(8, 16, 3, 2, 1, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, num_classes))
+'''
+SIGNAL_MEAN, SIGNAL_STD = (3.0, -1.0, 0.5, 2.0, 0.0, 1.0), (6.0, 4.0, 5.0, 8.0, 2.0, 3.0)  # raw values in tens, not 0..1
+SIGNAL_INPUT = ["--input-shape", "6x64", "--mean", ",".join(map(str, SIGNAL_MEAN)),
+                "--std", ",".join(map(str, SIGNAL_STD)), "--num-classes", "2"]
+
+
+class MoreFiles(Files):
+    """``Files``, and the inputs of a sensor model; ``build`` None: only those (no watched build)."""
+
+    def __init__(self, tmp: Path, build: Path | None = None):
+        if build is not None:
+            super().__init__(tmp, build)
+        self.tmp = tmp
+
+    def signal_factory(self) -> str:
+        return self.text("motion.py", SIGNAL_MODEL) + ":build"
+
+    def signal_weights(self) -> str:
+        module = load_teacher(self.signal_factory(), num_classes=2, input_spec={"shape": (6, 64)}).module
+        return self._model("motion.pt", module.state_dict())
+
+    def signal_npz(self, name: str = "motion.npz", n: int = 8, labels=None, scale: float = 10.0) -> str:
+        import numpy as np
+
+        g = np.random.default_rng(0)
+        y = np.asarray(labels if labels is not None else [i % 2 for i in range(n)], dtype=np.int64)
+        np.savez(self.tmp / name, x=(scale * g.standard_normal((len(y), 6, 64))).astype(np.float32), y=y)
+        return str(self.tmp / name)
+
+    def resnet20(self) -> str:
+        return self._model("r20.pt", create_model("resnet20-cifar").state_dict())
+
+    def folder_of(self, classes, size=32) -> str:
+        root = Path(self.folder("pets"))
+        for name in classes:
+            (root / name).mkdir(exist_ok=True)
+            (root / name / "0.png").write_bytes(_png(size, "RGB"))
+        return str(root)
+
+
+def signal_model(*extra):
+    return B("--model", lambda f: f.signal_weights(), "--arch", lambda f: f.signal_factory(), *SIGNAL_INPUT, *extra)
+
+
+def user16(*extra):
+    return user_model(f"{USER_MODEL}:build", "--input-shape", "3x16x16", *extra)
+
+
+MORE_CASES = {
+    # user code that exits
+    "factory that calls sys.exit(0)": (user_model(lambda f: f.text("exits.py", "import sys\n\ndef build(num_classes=10):"
+                                                                  "\n    sys.exit(0)\n") + ":build",
+                                                  "--input-shape", "3x16x16"), "exited (SystemExit 0)"),
+    "--arch builtins:exit": (user_model("builtins:exit", "--input-shape", "3x16x16"), "exited (SystemExit"),
+    # options that do not apply
+    "--depth with magnitude pruning": (B("--pruning", "magnitude", "--depth", "0.5"),
+                                       "--depth is an option of channel pruning"),
+    "--channel-ratio with magnitude pruning": (B("--pruning", "magnitude", "--channel-ratio", "0.3"),
+                                               "--channel-ratio is an option of channel pruning"),
+    "--sparsity with channel pruning": (B("--pruning", "channel", "--sparsity", "0.5"),
+                                        "--sparsity is an option of magnitude pruning"),
+    "--eval-data with the built-in default": (B("--eval-data", lambda f: f.digits_zip()),
+                                              "--eval-data is for a teacher of your own"),
+    "--depth on a model without residual blocks": (user16("--pruning", "channel", "--depth", "0.5"),
+                                                   "this model has none"),
+    "--channel-ratio 0": (B("--pruning", "channel", "--channel-ratio", "0"), "removes nothing"),
+    "--macs-target that cannot be reached": (user16("--pruning", "channel", "--macs-target", "0.01"),
+                                             "cannot be reached: removing 95%"),
+    "class folders the model does not name": (B("--model", lambda f: f.resnet20(), "--arch", "resnet20-cifar",
+                                                "--eval-data", lambda f: f.folder_of(["kitty", "puppy", "boat"])),
+                                              "are not classes of the model"),
+    # resources
+    "dreams larger than the memory": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x2048x2048"),
+                                      "GB per process, and this machine has"),
+    "a synthesis batch larger than the memory": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x512x512",
+                                                            "--images", "2048", "--synth-batch", "2048"),
+                                                 "needs about"),
+    "--workers beyond the cores": (B("--workers", "100000"), "more processes than this machine's"),
+    # numbers checked at the door
+    "--std nan": (user16("--std", "nan,1,1"), "not a finite number"),
+    "--mean inf": (user16("--mean", "inf,0,0"), "not a finite number"),
+    "--std 0": (user16("--std", "0,1,1"), "holds a value <= 0"),
+    "--input-shape 3x1x1": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x1x1"), "has a length of 1"),
+    "--value-range that does not parse": (signal_model("--value-range", "5,1"), "--value-range '5,1' does not parse"),
+    "--value-range without --model": (B("--value-range", "0,1"), "describe a teacher of your own"),
+    # click's own errors, in one line
+    "an unknown option": (B("--nope", "1"), "No such option"),
+    "an unknown command": (lambda f: ["buidl"], "No such command 'buidl'"),
+    # messages that name the real problem
+    "a .pt2 that is a state_dict": (B("--model", lambda f: f._model("sd.pt2", create_model("digits-cnn").state_dict())),
+                                    "a torch.save file, such as a state_dict, not a program"),
+    "--save-config where nothing can be written": (B("--save-config", "/proc/edgefree-i.toml"),
+                                                   "writing /proc/edgefree-i.toml (edgefree writes a hidden file"),
+    "config keys with command-line names": (B("--config", toml("sparsity = 0.5\nepochs = 3\n")),
+                                            "sparsity goes in [[prune]]"),
+    "--host with a port": (C("flash", lambda f: str(f.build), "--host", "pi@localhost:notaport"), "pass it with --port"),
+    "signal labels beyond the model's classes": (signal_model("--eval-data", lambda f: f.signal_npz(labels=[0, 1, 6])),
+                                                 "labels 0 to 1): keep only the model's classes"),
+    "an empty .npz": (signal_model("--eval-data", lambda f: f.signal_npz("empty.npz", labels=[])), "holds no signals"),
+    "an .npz for an image model": (digits_model("--eval-data", lambda f: f.signal_npz()), "is an .npz, which edgefree "
+                                                                                         "reads for a signal model"),
+}
+
+
+@pytest.mark.parametrize("name", MORE_CASES)
+def test_refused_in_exactly_one_line_before_any_work(name, tiny_build, tmp_path):
+    make_args, expected = MORE_CASES[name]
+    if "/proc/" in expected and not Path("/proc/self").exists():
+        pytest.skip("needs /proc")
+    files = MoreFiles(tmp_path, tiny_build)
+    args = make_args(files)
+    before = {p: folder_hash(p) for p in [files.out, *tmp_path.iterdir()]}
+    result = CliRunner().invoke(cli, args)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2, f"{name}: exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert expected in lines[0], lines[0]
+    assert {p: folder_hash(p) for p in before} == before, f"{name} changed a file or folder"
+    assert not list(tmp_path.glob(".*.edgefree-*")), "a staging folder was left behind"
+
+
+def test_a_signal_factory_gets_its_value_range_from_its_normalization(tmp_path, capfd):
+    """A Conv1d + BatchNorm1d model of the user's, raw values about -28..35: not (0, 1) as an image."""
+    from edgefree.models.spec import SIGNAL_RANGE_STDS
+
+    files = MoreFiles(tmp_path)
+    out = tmp_path / "signal-out"
+    result = CliRunner().invoke(cli, ["build", "--out", str(out), "--model", files.signal_weights(), "--arch",
+                                      files.signal_factory(), *SIGNAL_INPUT, "--eval-data", files.signal_npz(),
+                                      *TINY, "--images", "16", "--synth-batch", "16", "--reconstruct-images", "16"])
+    assert result.exit_code == 0, result.output
+    low = min(m - SIGNAL_RANGE_STDS * s for m, s in zip(SIGNAL_MEAN, SIGNAL_STD))
+    high = max(m + SIGNAL_RANGE_STDS * s for m, s in zip(SIGNAL_MEAN, SIGNAL_STD))
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["input"]["value_range"] == pytest.approx([low, high]) and (low, high) == (-38.0, 42.0)
+    assert report["model"]["value_range_assumed"] is True
+    assert "value range assumed: -38 to 42 (pass --value-range" in result.output
+    assert "assumed -38 to 42" in capfd.readouterr().err  # the warning, on the console while the build logs
+    from edgefree.recover import SyntheticSet
+
+    dreams = SyntheticSet.load(out / "synthetic.pt").images
+    raw = dreams * torch.tensor(SIGNAL_STD).view(1, -1, 1) + torch.tensor(SIGNAL_MEAN).view(1, -1, 1)
+    assert raw.min() >= low - 1e-3 and raw.max() <= high + 1e-3 and raw.max() - raw.min() > 2  # not squeezed into 0..1
+    assert signal_spec(files, value_range=(-30.0, 40.0)).value_range == (-30.0, 40.0)
+
+
+def signal_spec(files, **changes):
+    return load_teacher(files.signal_factory(), num_classes=2, input_spec={
+        "shape": (6, 64), "mean": SIGNAL_MEAN, "std": SIGNAL_STD, **changes}).spec
+
+
+def test_signals_far_outside_the_value_range_are_warned_about(tmp_path, capsys):
+    from edgefree.data import load_eval_data
+
+    files = MoreFiles(tmp_path)
+    spec = signal_spec(files, value_range=(-1.0, 1.0))
+    data = load_eval_data(files.signal_npz(scale=10.0), spec)
+    assert len(data) == 8
+    err = capsys.readouterr().err
+    assert err.count("Warning:") == 1 and "lie outside the value range -1 to 1" in err and "--value-range" in err
+    load_eval_data(files.signal_npz("inside.npz", scale=0.1), spec)
+    assert "Warning" not in capsys.readouterr().err
+
+
+def test_export_takes_quiet_and_reports_show_one_cost_table(tiny_build, tmp_path):
+    from edgefree.report import render_markdown
+
+    files = Files(tmp_path, tiny_build)
+    result = CliRunner().invoke(cli, ["export", str(files.build), "--quiet", "--formats", "onnx", "--precisions", "fp32"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((files.build / "report.json").read_text())
+    md = render_markdown(report)
+    assert md.count("| model | multiply-adds") == 1 and "## Cost" not in md and md.count("## Pruning and cost") == 1
+    channel_only = {**report, "pruning": {**report["pruning"], "stages": [{"kind": "channel", "importance": "l2",
+                                                                            "round_to": 8}], "ratio": 0.5}}
+    assert "## Sparsity" not in render_markdown(channel_only) and "magnitude ranking" not in render_markdown(channel_only)
+
+
+def test_a_forward_pass_out_of_memory_names_the_memory_not_the_shape():
+    from edgefree.errors import EdgefreeError
+    from edgefree.models import InputSpec
+    from edgefree.models.teacher import check_forward
+
+    class Hungry(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                               "you tried to allocate 12884901888 bytes")
+
+    with pytest.raises(EdgefreeError, match="ran out of memory on an input of shape 2x3x64x64") as caught:
+        check_forward(Hungry(), InputSpec((3, 64, 64)), "hungry")
+    assert "--input-shape" in str(caught.value) and "fails on" not in str(caught.value)

@@ -41,8 +41,10 @@ EDGEFREE_LINES = re.compile("|".join([
     r"top-1 agreement [\d.]+",
     r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|[\d,.]+ M instructions.+)",  # no error rows
     r"arm64 emulation not run: .+",
-    r"wrote bench.json, bench.md, bench.png in .+",
-    r"wrote .+report.md, .+report.json, .+student.pt, .+artifacts/; runtime logs in .+build.log",
+    r"macs target [\d.]+: reached [\d.]+x the teacher's multiply-adds \(channel ratio [\d.]+\)",
+    r"value range assumed: \S+ to \S+ \(pass --value-range LOW,HIGH to set it\)",
+    r"wrote report.md, report.json, student.pt, artifacts/, bench.md, bench.json, bench.png in .+; runtime logs in "
+    r".+build.log",
     r"[a-z][\w .:/-]*: +\d+%\|.*",  # a progress bar (tqdm: "what it does: NN%|...")
 ]))
 

@@ -68,9 +68,10 @@ def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
 
 def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    config = BuildConfig(model="m.pt", arch="models/net.py:build", input_shape=[3, 96, 96], mean=[0.5] * 3)
+    config = BuildConfig(model="m.pt", arch="models/net.py:build", input_shape=[3, 96, 96], mean=[0.5] * 3,
+                         value_range=[-1, 2])
     assert config.arch == f"{tmp_path / 'models' / 'net.py'}:build"  # replays from any folder
     assert config.input_shape == (3, 96, 96) and config.input_changes() == {"shape": (3, 96, 96), "mean": (0.5,) * 3,
-                                                                              "std": None}
+                                                                              "std": None, "value_range": (-1, 2)}
     assert BuildConfig.from_dict(config.to_dict()) == config
     assert BuildConfig(model="p.pt2").arch is None  # a program is its own architecture

@@ -1,3 +1,4 @@
+import dataclasses
 import zipfile
 
 import numpy as np
@@ -40,9 +41,12 @@ def test_image_folder(tmp_path):
     for cls, color in (("a", (0, 0, 0)), ("b", (255, 255, 255))):
         (tmp_path / cls).mkdir()
         (tmp_path / cls / "x.png").write_bytes(_png(color))
-    data = load_eval_data(tmp_path, SPEC)
+    unnamed = dataclasses.replace(SPEC, class_names=())  # a model without class names: folders sorted
+    data = load_eval_data(tmp_path, unnamed)
     assert data.labels.tolist() == [0, 1]
-    assert np.allclose(data.normalized(SPEC)[1].mean(0), ((1 - 0.456) / 0.224), atol=0.3)
+    assert np.allclose(data.normalized(unnamed)[1].mean(0), ((1 - 0.456) / 0.224), atol=0.3)
+    with pytest.raises(DataError, match=r"class folders \['a', 'b'\] .* are not classes of the model"):
+        load_eval_data(tmp_path, SPEC)  # CIFAR's names: a and b are none of them
 
 
 def test_training_split_only_is_refused(tmp_path):

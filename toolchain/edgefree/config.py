@@ -61,7 +61,10 @@ class _Config:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise EdgefreeError(f"{where} has no option(s) {unknown}; known: {sorted(known)}")
+            elsewhere = getattr(cls, "_ELSEWHERE", {})
+            moved = [f"{name} goes in {elsewhere[name]}" for name in unknown if name in elsewhere]
+            raise EdgefreeError(f"{where} has no option(s) {unknown}" + (f" ({'; '.join(moved)})" if moved else "")
+                                + f"; known: {sorted(known)}")
         hints = typing.get_type_hints(cls)
         return cls(**{name: _rebuild(hints[name], value, f"{where}.{name}") for name, value in values.items()})
 
@@ -433,7 +436,8 @@ class BuildConfig(_Config):
 
     ``arch`` is the teacher's source (``edgefree.models.load_teacher``: a zoo name, ``torchvision:<name>``,
     ``path/to/file.py:factory`` or ``package.module:factory``); None with a ``.pt2`` ``model``, which is its
-    own architecture. ``input_shape`` (C, H, W) or (C, L), ``mean`` and ``std`` change the source's input spec.
+    own architecture. ``input_shape`` (C, H, W) or (C, L), ``mean``, ``std`` and ``value_range`` (the raw
+    values' low and high) change the source's input spec.
 
     ``recipe`` names the synthesis, reconstruction and distillation settings (default: "fast"
     for a model of your own, "demo" for the built-in default); a stage config given explicitly
@@ -448,6 +452,7 @@ class BuildConfig(_Config):
     input_shape: tuple[int, ...] | None = None  # None: the source's (torchvision: 3x224x224)
     mean: tuple[float, ...] | None = None  # per channel; None: the source's (ImageNet's for 3 channels)
     std: tuple[float, ...] | None = None
+    value_range: tuple[float, ...] | None = None  # (low, high) of the raw values; None: the source's, or assumed
     eval_data: str | None = None
     seed: int = 0
     device: str = "cpu"
@@ -463,6 +468,26 @@ class BuildConfig(_Config):
     threads: int | None = None  # per process; None: this machine's cores shared out among its processes
     dist_timeout_s: float = 1800  # how long a process waits for the others (torch.distributed) before failing
     max_drop: float | None = None  # points: search the strongest pruning estimated within it (edgefree.budget)
+
+    # command-line names that a config file sets elsewhere: where each goes
+    _ELSEWHERE: typing.ClassVar[dict[str, str]] = {
+        **{n: f'[[prune]] as kind = "magnitude", {k} = ...' for n, k in (
+            ("sparsity", "sparsity"), ("keep_first_last_dense", "keep_first_last_dense"), ("magnitude_scope", "scope"))},
+        **{n: f'[[prune]] as kind = "channel", {k} = ...' for n, k in (
+            ("channel_ratio", "ratio"), ("ratio", "ratio"), ("macs_target", "macs_target"), ("depth", "depth"),
+            ("channel_importance", "importance"), ("importance", "importance"), ("round_to", "round_to"))},
+        "pruning": '[[prune]] tables, one per kind = "magnitude" or "channel"',
+        **{n: f"[synthesis] as {k} = ..." for n, k in (("images", "images"), ("iterations", "iterations"),
+                                                         ("synth_batch", "batch_size"), ("shards", "shards"),
+                                                         ("bf16", "bf16 (and [distill] bf16)"))},
+        "reconstruct_images": "[reconstruct] as images = ...",
+        **{n: f"[distill] as {k} = ..." for n, k in (("epochs", "epochs"), ("distill_lr", "lr"), ("lr", "lr"))},
+        **{n: f"[export] as {n} = [...]" for n in ("formats", "precisions")},
+        **{n: f"[bench] as {k} = ..." for n, k in (("bench_runs", "runs"), ("runs", "runs"), ("emulate", "emulate"))},
+        "dist_timeout": "dist_timeout_s = ...",
+        **{n: f"the command line only (--{n.replace('_', '-')})" for n in ("workers", "quiet", "verbose", "config",
+                                                                            "save_config")},
+    }
 
     def __post_init__(self):
         _require(self.max_drop is None or (isinstance(self.max_drop, (int, float)) and math.isfinite(self.max_drop)
@@ -491,6 +516,11 @@ class BuildConfig(_Config):
                  "(latency_target.blocks = false keeps every block)")
         _require(self.max_drop is None or bool(stages), "max_drop searches the pruning's strength: give a pruning "
                  "stage (magnitude or channel)")
+        _require(channel is None or channel.ratio > 0 or channel.macs_target is not None or channel.depth > 0,
+                 "channel pruning with --channel-ratio 0 (and no --macs-target or --depth) removes nothing: pass a "
+                 "ratio above 0, or --pruning magnitude")
+        _require(self.model is not None or channel is None or not channel.depth,
+                 "--depth removes residual blocks, and the built-in default has none: leave out --depth")
         _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32,
                  f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), got {self.seed}")
         _require(isinstance(self.num_classes, int) and self.num_classes >= 2,
@@ -519,14 +549,25 @@ class BuildConfig(_Config):
         _require(not program or self.arch is None, f"{self.model} is a torch.export program and carries its own "
                  f"architecture: leave out --arch {self.arch}")
         _require(self.model is not None or (self.arch is None and self.input_shape is None and self.mean is None
-                                            and self.std is None),
-                 "--arch, --input-shape, --mean and --std describe a teacher of your own: pass its weights with --model")
+                                            and self.std is None and self.value_range is None),
+                 "--arch, --input-shape, --mean, --std and --value-range describe a teacher of your own: pass its "
+                 "weights with --model")
+        _require(self.model is not None or self.eval_data in (None, "digits"),
+                 "--eval-data is for a teacher of your own: the built-in default is evaluated on its digits "
+                 "test split; pass --model (and --arch) to evaluate yours, or leave out --eval-data")
         if self.arch is not None:
             object.__setattr__(self, "arch", parse_source(self.arch).name)
-        for name in ("input_shape", "mean", "std"):
+        for name in ("input_shape", "mean", "std", "value_range"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, tuple(value))
+        for name in ("mean", "std", "value_range"):
+            value = getattr(self, name)
+            _require(value is None or all(isinstance(v, (int, float)) and math.isfinite(v) for v in value),
+                     f"{name} must be finite numbers, got {value}")
+        _require(self.std is None or min(self.std) > 0, f"std must be positive for every channel, got {self.std}")
+        _require(self.value_range is None or (len(self.value_range) == 2 and self.value_range[0] < self.value_range[1]),
+                 f"value_range must be [low, high] with low < high, got {self.value_range}")
         if self.input_shape is not None:
             from edgefree.models import parse_shape
 
@@ -534,7 +575,7 @@ class BuildConfig(_Config):
 
     def input_changes(self) -> dict:
         """What this build changes in the teacher's input spec (``load_teacher``'s ``input_spec``)."""
-        return {"shape": self.input_shape, "mean": self.mean, "std": self.std}
+        return {"shape": self.input_shape, "mean": self.mean, "std": self.std, "value_range": self.value_range}
 
     def to_dict(self) -> dict:
         values = {f.name: getattr(self, f.name) for f in fields(self)}

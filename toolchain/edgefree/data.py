@@ -123,10 +123,20 @@ class _Decoder:
                  "value in all 3 channels) for the model's 3 input channels")
 
 
-def _class_index(found: list[str], spec: InputSpec) -> dict[str, int]:
-    """Folder names that are the model's class names take the model's label; others sort."""
-    if spec.class_names and set(found) <= set(spec.class_names):
-        return {name: spec.class_names.index(name) for name in found}
+def _class_index(found: list[str], spec: InputSpec, origin: str) -> dict[str, int]:
+    """Class folders take the model's label of their name when the model names its classes (a folder
+    it does not name is refused, unless every folder is a number: that number is the label);
+    without names, folders sorted by name are labels 0, 1, ..."""
+    if spec.class_names:
+        unknown = sorted(set(found) - set(spec.class_names))
+        if unknown and all(name.isdigit() for name in found):  # folders named by label: 0, 1, ..., checked later
+            return {name: int(name) for name in found}
+        if unknown:
+            raise DataError(f"class folders {unknown[:5]} in {origin} are not classes of the model, which names "
+                            f"{list(spec.class_names)[:10]}{' ...' if len(spec.class_names) > 10 else ''}: name each "
+                            "folder after the model's class it holds")
+        if not unknown:
+            return {name: spec.class_names.index(name) for name in found}
     return {name: i for i, name in enumerate(sorted(found))}
 
 
@@ -134,7 +144,7 @@ def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) ->
     if not groups:
         raise DataError(f"no images found in {origin}: expected <class>/<image> files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images, labels = [], []
-    for name, label in sorted(_class_index(list(groups), spec).items(), key=lambda item: item[1]):
+    for name, label in sorted(_class_index(list(groups), spec, origin).items(), key=lambda item: item[1]):
         images += groups[name]
         labels += [label] * len(groups[name])
     shapes = {img.shape for img in images}
@@ -230,6 +240,8 @@ def _signals_npz(path: Path, spec: InputSpec) -> LabeledSignals:
             or y.shape != (len(x),):
         raise DataError(f"{path}: x is {x.dtype} {x.shape} and y {y.dtype} {y.shape}; x must be numbers "
                         f"(N, C, L) and y one integer label per signal: {fix}")
+    if not len(x):
+        raise DataError(f"{path} holds no signals (x is {x.shape}): save at least one labelled signal")
     if tuple(x.shape[1:]) != tuple(spec.shape):
         raise DataError(f"evaluation signals in {path} are {tuple(x.shape[1:])} (C, L) but the model takes "
                         f"{tuple(spec.shape)}: cut or resample them to the model's channels and length")
@@ -241,12 +253,28 @@ def _signals_npz(path: Path, spec: InputSpec) -> LabeledSignals:
     if names and spec.class_names and names != tuple(spec.class_names):
         raise DataError(f"{path} names its classes {list(names)}, the model {list(spec.class_names)}: relabel "
                         "y in the model's order")
+    _check_range(x, spec, path)
     return LabeledSignals(torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.int64)), str(path))
 
 
-def load_eval_data(source: str | Path, spec: InputSpec) -> EvalData:
+OUTSIDE_RANGE_WARNING = 0.01  # the fraction of a signal set's values outside the value range that is warned about
+
+
+def _check_range(x: np.ndarray, spec: InputSpec, path: Path) -> None:
+    """One warning line when many raw values lie outside the spec's value range: the dreams are clamped
+    to it, so a range that misses the sensor's real one gives dreams unlike its signals."""
+    low, high = spec.value_range
+    outside = float(((x < low) | (x > high)).mean())
+    if outside > OUTSIDE_RANGE_WARNING:
+        warn(f"{100 * outside:.1f}% of the values in {path} lie outside the value range {low:.4g} to {high:.4g} "
+             f"(they span {float(x.min()):.4g} to {float(x.max()):.4g}); dreams stay inside the range: pass "
+             "--value-range LOW,HIGH with your sensor's range")
+
+
+def load_eval_data(source: str | Path, spec: InputSpec, classes: int | None = None) -> EvalData:
     """Load an evaluation set matching ``spec``: uint8 pixels for an image model, raw float values for a
-    signal model (an ``.npz``, see the module's docstring).
+    signal model (an ``.npz``, see the module's docstring). Labels must be below the model's count of
+    class names, or ``classes`` (its outputs) where it names none.
 
     Example:
         >>> from edgefree.models import load_teacher
@@ -256,8 +284,12 @@ def load_eval_data(source: str | Path, spec: InputSpec) -> EvalData:
     """
     if spec.rank == 1:
         data = _signals_npz(_signal_source(source), spec)
-        _require_known_classes(data.labels, spec)
+        _require_known_classes(data.labels, spec, classes)
         return data
+    if Path(str(source)).suffix.lower() == ".npz":
+        raise DataError(f"evaluation data {source} is an .npz, which edgefree reads for a signal model (input C x L); "
+                        f"this model takes images {'x'.join(map(str, spec.shape))}: pass a zip, an ImageFolder "
+                        "directory, a cifar-10-batches-py folder, or 'digits'")
     if str(source) == "digits":
         pixels, labels = digits_split("test")
         name = "scikit-learn digits (held-out 20%)"
@@ -276,7 +308,7 @@ def load_eval_data(source: str | Path, spec: InputSpec) -> EvalData:
     if tuple(pixels.shape[1:]) != tuple(spec.shape):
         raise DataError(f"evaluation images are {tuple(pixels.shape[1:])} (C, H, W) but the model takes "
                         f"{tuple(spec.shape)}: use data of the model's input size")
-    _require_known_classes(torch.from_numpy(labels), spec)
+    _require_known_classes(torch.from_numpy(labels), spec, classes)
     return LabeledImages(torch.from_numpy(pixels), torch.from_numpy(labels).long(), name)
 
 
@@ -288,6 +320,10 @@ def _signal_source(source: str | Path) -> Path:
     return path
 
 
-def _require_known_classes(labels: torch.Tensor, spec: InputSpec) -> None:
-    if len(labels) and len(spec.class_names) and int(labels.max()) >= len(spec.class_names):
-        raise DataError(f"evaluation data has {int(labels.max()) + 1} classes, the model {len(spec.class_names)}")
+def _require_known_classes(labels: torch.Tensor, spec: InputSpec, classes: int | None = None) -> None:
+    """Labels must be classes of the model: below its class names' count, or ``classes`` (its outputs)."""
+    count = len(spec.class_names) or classes
+    if len(labels) and count and int(labels.max()) >= count:
+        raise DataError(f"evaluation data has {int(labels.max()) + 1} classes, the model {count} (labels 0 to "
+                        f"{count - 1}): keep only the model's classes, or pass the --num-classes the model was "
+                        "trained with")

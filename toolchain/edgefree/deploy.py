@@ -33,7 +33,7 @@ from edgefree.errors import DeployError, MissingRuntimeError
 from edgefree.export.unpack import sha256_file as _sha256
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import render_markdown
-from edgefree.ssh import Device, check_key
+from edgefree.ssh import Device, check_key, split_host
 from edgefree.targets import Target, load_target
 from edgefree.verify import read_build, read_json, verify_artifacts
 
@@ -212,6 +212,7 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
     laps = _Laps()
     build_dir = absolute(build_dir)
     check_key(key)
+    split_host(host)  # a malformed --host is refused before anything is read or sent
     report, manifest, profile = _read_build(build_dir, target)
     chosen = _select(manifest, profile, artifacts)
     verify_artifacts(manifest, build_dir / "artifacts", chosen)  # before any connection

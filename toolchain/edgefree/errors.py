@@ -4,8 +4,12 @@ import sys
 
 
 def warn(message: str) -> None:
-    """One ``Warning: ...`` line on stderr: something edgefree did for the user that they should know."""
-    print(f"Warning: {message}", file=sys.stderr)
+    """One ``Warning: ...`` line on stderr: something edgefree did for the user that they should know.
+    While a command sends its runtime output to a log (``edgefree.logs``), the line goes to the
+    console and to the log."""
+    console = getattr(sys.stderr, "console", None)
+    for stream in (console, sys.stderr) if console is not None else (sys.stderr,):
+        print(f"Warning: {message}", file=stream)
 
 
 class EdgefreeError(Exception):

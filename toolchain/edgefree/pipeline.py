@@ -26,7 +26,7 @@ from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.cache import cache_dir
 from edgefree.budget import search_budget
-from edgefree.config import DEFAULT_RECIPE, BuildConfig, MagnitudePruning, pruning_from_dict, recipe
+from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, pruning_from_dict, recipe
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
@@ -38,12 +38,15 @@ from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
 from edgefree.machine import machine_info
 from edgefree.models import Teacher, load_teacher
+from edgefree.models.spec import SIGNAL_RANGE_STDS
 from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
+from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.estimate import advice, estimate, load_fit
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import require_one_process, save_contact_sheet
 from edgefree.report import write_report
+from edgefree.resources import check_memory, check_workers
 from edgefree.targets import load_target
 from edgefree.verify import record_files
 
@@ -190,14 +193,31 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
 
 
 def _load_inputs(config: BuildConfig, main: bool):
-    """The teacher, where it came from, and the evaluation data (rank 0 only): every input read before any work."""
+    """The teacher, where it came from, and the evaluation data (rank 0 only): every input read before any
+    work, and the memory synthesis will need checked against what this machine has free."""
     if config.model is None:
         teacher = default_teacher()
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
         return teacher, "built-in default (scikit-learn digits)", None, eval_data
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
-    eval_data = load_eval_data(config.eval_data, teacher.spec) if config.eval_data and main else None
+    check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
+                 int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if teacher.range_assumed and main:
+        low, high = teacher.spec.value_range
+        warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
+             f"channel's mean +- {SIGNAL_RANGE_STDS:g} std of its normalization); dreams stay inside it. Pass "
+             "--value-range LOW,HIGH with your sensor's range")
+    channel = config.pruning(ChannelPruning)
+    if channel is not None:
+        check_channel_pruning(teacher.module, teacher.spec, channel)
+    eval_data = load_eval_data(config.eval_data, teacher.spec, _classes(teacher)) if config.eval_data and main else None
     return teacher, str(config.model), sha256(Path(config.model)), eval_data
+
+
+def _classes(teacher: Teacher) -> int:
+    """The teacher's number of outputs (classes)."""
+    with torch.no_grad():
+        return teacher.module(teacher.spec.example_inputs(2)[0].to(next(teacher.module.parameters()).device)).shape[1]
 
 
 def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -> dict:
@@ -206,6 +226,7 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
     Returns rank 0's report. Raises ``EdgefreeError`` naming the first rank that failed and its error.
     """
     require_one_process(config.synthesis, workers)
+    check_workers(workers)
     if workers == 1:
         return build(config, progress)
     return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
@@ -346,7 +367,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     synthesis = config.synthesis
     return {
         "target": target.to_dict(),
-        "model": {"arch": teacher.name, "input": teacher.spec.to_dict()},
+        "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "estimate": estimated,

@@ -97,18 +97,25 @@ def _pruning(r: dict) -> str:
 
 
 def _sparsity(r: dict) -> str | None:
+    """Zeros per layer, after magnitude pruning (a channel-only build's few zeros are the weights' own)."""
     s = r["sparsity_detail"]
-    if not s["zeros"]:
+    if not s["zeros"] or not any(stage["kind"] == "magnitude" for stage in r["pruning"]["stages"]):
         return None
     rows = [[name, layer["params"], f"{100 * layer['sparsity']:.1f}%"] for name, layer in s["layers"].items()]
     return "\n".join([
         "## Sparsity",
         "",
         f"Target {100 * r['sparsity_target']:.1f}%, achieved {100 * r['sparsity']:.2f}% "
-        f"({s['zeros']:,} of {s['params']:,} conv/linear weights are zero; global magnitude ranking).",
+        f"({s['zeros']:,} of {s['params']:,} conv/linear weights are zero; "
+        f"{_scope(r)} magnitude ranking).",
         "",
         markdown_table(["layer", "weights", "zero"], rows),
     ])
+
+
+def _scope(r: dict) -> str:
+    stage = next(s for s in r["pruning"]["stages"] if s["kind"] == "magnitude")
+    return "per-layer" if stage.get("scope") == "layer" else "global"
 
 
 def _synthesis(r: dict) -> str:
@@ -177,7 +184,7 @@ def _bench(r: dict) -> str | None:
         return None
     from edgefree.bench.report import render
 
-    return render(r["bench"], level="##", plot="bench.png").rstrip()
+    return render(r["bench"], level="##", plot="bench.png", cost=False).rstrip()
 
 
 def _artifact_steps(stage: str, manifest: dict) -> list[list]:

@@ -45,6 +45,10 @@ def split_host(host: str) -> tuple[str, str]:
     user, _, name = host.rpartition("@")
     if not name:
         raise DeployError(f"--host {host!r} names no host; use user@host, e.g. pi@raspberrypi.local")
+    if name.count(":") == 1:  # host:port (an IPv6 address has two colons or more)
+        bare, _, port = name.partition(":")
+        raise DeployError(f"--host {host!r} holds a port: pass it with --port, --host {user + '@' if user else ''}"
+                          f"{bare} --port {port if port.isdigit() else 'PORT'}")
     return user or getpass.getuser(), name
 
 

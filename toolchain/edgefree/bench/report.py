@@ -201,9 +201,10 @@ def _cost_section(cost: dict, level: str) -> list[str]:
             f"| student | {s['macs']:,} ({s['macs'] / t['macs']:.2f}x) | {s['params']:,} ({s['params'] / t['params']:.2f}x) |", ""]
 
 
-def render(result: dict, level: str = "##", plot: str | None = "bench.png") -> str:
-    """Markdown for one bench result; ``level`` is the heading depth of its sections."""
-    lines = _cost_section(result["cost"], level) if result.get("cost") else []
+def render(result: dict, level: str = "##", plot: str | None = "bench.png", cost: bool = True) -> str:
+    """Markdown for one bench result; ``level`` is the heading depth of its sections; ``cost`` False
+    leaves out the multiply-adds table (a build's report shows it under "Pruning and cost")."""
+    lines = _cost_section(result["cost"], level) if cost and result.get("cost") else []
     lines += _native_section(result, level) if result.get("native") else []
     if result.get("emulated"):
         lines += ["", *_emulated_section(result["emulated"], level)]

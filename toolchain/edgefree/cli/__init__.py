@@ -8,8 +8,11 @@ Every option can also be set by an environment variable named in its help
 
 import difflib
 import os
+import re
 import signal
 import threading
+
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -66,8 +69,25 @@ def _bad_variable(exc: click.BadParameter) -> UserError | None:
         return None
     name = param.envvar if isinstance(param.envvar, str) else f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
     return UserError(f"environment variable {name}={os.environ.get(name, '')!r} is not a valid "
-                     f"{param.opts[0] if getattr(param, 'opts', None) else param.name}: {exc.message}. "
+                     f"{param.opts[0] if getattr(param, 'opts', None) else param.name}: {exc.message.rstrip('.')}. "
                      f"Fix it, or unset it (unset {name})")
+
+
+# The hidden files edgefree writes beside a path before it moves them there: ``.NAME.tmp``,
+# ``.NAME.build.log``, ``.NAME.edgefree-*`` (a staging folder), ``.NAME.lock``
+_HIDDEN = re.compile(r"^\.(?P<name>.+?)\.(tmp|build\.log|lock|edgefree-[^/]*)$")
+
+
+def _where(filename) -> str:
+    """`` (path)`` for an OSError's file; for a hidden file edgefree writes beside a path the user gave,
+    that path and its folder."""
+    if not filename:
+        return ""
+    path = Path(os.fsdecode(filename))
+    match = _HIDDEN.match(path.name)
+    if not match:
+        return f" ({path})"
+    return f" writing {path.with_name(match['name'])} (edgefree writes a hidden file beside it in {path.parent} first)"
 
 
 def _interrupt(_signum, _frame):
@@ -80,20 +100,33 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
+def _one_line(exc: click.UsageError) -> UserError:
+    """click's own usage error (an unknown option, a bad value) as one line, as every other error is."""
+    where = exc.ctx.command_path if exc.ctx is not None else "edgefree"
+    return UserError(f"{exc.format_message()} (see `{where} --help`)")
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
+
     def invoke(self, ctx):
         _warn_unknown_variables(self)
         _stop_on_sigterm()
         try:
             return super().invoke(ctx)
         except click.BadParameter as exc:
-            raise (_bad_variable(exc) or exc) from exc
+            raise (_bad_variable(exc) or _one_line(exc)) from exc
+        except click.UsageError as exc:
+            raise _one_line(exc) from exc
         except EdgefreeError as exc:
             raise UserError(rank_prefix() + str(exc)) from exc
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise UserError(rank_prefix() + f"{exc.strerror or exc}{where}: check the path, its permissions and the "
-                            "free space") from exc
+            raise UserError(rank_prefix() + f"{exc.strerror or exc}{_where(exc.filename)}: check the path, its "
+                            "permissions and the free space") from exc
 
 
 @click.group(cls=_Group, context_settings=CONTEXT)

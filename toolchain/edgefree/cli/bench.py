@@ -51,8 +51,9 @@ def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, th
     report_bench(result)
 
 
-def report_bench(result: dict) -> None:
-    """One line per row: p50 and top-1 measured here, instructions per inference under emulation."""
+def report_bench(result: dict, wrote: bool = True) -> None:
+    """One line per row: p50 and top-1 measured here, instructions per inference under emulation; then
+    the files written (``wrote`` False: the caller names them)."""
     for row in (result["native"] or {}).get("rows", []):
         shown = f"error: {row['error']}" if row["error"] else (
             f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else ""))
@@ -65,4 +66,5 @@ def report_bench(result: dict) -> None:
         click.echo(f"{row['model']:8} {row['runtime']:12} {row['precision']:5} {shown}")
     if emulated.get("rows") is None and emulated.get("skipped"):
         click.echo(f"arm64 emulation not run: {emulated['skipped']}")
-    click.echo(f"wrote bench.json, bench.md, bench.png in {result['out']}")
+    if wrote:
+        click.echo(f"wrote bench.json, bench.md, bench.png in {result['out']}")

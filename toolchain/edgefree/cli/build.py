@@ -24,6 +24,9 @@ def _opt(*names, **kw):
 @_opt("--mean", help="Per-channel normalization mean, comma-separated [default: the architecture's; ImageNet's "
       "for 3 channels].")
 @_opt("--std", help="Per-channel normalization std, comma-separated [default: as --mean].")
+@_opt("--value-range", help="LOW,HIGH: the raw values' range, in the sensor's units for a signal (e.g. -30,40); "
+      "dreams stay inside it [default: the architecture's; an image's 0,1; a signal's per-channel mean +- 5 std "
+      "of --mean/--std, printed].")
 @_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
 @_opt("--pruning", default=None, help="'magnitude' (zero weights: smaller files), 'channel' (remove channels and "
       "blocks: faster on every runtime) or 'channel,magnitude' (both) [default: the target's].")
@@ -82,7 +85,7 @@ def _opt(*names, **kw):
       help="Seconds a process waits for the others before the job fails (several processes only).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
+def build(target, model, arch, num_classes, input_shape, mean, std, value_range, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
           channel_importance, round_to, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
           iterations, synth_batch, bn_weight, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
@@ -97,6 +100,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
     from edgefree.cli.bench import report_bench
     from edgefree.config import BuildConfig, load_config_file, to_toml
     from edgefree.models import parse_shape, parse_values
+    from edgefree.models.spec import parse_range
 
     given = _given(click.get_current_context())
     if "max_drop" in given and given & {"sparsity", "macs_target"}:
@@ -110,7 +114,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
                                dist_timeout_s=dist_timeout, max_drop=max_drop,
                                input_shape=list(parse_shape(input_shape)) if input_shape else None,
                                mean=list(parse_values(mean, "--mean")) if mean else None,
-                               std=list(parse_values(std, "--std")) if std else None),
+                               std=list(parse_values(std, "--std")) if std else None,
+                               value_range=list(parse_range(value_range)) if value_range else None),
            flags={"dist_timeout_s": "dist_timeout"})
     if "recipe" in given:  # the recipe named here replaces the file's stage settings
         for stage in ("synthesis", "reconstruct", "distill"):
@@ -121,6 +126,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
     if "latency_target" in given:  # its other settings (runtime, widths, blocks) come from the file, if any
         section = values.get("latency_target")
         values["latency_target"] = {**(section if isinstance(section, dict) else {}), "ratio": latency_target}
+    _refuse_unused(given, values["prune"])
     _layer(values, given, {"formats": formats, "precisions": precisions}, "export")
     _layer(values, given, {"runs": bench_runs, "emulate": emulate}, "bench", flags={"runs": "bench_runs"})
     config = BuildConfig.from_dict(values)
@@ -156,12 +162,20 @@ def build(target, model, arch, num_classes, input_shape, mean, std, eval_data, p
                    + ("not measured (no bench)" if measured is None else
                       f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}"))
     _report_estimate(report)
+    target_macs = next((s["macs_target"] for s in report["pruning"]["stages"] if s.get("macs_target")), None)
+    if target_macs is not None:
+        click.echo(f"macs target {target_macs:g}: reached {report['cost']['macs_ratio']:.2f}x the teacher's "
+                   f"multiply-adds (channel ratio {report['pruning']['ratio']:.2f})")
     if report["export"]:
         report_export(report["export"])
     if report["bench"]:
-        report_bench(report["bench"])
-    click.echo(f"wrote {out / 'report.md'}, {out / 'report.json'}, {out / 'student.pt'}, {out / 'artifacts'}/"
-               + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
+        report_bench(report["bench"], wrote=False)
+    if report["model"].get("value_range_assumed"):
+        low, high = report["model"]["input"]["value_range"]
+        click.echo(f"value range assumed: {low:.4g} to {high:.4g} (pass --value-range LOW,HIGH to set it)")
+    written = ["report.md", "report.json", "student.pt"] + (["artifacts/"] if report["export"] else []) \
+        + (["bench.md", "bench.json", "bench.png"] if report["bench"] else [])
+    click.echo(f"wrote {', '.join(written)} in {out}" + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
 
 
 def _bn_weight(value: str | None):
@@ -212,6 +226,27 @@ def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, ch
     if not names or any(k not in stages for k in names):
         raise click.BadParameter(f"{kinds!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
     return [stages[k]().to_dict() for k in names]
+
+
+MAGNITUDE_OPTIONS = {"sparsity": "--sparsity", "keep_first_last_dense": "--keep-first-last-dense",
+                     "magnitude_scope": "--magnitude-scope"}
+CHANNEL_OPTIONS = {"channel_ratio": "--channel-ratio", "macs_target": "--macs-target", "depth": "--depth",
+                   "channel_importance": "--channel-importance", "round_to": "--round-to"}
+
+
+def _refuse_unused(given: set[str], stages) -> None:
+    """An option of a pruning kind that this build does not run is refused, not ignored."""
+    from edgefree.errors import EdgefreeError
+
+    kinds = {s.get("kind", "magnitude") for s in stages if isinstance(s, dict)} if isinstance(stages, list) else set()
+    for kind, options, other in (("magnitude", MAGNITUDE_OPTIONS, "channel"), ("channel", CHANNEL_OPTIONS, "magnitude")):
+        unused = [flag for name, flag in options.items() if name in given]
+        if unused and kind not in kinds:
+            runs = " then ".join(s.get("kind", "magnitude") for s in stages) if kinds else "no"
+            raise EdgefreeError(f"{', '.join(unused)} {'are options' if len(unused) > 1 else 'is an option'} of "
+                                f"{kind} pruning, and this build runs {runs} pruning only: leave "
+                                f"{'them' if len(unused) > 1 else 'it'} out, or pass --pruning "
+                                f"{'channel,magnitude' if kinds == {other} else kind}")
 
 
 def _given(ctx: click.Context) -> set[str]:

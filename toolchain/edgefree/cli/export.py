@@ -40,8 +40,9 @@ def report_export(manifest: dict) -> None:
 @_opt("--model", type=click.Path(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
       "checked by sha256 and recorded in BUILD_DIR's report, so later commands find it.")
 @_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
+@_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
-def export(build_dir, formats, precisions, eval_data, model, out, verbose):
+def export(build_dir, formats, precisions, eval_data, model, out, quiet, verbose):
     """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
 
     The artifacts replace those in the output folder once all are built and checked (a failure
@@ -52,6 +53,7 @@ def export(build_dir, formats, precisions, eval_data, model, out, verbose):
     from edgefree.export.rebuild import reexport
 
     with build_folder_logs(verbose, build_dir):
-        manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model)
+        manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model,
+                            progress=not quiet)
     report_export(manifest)
     click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")

