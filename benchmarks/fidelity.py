@@ -337,7 +337,7 @@ def write_fit(result: dict, path: Path = FIT) -> None:
     path.write_text(json.dumps(fit, indent=2) + "\n")
 
 
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared")
     parser.add_argument("--students", default=",".join(STUDENTS), help=f"comma-separated subset of {list(STUDENTS)}")
@@ -356,7 +356,11 @@ def main(argv=None) -> None:
                         "other runs whose rows join the stored ones")
     parser.add_argument("--no-fit", action="store_true", help="leave the package's estimate_fit.json as it is")
     parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     store = args.results / "fidelity.json"
     command = "python benchmarks/fidelity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
