@@ -110,12 +110,20 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--output", default="mobilenet_teacher", type=_file_name,
+                        help="results/<OUTPUT>.{json,md}, to keep the records of several teachers apart")
     return parser
+
+
+def _file_name(name: str) -> str:
+    if not name or Path(name).name != name or name.endswith((".json", ".md")):
+        raise argparse.ArgumentTypeError(f"{name!r}: give a file name without folder or suffix")
+    return name
 
 
 def written(args) -> list[str]:
     """The files under benchmarks/results/ that this command writes."""
-    return ["mobilenet_teacher.json", "mobilenet_teacher.md"]
+    return [f"{args.output}.json", f"{args.output}.md"]
 
 
 def main(argv=None) -> None:
@@ -147,9 +155,9 @@ def main(argv=None) -> None:
         "train_accuracy": top1(model, train_x, train_y, spec), "test_accuracy": top1(model, test_x, test_y, spec),
         "train_seconds": round(seconds, 1), "machine": machine_info(),
     }
-    (HERE / "results" / "mobilenet_teacher.json").write_text(json.dumps(record, indent=2) + "\n")
+    (HERE / "results" / f"{args.output}.json").write_text(json.dumps(record, indent=2) + "\n")
     m = record["machine"]
-    (HERE / "results" / "mobilenet_teacher.md").write_text("\n".join([
+    (HERE / "results" / f"{args.output}.md").write_text("\n".join([
         "# The MobileNet teacher: torchvision MobileNetV3-small on CIFAR-10 at 32x32", "",
         f"Made by `{record['command']}` ({args.epochs} epochs, batch {args.batch}, seed {args.seed}, "
         f"{args.threads} threads, {record['train_seconds']} s), the data owner's side: the only MobileNet code "
