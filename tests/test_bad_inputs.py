@@ -631,7 +631,7 @@ MORE_CASES = {
     "a .pt2 that is a state_dict": (B("--model", lambda f: f._model("sd.pt2", create_model("digits-cnn").state_dict())),
                                     "a torch.save file, such as a state_dict, not a program"),
     "--save-config where nothing can be written": (B("--save-config", "/proc/edgefree-i.toml"),
-                                                   "writing /proc/edgefree-i.toml (edgefree writes a hidden file"),
+                                                   "(/proc/edgefree-i.toml): check the path, its permissions"),
     "config keys with command-line names": (B("--config", toml("sparsity = 0.5\nepochs = 3\n")),
                                             "sparsity goes in [[prune]]"),
     "--host with a port": (C("flash", lambda f: str(f.build), "--host", "pi@localhost:notaport"), "pass it with --port"),
