@@ -1,6 +1,6 @@
 """Shared fixtures: tiny models, a tiny recovery run, and the ../shared folder when present.
 
-``EDGEFREE_REQUIRE=qemu,ssh`` (markers, comma-separated) turns a skip of a test carrying one of
+``REQUIRE_MARKERS=qemu,ssh`` (markers, comma-separated) turns a skip of a test carrying one of
 those markers into a failure: CI sets it for the checks it prepares, so a broken preparation
 fails the run. Without it (a user's plain ``pytest``) such tests skip where their tools are missing.
 """
@@ -19,26 +19,26 @@ torch.set_num_threads(1)
 
 
 def _required() -> set[str]:
-    return {m.strip() for m in os.environ.get("EDGEFREE_REQUIRE", "").split(",") if m.strip()}
+    return {m.strip() for m in os.environ.get("REQUIRE_MARKERS", "").split(",") if m.strip()}
 
 
 def pytest_configure(config):
     known = {line.split(":")[0].strip() for line in config.getini("markers")}
     unknown = sorted(_required() - known)
     if unknown:
-        raise pytest.UsageError(f"EDGEFREE_REQUIRE names markers that do not exist: {', '.join(unknown)} "
+        raise pytest.UsageError(f"REQUIRE_MARKERS names markers that do not exist: {', '.join(unknown)} "
                                 f"(known: {', '.join(sorted(known))})")
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Under EDGEFREE_REQUIRE, a required test that skips fails instead, with the skip's reason."""
+    """Under REQUIRE_MARKERS, a required test that skips fails instead, with the skip's reason."""
     report = (yield).get_result()
     needed = sorted(_required() & {m.name for m in item.iter_markers()})
     if report.skipped and needed and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
-        report.longrepr = (f"EDGEFREE_REQUIRE={os.environ['EDGEFREE_REQUIRE']}: this test is marked "
+        report.longrepr = (f"REQUIRE_MARKERS={os.environ['REQUIRE_MARKERS']}: this test is marked "
                            f"{', '.join(needed)} and could not run: {reason}")
 
 

@@ -1,4 +1,4 @@
-"""EDGEFREE_REQUIRE (tests/conftest.py): a skip of a required marker's test is a failure."""
+"""REQUIRE_MARKERS (tests/conftest.py): a skip of a required marker's test is a failure."""
 
 from pathlib import Path
 
@@ -31,13 +31,13 @@ def _project(pytester):
 
 
 def test_without_it_missing_prerequisites_skip(pytester, monkeypatch):
-    monkeypatch.delenv("EDGEFREE_REQUIRE", raising=False)
+    monkeypatch.delenv("REQUIRE_MARKERS", raising=False)
     _project(pytester)
     pytester.runpytest().assert_outcomes(skipped=3)
 
 
 def test_required_markers_fail_where_they_would_skip(pytester, monkeypatch):
-    monkeypatch.setenv("EDGEFREE_REQUIRE", "qemu,ssh")
+    monkeypatch.setenv("REQUIRE_MARKERS", "qemu,ssh")
     _project(pytester)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1, errors=1, skipped=1)  # the ssh fixture skips in setup: an error
@@ -46,8 +46,8 @@ def test_required_markers_fail_where_they_would_skip(pytester, monkeypatch):
 
 
 def test_an_unknown_marker_is_refused(pytester, monkeypatch):
-    monkeypatch.setenv("EDGEFREE_REQUIRE", "qemu,podman")
+    monkeypatch.setenv("REQUIRE_MARKERS", "qemu,podman")
     _project(pytester)
     result = pytester.runpytest()
     assert result.ret != 0
-    result.stderr.fnmatch_lines(["*EDGEFREE_REQUIRE names markers that do not exist: podman*"])
+    result.stderr.fnmatch_lines(["*REQUIRE_MARKERS names markers that do not exist: podman*"])
