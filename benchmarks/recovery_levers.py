@@ -47,7 +47,13 @@ LEVERS = {
     "auto-bn-floor50": ("fast", {"bn_weight": "auto", "fidelity_floor": 0.5}, {}),
     "skip-tiny-maps": ("fast", {"bn_min_positions": 16}, {}),
     "skip-tiny-maps-auto-bn": ("fast", {"bn_min_positions": 16, "bn_weight": "auto"}, {}),
+    "generator": ("generator", {}, {}),
+    "4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
+    "real-data": ("fast", {"bn_weight": 10.0}, {}),
+    "real-data-4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
 }
+# levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
+REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"
 # where each row's committed figures with the fixed BatchNorm weight of 10 stand: (results file, its row)
 TODAY = {"r20-mag75": ("cifar10_recovery", "r20-75-fast"), "r56-mag75": ("cifar10_recovery", "r56-75-fast"),
@@ -61,6 +67,15 @@ def today(row: str) -> dict | None:
     file, key = TODAY[row]
     path = HERE / "results" / f"{file}.json"
     return json.loads(path.read_text())["rows"].get(key) if path.exists() else None
+
+
+def _labelled(r: dict) -> str:
+    share = r["synthesis"].get("teacher_agreement")
+    return f"real: {r['synthesis']['real_images']} images" if r["lever"] in REAL_DATA else f"{100 * share:.1f}%"
+
+
+def _weight(r: dict) -> str:
+    return "-" if r["synthesis"].get("bn_weight") is None else f"{r['synthesis']['bn_weight']:g}"
 
 
 def _seconds(seconds: dict, cached: bool) -> str:
@@ -115,6 +130,8 @@ def row_config(row: str, lever: str, args) -> BuildConfig:
 def run(row: str, lever: str, args) -> dict:
     from edgefree.pipeline import build
 
+    if lever in REAL_DATA:
+        return run_real_data(row, lever, args)
     config = row_config(row, lever, args)
     started = time.perf_counter()
     report = build(config, progress=not args.quiet)
@@ -127,13 +144,61 @@ def run(row: str, lever: str, args) -> dict:
             "record": run_record(__file__, files=[config.model, config.eval_data])}
 
 
+def run_real_data(row: str, lever: str, args) -> dict:
+    """The row's prune (its channels and blocks chosen on ``base``'s dreams), then refit and distillation on
+    as many real training images as there are dreams: what better dreams could reach. Reads the owner's
+    training split: a bound, not data-free."""
+    import dataclasses
+
+    from cifar10_recovery import real_train_subset
+    from train_mobilenet_teacher import CLASSES
+
+    from edgefree.cost import cost
+    from edgefree.data import load_eval_data
+    from edgefree.evaluate import accuracy
+    from edgefree.models import load_teacher
+    from edgefree.pipeline import synthesize_cached
+    from edgefree.recover import distill, prune, reconstruct
+
+    config = row_config(row, lever, args)
+    teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
+    data = load_eval_data(config.eval_data, teacher.spec)
+    started = time.perf_counter()
+    dreams = synthesize_cached(teacher, config, None, not args.quiet)
+    named = dataclasses.replace(teacher.spec, class_names=CLASSES)  # a torchvision spec names no classes
+    real = real_train_subset(args.shared / "data" / "cifar10-jpeg" / "train.zip", len(dreams), named, args.seed)
+    seconds = {}
+    clock = time.perf_counter()
+    pruned = prune(teacher, list(config.prune), dreams)
+    seconds["prune"], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
+    refit = reconstruct(teacher, pruned, real, config.reconstruct, progress=not args.quiet)
+    seconds["reconstruct"], clock = round(time.perf_counter() - clock, 2), time.perf_counter()
+    recovered = distill(teacher, refit, real, config.distill, seed=args.seed, progress=not args.quiet).model
+    seconds["distill"] = round(time.perf_counter() - clock, 2)
+    scores = {"teacher": accuracy(teacher.module, data, teacher.spec), "pruned": accuracy(pruned.model, data, teacher.spec),
+              "reconstructed": accuracy(refit.model, data, teacher.spec),
+              "recovered": accuracy(recovered, data, teacher.spec)}
+    example = teacher.spec.example_inputs()[0]
+    return {"row": row, "lever": lever, "accuracy": scores,
+            "macs_ratio": cost(recovered, example)["macs"] / cost(teacher.module, example)["macs"],
+            "seconds": seconds, "wall": round(time.perf_counter() - started, 1),
+            "synthesis": {"teacher_agreement": None, "bn_weight": None, "cached": True, "real_images": len(real)},
+            "epochs": config.distill.epochs, "eval_images": len(data),
+            "record": run_record(__file__, files=[config.model, config.eval_data,
+                                                  args.shared / "data" / "cifar10-jpeg" / "train.zip"])}
+
+
 def render(results: dict) -> str:
     lines = ["# Recovery levers: what each adds over `base`, and what it costs", "",
              "Each row: `python " + "benchmarks/recovery_levers.py` with the command in its record (below). "
              "`base` is `fast` with the BatchNorm weight fixed at 10; `auto-bn` lets probes pick the weight "
              "(the strongest at which the teacher labels 90% of a probe batch as its target; `-floor50`: 50%); "
              "`skip-tiny-maps` leaves BatchNorm layers on maps of fewer than 16 positions out of the statistics "
-             "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both). One build per cell, seed 0, top-1 on the 10,000 test "
+             "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both); `generator` is the `generator` "
+             "recipe (a generator trained on the teacher draws new images every distillation epoch); `4x` distils "
+             "160 epochs (4x `base`'s budget). `real-data` and `real-data-4x` are bounds, NOT data-free: `base`'s "
+             "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
+             "CIFAR-10 training images as there are dreams. One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
@@ -155,7 +220,7 @@ def render(results: dict) -> str:
         lines.append(f"| {r['row']} | {r['lever']} | {r['macs_ratio']:.2f} | {percent(a['teacher'])} | "
                      f"{percent(a['pruned'])} | {percent(a.get('reconstructed'))} | **{percent(a['recovered'])}** | "
                      f"{a['teacher'] - a['recovered']:.2f} | {delta} | "
-                     f"{100 * r['synthesis']['teacher_agreement']:.1f}% | {r['synthesis']['bn_weight']:g} | "
+                     f"{_labelled(r)} | {_weight(r)} | "
                      f"{_seconds(r['seconds'], r['synthesis']['cached'])} | {before} |")
     lines += ["", "## Runs", ""]
     lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" for key, r in sorted(results.items())]
