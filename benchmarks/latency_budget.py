@@ -10,6 +10,11 @@ and, less so, ratios move with it).
 
     python benchmarks/latency_budget.py --shared ../shared                     # ResNet-20, R = 0.5
     python benchmarks/latency_budget.py --shared ../shared --arch resnet56-cifar --ratio 0.5
+    python benchmarks/latency_budget.py --shared ../shared --arch resnet56-cifar --uniform 0.33 --depth 0.5
+
+``--uniform M`` builds the uniform ``--macs-target M`` student (``--depth``: and that share of the
+residual blocks removed) alike instead, for the same-latency comparison: its p50 ratio is measured
+the same way, against the teacher in the same bench.
 
 Results go to ``results/latency_budget.json`` (one entry per arch and ratio, merged) and ``.md``.
 """
@@ -76,6 +81,51 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
     }
 
 
+def run_uniform(arch: str, macs: float, depth: float, shared: Path, work: Path, seed: int, progress: bool,
+                threads: int) -> dict:
+    """The uniform ``--macs-target`` student, built, exported and benched as ``run`` builds the latency target's."""
+    fast = recipe("fast")
+    teacher, data = shared / "models" / TEACHERS[arch], shared / "data" / "cifar10-jpeg" / "test.zip"
+    config = BuildConfig(
+        target="x86-64", out=work / f"{arch}-uniform{macs}-depth{depth}", model=teacher, arch=arch, eval_data=str(data),
+        seed=seed, recipe="fast", cache=work / "cache", prune=(ChannelPruning(macs_target=macs, depth=depth),),
+        synthesis=fast.synthesis, reconstruct=fast.reconstruct, distill=fast.distill,
+        export=ExportConfig(formats=("onnx",), precisions=("fp32",)),
+        bench=BenchConfig(eval_limit=500, emulate=False), threads=threads)
+    load_before, started = _uptime(), time.time()
+    report = build(config, progress=progress)
+    rows = {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"]
+            for r in report["bench"]["native"]["rows"] if not r["error"]}
+    return {"arch": arch, "macs_target": macs, "depth": depth, "seed": seed, "accuracy": report["accuracy"],
+            "cost": report["cost"], "bench_p50_ms": rows,
+            "measured_ratio": rows["student/onnxruntime/fp32"] / rows["teacher/onnxruntime/fp32"],
+            "removed_blocks": report["pruning"].get("removed_blocks"),
+            "bench_load_average_1min": report["bench"]["native"]["load_average_1min"],
+            "uptime_before": load_before, "uptime_after": _uptime(), "wall_s": round(time.time() - started, 1),
+            "seconds": report["seconds"], "record": run_record(__file__, files=[teacher, data])}
+
+
+def _same_latency(arch: str, entry: dict, uniform: dict) -> list[str]:
+    """This benchmark's uniform rows of ``arch`` beside the latency target's student."""
+    mine = [u for u in uniform.values() if u["arch"] == arch]
+    if not mine:
+        return []
+    ours = entry["latency_target"]["measured_ratio"]
+    lines = ["", "Uniform `--macs-target` students built, exported and benched the same way by this benchmark "
+             "(`--uniform`; each ratio against the teacher in its own bench):", "",
+             "| uniform student | MACs kept | measured p50 ratio (onnxruntime fp32) | recovered | latency target's "
+             f"student ({ours:.3f}x) minus it |", "|---|---|---|---|---|"]
+    for u in mine:
+        lines.append(f"| macs {u['macs_target']:g}, depth {u['depth']:g} | {u['cost']['macs_ratio']:.2f} | "
+                     f"{u['measured_ratio']:.3f} | {u['accuracy']['recovered']:.2f} | "
+                     f"{entry['accuracy']['recovered'] - u['accuracy']['recovered']:+.2f} |")
+    lines += [""] + [f"- macs {u['macs_target']:g}, depth {u['depth']:g}: `{u['record']['command']}`. "
+                     f"{describe(u['record'])} Load `{u['uptime_before']}` before, `{u['uptime_after']}` after; "
+                     f"p50 ms: " + ", ".join(f"{k} {v:.4f}" for k, v in u["bench_p50_ms"].items()) + "."
+                     for u in mine]
+    return lines
+
+
 def _uniform_rows(arch: str) -> list[str]:
     if not UNIFORM.is_file():
         return []
@@ -92,6 +142,7 @@ def _uniform_rows(arch: str) -> list[str]:
 
 
 def render(results: dict) -> str:
+    uniform = results.get("uniform", {})
     lines = ["# Latency target: per-layer widths for a p50 budget, predicted and measured", "",
              "Each entry is one `edgefree.pipeline.build` with `LatencyTarget(ratio=R)` and `ChannelPruning()` "
              "(`--latency-target R --pruning channel`), recipe `fast`, seed 0, target x86-64, ONNX fp32 only; the "
@@ -122,11 +173,12 @@ def render(results: dict) -> str:
                   f"- Latency search: {p['seconds']} s ({p['tables']['entries']} table entries, "
                   f"{p['tables']['measured_now']} measured in this build); stage seconds: "
                   + ", ".join(f"{k} {v}" for k, v in entry["seconds"].items()) + "."]
-        uniform = _uniform_rows(entry["arch"])
-        if uniform:
+        lines += _same_latency(entry["arch"], entry, uniform)
+        context = _uniform_rows(entry["arch"])
+        if context:
             lines += ["", "Uniform channel ratios on the same teacher, from `channel_pruning.md` (other builds, "
                       "other benches and load: context, not a same-latency comparison):", "",
-                      "| row | MACs kept | p50 ratio onnxruntime fp32 | recovered |", "|---|---|---|---|", *uniform]
+                      "| row | MACs kept | p50 ratio onnxruntime fp32 | recovered |", "|---|---|---|---|", *context]
         lines.append("")
     return "\n".join(lines)
 
@@ -136,6 +188,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--shared", type=Path, required=True, help="folder holding data/ and models/")
     p.add_argument("--arch", choices=sorted(TEACHERS), default="resnet20-cifar")
     p.add_argument("--ratio", type=float, default=0.5, help="the latency target")
+    p.add_argument("--uniform", type=float, help="build the uniform --macs-target student of this MACs target instead")
+    p.add_argument("--depth", type=float, default=0.0, help="with --uniform: the share of residual blocks removed")
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-latency-bench"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="threads of the build's training stages")
@@ -152,10 +206,17 @@ def main(argv=None) -> None:
     args = parser().parse_args(argv)
     if not (args.shared / "models" / TEACHERS[args.arch]).is_file():
         sys.exit(f"{args.shared / 'models' / TEACHERS[args.arch]} not found: pass --shared with the shared teachers")
-    entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet, args.threads)
     path = HERE / "results" / "latency_budget.json"
+    if args.uniform is not None:
+        entry = run_uniform(args.arch, args.uniform, args.depth, args.shared.resolve(), args.work, args.seed,
+                            not args.quiet, args.threads)
+    else:
+        entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet, args.threads)
     results = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
-    results["entries"][f"{args.arch}@{args.ratio}"] = entry
+    if args.uniform is not None:
+        results.setdefault("uniform", {})[f"{args.arch}@{args.uniform:g},{args.depth:g}"] = entry
+    else:
+        results["entries"][f"{args.arch}@{args.ratio}"] = entry
     path.write_text(json.dumps(results, indent=2))
     path.with_suffix(".md").write_text(render(results))
     print(f"wrote {path} and {path.with_suffix('.md')}")
