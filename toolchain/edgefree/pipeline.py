@@ -42,6 +42,7 @@ from edgefree.models.spec import SIGNAL_RANGE_STDS
 from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.channels import check_channel_pruning
+from edgefree.recover.gradual import prune_gradually
 from edgefree.recover.estimate import advice, estimate, load_fit
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import require_one_process, save_contact_sheet
@@ -289,10 +290,11 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
     return report
 
 
-def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world):
-    """The prune stage; with a latency target, rank 0 measures and chooses the widths and every rank applies them."""
+def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world, device: str):
+    """The prune stage (gradual where the channel pruning has steps); with a latency target, rank 0
+    measures and chooses the widths and every rank applies them."""
     if config.latency_target is None:
-        return prune(teacher, config.prune, dreams, progress)
+        return prune_gradually(teacher, config.prune, dreams, config.reconstruct, device, progress)
     from edgefree.latency_budget import latency_budget
 
     chosen = latency_budget(teacher, dreams, config.latency_target, config.prune, config.target,
@@ -317,7 +319,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device))
             config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
-        pruned = _prune(config, teacher, dreams, progress, world)
+        pruned = _prune(config, teacher, dreams, progress, world, device)
     with clock("reconstruct"):
         refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=device, progress=progress)
     with clock("distill"):

@@ -41,6 +41,8 @@ def _opt(*names, **kw):
 @_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l2",
       help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
 @_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
+@_opt("--channel-steps", type=click.IntRange(1, 20), default=1, help="Channel pruning: reach the target in this many "
+      "steps, the kept weights refit after each (gradual pruning).")
 @_opt("--keep-first-last-dense", is_flag=True, help="Magnitude pruning: do not prune the first and last layer.")
 @_opt("--magnitude-scope", type=click.Choice(["global", "layer"]), default="global",
       help="Magnitude pruning: rank weights over all layers together, or zero --sparsity of each layer "
@@ -86,7 +88,7 @@ def _opt(*names, **kw):
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, value_range, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
-          channel_importance, round_to, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
+          channel_importance, round_to, channel_steps, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
           iterations, synth_batch, bn_weight, bf16, reconstruct_images, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
@@ -122,7 +124,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
             values.pop(stage, None)
     if given & PRUNING_OPTIONS or "prune" not in values:
         values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
-                                   channel_ratio, macs_target, depth, channel_importance, round_to, magnitude_scope)
+                                   channel_ratio, macs_target, depth, channel_importance, round_to, channel_steps,
+                                   magnitude_scope)
     if "latency_target" in given:  # its other settings (runtime, widths, blocks) come from the file, if any
         section = values.get("latency_target")
         values["latency_target"] = {**(section if isinstance(section, dict) else {}), "ratio": latency_target}
@@ -209,11 +212,11 @@ def _report_estimate(report: dict) -> None:
 
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
-                   "channel_importance", "round_to"}
+                   "channel_importance", "round_to", "channel_steps"}
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
-             importance, round_to, magnitude_scope) -> list[dict]:
+             importance, round_to, steps, magnitude_scope) -> list[dict]:
     """The pruning stages the options ask for (``kinds`` None: the target profile's default), as dicts."""
     from edgefree.config import ChannelPruning, MagnitudePruning
     from edgefree.targets import load_target
@@ -222,7 +225,7 @@ def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, ch
     stages = {"magnitude": lambda: MagnitudePruning(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense,
                                                         scope=magnitude_scope),
               "channel": lambda: ChannelPruning(ratio=channel_ratio, macs_target=macs_target, depth=depth,
-                                                importance=importance, round_to=round_to)}
+                                                importance=importance, round_to=round_to, steps=steps)}
     if not names or any(k not in stages for k in names):
         raise click.BadParameter(f"{kinds!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
     return [stages[k]().to_dict() for k in names]
@@ -231,7 +234,8 @@ def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, ch
 MAGNITUDE_OPTIONS = {"sparsity": "--sparsity", "keep_first_last_dense": "--keep-first-last-dense",
                      "magnitude_scope": "--magnitude-scope"}
 CHANNEL_OPTIONS = {"channel_ratio": "--channel-ratio", "macs_target": "--macs-target", "depth": "--depth",
-                   "channel_importance": "--channel-importance", "round_to": "--round-to"}
+                   "channel_importance": "--channel-importance", "round_to": "--round-to",
+                   "channel_steps": "--channel-steps"}
 
 
 def _refuse_unused(given: set[str], stages) -> None:

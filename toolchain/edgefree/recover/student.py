@@ -35,9 +35,15 @@ class PrunePlan:
     removed_blocks: list[str] = field(default_factory=list)
 
     def kept(self, module: str, size: int, operation: str = "prune_out_channels") -> list[int]:
-        """Indices of the teacher's ``size`` channels of ``module`` that the student keeps."""
-        removed = {i for name, op, idxs in self.channels if name == module and op == operation for i in idxs}
-        return [i for i in range(size) if i not in removed]
+        """Indices of the teacher's ``size`` channels of ``module`` that the student keeps. Operations
+        apply in order, each to the channels the ones before it left (gradual pruning prunes a layer
+        more than once)."""
+        kept = list(range(size))
+        for name, op, idxs in self.channels:
+            if name == module and op == operation:
+                removed = set(idxs)
+                kept = [k for position, k in enumerate(kept) if position not in removed]
+        return kept
 
     def to_json(self) -> dict:
         """The structural part (masks excluded: the student's zeros carry them)."""
