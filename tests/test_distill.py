@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from edgefree.config import DistillConfig, SynthesisConfig
-from edgefree.errors import DivergenceError
+from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.evaluate import accuracy
 from edgefree.recover import distill, sparsity_report
 from edgefree.recover.prune import prunable_weights
@@ -83,3 +83,19 @@ def test_feature_matching_needs_batchnorm(recovered):
     _, dreams, _ = recovered
     with pytest.raises(EdgefreeError, match="no BatchNorm"):
         distill(nobn, prune(nobn), dreams, DistillConfig(epochs=1, feature_weight=1.0), progress=False)
+
+
+def test_warmup_raises_the_rate_linearly_then_follows_the_cosine():
+    from edgefree.recover.distill import _schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = _schedule(opt, steps=10, warmup=4)
+    rates = []
+    for _ in range(10):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert rates[0] < rates[1] < rates[2] < rates[3] < rates[4] == pytest.approx(0.1)
+    assert rates[4] > rates[6] > rates[9] > 0  # the cosine over the remaining steps
+    with pytest.raises(EdgefreeError, match="warmup_epochs"):
+        DistillConfig(epochs=2, warmup_epochs=2)

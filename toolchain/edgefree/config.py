@@ -128,6 +128,8 @@ class ChannelPruning(_Config):
     multiple of ``round_to``. ``importance`` ranks channels: from the weights ("l1", "l2", the
     BatchNorm scale "bn_scale"), or measured on the synthetic images ("taylor"). Channel dependencies
     (residual additions, concatenations, depthwise convolutions) come from Torch-Pruning's DepGraph.
+    ``steps`` > 1 prunes gradually (``edgefree.recover.gradual``): the channels go in that many steps
+    of equal shares of the multiply-adds (or of the ratio), the kept weights refit after each.
     """
 
     ratio: float = 0.5
@@ -136,6 +138,7 @@ class ChannelPruning(_Config):
     round_to: int = 8
     importance: str = "l2"  # the best refit of the four on ResNet-20 (benchmarks/results/channel_pruning.md)
     keep_first_last_dense: bool = True
+    steps: int = 1
     filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
@@ -144,6 +147,8 @@ class ChannelPruning(_Config):
                  f"macs target must be in (0, 1] (the fraction of the teacher's multiply-adds kept), got {self.macs_target}")
         _require(0.0 <= self.depth < 1.0, f"depth must be in [0, 1), got {self.depth}")
         _require(self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}")
+        _require(isinstance(self.steps, int) and 1 <= self.steps <= 20,
+                 f"channel pruning steps must be a whole number from 1 to 20, got {self.steps}")
         _require(self.importance in CHANNEL_IMPORTANCE,
                  f"channel importance must be one of {', '.join(CHANNEL_IMPORTANCE)}, got {self.importance!r}")
 
@@ -285,6 +290,7 @@ class DistillConfig(_Config):
     augment: bool = True
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs; the teacher labels the mix, so any pair is valid
     feature_weight: float = 0.0  # weight of matching every BatchNorm output of the teacher (0: logits only)
+    warmup_epochs: float = 0.0  # the learning rate rises linearly from ~0 over these epochs, then follows the cosine
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
 
     def __post_init__(self):
@@ -294,6 +300,8 @@ class DistillConfig(_Config):
         _require_bf16(self.bf16, "distillation")
         _require(self.lr > 0 and self.temperature > 0, "distillation lr and temperature must be positive")
         _require(self.mixup >= 0, f"distillation mixup must be >= 0, got {self.mixup}")
+        _require(0 <= self.warmup_epochs < self.epochs,
+                 f"distillation warmup_epochs must be >= 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
 
 
 @dataclass(frozen=True)
@@ -475,7 +483,8 @@ class BuildConfig(_Config):
             ("sparsity", "sparsity"), ("keep_first_last_dense", "keep_first_last_dense"), ("magnitude_scope", "scope"))},
         **{n: f'[[prune]] as kind = "channel", {k} = ...' for n, k in (
             ("channel_ratio", "ratio"), ("ratio", "ratio"), ("macs_target", "macs_target"), ("depth", "depth"),
-            ("channel_importance", "importance"), ("importance", "importance"), ("round_to", "round_to"))},
+            ("channel_importance", "importance"), ("importance", "importance"), ("round_to", "round_to"),
+            ("channel_steps", "steps"))},
         "pruning": '[[prune]] tables, one per kind = "magnitude" or "channel"',
         **{n: f"[synthesis] as {k} = ..." for n, k in (("images", "images"), ("iterations", "iterations"),
                                                          ("synth_batch", "batch_size"), ("shards", "shards"),
@@ -514,6 +523,8 @@ class BuildConfig(_Config):
         _require(self.latency_target is None or channel.depth == 0,
                  "--latency-target chooses the residual blocks it removes itself: leave out --depth "
                  "(latency_target.blocks = false keeps every block)")
+        _require(self.latency_target is None or channel.steps == 1,
+                 "--latency-target chooses every width in one step: leave out --channel-steps")
         _require(self.max_drop is None or bool(stages), "max_drop searches the pruning's strength: give a pruning "
                  "stage (magnitude or channel)")
         _require(channel is None or channel.ratio > 0 or channel.macs_target is not None or channel.depth > 0,

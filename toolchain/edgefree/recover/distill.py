@@ -109,6 +109,16 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
                     reduction="batchmean", log_target=True) * t * t
 
 
+def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: int):
+    """Cosine decay over ``steps``; its first ``warmup`` steps instead rise linearly from ~0 to the full rate
+    (large first steps can throw a refit student, which starts close to the teacher, far from it)."""
+    if warmup <= 0:
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    rise = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps - warmup))
+    return torch.optim.lr_scheduler.SequentialLR(opt, [rise, decay], milestones=[warmup])
+
+
 def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
             progress: bool = True) -> Student:
@@ -137,7 +147,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                           weight_decay=config.weight_decay)
     batches = distributed.EpochBatches(len(synthetic), config.batch_size, g, seed)  # this rank's share
     steps_per_epoch = len(batches)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.epochs * steps_per_epoch)
+    sched = _schedule(opt, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch))
     bf16, autocast = bf16_autocast(config.bf16, device)
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
