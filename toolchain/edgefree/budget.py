@@ -3,11 +3,14 @@
 The knob searched is the magnitude sparsity (magnitude pruning) or the MACs target (channel
 pruning, and channel then magnitude: the magnitude stage keeps its sparsity). Each candidate is
 cheap: prune, refit by least squares on ``SEARCH_IMAGES`` dreams (fewer where the recipe refits on
-fewer), ``SEARCH_EPOCHS`` short epoch
-of distillation on them, then the data-free estimate (``edgefree.recover.estimate``) on the
-held-out dreams. The strongest end is tried first; where it misses, a bisection between it and
-no pruning at all narrows the knob (``CANDIDATES`` in all). The full recovery that follows
-(refit on every dream, the recipe's distillation) lowers the drop further, so a candidate that
+fewer), then the data-free estimate (``edgefree.recover.estimate``) on the held-out dreams. No
+distillation: a short one at the recipe's learning rate throws a freshly refit student far from
+the teacher before it settles (a barely pruned, refit ResNet-56 loses most of its accuracy in one
+such epoch, and regains it over the recipe's), so a candidate's estimate would say more about that
+than about the pruning. Where the recipe does not refit, ``SEARCH_EPOCHS`` epoch of distillation at a tenth of its
+learning rate stands in. The strongest end is tried first; where it misses, a bisection between it
+and no pruning at all narrows the knob (``CANDIDATES`` in all). The full recovery that follows
+(refit on every dream, the recipe's distillation) usually lowers the drop further, so a candidate that
 meets the budget here is a conservative choice.
 """
 
@@ -17,8 +20,9 @@ import time
 
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
 from edgefree.models import Teacher
-from edgefree.recover import SyntheticSet, distill, prune, reconstruct
+from edgefree.recover import SyntheticSet, distill, reconstruct
 from edgefree.recover.estimate import estimate
+from edgefree.recover.gradual import prune_gradually
 
 SPARSITY = (0.0, 0.97)  # magnitude: (no pruning, the strongest tried)
 MACS_TARGET = (1.0, 0.1)  # channel: (no pruning, the strongest tried)
@@ -37,12 +41,13 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
          device: str) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
-    student = prune(teacher, list(_stages(config, value)), dreams)
-    if config.reconstruct.images:
-        refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES))
+    refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES))
+    student = prune_gradually(teacher, list(_stages(config, value)), dreams, refit, device)
+    if refit.images:
         student = reconstruct(teacher, student, subset, refit, device=device, progress=False)
-    student = distill(teacher, student, subset, config.distill.replace(epochs=SEARCH_EPOCHS), seed=config.seed,
-                      device=device, progress=False)
+    else:
+        short = config.distill.replace(epochs=SEARCH_EPOCHS, lr=config.distill.lr / 10, warmup_epochs=0.0)
+        student = distill(teacher, student, subset, short, seed=config.seed, device=device, progress=False)
     estimated = estimate(teacher, student.model.cpu(), held_out, config.seed)
     return {"value": value, "estimated_drop": estimated["drop"], "seconds": round(time.perf_counter() - started, 2)}
 
