@@ -49,9 +49,14 @@ LEVERS = {
     "skip-tiny-maps-auto-bn": ("fast", {"bn_min_positions": 16, "bn_weight": "auto"}, {}),
     "generator": ("generator", {}, {}),
     "4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
+    "lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
+    "warmup-2": ("fast", {"bn_weight": 10.0}, {"warmup_epochs": 2.0}),
     "real-data": ("fast", {"bn_weight": 10.0}, {}),
     "real-data-4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
 }
+# levers that change the channel pruning: its name -> ChannelPruning changes
+PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}}
+LEVERS |= {name: ("fast", {"bn_weight": 10.0}, {}) for name in PRUNING}
 # levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
 REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"
@@ -113,6 +118,10 @@ def _choices(value: str, known: dict, what: str) -> list[str]:
 def row_config(row: str, lever: str, args) -> BuildConfig:
     arch, stages = ROWS[row]
     name, synthesis, distill = LEVERS[lever]
+    if lever in PRUNING:
+        if not any(isinstance(p, ChannelPruning) for p in stages):
+            raise SystemExit(f"lever {lever} changes channel pruning, and row {row} prunes by magnitude")
+        stages = tuple(p.replace(**PRUNING[lever]) if isinstance(p, ChannelPruning) else p for p in stages)
     chosen = recipe(name)
     if arch == MOBILENET:
         if args.mobilenet is None:
@@ -196,9 +205,11 @@ def render(results: dict) -> str:
              "`skip-tiny-maps` leaves BatchNorm layers on maps of fewer than 16 positions out of the statistics "
              "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both); `generator` is the `generator` "
              "recipe (a generator trained on the teacher draws new images every distillation epoch); `4x` distils "
-             "160 epochs (4x `base`'s budget). `real-data` and `real-data-4x` are bounds, NOT data-free: `base`'s "
+             "160 epochs (4x `base`'s budget); `lr-0.01` distils at a learning rate of 0.01 instead of 0.05; `warmup-2` "
+             "raises the rate linearly over the first 2 epochs. `real-data` and `real-data-4x` are bounds, NOT data-free: `base`'s "
              "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
-             "CIFAR-10 training images as there are dreams. One build per cell, seed 0, top-1 on the 10,000 test "
+             "CIFAR-10 training images as there are dreams. `gradual-K` reaches the one-shot student's widths in K "
+             "steps, the kept weights refit after each (`ChannelPruning(steps=K)`). One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
