@@ -43,7 +43,7 @@ from edgefree.machine import machine_info
 from edgefree.models import load_teacher
 from edgefree.pipeline import held_out_dreams, synthesize_cached
 from edgefree.recover import distill, prune, reconstruct
-from edgefree.recover.estimate import FIT, features, predict
+from edgefree.recover.estimate import FIT, chance_drop, features, predict
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -94,14 +94,20 @@ STUDENTS = {
     "digits-mag90-weak": ("digits", (M(0.9),), False, 1),
 }
 # Simple forms of the mapping: (features, transform), each a least-squares fit with non-negative
-# coefficients (the intercept is free). "log1p": log(1 + drop) on log(1 + feature), a power law.
+# coefficients (the intercept is free). "log1p": log(1 + drop) on log(1 + feature), a power law;
+# "logit": the logit of the drop's share of a student at chance, on the features.
 FORMS = {
     "linear-hard": (("disagree_hard",), None),
     "linear-hard-mix": (("disagree_hard", "disagree_mix"), None),
     "power-hard": (("disagree_hard",), "log1p"),
     "power-hard-mix": (("disagree_hard", "disagree_mix"), "log1p"),
     "power-disagree-kl": (("disagree", "kl"), "log1p"),
+    "linear-disagree": (("disagree",), None),
+    "logit-disagree": (("disagree",), "logit"),
+    "logit-disagree-classmax": (("disagree", "disagree_class_max"), "logit"),
+    "logit-kl-classmax": (("kl", "disagree_class_max"), "logit"),
 }
+LOGIT_FLOOR = 0.005  # "logit": drops are clipped to this share of a student at chance (and 1 minus it) before the logit
 SMALL_DROP = 10.0  # points: the range a budget such as --max-drop 1 lives in, reported apart
 GOALS = {"spearman": 0.9, "loao_mae": 2.0, "big_miss": (5.0, 2.5)}
 
@@ -178,6 +184,10 @@ def _fit_form(rows: list[dict], form: str) -> dict:
     y = np.array([max(r["measured_drop"], 0.0) for r in rows])
     if transform == "log1p":
         x, y = np.log1p(np.maximum(x, 0)), np.log1p(y)
+    elif transform == "logit":
+        share = np.clip(y / np.array([chance_drop(TEACHERS[r["teacher"]].num_classes) for r in rows]),
+                        LOGIT_FLOOR, 1 - LOGIT_FLOOR)
+        y = np.log(share / (1 - share))
     solution, _ = nnls(np.column_stack([np.ones(len(x)), -np.ones(len(x)), x]), y)  # intercept: first minus second
     return {"form": form, "features": list(names), "transform": transform,
             "intercept": float(solution[0] - solution[1]), "coef": [float(c) for c in solution[2:]]}
@@ -241,6 +251,8 @@ def render(result: dict) -> str:
     log = fit["transform"] == "log1p"
     terms = " + ".join(f"{c:.4g} x {f'log(1 + {n})' if log else n}" for c, n in zip(fit["coef"], fit["features"]))
     formula = f"exp({fit['intercept']:.4g} + {terms}) - 1" if log else f"{fit['intercept']:.4g} + {terms}"
+    if fit["transform"] == "logit":
+        formula = f"100 x (1 - 1/classes) / (1 + exp(-({formula})))"
     out = ["# Fidelity of the data-free accuracy estimate", "",
            "Produced by " + "; then ".join(f"`{r['command']}` at commit `{r['commit']}` ({len(r['students'])} students, "
                                           f"{r['seconds']:.0f} s of wall time, {r.get('cpu_seconds', 0):.0f} s of CPU time)"

@@ -69,6 +69,10 @@ def test_predict_never_goes_beyond_a_student_at_chance():
     assert predict(fit, {"disagree": 80.0}) == 160.0
     assert predict(fit, {"disagree": 80.0}, classes=10) == pytest.approx(90.0)
     assert predict(fit, {"disagree": 80.0}, classes=2) == pytest.approx(50.0)
+    logit = {"features": ["disagree"], "intercept": -5.0, "coef": [0.1], "transform": "logit"}
+    assert predict(logit, {"disagree": 50.0}, classes=10) == pytest.approx(45.0)  # half a student at chance
+    assert predict(logit, {"disagree": 0.0}, classes=10) < predict(logit, {"disagree": 10.0}, classes=10) < 2.0
+    assert predict(logit, {"disagree": 100.0}, classes=2) < 50.0
 
 
 def test_advice_only_for_a_large_estimate():

@@ -108,19 +108,27 @@ def load_fit(path: Path = FIT) -> dict:
     return json.loads(path.read_text())
 
 
+def chance_drop(classes: int) -> float:
+    """The drop (points) of a student at chance, 100 * (1 - 1 / classes)."""
+    return 100.0 * (1 - 1 / classes)
+
+
 def predict(fit: dict, measured: dict[str, float], classes: int | None = None) -> float:
     """The drop (points) that ``fit`` gives for ``measured`` features: a linear function of the
-    fit's features, or with ``transform`` "log1p", log(1 + drop) as a linear function of
-    log(1 + feature) (a power law). Never below 0, nor (given the model's ``classes``) above the
-    drop of a student at chance, 100 * (1 - 1 / classes)."""
+    fit's features; with ``transform`` "log1p", log(1 + drop) as a linear function of
+    log(1 + feature) (a power law); with "logit", the logit of the drop's share of a student at
+    chance (``chance_drop``) as a linear function of the features (a drop bounded at
+    both ends, its errors as large as it is). Never below 0, nor above a student at chance."""
     values = [measured[name] for name in fit["features"]]
-    if fit.get("transform") == "log1p":
+    transform = fit.get("transform")
+    if transform == "log1p":
         values = [math.log1p(max(v, 0.0)) for v in values]
     drop = fit["intercept"] + sum(c * v for c, v in zip(fit["coef"], values))
-    if fit.get("transform") == "log1p":
+    if transform == "log1p":
         drop = math.expm1(min(drop, 10.0))
-    ceiling = 100.0 * (1 - 1 / classes) if classes else math.inf
-    return min(max(0.0, float(drop)), ceiling)
+    elif transform == "logit":  # a model whose classes are unknown is taken for ten
+        drop = chance_drop(classes or 10) / (1.0 + math.exp(-max(min(drop, 50.0), -50.0)))
+    return min(max(0.0, float(drop)), chance_drop(classes) if classes else math.inf)
 
 
 def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed: int = 0,
