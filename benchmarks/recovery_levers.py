@@ -55,8 +55,9 @@ LEVERS = {
     "real-data-4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
 }
 # levers that change the channel pruning: its name -> ChannelPruning changes
-PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}}
-LEVERS |= {name: ("fast", {"bn_weight": 10.0}, {}) for name in PRUNING}
+PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3}}
+LEVERS |= {"gradual-3": ("fast", {"bn_weight": 10.0}, {}), "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
+           "generator-gradual-3": ("generator", {}, {})}
 # levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
 REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"
@@ -209,7 +210,8 @@ def render(results: dict) -> str:
              "raises the rate linearly over the first 2 epochs. `real-data` and `real-data-4x` are bounds, NOT data-free: `base`'s "
              "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
              "CIFAR-10 training images as there are dreams. `gradual-K` reaches the one-shot student's widths in K "
-             "steps, the kept weights refit after each (`ChannelPruning(steps=K)`). One build per cell, seed 0, top-1 on the 10,000 test "
+             "steps, the kept weights refit after each (`ChannelPruning(steps=K)`; its `pruned` column is the student "
+             "after the last step, before the last refit); `generator-gradual-3`: both. One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
