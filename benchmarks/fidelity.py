@@ -178,6 +178,28 @@ def run_teacher(key: str, ids: list[str], args) -> tuple[dict, dict]:
     return rows, record
 
 
+def build_rows(folders: list[Path]) -> dict[str, dict]:
+    """Students of finished builds (their ``report.json``: the recipe's full recovery, evaluated on the test
+    split, estimated on the build's own held-out dreams), as rows beside the cheap ones."""
+    by_arch = {t.arch: key for key, t in TEACHERS.items()}
+    rows = {}
+    for folder in folders:
+        report = json.loads((folder / "report.json").read_text())
+        a, found = report["accuracy"], report.get("estimate", {}).get("recovered")
+        key = by_arch.get(report["model"]["arch"])
+        if key is None or a.get("teacher") is None or not found:
+            print(f"   {folder}: skipped (another teacher, no evaluation data or no estimate)", flush=True)
+            continue
+        sid = f"build:{folder.name}"
+        rows[sid] = {"student": sid, "teacher": key, "arch": report["model"]["arch"],
+                     "pruning": report["pruning"]["stages"], "refit": bool(report["reconstruct"].get("images")),
+                     "epochs": report["distill"]["epochs"], "weak": False, "full_recipe": report["synthesis"]["recipe"],
+                     "teacher_top1": a["teacher"], "student_top1": a["recovered"],
+                     "measured_drop": round(a["teacher"] - a["recovered"], 2), "features": found["features"],
+                     "eval_images": report["eval_data"]["images"], "seconds": sum(report["seconds"].values())}
+    return rows
+
+
 def _fit_form(rows: list[dict], form: str) -> dict:
     names, transform = FORMS[form]
     x = np.array([[r["features"][n] for n in names] for r in rows], dtype=float)
@@ -305,6 +327,14 @@ def render(result: dict) -> str:
                    f"{s['refit_images']} refit images, {s['epochs']} distillation epochs (weak students: no refit, "
                    f"1 epoch), CIFAR evaluated on {s['eval_images']} random test images; seed {s['seed']}."
                    for r in result["runs"] for s in [r["settings"]]]
+    built = [r for r in rows if r.get("full_recipe")]
+    if built:
+        out += ["", f"The {len(built)} students named `build:*` are not cheap ones: each is the recovered student of a "
+                "finished benchmark build (`recovery_levers.py`, `max_drop.py`, `latency_budget.py`, "
+                "`cifar10_recovery.py`; the folder's name), made by its full recipe (" +
+                ", ".join(sorted({r['full_recipe'] for r in built})) + "), its drop measured on the 10,000 test "
+                "images and its features on that build's own 256 held-out dreams; `--add-builds` reads their "
+                "`report.json`."]
     out += ["",
             f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
             "![estimated against measured drop](fidelity.png)", ""]
@@ -366,6 +396,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--fit-only", action="store_true", help="refit and render the rows in results/fidelity.json")
     parser.add_argument("--merge", type=Path, nargs="*", default=[], help="with --fit-only: fidelity.json files of "
                         "other runs whose rows join the stored ones")
+    parser.add_argument("--add-builds", type=Path, nargs="*", default=[], help="with --fit-only: build folders "
+                        "(report.json with evaluation data) whose recovered students join the rows")
     parser.add_argument("--no-fit", action="store_true", help="leave the package's estimate_fit.json as it is")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -383,6 +415,8 @@ def main(argv=None) -> None:
             result["rows"].update(found["rows"])
             result["teachers"].update(found["teachers"])
             result["runs"] += found["runs"]
+        if args.add_builds:
+            result["rows"].update(build_rows(args.add_builds))
         result["fit_command"] = command
     else:
         started, cpu_started = time.perf_counter(), time.process_time()

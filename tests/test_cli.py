@@ -35,7 +35,8 @@ EDGEFREE_LINES = re.compile("|".join([
     r"multiply-adds\)",
     r"dreams: the teacher labels [\d.]+% of them as their target \(mean confidence [\d.]+; BatchNorm weight [\d.]+"
     r"(, chosen by \d+ probes?)?\)",
-    r"(measured drop -?[\d.]+ points, )?estimated drop ~[\d.]+ points \(no data used\)",
+    r"(measured drop -?[\d.]+ points, )?estimated drop ~[\d.]+ points \(no data used; a rough guide that can miss "
+    r"large drops: docs/budgets.md\)",
     r"warning: the estimated drop \(~[\d.]+ points\) is large: .+",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",

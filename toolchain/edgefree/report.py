@@ -43,7 +43,8 @@ def _estimate(r: dict) -> str | None:
                              "on harder views %", "on mixed dreams %", "KL"], rows), "",
              f"Measured against the teacher on {held['images']} held-out dreams (seed {held['seed']}) that no stage "
              f"trained or refit on; the mapping ({', '.join(f['features'] or [])}) was fitted on {f['students']} "
-             f"students whose real drop was measured, by `{f['command']}` (docs/budgets.md says how far it holds)."]
+             f"students whose real drop was measured, by `{f['command']}`. A rough guide: it has under-estimated large "
+             "drops of fully distilled compact students (docs/budgets.md says how far it holds)."]
     lines += [f"- **{w}**" for w in e["warnings"]]
     return "\n".join(lines)
 

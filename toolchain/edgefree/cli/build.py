@@ -206,7 +206,8 @@ def _report_estimate(report: dict) -> None:
         click.echo(f"budget: --max-drop {b['max_drop']:g} chose {b['knob']} {b['chosen']:g} after "
                    f"{len(b['candidates'])} candidates ({b['seconds']:.0f} s)")
     measured = "" if e["measured_drop"] is None else f"measured drop {e['measured_drop']:.2f} points, "
-    click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used)")
+    click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used; a rough guide that "
+               "can miss large drops: docs/budgets.md)")
     for line in e["warnings"]:
         click.echo(f"warning: {line}")
 
