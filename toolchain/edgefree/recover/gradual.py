@@ -29,6 +29,11 @@ def _widths(model) -> dict[str, int]:
             for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
 
 
+def _cost(model, example) -> dict:
+    """``cost`` with the example on the model's device (the teacher may sit on the GPU after synthesis)."""
+    return cost(model, example.to(next(model.parameters()).device))
+
+
 def _between(start: int, end: int, share: float, round_to: int) -> int:
     """A width ``share`` of the way from ``start`` channels to ``end``, a multiple of ``round_to`` where it may be."""
     if start == end:
@@ -52,7 +57,7 @@ def prune_gradually(teacher: Teacher, config: ChannelPruning | MagnitudePruning 
     one_shot = prune(teacher, channel.replace(steps=1), dreams, progress)
     blocks, start, end = one_shot.plan.removed_blocks, _widths(teacher.module), _widths(one_shot.model)
     example = teacher.spec.example_inputs(2)[0]
-    whole = cost(teacher.module, example)["macs"]
+    whole = _cost(teacher.module, example)["macs"]
     model, plan, steps = teacher.module, PrunePlan(removed_blocks=list(blocks)), []
     for k in range(1, channel.steps + 1):
         if k > 1:  # refit the last step's student before ranking its channels again
@@ -62,10 +67,10 @@ def prune_gradually(teacher: Teacher, config: ChannelPruning | MagnitudePruning 
         layout = {"blocks": list(blocks) if k == 1 else [], "widths": widths}
         step = prune_channels(model, teacher.spec, channel.replace(steps=1), dreams, progress, layout)
         model, plan = step.model, PrunePlan(channels=plan.channels + step.plan.channels, removed_blocks=plan.removed_blocks)
-        steps.append({"macs_kept": cost(model, example)["macs"] / whole})
+        steps.append({"macs_kept": _cost(model, example)["macs"] / whole})
     for stage in stages[1:]:  # magnitude, on the final student
         plan.masks = magnitude_masks(model, stage)
         apply_masks(model, plan.masks)
-    stats = {**one_shot.stats, **cost(model, example), "seconds": time.perf_counter() - started,
+    stats = {**one_shot.stats, **_cost(model, example), "seconds": time.perf_counter() - started,
              "macs_kept": steps[-1]["macs_kept"], "steps": steps}
     return Student(model, plan, stats, teacher.spec)
