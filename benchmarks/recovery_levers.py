@@ -53,11 +53,12 @@ LEVERS = {
     "warmup-2": ("fast", {"bn_weight": 10.0}, {"warmup_epochs": 2.0}),
     "real-data": ("fast", {"bn_weight": 10.0}, {}),
     "real-data-4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
+    "gradual-3": ("fast", {"bn_weight": 10.0}, {}),
+    "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
+    "generator-gradual-3": ("generator", {}, {}),
 }
 # levers that change the channel pruning: its name -> ChannelPruning changes
 PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3}}
-LEVERS |= {"gradual-3": ("fast", {"bn_weight": 10.0}, {}), "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
-           "generator-gradual-3": ("generator", {}, {})}
 # levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
 REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"
