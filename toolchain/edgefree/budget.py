@@ -21,7 +21,7 @@ import time
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet, distill, reconstruct
-from edgefree.recover.estimate import estimate
+from edgefree.recover.estimate import estimate, load_fit
 from edgefree.recover.gradual import prune_gradually
 
 SPARSITY = (0.0, 0.97)  # magnitude: (no pruning, the strongest tried)
@@ -38,7 +38,7 @@ def _stages(config: BuildConfig, value: float) -> tuple:
 
 
 def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticSet, held_out: SyntheticSet,
-         device: str) -> dict:
+         device: str, fit: dict) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES))
@@ -48,27 +48,29 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     else:
         short = config.distill.replace(epochs=SEARCH_EPOCHS, lr=config.distill.lr / 10, warmup_epochs=0.0)
         student = distill(teacher, student, subset, short, seed=config.seed, device=device, progress=False)
-    estimated = estimate(teacher, student.model.cpu(), held_out, config.seed)
+    estimated = estimate(teacher, student.model.cpu(), held_out, config.seed, fit)
     return {"value": value, "estimated_drop": estimated["drop"], "seconds": round(time.perf_counter() - started, 2)}
 
 
 def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, held_out: SyntheticSet,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", fit: dict | None = None) -> dict:
     """Search ``config``'s pruning knob for ``config.max_drop`` (the module docstring says how).
 
     Returns ``{"knob", "max_drop", "candidates": [{value, estimated_drop, seconds}], "chosen",
     "met", "prune": [stage dicts], "seconds"}``: ``chosen`` is the strongest candidate estimated
     within the budget or, where none is (``met`` False), the one whose estimate came closest.
+    ``fit``: the estimate's mapping (None: the shipped one), one for every candidate.
     """
     started = time.perf_counter()
     channel = config.pruning(ChannelPruning) is not None
     mild, strong = MACS_TARGET if channel else SPARSITY
-    tried = [_try(teacher, config, strong, dreams, held_out, device)]
+    fit = fit or load_fit()  # one mapping for every candidate
+    tried = [_try(teacher, config, strong, dreams, held_out, device, fit)]
     passing, failing = mild, strong
     if tried[0]["estimated_drop"] > config.max_drop:
         for _ in range(CANDIDATES - 1):
             middle = round((passing + failing) / 2, 3)
-            tried.append(_try(teacher, config, middle, dreams, held_out, device))
+            tried.append(_try(teacher, config, middle, dreams, held_out, device, fit))
             if tried[-1]["estimated_drop"] <= config.max_drop:
                 passing = middle
             else:

@@ -167,10 +167,9 @@ def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> 
 
 
 def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: SyntheticSet, scores: dict,
-               budget: dict | None) -> dict:
+               budget: dict | None, fit: dict) -> dict:
     """The data-free estimate of each student's drop (``students``: (name, model)), the measured drop
     beside it where there is evaluation data, and the one-line warnings a build prints."""
-    fit = load_fit()
     found = {name: estimate(teacher, model, held_out, config.seed, fit) for name, model in students}
     drop = found["recovered"]["drop"]
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
@@ -313,10 +312,10 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
     with clock("held-out"):
         held_out = held_out_dreams(teacher, config, progress, device)
-    budget = None
+    fit, budget = load_fit(), None  # the estimate's mapping: one for the search and the final estimates
     if config.max_drop is not None:
         with clock("budget"):  # every rank searches alike (refit and distillation are shared); rank 0's choice wins
-            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device))
+            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit))
             config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = _prune(config, teacher, dreams, progress, world, device)
@@ -337,7 +336,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             stages.insert(2, ("reconstructed", refit.model.cpu()))
         scores = {name: accuracy(model, eval_data, teacher.spec) if eval_data else None for name, model in stages}
     with clock("estimate"):
-        estimated = _estimates(teacher, config, stages[2:], held_out, scores, budget)
+        estimated = _estimates(teacher, config, stages[2:], held_out, scores, budget, fit)
     manifest = benched = None  # export=None skips export and bench; bench=None skips bench
     if export_config:
         with clock("export"):
