@@ -56,9 +56,16 @@ LEVERS = {
     "gradual-3": ("fast", {"bn_weight": 10.0}, {}),
     "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
     "generator-gradual-3": ("generator", {}, {}),
+    "blockwise": ("fast", {"bn_weight": 10.0}, {}),
+    "blockwise-1000": ("fast", {"bn_weight": 10.0}, {}),
+    "blockwise-gradual-3": ("fast", {"bn_weight": 10.0}, {}),
 }
 # levers that change the channel pruning: its name -> ChannelPruning changes
-PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3}}
+PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3},
+           "blockwise-gradual-3": {"steps": 3}}
+# levers that change the refit: its name -> ReconstructConfig changes
+RECONSTRUCT = {"blockwise": {"block_steps": 300}, "blockwise-1000": {"block_steps": 1000},
+               "blockwise-gradual-3": {"block_steps": 300}}
 # levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
 REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"
@@ -134,6 +141,7 @@ def row_config(row: str, lever: str, args) -> BuildConfig:
     return BuildConfig(model=model, arch=arch, input_shape=shape, recipe=name, prune=stages, seed=args.seed,
                        eval_data=str(args.shared / "data" / "cifar10-jpeg" / "test.zip"),
                        synthesis=chosen.synthesis.replace(**synthesis), distill=chosen.distill.replace(**distill),
+                       reconstruct=chosen.reconstruct.replace(**RECONSTRUCT.get(lever, {})),
                        out=args.work / f"{row}-{lever}", cache=args.work / "cache", export=None,
                        threads=args.threads)
 

@@ -142,11 +142,11 @@ def test_inputs_from_cached_blocks_give_the_weights_of_full_forward_passes(monke
     pruned = prune(teacher, MagnitudePruning(sparsity=0.75))
     dreams = SyntheticSet(torch.randn(24, 3, 16, 16), torch.zeros(24, dtype=torch.long))
     config = ReconstructConfig(images=24, batch_size=8)
-    module = sys.modules["edgefree.recover.reconstruct"]
-    anchors = module._anchors(teacher.module, dreams.images[:2])
+    module = sys.modules["edgefree.recover.walk"]
+    anchors = module.anchors(teacher.module, dreams.images[:2])
     assert anchors["layer2.1.conv2"] == ("layer2", 1) and "conv1" not in anchors and "linear" not in anchors
     cached = reconstruct(teacher, pruned, dreams, config, progress=False)
-    monkeypatch.setattr(module, "_anchors", lambda model, example: {})  # every layer from the images
+    monkeypatch.setattr(module, "anchors", lambda model, example: {})  # every layer from the images
     direct = reconstruct(teacher, pruned, dreams, config, progress=False)
     assert cached.stats["layers"] == direct.stats["layers"] == 2 * 3 * 2 + 2
     for a, b in zip(cached.model.parameters(), direct.model.parameters()):
@@ -162,7 +162,8 @@ def test_a_sequential_called_twice_is_not_used_as_a_cache():
         def forward(self, x):
             return self.body(self.body(x))
 
-    module = sys.modules["edgefree.recover.reconstruct"]
+    from edgefree.recover.walk import anchors
+
     once = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-    assert module._anchors(Twice(), torch.randn(2, 4)) == {}
-    assert module._anchors(once, torch.randn(2, 4)) == {"0": ("", 0), "1": ("", 1)}
+    assert anchors(Twice(), torch.randn(2, 4)) == {}
+    assert anchors(once, torch.randn(2, 4)) == {"0": ("", 0), "1": ("", 1)}

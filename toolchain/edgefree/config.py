@@ -263,17 +263,22 @@ class SynthesisConfig(_Config):
 
 @dataclass(frozen=True)
 class ReconstructConfig(_Config):
-    """Layer-wise least-squares refit of the kept weights to the teacher's outputs (0 images: off)."""
+    """Layer-wise least-squares refit of the kept weights to the teacher's outputs (0 images: off), then,
+    with ``block_steps``, each block trained by gradient to give the teacher's block output."""
 
     images: int = 1024
     batch_size: int = 128
     damping: float = 0.01  # added to the Gram diagonal, as a fraction of its mean
+    block_steps: int = 0  # Adam steps per block of block-wise reconstruction (0: layer-wise only)
+    block_lr: float = 1e-3  # its peak rate, falling along a cosine
 
     def __post_init__(self):
         self._require_finite()
         _require(self.images >= 0, f"reconstruct images must be >= 0, got {self.images}")
         _require(self.batch_size > 0, "reconstruct batch size must be positive")
         _require(self.damping > 0, f"reconstruct damping must be positive, got {self.damping}")
+        _require(self.block_steps >= 0, f"reconstruct block steps must be >= 0, got {self.block_steps}")
+        _require(self.block_lr > 0, f"reconstruct block lr must be positive, got {self.block_lr}")
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ from tqdm.auto import tqdm
 from edgefree import distributed
 from edgefree.config import ReconstructConfig
 from edgefree.models import Teacher
+from edgefree.recover.blockwise import refine_blocks
 from edgefree.recover.student import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
+from edgefree.recover.walk import LayerInputs
 
 
 _BMM_FLOATS = 1 << 25  # 128 MiB of float32 per batched product
@@ -41,96 +43,6 @@ _EXACT_MAX_KEPT = 512  # rows keeping more inputs than this are solved by conjug
 _GATHER_FLOATS = 1 << 24  # elements of the stacked sub-Gram matrices gathered at once
 _CG_TOLERANCE = 1e-5  # stop once every row's residual is this fraction of its right-hand side
 _CG_MAX_ITERATIONS = 200
-
-
-class _Stop(Exception):
-    pass
-
-
-def _layer_input(model: nn.Module, layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """The input ``layer`` receives when ``model`` runs on ``x`` (the rest of the model is skipped);
-    None if the forward pass never reaches it."""
-    captured = []
-
-    def hook(_module, inputs):
-        captured.append(inputs[0])
-        raise _Stop
-
-    handle = layer.register_forward_pre_hook(hook)
-    try:
-        model(x)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-    return captured[0] if captured else None
-
-
-def _anchors(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[str, int]]:
-    """For each module: (name, index) of the innermost plain ``nn.Sequential`` child that holds it.
-
-    A plain Sequential feeds child i's output to child i + 1, so child i + 1's input costs one
-    child's forward once child i's is known. Only Sequentials (and children) that one forward pass
-    calls exactly once qualify: for any other, that chaining is not guaranteed.
-    """
-    calls: dict[nn.Module, int] = {}
-
-    def count(module, _inputs):
-        calls[module] = calls.get(module, 0) + 1
-
-    handles = [m.register_forward_pre_hook(count) for m in model.modules()]
-    try:
-        model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    anchors = {}
-    for name, seq in model.named_modules():  # pre-order: an inner Sequential overrides an outer one
-        if type(seq).forward is not nn.Sequential.forward or calls.get(seq) != 1:
-            continue
-        for i, (child_name, child) in enumerate(seq.named_children()):
-            if calls.get(child) == 1:
-                prefix = f"{name}.{child_name}" if name else child_name
-                anchors.update({sub: (name, i) for sub, _ in child.named_modules(prefix=prefix)})
-    return anchors
-
-
-class _LayerInputs:
-    """The inputs a model's layers receive over the batches, for layers taken in forward order.
-
-    Keeps the inputs of the current Sequential child and moves them one child on when the walk
-    gets there, so it runs each child about once; a layer outside any anchor costs a forward pass
-    from the images. The model may change between calls (the student is refit as the walk goes):
-    a child is run only when every layer before it is done.
-    """
-
-    def __init__(self, model: nn.Module, batches: list[torch.Tensor]):
-        self.model, self.batches = model, batches
-        self.modules = dict(model.named_modules())
-        self.anchors = _anchors(model, batches[0][:2])
-        self.at: tuple[str, int] | None = None
-        self.cached: list[torch.Tensor] | None = []  # the current child's inputs (None: never called)
-
-    def __call__(self, name: str) -> list[torch.Tensor] | None:
-        layer, anchor = self.modules[name], self.anchors.get(name)
-        if anchor is None:
-            return _inputs(self.model, layer, self.batches)
-        seq_name, i = anchor
-        seq = self.modules[seq_name]
-        if self.at == (seq_name, i - 1):
-            self.cached = [seq[i - 1](x) for x in self.cached]
-        elif self.at != anchor:
-            self.cached = _inputs(self.model, seq[i], self.batches)
-        self.at = anchor
-        if self.cached is None:  # the child is never called
-            self.at, self.cached = None, []
-            return None
-        return self.cached if seq[i] is layer else _inputs(seq[i], layer, self.cached)
-
-
-def _inputs(model: nn.Module, layer: nn.Module, batches: list[torch.Tensor]) -> list[torch.Tensor] | None:
-    inputs = [_layer_input(model, layer, b) for b in batches]
-    return None if inputs[0] is None else inputs
 
 
 def _patches(layer: nn.Module, x: torch.Tensor, group: int) -> torch.Tensor:
@@ -275,7 +187,8 @@ def reconstruct(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
 
     Uses the first ``config.images`` synthetic images; masks and channels are unchanged. A
     channel-pruned layer is fit to the teacher's outputs on the channels it keeps, from the input
-    channels it keeps. Returns a new ``Student`` whose ``stats`` say what was done; the input is
+    channels it keeps. With ``config.block_steps``, block-wise reconstruction follows
+    (``edgefree.recover.blockwise``). Returns a new ``Student`` whose ``stats`` say what was done; the input is
     untouched (``images=0``: the new ``Student`` shares its model, as nothing is refit).
 
     Example:
@@ -294,7 +207,7 @@ def reconstruct(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     modules_t, modules_s = dict(teacher.named_modules()), dict(student.named_modules())
     layers = _layers_to_refit(pruned, modules_t)
     batches = [b.to(device) for b in distributed.rank_batches(synthetic.images[:config.images], config.batch_size)]
-    teacher_inputs, student_inputs = _LayerInputs(teacher, batches), _LayerInputs(student, batches)
+    teacher_inputs, student_inputs = LayerInputs(teacher, batches), LayerInputs(student, batches)
     skipped = []  # layers the forward pass never calls: nothing to fit them to
     for name in tqdm(layers, desc="reconstruct", unit="layer", disable=not progress, leave=False):
         inputs_t, inputs_s = teacher_inputs(name), student_inputs(name)
@@ -310,4 +223,11 @@ def reconstruct(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                inputs_t, inputs_s, config.damping)
     stats = {"seconds": time.perf_counter() - started, "layers": len(layers) - len(skipped), "skipped": skipped,
              "images": min(config.images, len(synthetic))}
+    if config.block_steps:
+        clock = time.perf_counter()
+        errors = refine_blocks(teacher, student, pruned.plan, batches, config.block_steps, config.block_lr)
+        stats["blocks"] = {"count": len(errors), "seconds": time.perf_counter() - clock,
+                           "error_before": {k: round(v[0], 5) for k, v in errors.items()},
+                           "error_after": {k: round(v[1], 5) for k, v in errors.items()}}
+        stats["seconds"] = time.perf_counter() - started
     return pruned.with_model(student, stats)
