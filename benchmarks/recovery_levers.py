@@ -57,15 +57,16 @@ LEVERS = {
     "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
     "generator-gradual-3": ("generator", {}, {}),
     "blockwise": ("fast", {"bn_weight": 10.0}, {}),
-    "blockwise-1000": ("fast", {"bn_weight": 10.0}, {}),
+    "blockwise-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
+    "blockwise-1000-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
     "blockwise-gradual-3": ("fast", {"bn_weight": 10.0}, {}),
 }
 # levers that change the channel pruning: its name -> ChannelPruning changes
 PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3},
            "blockwise-gradual-3": {"steps": 3}}
 # levers that change the refit: its name -> ReconstructConfig changes
-RECONSTRUCT = {"blockwise": {"block_steps": 300}, "blockwise-1000": {"block_steps": 1000},
-               "blockwise-gradual-3": {"block_steps": 300}}
+RECONSTRUCT = {"blockwise": {"block_steps": 300}, "blockwise-lr-0.01": {"block_steps": 300},
+               "blockwise-1000-lr-0.01": {"block_steps": 1000}, "blockwise-gradual-3": {"block_steps": 300}}
 # levers that refit and distil on real training images (as many as the dreams): bounds, NOT data-free
 REAL_DATA = ("real-data", "real-data-4x")
 RESULTS = HERE / "results" / "recovery_levers"

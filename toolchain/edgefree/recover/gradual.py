@@ -61,8 +61,8 @@ def prune_gradually(teacher: Teacher, config: ChannelPruning | MagnitudePruning 
     model, plan, steps = teacher.module, PrunePlan(removed_blocks=list(blocks)), []
     for k in range(1, channel.steps + 1):
         if k > 1:  # refit the last step's student before ranking its channels again
-            model = reconstruct(teacher, Student(model, plan, {}, teacher.spec), dreams, refit, device=device,
-                                progress=False).model.cpu()
+            model = reconstruct(teacher, Student(model, plan, {}, teacher.spec), dreams, refit.replace(block_steps=0),
+                                device=device, progress=False).model.cpu()  # layer-wise only: blocks at the end
         widths = {name: _between(start[name], end[name], k / channel.steps, channel.round_to) for name in end}
         layout = {"blocks": list(blocks) if k == 1 else [], "widths": widths}
         step = prune_channels(model, teacher.spec, channel.replace(steps=1), dreams, progress, layout)
