@@ -58,11 +58,13 @@ def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
     saved = BuildConfig.from_dict(load_config_file(first))
     assert saved.recipe == "fast" and saved.synthesis.iterations == saved.synthesis.first_iterations == 2
     second = tmp_path / "b.toml"
-    result = CliRunner().invoke(cli, ["build", "--config", str(first), "--epochs", "3", "--save-config", str(second)],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(cli, ["build", "--config", str(first), "--epochs", "3", "--block-steps", "50",
+                                      "--save-config", str(second)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     replayed = BuildConfig.from_dict(load_config_file(second))
     assert replayed.seed == 5 and replayed.synthesis == saved.synthesis and replayed.distill.epochs == 3
+    assert saved.reconstruct.block_steps == 0 and replayed.reconstruct.block_steps == 50
+    assert replayed.reconstruct.images == saved.reconstruct.images
     assert replayed.model == tmp_path / "m.pt"
 
 

@@ -41,7 +41,8 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
          device: str, fit: dict) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
-    refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES))
+    refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES),
+                                       block_steps=0)  # candidates stay cheap: layer-wise only
     student = prune_gradually(teacher, list(_stages(config, value)), dreams, refit, device)
     if refit.images:
         student = reconstruct(teacher, student, subset, refit, device=device, progress=False)

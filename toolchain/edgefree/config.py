@@ -495,6 +495,7 @@ class BuildConfig(_Config):
                                                          ("synth_batch", "batch_size"), ("shards", "shards"),
                                                          ("bf16", "bf16 (and [distill] bf16)"))},
         "reconstruct_images": "[reconstruct] as images = ...",
+        "block_steps": "[reconstruct] as block_steps = ...",
         **{n: f"[distill] as {k} = ..." for n, k in (("epochs", "epochs"), ("distill_lr", "lr"), ("lr", "lr"))},
         **{n: f"[export] as {n} = [...]" for n in ("formats", "precisions")},
         **{n: f"[bench] as {k} = ..." for n, k in (("bench_runs", "runs"), ("runs", "runs"), ("emulate", "emulate"))},
