@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import zipfile
 import zlib
 from collections import defaultdict
@@ -218,7 +219,7 @@ def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache entry: decode again
             file.unlink(missing_ok=True)
     pixels, labels = reader(path, spec)
-    tmp = file.with_name(f"{file.name}.part")
+    tmp = file.with_name(f"{file.name}.{os.getpid()}.part")  # its own: two builds may decode the same data at once
     with open(tmp, "wb") as f:
         np.savez(f, pixels=pixels, labels=labels)
     tmp.replace(file)  # whole or absent

@@ -23,7 +23,8 @@ def _summary(r: dict) -> str:
         "",
         "## Accuracy (top-1, %)",
         "",
-        markdown_table(["teacher", "pruned", "reconstructed (layer-wise refit)", "recovered", "gap to teacher"],
+        markdown_table(["teacher", "pruned", "reconstructed (layer-wise refit"
+                        + (" + block-wise)" if r.get("reconstruct", {}).get("blocks") else ")"), "recovered", "gap to teacher"],
                [[percent(acc["teacher"]), percent(acc["pruned"]), percent(acc.get("reconstructed")), percent(acc["recovered"]),
                  percent(gap)]]),
     ])
@@ -59,8 +60,8 @@ def _budget(r: dict) -> str | None:
                f"NO candidate was estimated within the budget; built the closest, {b['knob']} {b['chosen']:g} "
                f"(~{b['estimated_drop']:.1f} points)")
     return "\n".join([f"## Budget: at most {b['max_drop']:g} points estimated drop", "",
-                      f"Searched the {b['knob']} with cheap candidates (prune, refit, one short distillation epoch, "
-                      f"estimate) in {b['seconds']:.0f} s: {verdict}; the build then recovered it fully.", "",
+                      f"Searched the {b['knob']} with cheap candidates (prune, layer-wise refit on a few dreams, or one "
+                      f"short distillation epoch where the recipe has no refit, then estimate) in {b['seconds']:.0f} s: {verdict}; the build then recovered it fully.", "",
                       markdown_table([b["knob"], "estimated drop (cheap candidate)", "seconds", ""], rows)])
 
 

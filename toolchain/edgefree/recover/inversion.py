@@ -77,8 +77,9 @@ class SyntheticSet:
 
     def save(self, path: str | Path) -> None:
         """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
-        to an older file at ``path`` (a build's published set) is replaced, never overwritten."""
-        part = Path(f"{path}.part")
+        to an older file at ``path`` (a build's published set) is replaced, never overwritten. The
+        temporary name is this process's: two builds may cache the same set at once."""
+        part = Path(f"{path}.{os.getpid()}.part")
         generator = {"settings": self.generator.settings, "state": self.generator.state_dict()} if self.generator else None
         torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator}, part)
         os.replace(part, path)
