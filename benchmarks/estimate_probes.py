@@ -111,17 +111,25 @@ def render(result: dict) -> str:
         lines.append(f"| {name} | {r['arch']} | {r['measured_drop']:.2f} | "
                      + " | ".join(f"{r[f]:.1f}" for f in FEATURES) + " |")
     lines += ["", "Spearman correlation with the measured drop, over these students: "
-              + ", ".join(f"{FEATURES[f]} **{v:.2f}**" for f, v in result["spearman"].items()) + ".", "",
+              + ", ".join(f"{FEATURES[f]} **{v:.2f}**" for f, v in result["spearman"].items()) + ".", ""]
+    for arch in sorted({r["arch"] for _, r in rows}):  # within one teacher, where it has four students or more
+        mine = [r for _, r in rows if r["arch"] == arch]
+        if len(mine) >= 4:
+            drops = [r["measured_drop"] for r in mine]
+            lines.append(f"- {arch} alone ({len(mine)} students): " + ", ".join(
+                f"{FEATURES[f]} {spearmanr(drops, [r[f] for r in mine])[0]:.2f}" for f in FEATURES) + ".")
+    lines += ["",
               f"Command: `{result['record']['command']}`. {describe(result['record'])}", ""]
     return "\n".join(lines)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--builds", type=Path, nargs="+", required=True, help="finished build folders (report.json, student.pt)")
+    p.add_argument("--builds", type=Path, nargs="+", default=[], help="finished build folders (report.json, student.pt)")
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-estimate-probes"), help="dream cache")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--render", action="store_true", help="only render results/estimate_probes.md from its .json")
     return p
 
 
@@ -132,6 +140,11 @@ def written(args) -> list[str]:
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
+    if args.render:
+        RESULTS.with_suffix(".md").write_text(render(json.loads(RESULTS.with_suffix(".json").read_text())))
+        return
+    if not args.builds:
+        raise SystemExit("--builds: name at least one finished build folder (report.json with --eval-data, student.pt)")
     torch.set_num_threads(args.threads)
     result = probe(args.builds, args.work, args.quiet)
     result["record"] = run_record(__file__, argv)
