@@ -234,7 +234,12 @@ def render(results: dict) -> str:
              "| row | lever | MACs | teacher | pruned | refit | recovered | gap | vs today | dreams labelled | "
              "BN weight | synth + refit + KD s | today: refit / recovered, s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key in sorted(results, key=lambda k: (list(ROWS).index(results[k]["row"]), list(LEVERS).index(results[k]["lever"]))):
+    def order(key: str) -> tuple[int, int]:  # cells another version of this script wrote go last
+        r = results[key]
+        return (list(ROWS).index(r["row"]) if r["row"] in ROWS else len(ROWS),
+                list(LEVERS).index(r["lever"]) if r["lever"] in LEVERS else len(LEVERS))
+
+    for key in sorted(results, key=order):
         r = results[key]
         a = r["accuracy"]
         old = today(r["row"])
