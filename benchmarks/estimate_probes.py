@@ -42,8 +42,10 @@ def _kl(t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
 
 
 def _disagree(teacher, student, x) -> float:
-    with torch.no_grad():
-        return 100.0 * (teacher(x).argmax(1) != student(x).argmax(1)).float().mean().item()
+    """The shipped estimate's own measure (``edgefree.recover.estimate``), on any images."""
+    from edgefree.recover.estimate import _disagree as disagree, _logits as logits
+
+    return disagree(logits(teacher, x), logits(student, x))
 
 
 def _adversarial(teacher, student, x0: torch.Tensor, radius: float, value_range, steps: int = 5) -> torch.Tensor:
