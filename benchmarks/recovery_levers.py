@@ -57,6 +57,7 @@ LEVERS = {
     "gradual-5": ("fast", {"bn_weight": 10.0}, {}),
     "generator-gradual-3": ("generator", {}, {}),
     "generator-thorough": ("generator", {}, {"epochs": 80}),
+    "generator-4x": ("generator", {}, {"epochs": 160}),
     "blockwise": ("fast", {"bn_weight": 10.0}, {}),
     "blockwise-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
     "blockwise-1000-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
@@ -222,7 +223,7 @@ def render(results: dict) -> str:
              "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
              "CIFAR-10 training images as there are dreams. `gradual-K` reaches the one-shot student's widths in K "
              "steps, the kept weights refit after each (`ChannelPruning(steps=K)`; its `pruned` column is the student "
-             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs. `blockwise` trains each block 300 "
+             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`). `blockwise` trains each block 300 "
              "steps to give the teacher's block output after the layer-wise refit (`ReconstructConfig(block_steps=300)`; "
              "its `refit` column includes it); `blockwise-lr-0.01` also distils at 0.01, `blockwise-1000-lr-0.01` with "
              "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. One build per cell, seed 0, top-1 on the 10,000 test "
