@@ -69,8 +69,8 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
                    "groups": [{k: g[k] for k in ("layers", "channels", "kept", "kl", "removed_with_block")}
                               for g in stats["groups"]], "sensitivity_kl": stats["sensitivity_kl"],
                    "block_kl": stats["block_kl"]},
-        "prediction": {k: stats[k] for k in ("teacher_p50_ms", "predicted_p50_ms", "predicted_ratio",
-                                             "closest_reachable_ratio", "remainder_ms", "call_ms", "table", "tables",
+        "prediction": {k: stats[k] for k in ("teacher_cost", "predicted_cost", "unit", "predicted_ratio",
+                                             "closest_reachable_ratio", "remainder", "call", "table", "tables",
                                              "search", "seconds")},
         "bench_p50_ms": {k: v["p50"] for k, v in rows.items()}, "bench_p50_ci95": {k: v.get("p50_ci95")
                                                                                     for k, v in rows.items()},
@@ -141,6 +141,13 @@ def _uniform_rows(arch: str) -> list[str]:
     return lines
 
 
+def _cost(prediction: dict, name: str) -> str:
+    """One figure of the search's latency model with its unit (records before the unit was stored hold ms)."""
+    if "unit" in prediction:
+        return f"{prediction[name if name in ('remainder', 'call') else name + '_cost']:.4f} {prediction['unit']}"
+    return f"{prediction[name + ('_ms' if name in ('remainder', 'call') else '_p50_ms')]:.4f} ms"
+
+
 def render(results: dict) -> str:
     uniform = results.get("uniform", {})
     lines = ["# Latency target: per-layer widths for a p50 budget, predicted and measured", "",
@@ -161,8 +168,8 @@ def render(results: dict) -> str:
                   + f" | {'yes' if lt['met'] else 'no'} | {entry['cost']['macs_ratio']:.2f} | {a['teacher']:.2f} | "
                   f"{a['pruned']:.2f} | {a.get('reconstructed') or float('nan'):.2f} | **{a['recovered']:.2f}** |", "",
                   f"- p50 ms: {', '.join(f'{k} {v:.4f}' for k, v in entry['bench_p50_ms'].items())}; the latency "
-                  f"search timed the teacher at {p['teacher_p50_ms']:.4f} ms and predicted {p['predicted_p50_ms']:.4f} "
-                  f"ms (tables' remainder {p['remainder_ms']:.4f} ms, empty call {p['call_ms']:.4f} ms); narrowest "
+                  f"search timed the teacher at {_cost(p, 'teacher')} and predicted {_cost(p, 'predicted')} "
+                  f"(tables' remainder {_cost(p, 'remainder')}, empty call {_cost(p, 'call')}); narrowest "
                   f"reachable {p['closest_reachable_ratio']:.2f}x.",
                   f"- Load: `{entry['uptime_before']}` before the build, `{entry['uptime_after']}` after; 1-min "
                   f"load average {entry['bench_load_average_1min'][0]:.2f} / {entry['bench_load_average_1min'][1]:.2f} "

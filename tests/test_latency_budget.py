@@ -4,6 +4,7 @@ import copy
 import itertools
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -11,14 +12,18 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.config import BuildConfig, ChannelPruning, LatencyTarget, MagnitudePruning, to_toml
 from edgefree.errors import EdgefreeError
 from edgefree.latency_budget import _choices, _group_sensitivity, _knapsack, check, latency_budget
-from edgefree.latency_tables import layer_latency, table_folder
+from edgefree.latency_tables import Meter, layer_latency, layer_tables, table_folder
 from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, prune
 from edgefree.recover.channels import channel_groups
 
+# Read before the test session points EDGEFREE_CACHE at a temporary folder: the prepared arm64
+# environment (`edgefree emulator setup`, run by .ci/run) lives in the user's cache.
+ARM64_HOME = default_home()
 CONV = {"kind": "conv", "kernel": [3, 3], "stride": [1, 1], "pads": [1, 1, 1, 1], "dilation": [1, 1],
         "depthwise": False, "spatial": [8, 8]}
 
@@ -35,13 +40,14 @@ def chosen(teacher):
 
 def test_layer_tables_are_cached_per_runtime_precision_and_shape():
     widths = [(32, 8), (32, 32)]
-    first, measured = layer_latency(CONV, widths, "onnxruntime", "fp32")
+    fp32 = Meter("onnxruntime", "fp32")
+    first, measured = layer_latency(CONV, widths, fp32)
     assert measured == 2 and all(ms > 0 for ms in first.values())
-    again, measured = layer_latency(CONV, widths + [(32, 16)], "onnxruntime", "fp32")
+    again, measured = layer_latency(CONV, widths + [(32, 16)], fp32)
     assert measured == 1 and {w: again[w] for w in widths} == first  # only the new width was timed
-    _, measured = layer_latency({**CONV, "spatial": [4, 4]}, widths, "onnxruntime", "fp32")
+    _, measured = layer_latency({**CONV, "spatial": [4, 4]}, widths, fp32)
     assert measured == 2  # another layer shape
-    _, measured = layer_latency(CONV, widths, "onnxruntime", "int8")
+    _, measured = layer_latency(CONV, widths, Meter("onnxruntime", "int8"))
     assert measured == 2  # another precision
     folder = table_folder("onnxruntime", "fp32", 1)
     assert "onnxruntime" in str(folder) and len(list(folder.glob("*.json"))) >= 2
@@ -122,11 +128,52 @@ def test_a_target_below_the_narrowest_student_is_refused_with_the_closest_reacha
     assert closest > 0.05
 
 
-def test_an_arm64_target_says_its_table_is_a_native_stand_in(teacher, capsys):
-    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.9), ChannelPruning(),
+def test_an_arm64_target_without_emulation_says_its_table_is_a_native_stand_in(teacher, capsys):
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.9, emulate=False), ChannelPruning(),
                              target="raspberry-pi-5")
     assert "stand-in for raspberry-pi-5's cortex-a76" in student.stats["latency"]["table"]
-    assert "latency table is measured natively" in capsys.readouterr().err
+    assert student.stats["latency"]["emulated_cpu"] is None and student.stats["latency"]["unit"] == "ms"
+    err = capsys.readouterr().err
+    assert "latency_target.emulate is off: its latency table is measured natively" in err
+
+
+def _arm64_home(monkeypatch):
+    """The prepared arm64 environment (read before the tests moved the cache), or a skip saying how to make it."""
+    if shutil.which("qemu-aarch64") is None:
+        pytest.skip("qemu-aarch64 is not installed: apt-get install qemu-user mmdebstrap gcc libc6-dev")
+    if "onnxruntime" not in (prepared(ARM64_HOME) or {}).get("runtimes", {}):
+        pytest.skip(f"no prepared arm64 environment with onnxruntime in {ARM64_HOME}: "
+                    "run `edgefree emulator setup --runtimes onnxruntime`")
+    monkeypatch.setenv("EDGEFREE_ARM64_HOME", str(ARM64_HOME))
+
+
+@pytest.mark.qemu
+def test_tables_counted_under_qemu_repeat_grow_with_width_and_are_cached(monkeypatch):
+    _arm64_home(monkeypatch)
+    a72 = Meter("onnxruntime", "fp32", cpu="cortex-a72")
+    widths = [(32, 8), (32, 32)]
+    (counts, linear), measured = layer_tables([(CONV, widths), ({"kind": "linear"}, [(64, 10)])], a72)
+    assert measured == 3 and counts[32, 32] > counts[32, 8] > 0.1 and linear[64, 10] > 0  # millions per inference
+    assert "qemu-cortex-a72" in str(a72.folder()) and a72.unit == "M instructions"
+    again, measured = layer_latency(CONV, widths, a72)
+    assert measured == 0 and again == counts  # from the cache
+    for path in a72.folder().glob("*.json"):  # counted afresh, each entry repeats within 1%
+        path.unlink()
+    fresh, measured = layer_latency(CONV, widths, a72)
+    assert measured == 2 and all(abs(fresh[w] - counts[w]) <= 0.01 * counts[w] for w in widths)
+    assert layer_latency(CONV, widths, Meter("onnxruntime", "fp32"))[0] != counts  # native: ms, apart
+
+
+@pytest.mark.qemu
+def test_an_arm64_target_counts_its_tables_under_qemu_as_its_core(teacher, monkeypatch, capsys):
+    _arm64_home(monkeypatch)
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning(),
+                             target="raspberry-pi-5")
+    stats = student.stats["latency"]
+    assert stats["emulated_cpu"] == "cortex-a76" and stats["unit"] == "M instructions"
+    assert stats["table"].startswith("counted under QEMU as a cortex-a76") and "stand-in" in stats["table"]
+    assert stats["predicted_ratio"] <= 0.8 and stats["tables"]["entries"] > 10 and stats["teacher_cost"] > 0.1
+    assert "measured natively" not in capsys.readouterr().err
 
 
 def test_check_compares_the_prediction_with_the_bench():
@@ -142,6 +189,22 @@ def test_check_compares_the_prediction_with_the_bench():
     missed = check(latency, bench(0.6))
     assert missed["met"] is False and missed["measured_ratio"] == pytest.approx(0.6)
     assert check(latency, None)["met"] is None
+
+
+def test_check_of_counted_tables_reads_the_emulated_bench_on_the_same_core():
+    latency = {"target_ratio": 0.5, "runtime": "onnxruntime", "precision": "fp32", "predicted_ratio": 0.48,
+               "table": "t", "emulated_cpu": "cortex-a76"}
+
+    def bench(cpu, student):
+        rows = [{"model": m, "runtime": "onnxruntime", "precision": "fp32", "error": None,
+                 "instructions": {"per_inference": n}} for m, n in (("teacher", 100.0), ("student", student))]
+        native = [{**r, "latency_ms": {"p50": 1.0}} for r in rows]  # natively no faster: not what is checked
+        return {"native": {"rows": native}, "emulated": {"cpu": cpu, "rows": rows}}
+
+    met = check(latency, bench("cortex-a76", 45.0))
+    assert met["met"] is True and met["measured_ratio"] == pytest.approx(0.45) and "QEMU" in met["measured_as"]
+    assert check(latency, bench("cortex-a76", 60.0))["met"] is False
+    assert check(latency, bench("cortex-a72", 45.0))["measured_ratio"] is None  # another core: not comparable
 
 
 def test_build_config_validates_the_latency_target(tmp_path):

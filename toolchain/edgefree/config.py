@@ -162,7 +162,8 @@ class LatencyTarget(_Config):
 
     Latency is measured per conv/linear layer at ``widths`` channel counts per group (multiples of the
     channel pruning's ``round_to``), on ``runtime`` and ``precision`` (None: the target profile's first
-    format and precision), natively at batch 1; each group's and each identity residual block's
+    format and precision) at batch 1: natively, or for an aarch64 target with ``emulate``, as guest
+    instructions counted under QEMU as its core (once ``edgefree emulator setup`` ran); each group's and each identity residual block's
     sensitivity is the KL divergence of the teacher's outputs on ``images`` dreams when only it is
     narrowed or removed. A multiple-choice knapsack picks the widths (and, with ``blocks``, the removed
     blocks) of least total sensitivity within the budget (``edgefree.latency_budget``).
@@ -174,6 +175,7 @@ class LatencyTarget(_Config):
     widths: int = 8  # channel counts measured and chosen from per group (at most)
     blocks: bool = True  # identity residual blocks may be removed too
     images: int = 256  # dreams the sensitivities are measured on
+    emulate: bool = True  # aarch64 targets: count per-layer instructions under QEMU (False: time natively)
 
     def __post_init__(self):
         self._require_finite()

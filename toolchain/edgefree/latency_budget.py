@@ -4,8 +4,11 @@ The student must run in at most ``ratio`` times the teacher's p50 on the target'
 precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``), as HALP and SPDY do:
 
 1. **Latency tables** (``edgefree.latency_tables``): every conv and linear layer whose width a
-   group sets is timed alone at each candidate width, and the residual addition of every
-   identity block; the teacher is timed whole. The student's predicted p50 is the teacher's,
+   group sets is measured alone at each candidate width, and the residual addition of every
+   identity block; the teacher is measured whole. On an x86-64 target that is the p50 on this
+   machine; on an aarch64 one, guest instructions per inference counted under QEMU as the target's
+   core (when the emulator is set up), the ratio of counts standing in for the ratio of p50s.
+   The student's predicted cost is the teacher's,
    minus what its narrower and removed layers save: the sum of its table entries (each less the
    cost of an empty call) plus the teacher's remainder (everything the tables do not hold).
 2. **Sensitivities**, on the dreams: the KL divergence of the teacher's outputs when only one
@@ -20,7 +23,7 @@ precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``),
    closest reachable ratio.
 
 The bench checks the prediction at the end (``check``): the student's measured p50 over the
-teacher's on the same runtime and precision.
+teacher's on the same runtime and precision (under QEMU: its instruction count over the teacher's).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import ChannelPruning, LatencyTarget, MagnitudePruning
 from edgefree.errors import EdgefreeError, warn
-from edgefree.latency_tables import CALL, layer_latency, model_latency, runtime_version
+from edgefree.latency_tables import CALL, Meter, layer_tables, model_latency
 from edgefree.models import Teacher
 from edgefree.recover.channels import _block_scores, channel_groups, identity_residual_blocks
 from edgefree.recover.prune import PRUNABLE, Student, prune
@@ -122,13 +125,13 @@ def _layer_widths(layer: _Layer, groups, widths: dict) -> tuple[int, int]:
 class _Model:
     """The latency model: tables, groups, blocks, and the exact predicted p50 of any choice."""
 
-    def __init__(self, layers, groups, choices, blocks, adds, call, teacher_ms):
+    def __init__(self, layers, groups, choices, blocks, adds, call, teacher_cost):
         self.layers, self.groups, self.choices, self.blocks, self.adds = layers, groups, choices, blocks, adds
-        self.call, self.teacher_ms = call, teacher_ms
-        full = self.tables_ms({}, frozenset())
-        self.remainder = teacher_ms - full
+        self.call, self.teacher_cost = call, teacher_cost
+        full = self.tables_cost({}, frozenset())
+        self.remainder = teacher_cost - full
 
-    def tables_ms(self, widths: dict, removed: frozenset) -> float:
+    def tables_cost(self, widths: dict, removed: frozenset) -> float:
         total = 0.0
         for layer in self.layers:
             if not any(layer.name.startswith(b + ".") for b in removed):
@@ -136,11 +139,11 @@ class _Model:
         return total + sum(max(ms - self.call, 0.0) for b, ms in self.adds.items() if b not in removed)
 
     def predict(self, widths: dict, removed: frozenset) -> float:
-        return self.remainder + self.tables_ms(widths, removed)
+        return self.remainder + self.tables_cost(widths, removed)
 
 
-def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, runtime: str, precision: str,
-             threads: int, dreams, progress: bool) -> tuple[_Model, list, dict]:
+def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, meter: Meter, dreams,
+             progress: bool) -> tuple[_Model, list, dict]:
     model = copy.deepcopy(teacher.module).eval().cpu()
     example = teacher.spec.example_inputs(2)[0]
     groups = [g for g in channel_groups(model, teacher.spec, channel, dreams)
@@ -164,26 +167,25 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, r
         cout = m.out_features if isinstance(m, nn.Linear) else m.out_channels
         layers.append(_Layer(name, _signature(m, shapes[name][0]), cin, cout, out_group.get(name), in_group.get(name),
                              getattr(m, "groups", 1) > 1 and m.groups == cin == cout))
-    measured = 0
-    # every (in, out) width a layer can take: the product of its groups' choices
-    for layer in tqdm(layers, desc="latency tables", unit="layer", disable=not progress, leave=False):
+    requests = []
+    for layer in layers:  # every (in, out) width a layer can take: the product of its groups' choices
         ins = [None] if layer.in_group is None else choices[layer.in_group]
         outs = [None] if layer.out_group is None else choices[layer.out_group]
-        widths = sorted({_layer_widths(layer, groups, {k: v for k, v in ((layer.in_group, i), (layer.out_group, o))
-                                                       if k is not None}) for i in ins for o in outs})
-        layer.table, new = layer_latency(layer.signature, widths, runtime, precision, threads)
-        measured += new
-    adds = {}
+        requests.append((layer.signature, sorted({_layer_widths(layer, groups, {
+            k: v for k, v in ((layer.in_group, i), (layer.out_group, o)) if k is not None}) for i in ins for o in outs})))
     for b in blocks:
         out = shapes[b][1]
-        table, new = layer_latency({"kind": "add", "spatial": list(out.shape[2:])}, [(out.shape[1], out.shape[1])],
-                                   runtime, precision, threads)
-        adds[b], measured = table[out.shape[1], out.shape[1]], measured + new
-    call, new = layer_latency(CALL, [(1, 1)], runtime, precision, threads)
-    teacher_ms = model_latency(model, example, runtime, precision, threads)
-    entries = sum(len(layer.table) for layer in layers) + len(adds) + 1
-    return (_Model(layers, groups, choices, blocks, adds, call[1, 1], teacher_ms), groups,
-            {"entries": entries, "measured_now": measured + new})
+        requests.append(({"kind": "add", "spatial": list(out.shape[2:])}, [(out.shape[1], out.shape[1])]))
+    requests.append((CALL, [(1, 1)]))
+    if progress:
+        tqdm.write(f"latency tables: {sum(len(w) for _, w in requests)} entries, {meter.describe()}")
+    tables, measured = layer_tables(requests, meter)
+    for layer, table in zip(layers, tables):
+        layer.table = table
+    adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
+    teacher_cost = model_latency(model, example, meter)
+    return (_Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost), groups,
+            {"entries": sum(len(t) for t in tables), "measured_now": measured, "unit": meter.unit})
 
 
 @torch.no_grad()
@@ -283,7 +285,7 @@ def _knapsack(costs: list[list[float]], values: list[list[float]], budget: float
 
 def _search(lat: _Model, items: list[_Item], budget: float) -> tuple[list[int], dict]:
     """The knapsack solved around the last choice until it repeats; the best choice within budget, repaired if none."""
-    unit = lat.teacher_ms / UNITS
+    unit = lat.teacher_cost / UNITS
     picks = [0] * len(items)  # every item's first option: full width, kept
     best, seen, rounds = None, [], 0
     while picks not in seen and rounds < 10:
@@ -333,25 +335,31 @@ def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) ->
         picks = step[1]
 
 
-def _resolve(config: LatencyTarget, target_name: str) -> tuple[str, str, int, str]:
+def _resolve(config: LatencyTarget, target_name: str) -> tuple[Meter, str]:
+    """The meter of ``target_name``'s tables, and their label: an aarch64 target's are counted under QEMU as its
+    core when the arm64 environment holds the runtime (else timed natively, a stand-in said so on the console)."""
     target = load_target(target_name)
     runtime = config.runtime or RUNTIME_OF_FORMAT[target.formats[0]]
     if runtime not in ("onnxruntime", "openvino"):
         raise EdgefreeError(f"latency tables are measured with onnxruntime or openvino, and target {target.name}'s "
                             f"first runtime is {runtime}: set latency_target.runtime = \"onnxruntime\"")
     precision = config.precision or target.precisions[0]
-    threads = 1 if target.emulated else target.threads
-    label = f"measured natively on this x86-64 machine ({runtime} {runtime_version(runtime)}, {precision}, " \
-            f"{threads} thread{'s' if threads > 1 else ''}, batch 1)"
-    if target.emulated:
-        from edgefree.bench.emulator_setup import default_home, prepared
+    if not target.emulated:
+        meter = Meter(runtime, precision, target.threads)
+        return meter, meter.describe()
+    from edgefree.bench.emulator_setup import default_home, prepared
 
-        why = ("the emulator is not set up (`edgefree emulator setup`)" if prepared(default_home()) is None
-               else "per-layer tables are not counted under QEMU")
-        warn(f"target {target.name} is a {target.cpu} (aarch64) and {why}: its latency table is {label}, "
-             "a stand-in for the device")
-        label += f", a stand-in for {target.name}'s {target.cpu}"
-    return runtime, precision, threads, label
+    environment = prepared(default_home())
+    if config.emulate and environment is not None and runtime in environment["runtimes"]:
+        meter = Meter(runtime, precision, 1, target.emulation_cpu)
+        return meter, f"{meter.describe()}, a stand-in for {target.name}'s {target.cpu}"
+    meter = Meter(runtime, precision, 1)
+    why = ("latency_target.emulate is off" if not config.emulate
+           else "the emulator is not set up (`edgefree emulator setup`)" if environment is None
+           else f"the arm64 environment has no {runtime} (`edgefree emulator setup --runtimes {runtime}`)")
+    warn(f"target {target.name} is a {target.cpu} (aarch64) and {why}: its latency table is {meter.describe()}, "
+         "a stand-in for the device")
+    return meter, f"{meter.describe()}, a stand-in for {target.name}'s {target.cpu}"
 
 
 def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarget(),
@@ -381,19 +389,20 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
                             "and depth unset")
     if dreams is None:
         raise EdgefreeError("the latency search measures each layer's sensitivity on the synthetic images: pass dreams")
-    runtime, precision, threads, label = _resolve(config, target)
-    lat, groups, tables = _measure(teacher, config, channel, runtime, precision, threads, dreams, progress)
+    meter, label = _resolve(config, target)
+    runtime, precision = meter.runtime, meter.precision
+    lat, groups, tables = _measure(teacher, config, channel, meter, dreams, progress)
     if not lat.layers:
         raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
                             "target can be met: use --pruning magnitude")
-    budget = config.ratio * lat.teacher_ms
+    budget = config.ratio * lat.teacher_cost
     narrowest = ({i: c[-1] for i, c in enumerate(lat.choices)}, frozenset(lat.blocks))
     floor = lat.predict(*narrowest)
     if floor > budget:
-        closest = math.ceil(100 * floor / lat.teacher_ms) / 100
+        closest = math.ceil(100 * floor / lat.teacher_cost) / 100
         raise EdgefreeError(
             f"latency target {config.ratio:.2f}x cannot be met on {runtime} {precision}: the closest reachable is "
-            f"{floor / lat.teacher_ms:.2f}x the teacher's p50, with every prunable group at its narrowest"
+            f"{floor / lat.teacher_cost:.2f}x the teacher's {'p50' if meter.cpu is None else 'instructions'}, with every prunable group at its narrowest"
             + (" and every identity residual block removed" if lat.blocks else "") + f" (table {label}): pass "
             f"--latency-target {closest:.2f} or more" + ("" if config.blocks or not identity_residual_blocks(
                 teacher.module) else ", or let it remove blocks (latency_target.blocks = true)"))
@@ -410,9 +419,10 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     student = prune(teacher, stages, dreams, progress, layout=layout)
     predicted = lat.predict(widths, removed)
     student.stats["latency"] = {
-        "target_ratio": config.ratio, "runtime": runtime, "precision": precision, "threads": threads, "table": label,
-        "teacher_p50_ms": lat.teacher_ms, "predicted_p50_ms": predicted, "predicted_ratio": predicted / lat.teacher_ms,
-        "closest_reachable_ratio": floor / lat.teacher_ms, "remainder_ms": lat.remainder, "call_ms": lat.call,
+        "target_ratio": config.ratio, "runtime": runtime, "precision": precision, "threads": meter.threads,
+        "emulated_cpu": meter.cpu, "table": label, "unit": meter.unit,
+        "teacher_cost": lat.teacher_cost, "predicted_cost": predicted, "predicted_ratio": predicted / lat.teacher_cost,
+        "closest_reachable_ratio": floor / lat.teacher_cost, "remainder": lat.remainder, "call": lat.call,
         "sensitivity_kl": value, "removed_blocks": layout["blocks"],
         "groups": [{"layers": g.layers, "channels": g.size, "kept": widths.get(i, g.size),
                     "kl": sensitivity[i][widths.get(i, g.size)],
@@ -424,14 +434,21 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
 
 
 def check(latency: dict, bench: dict | None) -> dict:
-    """The prediction of ``latency`` (a student's ``stats["latency"]``) against the bench's measured p50 ratio on
-    the same runtime and precision: ``{"target_ratio", "predicted_ratio", "measured_ratio", "met"}``
-    (``measured_ratio`` and ``met`` None when the bench did not run)."""
-    from edgefree.bench.report import latency_ratios
+    """The prediction of ``latency`` (a student's ``stats["latency"]``) against the bench on the same runtime and
+    precision: the measured p50 ratio, or under QEMU (tables counted as ``emulated_cpu``) the instruction-count
+    ratio of the emulated bench on that core: ``{"target_ratio", "predicted_ratio", "measured_ratio", "met",
+    "measured_as"}`` (``measured_ratio`` and ``met`` None when the bench did not run that)."""
+    from edgefree.bench.report import instruction_ratios, latency_ratios
 
-    measured = None
-    if bench and bench.get("native"):
-        measured = latency_ratios(bench["native"]["rows"]).get((latency["runtime"], latency["precision"]))
+    key, cpu = (latency["runtime"], latency["precision"]), latency.get("emulated_cpu")
+    measured, measured_as = None, "p50"
+    if cpu is not None:
+        measured_as = f"instructions under QEMU as a {cpu}"
+        emulated = (bench or {}).get("emulated") or {}
+        if emulated.get("cpu") == cpu and emulated.get("rows"):
+            measured = instruction_ratios(emulated["rows"]).get(key)
+    elif bench and bench.get("native"):
+        measured = latency_ratios(bench["native"]["rows"]).get(key)
     return {"target_ratio": latency["target_ratio"], "runtime": latency["runtime"], "precision": latency["precision"],
-            "predicted_ratio": latency["predicted_ratio"], "measured_ratio": measured,
+            "predicted_ratio": latency["predicted_ratio"], "measured_ratio": measured, "measured_as": measured_as,
             "met": None if measured is None else measured <= latency["target_ratio"], "table": latency["table"]}

@@ -1,21 +1,32 @@
-"""Per-layer latency tables: one conv or linear layer at a given width, timed alone on a runtime.
+"""Per-layer latency tables: one conv or linear layer at a given width, measured alone on a runtime.
 
-Each entry is the p50 of a one-node ONNX model (a Conv, a Gemm, or a residual Add + Relu) at
+Each entry is the cost of a one-node ONNX model (a Conv, a Gemm, or a residual Add + Relu) at
 batch 1, built with ``onnx.helper`` and opened with the bench's runner (onnxruntime or OpenVINO;
-INT8 as the export makes it: a QDQ graph from onnxruntime's static quantization). The widths of
-one layer shape are timed in interleaved rounds, so load from other processes falls on all of
-them alike. ``CALL`` (an Identity model) is the cost of one call with no work: what a layer's
-entry carries on top of its own time.
+INT8 as the export makes it: a QDQ graph from onnxruntime's static quantization). A ``Meter``
+says how it is measured:
 
-Tables are cached per runtime (and its version), precision, thread count, CPU model and layer
-shape in ``cache_dir("latency")``: a second build of the same architecture measures nothing.
+* natively (``cpu`` None): the p50 in ms on this machine. The widths of one layer shape are
+  timed in interleaved rounds, so load from other processes falls on all of them alike;
+* under QEMU (``cpu``, an ARM core model such as ``cortex-a76``): millions of guest instructions
+  per inference of the runtime's aarch64 build in the prepared arm64 environment (``edgefree
+  emulator setup``), every missing entry of a table counted in one emulated process. Counts are
+  repeatable and stand in for an ARM device's time; they are not milliseconds.
+
+``CALL`` (an Identity model) is the cost of one call with no work: what a layer's entry carries
+on top of its own.
+
+Tables are cached per meter (runtime and its version, precision, threads, and this machine's CPU
+model or the emulated core) and layer shape in ``cache_dir("latency")``: a second build of the same
+architecture measures nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +40,7 @@ CALL = {"kind": "call"}  # an Identity on one number: the cost of a call, no wor
 OPSET = 18
 X = "input"  # the export's input name, which its INT8 calibration feeds
 WARMUP, ROUNDS, ROUND_MS, MAX_RUNS_PER_ROUND = 3, 5, 10.0, 200
+COUNTED_RUNS = 2  # inferences counted per entry under QEMU (the counts repeat: more runs add nothing)
 
 
 def _key(width: tuple[int, int]) -> str:
@@ -71,12 +83,12 @@ def _graph(signature: dict, cin: int, cout: int):
     return model, shape
 
 
-def _open(signature: dict, width: tuple[int, int], runtime: str, precision: str, threads: int, folder: Path):
-    """``(predict, input)`` for one table entry, written into ``folder``."""
+def _write(signature: dict, width: tuple[int, int], precision: str, folder: Path) -> tuple[Path, list[int]]:
+    """Write one table entry's model (quantized for int8) into ``folder``: ``(path, input shape)``."""
     import onnx
 
+    folder.mkdir(parents=True, exist_ok=True)
     model, shape = _graph(signature, *width)
-    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
     path = folder / f"{signature['kind']}-{_key(width)}.onnx"
     onnx.save(model, path)
     if precision == "int8" and signature["kind"] != "call":
@@ -86,7 +98,14 @@ def _open(signature: dict, width: tuple[int, int], runtime: str, precision: str,
         quantized = path.with_name(path.stem + "-int8.onnx")
         _quantize(path, quantized, calibration)
         path = quantized
-    predict, _, _ = runner.OPENERS[runtime](path, threads, precision)
+    return path, shape
+
+
+def _open(signature: dict, width: tuple[int, int], meter: Meter, folder: Path):
+    """``(predict, input)`` for one natively timed table entry, written into ``folder``."""
+    path, shape = _write(signature, width, meter.precision, folder)
+    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    predict, _, _ = runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)
     return predict, x
 
 
@@ -111,16 +130,118 @@ def runtime_version(runtime: str) -> str:
                             f"{runner.INSTALL_HINTS[runtime]}") from exc
 
 
+@dataclass(frozen=True)
+class Meter:
+    """How table entries are measured: ``runtime`` at ``precision`` with ``threads``, timed natively
+    (``cpu`` None: p50 ms) or counted under QEMU on the ARM core ``cpu`` (millions of instructions)."""
+
+    runtime: str
+    precision: str
+    threads: int = 1
+    cpu: str | None = None
+
+    @property
+    def unit(self) -> str:
+        return "ms" if self.cpu is None else "M instructions"
+
+    def version(self) -> str:
+        if self.cpu is None:
+            return runtime_version(self.runtime)
+        from edgefree.bench.emulator_setup import default_home, prepared
+
+        environment = prepared(default_home())
+        if environment is None or self.runtime not in environment["runtimes"]:
+            raise EdgefreeError(f"counting latency tables under QEMU needs {self.runtime} in the prepared arm64 "
+                                f"environment: run `edgefree emulator setup --runtimes {self.runtime}`")
+        return environment["runtimes"][self.runtime]
+
+    def folder(self) -> Path:
+        """Where this meter's tables live."""
+        if self.cpu is not None:
+            return cache_dir("latency", f"{self.runtime}-{self.version()}-aarch64",
+                             f"{self.precision}-{self.threads}t-qemu-{self.cpu}")
+        cpu = hashlib.sha256(machine_info()["cpu"].encode()).hexdigest()[:8]
+        return cache_dir("latency", f"{self.runtime}-{self.version()}", f"{self.precision}-{self.threads}t-cpu{cpu}")
+
+    def describe(self) -> str:
+        threads = f"{self.threads} thread{'s' if self.threads > 1 else ''}, batch 1"
+        if self.cpu is None:
+            return f"measured natively on this x86-64 machine ({self.runtime} {self.version()}, {self.precision}, " \
+                   f"{threads})"
+        return f"counted under QEMU as a {self.cpu} (guest instructions per inference of {self.runtime} " \
+               f"{self.version()} aarch64, {self.precision}, {threads})"
+
+
 def table_folder(runtime: str, precision: str, threads: int) -> Path:
-    """Where the tables of ``runtime`` (this version), ``precision`` and ``threads`` on this CPU model live."""
-    cpu = hashlib.sha256(machine_info()["cpu"].encode()).hexdigest()[:8]
-    return cache_dir("latency", f"{runtime}-{runtime_version(runtime)}", f"{precision}-{threads}t-cpu{cpu}")
+    """Where the native tables of ``runtime`` (this version), ``precision`` and ``threads`` on this CPU model live."""
+    return Meter(runtime, precision, threads).folder()
 
 
-def layer_latency(signature: dict, widths: list[tuple[int, int]], runtime: str, precision: str,
-                  threads: int = 1) -> tuple[dict[tuple[int, int], float], int]:
-    """p50 ms of one layer of ``signature`` at each ``(in, out)`` width, and how many were measured now
-    (the others come from the cache).
+def _count(models: list[tuple[dict, tuple[int, int]]], meter: Meter) -> list[float]:
+    """Millions of guest instructions per inference of each ``(signature, width)`` layer, all in one QEMU run."""
+    from edgefree.bench import emulation
+
+    with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
+        folder = Path(tmp)
+        artifacts = []
+        for i, (signature, width) in enumerate(models):
+            path, shape = _write(signature, width, meter.precision, folder / f"{i}")
+            artifacts.append({"name": f"layer-{i}", "runtime": meter.runtime, "precision": meter.precision,
+                              "entry": path.relative_to(folder).as_posix(),
+                              "files": [{"path": path.relative_to(folder).as_posix()}], "input_shape": shape})
+        (folder / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+        result = emulation.run(folder / "manifest.json", meter.cpu, np.zeros((1, 1), np.float32), runs=COUNTED_RUNS,
+                               warmup=1, threads=meter.threads)
+    counts = []
+    for a in artifacts:
+        entry = result["artifacts"][a["name"]]
+        if entry.get("error") or not entry.get("instructions"):
+            raise EdgefreeError(f"counting a latency table entry under QEMU ({meter.cpu}) failed: "
+                                f"{entry.get('error') or 'no instruction count came back'}")
+        counts.append(entry["instructions"]["per_inference"] / 1e6)
+    return counts
+
+
+def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Meter
+                 ) -> tuple[list[dict[tuple[int, int], float]], int]:
+    """The table of each ``(signature, widths)`` request, and how many entries were measured now (the others
+    come from the cache). Under QEMU every missing entry of every request is counted in one process."""
+    folder = meter.folder()
+    paths = [folder / (hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:20] + ".json")
+             for sig, _ in requests]
+    stored = {}
+    for path in paths:
+        if path not in stored:
+            stored[path] = json.loads(path.read_text())["entries"] if path.is_file() else {}
+    missing = {}  # path -> (signature, sorted widths not in its table)
+    for path, (signature, widths) in zip(paths, requests):
+        todo = missing.setdefault(path, (signature, set()))[1]
+        todo.update(w for w in widths if _key(w) not in stored[path])
+    missing = {path: (sig, sorted(todo)) for path, (sig, todo) in missing.items() if todo}
+    if meter.cpu is None:
+        for path, (signature, todo) in missing.items():
+            with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
+                opened = [_open(signature, w, meter, Path(tmp)) for w in todo]
+                stored[path].update({_key(w): ms for w, ms in zip(todo, _time(opened))})
+                del opened
+    elif missing:
+        flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
+        for (path, _, w), count in zip(flat, _count([(sig, w) for _, sig, w in flat], meter)):
+            stored[path][_key(w)] = count
+    for path, (signature, _) in missing.items():
+        tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp_path.write_text(json.dumps({"signature": signature, "runtime": meter.runtime, "precision": meter.precision,
+                                        "threads": meter.threads, "cpu": meter.cpu, "unit": meter.unit,
+                                        "entries": stored[path]}, indent=1))
+        tmp_path.replace(path)
+    return ([{w: stored[path][_key(w)] for w in widths} for path, (_, widths) in zip(paths, requests)],
+            sum(len(todo) for _, todo in missing.values()))
+
+
+def layer_latency(signature: dict, widths: list[tuple[int, int]], meter: Meter
+                  ) -> tuple[dict[tuple[int, int], float], int]:
+    """The cost (``meter.unit``) of one layer of ``signature`` at each ``(in, out)`` width, and how many were
+    measured now (the others come from the cache).
 
     ``signature``: ``{"kind": "conv", "kernel": [3, 3], "stride": [1, 1], "pads": [1, 1, 1, 1],
     "dilation": [1, 1], "depthwise": False, "spatial": [32, 32]}`` (the input's spatial size),
@@ -128,33 +249,35 @@ def layer_latency(signature: dict, widths: list[tuple[int, int]], runtime: str, 
     ReLU: ``in`` is the channels) or ``CALL``.
 
     Example:
-        >>> table, _ = layer_latency({"kind": "linear"}, [(64, 10)], "onnxruntime", "fp32")
+        >>> table, _ = layer_latency({"kind": "linear"}, [(64, 10)], Meter("onnxruntime", "fp32"))
         >>> table[64, 10] > 0
         True
     """
-    path = table_folder(runtime, precision, threads) / (
-        hashlib.sha256(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:20] + ".json")
-    stored = json.loads(path.read_text())["entries"] if path.is_file() else {}
-    missing = sorted({w for w in widths if _key(w) not in stored})
-    if missing:
-        with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-            opened = [_open(signature, w, runtime, precision, threads, Path(tmp)) for w in missing]
-            stored.update({_key(w): ms for w, ms in zip(missing, _time(opened))})
-            del opened
-        tmp_path = path.with_suffix(".tmp")
-        tmp_path.write_text(json.dumps({"signature": signature, "runtime": runtime, "precision": precision,
-                                        "threads": threads, "entries": stored}, indent=1))
-        tmp_path.replace(path)
-    return {w: stored[_key(w)] for w in widths}, len(missing)
+    tables, measured = layer_tables([(signature, widths)], meter)
+    return tables[0], measured
 
 
-def model_latency(model, example, runtime: str, precision: str, threads: int = 1) -> float:
-    """p50 ms of a whole model exported to ONNX as the export stage does (batch 1), on ``runtime``."""
+def model_latency(model, example, meter: Meter) -> float:
+    """The cost (``meter.unit``) of a whole model exported to ONNX as the export stage does (batch 1)."""
+    from edgefree.bench import emulation
     from edgefree.export import onnx as onnx_export
 
     with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
         calibration = example.repeat(8, *([1] * (example.dim() - 1))).numpy()
-        path = onnx_export.export(model.eval().cpu(), example[:1].cpu(), precision, calibration,
+        path = onnx_export.export(model.eval().cpu(), example[:1].cpu(), meter.precision, calibration,
                                   Path(tmp) / "model", OPSET)[0]
-        predict, _, _ = runner.OPENERS[runtime](path, threads, precision)
-        return _time([(predict, np.ascontiguousarray(example[:1].cpu().numpy()))], rounds=4 * ROUNDS)[0]
+        x = np.ascontiguousarray(example[:1].cpu().numpy())
+        if meter.cpu is None:
+            predict, _, _ = runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)
+            return _time([(predict, x)], rounds=4 * ROUNDS)[0]
+        name = Path(path).relative_to(tmp).as_posix()
+        manifest = Path(tmp) / "manifest.json"
+        manifest.write_text(json.dumps({"artifacts": [{"name": "model", "runtime": meter.runtime,
+                                                       "precision": meter.precision, "entry": name,
+                                                       "files": [{"path": name}]}]}))
+        entry = emulation.run(manifest, meter.cpu, x, runs=COUNTED_RUNS, warmup=1,
+                              threads=meter.threads)["artifacts"]["model"]
+        if entry.get("error") or not entry.get("instructions"):
+            raise EdgefreeError(f"counting the model under QEMU ({meter.cpu}) failed: "
+                                f"{entry.get('error') or 'no instruction count came back'}")
+        return entry["instructions"]["per_inference"] / 1e6

@@ -359,7 +359,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         latency = check(pruned.stats["latency"], benched)
         if latency["met"] is False:
             warn(f"latency target {latency['target_ratio']:.2f}x missed: the student measured "
-                 f"{latency['measured_ratio']:.2f}x the teacher's p50 on {latency['runtime']} {latency['precision']} "
+                 f"{latency['measured_ratio']:.2f}x the teacher's {latency['measured_as']} on {latency['runtime']} "
+                 f"{latency['precision']} "
                  f"(predicted {latency['predicted_ratio']:.2f}x); rebuild with a lower --latency-target")
     detail = sparsity_report(student)
     example = teacher.spec.example_inputs()[0]

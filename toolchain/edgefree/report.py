@@ -92,7 +92,8 @@ def _pruning(r: dict) -> str:
         measured = latency["measured_ratio"]
         verdict = ("not measured (no bench)" if measured is None else
                    f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}")
-        lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's p50 on {latency['runtime']} "
+        lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's {latency.get('measured_as', 'p50')} on "
+                     f"{latency['runtime']} "
                      f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
                      f"({latency['table']}), {verdict}.")
     return "\n".join(lines)

@@ -10,7 +10,9 @@ edgefree, no torch unless ExecuTorch needs it), so it can be copied to a device 
 Each artifact's dense files are unpacked from their ``.efpk`` forms when absent (and
 checked against the manifest's sha256). Every input (normalized float32, N x C x H x W or N x C x L,
 as the manifest's ``model.input`` says; default: one deterministic random input) runs once at batch 1 for the logits; then the
-first input runs ``warmup`` + ``runs`` times for the latency. With ``--mark-syscall N``
+first input runs ``warmup`` + ``runs`` times for the latency. An artifact whose manifest entry has its
+own ``input_shape`` (one layer of a latency table) runs on one deterministic random input of that
+shape instead. With ``--mark-syscall N``
 the timed runs of the k-th artifact are enclosed in ``syscall(N, k, 0)`` and
 ``syscall(N, k, 1)``: a no-op on a real kernel (ENOSYS), the marker the QEMU
 instruction-count plugin (icount.c) records.
@@ -208,8 +210,10 @@ def run(manifest_path: Path, out: Path, names=None, inputs: np.ndarray | None = 
     for tag, name in enumerate(chosen, start=1):
         entry = {"latency_ms": None, "outputs_npy": None, "top1": None, "runtime_version": None,
                  "mark_tag": tag, "error": None}
+        own = artifacts[name].get("input_shape")
+        x = inputs if own is None else np.random.default_rng(0).standard_normal((1, *own[1:]), dtype=np.float32)
         try:
-            got = run_artifact(manifest_path.parent, artifacts[name], inputs, runs, warmup, threads, mark, tag)
+            got = run_artifact(manifest_path.parent, artifacts[name], x, runs, warmup, threads, mark, tag)
             npy = out.with_name(f"{out.stem}-{name}.npy")
             np.save(npy, got["logits"])
             entry.update(latency_ms=got["latency_ms"], outputs_npy=npy.name, top1=got["logits"].argmax(1).tolist(),

@@ -166,7 +166,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         click.echo(f"latency target {latency['target_ratio']:.2f}x ({latency['runtime']} {latency['precision']}): "
                    f"predicted {latency['predicted_ratio']:.2f}x, "
                    + ("not measured (no bench)" if measured is None else
-                      f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}"))
+                      f"measured {measured:.2f}x ({latency.get('measured_as', 'p50')}): "
+                      + ("met" if latency["met"] else "MISSED")))
     _report_estimate(report)
     target_macs = next((s["macs_target"] for s in report["pruning"]["stages"] if s.get("macs_target")), None)
     if target_macs is not None:

@@ -1,0 +1,144 @@
+"""arm64 latency tables: how well per-layer counts under QEMU predict a whole student, and what the x86 stand-in misses.
+
+For each case (teacher, aarch64 target, latency target, precision), ``latency_budget`` chooses a
+student twice: with tables counted under QEMU as the target's core (what an aarch64 build does
+once ``edgefree emulator setup`` ran) and with tables timed natively on this x86 machine (the
+stand-in used without the emulator). Both students and the teacher are then exported to ONNX and
+counted whole under QEMU on that core; the record holds the predicted ratio, the counted one,
+the search's seconds and how many table entries it counted. Counts are instructions, not time,
+and do not move with the machine's load; the native tables' p50s do.
+
+The sensitivities are measured on random inputs of the teacher's normalized shape instead of
+dreams (the choice of widths, not the prediction, depends on them): nothing is trained.
+
+    python benchmarks/arm64_tables.py --shared ../shared --mobilenet T.pt   # every case
+    python benchmarks/arm64_tables.py --shared ../shared --cases r20-a76-0.5-fp32
+
+Results go to ``results/arm64_tables.json`` (one entry per case, merged) and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import describe, run_record  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "arm64_tables.json"
+TEACHERS = {"r20": ("resnet20-cifar", "resnet20_cifar10jpeg.pt"), "r56": ("resnet56-cifar", "resnet56_cifar10jpeg.pt"),
+            "mbv3": ("torchvision:mobilenet_v3_small", None)}
+TARGETS = {"a76": "raspberry-pi-5", "a72": "raspberry-pi-4"}
+CASES = ["r20-a76-0.5-fp32", "r20-a72-0.5-fp32", "r20-a76-0.5-int8", "r56-a76-0.5-fp32", "mbv3-a76-0.6-fp32"]
+
+
+def _case(name: str) -> tuple[str, str, float, str]:
+    teacher, core, ratio, precision = name.split("-")
+    return teacher, TARGETS[core], float(ratio), precision
+
+
+def run(name: str, args) -> dict:
+    import torch
+
+    from edgefree.config import ChannelPruning, LatencyTarget
+    from edgefree.latency_budget import latency_budget
+    from edgefree.latency_tables import Meter, model_latency
+    from edgefree.models import load_teacher
+    from edgefree.recover import SyntheticSet
+
+    key, target, ratio, precision = _case(name)
+    arch, file = TEACHERS[key]
+    path = args.mobilenet if key == "mbv3" else args.shared / "models" / file
+    if path is None:
+        raise SystemExit(f"case {name} needs --mobilenet (the MobileNetV3-small teacher's weights)")
+    teacher = load_teacher(arch, path, 10, {"shape": (3, 32, 32)} if key == "mbv3" else None)
+    images = SyntheticSet(teacher.spec.example_inputs(256, seed=3)[0], torch.arange(256) % 10)
+    example = teacher.spec.example_inputs(2)[0]
+    entry = {"case": name, "arch": arch, "target": target, "ratio": ratio, "precision": precision}
+    cpu = None
+    for tables in ("qemu", "native"):
+        started = time.perf_counter()
+        student = latency_budget(teacher, images, LatencyTarget(ratio=ratio, precision=precision,
+                                                                emulate=tables == "qemu"),
+                                 ChannelPruning(), target=target, progress=not args.quiet)
+        seconds = round(time.perf_counter() - started, 1)
+        stats = student.stats["latency"]
+        cpu = cpu or stats["emulated_cpu"]
+        if cpu is None:
+            raise SystemExit("the arm64 environment is not prepared: run `edgefree emulator setup --runtimes onnxruntime`")
+        meter = Meter("onnxruntime", precision, 1, cpu)
+        teacher_count = model_latency(teacher.module, example, meter)
+        student_count = model_latency(student.model, example, meter)
+        entry[tables] = {"table": stats["table"], "predicted_ratio": stats["predicted_ratio"],
+                         "counted_ratio": student_count / teacher_count, "teacher_minstr": teacher_count,
+                         "student_minstr": student_count, "entries": stats["tables"]["entries"],
+                         "measured_now": stats["tables"]["measured_now"], "search_seconds": seconds}
+    entry["cpu"] = cpu
+    entry["record"] = run_record(__file__, files=[path])
+    return entry
+
+
+def render(results: dict) -> str:
+    lines = ["# arm64 latency tables: predicted against counted under QEMU", "",
+             "Each case: `latency_budget` chooses channel widths for the latency target on the aarch64 target's "
+             "runtime (onnxruntime, 1 thread, batch 1) twice, with per-layer tables counted under QEMU as its core "
+             "and with tables timed natively on this x86 machine (the stand-in without the emulator). Teacher and "
+             "both students are then exported to ONNX and counted whole under QEMU on that core: `counted` is the "
+             "student's guest instructions per inference over the teacher's. Sensitivities on random inputs "
+             "(nothing trained). `python benchmarks/arm64_tables.py` with the command of each record.", "",
+             "| case | core | precision | target | QEMU tables: predicted | counted | met | x86 stand-in: predicted "
+             "| counted | met | teacher M instr. | QEMU search s (entries counted) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in sorted(results, key=lambda n: CASES.index(n) if n in CASES else len(CASES)):
+        e = results[name]
+        q, n = e["qemu"], e["native"]
+        lines.append(f"| {name} | {e['cpu']} | {e['precision']} | {e['ratio']:.2f} | {q['predicted_ratio']:.3f} | "
+                     f"**{q['counted_ratio']:.3f}** | {'yes' if q['counted_ratio'] <= e['ratio'] else 'no'} | "
+                     f"{n['predicted_ratio']:.3f} | {n['counted_ratio']:.3f} | "
+                     f"{'yes' if n['counted_ratio'] <= e['ratio'] else 'no'} | {q['teacher_minstr']:.2f} | "
+                     f"{q['search_seconds']} ({q['measured_now']} of {q['entries']}) |")
+    lines += ["", "## Records", ""]
+    for name, e in results.items():
+        lines.append(f"- {name}: `{e['record']['command']}`. {describe(e['record'])}")
+    return "\n".join(lines) + "\n"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, required=True, help="folder holding models/")
+    p.add_argument("--mobilenet", type=Path, help="MobileNetV3-small teacher weights (for the mbv3 cases)")
+    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def written(args) -> list[str]:
+    """The results files a command writes (``reproduce.py --check``)."""
+    return ["arm64_tables.json"]
+
+
+def main(argv=None) -> None:
+    args = parser().parse_args(argv)
+    cases = [c for c in args.cases.split(",") if c]
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        raise SystemExit(f"unknown cases {unknown}; known: {', '.join(CASES)}")
+    if not (args.shared / "models").is_dir():
+        raise SystemExit(f"{args.shared / 'models'} not found: pass --shared with the shared teachers")
+    results = json.loads(RESULTS.read_text())["results"] if RESULTS.is_file() else {}
+    for name in cases:
+        results[name] = run(name, args)
+        RESULTS.write_text(json.dumps({"results": results}, indent=2))
+        RESULTS.with_suffix(".md").write_text(render(results))
+        print(f"{name}: counted {results[name]['qemu']['counted_ratio']:.3f} "
+              f"(predicted {results[name]['qemu']['predicted_ratio']:.3f}); wrote {RESULTS.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
