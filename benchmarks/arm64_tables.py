@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ RESULTS = HERE / "results" / "arm64_tables.json"
 TEACHERS = {"r20": ("resnet20-cifar", "resnet20_cifar10jpeg.pt"), "r56": ("resnet56-cifar", "resnet56_cifar10jpeg.pt"),
             "mbv3": ("torchvision:mobilenet_v3_small", None)}
 TARGETS = {"a76": "raspberry-pi-5", "a72": "raspberry-pi-4"}
-CASES = ["r20-a76-0.5-fp32", "r20-a72-0.5-fp32", "r20-a76-0.5-int8", "r56-a76-0.5-fp32", "mbv3-a76-0.6-fp32"]
+CASES = ["r20-a76-0.5-fp32", "r20-a72-0.5-fp32", "r20-a76-0.5-int8", "r56-a76-0.5-fp32", "mbv3-a76-0.6-fp32",
+         "mbv3-a76-0.7-fp32"]
 
 
 def _case(name: str) -> tuple[str, str, float, str]:
@@ -45,11 +47,14 @@ def _case(name: str) -> tuple[str, str, float, str]:
 def run(name: str, args) -> dict:
     import torch
 
+    from edgefree.bench.emulator_setup import default_home, prepared
     from edgefree.config import ChannelPruning, LatencyTarget
+    from edgefree.errors import EdgefreeError
     from edgefree.latency_budget import latency_budget
     from edgefree.latency_tables import Meter, model_latency
     from edgefree.models import load_teacher
     from edgefree.recover import SyntheticSet
+    from edgefree.targets import load_target
 
     key, target, ratio, precision = _case(name)
     arch, file = TEACHERS[key]
@@ -59,26 +64,28 @@ def run(name: str, args) -> dict:
     teacher = load_teacher(arch, path, 10, {"shape": (3, 32, 32)} if key == "mbv3" else None)
     images = SyntheticSet(teacher.spec.example_inputs(256, seed=3)[0], torch.arange(256) % 10)
     example = teacher.spec.example_inputs(2)[0]
-    entry = {"case": name, "arch": arch, "target": target, "ratio": ratio, "precision": precision}
-    cpu = None
+    cpu = load_target(target).emulation_cpu
+    if "onnxruntime" not in (prepared(default_home()) or {}).get("runtimes", {}):
+        raise SystemExit("the arm64 environment has no onnxruntime: run `edgefree emulator setup --runtimes onnxruntime`")
+    meter = Meter("onnxruntime", precision, 1, cpu)
+    entry = {"case": name, "arch": arch, "target": target, "cpu": cpu, "ratio": ratio, "precision": precision}
     for tables in ("qemu", "native"):
         started = time.perf_counter()
-        student = latency_budget(teacher, images, LatencyTarget(ratio=ratio, precision=precision,
-                                                                emulate=tables == "qemu"),
-                                 ChannelPruning(), target=target, progress=not args.quiet)
+        try:
+            student = latency_budget(teacher, images, LatencyTarget(ratio=ratio, precision=precision,
+                                                                    emulate=tables == "qemu"),
+                                     ChannelPruning(), target=target, progress=not args.quiet)
+        except EdgefreeError as refused:  # the budget is out of reach by these tables: what the build would say
+            entry[tables] = {"refused": str(refused), "search_seconds": round(time.perf_counter() - started, 1)}
+            continue
         seconds = round(time.perf_counter() - started, 1)
         stats = student.stats["latency"]
-        cpu = cpu or stats["emulated_cpu"]
-        if cpu is None:
-            raise SystemExit("the arm64 environment is not prepared: run `edgefree emulator setup --runtimes onnxruntime`")
-        meter = Meter("onnxruntime", precision, 1, cpu)
         teacher_count = model_latency(teacher.module, example, meter)
         student_count = model_latency(student.model, example, meter)
         entry[tables] = {"table": stats["table"], "predicted_ratio": stats["predicted_ratio"],
                          "counted_ratio": student_count / teacher_count, "teacher_minstr": teacher_count,
                          "student_minstr": student_count, "entries": stats["tables"]["entries"],
                          "measured_now": stats["tables"]["measured_now"], "search_seconds": seconds}
-    entry["cpu"] = cpu
     entry["record"] = run_record(__file__, files=[path])
     return entry
 
@@ -96,12 +103,20 @@ def render(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in sorted(results, key=lambda n: CASES.index(n) if n in CASES else len(CASES)):
         e = results[name]
-        q, n = e["qemu"], e["native"]
-        lines.append(f"| {name} | {e['cpu']} | {e['precision']} | {e['ratio']:.2f} | {q['predicted_ratio']:.3f} | "
-                     f"**{q['counted_ratio']:.3f}** | {'yes' if q['counted_ratio'] <= e['ratio'] else 'no'} | "
-                     f"{n['predicted_ratio']:.3f} | {n['counted_ratio']:.3f} | "
-                     f"{'yes' if n['counted_ratio'] <= e['ratio'] else 'no'} | {q['teacher_minstr']:.2f} | "
-                     f"{q['search_seconds']} ({q['measured_now']} of {q['entries']}) |")
+        cells = []
+        for tables in ("qemu", "native"):
+            t = e[tables]
+            if "refused" in t:
+                closest = re.search(r"closest reachable is (\S+)x", t["refused"])
+                cells.append(f"refused (closest {closest.group(1) if closest else '?'}x) | - | -")
+            else:
+                counted = f"{t['counted_ratio']:.3f}"
+                cells.append(f"{t['predicted_ratio']:.3f} | {'**' + counted + '**' if tables == 'qemu' else counted} | "
+                             f"{'yes' if t['counted_ratio'] <= e['ratio'] else 'no'}")
+        q = e["qemu"]
+        lines.append(f"| {name} | {e['cpu']} | {e['precision']} | {e['ratio']:.2f} | {cells[0]} | {cells[1]} | "
+                     f"{q.get('teacher_minstr', float('nan')):.2f} | {q['search_seconds']} "
+                     f"({q.get('measured_now', '-')} of {q.get('entries', '-')}) |")
     lines += ["", "## Records", ""]
     for name, e in results.items():
         lines.append(f"- {name}: `{e['record']['command']}`. {describe(e['record'])}")
@@ -135,8 +150,9 @@ def main(argv=None) -> None:
         results[name] = run(name, args)
         RESULTS.write_text(json.dumps({"results": results}, indent=2))
         RESULTS.with_suffix(".md").write_text(render(results))
-        print(f"{name}: counted {results[name]['qemu']['counted_ratio']:.3f} "
-              f"(predicted {results[name]['qemu']['predicted_ratio']:.3f}); wrote {RESULTS.with_suffix('.md')}")
+        q = results[name]["qemu"]
+        print(f"{name}: " + (q["refused"] if "refused" in q else f"counted {q['counted_ratio']:.3f} "
+                             f"(predicted {q['predicted_ratio']:.3f})") + f"; wrote {RESULTS.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
