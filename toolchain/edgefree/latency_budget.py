@@ -8,9 +8,10 @@ precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``),
    identity block; the teacher is measured whole. On an x86-64 target that is the p50 on this
    machine; on an aarch64 one, guest instructions per inference counted under QEMU as the target's
    core (when the emulator is set up), the ratio of counts standing in for the ratio of p50s.
-   The student's predicted cost is the teacher's,
-   minus what its narrower and removed layers save: the sum of its table entries (each less the
-   cost of an empty call) plus the teacher's remainder (everything the tables do not hold).
+   A student's predicted cost is ``offset + scale x`` the sum of its table entries (each less the
+   cost of an empty call), the two fixed by the teacher and the narrowest student, both measured
+   whole: ``offset`` holds what the tables do not (stem, pooling), ``scale`` what one-layer models
+   pay that a whole model does not (INT8: the conversions at each layer's input and output).
 2. **Sensitivities**, on the dreams: the KL divergence of the teacher's outputs when only one
    group is narrowed to a width (its least important channels' inputs zeroed, which is exactly
    what removing them does to the outputs), or only one block is skipped.
@@ -49,6 +50,7 @@ from edgefree.recover.prune import PRUNABLE, Student, prune
 from edgefree.targets import RUNTIME_OF_FORMAT, load_target
 
 UNITS = 2000  # the knapsack's latency axis: the teacher's p50 in this many steps
+MIN_SCALE, MAX_SCALE = 0.25, 4.0  # a calibration outside these says the tables and the whole models disagree
 
 
 @dataclass
@@ -123,13 +125,32 @@ def _layer_widths(layer: _Layer, groups, widths: dict) -> tuple[int, int]:
 
 
 class _Model:
-    """The latency model: tables, groups, blocks, and the exact predicted p50 of any choice."""
+    """The latency model: tables, groups, blocks, and the exact predicted cost of any choice.
+
+    A choice's prediction is ``offset + scale x`` its table entries' sum. Measured whole, the teacher
+    and the narrowest student fix both: a one-layer entry also carries what the whole model does not
+    pay per layer (INT8: quantizing its input and dequantizing its output), which ``scale`` < 1 takes
+    out in proportion; without the narrowest student's figure ``scale`` is 1 and ``offset`` the
+    teacher's remainder (what the tables do not hold)."""
 
     def __init__(self, layers, groups, choices, blocks, adds, call, teacher_cost):
         self.layers, self.groups, self.choices, self.blocks, self.adds = layers, groups, choices, blocks, adds
         self.call, self.teacher_cost = call, teacher_cost
-        full = self.tables_cost({}, frozenset())
-        self.remainder = teacher_cost - full
+        self.full = self.tables_cost({}, frozenset())
+        self.scale, self.remainder = 1.0, teacher_cost - self.full
+
+    def narrowest(self) -> tuple[dict, frozenset]:
+        return {i: c[-1] for i, c in enumerate(self.choices)}, frozenset(self.blocks)
+
+    def calibrate(self, narrowest_cost: float) -> float | None:
+        """Fit ``scale`` and ``offset`` to the teacher and the narrowest student measured whole; the scale, or
+        None (kept at 1) where the two figures cannot fix it (``MIN_SCALE`` to ``MAX_SCALE``)."""
+        span = self.full - self.tables_cost(*self.narrowest())
+        scale = (self.teacher_cost - narrowest_cost) / span if span > 0 else 0.0
+        if not MIN_SCALE <= scale <= MAX_SCALE:
+            return None
+        self.scale, self.remainder = scale, self.teacher_cost - scale * self.full
+        return scale
 
     def tables_cost(self, widths: dict, removed: frozenset) -> float:
         total = 0.0
@@ -139,7 +160,14 @@ class _Model:
         return total + sum(max(ms - self.call, 0.0) for b, ms in self.adds.items() if b not in removed)
 
     def predict(self, widths: dict, removed: frozenset) -> float:
-        return self.remainder + self.tables_cost(widths, removed)
+        return self.remainder + self.scale * self.tables_cost(widths, removed)
+
+
+def _layout(groups, blocks, widths: dict, removed: frozenset) -> dict:
+    """``prune``'s layout of a choice: the blocks removed, and each narrowed layer's width."""
+    return {"blocks": [b for b in blocks if b in removed],
+            "widths": {name: widths[i] for i, g in enumerate(groups) if widths.get(i, g.size) < g.size
+                       for name in g.layers if not any(name.startswith(b + ".") for b in removed)}}
 
 
 def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, meter: Meter, dreams,
@@ -183,9 +211,16 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
     for layer, table in zip(layers, tables):
         layer.table = table
     adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
-    teacher_cost = model_latency(model, example, meter)
-    return (_Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost), groups,
-            {"entries": sum(len(t) for t in tables), "measured_now": measured, "unit": meter.unit})
+    lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], model_latency(model, example, meter))
+    narrow = prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.narrowest())).model
+    narrowest_cost = model_latency(narrow, example, meter)
+    scale = lat.calibrate(narrowest_cost)
+    if scale is None:
+        warn(f"the latency tables ({meter.describe()}) and the whole models disagree: the narrowest student measured "
+             f"{narrowest_cost:.4g} {meter.unit} against the teacher's {lat.teacher_cost:.4g}, which the tables' "
+             "sums cannot fit; predictions use the tables uncalibrated")
+    return lat, groups, {"entries": sum(len(t) for t in tables), "measured_now": measured, "unit": meter.unit,
+                         "scale": scale, "narrowest_cost": narrowest_cost}
 
 
 @torch.no_grad()
@@ -396,8 +431,7 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
         raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
                             "target can be met: use --pruning magnitude")
     budget = config.ratio * lat.teacher_cost
-    narrowest = ({i: c[-1] for i, c in enumerate(lat.choices)}, frozenset(lat.blocks))
-    floor = lat.predict(*narrowest)
+    floor = lat.predict(*lat.narrowest())
     if floor > budget:
         closest = math.ceil(100 * floor / lat.teacher_cost) / 100
         raise EdgefreeError(
@@ -413,9 +447,7 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     items = _items(lat, groups, sensitivity, block_scores)
     picks, search = _search(lat, items, budget)
     widths, removed, value = _compose(items, picks)
-    layout = {"blocks": [b for b in lat.blocks if b in removed],
-              "widths": {name: widths[i] for i, g in enumerate(groups) if widths.get(i, g.size) < g.size
-                         for name in g.layers if not any(name.startswith(b + ".") for b in removed)}}
+    layout = _layout(groups, lat.blocks, widths, removed)
     student = prune(teacher, stages, dreams, progress, layout=layout)
     predicted = lat.predict(widths, removed)
     student.stats["latency"] = {
