@@ -104,6 +104,7 @@ def test_latency_target_chooses_per_group_widths_within_budget(teacher, chosen):
     assert stats["predicted_ratio"] <= 0.8 and stats["runtime"] == "onnxruntime" and stats["precision"] == "fp32"
     assert "measured natively" in stats["table"] and stats["tables"]["entries"] > 10
     assert 0 < stats["closest_reachable_ratio"] <= stats["predicted_ratio"]
+    assert stats["tables"]["scale"] is not None and stats["tables"]["narrowest_cost"] > 0  # calibrated on two models
     modules = dict(chosen.model.named_modules())
     for group in stats["groups"]:  # every group's width applied, each its own
         assert all(modules[name].out_channels == group["kept"] for name in group["layers"])
@@ -173,7 +174,26 @@ def test_an_arm64_target_counts_its_tables_under_qemu_as_its_core(teacher, monke
     assert stats["emulated_cpu"] == "cortex-a76" and stats["unit"] == "M instructions"
     assert stats["table"].startswith("counted under QEMU as a cortex-a76") and "stand-in" in stats["table"]
     assert stats["predicted_ratio"] <= 0.8 and stats["tables"]["entries"] > 10 and stats["teacher_cost"] > 0.1
+    assert 0.8 < stats["tables"]["scale"] < 1.2  # fp32 counts: one-layer models add little a whole model does not
     assert "measured natively" not in capsys.readouterr().err
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("arch,precision,ratio", [("digits-cnn", "fp32", 0.9), ("resnet20-cifar", "int8", 0.5)])
+def test_counted_prediction_matches_the_students_whole_count(monkeypatch, arch, precision, ratio):
+    """ResNet-20 INT8 (random weights: counts do not depend on them) is where one-layer models carry
+    conversions a whole model does not, which the uncalibrated sum of tables under-predicts by far more."""
+    from edgefree.latency_tables import model_latency
+
+    _arm64_home(monkeypatch)
+    teacher = load_teacher(arch)
+    student = latency_budget(teacher, _dreams(teacher, 32), LatencyTarget(ratio=ratio, precision=precision, widths=4),
+                             ChannelPruning(), target="raspberry-pi-5")
+    stats = student.stats["latency"]
+    meter = Meter("onnxruntime", precision, 1, "cortex-a76")
+    example = teacher.spec.example_inputs(2)[0]
+    counted = model_latency(student.model, example, meter) / model_latency(teacher.module, example, meter)
+    assert abs(counted - stats["predicted_ratio"]) < 0.03, (counted, stats["predicted_ratio"], stats["tables"])
 
 
 def test_check_compares_the_prediction_with_the_bench():
