@@ -177,26 +177,22 @@ def table_folder(runtime: str, precision: str, threads: int) -> Path:
     return Meter(runtime, precision, threads).folder()
 
 
-def _count(models: list[tuple[dict, tuple[int, int]]], meter: Meter) -> list[float]:
-    """Millions of guest instructions per inference of each ``(signature, width)`` layer, all in one QEMU run."""
+def _count(folder: Path, models: list[tuple[Path, list[int]]], meter: Meter) -> list[float]:
+    """Millions of guest instructions per inference of each ``(ONNX file in folder, input shape)``, all in one
+    QEMU process on ``meter.cpu``."""
     from edgefree.bench import emulation
 
-    with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-        folder = Path(tmp)
-        artifacts = []
-        for i, (signature, width) in enumerate(models):
-            path, shape = _write(signature, width, meter.precision, folder / f"{i}")
-            artifacts.append({"name": f"layer-{i}", "runtime": meter.runtime, "precision": meter.precision,
-                              "entry": path.relative_to(folder).as_posix(),
-                              "files": [{"path": path.relative_to(folder).as_posix()}], "input_shape": shape})
-        (folder / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
-        result = emulation.run(folder / "manifest.json", meter.cpu, np.zeros((1, 1), np.float32), runs=COUNTED_RUNS,
-                               warmup=1, threads=meter.threads)
+    artifacts = [{"name": f"model-{i}", "runtime": meter.runtime, "precision": meter.precision,
+                  "entry": path.relative_to(folder).as_posix(), "files": [{"path": path.relative_to(folder).as_posix()}],
+                  "input_shape": list(shape)} for i, (path, shape) in enumerate(models)]
+    (folder / "manifest.json").write_text(json.dumps({"artifacts": artifacts}))
+    result = emulation.run(folder / "manifest.json", meter.cpu, np.zeros((1, 1), np.float32), runs=COUNTED_RUNS,
+                           warmup=1, threads=meter.threads)
     counts = []
     for a in artifacts:
         entry = result["artifacts"][a["name"]]
         if entry.get("error") or not entry.get("instructions"):
-            raise EdgefreeError(f"counting a latency table entry under QEMU ({meter.cpu}) failed: "
+            raise EdgefreeError(f"counting {a['entry']} under QEMU as a {meter.cpu} failed: "
                                 f"{entry.get('error') or 'no instruction count came back'}")
         counts.append(entry["instructions"]["per_inference"] / 1e6)
     return counts
@@ -226,8 +222,10 @@ def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Mete
                 del opened
     elif missing:
         flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
-        for (path, _, w), count in zip(flat, _count([(sig, w) for _, sig, w in flat], meter)):
-            stored[path][_key(w)] = count
+        with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
+            models = [_write(sig, w, meter.precision, Path(tmp) / str(i)) for i, (_, sig, w) in enumerate(flat)]
+            for (path, _, w), count in zip(flat, _count(Path(tmp), models, meter)):
+                stored[path][_key(w)] = count
     for path, (signature, _) in missing.items():
         tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
         tmp_path.write_text(json.dumps({"signature": signature, "runtime": meter.runtime, "precision": meter.precision,
@@ -259,7 +257,6 @@ def layer_latency(signature: dict, widths: list[tuple[int, int]], meter: Meter
 
 def model_latency(model, example, meter: Meter) -> float:
     """The cost (``meter.unit``) of a whole model exported to ONNX as the export stage does (batch 1)."""
-    from edgefree.bench import emulation
     from edgefree.export import onnx as onnx_export
 
     with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
@@ -270,14 +267,4 @@ def model_latency(model, example, meter: Meter) -> float:
         if meter.cpu is None:
             predict, _, _ = runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)
             return _time([(predict, x)], rounds=4 * ROUNDS)[0]
-        name = Path(path).relative_to(tmp).as_posix()
-        manifest = Path(tmp) / "manifest.json"
-        manifest.write_text(json.dumps({"artifacts": [{"name": "model", "runtime": meter.runtime,
-                                                       "precision": meter.precision, "entry": name,
-                                                       "files": [{"path": name}]}]}))
-        entry = emulation.run(manifest, meter.cpu, x, runs=COUNTED_RUNS, warmup=1,
-                              threads=meter.threads)["artifacts"]["model"]
-        if entry.get("error") or not entry.get("instructions"):
-            raise EdgefreeError(f"counting the model under QEMU ({meter.cpu}) failed: "
-                                f"{entry.get('error') or 'no instruction count came back'}")
-        return entry["instructions"]["per_inference"] / 1e6
+        return _count(Path(tmp), [(Path(path), list(x.shape))], meter)[0]

@@ -11,7 +11,7 @@ Each artifact's dense files are unpacked from their ``.efpk`` forms when absent 
 checked against the manifest's sha256). Every input (normalized float32, N x C x H x W or N x C x L,
 as the manifest's ``model.input`` says; default: one deterministic random input) runs once at batch 1 for the logits; then the
 first input runs ``warmup`` + ``runs`` times for the latency. An artifact whose manifest entry has its
-own ``input_shape`` (one layer of a latency table) runs on one deterministic random input of that
+own ``input_shape`` (a latency table's model) runs on one deterministic random input of that
 shape instead. With ``--mark-syscall N``
 the timed runs of the k-th artifact are enclosed in ``syscall(N, k, 0)`` and
 ``syscall(N, k, 1)``: a no-op on a real kernel (ENOSYS), the marker the QEMU
