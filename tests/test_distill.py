@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from edgefree.config import DistillConfig, SynthesisConfig
+from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.evaluate import accuracy
 from edgefree.recover import distill, sparsity_report

@@ -16,7 +16,7 @@ from edgefree.data import LabeledSignals, load_eval_data
 from edgefree.errors import DataError, EdgefreeError
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
-from edgefree.models import InputSpec, Teacher, load_teacher
+from edgefree.models import InputSpec, load_teacher
 from edgefree.recover import distill, prune, reconstruct, synthesize
 from edgefree.recover.inversion import jitter_and_flip, mirrors
 from edgefree.recover.prune import sparsity_report

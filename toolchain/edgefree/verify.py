@@ -76,7 +76,7 @@ def verify_artifacts(manifest: dict, folder: Path, artifacts: list[dict] | None 
     """
     for artifact in manifest["artifacts"] if artifacts is None else artifacts:
         for f in artifact["files"]:
-            verify_file(folder / f["path"], f["sha256"], f"export again (`edgefree export`) or rebuild")
+            verify_file(folder / f["path"], f["sha256"], "export again (`edgefree export`) or rebuild")
             packed = f.get("packed_path") and folder / f["packed_path"]
             if packed and packed.exists():
                 verify_file(packed, f["packed_sha256"], "export again (`edgefree export`) or rebuild")

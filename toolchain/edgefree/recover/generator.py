@@ -16,7 +16,6 @@ import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
