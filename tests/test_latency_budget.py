@@ -138,6 +138,43 @@ def test_an_arm64_target_without_emulation_says_its_table_is_a_native_stand_in(t
     assert "latency_target.emulate is off: its latency table is measured natively" in err
 
 
+def test_an_arm64_target_without_the_emulator_falls_back_to_native_tables_and_says_so(teacher, capsys, monkeypatch,
+                                                                                    tmp_path):
+    monkeypatch.setenv("EDGEFREE_ARM64_HOME", str(tmp_path))  # nothing prepared there
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.9), ChannelPruning(),
+                             target="raspberry-pi-4")
+    assert student.stats["latency"]["emulated_cpu"] is None
+    assert "stand-in for raspberry-pi-4's cortex-a72" in student.stats["latency"]["table"]
+    err = capsys.readouterr().err
+    assert re.search(r"(emulator is not set up|qemu-aarch64 is not installed).*latency table is measured natively", err)
+
+
+def test_calibration_fits_offset_and_scale_from_teacher_and_narrowest():
+    from edgefree.latency_budget import _Model
+
+    lat = _Model([], [], [], ["b"], {"b": 3.0}, 0.0, 10.0)  # one removable block: tables hold 3 of the teacher's 10
+    assert lat.predict({}, frozenset(["b"])) == pytest.approx(7.0)  # uncalibrated: the teacher less its entry
+    assert lat.calibrate(4.0) == pytest.approx(2.0)  # each table unit costs 2 in a whole model
+    assert lat.predict({}, frozenset()) == pytest.approx(10.0) and lat.predict({}, frozenset(["b"])) == pytest.approx(4.0)
+    assert _Model([], [], [], ["b"], {"b": 3.0}, 0.0, 10.0).calibrate(9.9) is None  # scale 0.03: not believed
+    assert _Model([], [], [], [], {}, 0.0, 10.0).calibrate(10.0) is None  # nothing to narrow: nothing to fit
+
+
+def test_the_runner_gives_a_table_model_its_own_input_shape(tmp_path):
+    from edgefree.bench import runner
+    from edgefree.latency_tables import _write
+
+    path, shape = _write(CONV, (32, 8), "fp32", tmp_path / "m")
+    entry = path.relative_to(tmp_path).as_posix()
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"artifacts": [{"name": "layer", "runtime": "onnxruntime", "precision": "fp32",
+                                                   "entry": entry, "files": [{"path": entry}], "input_shape": shape}]}))
+    result = runner.run(manifest, tmp_path / "out.json", inputs=np.zeros((1, 1), np.float32), runs=2, warmup=0)
+    layer = result["artifacts"]["layer"]
+    assert layer["error"] is None and layer["latency_ms"]["p50"] > 0
+    assert np.load(tmp_path / layer["outputs_npy"]).shape == (1, 8 * 8 * 8)  # 8 channels of the 8x8 map
+
+
 def _arm64_home(monkeypatch):
     """The prepared arm64 environment (read before the tests moved the cache), or a skip saying how to make it."""
     if shutil.which("qemu-aarch64") is None:
@@ -186,6 +223,7 @@ def test_counted_prediction_matches_the_students_whole_count(monkeypatch, arch, 
     from edgefree.latency_tables import model_latency
 
     _arm64_home(monkeypatch)
+    torch.manual_seed(0)
     teacher = load_teacher(arch)
     student = latency_budget(teacher, _dreams(teacher, 32), LatencyTarget(ratio=ratio, precision=precision, widths=4),
                              ChannelPruning(), target="raspberry-pi-5")

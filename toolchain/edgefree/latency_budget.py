@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import ChannelPruning, LatencyTarget, MagnitudePruning
 from edgefree.errors import EdgefreeError, warn
-from edgefree.latency_tables import CALL, Meter, layer_tables, model_latency
+from edgefree.latency_tables import CALL, Meter, layer_tables, models_latency
 from edgefree.models import Teacher
 from edgefree.recover.channels import _block_scores, channel_groups, identity_residual_blocks
 from edgefree.recover.prune import PRUNABLE, Student, prune
@@ -205,15 +205,17 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
         out = shapes[b][1]
         requests.append(({"kind": "add", "spatial": list(out.shape[2:])}, [(out.shape[1], out.shape[1])]))
     requests.append((CALL, [(1, 1)]))
-    if progress:
-        tqdm.write(f"latency tables: {sum(len(w) for _, w in requests)} entries, {meter.describe()}")
-    tables, measured = layer_tables(requests, meter)
+    tables, measured = layer_tables(requests, meter, progress)
     for layer, table in zip(layers, tables):
         layer.table = table
     adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
-    lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], model_latency(model, example, meter))
-    narrow = prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.narrowest())).model
-    narrowest_cost = model_latency(narrow, example, meter)
+    if not layers:
+        raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
+                            "target can be met: use --pruning magnitude")
+    narrow = prune(teacher, channel, dreams,
+                   layout=_layout(groups, blocks, {i: c[-1] for i, c in enumerate(choices)}, frozenset(blocks))).model
+    teacher_cost, narrowest_cost = models_latency([model, narrow], example, meter)
+    lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost)
     scale = lat.calibrate(narrowest_cost)
     if scale is None:
         warn(f"the latency tables ({meter.describe()}) and the whole models disagree: the narrowest student measured "
@@ -348,7 +350,7 @@ def _search(lat: _Model, items: list[_Item], budget: float) -> tuple[list[int], 
 
 
 def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) -> list[int]:
-    """Cheapest steps (least sensitivity added per millisecond saved) until the exact prediction fits."""
+    """Cheapest steps (least sensitivity added per unit of cost saved) until the exact prediction fits."""
     picks = list(picks)
     while True:
         widths, removed, value = _compose(items, picks)
@@ -382,25 +384,43 @@ def _resolve(config: LatencyTarget, target_name: str) -> tuple[Meter, str]:
     if not target.emulated:
         meter = Meter(runtime, precision, target.threads)
         return meter, meter.describe()
-    from edgefree.bench.emulator_setup import default_home, prepared
+    meter = Meter(runtime, precision, 1)
+    why = _why_not_counted(config, target, runtime)
+    if why is None:
+        meter = Meter(runtime, precision, 1, target.emulation_cpu)
+    else:
+        warn(f"target {target.name} is a {target.cpu} (aarch64) and {why}: its latency table is {meter.describe()}, "
+             "a stand-in for the device")
+    return meter, f"{meter.describe()}, a stand-in for {target.name}'s {target.cpu}"
+
+
+def _why_not_counted(config: LatencyTarget, target, runtime: str) -> str | None:
+    """Why an aarch64 target's tables cannot be counted under QEMU as its core, or None when they can."""
+    import shutil
+
+    from edgefree.bench.emulator_setup import ARM_CPUS, default_home, prepared
 
     environment = prepared(default_home())
-    if config.emulate and environment is not None and runtime in environment["runtimes"]:
-        meter = Meter(runtime, precision, 1, target.emulation_cpu)
-        return meter, f"{meter.describe()}, a stand-in for {target.name}'s {target.cpu}"
-    meter = Meter(runtime, precision, 1)
-    why = ("latency_target.emulate is off" if not config.emulate
-           else "the emulator is not set up (`edgefree emulator setup`)" if environment is None
-           else f"the arm64 environment has no {runtime} (`edgefree emulator setup --runtimes {runtime}`)")
-    warn(f"target {target.name} is a {target.cpu} (aarch64) and {why}: its latency table is {meter.describe()}, "
-         "a stand-in for the device")
-    return meter, f"{meter.describe()}, a stand-in for {target.name}'s {target.cpu}"
+    if not config.emulate:
+        return "latency_target.emulate is off"
+    if runtime != "onnxruntime":
+        return f"tables are counted under QEMU with onnxruntime only, not {runtime}"
+    if shutil.which("qemu-aarch64") is None:
+        return "qemu-aarch64 is not installed (apt-get install qemu-user)"
+    if environment is None:
+        return "the emulator is not set up (`edgefree emulator setup`)"
+    if runtime not in environment["runtimes"]:
+        return f"the arm64 environment has no {runtime} (`edgefree emulator setup --runtimes {runtime}`)"
+    if target.emulation_cpu not in ARM_CPUS:
+        return f"QEMU CPU model {target.emulation_cpu} has no /proc/cpuinfo description here (known: {sorted(ARM_CPUS)})"
+    return None
 
 
 def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarget(),
                    pruning: ChannelPruning | Sequence = ChannelPruning(), target: str = "x86-64",
                    progress: bool = False) -> Student:
-    """Prune a copy of ``teacher`` so its predicted p50 on ``target`` is at most ``config.ratio`` times the teacher's.
+    """Prune a copy of ``teacher`` so its predicted cost on ``target`` (p50, or instructions counted under QEMU for
+    an aarch64 target) is at most ``config.ratio`` times the teacher's.
 
     ``pruning``: a ``ChannelPruning`` (its importance, ``round_to``, ``filter_fn`` and
     ``keep_first_last_dense`` hold; its ratio is replaced by per-group widths), optionally followed
@@ -427,9 +447,6 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     meter, label = _resolve(config, target)
     runtime, precision = meter.runtime, meter.precision
     lat, groups, tables = _measure(teacher, config, channel, meter, dreams, progress)
-    if not lat.layers:
-        raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
-                            "target can be met: use --pruning magnitude")
     budget = config.ratio * lat.teacher_cost
     floor = lat.predict(*lat.narrowest())
     if floor > budget:
@@ -469,18 +486,23 @@ def check(latency: dict, bench: dict | None) -> dict:
     """The prediction of ``latency`` (a student's ``stats["latency"]``) against the bench on the same runtime and
     precision: the measured p50 ratio, or under QEMU (tables counted as ``emulated_cpu``) the instruction-count
     ratio of the emulated bench on that core: ``{"target_ratio", "predicted_ratio", "measured_ratio", "met",
-    "measured_as"}`` (``measured_ratio`` and ``met`` None when the bench did not run that)."""
+    "measured_as", "unmeasured"}`` (``measured_ratio`` and ``met`` None, and ``unmeasured`` saying why, when the
+    bench did not measure that)."""
     from edgefree.bench.report import instruction_ratios, latency_ratios
 
     key, cpu = (latency["runtime"], latency["precision"]), latency.get("emulated_cpu")
-    measured, measured_as = None, "p50"
+    measured, measured_as, unmeasured = None, "p50", "no bench"
     if cpu is not None:
         measured_as = f"instructions under QEMU as a {cpu}"
         emulated = (bench or {}).get("emulated") or {}
         if emulated.get("cpu") == cpu and emulated.get("rows"):
             measured = instruction_ratios(emulated["rows"]).get(key)
+        if bench is not None:
+            unmeasured = f"the bench counted no {' '.join(key)} teacher and student under QEMU as a {cpu}"
     elif bench and bench.get("native"):
         measured = latency_ratios(bench["native"]["rows"]).get(key)
+        unmeasured = f"the bench timed no {' '.join(key)} teacher and student"
     return {"target_ratio": latency["target_ratio"], "runtime": latency["runtime"], "precision": latency["precision"],
             "predicted_ratio": latency["predicted_ratio"], "measured_ratio": measured, "measured_as": measured_as,
+            "unmeasured": None if measured is not None else unmeasured,
             "met": None if measured is None else measured <= latency["target_ratio"], "table": latency["table"]}

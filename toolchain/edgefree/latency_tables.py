@@ -16,8 +16,9 @@ says how it is measured:
 on top of its own.
 
 Tables are cached per meter (runtime and its version, precision, threads, and this machine's CPU
-model or the emulated core) and layer shape in ``cache_dir("latency")``: a second build of the same
-architecture measures nothing.
+model, or the emulated core with QEMU's and the arm64 environment's versions) and layer shape in
+``cache_dir("latency")``: a second build of the same architecture measures no layer again (whole
+models, ``models_latency``, are measured each time).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from edgefree.bench import runner
 from edgefree.cache import cache_dir
@@ -158,8 +160,13 @@ class Meter:
     def folder(self) -> Path:
         """Where this meter's tables live."""
         if self.cpu is not None:
+            from edgefree.bench.emulator_setup import default_home, prepared
+
+            environment = prepared(default_home()) or {}
+            guest = hashlib.sha256(json.dumps([environment.get(k) for k in ("qemu", "suite", "python")]
+                                              + [runtime_version("onnxruntime")]).encode()).hexdigest()[:8]
             return cache_dir("latency", f"{self.runtime}-{self.version()}-aarch64",
-                             f"{self.precision}-{self.threads}t-qemu-{self.cpu}")
+                             f"{self.precision}-{self.threads}t-qemu-{self.cpu}-{guest}")
         cpu = hashlib.sha256(machine_info()["cpu"].encode()).hexdigest()[:8]
         return cache_dir("latency", f"{self.runtime}-{self.version()}", f"{self.precision}-{self.threads}t-cpu{cpu}")
 
@@ -177,9 +184,9 @@ def table_folder(runtime: str, precision: str, threads: int) -> Path:
     return Meter(runtime, precision, threads).folder()
 
 
-def _count(folder: Path, models: list[tuple[Path, list[int]]], meter: Meter) -> list[float]:
-    """Millions of guest instructions per inference of each ``(ONNX file in folder, input shape)``, all in one
-    QEMU process on ``meter.cpu``."""
+def _count(folder: Path, models: list[tuple[Path, list[int]]], meter: Meter, names: list[str]) -> list[float]:
+    """Millions of guest instructions per inference of each ``(ONNX file in folder, input shape)`` (``names``: what
+    each is, for errors), all in one QEMU process on ``meter.cpu``."""
     from edgefree.bench import emulation
 
     artifacts = [{"name": f"model-{i}", "runtime": meter.runtime, "precision": meter.precision,
@@ -189,16 +196,17 @@ def _count(folder: Path, models: list[tuple[Path, list[int]]], meter: Meter) -> 
     result = emulation.run(folder / "manifest.json", meter.cpu, np.zeros((1, 1), np.float32), runs=COUNTED_RUNS,
                            warmup=1, threads=meter.threads)
     counts = []
-    for a in artifacts:
+    for a, name in zip(artifacts, names):
         entry = result["artifacts"][a["name"]]
         if entry.get("error") or not entry.get("instructions"):
-            raise EdgefreeError(f"counting {a['entry']} under QEMU as a {meter.cpu} failed: "
-                                f"{entry.get('error') or 'no instruction count came back'}")
+            raise EdgefreeError(f"counting {name} under QEMU as a {meter.cpu} failed: "
+                                f"{entry.get('error') or 'no instruction count came back'}; set "
+                                "latency_target.emulate = false to time the tables natively instead")
         counts.append(entry["instructions"]["per_inference"] / 1e6)
     return counts
 
 
-def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Meter
+def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Meter, progress: bool = False
                  ) -> tuple[list[dict[tuple[int, int], float]], int]:
     """The table of each ``(signature, widths)`` request, and how many entries were measured now (the others
     come from the cache). Under QEMU every missing entry of every request is counted in one process."""
@@ -214,26 +222,36 @@ def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Mete
         todo = missing.setdefault(path, (signature, set()))[1]
         todo.update(w for w in widths if _key(w) not in stored[path])
     missing = {path: (sig, sorted(todo)) for path, (sig, todo) in missing.items() if todo}
-    if meter.cpu is None:
-        for path, (signature, todo) in missing.items():
-            with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-                opened = [_open(signature, w, meter, Path(tmp)) for w in todo]
-                stored[path].update({_key(w): ms for w, ms in zip(todo, _time(opened))})
-                del opened
-    elif missing:
-        flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
-        with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-            models = [_write(sig, w, meter.precision, Path(tmp) / str(i)) for i, (_, sig, w) in enumerate(flat)]
-            for (path, _, w), count in zip(flat, _count(Path(tmp), models, meter)):
-                stored[path][_key(w)] = count
-    for path, (signature, _) in missing.items():
+    def save(path: Path, signature: dict) -> None:
         tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
         tmp_path.write_text(json.dumps({"signature": signature, "runtime": meter.runtime, "precision": meter.precision,
                                         "threads": meter.threads, "cpu": meter.cpu, "unit": meter.unit,
                                         "entries": stored[path]}, indent=1))
         tmp_path.replace(path)
+
+    entries = sum(len(todo) for _, todo in missing.values())
+    if meter.cpu is None:
+        with tqdm(total=entries, desc="latency tables", unit="entry", disable=not progress, leave=False) as bar:
+            for path, (signature, todo) in missing.items():
+                with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
+                    opened = [_open(signature, w, meter, Path(tmp)) for w in todo]
+                    stored[path].update({_key(w): ms for w, ms in zip(todo, _time(opened))})
+                    del opened
+                save(path, signature)  # what is timed is kept, even if a later shape fails
+                bar.update(len(todo))
+    elif missing:
+        if progress:
+            tqdm.write(f"latency tables: counting {entries} entries, {meter.describe()}")
+        flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
+        with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
+            models = [_write(sig, w, meter.precision, Path(tmp) / str(i)) for i, (_, sig, w) in enumerate(flat)]
+            names = [f"{sig['kind']} {_key(w)} {json.dumps(sig, sort_keys=True)}" for _, sig, w in flat]
+            for (path, _, w), count in zip(flat, _count(Path(tmp), models, meter, names)):
+                stored[path][_key(w)] = count
+        for path, (signature, _) in missing.items():
+            save(path, signature)
     return ([{w: stored[path][_key(w)] for w in widths} for path, (_, widths) in zip(paths, requests)],
-            sum(len(todo) for _, todo in missing.values()))
+            entries)
 
 
 def layer_latency(signature: dict, widths: list[tuple[int, int]], meter: Meter
@@ -255,16 +273,23 @@ def layer_latency(signature: dict, widths: list[tuple[int, int]], meter: Meter
     return tables[0], measured
 
 
-def model_latency(model, example, meter: Meter) -> float:
-    """The cost (``meter.unit``) of a whole model exported to ONNX as the export stage does (batch 1)."""
+def models_latency(models: list, example, meter: Meter) -> list[float]:
+    """The cost (``meter.unit``) of each whole model exported to ONNX as the export stage does (batch 1); under
+    QEMU all in one emulated process."""
     from edgefree.export import onnx as onnx_export
 
+    calibration = example.repeat(8, *([1] * (example.dim() - 1))).numpy()
+    x = np.ascontiguousarray(example[:1].cpu().numpy())
     with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-        calibration = example.repeat(8, *([1] * (example.dim() - 1))).numpy()
-        path = onnx_export.export(model.eval().cpu(), example[:1].cpu(), meter.precision, calibration,
-                                  Path(tmp) / "model", OPSET)[0]
-        x = np.ascontiguousarray(example[:1].cpu().numpy())
-        if meter.cpu is None:
-            predict, _, _ = runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)
-            return _time([(predict, x)], rounds=4 * ROUNDS)[0]
-        return _count(Path(tmp), [(Path(path), list(x.shape))], meter)[0]
+        paths = [Path(onnx_export.export(model.eval().cpu(), example[:1].cpu(), meter.precision, calibration,
+                                         Path(tmp) / f"model-{i}", OPSET)[0]) for i, model in enumerate(models)]
+        if meter.cpu is None:  # timed in interleaved rounds: load falls on all of them alike
+            opened = [runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)[0] for path in paths]
+            return _time([(predict, x) for predict in opened], rounds=4 * ROUNDS)
+        return _count(Path(tmp), [(path, list(x.shape)) for path in paths], meter,
+                      [f"whole model {i + 1} of {len(paths)}" for i in range(len(paths))])
+
+
+def model_latency(model, example, meter: Meter) -> float:
+    """The cost (``meter.unit``) of a whole model exported to ONNX as the export stage does (batch 1)."""
+    return models_latency([model], example, meter)[0]

@@ -90,7 +90,7 @@ def _pruning(r: dict) -> str:
     latency = r.get("latency_target")
     if latency:
         measured = latency["measured_ratio"]
-        verdict = ("not measured (no bench)" if measured is None else
+        verdict = (f"not measured ({latency.get('unmeasured') or 'no bench'})" if measured is None else
                    f"measured {measured:.2f}x: {'met' if latency['met'] else 'MISSED'}")
         lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's {latency.get('measured_as', 'p50')} on "
                      f"{latency['runtime']} "

@@ -165,7 +165,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         measured = latency["measured_ratio"]
         click.echo(f"latency target {latency['target_ratio']:.2f}x ({latency['runtime']} {latency['precision']}): "
                    f"predicted {latency['predicted_ratio']:.2f}x, "
-                   + ("not measured (no bench)" if measured is None else
+                   + (f"not measured ({latency.get('unmeasured') or 'no bench'})" if measured is None else
                       f"measured {measured:.2f}x ({latency.get('measured_as', 'p50')}): "
                       + ("met" if latency["met"] else "MISSED")))
     _report_estimate(report)
