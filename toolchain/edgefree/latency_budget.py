@@ -140,7 +140,7 @@ class _Model:
         self.scale, self.remainder = 1.0, teacher_cost - self.full
 
     def narrowest(self) -> tuple[dict, frozenset]:
-        return {i: c[-1] for i, c in enumerate(self.choices)}, frozenset(self.blocks)
+        return _narrowest(self.choices, self.blocks)
 
     def calibrate(self, narrowest_cost: float) -> float | None:
         """Fit ``scale`` and ``offset`` to the teacher and the narrowest student measured whole; the scale, or
@@ -161,6 +161,11 @@ class _Model:
 
     def predict(self, widths: dict, removed: frozenset) -> float:
         return self.remainder + self.scale * self.tables_cost(widths, removed)
+
+
+def _narrowest(choices: list[list[int]], blocks: list[str]) -> tuple[dict, frozenset]:
+    """The narrowest choice: every group at its last (narrowest) width, every identity block removed."""
+    return {i: c[-1] for i, c in enumerate(choices)}, frozenset(blocks)
 
 
 def _layout(groups, blocks, widths: dict, removed: frozenset) -> dict:
@@ -195,6 +200,9 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
         cout = m.out_features if isinstance(m, nn.Linear) else m.out_channels
         layers.append(_Layer(name, _signature(m, shapes[name][0]), cin, cout, out_group.get(name), in_group.get(name),
                              getattr(m, "groups", 1) > 1 and m.groups == cin == cout))
+    if not layers:
+        raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
+                            "target can be met: use --pruning magnitude")
     requests = []
     for layer in layers:  # every (in, out) width a layer can take: the product of its groups' choices
         ins = [None] if layer.in_group is None else choices[layer.in_group]
@@ -209,11 +217,7 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
     for layer, table in zip(layers, tables):
         layer.table = table
     adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
-    if not layers:
-        raise EdgefreeError("channel pruning found nothing it may narrow or remove in this model, so no latency "
-                            "target can be met: use --pruning magnitude")
-    narrow = prune(teacher, channel, dreams,
-                   layout=_layout(groups, blocks, {i: c[-1] for i, c in enumerate(choices)}, frozenset(blocks))).model
+    narrow = prune(teacher, channel, dreams, layout=_layout(groups, blocks, *_narrowest(choices, blocks))).model
     teacher_cost, narrowest_cost = models_latency([model, narrow], example, meter)
     lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost)
     scale = lat.calibrate(narrowest_cost)
