@@ -95,7 +95,9 @@ def _pruning(r: dict) -> str:
         lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's {latency.get('measured_as', 'p50')} on "
                      f"{latency['runtime']} "
                      f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
-                     f"({latency['table']}), {verdict}.")
+                     f"({latency['table']})" + (f", {latency['chosen_ratio']:.2f}x measured whole when chosen "
+                                                f"({latency['searches']} searches)" if latency.get("chosen_ratio") else "")
+                     + f"; after recovery {verdict}.")
     return "\n".join(lines)
 
 

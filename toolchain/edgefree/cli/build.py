@@ -165,8 +165,9 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         measured = latency["measured_ratio"]
         click.echo(f"latency target {latency['target_ratio']:.2f}x ({latency['runtime']} {latency['precision']}): "
                    f"predicted {latency['predicted_ratio']:.2f}x, "
+                   + (f"{latency['chosen_ratio']:.2f}x measured when chosen, " if latency.get("chosen_ratio") else "")
                    + (f"not measured ({latency.get('unmeasured') or 'no bench'})" if measured is None else
-                      f"measured {measured:.2f}x ({latency.get('measured_as', 'p50')}): "
+                      f"bench {measured:.2f}x ({latency.get('measured_as', 'p50')}): "
                       + ("met" if latency["met"] else "MISSED")))
     _report_estimate(report)
     target_macs = next((s["macs_target"] for s in report["pruning"]["stages"] if s.get("macs_target")), None)
