@@ -170,7 +170,7 @@ class LatencyTarget(_Config):
     """
 
     ratio: float = 0.5
-    runtime: str | None = None  # onnxruntime or openvino; None: the target's first format's runtime
+    runtime: str | None = None  # onnxruntime, openvino or executorch; None: the target's first format's runtime
     precision: str | None = None  # fp32 or int8; None: the target's first precision
     widths: int = 8  # channel counts measured and chosen from per group (at most)
     blocks: bool = True  # identity residual blocks may be removed too
@@ -181,8 +181,8 @@ class LatencyTarget(_Config):
         self._require_finite()
         _require(0.0 < self.ratio <= 1.0, f"latency target must be in (0, 1] (the student's p50 over the teacher's), "
                  f"got {self.ratio}")
-        _require(self.runtime in (None, "onnxruntime", "openvino"),
-                 f"latency tables are measured with onnxruntime or openvino, got {self.runtime!r}")
+        _require(self.runtime in (None, "onnxruntime", "openvino", "executorch"),
+                 f"latency tables are measured with onnxruntime, openvino or executorch, got {self.runtime!r}")
         _require(self.precision in (None, *PRECISIONS), f"latency precision must be one of {', '.join(PRECISIONS)}, "
                  f"got {self.precision!r}")
         _require(self.widths >= 2, f"latency widths must be >= 2 (channel counts measured per group), got {self.widths}")

@@ -2,8 +2,10 @@
 
 Each entry is the cost of a one-node ONNX model (a Conv, a Gemm, or a residual Add + Relu) at
 batch 1, built with ``onnx.helper`` and opened with the bench's runner (onnxruntime or OpenVINO;
-INT8 as the export makes it: a QDQ graph from onnxruntime's static quantization). A ``Meter``
-says how it is measured:
+INT8 as the export makes it: a QDQ graph from onnxruntime's static quantization). For ExecuTorch
+the same layer is built in PyTorch and exported as the export stage does (XNNPACK; INT8 by its
+PT2E quantization): slower to write (about a second an entry, INT8 more), so the first build of
+an architecture waits longer. A ``Meter`` says how it is measured:
 
 * natively (``cpu`` None): the p50 in ms on this machine. The widths of one layer shape are
   timed in interleaved rounds, so load from other processes falls on all of them alike;
@@ -24,6 +26,8 @@ models, ``models_latency``, are measured each time).
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import os
 import tempfile
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from edgefree.bench import runner
@@ -42,6 +47,7 @@ CALL = {"kind": "call"}  # an Identity on one number: the cost of a call, no wor
 OPSET = 18
 X = "input"  # the export's input name, which its INT8 calibration feeds
 WARMUP, ROUNDS, ROUND_MS, MAX_RUNS_PER_ROUND = 3, 5, 10.0, 200
+FORMAT_OF_RUNTIME = {"onnxruntime": "onnx", "openvino": "onnx", "executorch": "executorch"}  # OpenVINO reads ONNX
 COUNTED_RUNS = 2  # inferences counted per entry under QEMU (the counts repeat: more runs add nothing)
 
 
@@ -85,10 +91,63 @@ def _graph(signature: dict, cin: int, cout: int):
     return model, shape
 
 
-def _write(signature: dict, width: tuple[int, int], precision: str, folder: Path) -> tuple[Path, list[int]]:
-    """Write one table entry's model (quantized for int8) into ``folder``: ``(path, input shape)``."""
+class _Add(torch.nn.Module):
+    """A residual addition and its ReLU, as ``add`` entries measure it."""
+
+    def forward(self, x):
+        return torch.relu(x + x)
+
+
+class _Call(torch.nn.Module):
+    """Next to no work: what ``CALL`` measures (an ExecuTorch program cannot return its input unchanged)."""
+
+    def forward(self, x):
+        return x + 1
+
+
+def _module(signature: dict, cin: int, cout: int) -> tuple[torch.nn.Module, list[int]]:
+    """``(torch module, input shape)``: the layer ``_graph`` builds, for runtimes that export from PyTorch."""
+    kind = signature["kind"]
+    if kind == "call":
+        return _Call(), [1, 1]
+    if kind == "add":
+        return _Add(), [1, cin, *signature["spatial"]]
+    if kind == "linear":
+        return torch.nn.Linear(cin, cout), [1, cin]
+    if kind != "conv":
+        raise ValueError(f"unknown layer kind {kind!r}")
+    rank = len(signature["kernel"])
+    conv = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)[rank - 1]
+    cout = cin if signature["depthwise"] else cout
+    return (conv(cin, cout, signature["kernel"], signature["stride"], signature["pads"][:rank], signature["dilation"],
+                 groups=cin if signature["depthwise"] else 1),
+            [1, cin, *signature["spatial"]])
+
+
+def _write_program(signature: dict, width: tuple[int, int], precision: str, folder: Path) -> tuple[Path, list[int]]:
+    """One table entry as an ExecuTorch program (XNNPACK; INT8 as the export quantizes) in ``folder``."""
+    from edgefree.export import executorch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    module, shape = _module(signature, *width)
+    calibration = np.random.default_rng(2).standard_normal((8, *shape[1:]), dtype=np.float32)
+    int8 = precision == "int8" and signature["kind"] != "call"
+    stem = folder / f"{signature['kind']}-{_key(width)}{'-int8' if int8 else ''}"
+    with torch.no_grad():
+        path = executorch.export(module.eval(), torch.randn(shape), "int8" if int8 else "fp32", calibration, stem,
+                                 OPSET)[0]
+    return path, shape
+
+
+def _write(signature: dict, width: tuple[int, int], precision: str, folder: Path,
+           runtime: str = "onnxruntime") -> tuple[Path, list[int]]:
+    """Write one table entry's model (quantized for int8) into ``folder``: ``(path, input shape)``; ONNX, or an
+    ExecuTorch program for ``runtime`` executorch."""
     import onnx
 
+    if runtime == "executorch":
+        return _write_program(signature, width, precision, folder)
     folder.mkdir(parents=True, exist_ok=True)
     model, shape = _graph(signature, *width)
     path = folder / f"{signature['kind']}-{_key(width)}.onnx"
@@ -105,7 +164,7 @@ def _write(signature: dict, width: tuple[int, int], precision: str, folder: Path
 
 def _open(signature: dict, width: tuple[int, int], meter: Meter, folder: Path):
     """``(predict, input)`` for one natively timed table entry, written into ``folder``."""
-    path, shape = _write(signature, width, meter.precision, folder)
+    path, shape = _write(signature, width, meter.precision, folder, meter.runtime)
     x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
     predict, _, _ = runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)
     return predict, x
@@ -126,7 +185,8 @@ def _time(entries: list[tuple], rounds: int = ROUNDS) -> list[float]:
 
 def runtime_version(runtime: str) -> str:
     try:
-        return __import__(runtime).__version__
+        __import__(runtime)
+        return importlib.metadata.version(runtime)
     except ImportError as exc:
         raise EdgefreeError(f"latency tables are measured with {runtime}, which is not installed: "
                             f"{runner.INSTALL_HINTS[runtime]}") from exc
@@ -274,15 +334,14 @@ def layer_latency(signature: dict, widths: list[tuple[int, int]], meter: Meter
 
 
 def models_latency(models: list, example, meter: Meter) -> list[float]:
-    """The cost (``meter.unit``) of each whole model exported to ONNX as the export stage does (batch 1); under
-    QEMU all in one emulated process."""
-    from edgefree.export import onnx as onnx_export
-
+    """The cost (``meter.unit``) of each whole model exported as the export stage does (ONNX, or an ExecuTorch
+    program for ``meter.runtime`` executorch; batch 1); under QEMU all in one emulated process."""
+    exporter = importlib.import_module(f"edgefree.export.{FORMAT_OF_RUNTIME[meter.runtime]}")
     calibration = example.repeat(8, *([1] * (example.dim() - 1))).numpy()
     x = np.ascontiguousarray(example[:1].cpu().numpy())
     with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
-        paths = [Path(onnx_export.export(model.eval().cpu(), example[:1].cpu(), meter.precision, calibration,
-                                         Path(tmp) / f"model-{i}", OPSET)[0]) for i, model in enumerate(models)]
+        paths = [Path(exporter.export(model.eval().cpu(), example[:1].cpu(), meter.precision, calibration,
+                                      Path(tmp) / f"model-{i}", OPSET)[0]) for i, model in enumerate(models)]
         if meter.cpu is None:  # timed in interleaved rounds: load falls on all of them alike
             opened = [runner.OPENERS[meter.runtime](path, meter.threads, meter.precision)[0] for path in paths]
             return _time([(predict, x) for predict in opened], rounds=4 * ROUNDS)
@@ -291,5 +350,5 @@ def models_latency(models: list, example, meter: Meter) -> list[float]:
 
 
 def model_latency(model, example, meter: Meter) -> float:
-    """The cost (``meter.unit``) of a whole model exported to ONNX as the export stage does (batch 1)."""
+    """The cost (``meter.unit``) of a whole model exported as the export stage does (batch 1)."""
     return models_latency([model], example, meter)[0]

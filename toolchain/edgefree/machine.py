@@ -10,25 +10,27 @@ from functools import lru_cache
 LIBRARIES = ("torch", "torchvision", "executorch", "onnx", "onnxruntime", "openvino", "numpy", "edgefree")
 
 
-def _cpu_model() -> str:
+def _cpuinfo() -> list[str]:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            return f.readlines()
     except OSError:
-        pass
+        return []
+
+
+def _cpu_model() -> str:
+    for line in _cpuinfo():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or "unknown"
 
 
 def _cpu_flags(wanted=("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd", "asimddp",
                        "bf16")) -> list[str]:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith(("flags", "Features")):
-                present = set(line.split(":", 1)[1].split())
-                return [f for f in wanted if f in present]
-    except OSError:
-        pass
+    for line in _cpuinfo():
+        if line.startswith(("flags", "Features")):
+            present = set(line.split(":", 1)[1].split())
+            return [f for f in wanted if f in present]
     return []
 
 
