@@ -160,10 +160,12 @@ def render(results: dict) -> str:
         lt, p, a, c = entry["latency_target"], entry["prediction"], entry["accuracy"], entry["choice"]
         lines += [f"## {entry['arch']}, latency target {entry['ratio']:.2f}x", "",
                   f"Command: `{entry['record']['command']}`. {describe(entry['record'])}", "",
-                  "| target | predicted p50 ratio | measured p50 ratio (onnxruntime fp32) | met | MACs kept | "
-                  "teacher | pruned | refit | recovered |",
-                  "|---|---|---|---|---|---|---|---|---|",
+                  "| target | predicted p50 ratio | measured when chosen (searches) | measured p50 ratio "
+                  "(onnxruntime fp32) | met | MACs kept | teacher | pruned | refit | recovered |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
                   f"| {lt['target_ratio']:.2f} | {lt['predicted_ratio']:.3f} | "
+                  + (f"{lt['chosen_ratio']:.3f} ({lt['searches']})" if lt.get("chosen_ratio") else "- (not measured)")
+                  + " | "
                   + ("-" if lt["measured_ratio"] is None else f"{lt['measured_ratio']:.3f}")
                   + f" | {'yes' if lt['met'] else 'no'} | {entry['cost']['macs_ratio']:.2f} | {a['teacher']:.2f} | "
                   f"{a['pruned']:.2f} | {a.get('reconstructed') or float('nan'):.2f} | **{a['recovered']:.2f}** |", "",
