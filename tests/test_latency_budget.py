@@ -342,3 +342,16 @@ def test_cli_build_meets_a_latency_target_and_reports_it(tmp_path):
     refused = CliRunner().invoke(cli, ["build", "--pruning", "magnitude", "--latency-target", "0.5", "--out",
                                        str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--latency-target chooses channel widths" in refused.output
+
+
+def test_the_next_budget_follows_the_line_through_the_two_nearest_tries():
+    from edgefree.latency_budget import _next_budget
+
+    one = [{"predicted_ratio": 0.5, "measured_ratio": 0.8}]
+    assert _next_budget(one, 0.5, 0.5) == pytest.approx(0.2)  # one try: moved by its miss
+    two = one + [{"predicted_ratio": 0.3, "measured_ratio": 0.6}]  # measured = predicted + 0.3
+    assert _next_budget(two, 0.5, 0.2) == pytest.approx(0.2)
+    steeper = one + [{"predicted_ratio": 0.4, "measured_ratio": 0.6}]  # twice as steep: half the step
+    assert _next_budget(steeper, 0.5, 0.2) == pytest.approx(0.35)
+    falling = one + [{"predicted_ratio": 0.4, "measured_ratio": 0.9}]  # no line to follow: the last miss
+    assert _next_budget(falling, 0.5, 0.2) == pytest.approx(0.2 - 0.4)

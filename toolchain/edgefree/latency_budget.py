@@ -374,11 +374,24 @@ def _measured_ratio(teacher: Teacher, student: nn.Module, lat: _Model, meter: Me
     return student_ms / teacher_ms
 
 
+def _next_budget(tried: list[dict], aim: float, budget: float) -> float:
+    """The budget ratio of the next search: where the line through the two tries measured nearest ``aim``
+    (measured against predicted) reaches it; with one try, or a line that does not rise, ``budget`` moved by the
+    last try's miss."""
+    if len(tried) >= 2:
+        a, b = sorted(tried, key=lambda t: abs(t["measured_ratio"] - aim))[:2]
+        run = b["predicted_ratio"] - a["predicted_ratio"]
+        slope = (b["measured_ratio"] - a["measured_ratio"]) / run if abs(run) > 1e-9 else 0.0
+        if slope > 0:
+            return a["predicted_ratio"] + (aim - a["measured_ratio"]) / slope
+    return budget - (tried[-1]["measured_ratio"] - aim)
+
+
 def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTarget, channel: ChannelPruning,
                       teacher: Teacher, dreams, meter: Meter, progress: bool) -> tuple[dict, dict]:
     """The search, its choice measured whole and searched again with the budget moved by what the measurement
-    missed (over the target less ``MARGIN``: lowered; more than ``SLACK`` under it: raised), at most
-    ``CORRECTIONS`` times.
+    missed (over the target less ``MARGIN``: lowered; more than ``SLACK`` under it: raised; from the second miss
+    on, along the line through the two tries measured nearest, ``_next_budget``), at most ``CORRECTIONS`` times.
 
     Tables summed are not the whole model (kernels chosen per shape, fusions across layers): the choice kept is
     the least sensitive one measured within the target less the margin, else the one measured closest to it."""
@@ -398,7 +411,7 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
             bar.update()
             if (1 - SLACK) * config.ratio <= measured <= aim:
                 break
-            budget -= (measured - aim) * lat.teacher_cost
+            budget = _next_budget(tried, aim, budget / lat.teacher_cost) * lat.teacher_cost
     within = [t for t in tried if t["measured_ratio"] <= aim]
     chosen = (min(within, key=lambda t: t["sensitivity_kl"]) if within
               else min(tried, key=lambda t: t["measured_ratio"]))

@@ -104,13 +104,25 @@ def open_openvino(path: Path, threads: int, precision: str):
     return (lambda x: request.infer([x])[0]), ov.__version__, settings
 
 
+_POOL: dict = {}  # the thread count ExecuTorch's pool was last set to in this process
+
+
+def set_executorch_threads(threads: int) -> None:
+    """Size XNNPACK's thread pool (its default uses every core), unless it already has ``threads``: each reset
+    logs a line."""
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+
+    if _POOL.get("threads") != threads:
+        _unsafe_reset_threadpool(threads)
+        _POOL["threads"] = threads
+
+
 def open_executorch(path: Path, threads: int, precision: str):
     _import("executorch")
     import torch
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
 
-    _unsafe_reset_threadpool(threads)  # XNNPACK's pool; the default uses every core
+    set_executorch_threads(threads)
     data = sorted(path.parent.glob(path.stem + "*.ptd"))  # weights kept outside the .pte, if any
     # older runtimes (the aarch64 executorch 1.1.0) have no data_path: pass it only when needed
     program = Runtime.get().load_program(path, **({"data_path": data[0]} if data else {}))

@@ -63,9 +63,9 @@ def load_batched(entry: Path, batch: int, threads: int):
     batch-``batch`` program for evaluation only would cost another lowering, the slowest step of
     this format's export (the manifest's ``seconds``). XNNPACK's thread pool gets ``threads``.
     """
-    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    from edgefree.bench.runner import set_executorch_threads
 
-    _unsafe_reset_threadpool(threads)
+    set_executorch_threads(threads)
     return load(entry), 1
 
 
