@@ -111,7 +111,7 @@ def test_latency_target_chooses_per_group_widths_within_budget(teacher, chosen):
         assert stats["sensitivity_kl"] == min(t["sensitivity_kl"] for t in within)
     assert "measured natively" in stats["table"] and stats["tables"]["entries"] > 10
     assert 0 < stats["closest_reachable_ratio"] <= stats["predicted_ratio"]
-    assert stats["tables"]["scale"] is not None and stats["tables"]["narrowest_cost"] > 0  # calibrated on two models
+    assert stats["tables"]["scale"] is not None and stats["tables"]["narrowest_cost"] > 0  # calibrated on whole models
     modules = dict(chosen.model.named_modules())
     for group in stats["groups"]:  # every group's width applied, each its own
         assert all(modules[name].out_channels == group["kept"] for name in group["layers"])
@@ -195,6 +195,23 @@ def test_calibration_fits_offset_and_scale_from_teacher_and_narrowest():
     assert lat.predict({}, frozenset()) == pytest.approx(10.0) and lat.predict({}, frozenset(["b"])) == pytest.approx(4.0)
     assert _Model([], [], [], ["b"], {"b": 3.0}, 0.0, 10.0).calibrate(9.9) is None  # scale 0.03: not believed
     assert _Model([], [], [], [], {}, 0.0, 10.0).calibrate(10.0) is None  # nothing to narrow: nothing to fit
+
+
+def test_calibration_with_the_thin_student_fits_a_cost_per_layer_kept():
+    """Whole models that cost 1 + 2 x the tables + 0.5 per layer kept: three of them fix all three."""
+    from types import SimpleNamespace
+
+    from edgefree.latency_budget import _Layer, _Model
+
+    layers = [_Layer("stem", {}, 1, 4, out_group=0, table={(1, 4): 4.0, (1, 2): 2.0}),
+              _Layer("b.conv", {}, 1, 4, out_group=0, table={(1, 4): 5.0, (1, 2): 3.0})]
+    lat = _Model(layers, [SimpleNamespace(size=4)], [[4, 2]], ["b"], {"b": 1.0}, 0.0, 22.5)
+    whole = lambda widths, removed: 1 + 2 * lat.tables_cost(widths, removed) + 0.5 * lat.nodes(removed)  # noqa: E731
+    assert lat.calibrate(whole(*lat.narrowest()), whole(*lat.thin())) == pytest.approx(2.0)
+    assert lat.node_cost == pytest.approx(0.5)
+    assert lat.predict({0: 4}, frozenset(["b"])) == pytest.approx(whole({0: 4}, frozenset(["b"])))  # 9.5
+    negative = _Model(layers, [SimpleNamespace(size=4)], [[4, 2]], ["b"], {"b": 1.0}, 0.0, 22.5)
+    assert negative.calibrate(5.5, 8.0) == pytest.approx(17 / 8) and negative.node_cost == 0.0  # negative: two points
 
 
 def test_the_runner_gives_a_table_model_its_own_input_shape(tmp_path):

@@ -9,9 +9,11 @@ precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``),
    machine; on an aarch64 one, guest instructions per inference counted under QEMU as the target's
    core (when the emulator is set up), the ratio of counts standing in for the ratio of p50s.
    A student's predicted cost is ``offset + scale x`` the sum of its table entries (each less the
-   cost of an empty call), the two fixed by the teacher and the narrowest student, both measured
-   whole: ``offset`` holds what the tables do not (stem, pooling), ``scale`` what one-layer models
-   pay that a whole model does not (INT8: the conversions at each layer's input and output).
+   cost of an empty call) ``+ node_cost x`` the layers it keeps, the three fixed by the teacher, the
+   narrowest student and the thin one (narrowest widths, every block kept), all measured whole:
+   ``offset`` holds what the tables do not (stem, pooling), ``scale`` what one-layer models pay
+   that a whole model does not (INT8: the conversions at each layer's input and output),
+   ``node_cost`` what a whole model pays per layer that one-layer models do not show.
 2. **Sensitivities**, on the dreams: the KL divergence of the teacher's outputs when only one
    group is narrowed to a width (its least important channels' inputs zeroed, which is exactly
    what removing them does to the outputs), or only one block is skipped.
@@ -59,6 +61,7 @@ UNITS = 2000  # the knapsack's latency axis: the teacher's p50 in this many step
 MIN_SCALE, MAX_SCALE = 0.25, 4.0  # a calibration outside these says the tables and the whole models disagree
 CORRECTIONS = 3  # searches again after the first choice, each with the budget moved by what the whole student measured
 SLACK = 0.03  # a student measured this share or less under the target is kept without searching again
+MIN_STEP = 0.002  # of the teacher's cost: the least a budget moves between searches
 # what a measured student must stay under the target by: counts under QEMU repeat to a few hundredths of a percent,
 # native p50s move by a percent or so between processes (the bench measures again in its own)
 MARGIN = {"counted": 0.002, "timed": 0.01}
@@ -138,29 +141,53 @@ def _layer_widths(layer: _Layer, groups, widths: dict) -> tuple[int, int]:
 class _Model:
     """The latency model: tables, groups, blocks, and the exact predicted cost of any choice.
 
-    A choice's prediction is ``offset + scale x`` its table entries' sum. Measured whole, the teacher
-    and the narrowest student fix both: a one-layer entry also carries what the whole model does not
-    pay per layer (INT8: quantizing its input and dequantizing its output), which ``scale`` < 1 takes
-    out in proportion; without the narrowest student's figure ``scale`` is 1 and ``offset`` the
-    teacher's remainder (what the tables do not hold)."""
+    A choice's prediction is ``offset + scale x`` its table entries' sum ``+ node_cost x`` the layers
+    (and residual additions) it keeps. Measured whole, the teacher, the narrowest student and the
+    thin one (every group at its narrowest, every block kept) fix the three: a one-layer entry also
+    carries what the whole model does not pay per layer (INT8: quantizing its input and dequantizing
+    its output), which ``scale`` < 1 takes out in proportion; a runtime may pay per layer inside a
+    whole model what a one-layer model does not show beside an empty call (OpenVINO: layout changes
+    between layers), which ``node_cost`` holds. Without blocks to remove ``node_cost`` is 0 and the
+    teacher and the narrowest student fix the other two; without any whole figure ``scale`` is 1 and
+    ``offset`` the teacher's remainder (what the tables do not hold)."""
 
     def __init__(self, layers, groups, choices, blocks, adds, call, teacher_cost):
         self.layers, self.groups, self.choices, self.blocks, self.adds = layers, groups, choices, blocks, adds
         self.call, self.teacher_cost = call, teacher_cost
         self.full = self.tables_cost({}, frozenset())
-        self.scale, self.remainder = 1.0, teacher_cost - self.full
+        self.scale, self.node_cost, self.remainder = 1.0, 0.0, teacher_cost - self.full
 
     def narrowest(self) -> tuple[dict, frozenset]:
         return _narrowest(self.choices, self.blocks)
 
-    def calibrate(self, narrowest_cost: float) -> float | None:
-        """Fit ``scale`` and ``offset`` to the teacher and the narrowest student measured whole; the scale, or
-        None (kept at 1) where the two figures cannot fix it (``MIN_SCALE`` to ``MAX_SCALE``)."""
-        span = self.full - self.tables_cost(*self.narrowest())
+    def thin(self) -> tuple[dict, frozenset]:
+        return self.narrowest()[0], frozenset()
+
+    def nodes(self, removed: frozenset) -> int:
+        """Layers and residual additions a choice that removes ``removed`` keeps."""
+        return (sum(not any(layer.name.startswith(b + ".") for b in removed) for layer in self.layers)
+                + sum(b not in removed for b in self.adds))
+
+    def calibrate(self, narrowest_cost: float, thin_cost: float | None = None) -> float | None:
+        """Fit ``scale``, ``node_cost`` and ``offset`` to the teacher, the narrowest and the thin student measured
+        whole (without the thin one, or where it gives a negative ``node_cost``: ``scale`` and ``offset`` from the
+        other two); the scale, or None (kept at 1) where the figures cannot fix it (``MIN_SCALE`` to ``MAX_SCALE``)."""
+        narrowest, full_nodes = self.narrowest(), self.nodes(frozenset())
+        thin_span = self.full - self.tables_cost(*self.thin())
+        if thin_cost is not None and thin_span > 0 and self.nodes(narrowest[1]) < full_nodes:
+            scale = (self.teacher_cost - thin_cost) / thin_span
+            node_cost = (thin_cost - narrowest_cost - scale * (self.tables_cost(*self.thin())
+                                                               - self.tables_cost(*narrowest))) \
+                / (full_nodes - self.nodes(narrowest[1]))
+            if MIN_SCALE <= scale <= MAX_SCALE and node_cost >= 0:
+                self.scale, self.node_cost = scale, node_cost
+                self.remainder = self.teacher_cost - scale * self.full - node_cost * full_nodes
+                return scale
+        span = self.full - self.tables_cost(*narrowest)
         scale = (self.teacher_cost - narrowest_cost) / span if span > 0 else 0.0
         if not MIN_SCALE <= scale <= MAX_SCALE:
             return None
-        self.scale, self.remainder = scale, self.teacher_cost - scale * self.full
+        self.scale, self.node_cost, self.remainder = scale, 0.0, self.teacher_cost - scale * self.full
         return scale
 
     def tables_cost(self, widths: dict, removed: frozenset) -> float:
@@ -171,7 +198,8 @@ class _Model:
         return total + sum(max(ms - self.call, 0.0) for b, ms in self.adds.items() if b not in removed)
 
     def predict(self, widths: dict, removed: frozenset) -> float:
-        return self.remainder + self.scale * self.tables_cost(widths, removed)
+        return (self.remainder + self.scale * self.tables_cost(widths, removed)
+                + (self.node_cost * self.nodes(removed) if self.node_cost else 0.0))
 
 
 def _narrowest(choices: list[list[int]], blocks: list[str]) -> tuple[dict, frozenset]:
@@ -228,16 +256,20 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
     for layer, table in zip(layers, tables):
         layer.table = table
     adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
-    narrow = prune(teacher, channel, dreams, layout=_layout(groups, blocks, *_narrowest(choices, blocks))).model
-    teacher_cost, narrowest_cost = models_latency([model, narrow], example, meter)
+    lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], 0.0)
+    wholes = [model, prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.narrowest())).model]
+    if blocks:  # the thin student: every group at its narrowest, every block kept
+        wholes.append(prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.thin())).model)
+    teacher_cost, narrowest_cost, *thin_cost = models_latency(wholes, example, meter)
     lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost)
-    scale = lat.calibrate(narrowest_cost)
+    scale = lat.calibrate(narrowest_cost, thin_cost[0] if thin_cost else None)
     if scale is None:
         warn(f"the latency tables ({meter.describe()}) and the whole models disagree: the narrowest student measured "
              f"{narrowest_cost:.4g} {meter.unit} against the teacher's {lat.teacher_cost:.4g}, which the tables' "
              "sums cannot fit; predictions use the tables uncalibrated")
     return lat, groups, {"entries": sum(len(t) for t in tables), "measured_now": measured, "unit": meter.unit,
-                         "scale": scale, "narrowest_cost": narrowest_cost}
+                         "scale": scale, "node_cost": lat.node_cost, "narrowest_cost": narrowest_cost,
+                         "thin_cost": thin_cost[0] if thin_cost else None}
 
 
 @torch.no_grad()
@@ -399,10 +431,15 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
     floor, budget = lat.predict(*lat.narrowest()), config.ratio * lat.teacher_cost
     tried, search = [], {}
     with tqdm(total=CORRECTIONS + 1, desc="latency check", unit="student", disable=not progress, leave=False) as bar:
-        for _ in range(CORRECTIONS + 1):
+        step, searches = 0.0, 0
+        while len(tried) <= CORRECTIONS and searches < 3 * (CORRECTIONS + 1):
+            searches += 1
             picks, search = _search(lat, items, max(budget, floor))
-            if any(t["picks"] == picks for t in tried):
-                break
+            if any(t["picks"] == picks for t in tried):  # a move too small to change the choice: move on as far
+                if not step or (step < 0 and budget < floor):
+                    break
+                budget += step
+                continue
             widths, removed, value = _compose(items, picks)
             narrowed = prune(teacher, channel, dreams, layout=_layout(groups, lat.blocks, widths, removed)).model
             measured = _measured_ratio(teacher, narrowed, lat, meter)
@@ -411,7 +448,9 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
             bar.update()
             if (1 - SLACK) * config.ratio <= measured <= aim:
                 break
-            budget = _next_budget(tried, aim, budget / lat.teacher_cost) * lat.teacher_cost
+            step = _next_budget(tried, aim, budget / lat.teacher_cost) * lat.teacher_cost - budget
+            step = math.copysign(max(abs(step), MIN_STEP * lat.teacher_cost), step)
+            budget += step
     within = [t for t in tried if t["measured_ratio"] <= aim]
     chosen = (min(within, key=lambda t: t["sensitivity_kl"]) if within
               else min(tried, key=lambda t: t["measured_ratio"]))
