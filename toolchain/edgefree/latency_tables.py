@@ -4,8 +4,8 @@ Each entry is the cost of a one-node ONNX model (a Conv, a Gemm, or a residual A
 batch 1, built with ``onnx.helper`` and opened with the bench's runner (onnxruntime or OpenVINO;
 INT8 as the export makes it: a QDQ graph from onnxruntime's static quantization). For ExecuTorch
 the same layer is built in PyTorch and exported as the export stage does (XNNPACK; INT8 by its
-PT2E quantization): slower to write (about a second an entry, INT8 more), so the first build of
-an architecture waits longer. A ``Meter`` says how it is measured:
+PT2E quantization): an export and a lowering per entry, far slower to write, so the first build
+of an architecture waits longer. A ``Meter`` says how it is measured:
 
 * natively (``cpu`` None): the p50 in ms on this machine. The widths of one layer shape are
   timed in interleaved rounds, so load from other processes falls on all of them alike;
