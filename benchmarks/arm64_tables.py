@@ -20,7 +20,6 @@ Results go to ``results/arm64_tables.json`` (one entry per case, merged) and ``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import run_cases  # noqa: E402
 from provenance import describe, run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -149,22 +149,13 @@ def written(args) -> list[str]:
     return ["arm64_tables.json"]
 
 
+def _summary(entry: dict) -> str:
+    q = entry["qemu"]
+    return q["refused"] if "refused" in q else f"counted {q['counted_ratio']:.3f} (predicted {q['predicted_ratio']:.3f})"
+
+
 def main(argv=None) -> None:
-    args = parser().parse_args(argv)
-    cases = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown cases {unknown}; known: {', '.join(CASES)}")
-    if not (args.shared / "models").is_dir():
-        raise SystemExit(f"{args.shared / 'models'} not found: pass --shared with the shared teachers")
-    results = json.loads(RESULTS.read_text())["results"] if RESULTS.is_file() else {}
-    for name in cases:
-        results[name] = run(name, args)
-        RESULTS.write_text(json.dumps({"results": results}, indent=2))
-        RESULTS.with_suffix(".md").write_text(render(results))
-        q = results[name]["qemu"]
-        print(f"{name}: " + (q["refused"] if "refused" in q else f"counted {q['counted_ratio']:.3f} "
-                             f"(predicted {q['predicted_ratio']:.3f})") + f"; wrote {RESULTS.with_suffix('.md')}")
+    run_cases(parser().parse_args(argv), CASES, RESULTS, run, render, _summary)
 
 
 if __name__ == "__main__":

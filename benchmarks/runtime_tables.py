@@ -18,13 +18,13 @@ Results go to ``results/runtime_tables.json`` (one entry per case, merged) and `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cases import run_cases  # noqa: E402
 from provenance import describe, run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -110,25 +110,16 @@ def written(args) -> list[str]:
     return ["runtime_tables.json"]
 
 
+def _summary(e: dict) -> str:
+    return (f"measured {e['measured_ratio']:.3f} (tables alone {e['first_predicted_ratio']:.3f} / "
+            f"{e['first_measured_ratio']:.3f}, {e['searches']} searches)")
+
+
 def main(argv=None) -> None:
-    args = parser().parse_args(argv)
-    cases = [c for c in args.cases.split(",") if c]
-    unknown = [c for c in cases if c not in CASES]
-    if unknown:
-        raise SystemExit(f"unknown cases {unknown}; known: {', '.join(CASES)}")
-    if not (args.shared / "models").is_dir():
-        raise SystemExit(f"{args.shared / 'models'} not found: pass --shared with the shared teachers")
     import torch
 
     torch.set_num_threads(1)
-    results = json.loads(RESULTS.read_text())["results"] if RESULTS.is_file() else {}
-    for name in cases:
-        results[name] = run(name, args)
-        RESULTS.write_text(json.dumps({"results": results}, indent=2))
-        RESULTS.with_suffix(".md").write_text(render(results))
-        e = results[name]
-        print(f"{name}: measured {e['measured_ratio']:.3f} (tables alone {e['first_predicted_ratio']:.3f} / "
-              f"{e['first_measured_ratio']:.3f}, {e['searches']} searches); wrote {RESULTS.with_suffix('.md')}")
+    run_cases(parser().parse_args(argv), CASES, RESULTS, run, render, _summary)
 
 
 if __name__ == "__main__":

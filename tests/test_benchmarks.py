@@ -193,3 +193,21 @@ def test_build_time_output_names_a_file_in_results():
     for bad in ("results/x", "x.json", ""):
         with pytest.raises(SystemExit):
             build_time.parser().parse_args(["--default", "--output", bad])
+
+
+def test_cases_are_checked_then_merged_into_one_results_file_as_each_ends(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    run_cases = _load("cases").run_cases
+    (tmp_path / "models").mkdir()
+    results = tmp_path / "out.json"
+    results.write_text(json.dumps({"results": {"old": {"x": 0}}}))
+    args = SimpleNamespace(cases="a,b", shared=tmp_path)
+    run_cases(args, ["a", "b"], results, lambda name, _: {"x": len(name)}, lambda e: f"{sorted(e)}\n",
+              lambda e: f"x={e['x']}")
+    assert json.loads(results.read_text())["results"] == {"old": {"x": 0}, "a": {"x": 1}, "b": {"x": 1}}
+    assert results.with_suffix(".md").read_text() == "['a', 'b', 'old']\n" and "a: x=1; wrote" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"unknown cases \['c'\]"):
+        run_cases(SimpleNamespace(cases="c", shared=tmp_path), ["a"], results, None, None, None)
+    with pytest.raises(SystemExit, match="models not found"):
+        run_cases(SimpleNamespace(cases="a", shared=tmp_path / "no"), ["a"], results, None, None, None)
