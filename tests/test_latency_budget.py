@@ -361,6 +361,17 @@ def test_cli_build_meets_a_latency_target_and_reports_it(tmp_path):
     assert refused.exit_code == 2 and "--latency-target chooses channel widths" in refused.output
 
 
+def test_a_target_no_search_reaches_is_said_at_once_with_the_closest_measured(teacher, monkeypatch, capsys):
+    from edgefree import latency_budget as lb
+
+    monkeypatch.setattr(lb, "_measured_ratio", lambda teacher, student, lat, meter: 0.95)  # nothing gets faster
+    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning())
+    err = capsys.readouterr().err
+    assert re.search(r"Warning: latency target 0\.80x not reached: after \d searches the closest student measured whole "
+                     r"at 0\.950x the teacher's p50 on onnxruntime fp32", err), err
+    assert student.stats["latency"]["measured_ratio"] == 0.95
+
+
 def test_the_next_budget_follows_the_line_through_the_two_nearest_tries():
     from edgefree.latency_budget import _next_budget
 
