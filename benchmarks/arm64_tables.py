@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import run_cases  # noqa: E402
-from provenance import describe, run_record  # noqa: E402
+from cases import case_parser, records, run_cases  # noqa: E402
+from provenance import run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "arm64_tables.json"
@@ -129,18 +129,12 @@ def render(results: dict) -> str:
         lines.append(f"| {name} | {e['cpu']} | {e['precision']} | {e['ratio']:.2f} | {cells[0]} | {cells[1]} | "
                      f"{q.get('teacher_minstr', float('nan')):.2f} | {q['search_seconds']} "
                      f"({q.get('measured_now', '-')} of {q.get('entries', '-')}) |")
-    lines += ["", "## Records", ""]
-    for name, e in results.items():
-        lines.append(f"- {name}: `{e['record']['command']}`. {describe(e['record'])}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + records(results)) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, required=True, help="folder holding models/")
+    p = case_parser(__doc__, CASES)
     p.add_argument("--mobilenet", type=Path, help="MobileNetV3-small teacher weights (for the mbv3 cases)")
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
-    p.add_argument("--quiet", action="store_true")
     return p
 
 

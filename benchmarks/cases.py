@@ -8,9 +8,27 @@ against ``known`` and ``args.shared`` for the teachers, then for each case write
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Callable
+
+from provenance import describe
+
+
+def case_parser(doc: str, known: list[str]) -> argparse.ArgumentParser:
+    """``--shared`` (the teachers' folder), ``--cases`` (of ``known``) and ``--quiet``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--shared", type=Path, required=True, help="folder holding models/")
+    p.add_argument("--cases", default=",".join(known), help=f"comma-separated, of {', '.join(known)}")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def records(entries: dict) -> list[str]:
+    """The Markdown "Records" section: each case's command and provenance."""
+    return ["", "## Records", ""] + [f"- {name}: `{e['record']['command']}`. {describe(e['record'])}"
+                                     for name, e in entries.items()]
 
 
 def run_cases(args, known: list[str], results: Path, run: Callable, render: Callable, summary: Callable) -> None:

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cases import run_cases  # noqa: E402
-from provenance import describe, run_record  # noqa: E402
+from cases import case_parser, records, run_cases  # noqa: E402
+from provenance import run_record  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "runtime_tables.json"
@@ -91,17 +91,11 @@ def render(results: dict) -> str:
                      f"**{e['measured_ratio']:.3f}** | {'yes' if e['measured_ratio'] <= e['ratio'] else 'no'} | "
                      f"{e['teacher_ms']:.3f} | {e['search_seconds']} ({e['measured_now']} / {e['entries']}) | {scale} | "
                      f"{e['load_before']} -> {e['load_after']} |")
-    lines += ["", "## Records", ""]
-    for name, e in results.items():
-        lines.append(f"- {name}: `{e['record']['command']}`. {describe(e['record'])}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + records(results)) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shared", type=Path, required=True, help="folder holding models/")
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, of {', '.join(CASES)}")
-    p.add_argument("--quiet", action="store_true")
+    p = case_parser(__doc__, CASES)
     return p
 
 
