@@ -25,10 +25,12 @@ precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``),
    the cheapest steps. A budget that even the narrowest student misses is refused, with the
    closest reachable ratio.
 4. **The choice measured whole** (untrained: its weights do not change its cost): a student that
-   misses the target, or lands more than ``SLACK`` under it, moves the budget by that much and is
+   measures over the target less ``MARGIN``, or more than ``SLACK`` under it, moves the budget by
+   that much (from the second miss on, along the line through the two nearest tries) and is
    searched again, at most ``CORRECTIONS`` times (NetAdapt measures each proposal the same way);
    summed tables miss what a whole model does differently (kernels chosen per shape, fusions
-   across layers). The least sensitive choice measured within the target is kept.
+   across layers). The least sensitive choice measured within the target is kept; if none is, a
+   warning names the closest.
 
 The bench checks the prediction at the end (``check``): the student's measured p50 over the
 teacher's on the same runtime and precision (under QEMU: its instruction count over the teacher's).
@@ -173,17 +175,17 @@ class _Model:
         whole (without the thin one, or where it gives a negative ``node_cost``: ``scale`` and ``offset`` from the
         other two); the scale, or None (kept at 1) where the figures cannot fix it (``MIN_SCALE`` to ``MAX_SCALE``)."""
         narrowest, full_nodes = self.narrowest(), self.nodes(frozenset())
-        thin_span = self.full - self.tables_cost(*self.thin())
-        if thin_cost is not None and thin_span > 0 and self.nodes(narrowest[1]) < full_nodes:
-            scale = (self.teacher_cost - thin_cost) / thin_span
-            node_cost = (thin_cost - narrowest_cost - scale * (self.tables_cost(*self.thin())
-                                                               - self.tables_cost(*narrowest))) \
-                / (full_nodes - self.nodes(narrowest[1]))
+        narrowest_tables, narrowest_nodes = self.tables_cost(*narrowest), self.nodes(narrowest[1])
+        thin_tables = self.tables_cost(*self.thin())
+        if thin_cost is not None and thin_tables < self.full and narrowest_nodes < full_nodes:
+            scale = (self.teacher_cost - thin_cost) / (self.full - thin_tables)
+            node_cost = ((thin_cost - narrowest_cost - scale * (thin_tables - narrowest_tables))
+                         / (full_nodes - narrowest_nodes))
             if MIN_SCALE <= scale <= MAX_SCALE and node_cost >= 0:
                 self.scale, self.node_cost = scale, node_cost
                 self.remainder = self.teacher_cost - scale * self.full - node_cost * full_nodes
                 return scale
-        span = self.full - self.tables_cost(*narrowest)
+        span = self.full - narrowest_tables
         scale = (self.teacher_cost - narrowest_cost) / span if span > 0 else 0.0
         if not MIN_SCALE <= scale <= MAX_SCALE:
             return None
@@ -256,10 +258,10 @@ def _measure(teacher: Teacher, config: LatencyTarget, channel: ChannelPruning, m
     for layer, table in zip(layers, tables):
         layer.table = table
     adds = {b: table[shapes[b][1].shape[1], shapes[b][1].shape[1]] for b, table in zip(blocks, tables[len(layers):])}
-    lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], 0.0)
-    wholes = [model, prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.narrowest())).model]
+    narrow_widths, every_block = _narrowest(choices, blocks)
+    wholes = [model, prune(teacher, channel, dreams, layout=_layout(groups, blocks, narrow_widths, every_block)).model]
     if blocks:  # the thin student: every group at its narrowest, every block kept
-        wholes.append(prune(teacher, channel, dreams, layout=_layout(groups, blocks, *lat.thin())).model)
+        wholes.append(prune(teacher, channel, dreams, layout=_layout(groups, blocks, narrow_widths, frozenset())).model)
     teacher_cost, narrowest_cost, *thin_cost = models_latency(wholes, example, meter)
     lat = _Model(layers, groups, choices, blocks, adds, tables[-1][1, 1], teacher_cost)
     scale = lat.calibrate(narrowest_cost, thin_cost[0] if thin_cost else None)
@@ -514,13 +516,13 @@ def _why_not_counted(config: LatencyTarget, target, runtime: str) -> str | None:
 
     from edgefree.bench.emulator_setup import ARM_CPUS, default_home, prepared
 
-    environment = prepared(default_home())
     if not config.emulate:
         return "latency_target.emulate is off"
     if runtime != "onnxruntime":
         return f"tables are counted under QEMU with onnxruntime only, not {runtime}"
     if shutil.which("qemu-aarch64") is None:
         return "qemu-aarch64 is not installed (apt-get install qemu-user)"
+    environment = prepared(default_home())
     if environment is None:
         return "the emulator is not set up (`edgefree emulator setup`)"
     if runtime not in environment["runtimes"]:

@@ -129,14 +129,15 @@ def _write_program(signature: dict, width: tuple[int, int], precision: str, fold
     from edgefree.export import executorch
 
     folder.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    module, shape = _module(signature, *width)
+    with torch.random.fork_rng():  # the same weights every time, and the build's own random state left as it was
+        torch.manual_seed(0)
+        module, shape = _module(signature, *width)
+        example = torch.randn(shape)
     calibration = np.random.default_rng(2).standard_normal((8, *shape[1:]), dtype=np.float32)
     int8 = precision == "int8" and signature["kind"] != "call"
     stem = folder / f"{signature['kind']}-{_key(width)}{'-int8' if int8 else ''}"
     with torch.no_grad():
-        path = executorch.export(module.eval(), torch.randn(shape), "int8" if int8 else "fp32", calibration, stem,
-                                 OPSET)[0]
+        path = executorch.export(module.eval(), example, "int8" if int8 else "fp32", calibration, stem, OPSET)[0]
     return path, shape
 
 
@@ -144,10 +145,10 @@ def _write(signature: dict, width: tuple[int, int], precision: str, folder: Path
            runtime: str = "onnxruntime") -> tuple[Path, list[int]]:
     """Write one table entry's model (quantized for int8) into ``folder``: ``(path, input shape)``; ONNX, or an
     ExecuTorch program for ``runtime`` executorch."""
-    import onnx
-
     if runtime == "executorch":
         return _write_program(signature, width, precision, folder)
+    import onnx
+
     folder.mkdir(parents=True, exist_ok=True)
     model, shape = _graph(signature, *width)
     path = folder / f"{signature['kind']}-{_key(width)}.onnx"
