@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from edgefree.config import DistillConfig, MagnitudePruning, SynthesisConfig
+from edgefree.config import BuildConfig, DistillConfig, MagnitudePruning, SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
 from edgefree.evaluate import accuracy
 from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, distill, prune, synthesize
-from edgefree.recover.generator import DreamGenerator
+from edgefree.recover.generator import DreamGenerator, GeneratorAdversary
 
 GEN = SynthesisConfig(method="generator", images=256, batch_size=64, iterations=150, lr=0.01, jitter=1)
 
@@ -60,3 +60,43 @@ def test_generator_needs_batchnorm_and_a_size_it_can_reach():
         DreamGenerator((3, 30, 30), 10)
     with pytest.raises(EdgefreeError, match="method"):
         SynthesisConfig(method="gan")
+
+
+def _disagreement(teacher, student, images):
+    with torch.no_grad():
+        return torch.nn.functional.kl_div(torch.log_softmax(student(images), 1), torch.log_softmax(teacher(images), 1),
+                                          reduction="batchmean", log_target=True).item()
+
+
+def test_adversary_moves_the_dreams_to_where_the_student_disagrees(generated, teacher):
+    student = prune(teacher, MagnitudePruning(0.9)).model.train()
+    modes = [m.training for m in student.modules()]
+    before = {k: v.clone() for k, v in generated.generator.state_dict().items()}
+    module, disagreement = teacher.module.eval(), {}
+    for weight in (0.0, 20.0):  # 0: the same steps without the adversarial term, the control
+        adversary = GeneratorAdversary(teacher, generated, steps=10, weight=weight)
+        for _ in range(3):
+            adversary.step(student, torch.Generator().manual_seed(0))
+        assert [m.training for m in student.modules()] == modes  # the student's modes as they were
+        assert all(p.requires_grad for p in teacher.module.parameters())  # the teacher as it was
+        assert len(adversary.history) == 3 and all(set(h) == {"bn", "kl"} for h in adversary.history)
+        disagreement[weight] = _disagreement(module, student.eval(), adversary.sample(generated.labels,
+                                                                                      torch.Generator()))
+        student.train()
+    assert all(torch.equal(before[k], v) for k, v in generated.generator.state_dict().items())  # the set's: untouched
+    assert disagreement[20.0] > 1.3 * disagreement[0.0]
+
+
+def test_adversarial_distillation_records_its_steps_and_needs_a_generator(generated, teacher, digits):
+    pruned = prune(teacher, MagnitudePruning(0.75))
+    config = DistillConfig(epochs=4, batch_size=64, lr=0.01, adversarial_steps=2)
+    student = distill(teacher, pruned, generated, config, progress=False)
+    assert len(student.stats["adversarial"]) == 3  # every epoch after the first
+    assert accuracy(student.model, digits, teacher.spec) > accuracy(pruned.model, digits, teacher.spec)
+    dreamed = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=2), progress=False)
+    with pytest.raises(EdgefreeError, match="adversarial_steps to 0"):
+        distill(teacher, pruned, dreamed, config, progress=False)
+    with pytest.raises(EdgefreeError, match="synthesis method 'generator'"):
+        BuildConfig(distill=config)
+    with pytest.raises(EdgefreeError, match="adversarial_steps"):
+        DistillConfig(adversarial_steps=-1)

@@ -298,11 +298,18 @@ class DistillConfig(_Config):
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs; the teacher labels the mix, so any pair is valid
     feature_weight: float = 0.0  # weight of matching every BatchNorm output of the teacher (0: logits only)
     warmup_epochs: float = 0.0  # the learning rate rises linearly from ~0 over these epochs, then follows the cosine
+    # a generator's set (synthesis method "generator"): before each epoch's new images, the generator trains
+    # this many steps towards images the student gets wrong (edgefree.recover.generator.GeneratorAdversary)
+    adversarial_steps: int = 0
+    adversarial_weight: float = 1.0  # weight of the student's KL divergence from the teacher, subtracted from that loss
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
 
     def __post_init__(self):
         self._require_finite()
         _require(self.epochs > 0 and self.batch_size > 0, "distillation epochs and batch size must be positive")
+        _require(isinstance(self.adversarial_steps, int) and self.adversarial_steps >= 0 and self.adversarial_weight >= 0,
+                 "distillation adversarial_steps (an integer) and adversarial_weight must be >= 0, got "
+                 f"{self.adversarial_steps} and {self.adversarial_weight}")
         _require(self.feature_weight >= 0, f"distillation feature_weight must be >= 0, got {self.feature_weight}")
         _require_bf16(self.bf16, "distillation")
         _require(self.lr > 0 and self.temperature > 0, "distillation lr and temperature must be positive")
@@ -556,6 +563,9 @@ class BuildConfig(_Config):
                         for stage in ("synthesis", "reconstruct", "distill")})
         for name, value in settled.items():
             object.__setattr__(self, name, value)
+        _require(not self.distill.adversarial_steps or self.synthesis.method == "generator",
+                 "distill adversarial_steps trains the dream generator between epochs: use it with synthesis method "
+                 "'generator' (--recipe generator), or set it to 0")
 
     def _settle_teacher(self) -> None:
         """Check the teacher's source and input options; tuples for lists, a factory's file made absolute."""

@@ -24,6 +24,7 @@ from edgefree.config import DistillConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
+from edgefree.recover.generator import GeneratorAdversary
 from edgefree.recover.prune import apply_masks
 from edgefree.recover.student import Student
 from edgefree.recover.synthesize import SyntheticSet
@@ -123,7 +124,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
             config: DistillConfig = DistillConfig(), seed: int = 0, device: str = "cpu",
             progress: bool = True) -> Student:
     """Train a copy of the pruned student to match the teacher on ``synthetic`` images (a set that
-    carries its generator gives new images every epoch after the first).
+    carries its generator gives new images every epoch after the first; with ``config.adversarial_steps``
+    a copy of that generator first trains against the student, ``GeneratorAdversary``).
 
     Returns a ``Student`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
     epoch, whether bf16 ran); the input is untouched. Raises ``DivergenceError`` if the loss
@@ -138,7 +140,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False).model
     """
     g = torch.Generator().manual_seed(distributed.rank_seed(seed))
-    spec, teacher = teacher.spec, teacher.module.eval().to(device)
+    teacher_source, spec, teacher = teacher, teacher.spec, teacher.module.eval().to(device)
     student = copy.deepcopy(pruned.model).to(device)
     student.train()
     freeze_batchnorm(student)
@@ -152,6 +154,10 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
                             "BatchNorm layers: set feature_weight to 0")
+    adversary = None
+    if config.adversarial_steps:  # a generator's set whose generator keeps training against the student
+        adversary = GeneratorAdversary(teacher_source, synthetic, config.adversarial_steps, config.adversarial_weight,
+                                       device)
     pairs = feature_pairs(teacher, pruned) if config.feature_weight else {}
     features = (_BatchNormOutputs(student, list(pairs)), _BatchNormOutputs(teacher, list(pairs))) if pairs else None
     history, started, trained = [], time.perf_counter(), distributed.data_parallel(student)  # DDP on several ranks
@@ -160,7 +166,10 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         for epoch in bar:
             total = 0.0
             images = synthetic.images
-            if synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
+            if adversary is not None and epoch:  # new images where the student disagrees
+                adversary.step(student, g)
+                images = adversary.sample(synthetic.labels, g)
+            elif synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
                 images = synthetic.generator.to(device).sample(spec, synthetic.labels, g)
             for idx in batches.epoch(epoch):
                 x = images[idx].to(device)
@@ -194,4 +203,6 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         for hooks in features or ():
             hooks.remove()
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
+    if adversary is not None:
+        stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL
     return pruned.with_model(student.eval(), stats)

@@ -12,20 +12,35 @@ for far longer; this one is small enough to train on a CPU in minutes.
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from edgefree.config import SynthesisConfig
-from edgefree.errors import DivergenceError
+from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
 from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, label_fidelity,
                                         teacher_for_inversion)
 
-__all__ = ["DreamGenerator", "train_generator"]
+__all__ = ["DreamGenerator", "GeneratorAdversary", "train_generator"]
+
+
+def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, config: SynthesisConfig, num_classes: int,
+                    memory_format, autocast, g: torch.Generator, device: str):
+    """One batch of fresh images through the teacher: (the images' view, the teacher's logits, the labels,
+    the BatchNorm-statistics loss, the loss of the generator without any adversarial term)."""
+    y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
+    noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
+    view = jitter_and_flip(spec.normalize(spec.from_unit(net(noise, y))), config, g)
+    with autocast:
+        logits = teacher(view.contiguous(memory_format=memory_format))
+    bn = matcher.take(config.first_bn_multiplier)
+    return view, logits, y, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
 
 
 def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
@@ -45,13 +60,8 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
         with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
                   leave=False) as bar:
             for step in bar:
-                y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
-                noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
-                view = jitter_and_flip(spec.normalize(spec.from_unit(net(noise, y))), config, g)
-                with autocast:
-                    logits = teacher(view.contiguous(memory_format=memory_format))
-                bn = matcher.take(config.first_bn_multiplier)
-                loss = config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
+                _, _, _, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes, memory_format,
+                                                    autocast, g, device)
                 if not torch.isfinite(loss):
                     raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
                                           "lower the synthesis lr")
@@ -69,3 +79,62 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
              "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), **fidelity, "bn_weight": config.bn_weight, "bf16": bf16,
              "steps": len(curve), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats, net.cpu().eval())
+
+
+class GeneratorAdversary:
+    """A copy of a set's dream generator that keeps training between distillation epochs towards images
+    the student gets wrong (the adversarial refresh of DFAD and Fast-DFKD): its loss is the BatchNorm-
+    statistics and class loss it was trained on, minus ``weight`` times the student's KL divergence from
+    the teacher, so each epoch's new dreams stay teacher-like and move to where the student disagrees.
+
+    The set's generator is left as it was (a cached set is reused by other builds); ``sample`` draws
+    from the copy."""
+
+    def __init__(self, teacher: Teacher, synthetic: SyntheticSet, steps: int, weight: float, device: str = "cpu"):
+        if synthetic.generator is None:
+            raise EdgefreeError("adversarial generator steps need a set drawn by a generator (synthesis method "
+                                "'generator'); this one was dreamed image by image: set adversarial_steps to 0")
+        made = synthetic.stats.get("config", {})
+        self.config = SynthesisConfig.from_dict({**made, "bn_weight": synthetic.stats.get("bn_weight", made.get("bn_weight"))},
+                                                "the set's synthesis config")
+        self.teacher, self.steps, self.weight, self.device = teacher, steps, weight, device
+        self.net = copy.deepcopy(synthetic.generator).to(device)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=(0.5, 0.999))
+        self.history: list[dict] = []
+
+    def step(self, student: nn.Module, g: torch.Generator) -> dict:
+        """Train the copy ``steps`` steps against ``student`` (in eval mode meanwhile; every module's mode,
+        and the teacher, restored after). Returns the mean BatchNorm loss and student-teacher KL of the steps."""
+        modes = {m: m.training for m in student.modules()}
+        student.eval()
+        self.net.train()
+        params = list(self.net.parameters())
+        bn_total = kl_total = 0.0
+        try:
+            with teacher_for_inversion(self.teacher, self.config, self.device) as (teacher, matcher, num_classes,
+                                                                                 memory_format):
+                _, autocast = bf16_autocast(self.config.bf16, self.device)
+                for _ in range(self.steps):
+                    view, logits, _, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec,
+                                                                self.config, num_classes, memory_format, autocast, g,
+                                                                self.device)
+                    with autocast:
+                        student_logits = student(view)
+                    kl = F.kl_div(F.log_softmax(student_logits.float(), 1), F.log_softmax(logits.float(), 1),
+                                  reduction="batchmean", log_target=True)
+                    loss = loss - self.weight * kl
+                    if not torch.isfinite(loss):
+                        raise DivergenceError(f"the adversarial generator diverged (loss {loss.item()}); lower "
+                                              "distill adversarial_weight or the synthesis lr")
+                    for p, grad in zip(params, torch.autograd.grad(loss, params)):  # the student's weights: no grads
+                        p.grad = grad
+                    self.opt.step()
+                    bn_total, kl_total = bn_total + bn.item(), kl_total + kl.item()
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+        self.history.append({"bn": bn_total / self.steps, "kl": kl_total / self.steps})
+        return self.history[-1]
+
+    def sample(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return self.net.sample(self.teacher.spec, labels, g)
