@@ -100,3 +100,15 @@ def test_adversarial_distillation_records_its_steps_and_needs_a_generator(genera
         BuildConfig(distill=config)
     with pytest.raises(EdgefreeError, match="adversarial_steps"):
         DistillConfig(adversarial_steps=-1)
+
+
+def test_an_adversarial_build_runs_end_to_end(tmp_path):
+    from edgefree.pipeline import build
+
+    config = BuildConfig(out=tmp_path / "out", cache=tmp_path / "cache", export=None,
+                         synthesis=GEN.replace(images=128, iterations=40),
+                         distill=DistillConfig(epochs=3, batch_size=64, lr=0.01, adversarial_steps=2))
+    report = build(config, progress=False)
+    assert len(report["distill"]["adversarial"]) == 2 and report["distill"]["adversarial_steps"] == 2
+    assert report["accuracy"]["recovered"] > report["accuracy"]["pruned"]
+    assert report["estimate"]["recovered"]["drop"] >= 0  # estimated on held-out DeepInversion dreams

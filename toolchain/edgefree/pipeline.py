@@ -142,7 +142,8 @@ def held_out_config(config: BuildConfig) -> BuildConfig:
     base = config.synthesis if config.synthesis.method == "deepinversion" else recipe(DEFAULT_RECIPE).synthesis
     synthesis = base.replace(images=min(HELD_OUT_IMAGES, config.synthesis.images), batch_size=min(base.batch_size, 64),
                              shards=1)
-    return config.replace(synthesis=synthesis, seed=(config.seed + HELD_OUT_SEED) % 2**32)
+    return config.replace(synthesis=synthesis, seed=(config.seed + HELD_OUT_SEED) % 2**32,
+                          distill=config.distill.replace(adversarial_steps=0))  # no generator to train
 
 
 def held_out_dreams(teacher: Teacher, config: BuildConfig, progress: bool, device: str | None = None) -> SyntheticSet:
