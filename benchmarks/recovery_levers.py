@@ -110,6 +110,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-levers"), help="build folders and dream cache")
     p.add_argument("--threads", type=int, default=1, help="threads of the build (1: steady under other load)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tag", help="a name for this run's teacher where a row's teacher is another one (e.g. a "
+                   "MobileNet trained again elsewhere): its cells are kept apart, as ROW (TAG)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--render", action="store_true", help="only render results/recovery_levers.md from its .json")
     return p
@@ -232,14 +234,16 @@ def render(results: dict) -> str:
              "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
              "its seconds from that run), left out where that file's teacher is another (MobileNetV3-small: "
-             "72.80% there, a 71.72% teacher trained on one thread here, `mobilenet_teacher-1thread.md`; "
-             "compare with `base`).", "",
+             "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "
+             "as `benchmarks/results/mobilenet_teacher-1thread.md` of commit `cdc66cd`; compare with `base`). Rows "
+             "tagged `(amd-teacher)` use the 72.44% teacher the same command trained on an AMD EPYC "
+             "(`mobilenet_teacher-1thread.md` now): compare them with each other only.", "",
              "| row | lever | MACs | teacher | pruned | refit | recovered | gap | vs today | dreams labelled | "
              "BN weight | synth + refit + KD s | today: refit / recovered, s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    def order(key: str) -> tuple[int, int]:  # cells another version of this script wrote go last
+    def order(key: str) -> tuple:  # cells another version of this script wrote go last; a tagged teacher after
         r = results[key]
-        return (list(ROWS).index(r["row"]) if r["row"] in ROWS else len(ROWS),
+        return (list(ROWS).index(r["row"]) if r["row"] in ROWS else len(ROWS), r.get("tag") or "",
                 list(LEVERS).index(r["lever"]) if r["lever"] in LEVERS else len(LEVERS))
 
     for key in sorted(results, key=order):
@@ -251,15 +255,18 @@ def render(results: dict) -> str:
         delta = f"{a['recovered'] - old['accuracy']['recovered']:+.2f}" if old else ""
         before = (f"{percent(old['accuracy'].get('reconstructed'))} / {percent(old['accuracy']['recovered'])}, "
                   f"{_seconds(old['seconds'], False)}" if old else "")
-        lines.append(f"| {r['row']} | {r['lever']} | {r['macs_ratio']:.2f} | {percent(a['teacher'])} | "
+        label = f"{r['row']} ({r['tag']})" if r.get("tag") else r["row"]
+        lines.append(f"| {label} | {r['lever']} | {r['macs_ratio']:.2f} | {percent(a['teacher'])} | "
                      f"{percent(a['pruned'])} | {percent(a.get('reconstructed'))} | **{percent(a['recovered'])}** | "
                      f"{a['teacher'] - a['recovered']:.2f} | {delta} | "
                      f"{_labelled(r)} | {_weight(r)} | "
                      f"{_seconds(r['seconds'], r['synthesis']['cached'])} | {before} |")
     lines += ["", "## Runs", ""]
-    lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" for key, r in sorted(results.items())]
+    lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" + (f" CPU: {r['cpu']}." if r.get("cpu") else "")
+              for key, r in sorted(results.items())]
     info = machine_info()
-    lines += ["", f"Machine: {info.get('cpu')}, {info.get('cores')} cores; torch {info.get('versions', {}).get('torch')}.", ""]
+    lines += ["", f"Rendered on {info.get('cpu')}, {info.get('cores')} cores; torch {info.get('versions', {}).get('torch')}. "
+              "Each run's CPU is named where it was recorded (bf16 autocast is on only where the CPU has native bf16).", ""]
     return "\n".join(lines)
 
 
@@ -272,13 +279,14 @@ def main(argv=None) -> None:
         return
     for row in rows:
         for lever in levers:
-            result = run(row, lever, args)
+            result = {**run(row, lever, args), "cpu": machine_info().get("cpu"), **({"tag": args.tag} if args.tag else {})}
+            name = f"{row} ({args.tag})" if args.tag else row
             # read again just before writing: other runs of this script may have added their cells meanwhile
             results = json.loads(path.read_text())["results"] if path.exists() else {}
-            results[f"{row}/{lever}"] = result
+            results[f"{name}/{lever}"] = result
             path.write_text(json.dumps({"results": results}, indent=1) + "\n")
             RESULTS.with_suffix(".md").write_text(render(results))
-            print(f"{row}/{lever}: recovered {results[f'{row}/{lever}']['accuracy']['recovered']:.2f}", flush=True)
+            print(f"{name}/{lever}: recovered {result['accuracy']['recovered']:.2f}", flush=True)
 
 
 if __name__ == "__main__":
