@@ -32,15 +32,15 @@ __all__ = ["DreamGenerator", "GeneratorAdversary", "train_generator"]
 
 def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, config: SynthesisConfig, num_classes: int,
                     memory_format, autocast, g: torch.Generator, device: str):
-    """One batch of fresh images through the teacher: (the images' view, the teacher's logits, the labels,
-    the BatchNorm-statistics loss, the loss of the generator without any adversarial term)."""
+    """One batch of fresh images through the teacher: (the images' view, the teacher's logits, the
+    BatchNorm-statistics loss, the generator's loss without any adversarial term)."""
     y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
     noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
     view = jitter_and_flip(spec.normalize(spec.from_unit(net(noise, y))), config, g)
     with autocast:
         logits = teacher(view.contiguous(memory_format=memory_format))
     bn = matcher.take(config.first_bn_multiplier)
-    return view, logits, y, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
+    return view, logits, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
 
 
 def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
@@ -60,8 +60,8 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
         with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
                   leave=False) as bar:
             for step in bar:
-                _, _, _, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes, memory_format,
-                                                    autocast, g, device)
+                _, _, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes, memory_format,
+                                                 autocast, g, device)
                 if not torch.isfinite(loss):
                     raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
                                           "lower the synthesis lr")
@@ -115,9 +115,8 @@ class GeneratorAdversary:
                                                                                  memory_format):
                 _, autocast = bf16_autocast(self.config.bf16, self.device)
                 for _ in range(self.steps):
-                    view, logits, _, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec,
-                                                                self.config, num_classes, memory_format, autocast, g,
-                                                                self.device)
+                    view, logits, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec, self.config,
+                                                             num_classes, memory_format, autocast, g, self.device)
                     with autocast:
                         student_logits = student(view)
                     kl = F.kl_div(F.log_softmax(student_logits.float(), 1), F.log_softmax(logits.float(), 1),
