@@ -240,6 +240,7 @@ CASES = {
     "infinite learning rate": (B("--distill-lr", "inf"), "must be a finite number"),
     "negative reconstruct images": (B("--reconstruct-images", "-5"), "reconstruct images must be >= 0"),
     "negative block steps": (B("--block-steps", "-1"), "reconstruct block steps must be >= 0"),
+    "adversarial steps without a generator": (B("--adversarial-steps", "10"), "use it with synthesis method 'generator'"),
     "zero bench runs": (B("--bench-runs", "0"), "bench runs must be >= 1"),
     "latency target above 1": (B("--pruning", "channel", "--latency-target", "1.5"), "latency target must be in (0, 1]"),
     "latency target with magnitude pruning": (B("--pruning", "magnitude", "--latency-target", "0.5"),

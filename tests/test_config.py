@@ -66,6 +66,12 @@ def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
     assert saved.reconstruct.block_steps == 0 and replayed.reconstruct.block_steps == 50
     assert replayed.reconstruct.images == saved.reconstruct.images
     assert replayed.model == tmp_path / "m.pt"
+    third = tmp_path / "c.toml"
+    result = CliRunner().invoke(cli, ["build", "--config", str(first), "--recipe", "generator", "--adversarial-steps",
+                                      "10", "--save-config", str(third)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    adversarial = BuildConfig.from_dict(load_config_file(third)).distill
+    assert adversarial.adversarial_steps == 10 and adversarial.adversarial_weight == 1.0
 
 
 def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkeypatch):

@@ -505,6 +505,7 @@ class BuildConfig(_Config):
                                                          ("bf16", "bf16 (and [distill] bf16)"))},
         "reconstruct_images": "[reconstruct] as images = ...",
         "block_steps": "[reconstruct] as block_steps = ...",
+        "adversarial_steps": "[distill] as adversarial_steps = ...",
         **{n: f"[distill] as {k} = ..." for n, k in (("epochs", "epochs"), ("distill_lr", "lr"), ("lr", "lr"))},
         **{n: f"[export] as {n} = [...]" for n in ("formats", "precisions")},
         **{n: f"[bench] as {k} = ..." for n, k in (("bench_runs", "runs"), ("runs", "runs"), ("emulate", "emulate"))},

@@ -64,6 +64,9 @@ def _opt(*names, **kw):
 @_opt("--block-steps", type=int, help="After the layer-wise refit, train each block (a residual "
       "block, an inverted residual) this many steps to give the teacher's block output; 0: layer-wise only "
       "(overrides the recipe).")
+@_opt("--adversarial-steps", type=click.IntRange(min=0), help="With --recipe generator: before each distillation "
+      "epoch's new dreams, train the generator this many steps towards images the student gets wrong; 0: off "
+      "(overrides the recipe).")
 @_opt("--epochs", type=int, help="Distillation epochs.")
 @_opt("--distill-lr", type=float, help="Distillation learning rate.")
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
@@ -92,7 +95,7 @@ def _opt(*names, **kw):
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, value_range, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
           channel_importance, round_to, channel_steps, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
-          iterations, synth_batch, bn_weight, bf16, reconstruct_images, block_steps, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
+          iterations, synth_batch, bn_weight, bf16, reconstruct_images, block_steps, adversarial_steps, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
     """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
 
@@ -141,7 +144,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
                                                        bn_weight=bn_weight,
                                                        shards=shards),
         reconstruct=config.reconstruct.replace(images=reconstruct_images, block_steps=block_steps),
-        distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16))
+        distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16, adversarial_steps=adversarial_steps))
     if save_config:
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
