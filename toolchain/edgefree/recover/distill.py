@@ -128,8 +128,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     a copy of that generator first trains against the student, ``GeneratorAdversary``).
 
     Returns a ``Student`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
-    epoch, whether bf16 ran); the input is untouched. Raises ``DivergenceError`` if the loss
-    becomes NaN or infinite.
+    epoch, whether bf16 ran, each adversarial refresh's BN loss and KL); the input is untouched.
+    Raises ``DivergenceError`` if the loss becomes NaN or infinite.
 
     Example:
         >>> from edgefree.demo import default_teacher
