@@ -113,8 +113,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-levers"), help="build folders and dream cache")
     p.add_argument("--threads", type=int, default=1, help="threads of the build (1: steady under other load)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tag", help="a name for this run's teacher where a row's teacher is another one (e.g. a "
-                   "MobileNet trained again elsewhere): its cells are kept apart, as ROW (TAG)")
+    p.add_argument("--tag", help="a name that keeps this run's cells apart from the row's others (another "
+                   "teacher, another seed), shown as ROW (TAG)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--render", action="store_true", help="only render results/recovery_levers.md from its .json")
     return p
@@ -240,7 +240,8 @@ def render(results: dict) -> str:
              "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "
              "as `benchmarks/results/mobilenet_teacher-1thread.md` of commit `cdc66cd`; compare with `base`). Rows "
              "tagged `(amd-teacher)` use the 72.44% teacher the same command trained on an AMD EPYC "
-             "(`mobilenet_teacher-1thread.md` now): compare them with each other only.", "",
+             "(`mobilenet_teacher-1thread.md` now): compare them with each other only. A tag ending in `seed1` "
+             "is the same run with `--seed 1` (dreams, pruning choice and distillation all seeded 1).", "",
              "| row | lever | MACs | teacher | pruned | refit | recovered | gap | vs today | dreams labelled | "
              "BN weight | synth + refit + KD s | today: refit / recovered, s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
