@@ -241,7 +241,7 @@ def render(results: dict) -> str:
              "as `benchmarks/results/mobilenet_teacher-1thread.md` of commit `cdc66cd`; compare with `base`). Rows "
              "tagged `(amd-teacher)` use the 72.44% teacher the same command trained on an AMD EPYC "
              "(`mobilenet_teacher-1thread.md` now): compare them with each other only. A tag ending in `seed1` "
-             "is the same run with `--seed 1` (dreams, pruning choice and distillation all seeded 1).", "",
+             "is the same run with `--seed 1` (dreams and distillation seeded 1; the refit uses those dreams).", "",
              "| row | lever | MACs | teacher | pruned | refit | recovered | gap | vs today | dreams labelled | "
              "BN weight | synth + refit + KD s | today: refit / recovered, s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
