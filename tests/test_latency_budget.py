@@ -142,20 +142,19 @@ def test_executorch_tables_are_programs_timed_on_its_runtime(teacher):
 
 
 def test_a_choice_measured_over_the_target_is_searched_again_with_a_lower_budget(teacher, monkeypatch):
-    """Whole students measuring 0.1 over what they do: the budget moves down by the miss, until one is within."""
+    """The first whole student measures 0.9 of the teacher, over the 0.8 target, and later ones 0.785 (fixed
+    figures: a real timing of the tiny model moves with the machine's load): the budget moves down by the
+    miss, and the student kept is one measured within."""
     from edgefree import latency_budget as lb
 
-    def slower(teacher, student, lat, meter):
-        x = teacher.spec.example_inputs(2)[0]
-        return lb.models_latency([student], x, meter)[0] / lat.teacher_cost + 0.1
-
-    monkeypatch.setattr(lb, "_measured_ratio", slower)
+    measured = iter([0.9])
+    monkeypatch.setattr(lb, "_measured_ratio", lambda teacher, student, lat, meter: next(measured, 0.785))
     student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning())
     tried = student.stats["latency"]["search"]["corrections"]
     assert len(tried) >= 2 and tried[0]["measured_ratio"] > 0.8
     aim = 0.8 * (1 - lb.MARGIN["timed"])
     assert tried[1]["budget_ratio"] == pytest.approx(0.8 - (tried[0]["measured_ratio"] - aim))
-    assert student.stats["latency"]["measured_ratio"] <= aim or len(tried) == 4
+    assert len(tried) == 2 and student.stats["latency"]["measured_ratio"] == 0.785
 
 
 def test_a_target_below_the_narrowest_student_is_refused_with_the_closest_reachable(teacher):
