@@ -94,9 +94,8 @@ class GeneratorAdversary:
         if synthetic.generator is None:
             raise EdgefreeError("adversarial generator steps need a set drawn by a generator (synthesis method "
                                 "'generator'); this one was dreamed image by image: set adversarial_steps to 0")
-        made = synthetic.stats.get("config", {})
-        self.config = SynthesisConfig.from_dict({**made, "bn_weight": synthetic.stats.get("bn_weight", made.get("bn_weight"))},
-                                                "the set's synthesis config")
+        # the settings it was trained with (a weight chosen by probes is recorded there as a number)
+        self.config = SynthesisConfig.from_dict(synthetic.stats["config"], "the set's synthesis config")
         self.teacher, self.steps, self.weight, self.device = teacher, steps, weight, device
         self.net = copy.deepcopy(synthetic.generator).to(device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=(0.5, 0.999))
