@@ -213,6 +213,19 @@ def test_calibration_with_the_thin_student_fits_a_cost_per_layer_kept():
     assert negative.calibrate(5.5, 8.0) == pytest.approx(17 / 8) and negative.node_cost == 0.0  # negative: two points
 
 
+def test_the_floor_is_the_cheapest_width_where_a_timed_table_does_not_fall_with_width():
+    """A table timed 3 at 2 channels and 2 at 3: the floor of a refusal is the 3-channel student, not the narrowest."""
+    from types import SimpleNamespace
+
+    from edgefree.latency_budget import _Layer, _Model
+
+    layers = [_Layer("conv", {}, 1, 4, out_group=0, table={(1, 4): 5.0, (1, 3): 2.0, (1, 2): 3.0})]
+    lat = _Model(layers, [SimpleNamespace(size=4)], [[4, 3, 2]], [], {}, 0.0, 6.0)
+    widths, removed, cost = lat.lowest()
+    assert widths == {0: 3} and not removed and cost == pytest.approx(3.0)
+    assert cost < lat.predict(*lat.narrowest()) == pytest.approx(4.0)
+
+
 def test_the_runner_gives_a_table_model_its_own_input_shape(tmp_path):
     from edgefree.bench import runner
     from edgefree.latency_tables import _write

@@ -22,7 +22,8 @@ precision. Instead of one ratio for every layer (``ChannelPruning(ratio=...)``),
    a width) of least total sensitivity whose latency fits. Layers shared by two groups make the
    latency not quite separable: the programme is solved around the last choice until it
    repeats, every choice is checked with the exact sum, and an over-budget one is repaired by
-   the cheapest steps. A budget that even the narrowest student misses is refused, with the
+   the cheapest steps. A budget that even the cheapest student (every block removed, each group
+   at its cheapest width: timed tables need not fall with width) misses is refused, with the
    closest reachable ratio.
 4. **The choice measured whole** (untrained: its weights do not change its cost): a student that
    measures over the target less ``MARGIN``, or more than ``SLACK`` under it, moves the budget by
@@ -161,6 +162,21 @@ class _Model:
 
     def narrowest(self) -> tuple[dict, frozenset]:
         return _narrowest(self.choices, self.blocks)
+
+    def lowest(self) -> tuple[dict, frozenset, float]:
+        """The least predicted cost the search can reach, and its choice: from the narrowest choice, each group
+        moved to its cheapest width while that lowers the prediction (timed tables need not fall with width)."""
+        widths, removed = self.narrowest()
+        cost, moved = self.predict(widths, removed), True
+        while moved:
+            moved = False
+            for i, options in enumerate(self.choices):
+                for w in options:
+                    trial = {**widths, i: w}
+                    here = self.predict(trial, removed)
+                    if here < cost - 1e-12:
+                        widths, cost, moved = trial, here, True
+        return widths, removed, cost
 
     def thin(self) -> tuple[dict, frozenset]:
         return self.narrowest()[0], frozenset()
@@ -430,7 +446,7 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
     Tables summed are not the whole model (kernels chosen per shape, fusions across layers): the choice kept is
     the least sensitive one measured within the target less the margin, else the one measured closest to it."""
     aim = config.ratio * (1 - MARGIN["timed" if meter.cpu is None else "counted"])
-    floor, budget = lat.predict(*lat.narrowest()), config.ratio * lat.teacher_cost
+    floor, budget = lat.lowest()[2], config.ratio * lat.teacher_cost
     tried, search = [], {}
     with tqdm(total=CORRECTIONS + 1, desc="latency check", unit="student", disable=not progress, leave=False) as bar:
         step, searches = 0.0, 0
@@ -541,7 +557,7 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     ``pruning``: a ``ChannelPruning`` (its importance, ``round_to``, ``filter_fn`` and
     ``keep_first_last_dense`` hold; its ratio is replaced by per-group widths), optionally followed
     by a ``MagnitudePruning`` applied after. ``dreams`` (a SyntheticSet) measure the sensitivities.
-    Raises ``EdgefreeError`` when even the narrowest student misses the budget, naming the closest
+    Raises ``EdgefreeError`` when even the cheapest student misses the budget, naming the closest
     ratio reachable. The student's ``stats["latency"]`` hold the prediction, the choice and the tables' size.
 
     Usage, with a teacher and its dreams (``synthesize``)::
@@ -564,12 +580,12 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     runtime, precision = meter.runtime, meter.precision
     lat, groups, tables = _measure(teacher, config, channel, meter, dreams, progress)
     budget = config.ratio * lat.teacher_cost
-    floor = lat.predict(*lat.narrowest())
+    floor = lat.lowest()[2]
     if floor > budget:
         closest = math.ceil(100 * floor / lat.teacher_cost) / 100
         raise EdgefreeError(
             f"latency target {config.ratio:.2f}x cannot be met on {runtime} {precision}: the closest reachable is "
-            f"{floor / lat.teacher_cost:.2f}x the teacher's {'p50' if meter.cpu is None else 'instructions'}, with every prunable group at its narrowest"
+            f"{floor / lat.teacher_cost:.2f}x the teacher's {'p50' if meter.cpu is None else 'instructions'}, with every prunable group at its cheapest width"
             + (" and every identity residual block removed" if lat.blocks else "") + f" (table {label}): pass "
             f"--latency-target {closest:.2f} or more" + ("" if config.blocks or not identity_residual_blocks(
                 teacher.module) else ", or let it remove blocks (latency_target.blocks = true)"))
@@ -587,7 +603,7 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
         "target_ratio": config.ratio, "runtime": runtime, "precision": precision, "threads": meter.threads,
         "emulated_cpu": meter.cpu, "table": label, "unit": meter.unit,
         "teacher_cost": lat.teacher_cost, "predicted_cost": predicted, "predicted_ratio": predicted / lat.teacher_cost,
-        "closest_reachable_ratio": floor / lat.teacher_cost, "remainder": lat.remainder, "call": lat.call,
+        "closest_reachable_ratio": min(floor, predicted) / lat.teacher_cost, "remainder": lat.remainder, "call": lat.call,
         "measured_ratio": chosen["measured_ratio"],
         "sensitivity_kl": value, "removed_blocks": layout["blocks"],
         "groups": [{"layers": g.layers, "channels": g.size, "kept": widths.get(i, g.size),
