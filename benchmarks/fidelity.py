@@ -41,7 +41,7 @@ from edgefree.demo import default_teacher
 from edgefree.evaluate import accuracy
 from edgefree.machine import machine_info
 from edgefree.models import load_teacher
-from edgefree.pipeline import held_out_dreams, synthesize_cached
+from edgefree.pipeline import held_out_config, held_out_dreams, synthesize_cached
 from edgefree.recover import distill, prune, reconstruct
 from edgefree.recover.estimate import FIT, chance_drop, features, predict
 
@@ -178,9 +178,11 @@ def run_teacher(key: str, ids: list[str], args) -> tuple[dict, dict]:
     return rows, record
 
 
-def build_rows(folders: list[Path]) -> dict[str, dict]:
+def build_rows(folders: list[Path], rescore: str | None = None) -> dict[str, dict]:
     """Students of finished builds (their ``report.json``: the recipe's full recovery, evaluated on the test
-    split, estimated on the build's own held-out dreams), as rows beside the cheap ones."""
+    split, estimated on the build's own held-out dreams), as rows beside the cheap ones, each named
+    ``build:<parent folder>/<folder>``. ``rescore``: the features measured again from the build's saved
+    student, teacher and dreams, not read from the report, on the held-out dreams of ``RESCORE[rescore]``."""
     by_arch = {t.arch: key for key, t in TEACHERS.items()}
     rows = {}
     for folder in folders:
@@ -190,14 +192,50 @@ def build_rows(folders: list[Path]) -> dict[str, dict]:
         if key is None or a.get("teacher") is None or not found:
             print(f"   {folder}: skipped (another teacher, no evaluation data or no estimate)", flush=True)
             continue
-        sid = f"build:{folder.name}"
+        sid = f"build:{folder.resolve().parent.name}/{folder.name}"
+        measured = rescored(folder, report, rescore) if rescore else found["features"]
         rows[sid] = {"student": sid, "teacher": key, "arch": report["model"]["arch"],
                      "pruning": report["pruning"]["stages"], "refit": bool(report["reconstruct"].get("images")),
                      "epochs": report["distill"]["epochs"], "weak": False, "full_recipe": report["synthesis"]["recipe"],
                      "teacher_top1": a["teacher"], "student_top1": a["recovered"],
-                     "measured_drop": round(a["teacher"] - a["recovered"], 2), "features": found["features"],
-                     "eval_images": report["eval_data"]["images"], "seconds": sum(report["seconds"].values())}
+                     "measured_drop": round(a["teacher"] - a["recovered"], 2), "features": measured,
+                     "rescored": rescore, "eval_images": report["eval_data"]["images"],
+                     "seconds": sum(report["seconds"].values())}
+        print(f"   {sid}: drop {rows[sid]['measured_drop']:.2f}  {measured}", flush=True)
     return rows
+
+
+def _generator_draws(teacher, config: BuildConfig, dreams):
+    """A probe: held-out dreams of the kind a generator's student trains on, fresh draws of the build's own
+    generator (as many as ``held_out_config`` dreams, from noise of its seed, balanced labels)."""
+    from edgefree.recover.inversion import SyntheticSet, balanced_labels
+
+    if dreams.generator is None:
+        return held_out_dreams(teacher, config, False)
+    held = held_out_config(config)
+    g = torch.Generator().manual_seed(held.seed)
+    labels = balanced_labels(held.synthesis.images, dreams.generator.settings["num_classes"], g)
+    with torch.no_grad():
+        return SyntheticSet(dreams.generator.sample(teacher.spec, labels, g), labels)
+
+
+# --rescore: the held-out dreams a build's student is measured on again
+RESCORE = {"held-out": lambda teacher, config, dreams: held_out_dreams(teacher, config, False),
+           "generator-draws": _generator_draws}
+
+
+def rescored(folder: Path, report: dict, kind: str) -> dict[str, float]:
+    """The estimate's features of the student saved in ``folder``, on the held-out dreams ``RESCORE[kind]``."""
+    from edgefree.recover.inversion import SyntheticSet
+    from edgefree.recover.saved import load_student, student_source
+
+    config = BuildConfig.from_dict(report["config"])
+    teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes()) if config.model \
+        else default_teacher()
+    dreams = SyntheticSet.load(folder / "synthetic.pt")
+    held_out = RESCORE[kind](teacher, config, dreams)
+    student = load_student(folder, student_source(report["config"]), config.num_classes)
+    return {k: round(v, 4) for k, v in features(teacher.module, student, held_out, teacher.spec, config.seed).items()}
 
 
 def _fit_form(rows: list[dict], form: str) -> dict:
@@ -422,6 +460,12 @@ def parser() -> argparse.ArgumentParser:
                         "other runs whose rows join the stored ones")
     parser.add_argument("--add-builds", type=Path, nargs="*", default=[], help="with --fit-only: build folders "
                         "(report.json with evaluation data) whose recovered students join the rows")
+    parser.add_argument("--rescore", choices=list(RESCORE), help="with --add-builds: measure each build's features "
+                        "again (its saved student, teacher and dreams) on these held-out dreams instead of reading its "
+                        "report: 'held-out' (what a build uses), 'generator-draws' (a probe: a generator build's own "
+                        "generator, fresh draws)")
+    parser.add_argument("--drop", nargs="*", default=[], help="with --fit-only: stored rows to leave out (e.g. builds "
+                        "whose features this code would measure differently and whose folders are gone)")
     parser.add_argument("--no-fit", action="store_true", help="leave the package's estimate_fit.json as it is")
     parser.add_argument("--quiet", action="store_true")
     return parser
@@ -433,15 +477,20 @@ def main(argv=None) -> None:
     store = args.results / "fidelity.json"
     command = "python benchmarks/fidelity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     if args.fit_only:
-        result = json.loads(store.read_text())
+        result = json.loads(store.read_text()) if store.exists() or not args.merge else \
+            {"rows": {}, "teachers": {}, "runs": []}  # a new results folder: its rows come from --merge
         for other in args.merge:  # rows measured by a run that wrote elsewhere (e.g. at the same time)
             found = json.loads(other.read_text())
             result["rows"].update(found["rows"])
             result["teachers"].update(found["teachers"])
             result["runs"] += found["runs"]
+            result.setdefault("machine", found.get("machine"))
         if args.add_builds:
-            result["rows"].update(build_rows(args.add_builds))
-        if args.merge or args.add_builds or not result.get("fit_command"):
+            result["rows"].update(build_rows(args.add_builds, args.rescore))
+        for sid in args.drop:
+            if result["rows"].pop(sid, None) is None:
+                sys.exit(f"--drop {sid}: no such row")
+        if args.merge or args.add_builds or args.drop or not result.get("fit_command"):
             result["fit_command"] = command
             result.pop("render_command", None)
         else:  # the same rows: the command that chose them stays on record
