@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from provenance import describe, run_record  # noqa: E402
@@ -49,6 +51,7 @@ LEVERS = {
     "skip-tiny-maps-auto-bn": ("fast", {"bn_min_positions": 16, "bn_weight": "auto"}, {}),
     "generator": ("generator", {}, {}),
     "4x": ("fast", {"bn_weight": 10.0}, {"epochs": 160}),
+    "16x": ("fast", {"bn_weight": 10.0, "images": 8192}, {"epochs": 160}),
     "lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
     "warmup-2": ("fast", {"bn_weight": 10.0}, {"warmup_epochs": 2.0}),
     "real-data": ("fast", {"bn_weight": 10.0}, {}),
@@ -58,6 +61,7 @@ LEVERS = {
     "generator-gradual-3": ("generator", {}, {}),
     "generator-thorough": ("generator", {}, {"epochs": 80}),
     "generator-4x": ("generator", {}, {"epochs": 160}),
+    "generator-16x": ("generator", {"iterations": 3200}, {"epochs": 160}),
     "generator-adversarial": ("generator", {}, {"adversarial_steps": 10}),
     "generator-adversarial-w20": ("generator", {}, {"adversarial_steps": 10, "adversarial_weight": 20.0}),
     "generator-refresh": ("generator", {}, {"adversarial_steps": 10, "adversarial_weight": 0.0}),
@@ -113,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-levers"), help="build folders and dream cache")
     p.add_argument("--threads", type=int, default=1, help="threads of the build (1: steady under other load)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where the build computes (cuda: "
+                   "tag the run, its cells are not comparable in seconds with the CPU's)")
     p.add_argument("--tag", help="a name that keeps this run's cells apart from the row's others (another "
                    "teacher, another seed), shown as ROW (TAG)")
     p.add_argument("--quiet", action="store_true")
@@ -152,7 +158,7 @@ def row_config(row: str, lever: str, args) -> BuildConfig:
                        synthesis=chosen.synthesis.replace(**synthesis), distill=chosen.distill.replace(**distill),
                        reconstruct=chosen.reconstruct.replace(**RECONSTRUCT.get(lever, {})),
                        out=args.work / f"{row}-{lever}", cache=args.work / "cache", export=None,
-                       threads=args.threads)
+                       threads=args.threads, device=args.device)
 
 
 def run(row: str, lever: str, args) -> dict:
@@ -224,17 +230,18 @@ def render(results: dict) -> str:
              "`skip-tiny-maps` leaves BatchNorm layers on maps of fewer than 16 positions out of the statistics "
              "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both); `generator` is the `generator` "
              "recipe (a generator trained on the teacher draws new images every distillation epoch); `4x` distils "
-             "160 epochs (4x `base`'s budget); `lr-0.01` distils at a learning rate of 0.01 instead of 0.05; `warmup-2` "
+             "160 epochs (4x `base`'s budget); `16x` 160 epochs on 8,192 dreams (4x the epochs on 4x the dreams); `lr-0.01` distils at a learning rate of 0.01 instead of 0.05; `warmup-2` "
              "raises the rate linearly over the first 2 epochs. `real-data` and `real-data-4x` are bounds, NOT data-free: `base`'s "
              "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
              "CIFAR-10 training images as there are dreams. `gradual-K` reaches the one-shot student's widths in K "
              "steps, the kept weights refit after each (`ChannelPruning(steps=K)`; its `pruned` column is the student "
-             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`). `generator-adversarial`: the generator, which before each epoch's new images trains 10 more steps with the student's KL divergence from the teacher subtracted from its loss (`DistillConfig(adversarial_steps=10)`), so the new dreams seek where the student disagrees (`-w20`: that KL weighted 20 instead of 1); `generator-refresh` is its control: the same 10 steps per epoch without the KL term (`adversarial_weight=0`), the generator only training on. `generator-adversarial-400` trains the generator 400 steps instead of 800 before distillation (it goes on training during it). `blockwise` trains each block 300 "
+             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`); `generator-16x`: 160 epochs after 3,200 generator steps (4x each). `generator-adversarial`: the generator, which before each epoch's new images trains 10 more steps with the student's KL divergence from the teacher subtracted from its loss (`DistillConfig(adversarial_steps=10)`), so the new dreams seek where the student disagrees (`-w20`: that KL weighted 20 instead of 1); `generator-refresh` is its control: the same 10 steps per epoch without the KL term (`adversarial_weight=0`), the generator only training on. `generator-adversarial-400` trains the generator 400 steps instead of 800 before distillation (it goes on training during it). `blockwise` trains each block 300 "
              "steps to give the teacher's block output after the layer-wise refit (`ReconstructConfig(block_steps=300)`; "
              "its `refit` column includes it); `blockwise-lr-0.01` also distils at 0.01, `blockwise-1000-lr-0.01` with "
              "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
-             "(comparable within a row only when measured alike; `cached` dreams cost nothing).", "",
+             "(comparable within a row only when measured alike; `cached` dreams cost nothing). A tag containing "
+             "`cuda` is a run with `--device cuda` on the GPU its record names: its seconds are that GPU's.", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
              "its seconds from that run), left out where that file's teacher is another (MobileNetV3-small: "
              "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "
@@ -267,6 +274,7 @@ def render(results: dict) -> str:
                      f"{_seconds(r['seconds'], r['synthesis']['cached'])} | {before} |")
     lines += ["", "## Runs", ""]
     lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" + (f" CPU: {r['cpu']}." if r.get("cpu") else "")
+              + (f" GPU: {r['gpu']} (`--device cuda`)." if r.get("gpu") else "")
               for key, r in sorted(results.items())]
     info = machine_info()
     lines += ["", f"Rendered on {info.get('cpu')}, {info.get('cores')} cores; torch {info.get('versions', {}).get('torch')}. "
@@ -283,7 +291,8 @@ def main(argv=None) -> None:
         return
     for row in rows:
         for lever in levers:
-            result = {**run(row, lever, args), "cpu": machine_info().get("cpu"), **({"tag": args.tag} if args.tag else {})}
+            result = {**run(row, lever, args), "cpu": machine_info().get("cpu"), **({"tag": args.tag} if args.tag else {}),
+                      **({"gpu": torch.cuda.get_device_name()} if args.device == "cuda" else {})}
             name = f"{row} ({args.tag})" if args.tag else row
             # read again just before writing: other runs of this script may have added their cells meanwhile
             results = json.loads(path.read_text())["results"] if path.exists() else {}
