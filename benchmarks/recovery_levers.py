@@ -241,7 +241,9 @@ def render(results: dict) -> str:
              "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing). A tag containing "
-             "`cuda` is a run with `--device cuda` on the GPU its record names: its seconds are that GPU's.", "",
+             "`cuda` is a run with `--device cuda` on the GPU its record names, under that machine's own PyTorch (not "
+             "this project's pin; a GPU and its kernels give other numbers than a CPU for the same seed): its seconds "
+             "are that GPU's.", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
              "its seconds from that run), left out where that file's teacher is another (MobileNetV3-small: "
              "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "
@@ -274,7 +276,7 @@ def render(results: dict) -> str:
                      f"{_seconds(r['seconds'], r['synthesis']['cached'])} | {before} |")
     lines += ["", "## Runs", ""]
     lines += [f"- {key}: `{r['record']['command']}`. {describe(r['record'])}" + (f" CPU: {r['cpu']}." if r.get("cpu") else "")
-              + (f" GPU: {r['gpu']} (`--device cuda`)." if r.get("gpu") else "")
+              + (f" GPU: {r['gpu']} (`--device cuda`{', torch ' + r['torch'] if r.get('torch') else ''})." if r.get("gpu") else "")
               for key, r in sorted(results.items())]
     info = machine_info()
     lines += ["", f"Rendered on {info.get('cpu')}, {info.get('cores')} cores; torch {info.get('versions', {}).get('torch')}. "
@@ -292,7 +294,7 @@ def main(argv=None) -> None:
     for row in rows:
         for lever in levers:
             result = {**run(row, lever, args), "cpu": machine_info().get("cpu"), **({"tag": args.tag} if args.tag else {}),
-                      **({"gpu": torch.cuda.get_device_name()} if args.device == "cuda" else {})}
+                      **({"gpu": torch.cuda.get_device_name(), "torch": torch.__version__} if args.device == "cuda" else {})}
             name = f"{row} ({args.tag})" if args.tag else row
             # read again just before writing: other runs of this script may have added their cells meanwhile
             results = json.loads(path.read_text())["results"] if path.exists() else {}
