@@ -25,6 +25,7 @@ from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
 from edgefree.recover.generator import GeneratorAdversary
+from edgefree.recover.losses import kl_divergence
 from edgefree.recover.prune import apply_masks
 from edgefree.recover.student import Student
 from edgefree.recover.synthesize import SyntheticSet
@@ -103,13 +104,6 @@ def feature_loss(student_features: dict[str, torch.Tensor], teacher_features: di
     return total / len(pairs)
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's KL distillation loss, scaled by T^2 so gradients keep their size."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
-                    reduction="batchmean", log_target=True) * t * t
-
-
 def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: int):
     """Cosine decay over ``steps``; its first ``warmup`` steps instead rise linearly from ~0 to the full rate
     (large first steps can throw a refit student, which starts close to the teacher, far from it)."""
@@ -180,7 +174,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                 with autocast:
                     with torch.no_grad():
                         target = teacher(x).float()
-                    loss = kd_loss(trained(x).float(), target, config.temperature)
+                    loss = kl_divergence(trained(x).float(), target, config.temperature)
                     if features:
                         student_features, teacher_features = features[0].take(), features[1].take()
                         loss = loss + config.feature_weight * feature_loss(student_features, teacher_features, pairs)

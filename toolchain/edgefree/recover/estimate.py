@@ -29,6 +29,7 @@ from torch import nn
 from edgefree.errors import EdgefreeError
 from edgefree.models import InputSpec, Teacher
 from edgefree.recover.inversion import SyntheticSet
+from edgefree.recover.losses import kl_divergence
 
 FIT = Path(__file__).resolve().parent / "estimate_fit.json"
 FEATURES = ("disagree", "kl", "disagree_hard", "disagree_class_max", "disagree_mix")
@@ -89,7 +90,7 @@ def features(teacher: nn.Module, student: nn.Module, held_out: SyntheticSet, spe
     models = (teacher.eval(), student.eval())
     x = held_out.images
     t, s = (_logits(m, x) for m in models)
-    kl = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
+    kl = kl_divergence(s, t)
     hard = torch.cat([_harder(x, spec, g) for _ in range(VIEWS)])
     mixed = torch.cat([_mixed(x, g) for _ in range(VIEWS)])
     by_class = t.argmax(1)

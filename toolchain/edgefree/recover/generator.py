@@ -26,6 +26,7 @@ from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
 from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, label_fidelity,
                                         teacher_for_inversion)
+from edgefree.recover.losses import kl_divergence
 
 __all__ = ["DreamGenerator", "GeneratorAdversary", "train_generator"]
 
@@ -118,8 +119,7 @@ class GeneratorAdversary:
                                                              num_classes, memory_format, autocast, g, self.device)
                     with autocast:
                         student_logits = student(view)
-                    kl = F.kl_div(F.log_softmax(student_logits.float(), 1), F.log_softmax(logits.float(), 1),
-                                  reduction="batchmean", log_target=True)
+                    kl = kl_divergence(student_logits.float(), logits.float())
                     loss = loss - self.weight * kl
                     if not torch.isfinite(loss):
                         raise DivergenceError(f"the adversarial generator diverged (loss {loss.item()}); lower "
