@@ -112,3 +112,15 @@ def test_an_adversarial_build_runs_end_to_end(tmp_path):
     assert len(report["distill"]["adversarial"]) == 2 and report["distill"]["adversarial_steps"] == 2
     assert report["accuracy"]["recovered"] > report["accuracy"]["pruned"]
     assert report["estimate"]["recovered"]["drop"] >= 0  # estimated on held-out DeepInversion dreams
+
+
+def test_draws_under_bf16_autocast_are_the_fp32_draws_to_bf16_precision(generated, teacher):
+    from edgefree.machine import bf16_autocast
+
+    _, autocast = bf16_autocast(True)
+    fp32 = generated.generator.sample(teacher.spec, generated.labels, torch.Generator().manual_seed(0))
+    bf16 = generated.generator.sample(teacher.spec, generated.labels, torch.Generator().manual_seed(0),
+                                      autocast=autocast)
+    assert bf16.dtype == torch.float32 and bf16.is_contiguous()
+    gap = (teacher.spec.denormalize(bf16) - teacher.spec.denormalize(fp32)).abs()
+    assert 0 < gap.max() < 0.02  # bf16 ran (not the same bits), and its images are fp32's to ~1/100 of the range

@@ -164,7 +164,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                 adversary.step(student, g)
                 images = adversary.sample(synthetic.labels, g)
             elif synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
-                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g)
+                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g, autocast=autocast)
             for idx in batches.epoch(epoch):
                 x = images[idx].to(device)
                 if config.augment:

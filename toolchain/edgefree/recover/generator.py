@@ -37,7 +37,9 @@ def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, conf
     BatchNorm-statistics loss, the generator's loss without any adversarial term)."""
     y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
     noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
-    view = jitter_and_flip(spec.normalize(spec.from_unit(net(noise, y))), config, g)
+    with autocast:
+        pixels = net(noise, y)
+    view = jitter_and_flip(spec.normalize(spec.from_unit(pixels.float())), config, g)
     with autocast:
         logits = teacher(view.contiguous(memory_format=memory_format))
     bn = matcher.take(config.first_bn_multiplier)
@@ -74,7 +76,7 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
                 if step % 10 == 0:
                     bar.set_postfix(bn=f"{bn.item():.3g}")
         labels = balanced_labels(config.images, num_classes, g)
-        images = net.sample(spec, labels, g)
+        images = net.sample(spec, labels, g, autocast=autocast)
         fidelity = label_fidelity(teacher, images, labels, matcher, device)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": [curve], "bn_loss_first": curve[0],
              "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), **fidelity, "bn_weight": config.bn_weight, "bf16": bf16,
@@ -99,6 +101,7 @@ class GeneratorAdversary:
         self.config = SynthesisConfig.from_dict(synthetic.stats["config"], "the set's synthesis config")
         self.teacher, self.steps, self.weight, self.device = teacher, steps, weight, device
         self.net = copy.deepcopy(synthetic.generator).to(device)
+        self.autocast = bf16_autocast(self.config.bf16, device)[1]
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=(0.5, 0.999))
         self.history: list[dict] = []
 
@@ -113,11 +116,10 @@ class GeneratorAdversary:
         try:
             with teacher_for_inversion(self.teacher, self.config, self.device) as (teacher, matcher, num_classes,
                                                                                  memory_format):
-                _, autocast = bf16_autocast(self.config.bf16, self.device)
                 for _ in range(self.steps):
                     view, logits, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec, self.config,
-                                                             num_classes, memory_format, autocast, g, self.device)
-                    with autocast:
+                                                             num_classes, memory_format, self.autocast, g, self.device)
+                    with self.autocast:
                         student_logits = student(view)
                     kl = kl_divergence(student_logits.float(), logits.float())
                     loss = loss - self.weight * kl
@@ -135,4 +137,4 @@ class GeneratorAdversary:
         return self.history[-1]
 
     def sample(self, labels: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        return self.net.sample(self.teacher.spec, labels, g)
+        return self.net.sample(self.teacher.spec, labels, g, autocast=self.autocast)

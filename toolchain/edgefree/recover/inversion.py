@@ -10,7 +10,7 @@ see the same jittered and mirrored views, draw the same balanced labels, and ret
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,9 @@ from edgefree.models import InputSpec, Teacher
 
 class DreamGenerator(nn.Module):
     """Noise and a class label -> pixels in [0, 1]: a linear layer to a quarter-size map, then two
-    2x upsampling convolutions (DCGAN-like, ``width`` channels at full size)."""
+    2x upsampling convolutions (DCGAN-like, ``width`` channels at full size). Its maps are channels-last
+    (oneDNN's and the tensor cores' fast layout), whatever layout its weights were loaded in; run it
+    under bf16 autocast where the hardware has bf16 (``sample``'s ``autocast``)."""
 
     def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
         super().__init__()
@@ -48,17 +50,22 @@ class DreamGenerator(nn.Module):
 
     def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.project(torch.cat([noise, F.one_hot(labels, self.settings["num_classes"]).float()], 1))
-        return self.body(h.view(len(noise), -1, *self.start))
+        return self.body(h.view(len(noise), -1, *self.start).contiguous(memory_format=torch.channels_last))
 
     @torch.no_grad()
-    def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256) -> torch.Tensor:
-        """Normalized images (what the model sees), one per label, from fresh noise (``spec``: the model's input)."""
+    def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256,
+               autocast=None) -> torch.Tensor:
+        """Normalized fp32 images (what the model sees), one per label, from fresh noise (``spec``: the model's
+        input), drawn under ``autocast`` (a context, e.g. ``machine.bf16_autocast``'s; None: fp32)."""
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        images = [spec.normalize(spec.from_unit(self(torch.randn(len(y), self.settings["latent"], generator=generator)
-                                                     .to(device), y.to(device)).cpu()))
-                  for y in labels.split(batch_size)]
+        images = []
+        for y in labels.split(batch_size):
+            noise = torch.randn(len(y), self.settings["latent"], generator=generator).to(device)
+            with autocast or nullcontext():
+                pixels = self(noise, y.to(device))
+            images.append(spec.normalize(spec.from_unit(pixels.float().cpu())).contiguous())
         self.train(was_training)
         return torch.cat(images)
 
