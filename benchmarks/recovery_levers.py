@@ -243,7 +243,9 @@ def render(results: dict) -> str:
              "(comparable within a row only when measured alike; `cached` dreams cost nothing). A tag containing "
              "`cuda` is a run with `--device cuda` on the GPU its record names, under that machine's own PyTorch (not "
              "this project's pin; a GPU and its kernels give other numbers than a CPU for the same seed): its seconds "
-             "are that GPU's.", "",
+             "are that GPU's. A tag containing `bf16gen` is a run whose dream generator computes channels-last under "
+             "bf16 autocast (its training, its draws every epoch, the refresh), as the code does from commit "
+             "`c5e7f2e` on; the generator cells without it ran it in fp32.", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
              "its seconds from that run), left out where that file's teacher is another (MobileNetV3-small: "
              "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "
