@@ -215,8 +215,7 @@ def _generator_draws(teacher, config: BuildConfig, dreams):
     held = held_out_config(config)
     g = torch.Generator().manual_seed(held.seed)
     labels = balanced_labels(held.synthesis.images, dreams.generator.settings["num_classes"], g)
-    with torch.no_grad():
-        return SyntheticSet(dreams.generator.sample(teacher.spec, labels, g), labels)
+    return SyntheticSet(dreams.generator.sample(teacher.spec, labels, g), labels)
 
 
 # --rescore: the held-out dreams a build's student is measured on again

@@ -438,15 +438,16 @@ def _next_budget(tried: list[dict], aim: float, budget: float) -> float:
 
 
 def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTarget, channel: ChannelPruning,
-                      teacher: Teacher, dreams, meter: Meter, progress: bool) -> tuple[dict, dict]:
+                      teacher: Teacher, dreams, meter: Meter, floor: float, progress: bool) -> tuple[dict, dict]:
     """The search, its choice measured whole and searched again with the budget moved by what the measurement
     missed (over the target less ``MARGIN``: lowered; more than ``SLACK`` under it: raised; from the second miss
-    on, along the line through the two tries measured nearest, ``_next_budget``), at most ``CORRECTIONS`` times.
+    on, along the line through the two tries measured nearest, ``_next_budget``), at most ``CORRECTIONS`` times;
+    never below ``floor``, the least cost the tables predict (``_Model.lowest``).
 
     Tables summed are not the whole model (kernels chosen per shape, fusions across layers): the choice kept is
     the least sensitive one measured within the target less the margin, else the one measured closest to it."""
     aim = config.ratio * (1 - MARGIN["timed" if meter.cpu is None else "counted"])
-    floor, budget = lat.lowest()[2], config.ratio * lat.teacher_cost
+    budget = config.ratio * lat.teacher_cost
     tried, search = [], {}
     with tqdm(total=CORRECTIONS + 1, desc="latency check", unit="student", disable=not progress, leave=False) as bar:
         step, searches = 0.0, 0
@@ -594,7 +595,8 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     sensitivity = _group_sensitivity(model, groups, lat.choices, images, progress)
     block_scores = _block_scores(model, lat.blocks, images) if lat.blocks else {}
     items = _items(lat, groups, sensitivity, block_scores)
-    chosen, search = _corrected_search(lat, items, groups, config, channel, teacher, dreams, meter, progress)
+    chosen, search = _corrected_search(lat, items, groups, config, channel, teacher, dreams, meter, floor,
+                                       progress)
     widths, removed, value = _compose(items, chosen["picks"])
     layout = _layout(groups, lat.blocks, widths, removed)
     student = prune(teacher, stages, dreams, progress, layout=layout)
