@@ -134,8 +134,14 @@ def test_executorch_tables_are_programs_timed_on_its_runtime(teacher):
     table, measured = layer_latency(CONV, [(4, 4), (32, 32)], meter)
     assert measured == 2 and 0 < table[4, 4] < table[32, 32]
     assert "executorch" in meter.folder().parts[-2] and layer_latency(CONV, [(4, 4)], meter)[1] == 0  # cached
-    student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8, runtime="executorch", widths=2),
-                             ChannelPruning())
+    try:
+        student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8, runtime="executorch", widths=2),
+                                 ChannelPruning())
+    except EdgefreeError as refused:  # the tiny model's floor moves with the CPU: rerun at the closest reachable
+        assert "measured natively" in str(refused) and "executorch" in str(refused)
+        closest = float(re.search(r"--latency-target (\d\.\d\d) or more", str(refused)).group(1))
+        student = latency_budget(teacher, _dreams(teacher),
+                                 LatencyTarget(ratio=closest, runtime="executorch", widths=2), ChannelPruning())
     stats = student.stats["latency"]
     assert stats["runtime"] == "executorch" and "measured natively" in stats["table"] and "executorch" in stats["table"]
     assert stats["tables"]["entries"] > 5 and stats["measured_ratio"] is not None
