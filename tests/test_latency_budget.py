@@ -150,7 +150,8 @@ def test_executorch_tables_are_programs_timed_on_its_runtime(teacher):
 def test_a_choice_measured_over_the_target_is_searched_again_with_a_lower_budget(teacher, monkeypatch):
     """The first whole student measures 0.9 of the teacher, over the 0.8 target, and later ones 0.785 (fixed
     figures: a real timing of the tiny model moves with the machine's load): the budget moves down by the
-    miss, and the student kept is one measured within."""
+    miss (again, where a move leaves the choice as it was: the tables are timed on this CPU), and the student
+    kept is one measured within."""
     from edgefree import latency_budget as lb
 
     measured = iter([0.9])
@@ -159,7 +160,8 @@ def test_a_choice_measured_over_the_target_is_searched_again_with_a_lower_budget
     tried = student.stats["latency"]["search"]["corrections"]
     assert len(tried) >= 2 and tried[0]["measured_ratio"] > 0.8
     aim = 0.8 * (1 - lb.MARGIN["timed"])
-    assert tried[1]["budget_ratio"] == pytest.approx(0.8 - (tried[0]["measured_ratio"] - aim))
+    moves = (0.8 - tried[1]["budget_ratio"]) / (tried[0]["measured_ratio"] - aim)  # more than one where the first
+    assert moves >= 1 - 1e-6 and moves == pytest.approx(round(moves))  # move left the choice as it was
     assert len(tried) == 2 and student.stats["latency"]["measured_ratio"] == 0.785
 
 
