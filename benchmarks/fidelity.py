@@ -24,6 +24,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import shlex
 import subprocess
 import sys
@@ -106,6 +107,8 @@ FORMS = {
     "logit-disagree": (("disagree",), "logit"),
     "logit-disagree-classmax": (("disagree", "disagree_class_max"), "logit"),
     "logit-kl-classmax": (("kl", "disagree_class_max"), "logit"),
+    "logit-disagree-misfit": (("disagree", "label_misfit"), "logit"),
+    "logit-kl-classmax-misfit": (("kl", "disagree_class_max", "label_misfit"), "logit"),
 }
 LOGIT_FLOOR = 0.005  # "logit": drops are clipped to this share of a student at chance (and 1 minus it) before the logit
 SMALL_DROP = 10.0  # points: the range a budget such as --max-drop 1 lives in, reported apart
@@ -283,7 +286,7 @@ def fit_and_score(rows: list[dict]) -> dict:
     if len({r["arch"] for r in rows}) < 2:
         sys.exit("leaving one architecture out needs students of at least two architectures")
     forms = {}
-    for form in FORMS:
+    for form in _measured_forms(rows):
         fit = _fit_form(rows, form)
         forms[form] = {"fit": fit, "all": _scores(rows, {r["student"]: _estimate(fit, r) for r in rows}),
                        "loao": _scores(rows, _loao(rows, form)), "loao_estimates": _loao(rows, form)}
@@ -291,11 +294,20 @@ def fit_and_score(rows: list[dict]) -> dict:
     return {"forms": forms, "chosen": chosen, "bound": _bound(rows)}
 
 
+def _measured_forms(rows: list[dict]) -> list[str]:
+    """The forms whose every feature was measured on every row (rows stored before a feature existed lack it)."""
+    forms = [f for f in FORMS if all(n in r["features"] for r in rows for n in FORMS[f][0])]
+    if len(forms) < len(FORMS):
+        print(f"   forms left out (a feature some rows lack): {', '.join(f for f in FORMS if f not in forms)}",
+              flush=True)
+    return forms
+
+
 def _bound(rows: list[dict]) -> dict:
     """What these features can reach at best: each teacher given its own mapping, fitted on its own students'
     measured drops (which needs that teacher's real data, so no build can do it), every form; the best by MAE."""
     per_form = {}
-    for form in FORMS:
+    for form in _measured_forms(rows):
         estimated = {}
         for teacher in sorted({r["teacher"] for r in rows}):
             own = [r for r in rows if r["teacher"] == teacher]
@@ -311,6 +323,11 @@ def _git_commit() -> str:
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=HERE, capture_output=True,
                            text=True).stdout.strip()
     return done.stdout.strip() + (" (with uncommitted changes)" if dirty else "")
+
+
+def _labelled(features: dict) -> str:
+    """The share of held-out dreams the teacher labels as their target, from ``label_misfit`` (- where unmeasured)."""
+    return f"{100 * math.exp(-features['label_misfit']):.1f}" if "label_misfit" in features else "-"
 
 
 def render(result: dict) -> str:
@@ -336,7 +353,7 @@ def render(result: dict) -> str:
            + f". {len(rows)} students of {len(result['teachers'])} teachers; each student's measured drop is "
            "its teacher's top-1 minus its own on the test split; its estimate uses only held-out dreams.", "",
            "## Verdict", "",
-           f"- Mapping chosen: `{scored['chosen']}` (smallest leave-one-architecture-out MAE of the {len(FORMS)} forms): "
+           f"- Mapping chosen: `{scored['chosen']}` (smallest leave-one-architecture-out MAE of the {len(scored['forms'])} forms): "
            f"estimated drop = {formula}, at least 0 and at most 100 x (1 - 1/classes), a student at chance.",
            f"- Spearman (estimated vs measured): **{a['spearman']:.3f}** fitted on all, **{lo['spearman']:.3f}** leaving "
            f"each architecture out: goal >= {GOALS['spearman']} {'met' if spear_ok else 'NOT met'}.",
@@ -360,13 +377,14 @@ def render(result: dict) -> str:
     out += ["",
            "## Students", "",
            "| student | teacher top-1 | student top-1 | measured drop | estimated (fit on all) | estimated (arch left out) "
-           "| disagree % | hard % | mix % | class max % | KL | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| disagree % | hard % | mix % | class max % | KL | dreams labelled % | s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f = r["features"]
         out.append(f"| {r['student']} | {r['teacher_top1']:.2f} | {r['student_top1']:.2f} | {r['measured_drop']:.2f} | "
                    f"{estimated[r['student']]:.2f} | {loao[r['student']]:.2f} | {f['disagree']:.1f} | "
                    f"{f['disagree_hard']:.1f} | {f['disagree_mix']:.1f} | {f['disagree_class_max']:.1f} | "
-                   f"{f['kl']:.3f} | {r['seconds']:.0f} |")
+                   f"{f['kl']:.3f} | {_labelled(f)} | {r['seconds']:.0f} |")
     out += ["", "## Forms of the mapping", "", "| form | Spearman (all) | MAE (all) | Spearman (LOAO) | MAE (LOAO) | "
             f"MAE (LOAO, drop <= {SMALL_DROP:g}) | worst LOAO miss |", "|---|---|---|---|---|---|---|"]
     for name, f in scored["forms"].items():

@@ -1,6 +1,7 @@
 """The data-free estimate (edgefree.recover.estimate), its held-out dreams, and --max-drop (edgefree.budget)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -33,6 +34,21 @@ def test_a_harder_pruned_student_disagrees_more(teacher, held_out):
                    for s in (0.3, 0.95))
     for name in ("disagree", "disagree_hard", "disagree_mix", "kl"):
         assert harsh[name] > mild[name], name
+
+
+def test_label_misfit_is_minus_the_log_of_the_share_the_teacher_labels_as_their_target(teacher, held_out):
+    from edgefree.recover.inversion import SyntheticSet
+
+    with torch.no_grad():
+        said = teacher.module.eval()(held_out.images).argmax(1)
+    half = torch.where(torch.arange(len(said)) % 2 == 0, said, (said + 1) % 10)  # every other label is wrong
+    assert features(teacher.module, teacher.module, SyntheticSet(held_out.images, said), teacher.spec)[
+        "label_misfit"] == pytest.approx(0.0)
+    assert features(teacher.module, teacher.module, SyntheticSet(held_out.images, half), teacher.spec)[
+        "label_misfit"] == pytest.approx(-math.log(0.5), abs=0.03)
+    none = SyntheticSet(held_out.images, (said + 1) % 10)  # no dream labelled as its target: counted as one
+    assert features(teacher.module, teacher.module, none, teacher.spec)["label_misfit"] == pytest.approx(
+        math.log(len(said)))
 
 
 def test_harder_views_of_signals_keep_their_shape():

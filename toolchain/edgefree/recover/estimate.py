@@ -9,7 +9,11 @@ them) the student is compared with the teacher:
   each side, images mirrored, Gaussian noise of 0.5 std added in normalized units);
 * ``disagree_class_max``: the largest disagreement of any class (dreams grouped by the teacher's top-1);
 * ``disagree_mix``: % disagreement on dreams of a second kind, pairs of dreams mixed 50/50 (two per dream),
-  which lie between the classes, where a real image that the teacher finds hard lies.
+  which lie between the classes, where a real image that the teacher finds hard lies;
+* ``label_misfit``: minus the log of the share of the dreams that the teacher labels as the class each was
+  dreamed for (0 when it labels all of them so). It describes the dreams, not the student: the further they
+  stray from what the teacher was trained on, the less a student's agreement on them says about its agreement
+  on real inputs, and the larger the drop behind the same disagreement.
 
 A mapping fitted on students whose real drop was measured (``benchmarks/fidelity.py``, shipped
 as ``estimate_fit.json`` beside this module, with the command that fitted it) turns these into
@@ -32,7 +36,7 @@ from edgefree.recover.inversion import SyntheticSet
 from edgefree.recover.losses import kl_divergence
 
 FIT = Path(__file__).resolve().parent / "estimate_fit.json"
-FEATURES = ("disagree", "kl", "disagree_hard", "disagree_class_max", "disagree_mix")
+FEATURES = ("disagree", "kl", "disagree_hard", "disagree_class_max", "disagree_mix", "label_misfit")
 NOISE_STD = 0.5  # of the harder views, in normalized units
 VIEWS = 2  # harder views and mixes per dream
 LARGE_DROP = 3.0  # points: above this a build says so and what to change
@@ -98,7 +102,14 @@ def features(teacher: nn.Module, student: nn.Module, held_out: SyntheticSet, spe
     return {"disagree": _disagree(t, s), "kl": float(kl),
             "disagree_hard": _disagree(*(_logits(m, hard) for m in models)),
             "disagree_class_max": max(per_class, default=_disagree(t, s)),
-            "disagree_mix": _disagree(*(_logits(m, mixed) for m in models))}
+            "disagree_mix": _disagree(*(_logits(m, mixed) for m in models)),
+            "label_misfit": _label_misfit(t, held_out.labels)}
+
+
+def _label_misfit(teacher_logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Minus the log of the share of dreams the teacher labels as their target (at least one dream counted)."""
+    labelled = int((teacher_logits.argmax(1) == labels.to(teacher_logits.device)).sum())
+    return -math.log(max(labelled, 1) / len(labels))
 
 
 def load_fit(path: Path = FIT) -> dict:
