@@ -87,7 +87,7 @@ STUDENTS = {
     "mnv3-ch0.6": ("mobilenet", (C(macs_target=0.6),), True, None),
     "mnv3-ch0.5-weak": ("mobilenet", (C(macs_target=0.5),), False, 1),
     "eeg-mag75": ("eeg", (M(0.75),), True, None),
-    "eeg-ch0.5": ("eeg", (C(macs_target=0.5),), True, None),
+    "eeg-ch0.6": ("eeg", (C(macs_target=0.6),), True, None),
     "eeg-mag90-weak": ("eeg", (M(0.9),), False, 1),
     "digits-mag50": ("digits", (M(0.5),), True, None),
     "digits-mag80": ("digits", (M(0.8),), True, None),
