@@ -75,7 +75,7 @@ STUDENTS = {
     "r20-mag80": ("resnet20", (M(0.8),), True, None),
     "r20-mag90": ("resnet20", (M(0.9),), True, None),
     "r20-ch0.5": ("resnet20", (C(macs_target=0.5),), True, None),
-    "r20-ch0.25": ("resnet20", (C(macs_target=0.25),), True, None),
+    "r20-ch0.35": ("resnet20", (C(macs_target=0.35),), True, None),
     "r20-mag85-weak": ("resnet20", (M(0.85),), False, 1),
     "r20-ch0.35-weak": ("resnet20", (C(macs_target=0.35),), False, 1),
     "r56-mag80": ("resnet56", (M(0.8),), True, None),
