@@ -211,3 +211,23 @@ def test_cases_are_checked_then_merged_into_one_results_file_as_each_ends(tmp_pa
         run_cases(SimpleNamespace(cases="c", shared=tmp_path), ["a"], results, None, None, None)
     with pytest.raises(SystemExit, match="models not found"):
         run_cases(SimpleNamespace(cases="a", shared=tmp_path / "no"), ["a"], results, None, None, None)
+
+
+def test_fidelity_never_chooses_a_form_that_estimates_an_agreeing_student_at_a_point_or_more():
+    """Synthetic rows: the drop follows disagreement, and is larger for the teachers whose dreams they do not
+    recognise. A form that adds label_misfit fits them best but estimates an agreeing student of those teachers
+    at a point or more, so a form through zero is chosen."""
+    fidelity = _load("fidelity")
+    rows = []
+    for teacher, arch, misfit in (("resnet20", "resnet20-cifar", 0.3), ("resnet56", "resnet56-cifar", 2.0),
+                                  ("mobilenet", "torchvision:mobilenet_v3_small", 3.0)):
+        for d in (5.0, 10.0, 20.0, 40.0, 60.0):
+            drop = min(85.0, d * (0.3 + misfit / 2)) + 2.0 * misfit
+            rows.append({"student": f"{teacher}-{d}", "teacher": teacher, "arch": arch, "measured_drop": drop,
+                         "features": {"disagree": d, "kl": d / 40, "disagree_hard": d, "disagree_class_max": d,
+                                      "disagree_mix": d, "label_misfit": misfit}})
+    scored = fidelity.fit_and_score(rows)
+    origins = {f: s["origin"] for f, s in scored["forms"].items()}
+    assert origins["logit-disagree-misfit"] >= fidelity.ORIGIN_MAX  # the test's premise
+    assert origins[scored["chosen"]] < fidelity.ORIGIN_MAX
+    assert scored["forms"][scored["chosen"]]["fit"]["features"] != ["disagree", "label_misfit"]
