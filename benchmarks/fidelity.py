@@ -25,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import shlex
 import subprocess
 import sys
@@ -477,11 +478,18 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _without_data_path(command: str) -> str:
+    """``command`` with its ``--shared`` folder written as SHARED: the package ships the fit, never a data path."""
+    return re.sub(r"--shared \S+", "--shared SHARED", command)
+
+
 def write_fit(result: dict, path: Path = FIT) -> None:
     scored = result["fit"]
     fit = {**scored["forms"][scored["chosen"]]["fit"],
-           "command": result.get("fit_command") or " && ".join(r["command"] for r in result["runs"]),
-           "rows_commands": [r["command"] for r in result["runs"]], "commit": result["runs"][-1]["commit"],
+           "command": _without_data_path(result.get("fit_command")
+                                         or " && ".join(r["command"] for r in result["runs"])),
+           "rows_commands": [_without_data_path(r["command"]) for r in result["runs"]],
+           "commit": result["runs"][-1]["commit"],
            "students": len(result["rows"]), "architectures": sorted({r["arch"] for r in result["rows"].values()}),
            "loao_mae": scored["forms"][scored["chosen"]]["loao"]["mae"],
            "loao_spearman": scored["forms"][scored["chosen"]]["loao"]["spearman"]}

@@ -231,3 +231,15 @@ def test_fidelity_never_chooses_a_form_that_estimates_an_agreeing_student_at_a_p
     assert origins["logit-disagree-misfit"] >= fidelity.ORIGIN_MAX  # the test's premise
     assert origins[scored["chosen"]] < fidelity.ORIGIN_MAX
     assert scored["forms"][scored["chosen"]]["fit"]["features"] != ["disagree", "label_misfit"]
+
+
+def test_the_shipped_fit_names_no_data_folder(tmp_path):
+    fidelity = _load("fidelity")
+    result = {"fit": {"chosen": "f", "forms": {"f": {"fit": {"form": "f"}, "loao": {"mae": 1.0, "spearman": 0.5}}}},
+              "runs": [{"command": "python benchmarks/fidelity.py --shared /data/x --fresh", "commit": "abc"}],
+              "rows": {"s": {"arch": "a"}}, "fit_command": "python benchmarks/fidelity.py --shared ../shared --fit-only"}
+    fidelity.write_fit(result, tmp_path / "fit.json")
+    written = (tmp_path / "fit.json").read_text()
+    assert "/data/x" not in written and "../shared" not in written and written.count("--shared SHARED") == 2
+    shipped = (ROOT / "toolchain" / "edgefree" / "recover" / "estimate_fit.json").read_text()
+    assert "../shared" not in shipped and "/work/shared" not in shipped
