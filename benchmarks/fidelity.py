@@ -292,17 +292,16 @@ def fit_and_score(rows: list[dict]) -> dict:
     whose estimate of a student identical to its teacher stays below ``ORIGIN_MAX``)."""
     if len({r["arch"] for r in rows}) < 2:
         sys.exit("leaving one architecture out needs students of at least two architectures")
-    forms = {}
-    for form in _measured_forms(rows):
-        fit = _fit_form(rows, form)
+    forms, measured = {}, _measured_forms(rows)
+    for form in measured:
+        fit, loao = _fit_form(rows, form), _loao(rows, form)
         forms[form] = {"fit": fit, "all": _scores(rows, {r["student"]: _estimate(fit, r) for r in rows}),
-                       "loao": _scores(rows, _loao(rows, form)), "loao_estimates": _loao(rows, form)}
-        forms[form]["origin"] = _origin(forms[form]["fit"], rows)
+                       "loao": _scores(rows, loao), "loao_estimates": loao, "origin": _origin(fit, rows)}
     usable = [f for f in forms if forms[f]["origin"] < ORIGIN_MAX]
     if not usable:
         sys.exit(f"every form estimates a student identical to its teacher at {ORIGIN_MAX} points or more")
     chosen = min(usable, key=lambda f: forms[f]["loao"]["mae"])
-    return {"forms": forms, "chosen": chosen, "bound": _bound(rows)}
+    return {"forms": forms, "chosen": chosen, "bound": _bound(rows, measured)}
 
 
 def _origin(fit: dict, rows: list[dict]) -> float:
@@ -327,11 +326,11 @@ def _measured_forms(rows: list[dict]) -> list[str]:
     return forms
 
 
-def _bound(rows: list[dict]) -> dict:
+def _bound(rows: list[dict], forms: list[str]) -> dict:
     """What these features can reach at best: each teacher given its own mapping, fitted on its own students'
-    measured drops (which needs that teacher's real data, so no build can do it), every form; the best by MAE."""
+    measured drops (which needs that teacher's real data, so no build can do it), each of ``forms``; the best by MAE."""
     per_form = {}
-    for form in _measured_forms(rows):
+    for form in forms:
         estimated = {}
         for teacher in sorted({r["teacher"] for r in rows}):
             own = [r for r in rows if r["teacher"] == teacher]
