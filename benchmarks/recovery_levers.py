@@ -66,6 +66,11 @@ LEVERS = {
     "generator-adversarial-w20": ("generator", {}, {"adversarial_steps": 10, "adversarial_weight": 20.0}),
     "generator-refresh": ("generator", {}, {"adversarial_steps": 10, "adversarial_weight": 0.0}),
     "generator-adversarial-400": ("generator", {"iterations": 400}, {"adversarial_steps": 10}),
+    "generator-mixup": ("generator", {}, {"mixup": 1.0}),
+    "generator-bn1": ("generator", {"bn_weight": 1.0}, {}),
+    "generator-1600": ("generator", {"iterations": 1600}, {}),
+    "generator-auto-bn": ("generator", {"bn_weight": "auto"}, {}),
+    "generator-bn0.01": ("generator", {"bn_weight": 0.01}, {}),
     "blockwise": ("fast", {"bn_weight": 10.0}, {}),
     "blockwise-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
     "blockwise-1000-lr-0.01": ("fast", {"bn_weight": 10.0}, {"lr": 0.01}),
@@ -235,7 +240,7 @@ def render(results: dict) -> str:
              "pruning (channels chosen on its dreams), then refit and distillation (40 or 160 epochs) on as many real "
              "CIFAR-10 training images as there are dreams. `gradual-K` reaches the one-shot student's widths in K "
              "steps, the kept weights refit after each (`ChannelPruning(steps=K)`; its `pruned` column is the student "
-             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`); `generator-16x`: 160 epochs after 3,200 generator steps (4x each). `generator-adversarial`: the generator, which before each epoch's new images trains 10 more steps with the student's KL divergence from the teacher subtracted from its loss (`DistillConfig(adversarial_steps=10)`), so the new dreams seek where the student disagrees (`-w20`: that KL weighted 20 instead of 1); `generator-refresh` is its control: the same 10 steps per epoch without the KL term (`adversarial_weight=0`), the generator only training on. `generator-adversarial-400` trains the generator 400 steps instead of 800 before distillation (it goes on training during it). `blockwise` trains each block 300 "
+             "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`); `generator-16x`: 160 epochs after 3,200 generator steps (4x each). `generator-adversarial`: the generator, which before each epoch's new images trains 10 more steps with the student's KL divergence from the teacher subtracted from its loss (`DistillConfig(adversarial_steps=10)`), so the new dreams seek where the student disagrees (`-w20`: that KL weighted 20 instead of 1); `generator-refresh` is its control: the same 10 steps per epoch without the KL term (`adversarial_weight=0`), the generator only training on. `generator-adversarial-400` trains the generator 400 steps instead of 800 before distillation (it goes on training during it). `generator-mixup` distils the generator's dreams mixed in pairs (`DistillConfig(mixup=1.0)`: Beta(1, 1) weights, the teacher labelling each mix); `generator-1600` trains it 1,600 steps instead of 800. `generator-bn1` / `generator-bn0.01` train the generator with the BatchNorm weight at 1 / 0.01 instead of 10; `generator-auto-bn` with the weight the probes pick (as `auto-bn`: probes dreamed pixel by pixel, so the generator's own dreams may be labelled less often). `blockwise` trains each block 300 "
              "steps to give the teacher's block output after the layer-wise refit (`ReconstructConfig(block_steps=300)`; "
              "its `refit` column includes it); `blockwise-lr-0.01` also distils at 0.01, `blockwise-1000-lr-0.01` with "
              "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. One build per cell, seed 0, top-1 on the 10,000 test "
