@@ -140,3 +140,14 @@ def test_model_without_batchnorm_via_cli(tmp_path):
 def test_listing_commands():
     assert "resnet56-cifar" in run("models").output
     assert "android-arm64" in run("targets").output
+
+
+def test_the_dreams_line_names_how_the_batchnorm_weight_was_reached():
+    from edgefree.cli.build import dreams_line
+
+    base = {"teacher_agreement": 0.865, "teacher_confidence": 0.71, "bn_weight": 0.01}
+    assert dreams_line(base).endswith("86.5% of them as their target (mean confidence 0.71; BatchNorm weight 0.01)")
+    probed = dreams_line({**base, "bn_weight_probes": [{}, {}, {}]})
+    assert probed.endswith("BatchNorm weight 0.01, chosen by 3 probes)")
+    checked = dreams_line({**base, "bn_weight_checks": [{}] * 9})
+    assert checked.endswith("BatchNorm weight 0.01, reached in 9 checks of the generator's batches)")

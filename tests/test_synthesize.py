@@ -114,14 +114,19 @@ def test_first_bn_loss_is_the_first_step_alone(teacher):
     assert d.stats["bn_loss_first"] == pytest.approx(matcher.take(1.0).item(), rel=1e-4)
 
 
-def test_the_dreams_cache_key_changes_with_edgefree_version(teacher, monkeypatch):
+def test_the_dreams_cache_key_changes_with_edgefree_version_and_the_dreams_revision(teacher, monkeypatch):
     from edgefree import pipeline
     from edgefree.config import BuildConfig
 
     key = pipeline._fingerprint(teacher, BuildConfig())
     assert pipeline._fingerprint(teacher, BuildConfig()) == key
+    monkeypatch.setattr(pipeline, "DREAMS_REVISION", pipeline.DREAMS_REVISION + 1)
+    revised = pipeline._fingerprint(teacher, BuildConfig())
+    assert revised != key
     monkeypatch.setattr(pipeline, "__version__", "0.0.0+other")
-    assert pipeline._fingerprint(teacher, BuildConfig()) != key
+    assert pipeline._fingerprint(teacher, BuildConfig()) not in (key, revised)
+
+
 @pytest.mark.parametrize("images, batch, shards, expected", [(100, 20, 2, [3, 2]), (40, 20, 4, [1, 1]), (512, 256, 1, [2])])
 def test_shards_hold_whole_batches_and_ignore_the_world_size(images, batch, shards, expected):
     from edgefree.recover.synthesize import shard_batches

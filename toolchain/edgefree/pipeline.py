@@ -72,8 +72,14 @@ class _Stopwatch(dict):
         self[stage] = round(time.perf_counter() - started, 2)
 
 
+# raised whenever the same synthesis settings dream other images (2: a generator's bn_weight "auto" judges its own
+# batches), so that no cache hands back a set the code would no longer make
+DREAMS_REVISION = 2
+
+
 def _fingerprint(teacher: Teacher, config: BuildConfig) -> str:
-    h = hashlib.sha256(f"edgefree {__version__}|".encode() + repr(sorted(config.synthesis.to_dict().items())).encode()
+    h = hashlib.sha256(f"edgefree {__version__}|dreams {DREAMS_REVISION}|".encode()
+                       + repr(sorted(config.synthesis.to_dict().items())).encode()
                        + str(config.seed).encode() + repr(sorted(teacher.spec.to_dict().items())).encode())
     for tensor in teacher.module.state_dict().values():
         h.update(tensor.detach().cpu().numpy().tobytes())
@@ -389,7 +395,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                       synthesis.iterations, "batch_size": synthesis.batch_size,
                       "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement",
-                                                          "teacher_confidence", "bn_weight", "bn_weight_probes",
+                                                          "teacher_confidence", "bn_weight", "bn_weight_probes", "bn_weight_checks",
                                                           "seconds", "bf16", "steps")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
         "distill": {**config.distill.to_dict(), **distilled.stats},
