@@ -72,9 +72,10 @@ class _Stopwatch(dict):
         self[stage] = round(time.perf_counter() - started, 2)
 
 
-# raised whenever the same synthesis settings dream other images (2: a generator's bn_weight "auto" judges its own
-# batches), so that no cache hands back a set the code would no longer make
-DREAMS_REVISION = 2
+# raised whenever the same synthesis settings dream other images (2 and 3: a generator's bn_weight "auto" judges
+# its own batches, then restarts its optimizer's moments at each step down), so that no cache hands back a set
+# the code would no longer make
+DREAMS_REVISION = 3
 
 
 def _fingerprint(teacher: Teacher, config: BuildConfig) -> str:

@@ -66,7 +66,7 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
 
     ``config.bn_weight="auto"``: training starts at the strongest of ``BN_WEIGHTS``; at each check (``_checks``)
     where the teacher labelled fewer than ``config.fidelity_floor`` of the batches since the last one as their
-    target, the weight steps down to the next. The stats record each check and the weight reached (also in
+    target, the weight steps down to the next and the optimizer's moments start again. The stats record each check and the weight reached (also in
     their config: a refresh of the generator trains on at that weight)."""
     spec = teacher.spec
     auto = config.bn_weight == "auto"
@@ -102,6 +102,9 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
                         steps_down.append({"step": step + 1, "bn_weight": config.bn_weight, "teacher_agreement": share})
                         if share < config.fidelity_floor and level + 1 < len(BN_WEIGHTS):
                             config = config.replace(bn_weight=BN_WEIGHTS[level + 1])
+                            # Adam's second moments remember the stronger weight's gradients for ~1 / (1 - beta2)
+                            # steps and would shrink the class term's steps as long: they start again
+                            opt.state.clear()
                         hits = seen = 0
                 if step % 10 == 0:
                     bar.set_postfix(bn=f"{bn.item():.3g}")
