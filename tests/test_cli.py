@@ -142,12 +142,10 @@ def test_listing_commands():
     assert "android-arm64" in run("targets").output
 
 
-def test_the_dreams_line_names_how_the_batchnorm_weight_was_reached():
+def test_the_dreams_line_names_the_share_labelled_and_how_the_batchnorm_weight_was_chosen():
     from edgefree.cli.build import dreams_line
 
     base = {"teacher_agreement": 0.865, "teacher_confidence": 0.71, "bn_weight": 0.01}
     assert dreams_line(base).endswith("86.5% of them as their target (mean confidence 0.71; BatchNorm weight 0.01)")
     probed = dreams_line({**base, "bn_weight_probes": [{}, {}, {}]})
     assert probed.endswith("BatchNorm weight 0.01, chosen by 3 probes)")
-    checked = dreams_line({**base, "bn_weight_checks": [{}] * 9})
-    assert checked.endswith("BatchNorm weight 0.01, reached in 9 checks of the generator's batches)")

@@ -124,19 +124,3 @@ def test_draws_under_bf16_autocast_are_the_fp32_draws_to_bf16_precision(generate
     assert bf16.dtype == torch.float32 and bf16.is_contiguous()
     gap = (teacher.spec.denormalize(bf16) - teacher.spec.denormalize(fp32)).abs()
     assert 0 < gap.max() < 0.02  # bf16 ran (not the same bits), and its images are fp32's to ~1/100 of the range
-
-
-def test_auto_bn_weight_steps_down_while_the_generator_misses_the_floor_and_holds_once_it_reaches_it(teacher):
-    from edgefree.recover.generator import BN_WEIGHTS, _checks
-
-    config = GEN.replace(bn_weight="auto", iterations=60, images=20)
-    unreachable = synthesize(teacher, config.replace(fidelity_floor=1.0), seed=2, progress=False).stats
-    checks = unreachable["bn_weight_checks"]
-    assert [c["step"] for c in checks] == sorted(_checks(60)) and len(checks) >= 2
-    assert [c["bn_weight"] for c in checks] == list(BN_WEIGHTS[:len(checks)])  # one step down per missed check
-    lowest = BN_WEIGHTS[min(len(checks), len(BN_WEIGHTS) - 1)]  # the last check steps down too, while it can
-    assert unreachable["bn_weight"] == lowest == unreachable["config"]["bn_weight"]
-    assert all(0 <= c["teacher_agreement"] < 1 for c in checks)
-    easy = synthesize(teacher, config.replace(fidelity_floor=0.01), seed=2, progress=False).stats
-    assert [c["bn_weight"] for c in easy["bn_weight_checks"]] == [BN_WEIGHTS[0]] * len(checks)
-    assert easy["bn_weight"] == BN_WEIGHTS[0] and "bn_weight_probes" not in easy  # no DeepInversion probes

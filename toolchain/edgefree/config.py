@@ -216,9 +216,7 @@ class SynthesisConfig(_Config):
     batch_size: int = 256
     iterations: int = 200
     lr: float = 0.1
-    # "auto": the strongest that keeps ``fidelity_floor`` (synthesize.choose_bn_weight; a generator lowers it as it
-    # trains: generator.train_generator)
-    bn_weight: float | str = 10.0
+    bn_weight: float | str = 10.0  # "auto": the strongest that keeps ``fidelity_floor`` (synthesize.choose_bn_weight)
     first_bn_multiplier: float = 1.0
     bn_min_positions: int = 1  # BatchNorm layers whose maps have fewer positions per image are not matched
     fidelity_floor: float = 0.9  # bn_weight "auto": share of a probe batch the teacher must label as its target

@@ -72,10 +72,9 @@ class _Stopwatch(dict):
         self[stage] = round(time.perf_counter() - started, 2)
 
 
-# raised whenever the same synthesis settings dream other images (2 and 3: a generator's bn_weight "auto" judges
-# its own batches, then restarts its optimizer's moments at each step down), so that no cache hands back a set
-# the code would no longer make
-DREAMS_REVISION = 3
+# raised whenever the same synthesis settings dream other images, so that no cache hands back a set the code would
+# no longer make
+DREAMS_REVISION = 1
 
 
 def _fingerprint(teacher: Teacher, config: BuildConfig) -> str:
@@ -396,7 +395,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                       synthesis.iterations, "batch_size": synthesis.batch_size,
                       "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement",
-                                                          "teacher_confidence", "bn_weight", "bn_weight_probes", "bn_weight_checks",
+                                                          "teacher_confidence", "bn_weight", "bn_weight_probes",
                                                           "seconds", "bf16", "steps")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
         "distill": {**config.distill.to_dict(), **distilled.stats},

@@ -200,10 +200,8 @@ def _bn_weight(value: str | None):
 
 def dreams_line(synthesis: dict) -> str:
     """How well the dreams carry their labels, in one console line."""
-    probes, checks = synthesis.get("bn_weight_probes"), synthesis.get("bn_weight_checks")
+    probes = synthesis.get("bn_weight_probes")
     chosen = f", chosen by {len(probes)} probe{'s' if len(probes) > 1 else ''}" if probes else ""
-    if checks:
-        chosen = f", reached in {len(checks)} checks of the generator's batches"
     return (f"dreams: the teacher labels {100 * synthesis['teacher_agreement']:.1f}% of them as their target "
             f"(mean confidence {synthesis['teacher_confidence']:.2f}; BatchNorm weight {synthesis['bn_weight']:g}"
             f"{chosen})")

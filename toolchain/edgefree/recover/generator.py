@@ -30,24 +30,11 @@ from edgefree.recover.losses import kl_divergence
 
 __all__ = ["DreamGenerator", "GeneratorAdversary", "train_generator"]
 
-# bn_weight "auto" for a generator: the weights it steps down through, strongest first. A probe batch dreamed
-# pixel by pixel says little about a generator's dreams (at the weight where such a batch reaches the floor, a
-# generator's dreams can stay far below it: benchmarks/results/recovery_levers.md), so the generator is judged
-# on its own batches
-BN_WEIGHTS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-
-
-def _checks(iterations: int) -> set[int]:
-    """The steps after which ``bn_weight="auto"`` judges the batches since the last check: every 1/20 of training
-    from 1/10 to 1/2 (the second half trains at the weight reached)."""
-    every = max(1, iterations // 20)
-    return set(range(max(1, iterations // 10), iterations // 2 + 1, every))
-
 
 def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, config: SynthesisConfig, num_classes: int,
                     memory_format, autocast, g: torch.Generator, device: str):
-    """One batch of fresh images through the teacher: (the images' view, their labels, the teacher's logits,
-    the BatchNorm-statistics loss, the generator's loss without any adversarial term)."""
+    """One batch of fresh images through the teacher: (the images' view, the teacher's logits, the
+    BatchNorm-statistics loss, the generator's loss without any adversarial term)."""
     y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
     noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
     with autocast:
@@ -56,23 +43,14 @@ def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, conf
     with autocast:
         logits = teacher(view.contiguous(memory_format=memory_format))
     bn = matcher.take(config.first_bn_multiplier)
-    return view, y, logits, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
+    return view, logits, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
 
 
 def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
                     progress: bool = True) -> SyntheticSet:
     """Train a ``DreamGenerator`` for ``config.iterations`` steps of ``config.batch_size`` fresh images,
-    then draw ``config.images`` of them: a ``SyntheticSet`` that carries its generator.
-
-    ``config.bn_weight="auto"``: training starts at the strongest of ``BN_WEIGHTS``; at each check (``_checks``)
-    where the teacher labelled fewer than ``config.fidelity_floor`` of the batches since the last one as their
-    target, the weight steps down to the next and the optimizer's moments start again. The stats record each check and the weight reached (also in
-    their config: a refresh of the generator trains on at that weight)."""
+    then draw ``config.images`` of them: a ``SyntheticSet`` that carries its generator."""
     spec = teacher.spec
-    auto = config.bn_weight == "auto"
-    checks, steps_down, hits, seen = (_checks(config.iterations) if auto else set()), [], 0, 0
-    if auto:
-        config = config.replace(bn_weight=BN_WEIGHTS[0])
     g = torch.Generator().manual_seed(seed)
     with teacher_for_inversion(teacher, config, device) as (teacher, matcher, num_classes, memory_format):
         with torch.random.fork_rng(devices=[]):  # seeded initial weights, the global generator left alone
@@ -85,8 +63,8 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
         with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
                   leave=False) as bar:
             for step in bar:
-                _, y, logits, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes,
-                                                         memory_format, autocast, g, device)
+                _, _, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes, memory_format,
+                                                 autocast, g, device)
                 if not torch.isfinite(loss):
                     raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
                                           "lower the synthesis lr")
@@ -95,17 +73,6 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
                 opt.step()
                 sched.step()
                 curve.append(bn.item())
-                if auto:
-                    hits, seen = hits + int((logits.argmax(1) == y).sum()), seen + len(y)
-                    if step + 1 in checks:
-                        share, level = hits / seen, BN_WEIGHTS.index(config.bn_weight)
-                        steps_down.append({"step": step + 1, "bn_weight": config.bn_weight, "teacher_agreement": share})
-                        if share < config.fidelity_floor and level + 1 < len(BN_WEIGHTS):
-                            config = config.replace(bn_weight=BN_WEIGHTS[level + 1])
-                            # Adam's second moments remember the stronger weight's gradients for ~1 / (1 - beta2)
-                            # steps and would shrink the class term's steps as long: they start again
-                            opt.state.clear()
-                        hits = seen = 0
                 if step % 10 == 0:
                     bar.set_postfix(bn=f"{bn.item():.3g}")
         labels = balanced_labels(config.images, num_classes, g)
@@ -113,8 +80,7 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
         fidelity = label_fidelity(teacher, images, labels, matcher, device)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": [curve], "bn_loss_first": curve[0],
              "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), **fidelity, "bn_weight": config.bn_weight, "bf16": bf16,
-             "steps": len(curve), "config": config.to_dict(), "seed": seed,
-             **({"bn_weight_checks": steps_down, "fidelity_floor": config.fidelity_floor} if auto else {})}
+             "steps": len(curve), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats, net.cpu().eval())
 
 
@@ -151,7 +117,7 @@ class GeneratorAdversary:
             with teacher_for_inversion(self.teacher, self.config, self.device) as (teacher, matcher, num_classes,
                                                                                  memory_format):
                 for _ in range(self.steps):
-                    view, _, logits, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec, self.config,
+                    view, logits, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec, self.config,
                                                              num_classes, memory_format, self.autocast, g, self.device)
                     with self.autocast:
                         student_logits = student(view)

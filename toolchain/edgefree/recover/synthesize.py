@@ -64,8 +64,8 @@ def require_one_process(config: SynthesisConfig, processes: int) -> None:
                             "DeepInversion recipe such as 'fast'")
 
 
-# bn_weight "auto" for DeepInversion: the weights tried, strongest first, and the probe that judges each (a batch
-# dreamed from noise; a generator judges its own batches instead: edgefree.recover.generator.BN_WEIGHTS)
+# bn_weight "auto": the weights tried, strongest first, and the probe that judges each (a batch dreamed from
+# noise with DeepInversion, whatever the method, so that every teacher is probed alike)
 BN_WEIGHTS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
 PROBE_IMAGES, PROBE_STEPS, PROBE_LR = 64, 60, 0.2
 
@@ -112,8 +112,7 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
     same bit for bit whatever the number of ranks (given the same threads per rank and device).
 
     ``config.bn_weight="auto"`` first picks the weight of the BatchNorm term by probes
-    (``choose_bn_weight``); the stats record it and the probes. A generator instead lowers the weight
-    while it trains, judged on its own batches (``train_generator``).
+    (``choose_bn_weight``); the stats record it and the probes.
 
     Raises ``NoBatchNormError`` for a model without BatchNorm: there is nothing to invert.
 
@@ -123,7 +122,7 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
         >>> tuple(dreams.images.shape)
         (20, 1, 8, 8)
     """
-    if config.bn_weight == "auto" and config.method != "generator":  # a generator judges its own batches
+    if config.bn_weight == "auto":
         started = time.perf_counter()
         weight, probes = choose_bn_weight(teacher, config, seed, device, progress)
         probing = time.perf_counter() - started
