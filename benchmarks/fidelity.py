@@ -417,10 +417,9 @@ def render(result: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|"]
     for name, f in scored["forms"].items():
         w = f["loao"]["worst"]
-        origin = f"{f['origin']:.2f}" if "origin" in f else "-"
         out.append(f"| {name} | {f['all']['spearman']:.3f} | {f['all']['mae']:.2f} | {f['loao']['spearman']:.3f} | "
                    f"{f['loao']['mae']:.2f} | {f['loao']['mae_small']:.2f} | {len(f['loao']['big_drops_estimated_low'])} | "
-                   f"{origin} | {w['student']} ({w['measured']:.1f} vs {w['estimated']:.1f}) |")
+                   f"{f['origin']:.2f} | {w['student']} ({w['measured']:.1f} vs {w['estimated']:.1f}) |")
     out += ["", "## Teachers", "", "| teacher | weights | sha256 | top-1 % | evaluated on | dreams | held-out | "
             "dream s |", "|---|---|---|---|---|---|---|---|"]
     for key, t in result["teachers"].items():
