@@ -449,6 +449,9 @@ def render(result: dict) -> str:
     return "\n".join(out)
 
 
+LABELLED = 8  # the plot names the students it misses most; the table names them all
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -462,15 +465,17 @@ def plot(result: dict, path: Path) -> None:
         mine = [r for r in rows if r["arch"] == arch]
         ax.scatter([r["measured_drop"] for r in mine], [chosen["loao_estimates"][r["student"]] for r in mine],
                    label=f"{arch} (fit without it)")
-        for r in mine:
-            ax.annotate(r["student"], (r["measured_drop"], chosen["loao_estimates"][r["student"]]), fontsize=6)
+    for r in sorted(rows, key=lambda r: -abs(chosen["loao_estimates"][r["student"]] - r["measured_drop"]))[:LABELLED]:
+        ax.annotate(r["student"].rsplit("/", 1)[-1], (r["measured_drop"], chosen["loao_estimates"][r["student"]]),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
     top = max(max(r["measured_drop"] for r in rows), max(chosen["loao_estimates"].values())) + 2
     ax.plot([0, top], [0, top], color="grey", linestyle="--", linewidth=0.8, label="estimate = measured")
     ax.set_xscale("symlog", linthresh=5)
     ax.set_yscale("symlog", linthresh=5)
     ax.set_xlabel("measured top-1 drop (points)")
     ax.set_ylabel("estimated drop, no data (points)")
-    ax.set_title(f"data-free estimate, leave-one-architecture-out ({scored['chosen']})")
+    ax.set_title(f"data-free estimate, leave-one-architecture-out ({scored['chosen']});\n"
+                 f"named: the {LABELLED} largest misses")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
