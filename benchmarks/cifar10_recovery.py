@@ -59,12 +59,15 @@ class Row:
     distill: str | None = None  # recipe whose distillation settings are used (None: the same)
     images: float = 1.0  # synthesis images x this (the budget sweep)
     baselines: bool = False
+    bn_weight: float | None = None  # the BatchNorm weight of synthesis, over the recipe's
+
 
     @property
     def label(self) -> str:
         kd = f" + {self.distill} KD" if self.distill and self.distill != self.synthesis else ""
         scale = f" x{self.images:g} images" if self.images != 1 else ""
-        return f"{self.synthesis}{scale}{kd}"
+        weight = f" at BatchNorm weight {self.bn_weight:g}" if self.bn_weight is not None else ""
+        return f"{self.synthesis}{weight}{scale}{kd}"
 
 
 ROWS = {
@@ -74,14 +77,14 @@ ROWS = {
     "r20-75-fast-x0.5": Row("resnet20-cifar", 0.75, "fast", images=0.5),
     "r20-75-fast-x2": Row("resnet20-cifar", 0.75, "fast", images=2.0),
     "r20-75-thorough": Row("resnet20-cifar", 0.75, "thorough"),
-    "r20-75-generator": Row("resnet20-cifar", 0.75, "generator"),
-    "r20-75-generator-thorough": Row("resnet20-cifar", 0.75, "generator", distill="thorough"),
+    "r20-75-generator": Row("resnet20-cifar", 0.75, "generator", bn_weight=10.0),
+    "r20-75-generator-thorough": Row("resnet20-cifar", 0.75, "generator", distill="thorough", bn_weight=10.0),
     "r20-50-fast": Row("resnet20-cifar", 0.50, "fast"),
     "r20-90-fast": Row("resnet20-cifar", 0.90, "fast"),
     "r56-75-fast": Row("resnet56-cifar", 0.75, "fast", baselines=True),
     "r56-75-paper": Row("resnet56-cifar", 0.75, "paper"),
     "r56-75-thorough": Row("resnet56-cifar", 0.75, "thorough"),
-    "r56-75-generator": Row("resnet56-cifar", 0.75, "generator"),
+    "r56-75-generator": Row("resnet56-cifar", 0.75, "generator", bn_weight=10.0),
 }
 
 
@@ -105,7 +108,8 @@ def row_config(row_id: str, shared: Path, work: Path, seed: int) -> BuildConfig:
     """The build of one row. Rows with the same teacher and synthesis settings share one synthetic set."""
     row = ROWS[row_id]
     synthesis = recipe(row.synthesis).synthesis
-    synthesis = synthesis.replace(images=round(synthesis.images * row.images))
+    synthesis = synthesis.replace(images=round(synthesis.images * row.images),
+                                  **({} if row.bn_weight is None else {"bn_weight": row.bn_weight}))
     after_synthesis = recipe(row.distill or row.synthesis)  # refit and KD settings
     return BuildConfig(
         target="x86-64", out=work / row_id, model=shared / "models" / TEACHERS[row.arch], arch=row.arch,
