@@ -124,3 +124,16 @@ def test_draws_under_bf16_autocast_are_the_fp32_draws_to_bf16_precision(generate
     assert bf16.dtype == torch.float32 and bf16.is_contiguous()
     gap = (teacher.spec.denormalize(bf16) - teacher.spec.denormalize(fp32)).abs()
     assert 0 < gap.max() < 0.02  # bf16 ran (not the same bits), and its images are fp32's to ~1/100 of the range
+
+
+def test_the_generator_recipe_picks_its_batchnorm_weight_per_teacher(teacher):
+    from edgefree.config import recipe
+    from edgefree.recover.synthesize import BN_WEIGHTS
+
+    config = recipe("generator").synthesis.replace(images=64, batch_size=32, iterations=20, bf16=False)
+    auto = synthesize(teacher, config, seed=2, progress=False)
+    probes, weight = auto.stats["bn_weight_probes"], auto.stats["bn_weight"]
+    assert probes and weight in BN_WEIGHTS and weight == auto.stats["config"]["bn_weight"]
+    assert auto.stats["steps"] == 20  # the generator trained after the probes, at the weight they chose
+    fixed = synthesize(teacher, config.replace(bn_weight=weight), seed=2, progress=False)
+    assert torch.equal(fixed.images, auto.images)
