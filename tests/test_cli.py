@@ -149,3 +149,13 @@ def test_the_dreams_line_names_the_share_labelled_and_how_the_batchnorm_weight_w
     assert dreams_line(base).endswith("86.5% of them as their target (mean confidence 0.71; BatchNorm weight 0.01)")
     probed = dreams_line({**base, "bn_weight_probes": [{}, {}, {}]})
     assert probed.endswith("BatchNorm weight 0.01, chosen by 3 probes)")
+
+
+def test_the_report_names_the_batchnorm_weight_and_each_probe_that_chose_it():
+    from edgefree.report import _bn_weight
+
+    assert _bn_weight({"bn_weight": 10.0, "bn_weight_probes": None}) == "BatchNorm weight 10."
+    probes = [{"bn_weight": 10.0, "teacher_agreement": 0.34}, {"bn_weight": 3.0, "teacher_agreement": 0.93}]
+    line = _bn_weight({"bn_weight": 3.0, "bn_weight_probes": probes})
+    assert line.startswith("BatchNorm weight 3, chosen by probes") and line.endswith("10: 34%, 3: 93%.")
+    assert _bn_weight({"bn_weight": None}) == ""  # real images (a bound) have no synthesis weight

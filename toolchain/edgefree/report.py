@@ -123,6 +123,18 @@ def _scope(r: dict) -> str:
     return "per-layer" if stage.get("scope") == "layer" else "global"
 
 
+def _bn_weight(s: dict) -> str:
+    """The BatchNorm weight of synthesis, and the probes that chose it (``--bn-weight auto``), in one sentence."""
+    if s.get("bn_weight") is None:
+        return ""
+    probes = s.get("bn_weight_probes")
+    if not probes:
+        return f"BatchNorm weight {s['bn_weight']:g}."
+    trail = ", ".join(f"{p['bn_weight']:g}: {100 * p['teacher_agreement']:.0f}%" for p in probes)
+    return (f"BatchNorm weight {s['bn_weight']:g}, chosen by probes (weight: share of a probe batch the teacher "
+            f"labelled as its target): {trail}.")
+
+
 def _synthesis(r: dict) -> str:
     s = r["synthesis"]
     if s.get("method") == "generator":
@@ -137,7 +149,7 @@ def _synthesis(r: dict) -> str:
         "",
         f"Recipe `{s['recipe']}`" + (f" (changed: {changed})" if changed else "") + f": {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
-        "images their target label.",
+        f"images their target label. {_bn_weight(s)}",
         "",
         "![synthetic images, one row per class](synthetic.png)",
     ])
