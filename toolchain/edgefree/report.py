@@ -149,7 +149,7 @@ def _synthesis(r: dict) -> str:
         "",
         f"Recipe `{s['recipe']}`" + (f" (changed: {changed})" if changed else "") + f": {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
-        f"images their target label. {_bn_weight(s)}",
+        "images their target label." + (f" {_bn_weight(s)}" if _bn_weight(s) else ""),
         "",
         "![synthetic images, one row per class](synthetic.png)",
     ])
