@@ -79,6 +79,7 @@ def test_build_on_the_default_writes_everything(built):
     assert "recovered" in result.stdout
     md = (out / "report.md").read_text()
     assert "## Accuracy" in md and "| teacher | pruned | reconstructed (layer-wise refit) | recovered |" in md
+    assert f"of the images their target label. BatchNorm weight {report['synthesis']['bn_weight']:g}.\n" in md
     # the published synthetic set is the cached file itself (outside --out), not a second copy
     from edgefree.cache import cache_dir
 
@@ -158,4 +159,4 @@ def test_the_report_names_the_batchnorm_weight_and_each_probe_that_chose_it():
     probes = [{"bn_weight": 10.0, "teacher_agreement": 0.34}, {"bn_weight": 3.0, "teacher_agreement": 0.93}]
     line = _bn_weight({"bn_weight": 3.0, "bn_weight_probes": probes})
     assert line.startswith("BatchNorm weight 3, chosen by probes") and line.endswith("10: 34%, 3: 93%.")
-    assert _bn_weight({"bn_weight": None}) == ""  # real images (a bound) have no synthesis weight
+    assert _bn_weight({"bn_weight": None}) == ""  # dreams that recorded no weight: the sentence is left out

@@ -144,12 +144,13 @@ def _synthesis(r: dict) -> str:
         title, made = "DeepInversion", f"{s['images']} images x {s['iterations']} steps (batch {s['batch_size']})"
     changed = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in diff.items())
                         for stage, diff in (r.get("recipe_overrides") or {}).items())
+    weight = _bn_weight(s)
     return "\n".join([
         f"## Synthetic data ({title}, no real images)",
         "",
         f"Recipe `{s['recipe']}`" + (f" (changed: {changed})" if changed else "") + f": {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
-        "images their target label." + (f" {_bn_weight(s)}" if _bn_weight(s) else ""),
+        "images their target label." + (f" {weight}" if weight else ""),
         "",
         "![synthetic images, one row per class](synthetic.png)",
     ])
