@@ -12,7 +12,7 @@ from edgefree.config import BuildConfig, ChannelPruning, DistillConfig, Magnitud
 from edgefree.errors import EdgefreeError
 from edgefree.pipeline import held_out_config
 from edgefree.recover import prune, synthesize
-from edgefree.recover.estimate import advice, features, predict
+from edgefree.recover.estimate import advice, features, predict, remedy
 
 TINY = ["--images", "64", "--iterations", "15", "--epochs", "2", "--quiet"]
 
@@ -92,9 +92,15 @@ def test_predict_never_goes_beyond_a_student_at_chance():
 
 
 def test_advice_only_for_a_large_estimate():
-    assert advice(2.9) is None
-    line = advice(7.5)
-    assert "~7.5" in line and "--max-drop" in line and "thorough" in line and "\n" not in line
+    assert advice(2.9, remedy("deepinversion", 2)) is None
+    line = advice(7.5, remedy("deepinversion", 2))
+    assert "~7.5" in line and "--max-drop" in line and "--recipe generator" in line and "\n" not in line
+
+
+def test_the_remedy_fits_the_build():
+    assert "--recipe generator" in remedy("deepinversion", 2)  # an image dreamed pixel by pixel
+    assert remedy("generator", 2) == "distil longer (--epochs 80)"  # thorough would drop the generator
+    assert "--recipe thorough" in remedy("deepinversion", 1)  # the generator is 2-D only
 
 
 def test_held_out_dreams_have_their_own_seed_and_fewer_images():

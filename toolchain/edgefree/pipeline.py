@@ -43,7 +43,7 @@ from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, s
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
-from edgefree.recover.estimate import advice, estimate, load_fit
+from edgefree.recover.estimate import advice, estimate, load_fit, remedy
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import require_one_process, save_contact_sheet
 from edgefree.report import write_report
@@ -180,18 +180,18 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     found = {name: estimate(teacher, model, held_out, config.seed, fit) for name, model in students}
     drop = found["recovered"]["drop"]
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
-    warnings = []
+    warnings, fix = [], remedy(config.synthesis.method, teacher.spec.rank)
     if budget and drop > config.max_drop:
         closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
                    "its cheap candidate was estimated within it")
         warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
                         f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop, "
-                        "or distil longer (--recipe thorough)")
+                        f"or {fix}")
     elif budget and not budget["met"]:
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
                         f"after full recovery the student is estimated at ~{drop:.1f}")
-    elif not budget and (large := advice(drop)):
+    elif not budget and (large := advice(drop, fix)):
         warnings.append(large)
     return {**found, "measured_drop": measured, "warnings": warnings,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
