@@ -2,17 +2,19 @@
 
 Runs ``edgefree.pipeline.build`` (the code behind ``edgefree build``) on torchvision's
 ``mobilenet_v3_small`` trained on CIFAR-10 at 32x32 (``train_mobilenet_teacher.py``, the owner's
-side), loaded through the ``torchvision:`` door with ``--input-shape 3x32x32``, recipe ``fast``,
-target ``raspberry-pi-4`` (onnxruntime, OpenVINO and ExecuTorch, fp32 and INT8). Rows: ``mag75``
-(75% magnitude pruning of each layer) and ``ch2x`` (channel pruning to half the multiply-adds). Per row:
+side), loaded through the ``torchvision:`` door with ``--input-shape 3x32x32``, target
+``raspberry-pi-4`` (onnxruntime, OpenVINO and ExecuTorch, fp32 and INT8). Rows: ``mag75`` (75%
+magnitude pruning of each layer) and ``ch2x`` (channel pruning to half the multiply-adds), each with
+recipe ``fast`` and, as ``mag75-generator`` and ``ch2x-generator``, with recipe ``generator``. Per row:
 teacher / pruned / refit / recovered top-1 on the 10,000 test images, multiply-adds, p50 per
 runtime and precision on this machine (1 thread, teacher and student taking turns) and, once
 ``edgefree emulator setup`` ran, guest instructions per inference under QEMU for
 ``raspberry-pi-4`` (cortex-a72) and ``android-arm64`` (cortex-a76). ``--synthesis-cost`` times
 DeepInversion steps on this teacher and on the CIFAR ResNets at the same settings: image-steps
-per second, and per teacher multiply-add. ``--bound`` repeats a built row's prune, refit and
+per second, and per teacher multiply-add. ``--bound`` repeats a built ``fast`` row's prune, refit and
 distillation on as many *real* training images as dreams (not data-free): what better dreams
-could reach at this budget.
+could reach at this budget. A ``generator`` row prunes the same student (neither pruning reads the
+dreams), so its bound is its ``fast`` row's.
 
     python benchmarks/train_mobilenet_teacher.py --shared ../shared --out /tmp/mobilenet_v3_small.pt
     python benchmarks/mobilenet_recovery.py --shared ../shared --teacher /tmp/mobilenet_v3_small.pt
@@ -46,7 +48,9 @@ ARCH = "torchvision:mobilenet_v3_small"
 SHAPE = (3, 32, 32)
 # Magnitude pruning per layer: ranked globally, the small weights of the 576 -> 1024 classifier go first and
 # the whole layer is zeroed (prune() warns).
-ROWS = {"mag75": (MagnitudePruning(0.75, scope="layer"),), "ch2x": (ChannelPruning(macs_target=0.5),)}
+PRUNING = {"mag75": (MagnitudePruning(0.75, scope="layer"),), "ch2x": (ChannelPruning(macs_target=0.5),)}
+# row id: (pruning, recipe)
+ROWS = {**{k: (p, "fast") for k, p in PRUNING.items()}, **{f"{k}-generator": (p, "generator") for k, p in PRUNING.items()}}
 TARGET = "raspberry-pi-4"
 EMULATED_TARGETS = ("raspberry-pi-4", "android-arm64")  # cortex-a72 and cortex-a76
 RESNETS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resnet56_cifar10jpeg.pt"}
@@ -55,8 +59,8 @@ RESNETS = {"resnet20-cifar": "resnet20_cifar10jpeg.pt", "resnet56-cifar": "resne
 def row_config(row: str, teacher: Path, shared: Path, work: Path, seed: int) -> BuildConfig:
     return BuildConfig(
         target=TARGET, out=work / row, model=teacher, arch=ARCH, input_shape=SHAPE,
-        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe="fast",
-        cache=work / "cache", prune=ROWS[row],
+        eval_data=str(shared / "data" / "cifar10-jpeg" / "test.zip"), seed=seed, recipe=ROWS[row][1],
+        cache=work / "cache", prune=ROWS[row][0],
         # INT8 of this student agrees with its fp32 top-1 on ~89% of the check images, under the default
         # 0.9 a build requires: accepted at 0.8 here, and every agreement is in the results
         export=ExportConfig(formats=("onnx", "openvino", "executorch"), precisions=("fp32", "int8"),
@@ -68,7 +72,8 @@ def row_config(row: str, teacher: Path, shared: Path, work: Path, seed: int) -> 
 def run_row(row: str, teacher: Path, shared: Path, work: Path, seed: int, progress: bool) -> dict:
     config = row_config(row, teacher, shared, work, seed)
     report = build(config, progress=progress)
-    return {"row": row, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+    return {"row": row, "recipe": config.recipe, "pruning": [p.to_dict() for p in config.prune],
+            "accuracy": report["accuracy"], "synthesis": report["synthesis"],
             "artifact_accuracy": {a["name"]: a.get("accuracy") for a in report["export"]["artifacts"]},
             "parity": {a["name"]: a.get("parity") for a in report["export"]["artifacts"]},
             "cost": report["cost"], "sparsity": report["sparsity"], "latency": _latency(report),
@@ -144,11 +149,14 @@ def _fmt(value, spec=".2f"):
 def render(results: dict) -> str:
     lines = ["# MobileNetV3-small (torchvision, CIFAR-10 at 32x32) compressed without its data", "",
              "Commands, in order, each merging its part in: " + ", ".join(f"`{c}`" for c in results["commands"])
-             + ". " + (results["note"] + ". " if results.get("note") else "") + "`edgefree.pipeline.build`, recipe `fast`, seed 0, target raspberry-pi-4; top-1 on the 10,000 "
-             "test images; p50 at batch 1 on this machine (x86-64, 1 thread), teacher and student taking turns.", "",
-             "| row | pruning | MACs kept | params kept | teacher | pruned | refit | recovered | gap | "
+             + ". " + (results["note"] + ". " if results.get("note") else "") + "`edgefree.pipeline.build`, seed 0, target raspberry-pi-4; top-1 on the 10,000 "
+             "test images; dreams labelled: the share of the dreams the teacher labels as their target (BatchNorm "
+             "weight: the synthesis's, `generator` choosing its own per teacher); p50 at batch 1 on this machine "
+             "(x86-64, 1 thread), teacher and student taking turns.", "",
+             "| row | recipe | pruning | MACs kept | params kept | teacher | pruned | refit | recovered | gap | "
+             "dreams labelled (BN weight) | "
              "p50 student/teacher fp32 (onnxruntime, OpenVINO, ExecuTorch) | INT8 student vs fp32 teacher | "
-             "seconds (synth + refit + KD) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "seconds (synth + refit + KD) |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     runtimes = ("onnxruntime", "openvino", "executorch")
     for row in results["rows"].values():
         a, c, s = row["accuracy"], row["cost"], row["seconds"]
@@ -158,9 +166,13 @@ def render(results: dict) -> str:
         fp32 = " / ".join(_fmt(ratios.get(f"{rt}/fp32")) for rt in runtimes)
         int8 = " / ".join(f"{p50[f'teacher/{rt}/fp32'] / p50[f'student/{rt}/int8']:.1f}x" if
                           f"student/{rt}/int8" in p50 and f"teacher/{rt}/fp32" in p50 else "n/a" for rt in runtimes)
-        lines.append(f"| {row['row']} | {pruning} | {c['macs_ratio']:.2f} | {c['params_ratio']:.2f} | "
+        syn = row.get("synthesis") or {}
+        labelled = (f"{100 * syn['teacher_agreement']:.1f}% ({syn['bn_weight']:g})" if syn.get("teacher_agreement")
+                    is not None else "n/a")
+        lines.append(f"| {row['row']} | {row.get('recipe', 'fast')} | {pruning} | {c['macs_ratio']:.2f} | "
+                     f"{c['params_ratio']:.2f} | "
                      f"{a['teacher']:.2f} | {a['pruned']:.2f} | {_fmt(a.get('reconstructed'))} | **{a['recovered']:.2f}** | "
-                     f"{a['teacher'] - a['recovered']:.2f} | {fp32} | {int8} | "
+                     f"{a['teacher'] - a['recovered']:.2f} | {labelled} | {fp32} | {int8} | "
                      f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
     lines += ["", "Synthesis seconds of 0: the dreams came from the cache of an earlier build with the same settings."]
     lines += ["", "Top-1 of each exported artifact of the student (full test split, through its runtime), and for "
@@ -257,7 +269,7 @@ def main(argv=None) -> None:
             row["emulated"] = emulate_row(row)
             save()
     if args.bound:
-        for row in results["rows"].values():
+        for row in [r for r in results["rows"].values() if ROWS[r["row"]][1] == "fast"]:  # module docstring
             row["bound"] = real_data_bound(row, args.teacher.resolve(), args.shared.resolve(), args.work, args.seed,
                                            not args.quiet)
             print(f"{row['row']} bound: {row['bound']}", flush=True)
