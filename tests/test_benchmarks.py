@@ -243,3 +243,19 @@ def test_the_shipped_fit_names_no_data_folder(tmp_path):
     assert "/data/x" not in written and "../shared" not in written and written.count("--shared SHARED") == 2
     shipped = (ROOT / "toolchain" / "edgefree" / "recover" / "estimate_fit.json").read_text()
     assert "../shared" not in shipped and "/work/shared" not in shipped
+
+
+def test_estimate_unseen_scores_the_shipped_fit_and_names_big_drops_estimated_low():
+    unseen = _load("estimate_unseen")
+    fit = {"features": ["disagree"], "intercept": 0.0, "coef": [0.5], "transform": None}
+
+    def row(sid, drop, disagree, recipe):
+        return {"student": sid, "teacher": "resnet20", "arch": "resnet20-cifar", "full_recipe": recipe,
+                "measured_drop": drop, "features": {"disagree": disagree}}
+
+    rows = {"a": row("a", 2.0, 4.0, "fast"), "b": row("b", 8.0, 2.0, "fast"), "c": row("c", 1.0, 10.0, "generator")}
+    summary = unseen.score(rows, fit)
+    assert [rows[k]["estimated_drop"] for k in "abc"] == [2.0, 1.0, 5.0]
+    assert summary["all"]["mae"] == pytest.approx((0 + 7 + 4) / 3)
+    assert summary["all"]["big_drops_estimated_low"] == ["b"]  # lost 8, estimated 1
+    assert summary["by_kind"]["resnet20-cifar / generator"]["mean_miss"] == pytest.approx(4.0)
