@@ -92,15 +92,16 @@ def test_predict_never_goes_beyond_a_student_at_chance():
 
 
 def test_advice_only_for_a_large_estimate():
-    assert advice(2.9, remedy("deepinversion", 2)) is None
-    line = advice(7.5, remedy("deepinversion", 2))
+    assert advice(2.9, remedy("deepinversion", 2, 40)) is None
+    line = advice(7.5, remedy("deepinversion", 2, 40))
     assert "~7.5" in line and "--max-drop" in line and "--recipe generator" in line and "\n" not in line
 
 
 def test_the_remedy_fits_the_build():
-    assert "--recipe generator" in remedy("deepinversion", 2)  # an image dreamed pixel by pixel
-    assert remedy("generator", 2) == "distil longer (--epochs 80)"  # thorough would drop the generator
-    assert "--recipe thorough" in remedy("deepinversion", 1)  # the generator is 2-D only
+    assert "--recipe generator" in remedy("deepinversion", 2, 40)  # an image dreamed pixel by pixel
+    assert remedy("generator", 2, 40) == "distil longer (--epochs 80)"  # thorough would drop the generator
+    assert remedy("generator", 2, 80) == "distil longer (--epochs 160)"
+    assert remedy("deepinversion", 1, 40) == "distil longer (--epochs 80)"  # the generator is 2-D only
 
 
 def test_held_out_dreams_have_their_own_seed_and_fewer_images():

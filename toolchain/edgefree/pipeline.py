@@ -180,7 +180,7 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     found = {name: estimate(teacher, model, held_out, config.seed, fit) for name, model in students}
     drop = found["recovered"]["drop"]
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
-    warnings, fix = [], remedy(config.synthesis.method, teacher.spec.rank)
+    warnings, fix = [], remedy(config.synthesis.method, teacher.spec.rank, config.distill.epochs)
     if budget and drop > config.max_drop:
         closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
                    "its cheap candidate was estimated within it")

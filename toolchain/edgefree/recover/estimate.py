@@ -164,17 +164,15 @@ def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed:
     return {"drop": round(predict(fit, measured, classes), 2), "features": {k: round(v, 4) for k, v in measured.items()}}
 
 
-def remedy(method: str, rank: int) -> str:
+def remedy(method: str, rank: int, epochs: int) -> str:
     """What to change to recover more, for a build of synthesis ``method`` on a teacher of input ``rank``
-    (2: an image; 1: a signal): an image teacher dreamed pixel by pixel gets the generator's new dreams
-    every epoch (``--recipe generator``, which recovered the most on every image row of
-    ``benchmarks/results/recovery_levers.md``, ahead of twice the distillation); a generator build or a
-    signal, twice the distillation of its own dreams."""
-    if method == "generator":
-        return "distil longer (--epochs 80)"
-    if rank == 2:
+    (2: an image; 1: a signal) distilled ``epochs`` epochs: an image teacher dreamed pixel by pixel gets
+    the generator's new dreams every epoch (``--recipe generator``, which recovered the most on every
+    image row of ``benchmarks/results/recovery_levers.md``, ahead of twice the distillation); a
+    generator build or a signal, twice the distillation."""
+    if method != "generator" and rank == 2:
         return "dream with --recipe generator (new dreams every epoch)"
-    return "distil longer (--recipe thorough)"
+    return f"distil longer (--epochs {2 * epochs})"
 
 
 def advice(drop: float, fix: str, limit: float = LARGE_DROP) -> str | None:
