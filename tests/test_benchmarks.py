@@ -259,3 +259,13 @@ def test_estimate_unseen_scores_the_shipped_fit_and_names_big_drops_estimated_lo
     assert summary["all"]["mae"] == pytest.approx((0 + 7 + 4) / 3)
     assert summary["all"]["big_drops_estimated_low"] == ["b"]  # lost 8, estimated 1
     assert summary["by_kind"]["resnet20-cifar / generator"]["mean_miss"] == pytest.approx(4.0)
+
+
+def test_mobilenet_generator_rows_prune_as_their_fast_rows_with_the_generator_recipe(tmp_path):
+    mobilenet = _load("mobilenet_recovery")
+    for row in mobilenet.PRUNING:
+        fast = mobilenet.row_config(row, tmp_path / "t.pt", tmp_path, tmp_path / "work", seed=0)
+        generator = mobilenet.row_config(f"{row}-generator", tmp_path / "t.pt", tmp_path, tmp_path / "work", seed=0)
+        assert (fast.recipe, generator.recipe) == ("fast", "generator")
+        assert generator.prune == fast.prune and generator.synthesis.method == "generator"
+        assert generator.synthesis.bn_weight == "auto" and fast.synthesis.bn_weight == 10.0
