@@ -8,9 +8,10 @@ import torch
 from click.testing import CliRunner
 
 from edgefree.cli import cli
-from edgefree.config import BuildConfig, ChannelPruning, DistillConfig, MagnitudePruning, SynthesisConfig
+from edgefree.config import (BuildConfig, ChannelPruning, DistillConfig, LatencyTarget, MagnitudePruning,
+                             SynthesisConfig)
 from edgefree.errors import EdgefreeError
-from edgefree.pipeline import held_out_config
+from edgefree.pipeline import _milder, held_out_config
 from edgefree.recover import prune, synthesize
 from edgefree.recover.estimate import advice, features, predict, remedy
 
@@ -102,6 +103,18 @@ def test_the_remedy_fits_the_build():
     assert remedy("generator", 2, 40) == "distil longer (--epochs 80)"  # thorough would drop the generator
     assert remedy("generator", 2, 80) == "distil longer (--epochs 160)"
     assert remedy("deepinversion", 1, 40) == "distil longer (--epochs 80)"  # the generator is 2-D only
+
+
+def test_the_large_drop_line_names_the_options_this_build_used(tmp_path):
+    def milder(**kwargs):
+        return _milder(BuildConfig(model=tmp_path / "t.pt", arch="resnet20-cifar", **kwargs))
+
+    assert milder(prune=(MagnitudePruning(0.75),)) == "a milder --sparsity"
+    assert milder(prune=(ChannelPruning(macs_target=0.5), MagnitudePruning(0.5))) == \
+        "a larger --macs-target or a milder --sparsity"
+    assert milder(prune=(ChannelPruning(ratio=0.3, depth=0.5),)) == "a smaller --channel-ratio or a smaller --depth"
+    assert milder(prune=(ChannelPruning(),), latency_target=LatencyTarget(ratio=0.5)) == "a larger --latency-target"
+    assert "a larger --latency-target" in advice(9.0, "distil longer (--epochs 80)", "a larger --latency-target")
 
 
 def test_held_out_dreams_have_their_own_seed_and_fewer_images():

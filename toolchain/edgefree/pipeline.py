@@ -173,6 +173,20 @@ def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> 
 
 
 
+def _milder(config: BuildConfig) -> str:
+    """The options of ``config`` that would prune its student less, as the large-drop line names them."""
+    if config.latency_target is not None:
+        return "a larger --latency-target"
+    options = []
+    for stage in config.prune:
+        if isinstance(stage, MagnitudePruning):
+            options.append("a milder --sparsity")
+        else:
+            options.append("a larger --macs-target" if stage.macs_target is not None else "a smaller --channel-ratio")
+            options += ["a smaller --depth"] if stage.depth else []
+    return " or ".join(dict.fromkeys(options)) or "a milder --sparsity or a larger --macs-target"
+
+
 def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: SyntheticSet, scores: dict,
                budget: dict | None, fit: dict) -> dict:
     """The data-free estimate of each student's drop (``students``: (name, model)), the measured drop
@@ -191,7 +205,7 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
                         f"after full recovery the student is estimated at ~{drop:.1f}")
-    elif not budget and (large := advice(drop, fix)):
+    elif not budget and (large := advice(drop, fix, _milder(config))):
         warnings.append(large)
     return {**found, "measured_drop": measured, "warnings": warnings,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),

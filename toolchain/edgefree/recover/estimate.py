@@ -175,10 +175,11 @@ def remedy(method: str, rank: int, epochs: int) -> str:
     return f"distil longer (--epochs {2 * epochs})"
 
 
-def advice(drop: float, fix: str, limit: float = LARGE_DROP) -> str | None:
+def advice(drop: float, fix: str, milder: str = "a milder --sparsity or a larger --macs-target",
+           limit: float = LARGE_DROP) -> str | None:
     """One line for a build whose estimated drop exceeds ``limit`` points: what to change (None: not large).
-    ``fix``: what recovers more for this build (``remedy``)."""
+    ``fix``: what recovers more for this build (``remedy``); ``milder``: the options that prune it less."""
     if drop <= limit:
         return None
-    return (f"the estimated drop (~{drop:.1f} points) is large: prune less (a milder --sparsity or a larger "
-            f"--macs-target), {fix}, or let edgefree choose with --max-drop D")
+    return (f"the estimated drop (~{drop:.1f} points) is large: prune less ({milder}), {fix}, "
+            "or let edgefree choose with --max-drop D")
