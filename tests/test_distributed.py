@@ -93,11 +93,26 @@ def test_a_failing_or_hanging_rank_ends_the_job_without_a_report(teacher, tmp_pa
     assert not (tmp_path / "out" / "report.json").exists() and not (tmp_path / "out" / "student.pt").exists()
 
 
-def test_the_generator_recipe_refuses_several_processes(tmp_path):
-    config = BuildConfig(out=tmp_path, recipe="generator", synthesis=recipe("generator").synthesis)
+def test_the_generator_recipe_trains_once_and_shares_its_set_over_processes(teacher, tmp_path):
+    tiny = ["--recipe", "generator", "--images", "32", "--synth-batch", "16", "--iterations", "6", "--bn-weight", "10",
+            "--epochs", "2", "--threads", "1", "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "1",
+            "--quiet"]
+    for name, workers in (("one", "1"), ("two", "2")):
+        result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / name), "--workers", workers, *tiny])
+        assert result.exit_code == 0, result.output
+    one, two = (torch.load(tmp_path / n / "synthetic.pt", weights_only=True) for n in ("one", "two"))
+    assert torch.equal(one["images"], two["images"]) and torch.equal(one["labels"], two["labels"])
+    report = json.loads((tmp_path / "two" / "report.json").read_text())
+    assert report["distributed"]["world_size"] == 2 and report["synthesis"]["method"] == "generator"
+
+
+def test_the_adversarial_generator_refuses_several_processes(tmp_path):
+    generator = recipe("generator")
+    config = BuildConfig(out=tmp_path, recipe="generator", synthesis=generator.synthesis,
+                         distill=generator.distill.replace(adversarial_steps=5))
     from edgefree.pipeline import build_on_workers
 
-    with pytest.raises(EdgefreeError, match="'generator' trains one network step by step"):
+    with pytest.raises(EdgefreeError, match="adversarial_steps .* does not split over processes"):
         build_on_workers(config, 2)
 
 

@@ -45,7 +45,7 @@ from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
 from edgefree.recover.estimate import advice, estimate, load_fit, remedy
 from edgefree.recover.saved import save_student
-from edgefree.recover.synthesize import require_one_process, save_contact_sheet
+from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.resources import check_memory, check_workers
 from edgefree.targets import load_target
@@ -241,12 +241,21 @@ def _classes(teacher: Teacher) -> int:
         return teacher.module(teacher.spec.example_inputs(2)[0].to(next(teacher.module.parameters()).device)).shape[1]
 
 
+def _one_process_adversary(config: BuildConfig, processes: int) -> None:
+    """Refuse --adversarial-steps on several processes: its generator keeps training between epochs
+    against the student, one step after the other."""
+    if config.distill.adversarial_steps and processes > 1:
+        raise EdgefreeError(f"distill adversarial_steps trains the dream generator between epochs, one step after "
+                            f"the other, and does not split over processes ({processes} asked for): drop --workers / "
+                            "torchrun, or --adversarial-steps")
+
+
 def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -> dict:
     """``build`` in ``workers`` processes on this machine (torchrun's launcher; 1: in this process).
 
     Returns rank 0's report. Raises ``EdgefreeError`` naming the first rank that failed and its error.
     """
-    require_one_process(config.synthesis, workers)
+    _one_process_adversary(config, workers)
     check_workers(workers)
     if workers == 1:
         return build(config, progress)
@@ -273,7 +282,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict | None:
         ['pruned', 'reconstructed', 'recovered', 'teacher']
     """
     with distributed.session(config.device, config.threads, config.dist_timeout_s) as (world, device):
-        require_one_process(config.synthesis, world.size)
+        _one_process_adversary(config, world.size)
         return _build(config, world, device, progress and world.main)
 
 

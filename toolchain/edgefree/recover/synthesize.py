@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from edgefree import distributed
 from edgefree.config import SynthesisConfig
-from edgefree.errors import DivergenceError, EdgefreeError
+from edgefree.errors import DivergenceError
 from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.models import InputSpec, Teacher
 from edgefree.recover.generator import train_generator
@@ -53,15 +53,6 @@ def shard_batches(config: SynthesisConfig) -> list[range]:
     batches = -(-config.images // config.batch_size)
     return [range(int(part[0]), int(part[-1]) + 1)
             for part in torch.arange(batches).tensor_split(min(config.shards, batches))]
-
-
-def require_one_process(config: SynthesisConfig, processes: int) -> None:
-    """Refuse the generator method on several processes: it trains one network step after step, and a
-    batch split over ranks gives other BatchNorm statistics, so the set would depend on the world size."""
-    if config.method == "generator" and processes > 1:
-        raise EdgefreeError("synthesis method 'generator' trains one network step by step and does not split "
-                            f"over processes ({processes} asked for): drop --workers / torchrun, or use a "
-                            "DeepInversion recipe such as 'fast'")
 
 
 # bn_weight "auto": the weights tried, strongest first, and the probe that judges each (a batch dreamed from
@@ -130,9 +121,10 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
         dreams.stats.update(bn_weight_probes=probes, bn_weight_probe_seconds=probing, fidelity_floor=config.fidelity_floor,
                             seconds=dreams.stats["seconds"] + probing)
         return dreams
-    if config.method == "generator":
-        require_one_process(config, distributed.world().size)
-        return train_generator(teacher, config, seed, device, progress)
+    if config.method == "generator":  # one network trained step by step, as one process would: rank 0
+        # trains it, every other rank takes its set (so the set does not depend on the number of processes)
+        return distributed.broadcast(train_generator(teacher, config, seed, device, progress)
+                                     if distributed.world().main else None)
     plan = shard_batches(config)
     mine = distributed.my_shards(len(plan))
     started = time.perf_counter()
