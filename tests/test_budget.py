@@ -93,8 +93,8 @@ def test_predict_never_goes_beyond_a_student_at_chance():
 
 
 def test_advice_only_for_a_large_estimate():
-    assert advice(2.9, remedy("deepinversion", 2, 40)) is None
-    line = advice(7.5, remedy("deepinversion", 2, 40))
+    assert advice(2.9, remedy("deepinversion", 2, 40), "a milder --sparsity") is None
+    line = advice(7.5, remedy("deepinversion", 2, 40), "a milder --sparsity")
     assert "~7.5" in line and "--max-drop" in line and "--recipe generator" in line and "\n" not in line
 
 

@@ -172,7 +172,6 @@ def _throughput(config: BuildConfig, dreams: SyntheticSet, refit, distilled) -> 
             "distill_images_per_s": rate(distill_images, distilled.stats["seconds"])}
 
 
-
 def _milder(config: BuildConfig) -> str:
     """The options of ``config`` that would prune its student less, as the large-drop line names them."""
     if config.latency_target is not None:

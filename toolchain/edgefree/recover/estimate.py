@@ -175,8 +175,7 @@ def remedy(method: str, rank: int, epochs: int) -> str:
     return f"distil longer (--epochs {2 * epochs})"
 
 
-def advice(drop: float, fix: str, milder: str = "a milder --sparsity or a larger --macs-target",
-           limit: float = LARGE_DROP) -> str | None:
+def advice(drop: float, fix: str, milder: str, limit: float = LARGE_DROP) -> str | None:
     """One line for a build whose estimated drop exceeds ``limit`` points: what to change (None: not large).
     ``fix``: what recovers more for this build (``remedy``); ``milder``: the options that prune it less."""
     if drop <= limit:
