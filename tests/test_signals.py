@@ -18,7 +18,7 @@ from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.models import InputSpec, load_teacher
 from edgefree.recover import distill, prune, reconstruct, synthesize
-from edgefree.recover.inversion import jitter_and_flip, mirrors
+from edgefree.recover.inversion import SyntheticSet, jitter_and_flip, mirrors
 from edgefree.recover.prune import sparsity_report
 from edgefree.recover.synthesize import save_contact_sheet
 
@@ -86,10 +86,21 @@ def test_signals_are_shifted_in_time_not_mirrored_by_default():
     assert len({tuple(v.flatten().tolist()) for v in views}) > 1
 
 
-def test_the_dream_generator_refuses_signals_with_the_recipe_to_use(teacher):
-    with pytest.raises(EdgefreeError, match="signals of shape 4x510.*'deepinversion'"):
-        synthesize(teacher, SynthesisConfig(method="generator", images=8, batch_size=8, iterations=1),
-                   progress=False)
+def test_the_dream_generator_draws_signals_in_the_sensor_range(teacher, tmp_path):
+    config = SynthesisConfig(method="generator", images=32, batch_size=16, iterations=40, lr=0.01, jitter=8,
+                             bn_weight=10.0)
+    generated = synthesize(teacher, config, seed=0, progress=False)
+    assert generated.images.shape == (32, 4, 510)
+    assert generated.stats["bn_loss_last"] < 0.8 * generated.stats["bn_loss_first"]  # it learns the statistics
+    raw = teacher.spec.denormalize(generated.images)  # the sensor's units, within value_range
+    low, high = teacher.spec.value_range
+    assert raw.min() >= low - 1e-3 and raw.max() <= high + 1e-3 and raw.std() > 0
+    fresh = generated.generator.sample(teacher.spec, generated.labels, torch.Generator().manual_seed(1))
+    assert fresh.shape == generated.images.shape and not torch.equal(fresh, generated.images)
+    generated.save(tmp_path / "set.pt")
+    again = SyntheticSet.load(tmp_path / "set.pt").generator.sample(teacher.spec, generated.labels,
+                                                                    torch.Generator().manual_seed(1))
+    assert torch.equal(again, fresh)
 
 
 def test_contact_sheet_plots_one_row_of_traces_per_class(teacher, dreams, tmp_path):

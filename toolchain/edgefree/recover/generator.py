@@ -1,12 +1,12 @@
-"""A dream generator: a small conditional image network trained on the teacher alone.
+"""A dream generator: a small conditional network trained on the teacher alone.
 
 DeepInversion optimises the pixels of each image. Here a small convolutional network learns to
-turn noise and a class label into images whose BatchNorm statistics, seen through the teacher,
-match the running statistics stored in it, with fresh noise at every step. Its convolutions
-pull towards smooth, natural-looking images (sky, grass, object-like blobs where pixel
-optimisation gives high-frequency texture), and once trained it draws any number of new images
-for the price of a forward pass: distillation takes a fresh set every epoch, so the student
-never sees the same image twice. DAFL, GDFQ and Fast-DFKD train generators too, on GPUs and
+turn noise and a class label into images (or, for a 1-D model, signals) whose BatchNorm
+statistics, seen through the teacher, match the running statistics stored in it, with fresh
+noise at every step. Its convolutions pull towards smooth, natural-looking images (sky, grass,
+object-like blobs where pixel optimisation gives high-frequency texture), and once trained it
+draws any number of new ones for the price of a forward pass: distillation takes a fresh set
+every epoch, so the student never sees the same dream twice. DAFL, GDFQ and Fast-DFKD train generators too, on GPUs and
 for far longer; this one is small enough to train on a CPU in minutes.
 """
 

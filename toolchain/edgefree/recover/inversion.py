@@ -9,6 +9,7 @@ see the same jittered and mirrored views, draw the same balanced labels, and ret
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -24,33 +25,37 @@ from edgefree.models import InputSpec, Teacher
 
 
 class DreamGenerator(nn.Module):
-    """Noise and a class label -> pixels in [0, 1]: a linear layer to a quarter-size map, then two
-    2x upsampling convolutions (DCGAN-like, ``width`` channels at full size). Its maps are channels-last
-    (oneDNN's and the tensor cores' fast layout), whatever layout its weights were loaded in; run it
-    under bf16 autocast where the hardware has bf16 (``sample``'s ``autocast``)."""
+    """Noise and a class label -> an input in [0, 1] of the model's ``shape`` (C x H x W, an image, or
+    C x L, a signal): a linear layer to a map a quarter of the size along each spatial dimension (rounded
+    up), then two 2x upsampling convolutions (DCGAN-like, ``width`` channels at full size), cropped to
+    the size. An image's maps are channels-last (oneDNN's and the tensor cores' fast layout), whatever
+    layout its weights were loaded in; run it under bf16 autocast where the hardware has bf16
+    (``sample``'s ``autocast``)."""
 
-    def __init__(self, shape: tuple[int, int, int], num_classes: int, width: int = 32, latent: int = 128):
+    def __init__(self, shape: tuple[int, ...], num_classes: int, width: int = 32, latent: int = 128):
         super().__init__()
-        if len(shape) != 3:
-            raise EdgefreeError(f"the dream generator makes images, and this model takes signals of shape "
-                                f"{'x'.join(map(str, shape))}: use synthesis method 'deepinversion' (recipe 'fast')")
-        channels, height, w = shape
-        if height % 4 or w % 4:
-            raise EdgefreeError(f"the dream generator upsamples twice by 2, so the input size must be a multiple "
-                                f"of 4; this model takes {height}x{w}: use synthesis method 'deepinversion'")
+        if len(shape) not in (2, 3):
+            raise EdgefreeError(f"the dream generator makes images (C x H x W) or signals (C x L), and this model "
+                                f"takes {'x'.join(map(str, shape))}: use synthesis method 'deepinversion'")
+        channels, *self.size = shape
+        conv, norm = (nn.Conv2d, nn.BatchNorm2d) if len(self.size) == 2 else (nn.Conv1d, nn.BatchNorm1d)
         self.settings = {"shape": tuple(shape), "num_classes": num_classes, "width": width, "latent": latent}
-        self.start = (height // 4, w // 4)
-        self.project = nn.Linear(latent + num_classes, 2 * width * height * w // 16)
+        self.start = tuple(-(-s // 4) for s in self.size)
+        self.project = nn.Linear(latent + num_classes, 2 * width * math.prod(self.start))
         self.body = nn.Sequential(
-            nn.BatchNorm2d(2 * width), nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            norm(2 * width), nn.Upsample(scale_factor=2),
+            conv(2 * width, 2 * width, 3, padding=1, bias=False), norm(2 * width), nn.LeakyReLU(0.2),
             nn.Upsample(scale_factor=2),
-            nn.Conv2d(2 * width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, channels, 3, padding=1), nn.Sigmoid())
+            conv(2 * width, width, 3, padding=1, bias=False), norm(width), nn.LeakyReLU(0.2),
+            conv(width, channels, 3, padding=1), nn.Sigmoid())
 
     def forward(self, noise: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = self.project(torch.cat([noise, F.one_hot(labels, self.settings["num_classes"]).float()], 1))
-        return self.body(h.view(len(noise), -1, *self.start).contiguous(memory_format=torch.channels_last))
+        h = h.view(len(noise), -1, *self.start)
+        if h.dim() == 4:
+            h = h.contiguous(memory_format=torch.channels_last)
+        out = self.body(h)
+        return out[(..., *(slice(0, s) for s in self.size))]
 
     @torch.no_grad()
     def sample(self, spec, labels: torch.Tensor, generator: torch.Generator, batch_size: int = 256,
