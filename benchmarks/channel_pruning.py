@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from edgefree.config import (BenchConfig, BuildConfig, ChannelPruning, ExportConfig, MagnitudePruning,
+from edgefree.config import (CHANNEL_IMPORTANCE, BenchConfig, BuildConfig, ChannelPruning, ExportConfig, MagnitudePruning,
                              ReconstructConfig, recipe)
 from edgefree.data import load_eval_data
 from edgefree.evaluate import accuracy
@@ -128,7 +128,7 @@ def importance_study(shared: Path, work: Path, seed: int, progress: bool) -> lis
     data = load_eval_data(config.eval_data, teacher.spec)
     dreams = synthesize_cached(teacher, config, work / "importance", progress)
     results = []
-    for importance in ("l1", "l2", "bn_scale", "taylor"):
+    for importance in CHANNEL_IMPORTANCE:
         student = prune(teacher, ChannelPruning(macs_target=0.5, importance=importance), dreams)
         refit = reconstruct(teacher, student, dreams, ReconstructConfig(images=1024), progress=progress)
         results.append({"importance": importance, "macs_kept": student.stats["macs_kept"],

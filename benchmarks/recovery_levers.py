@@ -80,10 +80,13 @@ LEVERS = {
     "blockwise-lr-0.01": ("fast", {}, {"lr": 0.01}),
     "blockwise-1000-lr-0.01": ("fast", {}, {"lr": 0.01}),
     "blockwise-gradual-3": ("fast", {}, {}),
+    "greedy": ("fast", {}, {}),
+    "generator-greedy": ("generator", {"bn_weight": "auto"}, {}),
 }
 # levers that change the channel pruning: its name -> ChannelPruning changes
 PRUNING = {"gradual-3": {"steps": 3}, "gradual-5": {"steps": 5}, "generator-gradual-3": {"steps": 3},
-           "blockwise-gradual-3": {"steps": 3}}
+           "blockwise-gradual-3": {"steps": 3}, "greedy": {"importance": "greedy"},
+           "generator-greedy": {"importance": "greedy"}}
 # levers that change the refit: its name -> ReconstructConfig changes
 RECONSTRUCT = {"blockwise": {"block_steps": 300}, "blockwise-lr-0.01": {"block_steps": 300},
                "blockwise-1000-lr-0.01": {"block_steps": 1000}, "blockwise-gradual-3": {"block_steps": 300}}
@@ -249,7 +252,7 @@ def render(results: dict) -> str:
              "after the last step, before the last refit); `generator-gradual-3`: both; `generator-thorough`: the generator, 80 epochs; `generator-4x`: 160 (4x `base`'s budget, the data-free counterpart of `real-data-4x`); `generator-16x`: 160 epochs after 3,200 generator steps (4x each). `generator-adversarial`: the generator, which before each epoch's new images trains 10 more steps with the student's KL divergence from the teacher subtracted from its loss (`DistillConfig(adversarial_steps=10)`), so the new dreams seek where the student disagrees (`-w20`: that KL weighted 20 instead of 1); `generator-refresh` is its control: the same 10 steps per epoch without the KL term (`adversarial_weight=0`), the generator only training on. `generator-adversarial-400` trains the generator 400 steps instead of 800 before distillation (it goes on training during it). `generator-mixup` distils the generator's dreams mixed in pairs (`DistillConfig(mixup=1.0)`: Beta(1, 1) weights, the teacher labelling each mix); `generator-1600` trains it 1,600 steps instead of 800. `generator-bnW` trains the generator with the BatchNorm weight at W instead of 10; `generator-auto-bn` at the weight `auto-bn`'s probes pick, the `generator` recipe's own setting (`-thorough`: 80 epochs) (probes dreamed pixel by pixel: the generator's own dreams can be labelled far less often); `generator-auto-bn-stepped` lowered the weight while the generator trained (10, 3, 1, ... 0.001, one step at each 1/20 of its training from 1/10 to 1/2 where the teacher labelled fewer than 90% of the batches since the last check as their target, Adam's moments restarted at each step), code of commit `524caa1` that was not kept since it lowered recovery: its cells ran as `--levers generator-auto-bn` on that code. `blockwise` trains each block 300 "
              "steps to give the teacher's block output after the layer-wise refit (`ReconstructConfig(block_steps=300)`; "
              "its `refit` column includes it); `blockwise-lr-0.01` also distils at 0.01, `blockwise-1000-lr-0.01` with "
-             "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. One build per cell, seed 0, top-1 on the 10,000 test "
+             "1000 steps per block; `blockwise-gradual-3`: with `gradual-3`. `greedy` ranks channels by ThiNet's greedy criterion on the dreams instead of their weights' L2 norm (`ChannelPruning(importance=\"greedy\")`: removed one at a time, each the channel that, with those already removed, changes the consuming layers' outputs least); `generator-greedy`: with `generator-auto-bn`. One build per cell, seed 0, top-1 on the 10,000 test "
              "images; seconds are CPU-bound stage times on a 2-core machine shared with other work "
              "(comparable within a row only when measured alike; `cached` dreams cost nothing). A tag containing "
              "`cuda` is a run with `--device cuda` on the GPU its record names, under that machine's own PyTorch (not "

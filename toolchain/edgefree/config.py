@@ -114,7 +114,7 @@ class MagnitudePruning(_Config):
                 "scope": self.scope}
 
 
-CHANNEL_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor")
+CHANNEL_IMPORTANCE = ("l1", "l2", "bn_scale", "taylor", "greedy")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ class ChannelPruning(_Config):
     multiply-adds. ``depth`` is the fraction of identity-shortcut residual blocks removed (the ones
     whose removal changes the teacher's outputs on the dreams least). Channel counts are rounded to a
     multiple of ``round_to``. ``importance`` ranks channels: from the weights ("l1", "l2", the
-    BatchNorm scale "bn_scale"), or measured on the synthetic images ("taylor"). Channel dependencies
+    BatchNorm scale "bn_scale"), or measured on the synthetic images ("taylor"; "greedy": ThiNet's
+    removal of the channel that changes the consuming layers' outputs least, ``edgefree.recover.greedy_channels``). Channel dependencies
     (residual additions, concatenations, depthwise convolutions) come from Torch-Pruning's DepGraph.
     ``steps`` > 1 prunes gradually (``edgefree.recover.gradual``): the channels go in that many steps
     of equal shares of the multiply-adds (or of the ratio), the kept weights refit after each.

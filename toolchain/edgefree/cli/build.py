@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
+from edgefree.config import CHANNEL_IMPORTANCE
 from edgefree.cli.output import failure_kept_log, verbose_option
 
 
@@ -38,8 +39,9 @@ def _opt(*names, **kw):
       "teacher's p50 on the target's first runtime and precision; widths per layer group (and residual blocks) "
       "are chosen from per-layer latency tables and per-layer sensitivity on the dreams (overrides --channel-ratio).")
 @_opt("--depth", type=float, default=0.0, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
-@_opt("--channel-importance", type=click.Choice(["l1", "l2", "bn_scale", "taylor"]), default="l2",
-      help="Channel pruning: how channels are ranked (taylor: measured on the synthetic images).")
+@_opt("--channel-importance", type=click.Choice(list(CHANNEL_IMPORTANCE)), default="l2",
+      help="Channel pruning: how channels are ranked (taylor, greedy: measured on the synthetic images; greedy removes "
+      "the channel that changes the next layers' outputs least, one at a time, as ThiNet).")
 @_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
 @_opt("--channel-steps", type=click.IntRange(1, 20), default=1, help="Channel pruning: reach the target in this many "
       "steps, the kept weights refit after each (gradual pruning).")

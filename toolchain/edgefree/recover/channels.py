@@ -29,6 +29,7 @@ from edgefree.config import ChannelPruning
 from edgefree.cost import cost, count_macs
 from edgefree.errors import EdgefreeError
 from edgefree.models import InputSpec
+from edgefree.recover.greedy_channels import GreedyImportance
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student, set_module
 
 _UNSAFE_OPS = ("ConstantPadNd", "ReflectionPad", "ReplicationPad")  # change the channel count unseen by DepGraph
@@ -107,8 +108,6 @@ def _ignored(model: nn.Module, graph: tp.DependencyGraph, config: ChannelPruning
 
 def _taylor_gradients(model: nn.Module, dreams) -> None:
     """Gradients of the cross-entropy to the dreams' target labels: what the Taylor criterion reads."""
-    if dreams is None:
-        raise EdgefreeError("channel importance 'taylor' is measured on the synthetic images: pass dreams to prune()")
     device = next(model.parameters()).device
     model.zero_grad()
     for batch, labels in zip(dreams.images[:_SCORE_IMAGES * 4].split(_SCORE_IMAGES),
@@ -151,9 +150,13 @@ def _ranked_groups(model: nn.Module, example: torch.Tensor, config: ChannelPruni
     """``(graph, names, [(group, scores)])``: every group channel pruning may narrow in ``model``, ranked."""
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = {m: name for name, m in model.named_modules()}
+    if config.importance in ("taylor", "greedy") and dreams is None:
+        raise EdgefreeError(f"channel importance {config.importance!r} is measured on the synthetic images: "
+                            "pass dreams to prune()")
     if config.importance == "taylor":
         _taylor_gradients(model, dreams)
-    importance = _importance(config.importance)
+    importance = (GreedyImportance(model, graph, dreams.images) if config.importance == "greedy"
+                  else _importance(config.importance))
     ranked = []
     for group in graph.get_all_groups(ignored_layers=_ignored(model, graph, config), root_module_types=list(PRUNABLE)):
         if _grouped(group):
