@@ -184,3 +184,18 @@ def test_greedy_importance_changes_the_consumers_outputs_less_than_the_weights_n
         prune(teacher, ChannelPruning(ratio=0.5, importance="greedy"))
     student = prune(teacher, ChannelPruning(ratio=0.5, importance="greedy"), dreams)
     assert student.model(teacher.spec.example_inputs(2)[0]).shape == (2, 10)
+
+
+def test_a_macs_target_search_measures_the_greedy_scores_once(teacher, monkeypatch):
+    from edgefree.recover import channels
+
+    made = []
+    original = channels.GreedyImportance.__init__
+
+    def counted(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(channels.GreedyImportance, "__init__", counted)
+    student = prune(teacher, ChannelPruning(macs_target=0.6, importance="greedy"), _noise_set(teacher, 64))
+    assert len(made) == 1 and abs(student.stats["macs_kept"] - 0.6) < 0.1

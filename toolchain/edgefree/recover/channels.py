@@ -146,24 +146,27 @@ class ChannelGroup:
     operations: Callable[[int], list[tuple[str, str, list[int]]]]
 
 
-def _ranked_groups(model: nn.Module, example: torch.Tensor, config: ChannelPruning, dreams):
-    """``(graph, names, [(group, scores)])``: every group channel pruning may narrow in ``model``, ranked."""
+def _ranked_groups(model: nn.Module, example: torch.Tensor, config: ChannelPruning, dreams,
+                   scored: dict | None = None):
+    """``(graph, names, [(group, scores)])``: every group channel pruning may narrow in ``model``, ranked.
+    ``scored`` keeps each group's scores by its root layer, for further copies of the same model (a search
+    over ratios): a criterion measured on the dreams is measured once."""
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     names = {m: name for name, m in model.named_modules()}
-    if config.importance in ("taylor", "greedy") and dreams is None:
-        raise EdgefreeError(f"channel importance {config.importance!r} is measured on the synthetic images: "
-                            "pass dreams to prune()")
-    if config.importance == "taylor":
-        _taylor_gradients(model, dreams)
-    importance = (GreedyImportance(model, graph, dreams.images) if config.importance == "greedy"
-                  else _importance(config.importance))
-    ranked = []
-    for group in graph.get_all_groups(ignored_layers=_ignored(model, graph, config), root_module_types=list(PRUNABLE)):
-        if _grouped(group):
-            continue
-        scores = importance(group)
-        if scores is not None:
-            ranked.append((group, scores))
+    groups = [group for group in graph.get_all_groups(ignored_layers=_ignored(model, graph, config),
+                                                      root_module_types=list(PRUNABLE)) if not _grouped(group)]
+    scored = {} if scored is None else scored
+    keys = [(names[group[0].dep.target.module], group[0].dep.handler.__name__) for group in groups]
+    if any(key not in scored for key in keys):
+        if config.importance in ("taylor", "greedy") and dreams is None:
+            raise EdgefreeError(f"channel importance {config.importance!r} is measured on the synthetic images: "
+                                "pass dreams to prune()")
+        if config.importance == "taylor":
+            _taylor_gradients(model, dreams)
+        importance = (GreedyImportance(model, graph, dreams.images) if config.importance == "greedy"
+                      else _importance(config.importance))
+        scored.update((key, importance(group)) for key, group in zip(keys, groups))
+    ranked = [(group, scored[key]) for key, group in zip(keys, groups) if scored[key] is not None]
     return graph, names, ranked
 
 
@@ -187,14 +190,14 @@ def channel_groups(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
 
 
 def _prune_at(model: nn.Module, example: torch.Tensor, config: ChannelPruning, ratio: float,
-              dreams, widths: dict[str, int] | None = None) -> tuple[nn.Module, list]:
+              dreams, widths: dict[str, int] | None = None, scored: dict | None = None) -> tuple[nn.Module, list]:
     """A copy of ``model`` with ``ratio`` of every prunable group's channels removed (the least important,
     rounded to ``config.round_to``), and the operations applied. With ``widths`` (layer name -> channels
     kept), each group keeps the count given for one of its output layers instead (all, if none is named)."""
     model = copy.deepcopy(model).eval()
     if ratio == 0 and not widths:
         return model, []
-    graph, names, ranked = _ranked_groups(model, example, config, dreams)
+    graph, names, ranked = _ranked_groups(model, example, config, dreams, scored)
     plans = []  # (root layer, its out-channel pruning function, indices): ranked before anything changes
     for group, scores in ranked:
         if widths is None:
@@ -250,12 +253,12 @@ def _ceil2(value: float) -> str:
 
 
 def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, dreams,
-                  progress: bool) -> float:
+                  progress: bool, scored: dict) -> float:
     """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection)."""
     low, high, best = 0.0, 0.95, (float("inf"), 0.0)
     for _ in tqdm(range(8), desc="macs target", unit="try", disable=not progress, leave=False):
         ratio = (low + high) / 2
-        macs = count_macs(_prune_at(model, example, config, ratio, dreams)[0], example)
+        macs = count_macs(_prune_at(model, example, config, ratio, dreams, scored=scored)[0], example)
         best = min(best, (abs(macs - target_macs), ratio))
         low, high = (ratio, high) if macs > target_macs else (low, ratio)
     return best[1]
@@ -277,10 +280,10 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
         student, operations = _prune_at(base, example, config, 0.0, dreams, widths=dict(layout["widths"]))
     else:
         removed, scores = _remove_blocks(base, config.depth, dreams)
-        ratio = config.ratio
+        ratio, scored = config.ratio, {}
         if config.macs_target is not None:
-            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress)
-        student, operations = _prune_at(base, example, config, ratio, dreams)
+            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress, scored)
+        student, operations = _prune_at(base, example, config, ratio, dreams, scored=scored)
         reached = count_macs(student, example) / teacher["macs"]
         if config.macs_target is not None and reached > config.macs_target + max(_MACS_SLACK, 0.1 * config.macs_target):
             raise EdgefreeError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
