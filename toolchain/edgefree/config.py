@@ -127,8 +127,9 @@ class ChannelPruning(_Config):
     whose removal changes the teacher's outputs on the dreams least). Channel counts are rounded to a
     multiple of ``round_to``. ``importance`` ranks channels: from the weights ("l1", "l2", the
     BatchNorm scale "bn_scale"), or measured on the synthetic images ("taylor"; "greedy": ThiNet's
-    removal of the channel that changes the consuming layers' outputs least, ``edgefree.recover.greedy_channels``). Channel dependencies
-    (residual additions, concatenations, depthwise convolutions) come from Torch-Pruning's DepGraph.
+    removal, one at a time, of the channel that changes the consuming layers' outputs least,
+    ``edgefree.recover.greedy_channels``). Channel dependencies (residual additions,
+    concatenations, depthwise convolutions) come from Torch-Pruning's DepGraph.
     ``steps`` > 1 prunes gradually (``edgefree.recover.gradual``): the channels go in that many steps
     of equal shares of the multiply-adds (or of the ratio), the kept weights refit after each.
     """

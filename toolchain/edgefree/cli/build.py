@@ -5,8 +5,8 @@ from pathlib import Path
 import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
-from edgefree.config import CHANNEL_IMPORTANCE
 from edgefree.cli.output import failure_kept_log, verbose_option
+from edgefree.config import CHANNEL_IMPORTANCE
 
 
 def _opt(*names, **kw):

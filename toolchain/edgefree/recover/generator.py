@@ -6,8 +6,8 @@ statistics, seen through the teacher, match the running statistics stored in it,
 noise at every step. Its convolutions pull towards smooth, natural-looking images (sky, grass,
 object-like blobs where pixel optimisation gives high-frequency texture), and once trained it
 draws any number of new ones for the price of a forward pass: distillation takes a fresh set
-every epoch, so the student never sees the same dream twice. DAFL, GDFQ and Fast-DFKD train generators too, on GPUs and
-for far longer; this one is small enough to train on a CPU in minutes.
+every epoch, so the student never sees the same dream twice. DAFL, GDFQ and Fast-DFKD train
+generators too, on GPUs and for far longer; this one is small enough to train on a CPU in minutes.
 """
 
 from __future__ import annotations

@@ -70,15 +70,14 @@ class GreedyImportance:
         self.graph, self.inputs = graph, {}
         hooks = [m.register_forward_pre_hook(lambda m, args: self.inputs.setdefault(m, []).append(args[0].detach()))
                  for m in model.modules() if _consumer(m)]
+        was_training, device = model.training, next(model.parameters()).device
         try:
+            model.eval()
             with torch.no_grad():
-                was_training = model.training
-                model.eval()
-                device = next(model.parameters()).device
                 for batch in images[:_IMAGES].split(_BATCH):
                     model(batch.to(device))
-                model.train(was_training)
         finally:
+            model.train(was_training)
             for h in hooks:
                 h.remove()
         self.inputs = {m: torch.cat(xs) for m, xs in self.inputs.items()}
