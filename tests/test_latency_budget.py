@@ -403,3 +403,20 @@ def test_the_next_budget_follows_the_line_through_the_two_nearest_tries():
     assert _next_budget(steeper, 0.5, 0.2) == pytest.approx(0.35)
     falling = one + [{"predicted_ratio": 0.4, "measured_ratio": 0.9}]  # no line to follow: the last miss
     assert _next_budget(falling, 0.5, 0.2) == pytest.approx(0.2 - 0.4)
+
+
+def test_the_repair_stops_at_the_cheapest_it_reaches_when_no_single_step_saves():
+    """Timed tables need not fall with width: a choice whose every single change costs more is returned as
+    the closest reached (the caller measures it against the target), not an error."""
+    from types import SimpleNamespace
+
+    from edgefree.latency_budget import _Item, _repair
+
+    # two groups; narrowing either alone costs more (noise), narrowing both costs less
+    cost = {(8, 8): 1.0, (4, 8): 1.1, (8, 4): 1.1, (4, 4): 0.5}
+    lat = SimpleNamespace(predict=lambda widths, removed: cost[(widths[0], widths[1])])
+    items = [_Item(f"g{i}", [({i: 8}, frozenset(), 0.0), ({i: 4}, frozenset(), 1.0)]) for i in range(2)]
+    assert _repair(lat, items, [0, 0], budget=0.6) == [0, 0]
+    assert _repair(lat, items, [0, 0], budget=1.0) == [0, 0]  # fits as it is
+    cost[(4, 8)] = 0.55  # a step that saves: taken, then the next
+    assert _repair(lat, items, [0, 0], budget=0.5) == [1, 1]

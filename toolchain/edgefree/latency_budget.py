@@ -483,7 +483,10 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
 
 
 def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) -> list[int]:
-    """Cheapest steps (least sensitivity added per unit of cost saved) until the exact prediction fits."""
+    """Cheapest steps (least sensitivity added per unit of cost saved) until the exact prediction fits, or
+    until no single step lowers it (timed tables need not fall with width, so this descent can stop above a
+    budget at the floor that ``_Model.lowest`` reached by another path): the choice is then the cheapest it
+    reached, which the caller measures whole against the target like any other."""
     picks = list(picks)
     while True:
         widths, removed, value = _compose(items, picks)
@@ -500,8 +503,8 @@ def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) ->
                     score = (v - value) / saved
                     if step is None or score < step[0]:
                         step = (score, trial)
-        if step is None:  # cannot happen once the narrowest choice was found to fit
-            raise EdgefreeError("the latency search found no choice within the budget")
+        if step is None:
+            return picks
         picks = step[1]
 
 
