@@ -205,7 +205,7 @@ def pruning_from_dict(values: dict):
 @dataclass(frozen=True)
 class SynthesisConfig(_Config):
     """Dreams from the teacher's BatchNorm statistics: ``method`` "deepinversion" optimises the pixels
-    of each image (``iterations`` steps per batch); "generator" trains a small image generator for
+    of each image (``iterations`` steps per batch); "generator" trains a small generator (of images or signals) for
     ``iterations`` steps of ``batch_size`` fresh images at ``lr``, draws ``images`` from it, and
     distillation draws new ones every epoch (warm start, low resolution: DeepInversion only).
 
@@ -419,7 +419,7 @@ class Recipe(_Config):
 # "thorough" is `fast` distilled twice as long (80 epochs), where the last tenths matter: its
 # dreams are `fast`'s (same settings, so a build after a `fast` one takes them from the cache);
 # twice the distillation bought as much as 4x the dreams, for less time.
-# "generator" trains a small image generator on the teacher (edgefree.recover.generator: BatchNorm
+# "generator" trains a small generator (images or signals) on the teacher (edgefree.recover.generator: BatchNorm
 # statistics, fresh noise every step, 800 steps of 128) and distils `fast`'s way on 2,048 new
 # images from it every epoch: smoother, more natural-looking dreams, never the same one twice.
 # Its BatchNorm weight is chosen per teacher by probes (bn_weight "auto", synthesize.choose_bn_weight):
