@@ -39,17 +39,17 @@ from provenance import describe, run_record  # noqa: E402
 PRUNING = {"mag75": (MagnitudePruning(0.75),), "ch60": (ChannelPruning(macs_target=0.6),),
            "mag98": (MagnitudePruning(0.98),)}
 ROWS = [*PRUNING, *(f"{row}-generator" for row in PRUNING), "mag75-cli"]
+TARGET = "medical-sensor-a53"
+# What the data owner hands over with the weights: the input, its per-channel normalization (the
+# training split's, as signal-cnn1d's spec records it) and the raw range the headband records in
+USER_INPUT = {"--input-shape": "4x510", "--mean": "848.6,833.6,883.2,849.1", "--std": "80.7,181.4,209.4,107.6",
+              "--value-range": "0,1650"}
 
 
 def _row(row: str) -> tuple[tuple, str]:
     """The row's pruning and recipe."""
     name, recipe = (row[:-len("-generator")], "generator") if row.endswith("-generator") else (row, "fast")
     return PRUNING[name.removesuffix("-cli")], recipe
-TARGET = "medical-sensor-a53"
-# What the data owner hands over with the weights: the input, its per-channel normalization (the
-# training split's, as signal-cnn1d's spec records it) and the raw range the headband records in
-USER_INPUT = {"--input-shape": "4x510", "--mean": "848.6,833.6,883.2,849.1", "--std": "80.7,181.4,209.4,107.6",
-              "--value-range": "0,1650"}
 
 
 def _cli_build(teacher: Path, eval_npz: Path, out: Path, seed: int, progress: bool) -> dict:

@@ -158,8 +158,8 @@ def test_greedy_importance_changes_the_consumers_outputs_less_than_the_weights_n
     consume them less, on the dreams, than those "l2" removes (the same count)."""
     import torch_pruning as tp
 
-    from edgefree.recover.channels import _importance, _example
-    from edgefree.recover.greedy_channels import GreedyImportance, _terms
+    from edgefree.recover.channels import _example, _importance
+    from edgefree.recover.greedy_channels import GreedyImportance, _gram
 
     dreams = synthesize(teacher, SynthesisConfig(images=128, batch_size=128, iterations=20), progress=False)
     model = teacher.module.eval()
@@ -167,15 +167,17 @@ def test_greedy_importance_changes_the_consumers_outputs_less_than_the_weights_n
     greedy, l2 = GreedyImportance(model, graph, dreams.images), _importance("l2")
     compared = 0
     for group in graph.get_all_groups(root_module_types=[torch.nn.Conv2d]):
-        item = next((i for i in group if graph.is_in_channel_pruning_fn(i.dep.handler) and i.dep.target.module in greedy.inputs
-                     and len(i.idxs) == len(group[0].idxs)), None)
+        item = next((i for i in group if graph.is_in_channel_pruning_fn(i.dep.handler)
+                     and i.dep.target.module in greedy.inputs), None)
         if item is None:
             continue
         n = len(group[0].idxs)
-        terms, _ = _terms(item.dep.target.module, greedy.inputs[item.dep.target.module], [int(i) for i in item.idxs])
+        gram, _ = _gram(item.dep.target.module, greedy.inputs[item.dep.target.module], [int(i) for i in item.idxs],
+                        torch.tensor([int(r) for r in item.root_idxs]), n)
 
-        def change(scores):
-            return float(terms[:, torch.argsort(scores)[:n // 2]].sum(1).square().sum())
+        def change(scores):  # squared norm of the sum of the removed half's terms
+            removed = torch.argsort(scores)[:n // 2]
+            return float(gram[removed][:, removed].sum())
 
         assert change(greedy(group)) < change(l2(group))
         compared += 1
@@ -184,6 +186,37 @@ def test_greedy_importance_changes_the_consumers_outputs_less_than_the_weights_n
         prune(teacher, ChannelPruning(ratio=0.5, importance="greedy"))
     student = prune(teacher, ChannelPruning(ratio=0.5, importance="greedy"), dreams)
     assert student.model(teacher.spec.example_inputs(2)[0]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (torch.nn.Conv1d(6, 5, 3, padding=2, dilation=2), (4, 6, 20)),
+    (torch.nn.Conv2d(6, 5, 3, stride=2, padding=1), (4, 6, 9, 9)),
+    (torch.nn.Conv2d(6, 5, 3, padding=1, padding_mode="reflect"), (4, 6, 8, 8)),
+    (torch.nn.Linear(6, 5), (4, 3, 6)),
+])
+def test_the_per_channel_terms_add_up_to_the_layer_output(layer, shape):
+    from edgefree.recover.greedy_channels import _gram
+
+    x = torch.randn(shape)
+    with torch.no_grad():
+        out = layer(x) - (layer.bias.view(-1, *[1] * (len(shape) - 2)) if layer.weight.dim() > 2 else layer.bias)
+    roots = torch.tensor([0, 0, 1, 1, 2, 2])  # two inputs per channel, as a flattened map gives
+    gram, energy = _gram(layer, x, list(range(6)), roots, 3)
+    assert energy == pytest.approx(float(out.square().sum()), rel=1e-4)
+    assert float(gram.sum()) == pytest.approx(energy, rel=1e-4)  # the terms add up to the whole output
+    assert gram.shape == (3, 3) and torch.allclose(gram, gram.T)
+
+
+def test_greedy_importance_ranks_channels_flattened_into_a_classifier():
+    """No global pooling: each channel reaches the classifier as 64 inputs, whose terms add up per channel."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(16 * 8 * 8, 10)).eval()
+    from edgefree.models import InputSpec, Teacher
+
+    teacher = Teacher(model, InputSpec(shape=(3, 8, 8), mean=(0.5,) * 3, std=(0.25,) * 3), "flattening-cnn")
+    student = prune(teacher, ChannelPruning(ratio=0.5, importance="greedy"), _noise_set(teacher))
+    assert [m.out_channels for m in student.model.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 8]
 
 
 def test_a_macs_target_search_measures_the_greedy_scores_once(teacher, monkeypatch):

@@ -138,7 +138,8 @@ class ChannelPruning(_Config):
     macs_target: float | None = None
     depth: float = 0.0
     round_to: int = 8
-    importance: str = "l2"  # the best refit of the four on ResNet-20 (benchmarks/results/channel_pruning.md)
+    importance: str = "l2"  # the most recovered after distillation (greedy refits better and recovers less:
+    # benchmarks/results/recovery_levers.md, lever greedy)
     keep_first_last_dense: bool = True
     steps: int = 1
     filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?

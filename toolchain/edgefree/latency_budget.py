@@ -483,10 +483,10 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
 
 
 def _repair(lat: _Model, items: list[_Item], picks: list[int], budget: float) -> list[int]:
-    """Cheapest steps (least sensitivity added per unit of cost saved) until the exact prediction fits, or
+    """Steps of the least sensitivity added per unit of predicted cost saved, until the prediction fits, or
     until no single step lowers it (timed tables need not fall with width, so this descent can stop above a
-    budget at the floor that ``_Model.lowest`` reached by another path): the choice is then the cheapest it
-    reached, which the caller measures whole against the target like any other."""
+    budget at the floor that ``_Model.lowest`` reached by another path): the choice is then the one of
+    lowest predicted cost it reached, which the caller measures whole against the target like any other."""
     picks = list(picks)
     while True:
         widths, removed, value = _compose(items, picks)

@@ -169,8 +169,9 @@ def remedy(method: str, rank: int, epochs: int) -> str:
     (2: an image; 1: a signal) distilled ``epochs`` epochs: an image teacher dreamed pixel by pixel gets
     the generator's new dreams every epoch (``--recipe generator``, which recovered the most on every
     image row of ``benchmarks/results/recovery_levers.md``, ahead of twice the distillation); a
-    generator build or a signal (on which the generator recovered less than ``fast``:
-    ``benchmarks/results/signal_recovery.md``), twice the distillation."""
+    generator build or a signal (on the EEG teacher of ``benchmarks/results/signal_recovery.md`` the
+    generator gained nothing where ``fast`` reached the teacher, and lost 11 points at 98% magnitude),
+    twice the distillation."""
     if method != "generator" and rank == 2:
         return "dream with --recipe generator (new dreams every epoch)"
     return f"distil longer (--epochs {2 * epochs})"

@@ -22,9 +22,10 @@ from torch import nn
 
 from edgefree.errors import EdgefreeError
 
-_IMAGES = 128  # dreams the consumers' inputs are recorded on
-_BATCH = 32  # of them per pass through the per-channel terms
-_CONV = {1: F.conv1d, 2: F.conv2d}
+_IMAGES = 128  # dreams the consumers' inputs are recorded on, at most ...
+_RECORDED = 2 ** 28  # ... and at most this many recorded input values in all (about 1 GB)
+_CHUNK = 2 ** 24  # values of per-channel terms computed at once
+_BATCH = 32  # recorded inputs per pass
 
 
 def _consumer(module: nn.Module) -> bool:
@@ -32,20 +33,38 @@ def _consumer(module: nn.Module) -> bool:
     return isinstance(module, nn.Linear) or (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups == 1)
 
 
+def _chunks(total: int, per_item: int):
+    """Slices of ``range(total)`` of at most ``_CHUNK // per_item`` items (at least one)."""
+    step = max(1, _CHUNK // max(per_item, 1))
+    return (slice(i, min(i + step, total)) for i in range(0, total, step))
+
+
 @torch.no_grad()
-def _terms(module: nn.Module, x: torch.Tensor, channels: list[int]) -> tuple[torch.Tensor, float]:
-    """Each of ``channels``' term in ``module``'s output on inputs ``x``, flattened per input
-    (``(N, len(channels), D)``), and the squared norm of the whole output (bias left out)."""
+def _gram(module: nn.Module, x: torch.Tensor, channels: list[int], roots: torch.Tensor, n: int) -> tuple[torch.Tensor, float]:
+    """Inner products of the ``n`` root channels' terms in ``module``'s output on inputs ``x`` (input
+    ``channels[j]`` belongs to root channel ``roots[j]``: a flattened map gives a root channel many inputs),
+    summed over the inputs, and the squared norm of the whole output (bias left out). Computed a chunk of
+    output channels at a time."""
     w = module.weight
+    gram = torch.zeros(n, n, dtype=torch.float64, device=w.device)
     if isinstance(module, nn.Linear):
         x = x.reshape(-1, x.shape[-1])
-        return x[:, channels, None] * w[:, channels].T[None], float((x @ w.T).square().sum())
-    conv, n = _CONV[w.dim() - 2], len(channels)
+        for out in _chunks(w.shape[0], len(x) * len(channels)):
+            terms = x[:, channels, None] * w[out][:, channels].T[None]  # (rows, channels, outputs)
+            terms = terms.new_zeros(len(x), n, terms.shape[2]).index_add_(1, roots, terms).double()
+            gram += torch.einsum("bid,bjd->ij", terms, terms)
+        return gram, float((x @ w.T).square().sum())
     options = {"stride": module.stride, "padding": module.padding, "dilation": module.dilation}
-    whole = conv(x, w, **options)
-    per_channel = w[:, channels].transpose(0, 1).reshape(n * w.shape[0], 1, *w.shape[2:])
-    terms = conv(x[:, channels], per_channel, groups=n, **options)
-    return terms.reshape(len(x), n, -1), float(whole.square().sum())
+    if module.padding_mode != "zeros":  # pad as the layer does, then convolve unpadded
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=module.padding_mode)
+        options["padding"] = 0
+    conv, k = (F.conv1d if w.dim() == 3 else F.conv2d), len(channels)
+    for out in _chunks(w.shape[0], len(x) * k * x[0, 0].numel()):
+        per_channel = w[out][:, channels].transpose(0, 1).reshape(-1, 1, *w.shape[2:])
+        terms = conv(x[:, channels], per_channel, groups=k, **options).reshape(len(x), k, -1)
+        terms = terms.new_zeros(len(x), n, terms.shape[2]).index_add_(1, roots, terms).double()
+        gram += torch.einsum("bid,bjd->ij", terms, terms)
+    return gram, float(conv(x, w, **options).square().sum())
 
 
 def _removal_order(gram: torch.Tensor) -> list[int]:
@@ -64,17 +83,22 @@ def _removal_order(gram: torch.Tensor) -> list[int]:
 
 class GreedyImportance:
     """Torch-Pruning importance: a group's channels scored by their place in the greedy removal order
-    (higher: removed later, more important), from the consumers' inputs recorded on ``images``."""
+    (higher: removed later, more important), from the consumers' inputs recorded on ``images`` (as many
+    as ``_RECORDED`` values allow, up to ``_IMAGES``)."""
 
     def __init__(self, model: nn.Module, graph: tp.DependencyGraph, images: torch.Tensor):
         self.graph, self.inputs = graph, {}
+        consumers = [m for m in model.modules() if _consumer(m)]
         hooks = [m.register_forward_pre_hook(lambda m, args: self.inputs.setdefault(m, []).append(args[0].detach()))
-                 for m in model.modules() if _consumer(m)]
+                 for m in consumers]
         was_training, device = model.training, next(model.parameters()).device
         try:
             model.eval()
             with torch.no_grad():
-                for batch in images[:_IMAGES].split(_BATCH):
+                model(images[:1].to(device))
+                per_image = sum(xs[0].numel() for xs in self.inputs.values())
+                count = max(1, min(_IMAGES, _RECORDED // max(per_image, 1)))
+                for batch in images[1:count].split(_BATCH):
                     model(batch.to(device))
         finally:
             model.train(was_training)
@@ -87,17 +111,15 @@ class GreedyImportance:
         gram = torch.zeros(n, n, dtype=torch.float64)
         consumers = 0
         for item in group:
-            module, channels = item.dep.target.module, [int(i) for i in item.idxs]
-            if not (self.graph.is_in_channel_pruning_fn(item.dep.handler) and module in self.inputs
-                    and len(channels) == n):
+            module = item.dep.target.module
+            if not (self.graph.is_in_channel_pruning_fn(item.dep.handler) and module in self.inputs):
                 continue
-            part, whole = torch.zeros_like(gram), 0.0
+            roots = torch.as_tensor([int(r) for r in item.root_idxs], device=module.weight.device)
+            part, whole = torch.zeros(n, n, dtype=torch.float64, device=module.weight.device), 0.0
             for x in self.inputs[module].split(_BATCH):
-                terms, energy = _terms(module, x, channels)
-                terms = terms.double()
-                part += torch.einsum("bid,bjd->ij", terms, terms).cpu()
-                whole += energy
-            gram += part / max(whole, 1e-12)
+                g, energy = _gram(module, x, [int(i) for i in item.idxs], roots, n)
+                part, whole = part + g, whole + energy
+            gram += part.cpu() / max(whole, 1e-12)
             consumers += 1
         if not consumers:
             names = ", ".join(type(item.dep.target.module).__name__ for item in group)
