@@ -38,18 +38,14 @@ from provenance import describe, run_record  # noqa: E402
 
 PRUNING = {"mag75": (MagnitudePruning(0.75),), "ch60": (ChannelPruning(macs_target=0.6),),
            "mag98": (MagnitudePruning(0.98),)}
-ROWS = [*PRUNING, *(f"{row}-generator" for row in PRUNING), "mag75-cli"]
+# row id: (pruning, recipe), as benchmarks/mobilenet_recovery.py names its rows
+ROWS = {**{k: (p, "fast") for k, p in PRUNING.items()}, **{f"{k}-generator": (p, "generator") for k, p in PRUNING.items()},
+        "mag75-cli": (PRUNING["mag75"], "fast")}
 TARGET = "medical-sensor-a53"
 # What the data owner hands over with the weights: the input, its per-channel normalization (the
 # training split's, as signal-cnn1d's spec records it) and the raw range the headband records in
 USER_INPUT = {"--input-shape": "4x510", "--mean": "848.6,833.6,883.2,849.1", "--std": "80.7,181.4,209.4,107.6",
               "--value-range": "0,1650"}
-
-
-def _row(row: str) -> tuple[tuple, str]:
-    """The row's pruning and recipe."""
-    name, recipe = (row[:-len("-generator")], "generator") if row.endswith("-generator") else (row, "fast")
-    return PRUNING[name.removesuffix("-cli")], recipe
 
 
 def _cli_build(teacher: Path, eval_npz: Path, out: Path, seed: int, progress: bool) -> dict:
@@ -68,7 +64,7 @@ def _cli_build(teacher: Path, eval_npz: Path, out: Path, seed: int, progress: bo
 
 
 def run_row(row: str, teacher: Path, eval_npz: Path, work: Path, seed: int, progress: bool) -> dict:
-    pruning, recipe = _row(row)
+    pruning, recipe = ROWS[row]
     config = BuildConfig(target=TARGET, out=work / row, model=teacher, arch="signal-cnn1d", num_classes=2,
                          eval_data=str(eval_npz), seed=seed, recipe=recipe, cache=work / "cache", prune=pruning,
                          bench=BenchConfig(emulate=False))
@@ -169,7 +165,7 @@ def main(argv=None) -> None:
     kept = [r for r in result["rows"] if r["row"] not in {n["row"] for n in new_rows}]  # rows merge in by id
     result = {"commands": [c for c in commands if c != command] + [command],
               "runs": [*result.get("runs", []), run], "seed": args.seed, "target": TARGET,
-              "rows": sorted(kept + new_rows, key=lambda r: ROWS.index(r["row"])), "machine": machine_info()}
+              "rows": sorted(kept + new_rows, key=lambda r: list(ROWS).index(r["row"])), "machine": machine_info()}
     (HERE / "results" / "signal_recovery.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     (HERE / "results" / "signal_recovery.md").write_text(render(result))
     print(render(result))
