@@ -102,7 +102,7 @@ def test_the_remedy_fits_the_build():
     assert "--recipe generator" in remedy("deepinversion", 2, 40)  # an image dreamed pixel by pixel
     assert remedy("generator", 2, 40) == "distil longer (--epochs 80)"  # thorough would drop the generator
     assert remedy("generator", 2, 80) == "distil longer (--epochs 160)"
-    assert remedy("deepinversion", 1, 40) == "distil longer (--epochs 80)"  # the generator is 2-D only
+    assert remedy("deepinversion", 1, 40) == "distil longer (--epochs 80)"  # a signal: the generator did not beat fast
 
 
 def test_the_large_drop_line_names_the_options_this_build_used(tmp_path):
