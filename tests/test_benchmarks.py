@@ -233,6 +233,37 @@ def test_fidelity_never_chooses_a_form_that_estimates_an_agreeing_student_at_a_p
     assert scored["forms"][scored["chosen"]]["fit"]["features"] != ["disagree", "label_misfit"]
 
 
+def test_fidelity_chooses_a_form_that_reads_no_large_drop_low_over_one_with_a_smaller_error(monkeypatch):
+    """Synthetic rows: the drop follows disagreement on mixes, save one MobileNet student that lost 12 points
+    while agreeing on mixes (it disagrees on plain dreams), and one student per teacher that disagrees on plain
+    dreams only and lost little. Mixes alone give the smaller error but read the first student low; the
+    largest of the two power laws reads none low, and is chosen."""
+    fidelity = _load("fidelity")
+    monkeypatch.setattr(fidelity, "FORMS", {"power-mix": (("disagree_mix",), "log1p"),
+                                            "power-max-disagree-mix": (("disagree", "disagree_mix"), "log1p-max")})
+    rows = []
+
+    def add(teacher, arch, name, drop, disagree, mix):
+        rows.append({"student": f"{teacher}-{name}", "teacher": teacher, "arch": arch, "measured_drop": drop,
+                     "features": {"disagree": disagree, "disagree_mix": mix, "label_misfit": 1.0}})
+
+    for teacher, arch in (("resnet20", "resnet20-cifar"), ("resnet56", "resnet56-cifar"),
+                          ("mobilenet", "torchvision:mobilenet_v3_small")):
+        for d in (5.0, 10.0, 20.0, 40.0, 60.0):
+            add(teacher, arch, d, 0.25 * d, d, d)
+        add(teacher, arch, "plain", 1.0, 60.0, 8.0)
+    add("mobilenet", "torchvision:mobilenet_v3_small", "big", 12.0, 50.0, 5.0)
+    scored = fidelity.fit_and_score(rows)
+    forms = scored["forms"]
+    assert forms["power-mix"]["loao"]["mae"] < forms["power-max-disagree-mix"]["loao"]["mae"]  # the premise
+    assert forms["power-mix"]["loao"]["big_drops_estimated_low"] == ["mobilenet-big"]
+    assert scored["chosen"] == "power-max-disagree-mix"
+    assert not forms["power-max-disagree-mix"]["loao"]["big_drops_estimated_low"]
+    fit = forms["power-max-disagree-mix"]["fit"]
+    assert [p["features"] for p in fit["parts"]] == [["disagree"], ["disagree_mix"]]
+    assert "the largest of exp(" in fidelity._formula(fit)
+
+
 def test_the_shipped_fit_names_no_data_folder(tmp_path):
     fidelity = _load("fidelity")
     result = {"fit": {"chosen": "f", "forms": {"f": {"fit": {"form": "f"}, "loao": {"mae": 1.0, "spearman": 0.5}}}},

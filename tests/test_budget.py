@@ -81,6 +81,15 @@ def test_predict_applies_the_fitted_form_and_never_goes_below_zero(fit, measured
     assert predict(fit, measured) == pytest.approx(expected)
 
 
+def test_predict_of_an_envelope_is_the_largest_of_its_parts():
+    part = {"transform": "log1p", "intercept": 0.0}
+    fit = {"features": ["disagree", "disagree_mix"], "transform": "log1p-max",
+           "parts": [{**part, "features": ["disagree"], "coef": [1.0]}, {**part, "features": ["disagree_mix"], "coef": [2.0]}]}
+    assert predict(fit, {"disagree": 9.0, "disagree_mix": 1.0}) == pytest.approx(9.0)  # the first part: 9 against 3
+    assert predict(fit, {"disagree": 1.0, "disagree_mix": 3.0}) == pytest.approx(15.0)  # the second: 15 against 1
+    assert predict(fit, {"disagree": 80.0, "disagree_mix": 80.0}, classes=2) == pytest.approx(50.0)
+
+
 def test_predict_never_goes_beyond_a_student_at_chance():
     fit = {"features": ["disagree"], "intercept": 0.0, "coef": [2.0]}
     assert predict(fit, {"disagree": 80.0}) == 160.0

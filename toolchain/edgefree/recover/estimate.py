@@ -130,7 +130,10 @@ def predict(fit: dict, measured: dict[str, float], classes: int | None = None) -
     fit's features; with ``transform`` "log1p", log(1 + drop) as a linear function of
     log(1 + feature) (a power law); with "logit", the logit of the drop's share of a student at
     chance (``chance_drop``) as a linear function of the features (a drop bounded at
-    both ends, its errors as large as it is). Never below 0, nor above a student at chance."""
+    both ends, its errors as large as it is); with "log1p-max", the largest of its ``parts``, each
+    such a power law of one feature. Never below 0, nor above a student at chance."""
+    if fit.get("transform") == "log1p-max":
+        return max(predict(part, measured, classes) for part in fit["parts"])
     values = [measured[name] for name in fit["features"]]
     transform = fit.get("transform")
     if transform == "log1p":
