@@ -36,22 +36,24 @@ FITTED = HERE / "results" / "fidelity.json"  # the students the shipped fit was 
 BIG_DROP, LOW_ESTIMATE = 5.0, 2.5  # fidelity.py's goal: no drop above 5 points estimated below 2.5
 
 
-def score(rows: dict, fit: dict) -> dict:
-    """Each row's estimate by ``fit``, and the summary: MAE, Spearman, big drops estimated low, per recipe."""
+def score(rows: dict, fit: dict, key: str = "estimated_drop") -> dict:
+    """Each row's estimate by ``fit`` (under ``key``), and the summary: MAE, Spearman, big drops estimated low,
+    per recipe."""
     for row in rows.values():
         classes = TEACHERS[row["teacher"]].num_classes
-        row["estimated_drop"] = round(predict(fit, row["features"], classes), 2)
-        row["miss"] = round(row["estimated_drop"] - max(row["measured_drop"], 0.0), 2)
+        row[key] = round(predict(fit, row["features"], classes), 2)
+        if key == "estimated_drop":
+            row["miss"] = round(row["estimated_drop"] - max(row["measured_drop"], 0.0), 2)
         row["chance_drop"] = chance_drop(classes)
 
     def summary(group: list[dict]) -> dict:
         measured = np.array([r["measured_drop"] for r in group])
-        estimated = np.array([r["estimated_drop"] for r in group])
+        estimated = np.array([r[key] for r in group])
         return {"students": len(group), "mae": float(np.abs(estimated - np.maximum(measured, 0)).mean()),
                 "spearman": float(spearmanr(measured, estimated)[0]) if len(group) > 2 else None,
                 "mean_miss": float((estimated - np.maximum(measured, 0)).mean()),
                 "big_drops_estimated_low": [r["student"] for r in group
-                                            if r["measured_drop"] > BIG_DROP and r["estimated_drop"] < LOW_ESTIMATE]}
+                                            if r["measured_drop"] > BIG_DROP and r[key] < LOW_ESTIMATE]}
 
     everyone = list(rows.values())
     kinds = sorted({(r["arch"], r["full_recipe"]) for r in everyone})
@@ -69,22 +71,32 @@ def render(result: dict) -> str:
              f"`estimate_fit.json` (form `{fit['form']}`, fitted on {fit['students']} students by "
              f"`{fit['command']}`); none of these builds is among its students. Each build's features are measured "
              "again on the held-out dreams a build uses; its measured drop is its teacher's top-1 minus its own on "
-             "the 10,000 test images.", "",
+             "its evaluation set (the images or windows counted in the table).", "",
              f"- {s['students']} builds: mean absolute error **{s['mae']:.2f}** points, Spearman "
              f"**{s['spearman']:.3f}**, mean of estimate minus measured {s['mean_miss']:+.2f}.",
              f"- Drops above {BIG_DROP:g} points estimated below {LOW_ESTIMATE:g}: "
-             + (", ".join(low) if low else "none") + ".", "",
+             + (", ".join(low) if low else "none") + "."]
+    before = result.get("before")
+    if before:
+        b = before["summary"]["all"]
+        lines.append(f"- The fit `{before['fit']['form']}` of `{before['path']}` (fitted on {before['fit']['students']} "
+                     f"students), on the same builds: mean absolute error {b['mae']:.2f}, Spearman {b['spearman']:.3f}, "
+                     f"mean of estimate minus measured {b['mean_miss']:+.2f}; drops above {BIG_DROP:g} points estimated "
+                     f"below {LOW_ESTIMATE:g}: " + (", ".join(b["big_drops_estimated_low"]) or "none") + ".")
+    lines += ["",
              "| architecture / recipe | builds | MAE | estimate minus measured, mean |", "|---|---|---|---|"]
     for kind, k in result["summary"]["by_kind"].items():
         lines.append(f"| {kind} | {k['students']} | {k['mae']:.2f} | {k['mean_miss']:+.2f} |")
-    lines += ["", "| build | recipe | pruning | teacher top-1 | student top-1 | measured drop | estimated drop | miss |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["", "| build | recipe | pruning | evaluated on | teacher top-1 | student top-1 | measured drop | "
+              "estimated drop | miss |" + (" estimated by the other fit |" if before else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if before else "")]
     for r in sorted(result["rows"].values(), key=lambda r: (r["arch"], r["student"])):
         pruning = " + ".join(p["kind"] + (f" {p['sparsity']:g}" if p["kind"] == "magnitude" else
                                           f" macs {p.get('macs_target')}") for p in r["pruning"])
-        lines.append(f"| {r['student'].removeprefix('build:')} | {r['full_recipe']} | {pruning} | "
+        lines.append(f"| {r['student'].removeprefix('build:')} | {r['full_recipe']} | {pruning} | {r['eval_images']} | "
                      f"{r['teacher_top1']:.2f} | {r['student_top1']:.2f} | {r['measured_drop']:.2f} | "
-                     f"{r['estimated_drop']:.2f} | {r['miss']:+.2f} |")
+                     f"{r['estimated_drop']:.2f} | {r['miss']:+.2f} |"
+                     + (f" {r['estimated_before']:.2f} |" if before else ""))
     m = result["machine"]
     lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores; torch {m['versions'].get('torch')}.", ""]
     return "\n".join(lines)
@@ -95,6 +107,9 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("builds", type=Path, nargs="+", help="finished build folders (report.json with --eval-data)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--before", type=Path, help="another fit (an estimate_fit.json, e.g. the one shipped "
+                        "before: git show REV:toolchain/edgefree/recover/estimate_fit.json > FILE) scored on the "
+                        "same builds, beside the shipped one")
     return parser
 
 
@@ -107,7 +122,7 @@ def main(argv=None) -> None:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     fit = load_fit()
-    run = run_record(__file__, argv, [FITTED])
+    run = run_record(__file__, argv, [FITTED] + ([args.before] if args.before else []))
     fitted = json.loads(FITTED.read_text())["rows"]
     if len(fitted) != fit["students"]:
         sys.exit(f"{FITTED} holds {len(fitted)} students and the shipped fit {fit['students']}: fit and results "
@@ -118,8 +133,13 @@ def main(argv=None) -> None:
         sys.exit(f"{', '.join(seen)}: among the fit's own students; name builds made after the fit")
     if not rows:
         sys.exit("no build with evaluation data and an estimate among the folders given")
-    result = {"command": run["command"], "run": run, "fit": {k: fit.get(k) for k in ("form", "students", "command", "commit")},
+    keep = ("form", "students", "command", "commit")
+    result = {"command": run["command"], "run": run, "fit": {k: fit.get(k) for k in keep},
               "rows": rows, "summary": score(rows, fit), "machine": machine_info()}
+    if args.before:
+        other = load_fit(args.before)
+        result["before"] = {"path": str(args.before), "fit": {k: other.get(k) for k in keep},
+                            "summary": score(rows, other, "estimated_before")}
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "estimate_unseen.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (args.results / "estimate_unseen.md").write_text(render(result))
