@@ -290,6 +290,11 @@ def test_estimate_unseen_scores_the_shipped_fit_and_names_big_drops_estimated_lo
     assert summary["all"]["mae"] == pytest.approx((0 + 7 + 4) / 3)
     assert summary["all"]["big_drops_estimated_low"] == ["b"]  # lost 8, estimated 1
     assert summary["by_kind"]["resnet20-cifar / generator"]["mean_miss"] == pytest.approx(4.0)
+    other = {**fit, "coef": [2.0]}  # another fit on the same rows keeps the shipped one's estimates and misses
+    before = unseen.score(rows, other, "estimated_before")
+    assert [rows[k]["estimated_before"] for k in "abc"] == [8.0, 4.0, 20.0]
+    assert [rows[k]["estimated_drop"] for k in "abc"] == [2.0, 1.0, 5.0] and rows["b"]["miss"] == -7.0
+    assert before["all"]["big_drops_estimated_low"] == [] and before["all"]["mae"] == pytest.approx((6 + 4 + 19) / 3)
 
 
 def test_mobilenet_generator_rows_prune_as_their_fast_rows_with_the_generator_recipe(tmp_path):
