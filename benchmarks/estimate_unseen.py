@@ -30,7 +30,7 @@ from fidelity import TEACHERS, build_rows  # noqa: E402
 from provenance import run_record  # noqa: E402
 
 from edgefree.machine import machine_info  # noqa: E402
-from edgefree.recover.estimate import chance_drop, load_fit, predict  # noqa: E402
+from edgefree.recover.estimate import FIT, chance_drop, load_fit, predict  # noqa: E402
 
 FITTED = HERE / "results" / "fidelity.json"  # the students the shipped fit was fitted on
 BIG_DROP, LOW_ESTIMATE = 5.0, 2.5  # fidelity.py's goal: no drop above 5 points estimated below 2.5
@@ -67,7 +67,8 @@ def render(result: dict) -> str:
     s, fit = result["summary"]["all"], result["fit"]
     low = s["big_drops_estimated_low"]
     lines = ["# The shipped accuracy estimate on builds it was not fitted on", "",
-             f"Produced by `{result['command']}` at commit `{result['run']['commit']}`. The fit is the package's "
+             f"Produced by `{result['command']}` at commit `{result['run']['commit']}`"
+             + (" with uncommitted changes" if result["run"].get("dirty") else "") + ". The fit is the package's "
              f"`estimate_fit.json` (form `{fit['form']}`, fitted on {fit['students']} students by "
              f"`{fit['command']}`); none of these builds is among its students. Each build's features are measured "
              "again on the held-out dreams a build uses; its measured drop is its teacher's top-1 minus its own on "
@@ -122,7 +123,7 @@ def main(argv=None) -> None:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
     fit = load_fit()
-    run = run_record(__file__, argv, [FITTED] + ([args.before] if args.before else []))
+    run = run_record(__file__, argv, [FITTED, FIT] + ([args.before] if args.before else []))
     fitted = json.loads(FITTED.read_text())["rows"]
     if len(fitted) != fit["students"]:
         sys.exit(f"{FITTED} holds {len(fitted)} students and the shipped fit {fit['students']}: fit and results "

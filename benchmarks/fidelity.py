@@ -514,8 +514,10 @@ def write_fit(result: dict, path: Path = FIT) -> None:
     fit = {**scored["forms"][scored["chosen"]]["fit"],
            "command": _without_data_path(result.get("fit_command")
                                          or " && ".join(r["command"] for r in result["runs"])),
+           "earlier_fit_commands": [_without_data_path(c) for c in result.get("earlier_fit_commands", [])],
            "rows_commands": [_without_data_path(r["command"]) for r in result["runs"]],
-           "commit": result["runs"][-1]["commit"],
+           "commit": _git_commit(),  # the code that fitted it
+           "rows_commit": result["runs"][-1]["commit"],
            "students": len(result["rows"]), "architectures": sorted({r["arch"] for r in result["rows"].values()}),
            "loao_mae": scored["forms"][scored["chosen"]]["loao"]["mae"],
            "loao_spearman": scored["forms"][scored["chosen"]]["loao"]["spearman"]}
@@ -572,7 +574,7 @@ def main(argv=None) -> None:
             if result["rows"].pop(sid, None) is None:
                 sys.exit(f"--drop {sid}: no such row")
         if args.merge or args.add_builds or args.drop or not result.get("fit_command"):
-            if result.get("fit_command") and (args.add_builds or args.drop):  # rows chosen by earlier fits stay
+            if result.get("fit_command"):  # the rows an earlier fit merged, added or dropped stay as it left them
                 result["earlier_fit_commands"] = [*result.get("earlier_fit_commands", []), result["fit_command"]]
             result["fit_command"] = command
             result.pop("render_command", None)

@@ -268,10 +268,15 @@ def test_the_shipped_fit_names_no_data_folder(tmp_path):
     fidelity = _load("fidelity")
     result = {"fit": {"chosen": "f", "forms": {"f": {"fit": {"form": "f"}, "loao": {"mae": 1.0, "spearman": 0.5}}}},
               "runs": [{"command": "python benchmarks/fidelity.py --shared /data/x --fresh", "commit": "abc"}],
-              "rows": {"s": {"arch": "a"}}, "fit_command": "python benchmarks/fidelity.py --shared ../shared --fit-only"}
+              "rows": {"s": {"arch": "a"}}, "fit_command": "python benchmarks/fidelity.py --shared ../shared --fit-only",
+              "earlier_fit_commands": ["python benchmarks/fidelity.py --shared /data/y --fit-only --add-builds b"]}
     fidelity.write_fit(result, tmp_path / "fit.json")
     written = (tmp_path / "fit.json").read_text()
-    assert "/data/x" not in written and "../shared" not in written and written.count("--shared SHARED") == 2
+    assert "/data/" not in written and "../shared" not in written and written.count("--shared SHARED") == 3
+    fit = json.loads(written)
+    assert fit["earlier_fit_commands"] == ["python benchmarks/fidelity.py --shared SHARED --fit-only --add-builds b"]
+    assert fit["rows_commit"] == "abc" and fit["commit"] != "abc"  # the fitting code's commit, not the rows'
+
     shipped = (ROOT / "toolchain" / "edgefree" / "recover" / "estimate_fit.json").read_text()
     assert "../shared" not in shipped and "/work/shared" not in shipped
 
