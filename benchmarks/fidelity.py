@@ -516,7 +516,7 @@ def write_fit(result: dict, path: Path = FIT) -> None:
                                          or " && ".join(r["command"] for r in result["runs"])),
            "earlier_fit_commands": [_without_data_path(c) for c in result.get("earlier_fit_commands", [])],
            "rows_commands": [_without_data_path(r["command"]) for r in result["runs"]],
-           "commit": _git_commit(),  # the code that fitted it
+           "commit": result.get("fit_commit") or _git_commit(),  # the code that fitted it
            "rows_commit": result["runs"][-1]["commit"],
            "students": len(result["rows"]), "architectures": sorted({r["arch"] for r in result["rows"].values()}),
            "loao_mae": scored["forms"][scored["chosen"]]["loao"]["mae"],
@@ -559,6 +559,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     store = args.results / "fidelity.json"
     command = "python benchmarks/fidelity.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    code_commit = _git_commit()  # before this command writes anything under results/
     if args.fit_only:
         result = json.loads(store.read_text()) if store.exists() or not args.merge else \
             {"rows": {}, "teachers": {}, "runs": []}  # a new results folder: its rows come from --merge
@@ -611,6 +612,7 @@ def main(argv=None) -> None:
             args.results.mkdir(parents=True, exist_ok=True)
             store.write_text(json.dumps(result, indent=2, default=str))  # each teacher's rows as soon as they exist
     result["fit"] = fit_and_score(list(result["rows"].values()))
+    result["fit_commit"] = code_commit
     args.results.mkdir(parents=True, exist_ok=True)
     store.write_text(json.dumps(result, indent=2, default=str))
     (args.results / "fidelity.md").write_text(render(result))
