@@ -461,11 +461,14 @@ def render(result: dict) -> str:
     built = [r for r in rows if r.get("full_recipe")]
     if built:
         out += ["", f"The {len(built)} students named `build:*` are not cheap ones: each is the recovered student of a "
-                "finished benchmark build (`recovery_levers.py`, `max_drop.py`, `latency_budget.py`, "
-                "`cifar10_recovery.py`; the folder's name), made by its full recipe (" +
-                ", ".join(sorted({r['full_recipe'] for r in built})) + "), its drop measured on the 10,000 test "
-                "images and its features on that build's own 256 held-out dreams; `--add-builds` reads their "
-                "`report.json`."]
+                "finished benchmark build (`recovery_levers.py`, `mobilenet_recovery.py`, `signal_recovery.py`, "
+                "`max_drop.py`, `latency_budget.py`, `cifar10_recovery.py`; the folder's name), made by its full "
+                "recipe (" + ", ".join(sorted({r['full_recipe'] for r in built})) + "), its drop measured on its "
+                "whole evaluation set (" + ", ".join(f"{n:,} images or windows" for n in
+                                                     sorted({r.get('eval_images') for r in built} - {None})) +
+                ") against its own teacher (the build's, which need not be the weights of the cheap students of "
+                "its architecture) and its features on that build's own 256 held-out dreams; `--add-builds` reads "
+                "their `report.json`."]
     out += ["",
             f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()), "",
             "![estimated against measured drop](fidelity.png)", ""]
