@@ -236,10 +236,12 @@ def test_fidelity_never_chooses_a_form_that_estimates_an_agreeing_student_at_a_p
 def test_fidelity_chooses_a_form_that_reads_no_large_drop_low_over_one_with_a_smaller_error(monkeypatch):
     """Synthetic rows: the drop follows disagreement on mixes, save one MobileNet student that lost 12 points
     while agreeing on mixes (it disagrees on plain dreams), and one student per teacher that disagrees on plain
-    dreams only and lost little. Mixes alone give the smaller error but read the first student low; the
-    largest of the two power laws reads none low, and is chosen."""
+    dreams only and lost little. Mixes alone give the smaller error but read the first student low; plain
+    dreams alone and the largest of the two power laws read none low, and of those two the envelope, with
+    the smaller error, is chosen."""
     fidelity = _load("fidelity")
     monkeypatch.setattr(fidelity, "FORMS", {"power-mix": (("disagree_mix",), "log1p"),
+                                            "power-disagree": (("disagree",), "log1p"),
                                             "power-max-disagree-mix": (("disagree", "disagree_mix"), "log1p-max")})
     rows = []
 
@@ -257,11 +259,14 @@ def test_fidelity_chooses_a_form_that_reads_no_large_drop_low_over_one_with_a_sm
     forms = scored["forms"]
     assert forms["power-mix"]["loao"]["mae"] < forms["power-max-disagree-mix"]["loao"]["mae"]  # the premise
     assert forms["power-mix"]["loao"]["big_drops_estimated_low"] == ["mobilenet-big"]
+    assert not forms["power-disagree"]["loao"]["big_drops_estimated_low"]
+    assert forms["power-max-disagree-mix"]["loao"]["mae"] < forms["power-disagree"]["loao"]["mae"]
     assert scored["chosen"] == "power-max-disagree-mix"
     assert not forms["power-max-disagree-mix"]["loao"]["big_drops_estimated_low"]
     fit = forms["power-max-disagree-mix"]["fit"]
     assert [p["features"] for p in fit["parts"]] == [["disagree"], ["disagree_mix"]]
-    assert "the largest of exp(" in fidelity._formula(fit)
+    formula = fidelity._formula(fit)
+    assert formula.startswith("the largest of exp(") and "log(1 + disagree)" in formula and "log(1 + disagree_mix)" in formula
 
 
 def test_the_shipped_fit_names_no_data_folder(tmp_path):
