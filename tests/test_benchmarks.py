@@ -305,6 +305,16 @@ def test_estimate_unseen_scores_the_shipped_fit_and_names_big_drops_estimated_lo
     assert [rows[k]["estimated_before"] for k in "abc"] == [8.0, 4.0, 20.0]
     assert [rows[k]["estimated_drop"] for k in "abc"] == [2.0, 1.0, 5.0] and rows["b"]["miss"] == -7.0
     assert before["all"]["big_drops_estimated_low"] == [] and before["all"]["mae"] == pytest.approx((6 + 4 + 19) / 3)
+    for r in rows.values():
+        r.update(teacher_top1=90.0, student_top1=90.0 - r["measured_drop"], eval_images=450,
+                 pruning=[{"kind": "magnitude", "sparsity": 0.9}])
+    result = {"command": "c", "run": {"commit": "abc", "dirty": True}, "rows": rows, "summary": summary,
+              "fit": {"form": "f", "students": 3, "command": "fit"}, "machine": {"cpu": "x", "cores": 2, "versions": {}},
+              "before": {"path": "old.json", "fit": {"form": "g", "students": 2}, "summary": before}}
+    text = unseen.render(result)
+    assert "with uncommitted changes" in text and "| 450 |" in text and "The fit `g` of `old.json`" in text
+    row_a = next(line for line in text.splitlines() if line.startswith("| a |"))
+    assert "estimated by the other fit" in text and row_a.endswith("| 2.00 | +0.00 | 8.00 |")  # shipped, miss, other
 
 
 def test_mobilenet_generator_rows_prune_as_their_fast_rows_with_the_generator_recipe(tmp_path):
