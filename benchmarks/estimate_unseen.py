@@ -26,7 +26,7 @@ from scipy.stats import spearmanr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from fidelity import TEACHERS, build_rows  # noqa: E402
+from fidelity import build_rows, teacher_class  # noqa: E402
 from provenance import run_record  # noqa: E402
 
 from edgefree.machine import machine_info  # noqa: E402
@@ -40,7 +40,7 @@ def score(rows: dict, fit: dict, key: str = "estimated_drop") -> dict:
     """Each row's estimate by ``fit`` (under ``key``), and the summary: MAE, Spearman, big drops estimated low,
     per recipe."""
     for row in rows.values():
-        classes = TEACHERS[row["teacher"]].num_classes
+        classes = teacher_class(row["teacher"]).num_classes
         row[key] = round(predict(fit, row["features"], classes), 2)
         if key == "estimated_drop":
             row["miss"] = round(row["estimated_drop"] - max(row["measured_drop"], 0.0), 2)

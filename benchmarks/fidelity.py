@@ -192,11 +192,18 @@ def run_teacher(key: str, ids: list[str], args) -> tuple[dict, dict]:
     return rows, record
 
 
-def build_rows(folders: list[Path], rescore: str | None = None) -> dict[str, dict]:
+def teacher_class(key: str) -> Teacher:
+    """The ``TEACHERS`` entry of a row's teacher key (``eeg``, or ``eeg@63fb3ff0`` for other weights of it)."""
+    return TEACHERS[key.split("@", 1)[0]]
+
+
+def build_rows(folders: list[Path], rescore: str | None = None, teachers: dict | None = None) -> dict[str, dict]:
     """Students of finished builds (their ``report.json``: the recipe's full recovery, evaluated on the test
     split, estimated on the build's own held-out dreams), as rows beside the cheap ones, each named
     ``build:<parent folder>/<folder>``. ``rescore``: the features measured again from the build's saved
-    student, teacher and dreams, not read from the report, on the held-out dreams of ``RESCORE[rescore]``."""
+    student, teacher and dreams, not read from the report, on the held-out dreams of ``RESCORE[rescore]``.
+    ``teachers`` (the results' teachers): a build whose teacher's weights differ from those of its
+    architecture's key there is filed under ``<key>@<first 8 hex of their sha256>``, entered in ``teachers``."""
     by_arch = {t.arch: key for key, t in TEACHERS.items()}
     rows = {}
     for folder in folders:
@@ -207,6 +214,13 @@ def build_rows(folders: list[Path], rescore: str | None = None) -> dict[str, dic
             print(f"   {folder}: skipped (another teacher, no evaluation data or no estimate)", flush=True)
             continue
         sid = f"build:{folder.resolve().parent.name}/{folder.name}"
+        sha = report["model"].get("sha256")
+        if teachers is not None and sha and key in teachers and teachers[key].get("sha256") not in (None, sha):
+            key = f"{key}@{sha[:8]}"
+            teachers.setdefault(key, {"arch": report["model"]["arch"], "weights": report["model"].get("source"),
+                                      "sha256": sha, "teacher_top1": a["teacher"], "eval": report["eval_data"],
+                                      "dreams": "-", "held_out": report["estimate"].get("held_out", {}).get("images"),
+                                      "dream_seconds": "-"})
         measured = rescored(folder, report, rescore) if rescore else found["features"]
         rows[sid] = {"student": sid, "teacher": key, "arch": report["model"]["arch"],
                      "pruning": report["pruning"]["stages"], "refit": bool(report["reconstruct"].get("images")),
@@ -265,7 +279,7 @@ def _fit_features(rows: list[dict], form: str, names: tuple[str, ...], transform
     if transform == "log1p":
         x, y = np.log1p(np.maximum(x, 0)), np.log1p(y)
     elif transform == "logit":
-        share = np.clip(y / np.array([chance_drop(TEACHERS[r["teacher"]].num_classes) for r in rows]),
+        share = np.clip(y / np.array([chance_drop(teacher_class(r["teacher"]).num_classes) for r in rows]),
                         LOGIT_FLOOR, 1 - LOGIT_FLOOR)
         y = np.log(share / (1 - share))
     solution, _ = nnls(np.column_stack([np.ones(len(x)), -np.ones(len(x)), x]), y)  # intercept: first minus second
@@ -274,7 +288,7 @@ def _fit_features(rows: list[dict], form: str, names: tuple[str, ...], transform
 
 
 def _estimate(fit: dict, row: dict) -> float:
-    return predict(fit, row["features"], TEACHERS[row["teacher"]].num_classes)
+    return predict(fit, row["features"], teacher_class(row["teacher"]).num_classes)
 
 
 def _loao(rows: list[dict], form: str) -> dict[str, float]:
@@ -327,7 +341,7 @@ def _origin(fit: dict, rows: list[dict]) -> float:
         own = [r["features"] for r in rows if r["teacher"] == teacher]
         dreams = {n: float(np.median([f[n] for f in own])) for n in DREAM_FEATURES if all(n in f for f in own)}
         agreeing = {n: dreams.get(n, 0.0) for n in fit["features"]}
-        worst = max(worst, predict(fit, agreeing, TEACHERS[teacher].num_classes))
+        worst = max(worst, predict(fit, agreeing, teacher_class(teacher).num_classes))
     return worst
 
 
@@ -573,7 +587,7 @@ def main(argv=None) -> None:
             result["runs"] += [r for r in found["runs"] if r not in result["runs"]]
             result.setdefault("machine", found.get("machine"))
         if args.add_builds:
-            result["rows"].update(build_rows(args.add_builds, args.rescore))
+            result["rows"].update(build_rows(args.add_builds, args.rescore, result["teachers"]))
         for sid in args.drop:
             if result["rows"].pop(sid, None) is None:
                 sys.exit(f"--drop {sid}: no such row")

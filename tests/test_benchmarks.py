@@ -269,6 +269,28 @@ def test_fidelity_chooses_a_form_that_reads_no_large_drop_low_over_one_with_a_sm
     assert formula.startswith("the largest of exp(") and "log(1 + disagree)" in formula and "log(1 + disagree_mix)" in formula
 
 
+def test_a_build_of_other_weights_is_filed_under_a_teacher_of_its_own(tmp_path):
+    """Two EEG builds, one of the validation's EEG weights and one of others: the second gets a teacher key of
+    its own (and an entry in the teachers), whose class count is still its architecture's."""
+    fidelity = _load("fidelity")
+    teachers = {"eeg": {"arch": "signal-cnn1d", "sha256": "a" * 64}}
+    for name, sha in (("same", "a" * 64), ("other", "b" * 64)):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "report.json").write_text(json.dumps({
+            "model": {"arch": "signal-cnn1d", "sha256": sha, "source": f"/w/{name}.pt"},
+            "accuracy": {"teacher": 97.5, "recovered": 92.0}, "estimate": {"recovered": {"features": {"disagree": 27.0}},
+                                                                           "held_out": {"images": 256}},
+            "pruning": {"stages": []}, "reconstruct": {"images": 1024}, "distill": {"epochs": 40},
+            "synthesis": {"recipe": "fast"}, "eval_data": {"name": "t.npz", "images": 450}, "seconds": {"a": 1.0}}))
+    rows = fidelity.build_rows([tmp_path / "same", tmp_path / "other"], teachers=teachers)
+    assert rows[f"build:{tmp_path.name}/same"]["teacher"] == "eeg"
+    other = rows[f"build:{tmp_path.name}/other"]
+    assert other["teacher"] == "eeg@bbbbbbbb" and other["measured_drop"] == 5.5
+    assert teachers["eeg@bbbbbbbb"]["weights"] == "/w/other.pt" and teachers["eeg@bbbbbbbb"]["teacher_top1"] == 97.5
+    assert fidelity.teacher_class(other["teacher"]).num_classes == 2
+
+
 def test_the_shipped_fit_names_no_data_folder(tmp_path):
     fidelity = _load("fidelity")
     result = {"fit": {"chosen": "f", "forms": {"f": {"fit": {"form": "f"}, "loao": {"mae": 1.0, "spearman": 0.5}}}},
