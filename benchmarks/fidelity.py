@@ -526,6 +526,12 @@ def _without_data_path(command: str) -> str:
     return re.sub(r"--shared \S+", "--shared SHARED", command)
 
 
+def _retire_fit_command(result: dict) -> None:
+    """Moves the stored fit command, if any, to the end of ``earlier_fit_commands``."""
+    if result.get("fit_command"):
+        result["earlier_fit_commands"] = [*result.get("earlier_fit_commands", []), result.pop("fit_command")]
+
+
 def write_fit(result: dict, path: Path = FIT) -> None:
     scored = result["fit"]
     fit = {**scored["forms"][scored["chosen"]]["fit"],
@@ -592,8 +598,7 @@ def main(argv=None) -> None:
             if result["rows"].pop(sid, None) is None:
                 sys.exit(f"--drop {sid}: no such row")
         if args.merge or args.add_builds or args.drop or not result.get("fit_command"):
-            if result.get("fit_command"):  # the rows an earlier fit merged, added or dropped stay as it left them
-                result["earlier_fit_commands"] = [*result.get("earlier_fit_commands", []), result["fit_command"]]
+            _retire_fit_command(result)  # the rows an earlier fit merged, added or dropped stay as it left them
             result["fit_command"] = command
             result.pop("render_command", None)
         else:  # the same rows: the command that chose them stays on record
@@ -605,12 +610,11 @@ def main(argv=None) -> None:
         if unknown:
             sys.exit(f"unknown students {unknown}; known: {list(STUDENTS)}")
         result = json.loads(store.read_text()) if store.exists() and not args.fresh else {"rows": {}, "teachers": {}, "runs": []}
-        run = {"command": command, "commit": _git_commit(), "students": [], "skipped": {},
+        run = {"command": command, "commit": code_commit, "students": [], "skipped": {},
                "settings": {k: getattr(args, k) for k in ("dreams", "refit_images", "epochs", "eval_images", "seed")},
                "seconds": 0.0}
         result["runs"].append(run)
-        if result.get("fit_command"):  # the fit below is this command's; the rows an earlier fit added stay
-            result["earlier_fit_commands"] = [*result.get("earlier_fit_commands", []), result.pop("fit_command")]
+        _retire_fit_command(result)  # the fit below is this command's; the rows an earlier fit added stay
         result.pop("render_command", None)
         for key in dict.fromkeys(STUDENTS[s][0] for s in ids):
             weights = _weights(TEACHERS[key], args.shared)

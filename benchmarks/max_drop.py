@@ -84,7 +84,8 @@ def render(results: dict) -> str:
              "Each entry is one `edgefree.pipeline.build` with `max_drop=D` (`--max-drop D`), recipe `fast`, seed 0, "
              "no export. The search sees only dreams: each candidate is pruned, refit on 512 dreams (distilled one "
              "epoch instead only for a recipe without a refit) and estimated on the held-out dreams "
-             "(`edgefree/budget.py`); the chosen one is then recovered fully. Measured drop: the teacher's top-1 minus the student's on the 10,000 CIFAR-10 test images, "
+             "(`edgefree/budget.py`); the chosen one is then recovered fully. Measured drop: the teacher's top-1 "
+             "minus the student's on the 10,000 CIFAR-10 test images, "
              "which the build never used to choose. Search overhead: the search's seconds over the rest of the "
              "build's stage seconds (synthesis included; where the dreams came from the cache, the seconds they "
              "took when dreamed are added to the rest).", "",
