@@ -77,6 +77,7 @@ ROWS = {
     "r20-75-fast-x0.5": Row("resnet20-cifar", 0.75, "fast", images=0.5),
     "r20-75-fast-x2": Row("resnet20-cifar", 0.75, "fast", images=2.0),
     "r20-75-thorough": Row("resnet20-cifar", 0.75, "thorough"),
+    "r20-75-fast-thorough": Row("resnet20-cifar", 0.75, "fast", distill="thorough"),
     "r20-75-generator": Row("resnet20-cifar", 0.75, "generator", bn_weight=10.0),
     "r20-75-generator-thorough": Row("resnet20-cifar", 0.75, "generator", distill="thorough", bn_weight=10.0),
     "r20-50-fast": Row("resnet20-cifar", 0.50, "fast"),
@@ -84,6 +85,7 @@ ROWS = {
     "r56-75-fast": Row("resnet56-cifar", 0.75, "fast", baselines=True),
     "r56-75-paper": Row("resnet56-cifar", 0.75, "paper"),
     "r56-75-thorough": Row("resnet56-cifar", 0.75, "thorough"),
+    "r56-75-fast-thorough": Row("resnet56-cifar", 0.75, "fast", distill="thorough"),
     "r56-75-generator": Row("resnet56-cifar", 0.75, "generator", bn_weight=10.0),
 }
 
@@ -191,10 +193,18 @@ def render(rows: dict) -> str:
                    f"{a['teacher'] - a['recovered']:.2f} | {s['images']} ({s.get('steps') or '?'}) | {r['seconds']['synthesize']:.0f} | "
                    f"{r['seconds'].get('reconstruct', 0):.0f} | {r['seconds']['distill']:.0f} | "
                    + " | ".join(base) + " |")
+    renamed = [r for r in rows.values() if r.get("measured_as")]
+    if renamed:
+        out += ["", "Measured under another row name, same settings: " + "; ".join(
+            f"`{r['row']}` as `{r['measured_as']['row']}` ({r['measured_as']['why']})" for r in renamed) + "."]
     out += _goal_lines(rows) + _cost_lines(rows) + _repeat_lines(rows) + _spread_lines(rows)
-    m = next(iter(rows.values()))["machine"] if rows else {}
-    if m:
-        out += ["", f"Machine: {m['cpu']}, {m['cores']} cores; " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())]
+    machines = {}
+    for r in rows.values():
+        m = r["machine"]
+        machines.setdefault((m["cpu"], m["cores"], tuple(m["versions"].items())), []).append(r["row"])
+    for (cpu, cores, versions), names in machines.items():
+        which = "" if len(machines) == 1 else f" ({', '.join(names)})"
+        out += ["", f"Machine{which}: {cpu}, {cores} cores; " + ", ".join(f"{k} {v}" for k, v in versions)]
     out += ["", "![accuracy per model and recovered accuracy against recovery cost](cifar10_recovery.png)", ""]
     return "\n".join(out)
 

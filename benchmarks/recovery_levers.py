@@ -47,8 +47,8 @@ BN_WEIGHT = 10.0
 LEVERS = {
     "base": ("fast", {}, {}),
     "auto-bn": ("fast", {"bn_weight": "auto"}, {}),
-    "thorough": ("thorough", {}, {}),
-    "auto-bn-thorough": ("thorough", {"bn_weight": "auto"}, {}),
+    "thorough": ("fast", {}, {"epochs": 80}),  # `fast`'s dreams, distilled 80 epochs
+    "auto-bn-thorough": ("fast", {"bn_weight": "auto"}, {"epochs": 80}),
     "auto-bn-floor50": ("fast", {"bn_weight": "auto", "fidelity_floor": 0.5}, {}),
     "skip-tiny-maps": ("fast", {"bn_min_positions": 16}, {}),
     "skip-tiny-maps-auto-bn": ("fast", {"bn_min_positions": 16, "bn_weight": "auto"}, {}),

@@ -96,6 +96,8 @@ def test_accuracy_goal_ranks_rows_with_seeds_by_their_mean(bench):
 def test_thorough_row_uses_its_recipe(bench, tmp_path):
     config = bench.row_config("r56-75-thorough", tmp_path, tmp_path / "work", seed=0)
     assert config.synthesis == recipe("thorough").synthesis and config.distill == recipe("thorough").distill
+    fast = bench.row_config("r56-75-fast-thorough", tmp_path, tmp_path / "work", seed=0)  # fast's dreams, 80 epochs
+    assert fast.synthesis == recipe("fast").synthesis and fast.distill == recipe("thorough").distill
     assert config.arch == "resnet56-cifar"
 
 

@@ -109,7 +109,7 @@ def test_advice_only_for_a_large_estimate():
 
 def test_the_remedy_fits_the_build():
     assert "--recipe generator" in remedy("deepinversion", 2, 40)  # an image dreamed pixel by pixel
-    assert remedy("generator", 2, 40) == "distil longer (--epochs 80)"  # thorough would drop the generator
+    assert remedy("generator", 2, 40) == "distil longer (--epochs 80)"  # what --recipe thorough adds
     assert remedy("generator", 2, 80) == "distil longer (--epochs 160)"
     assert remedy("deepinversion", 1, 40) == "distil longer (--epochs 80)"  # a signal: the generator did not beat fast
 

@@ -83,3 +83,24 @@ def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkey
                                                                               "std": None, "value_range": (-1, 2)}
     assert BuildConfig.from_dict(config.to_dict()) == config
     assert BuildConfig(model="p.pt2").arch is None  # a program is its own architecture
+
+
+def test_thorough_dreams_an_image_with_the_generator_and_a_signal_as_fast():
+    thorough = BuildConfig(model="m.pt", arch="resnet20-cifar", recipe="thorough")
+    assert thorough.synthesis == recipe("generator").synthesis and thorough.distill.epochs == 80
+    assert thorough.for_input(2) is thorough
+    signal = thorough.for_input(1)
+    assert signal.synthesis == recipe("fast").synthesis and signal.distill == thorough.distill
+    assert signal.recipe_overrides(1) == {} and "synthesis" in signal.recipe_overrides()
+
+
+def test_a_signal_build_keeps_the_synthesis_settings_given_besides_the_recipe():
+    given = recipe("thorough").synthesis.replace(images=64, iterations=3)
+    signal = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough", synthesis=given).for_input(1)
+    assert signal.synthesis == recipe("fast").synthesis.replace(images=64, iterations=3)
+    assert signal.recipe_overrides(1)["synthesis"] == {"images": 64, "iterations": 3, "first_iterations": 3}
+    own = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough",
+                      synthesis=recipe("generator").synthesis.replace(method="deepinversion", iterations=5))
+    assert own.for_input(1) is own  # another method named: the build's own settings
+    fast = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="fast")
+    assert fast.for_input(1) is fast  # a recipe without signal settings

@@ -203,3 +203,19 @@ def test_spec_round_trips_with_its_value_range():
     assert again == spec and again.rank == 1
     with pytest.raises(EdgefreeError, match="value range"):
         InputSpec((1, 10), mean=(0.0,), std=(1.0,), value_range=(1.0, 1.0))
+
+
+def test_thorough_dreams_a_signal_teacher_as_fast_does(teacher, tmp_path):
+    from edgefree.config import BuildConfig, recipe
+    from edgefree.pipeline import build
+
+    torch.save(teacher.module.state_dict(), tmp_path / "t.pt")
+    given = recipe("thorough").synthesis.replace(images=32, batch_size=16, iterations=2)
+    report = build(BuildConfig(out=tmp_path / "o", model=tmp_path / "t.pt", arch="signal-cnn1d", num_classes=2,
+                               recipe="thorough", synthesis=given, reconstruct=ReconstructConfig(images=16),
+                               distill=DistillConfig(epochs=1), prune=(MagnitudePruning(0.5),), export=None,
+                               cache=tmp_path / "cache"), progress=False)
+    assert report["synthesis"]["method"] == "deepinversion" and report["synthesis"]["images"] == 32
+    assert report["config"]["synthesis"]["warm_start"] == recipe("fast").synthesis.warm_start
+    assert report["recipe_overrides"]["synthesis"] == {"images": 32, "batch_size": 16, "iterations": 2,
+                                                        "first_iterations": 2}

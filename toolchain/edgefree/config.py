@@ -402,6 +402,11 @@ class Recipe(_Config):
     distill: DistillConfig
     description: str
     reconstruct: ReconstructConfig = ReconstructConfig(images=0)
+    signal_synthesis: SynthesisConfig | None = None  # a 1-D signal teacher's dreams, where they differ from an image's
+
+    def synthesis_for(self, rank: int | None) -> SynthesisConfig:
+        """The synthesis for a teacher of input ``rank`` (1: a signal; 2: an image; None: ``synthesis``)."""
+        return self.signal_synthesis if rank == 1 and self.signal_synthesis is not None else self.synthesis
 
 
 # "paper" is the published budget: 1,024 images x 200 fp32 steps per batch of 256, then plain
@@ -417,9 +422,9 @@ class Recipe(_Config):
 #   teacher's outputs on 1,024 dreams (edgefree.recover.reconstruct); distillation starts from there;
 # - distillation also matches every BatchNorm output of the teacher (weight 20), not only its
 #   logits, at lr 0.05.
-# "thorough" is `fast` distilled twice as long (80 epochs), where the last tenths matter: its
-# dreams are `fast`'s (same settings, so a build after a `fast` one takes them from the cache);
-# twice the distillation bought as much as 4x the dreams, for less time.
+# "thorough" distils twice as long (80 epochs) on the dreams that recovered the most for the teacher's kind
+# of input: an image teacher's generator (`generator`'s settings, so a build after a `generator` one takes
+# it from the cache), a signal's `fast` dreams (the generator lost points on a signal teacher).
 # "generator" trains a small generator (images or signals) on the teacher (edgefree.recover.generator: BatchNorm
 # statistics, fresh noise every step, 800 steps of 128) and distils `fast`'s way on 2,048 new
 # images from it every epoch: smoother, more natural-looking dreams, never the same one twice.
@@ -430,17 +435,18 @@ _KD = DistillConfig(epochs=40, lr=0.02)
 _FAST_SYNTHESIS = SynthesisConfig(images=2048, batch_size=256, iterations=20, first_iterations=60, warm_start=0.7,
                                   lr=0.2, bn_weight=10.0, bf16="auto", channels_last=True, shards=2)
 _FAST_KD = _KD.replace(lr=0.05, feature_weight=20.0, bf16="auto")
+_GENERATOR_SYNTHESIS = SynthesisConfig(method="generator", images=2048, batch_size=128, iterations=800, lr=2e-3,
+                                       bn_weight="auto", bf16="auto", channels_last=True)
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(SynthesisConfig(images=1024, batch_size=256, iterations=200, lr=0.1, bn_weight=10.0),
                     _KD, "DeepInversion at the paper's budget: 200 fp32 steps per batch, logit distillation"),
     "fast": Recipe(_FAST_SYNTHESIS, _FAST_KD,
                    "2x the images, each batch warm-started from the last (20 steps), bf16, layer-wise refit, "
                    "feature distillation", ReconstructConfig(images=1024)),
-    "thorough": Recipe(_FAST_SYNTHESIS, _FAST_KD.replace(epochs=80),
-                       "fast's dreams (from the cache after a fast build), distilled twice as long: 80 epochs",
-                       ReconstructConfig(images=1024)),
-    "generator": Recipe(SynthesisConfig(method="generator", images=2048, batch_size=128, iterations=800, lr=2e-3,
-                                        bn_weight="auto", bf16="auto", channels_last=True), _FAST_KD,
+    "thorough": Recipe(_GENERATOR_SYNTHESIS, _FAST_KD.replace(epochs=80),
+                       "generator's new dreams every epoch (a signal: fast's dreams), distilled twice as long: "
+                       "80 epochs", ReconstructConfig(images=1024), signal_synthesis=_FAST_SYNTHESIS),
+    "generator": Recipe(_GENERATOR_SYNTHESIS, _FAST_KD,
                         "a generator trained on the teacher draws 2,048 new images every distillation epoch; "
                         "refit, feature distillation", ReconstructConfig(images=1024)),
     "demo": Recipe(SynthesisConfig(images=512, batch_size=256, iterations=100, lr=0.1, bn_weight=10.0, jitter=1),
@@ -622,12 +628,24 @@ class BuildConfig(_Config):
         """The config of pruning ``kind`` (MagnitudePruning or ChannelPruning) in this build, or None."""
         return next((p for p in self.prune if isinstance(p, kind)), None)
 
-    def recipe_overrides(self) -> dict[str, dict]:
-        """Per stage, the settings that differ from the recipe's: what ran besides the recipe."""
+    def for_input(self, rank: int) -> "BuildConfig":
+        """This build for a teacher of input ``rank`` (1: a signal; 2: an image): a recipe that dreams
+        signals its own way (``Recipe.signal_synthesis``) gets those settings, with the synthesis settings
+        given besides the recipe on top. A build that names another synthesis method keeps its own."""
+        chosen = recipe(self.recipe)
+        theirs = chosen.synthesis_for(rank)
+        if theirs is chosen.synthesis or self.synthesis.method != chosen.synthesis.method:
+            return self
+        return self.replace(synthesis=theirs.replace(**self.recipe_overrides().get("synthesis", {})))
+
+    def recipe_overrides(self, rank: int | None = None) -> dict[str, dict]:
+        """Per stage, the settings that differ from the recipe's (its synthesis for a teacher of input
+        ``rank``, ``Recipe.synthesis_for``): what ran besides the recipe."""
         chosen = recipe(self.recipe)
         changed = {}
         for stage in ("synthesis", "reconstruct", "distill"):
-            mine, theirs = getattr(self, stage).to_dict(), getattr(chosen, stage).to_dict()
+            theirs = chosen.synthesis_for(rank) if stage == "synthesis" else getattr(chosen, stage)
+            mine, theirs = getattr(self, stage).to_dict(), theirs.to_dict()
             diff = {k: v for k, v in mine.items() if theirs.get(k) != v}
             if diff:
                 changed[stage] = diff

@@ -220,7 +220,8 @@ def _load_inputs(config: BuildConfig, main: bool):
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
         return teacher, "built-in default (scikit-learn digits)", None, eval_data
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
-    check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
+    synthesis = config.for_input(teacher.spec.rank).synthesis
+    check_memory(teacher.module, teacher.spec, synthesis.batch_size, synthesis.images,
                  int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if teacher.range_assumed and main:
         low, high = teacher.spec.value_range
@@ -335,6 +336,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             clock: _Stopwatch, progress: bool, world, device: str) -> dict | None:
     """The stages after loading, writing into ``out`` (the staging folder of ``published``; None on
     a rank other than 0, which shares synthesis, refit and distillation and returns None)."""
+    config = config.for_input(teacher.spec.rank)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
@@ -411,7 +413,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "cost": {**costs, "macs_ratio": costs["student"]["macs"] / costs["teacher"]["macs"],
                  "params_ratio": costs["student"]["params"] / costs["teacher"]["params"]},
         "sparsity_detail": detail,
-        "recipe_overrides": config.recipe_overrides(),  # what ran besides the recipe's settings
+        "recipe_overrides": config.recipe_overrides(teacher.spec.rank),  # what ran besides the recipe's settings
         "synthesis": {"recipe": config.recipe, "method": synthesis.method, "images": len(dreams),
                       "iterations": synthesis.iterations, "first_iterations": synthesis.first_iterations or
                       synthesis.iterations, "batch_size": synthesis.batch_size,

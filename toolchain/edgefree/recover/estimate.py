@@ -170,8 +170,8 @@ def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed:
 def remedy(method: str, rank: int, epochs: int) -> str:
     """What to change to recover more, for a build of synthesis ``method`` on a teacher of input ``rank``
     (2: an image; 1: a signal) distilled ``epochs`` epochs: an image teacher dreamed pixel by pixel gets
-    the generator's new dreams every epoch (``--recipe generator``, which recovered the most on every
-    image row of ``benchmarks/results/recovery_levers.md``, ahead of twice the distillation); a
+    the generator's new dreams every epoch (``--recipe generator``, which recovered more on every image
+    row of ``benchmarks/results/recovery_levers.md`` than twice the distillation of ``fast``'s dreams); a
     generator build or a signal (on the EEG teacher of ``benchmarks/results/signal_recovery.md`` the
     generator gained nothing where ``fast`` reached the teacher, and lost 11 points at 98% magnitude),
     twice the distillation."""
