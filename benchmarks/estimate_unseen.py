@@ -10,7 +10,7 @@ already among the fit's students (``results/fidelity.json``, whose rows the ship
 on) is refused, so none is scored on its own fit.
 
     python benchmarks/estimate_unseen.py BUILD_FOLDER [BUILD_FOLDER ...]
-    # -> results/estimate_unseen.{json,md}
+    # -> results/estimate_unseen.{json,md}; --merge keeps the builds scored before
 """
 
 from __future__ import annotations
@@ -67,8 +67,10 @@ def render(result: dict) -> str:
     s, fit = result["summary"]["all"], result["fit"]
     low = s["big_drops_estimated_low"]
     lines = ["# The shipped accuracy estimate on builds it was not fitted on", "",
-             f"Produced by `{result['command']}` at commit `{result['run']['commit']}`"
-             + (" with uncommitted changes" if result["run"].get("dirty") else "") + ". The fit is the package's "
+             "Produced by " + ", then ".join(
+                 f"`{run['command']}` at commit `{run['commit']}`" + (" with uncommitted changes" if run.get("dirty") else "")
+                 for run in result.get("runs") or [{**result["run"], "command": result["command"]}])
+             + ". The fit is the package's "
              f"`estimate_fit.json` (form `{fit['form']}`, fitted on {fit['students']} students by "
              f"`{fit['command']}`); none of these builds is among its students. Each build's features are measured "
              "again on the held-out dreams a build uses; its measured drop is its teacher's top-1 minus its own on "
@@ -111,6 +113,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--before", type=Path, help="another fit (an estimate_fit.json, e.g. the one shipped "
                         "before: git show REV:toolchain/edgefree/recover/estimate_fit.json > FILE) scored on the "
                         "same builds, beside the shipped one")
+    parser.add_argument("--merge", action="store_true", help="keep the builds already in the results (their "
+                        "features as measured then), all scored again by the shipped fit")
     return parser
 
 
@@ -134,8 +138,14 @@ def main(argv=None) -> None:
         sys.exit(f"{', '.join(seen)}: among the fit's own students; name builds made after the fit")
     if not rows:
         sys.exit("no build with evaluation data and an estimate among the folders given")
+    runs = [run]
+    stored = args.results / "estimate_unseen.json"
+    if args.merge and stored.exists():
+        earlier = json.loads(stored.read_text())
+        rows = {**earlier["rows"], **rows}
+        runs = [r for r in earlier.get("runs") or [earlier["run"]] if r["command"] != run["command"]] + runs
     keep = ("form", "students", "command", "commit")
-    result = {"command": run["command"], "run": run, "fit": {k: fit.get(k) for k in keep},
+    result = {"command": run["command"], "run": run, "runs": runs, "fit": {k: fit.get(k) for k in keep},
               "rows": rows, "summary": score(rows, fit), "machine": machine_info()}
     if args.before:
         other = load_fit(args.before)

@@ -339,6 +339,9 @@ def test_estimate_unseen_scores_the_shipped_fit_and_names_big_drops_estimated_lo
     assert "with uncommitted changes" in text and "| 450 |" in text and "The fit `g` of `old.json`" in text
     row_a = next(line for line in text.splitlines() if line.startswith("| a |"))
     assert "estimated by the other fit" in text and row_a.endswith("| 2.00 | +0.00 | 8.00 |")  # shipped, miss, other
+    runs = [{"command": "first", "commit": "a1"}, {"command": "second", "commit": "b2", "dirty": True}]
+    text = unseen.render({**result, "runs": runs})  # --merge: every command that measured the rows
+    assert "Produced by `first` at commit `a1`, then `second` at commit `b2` with uncommitted changes." in text
 
 
 def test_mobilenet_generator_rows_prune_as_their_fast_rows_with_the_generator_recipe(tmp_path):
