@@ -241,7 +241,7 @@ def render(results: dict) -> str:
              "`base` is `fast` with the BatchNorm weight fixed at 10; `auto-bn` lets probes pick the weight "
              "(the strongest at which the teacher labels 90% of a probe batch as its target; `-floor50`: 50%); "
              "`skip-tiny-maps` leaves BatchNorm layers on maps of fewer than 16 positions out of the statistics "
-             "loss; `thorough` distils 80 epochs instead of 40 (`auto-bn-thorough`: both); `generator` is the `generator` "
+             "loss; `thorough` distils `fast`'s dreams 80 epochs instead of 40 (`auto-bn-thorough`: both; the `thorough` recipe is, on an image, `generator-auto-bn-thorough`); `generator` is the `generator` "
              "recipe (a generator trained on the teacher draws new images every distillation epoch) with its BatchNorm "
              "weight fixed at 10, as every `generator-*` lever but those that name another; `4x` distils "
              "160 epochs (4x `base`'s budget); `16x` 160 epochs on 8,192 dreams (4x the epochs on 4x the dreams); `lr-0.01` distils at a learning rate of 0.01 instead of 0.05; `warmup-2` "

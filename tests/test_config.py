@@ -104,3 +104,8 @@ def test_a_signal_build_keeps_the_synthesis_settings_given_besides_the_recipe():
     assert own.for_input(1) is own  # another method named: the build's own settings
     fast = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="fast")
     assert fast.for_input(1) is fast  # a recipe without signal settings
+    adversarial = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough",
+                              distill=recipe("thorough").distill.replace(adversarial_steps=10))
+    assert adversarial.for_input(2) is adversarial
+    with pytest.raises(EdgefreeError, match="dreams a signal with deepinversion: use --recipe generator"):
+        adversarial.for_input(1)

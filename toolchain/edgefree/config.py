@@ -631,11 +631,15 @@ class BuildConfig(_Config):
     def for_input(self, rank: int) -> "BuildConfig":
         """This build for a teacher of input ``rank`` (1: a signal; 2: an image): a recipe that dreams
         signals its own way (``Recipe.signal_synthesis``) gets those settings, with the synthesis settings
-        given besides the recipe on top. A build that names another synthesis method keeps its own."""
+        that differ from the recipe's image settings on top (one given equal to those counts as not given).
+        A build that names another synthesis method keeps its own."""
         chosen = recipe(self.recipe)
         theirs = chosen.synthesis_for(rank)
         if theirs is chosen.synthesis or self.synthesis.method != chosen.synthesis.method:
             return self
+        _require(theirs.method == "generator" or not self.distill.adversarial_steps,
+                 f"distill adversarial_steps trains the dream generator, and recipe {self.recipe!r} dreams a signal "
+                 f"with {theirs.method}: use --recipe generator, or leave out --adversarial-steps")
         return self.replace(synthesis=theirs.replace(**self.recipe_overrides().get("synthesis", {})))
 
     def recipe_overrides(self, rank: int | None = None) -> dict[str, dict]:
