@@ -213,15 +213,16 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
 
 
 def _load_inputs(config: BuildConfig, main: bool):
-    """The teacher, where it came from, and the evaluation data (rank 0 only): every input read before any
-    work, and the memory synthesis will need checked against what this machine has free."""
+    """The build's config for its teacher's input (``BuildConfig.for_input``), the teacher, where it came
+    from, and the evaluation data (rank 0 only): every input read before any work, and the memory
+    synthesis will need checked against what this machine has free."""
     if config.model is None:
         teacher = default_teacher()
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
-        return teacher, "built-in default (scikit-learn digits)", None, eval_data
+        return config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)", None, eval_data
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
-    synthesis = config.for_input(teacher.spec.rank).synthesis
-    check_memory(teacher.module, teacher.spec, synthesis.batch_size, synthesis.images,
+    config = config.for_input(teacher.spec.rank)
+    check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
                  int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if teacher.range_assumed and main:
         low, high = teacher.spec.value_range
@@ -232,7 +233,7 @@ def _load_inputs(config: BuildConfig, main: bool):
     if channel is not None:
         check_channel_pruning(teacher.module, teacher.spec, channel)
     eval_data = load_eval_data(config.eval_data, teacher.spec, _classes(teacher)) if config.eval_data and main else None
-    return teacher, str(config.model), sha256(Path(config.model)), eval_data
+    return config, teacher, str(config.model), sha256(Path(config.model)), eval_data
 
 
 def _classes(teacher: Teacher) -> int:
@@ -295,7 +296,7 @@ def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | No
         clock = _Stopwatch(config.dist_timeout_s)
         torch.manual_seed(config.seed)
         with clock("load"):
-            teacher, *_ = _load_inputs(config, world.main)
+            config, teacher, *_ = _load_inputs(config, world.main)
         return _stages(config, target, export_config, teacher, None, None, Path(config.out), clock, progress, world,
                        device)
     out = check_out_folder(config.out, OUTPUTS)
@@ -309,7 +310,7 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
     torch.manual_seed(config.seed)
     clock = _Stopwatch(config.dist_timeout_s)
     with clock("load"):
-        teacher, source, teacher_sha256, eval_data = _load_inputs(config, world.main)
+        config, teacher, source, teacher_sha256, eval_data = _load_inputs(config, world.main)
     with staged(out, replace=True) as folder:
         report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress, world,
                          device)
@@ -336,7 +337,6 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             clock: _Stopwatch, progress: bool, world, device: str) -> dict | None:
     """The stages after loading, writing into ``out`` (the staging folder of ``published``; None on
     a rank other than 0, which shares synthesis, refit and distillation and returns None)."""
-    config = config.for_input(teacher.spec.rank)
     with clock("synthesize"):
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
