@@ -74,6 +74,7 @@ LEVERS = {
     "generator-1600": ("generator", {"iterations": 1600}, {}),
     "generator-auto-bn": ("generator", {"bn_weight": "auto"}, {}),
     "generator-auto-bn-thorough": ("generator", {"bn_weight": "auto"}, {"epochs": 80}),
+    "generator-auto-bn-4x": ("generator", {"bn_weight": "auto"}, {"epochs": 160}),  # `thorough`, twice as long
     "generator-bn0.01": ("generator", {"bn_weight": 0.01}, {}),
     "generator-bn0.003": ("generator", {"bn_weight": 0.003}, {}),
     "blockwise": ("fast", {}, {}),

@@ -74,6 +74,19 @@ def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
     assert adversarial.adversarial_steps == 10 and adversarial.adversarial_weight == 1.0
 
 
+def test_cli_synthesis_options_hold_on_a_signal_under_thorough_though_equal_to_the_image_settings(tmp_path):
+    saved = tmp_path / "t.toml"
+    result = CliRunner().invoke(cli, ["build", "--model", str(tmp_path / "m.pt"), "--arch", "signal-cnn1d",
+                                      "--recipe", "thorough", "--synth-batch", "128", "--images", "64",
+                                      "--save-config", str(saved)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "signal" in saved.read_text()  # the file says a signal teacher dreams other settings
+    config = BuildConfig.from_dict(load_config_file(saved))
+    assert config.synthesis_given == ("images", "batch_size")
+    signal = config.for_input(1).synthesis
+    assert signal == recipe("fast").synthesis.replace(batch_size=128, images=64)  # 128 is generator's too
+
+
 def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = BuildConfig(model="m.pt", arch="models/net.py:build", input_shape=[3, 96, 96], mean=[0.5] * 3,
@@ -99,6 +112,13 @@ def test_a_signal_build_keeps_the_synthesis_settings_given_besides_the_recipe():
     signal = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough", synthesis=given).for_input(1)
     assert signal.synthesis == recipe("fast").synthesis.replace(images=64, iterations=3)
     assert signal.recipe_overrides(1)["synthesis"] == {"images": 64, "iterations": 3, "first_iterations": 3}
+    named = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough",
+                        synthesis=recipe("thorough").synthesis.replace(batch_size=128), synthesis_given=["batch_size"])
+    assert recipe("thorough").synthesis.batch_size == 128 != recipe("fast").synthesis.batch_size
+    assert named.for_input(1).synthesis == recipe("fast").synthesis.replace(batch_size=128)  # named: kept though equal
+    assert BuildConfig.from_dict(named.to_dict()) == named
+    with pytest.raises(EdgefreeError, match=r"synthesis_given names synthesis settings, got \['batch'\]"):
+        BuildConfig(model="m.pt", arch="signal-cnn1d", synthesis_given=("batch",))
     own = BuildConfig(model="m.pt", arch="signal-cnn1d", recipe="thorough",
                       synthesis=recipe("generator").synthesis.replace(method="deepinversion", iterations=5))
     assert own.for_input(1) is own  # another method named: the build's own settings

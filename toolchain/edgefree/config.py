@@ -501,6 +501,9 @@ class BuildConfig(_Config):
     threads: int | None = None  # per process; None: this machine's cores shared out among its processes
     dist_timeout_s: float = 1800  # how long a process waits for the others (torch.distributed) before failing
     max_drop: float | None = None  # points: search the strongest pruning estimated within it (edgefree.budget)
+    # synthesis settings named explicitly (the command line's --images, --synth-batch, ...): they hold when the
+    # recipe dreams a signal its own way (``for_input``), even where equal to the recipe's image settings
+    synthesis_given: tuple[str, ...] = ()
 
     # command-line names that a config file sets elsewhere: where each goes
     _ELSEWHERE: typing.ClassVar[dict[str, str]] = {
@@ -530,6 +533,11 @@ class BuildConfig(_Config):
                                            and self.max_drop >= 0),
                  f"max_drop must be a number of top-1 points >= 0, got {self.max_drop}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        synthesis_fields = {f.name for f in fields(SynthesisConfig)}
+        object.__setattr__(self, "synthesis_given", tuple(dict.fromkeys(self.synthesis_given)))
+        _require(set(self.synthesis_given) <= synthesis_fields,
+                 f"synthesis_given names synthesis settings, got {sorted(set(self.synthesis_given) - synthesis_fields)}; "
+                 f"known: {sorted(synthesis_fields)}")
         _require(self.dist_timeout_s > 0, f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         self._settle_teacher()
         _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
@@ -631,7 +639,7 @@ class BuildConfig(_Config):
     def for_input(self, rank: int) -> "BuildConfig":
         """This build for a teacher of input ``rank`` (1: a signal; 2: an image): a recipe that dreams
         signals its own way (``Recipe.signal_synthesis``) gets those settings, with the synthesis settings
-        that differ from the recipe's image settings on top (one given equal to those counts as not given).
+        that differ from the recipe's image settings, and those named in ``synthesis_given``, on top.
         A build that names another synthesis method keeps its own."""
         chosen = recipe(self.recipe)
         theirs = chosen.synthesis_for(rank)
@@ -640,7 +648,9 @@ class BuildConfig(_Config):
         _require(theirs.method == "generator" or not self.distill.adversarial_steps,
                  f"distill adversarial_steps trains the dream generator, and recipe {self.recipe!r} dreams a signal "
                  f"with {theirs.method}: use --recipe generator, or leave out --adversarial-steps")
-        return self.replace(synthesis=theirs.replace(**self.recipe_overrides().get("synthesis", {})))
+        given = {**self.recipe_overrides().get("synthesis", {}),
+                 **{name: getattr(self.synthesis, name) for name in self.synthesis_given}}
+        return self.replace(synthesis=theirs.replace(**given))
 
     def recipe_overrides(self, rank: int | None = None) -> dict[str, dict]:
         """Per stage, the settings that differ from the recipe's (its synthesis for a teacher of input
@@ -697,8 +707,13 @@ def to_toml(config: BuildConfig) -> str:
     lines = [f"{k} = {_toml_value(v)}" for k, v in values.items()
              if k not in nested and k not in arrays and v is not None]
     lines += [f"{k} = false" for k in ("export", "bench") if values[k] is None]
+    chosen = recipe(config.recipe)
     for name, table in nested.items():
-        lines += ["", f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+        if name == "synthesis" and chosen.signal_synthesis is not None and config.synthesis.method == chosen.synthesis.method:
+            lines += [f"# an image teacher's dreams: a 1-D signal teacher dreams the signal settings of recipe "
+                      f"{config.recipe} instead, with those named in synthesis_given on top (BuildConfig.for_input)"]
+        lines += [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
     for name, tables in arrays.items():  # the pruning stages, in order
         for table in tables:
             lines += ["", f"[[{name}]]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]

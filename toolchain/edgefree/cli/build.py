@@ -145,6 +145,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         config, synthesis=config.synthesis.replace(images=images, iterations=iterations, batch_size=synth_batch, bf16=bf16,
                                                        bn_weight=bn_weight,
                                                        shards=shards),
+        synthesis_given=tuple(dict.fromkeys((*config.synthesis_given, *(
+            field for flag, field in SYNTHESIS_FLAGS.items() if flag in given)))),
         reconstruct=config.reconstruct.replace(images=reconstruct_images, block_steps=block_steps),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16, adversarial_steps=adversarial_steps))
     if save_config:
@@ -224,6 +226,8 @@ def _report_estimate(report: dict) -> None:
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
                    "channel_importance", "round_to", "channel_steps"}
+SYNTHESIS_FLAGS = {"images": "images", "iterations": "iterations", "synth_batch": "batch_size", "bf16": "bf16",
+                   "bn_weight": "bn_weight", "shards": "shards"}  # option: the synthesis setting it names
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
