@@ -75,6 +75,12 @@ LEVERS = {
     "generator-auto-bn": ("generator", {"bn_weight": "auto"}, {}),
     "generator-auto-bn-thorough": ("generator", {"bn_weight": "auto"}, {"epochs": 80}),
     "generator-auto-bn-4x": ("generator", {"bn_weight": "auto"}, {"epochs": 160}),  # `thorough`, twice as long
+    "generator-auto-bn-lr0.1": ("generator", {"bn_weight": "auto"}, {"lr": 0.1}),
+    "generator-auto-bn-lr0.2": ("generator", {"bn_weight": "auto"}, {"lr": 0.2}),
+    "generator-auto-bn-feat0": ("generator", {"bn_weight": "auto"}, {"feature_weight": 0.0}),
+    "generator-auto-bn-feat100": ("generator", {"bn_weight": "auto"}, {"feature_weight": 100.0}),
+    "generator-auto-bn-t1": ("generator", {"bn_weight": "auto"}, {"temperature": 1.0}),
+    "generator-auto-bn-w64": ("generator", {"bn_weight": "auto", "generator_width": 64}, {}),
     "generator-bn0.01": ("generator", {"bn_weight": 0.01}, {}),
     "generator-bn0.003": ("generator", {"bn_weight": 0.003}, {}),
     "blockwise": ("fast", {}, {}),
