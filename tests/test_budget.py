@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from edgefree.cli import cli
 from edgefree.config import (BuildConfig, ChannelPruning, DistillConfig, LatencyTarget, MagnitudePruning,
-                             SynthesisConfig)
+                             ReconstructConfig, SynthesisConfig)
 from edgefree.errors import EdgefreeError
 from edgefree.pipeline import _milder, held_out_config
 from edgefree.recover import prune, synthesize
@@ -153,6 +153,75 @@ def test_channel_pruning_searches_the_macs_target_and_keeps_the_magnitude_stage(
     config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(macs_target=0.5), MagnitudePruning(0.6)))
     assert _stages(config, 0.3) == (ChannelPruning(macs_target=0.3), MagnitudePruning(0.6))
     assert _stages(BuildConfig(max_drop=1.0), 0.4) == (MagnitudePruning(0.4),)
+
+
+def test_with_a_latency_target_the_knob_is_the_sparsity_on_its_widths_or_nothing():
+    from edgefree.budget import _stages, knob
+
+    latency = LatencyTarget(ratio=0.6)
+    both = BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning(0.5)), latency_target=latency)
+    assert knob(both) == "sparsity" and _stages(both, 0.3) == (ChannelPruning(), MagnitudePruning(0.3))
+    assert knob(BuildConfig(max_drop=1.0, prune=(ChannelPruning(),), latency_target=latency)) is None
+    assert knob(BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning(0.5)))) == "macs_target"
+
+
+def test_a_macs_target_the_channel_search_cannot_reach_is_a_candidate_over_the_budget(teacher, held_out, monkeypatch):
+    import edgefree.budget as budget
+    from edgefree.recover.channels import lowest_macs_kept
+
+    strongest = budget._strongest_macs_target(teacher, ChannelPruning())
+    assert strongest >= max(budget.MACS_TARGET[1], lowest_macs_kept(teacher.module, teacher.spec, ChannelPruning()))
+    reached = budget.prune_gradually
+
+    def unreachable_below_half(teacher, stages, *args):
+        if stages[0].macs_target < 0.5:
+            raise EdgefreeError(f"--macs-target {stages[0].macs_target:g} cannot be reached: the closest ...")
+        return reached(teacher, stages, *args)
+
+    monkeypatch.setattr(budget, "prune_gradually", unreachable_below_half)
+    config = BuildConfig(max_drop=100.0, prune=(ChannelPruning(),), reconstruct=ReconstructConfig(images=32))
+    found = budget.search_budget(teacher, config, held_out, held_out)
+    first, second = found["candidates"][:2]
+    assert first["value"] == strongest and first["estimated_drop"] is None and "cannot be reached" in first["unreachable"]
+    assert second["value"] > 0.5 and second["estimated_drop"] is not None  # the bisection went milder
+    assert found["met"] and found["chosen"] == min(c["value"] for c in found["candidates"] if c["estimated_drop"] is not None)
+
+
+def _latency_budget_build(tmp_path, pruning):
+    return _budget_build(tmp_path, "--max-drop", "1.0", "--pruning", pruning, "--latency-target", "0.8",
+                         "--reconstruct-images", "64")
+
+
+def test_max_drop_with_a_latency_target_searches_the_sparsity_on_the_targets_widths(tmp_path):
+    from edgefree.demo import default_teacher
+
+    result = _latency_budget_build(tmp_path, "channel,magnitude")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    budget, latency = report["budget"], report["latency_target"]
+    assert budget["knob"] == "sparsity" and budget["candidates"][0]["value"] == 0.97
+    assert latency["predicted_ratio"] <= 0.8 and report["sparsity_target"] == budget["chosen"]
+    widths = report["pruning"]["latency"]["layout"]["widths"]  # what the latency target chose, before the search
+    removed = {name: len(idxs) for name, op, idxs in report["pruning"]["plan"]["channels"] if op == "prune_out_channels"}
+    layers = dict(default_teacher().module.named_modules())
+    assert widths and all(layers[name].out_channels - removed.get(name, 0) == kept for name, kept in widths.items())
+    assert "latency-widths" in report["seconds"] and "budget" in report["seconds"]
+
+
+def test_max_drop_with_a_latency_target_alone_checks_its_student_against_the_budget(tmp_path, monkeypatch):
+    import edgefree.recover.estimate as estimate
+
+    far = {"features": ["disagree"], "intercept": 5.0, "coef": [1.0], "transform": None, "students": 0,
+           "command": "test"}  # every student is estimated at >= 5 points
+    monkeypatch.setattr(estimate, "load_fit", lambda path=None: far)
+    monkeypatch.setattr("edgefree.pipeline.load_fit", lambda path=None: far)
+    result = _latency_budget_build(tmp_path, "channel")
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["budget"] is None and report["latency_target"]["predicted_ratio"] <= 0.8
+    assert "budget: --max-drop 1 checked on the student whose channel widths the latency target chose" in result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--max-drop 1 missed: the student of --latency-target 0.8 is estimated at ~" in warnings[0]
 
 
 def test_max_drop_refuses_an_explicit_sparsity(tmp_path):

@@ -1,7 +1,11 @@
 """``--max-drop D``: the strongest compression whose estimated top-1 drop is at most D points.
 
 The knob searched is the magnitude sparsity (magnitude pruning) or the MACs target (channel
-pruning, and channel then magnitude: the magnitude stage keeps its sparsity). Each candidate is
+pruning, and channel then magnitude: the magnitude stage keeps its sparsity; its strongest end is
+the lowest the channel search reaches, where that is above ``MACS_TARGET``'s). With a latency target
+the channel widths are the latency search's: the knob is the sparsity of a magnitude stage after
+them, and without one there is nothing to search (``knob`` is None: the build checks the student it
+recovers against the budget). Each candidate is
 cheap: prune, refit by least squares on ``SEARCH_IMAGES`` dreams (fewer where the recipe refits on
 fewer), then the data-free estimate (``edgefree.recover.estimate``) on the held-out dreams. No
 distillation: a short one at the recipe's learning rate throws a freshly refit student far from
@@ -16,13 +20,18 @@ meets the budget here is a conservative choice.
 
 from __future__ import annotations
 
+import math
 import time
 
+
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
+from edgefree.errors import EdgefreeError
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet, distill, reconstruct
+from edgefree.recover.channels import lowest_macs_kept
 from edgefree.recover.estimate import estimate, load_fit
 from edgefree.recover.gradual import prune_gradually
+from edgefree.recover.prune import prune
 
 SPARSITY = (0.0, 0.97)  # magnitude: (no pruning, the strongest tried)
 MACS_TARGET = (1.0, 0.1)  # channel: (no pruning, the strongest tried)
@@ -31,19 +40,43 @@ SEARCH_IMAGES = 512
 SEARCH_EPOCHS = 1
 
 
+def knob(config: BuildConfig) -> str | None:
+    """What ``--max-drop`` searches in ``config``: "sparsity" or "macs_target"; None where a latency target
+    sets the channel widths and no magnitude stage follows them."""
+    if config.latency_target is not None:
+        return "sparsity" if config.pruning(MagnitudePruning) else None
+    return "macs_target" if config.pruning(ChannelPruning) else "sparsity"
+
+
 def _stages(config: BuildConfig, value: float) -> tuple:
     """``config``'s pruning stages with the searched knob set to ``value``."""
-    kind, knob = (ChannelPruning, "macs_target") if config.pruning(ChannelPruning) else (MagnitudePruning, "sparsity")
-    return tuple(p.replace(**{knob: value}) if isinstance(p, kind) else p for p in config.prune)
+    name = knob(config)
+    kind = ChannelPruning if name == "macs_target" else MagnitudePruning
+    return tuple(p.replace(**{name: value}) if isinstance(p, kind) else p for p in config.prune)
+
+
+def _strongest_macs_target(teacher: Teacher, channel: ChannelPruning) -> float:
+    """``MACS_TARGET``'s strongest end, or the lowest MACs target the channel search reaches where that is higher."""
+    if channel.depth:  # blocks go too: the search reaches lower than the widths alone, checked per candidate
+        return MACS_TARGET[1]
+    return max(MACS_TARGET[1], math.ceil(100 * lowest_macs_kept(teacher.module, teacher.spec, channel)) / 100)
 
 
 def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticSet, held_out: SyntheticSet,
-         device: str, fit: dict) -> dict:
+         device: str, fit: dict, layout: dict | None) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES),
                                        block_steps=0)  # candidates stay cheap: layer-wise only
-    student = prune_gradually(teacher, list(_stages(config, value)), dreams, refit, device)
+    stages = list(_stages(config, value))
+    try:
+        student = prune(teacher, stages, dreams, layout=layout) if layout else \
+            prune_gradually(teacher, stages, dreams, refit, device)
+    except EdgefreeError as exc:  # a MACs target the channel search cannot reach: a candidate that fails
+        if knob(config) != "macs_target" or "cannot be reached" not in str(exc):
+            raise
+        return {"value": value, "estimated_drop": None, "unreachable": str(exc),
+                "seconds": round(time.perf_counter() - started, 2)}
     if refit.images:
         student = reconstruct(teacher, student, subset, refit, device=device, progress=False)
     else:
@@ -54,33 +87,48 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
 
 
 def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, held_out: SyntheticSet,
-                  device: str = "cpu", fit: dict | None = None) -> dict:
-    """Search ``config``'s pruning knob for ``config.max_drop`` (the module docstring says how).
+                  device: str = "cpu", fit: dict | None = None, layout: dict | None = None) -> dict:
+    """Search ``config``'s pruning knob (``knob``) for ``config.max_drop`` (the module docstring says how).
 
     Returns ``{"knob", "max_drop", "candidates": [{value, estimated_drop, seconds}], "chosen",
     "met", "prune": [stage dicts], "seconds"}``: ``chosen`` is the strongest candidate estimated
     within the budget or, where none is (``met`` False), the one whose estimate came closest.
-    ``fit``: the estimate's mapping (None: the shipped one), one for every candidate.
+    ``fit``: the estimate's mapping (None: the shipped one), one for every candidate. ``layout``: the
+    channel widths and removed blocks of a latency target (``edgefree.latency_budget``), which every
+    candidate keeps. A candidate whose MACs target the channel search cannot reach counts as over the
+    budget (``estimated_drop`` None, ``unreachable`` says why).
     """
     started = time.perf_counter()
-    channel = config.pruning(ChannelPruning) is not None
-    mild, strong = MACS_TARGET if channel else SPARSITY
+    name = knob(config)
+    if name is None:
+        raise EdgefreeError("--max-drop has nothing to search: the latency target sets every channel width; add a "
+                            "magnitude stage after it (--pruning channel,magnitude) for --max-drop to choose its sparsity")
+    channel = name == "macs_target"
+    mild, strong = (MACS_TARGET[0], _strongest_macs_target(teacher, config.pruning(ChannelPruning))) if channel \
+        else SPARSITY
     fit = fit or load_fit()  # one mapping for every candidate
-    tried = [_try(teacher, config, strong, dreams, held_out, device, fit)]
+
+    def within(t: dict) -> bool:
+        return t["estimated_drop"] is not None and t["estimated_drop"] <= config.max_drop
+
+    tried = [_try(teacher, config, strong, dreams, held_out, device, fit, layout)]
     passing, failing = mild, strong
-    if tried[0]["estimated_drop"] > config.max_drop:
+    if not within(tried[0]):
         for _ in range(CANDIDATES - 1):
             middle = round((passing + failing) / 2, 3)
-            tried.append(_try(teacher, config, middle, dreams, held_out, device, fit))
-            if tried[-1]["estimated_drop"] <= config.max_drop:
+            tried.append(_try(teacher, config, middle, dreams, held_out, device, fit, layout))
+            if within(tried[-1]):
                 passing = middle
             else:
                 failing = middle
-    met = [t for t in tried if t["estimated_drop"] <= config.max_drop]
+    met = [t for t in tried if within(t)]
+    built = [t for t in tried if t["estimated_drop"] is not None]
+    if not built:
+        raise EdgefreeError(f"--max-drop: no MACs target it tried could be reached ({tried[-1]['unreachable']})")
     # the strongest that met the budget; where none did, the closest
     chosen = (min(met, key=lambda t: t["value"]) if channel else max(met, key=lambda t: t["value"])) if met else \
-        min(tried, key=lambda t: t["estimated_drop"])
-    return {"knob": "macs_target" if channel else "sparsity", "max_drop": config.max_drop, "candidates": tried,
+        min(built, key=lambda t: t["estimated_drop"])
+    return {"knob": name, "max_drop": config.max_drop, "candidates": tried,
             "chosen": chosen["value"], "met": bool(met), "estimated_drop": chosen["estimated_drop"],
             "prune": [p.to_dict() for p in _stages(config, chosen["value"])],
             "seconds": round(time.perf_counter() - started, 2)}

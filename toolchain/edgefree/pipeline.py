@@ -25,6 +25,7 @@ from edgefree import __version__, distributed
 from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.cache import cache_dir
+from edgefree.budget import knob as budget_knob
 from edgefree.budget import search_budget
 from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, pruning_from_dict, recipe
 from edgefree.cost import cost
@@ -204,7 +205,11 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
                         f"after full recovery the student is estimated at ~{drop:.1f}")
-    elif not budget and (large := advice(drop, fix, _milder(config))):
+    elif config.max_drop is not None and not budget and drop > config.max_drop:  # a latency target's widths, checked
+        warnings.append(f"--max-drop {config.max_drop:g} missed: the student of --latency-target "
+                        f"{config.latency_target.ratio:g} is estimated at ~{drop:.1f} points: allow a larger "
+                        f"--latency-target or --max-drop, or {fix}")
+    elif config.max_drop is None and (large := advice(drop, fix, _milder(config))):
         warnings.append(large)
     return {**found, "measured_drop": measured, "warnings": warnings,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
@@ -320,17 +325,34 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
     return report
 
 
-def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world, device: str):
-    """The prune stage (gradual where the channel pruning has steps); with a latency target, rank 0
-    measures and chooses the widths and every rank applies them."""
-    if config.latency_target is None:
-        return prune_gradually(teacher, config.prune, dreams, config.reconstruct, device, progress)
+def _latency_widths(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world):
+    """The channel student of ``config``'s latency target: rank 0 measures and chooses the widths, every
+    rank applies them (``stats["latency"]["layout"]`` on every rank; the rest of the search's record on rank 0)."""
     from edgefree.latency_budget import latency_budget
 
-    chosen = latency_budget(teacher, dreams, config.latency_target, config.prune, config.target,
+    channel = (config.pruning(ChannelPruning),)
+    chosen = latency_budget(teacher, dreams, config.latency_target, channel, config.target,
                             progress) if world.main else None
     layout = distributed.broadcast(chosen.stats["latency"]["layout"] if world.main else None)
-    return chosen if world.main else prune(teacher, config.prune, dreams, progress, layout=layout)
+    if world.main:
+        return chosen
+    student = prune(teacher, channel, dreams, progress, layout=layout)
+    student.stats["latency"] = {"layout": layout}
+    return student
+
+
+def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world, device: str,
+           widths=None):
+    """The prune stage (gradual where the channel pruning has steps); with a latency target, the channel
+    widths it chose (``widths``: already chosen, ``_latency_widths``), then any magnitude stage on them."""
+    if config.latency_target is None:
+        return prune_gradually(teacher, config.prune, dreams, config.reconstruct, device, progress)
+    widths = widths or _latency_widths(config, teacher, dreams, progress, world)
+    if config.pruning(MagnitudePruning) is None:
+        return widths
+    student = prune(teacher, config.prune, dreams, progress, layout=widths.stats["latency"]["layout"])
+    student.stats["latency"] = widths.stats["latency"]
+    return student
 
 
 def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path | None, published: Path,
@@ -343,13 +365,17 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
     with clock("held-out"):
         held_out = held_out_dreams(teacher, config, progress, device)
-    fit, budget = load_fit(), None  # the estimate's mapping: one for the search and the final estimates
-    if config.max_drop is not None:
+    fit, budget, widths = load_fit(), None, None  # the estimate's mapping: one for the search and the final estimates
+    if config.max_drop is not None and budget_knob(config) is not None:
+        if config.latency_target is not None:  # the latency target's widths first: every candidate keeps them
+            with clock("latency-widths"):
+                widths = _latency_widths(config, teacher, dreams, progress, world)
         with clock("budget"):  # every rank searches alike (refit and distillation are shared); rank 0's choice wins
-            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit))
+            layout = widths.stats["latency"]["layout"] if widths else None
+            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit, layout))
             config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
-        pruned = _prune(config, teacher, dreams, progress, world, device)
+        pruned = _prune(config, teacher, dreams, progress, world, device, widths)
     with clock("reconstruct"):
         refit = reconstruct(teacher, pruned, dreams, config.reconstruct, device=device, progress=progress)
     with clock("distill"):

@@ -54,7 +54,8 @@ def _budget(r: dict) -> str | None:
     b = r.get("budget")
     if not b:
         return None
-    rows = [[f"{c['value']:g}", f"~{c['estimated_drop']:.1f}", f"{c['seconds']:.1f}",
+    rows = [[f"{c['value']:g}", "unreachable" if c["estimated_drop"] is None else f"~{c['estimated_drop']:.1f}",
+             f"{c['seconds']:.1f}",
              "chosen" if c["value"] == b["chosen"] else ""] for c in b["candidates"]]
     verdict = (f"chose {b['knob']} {b['chosen']:g}, the strongest candidate estimated within the budget" if b["met"] else
                f"NO candidate was estimated within the budget; built the closest, {b['knob']} {b['chosen']:g} "
