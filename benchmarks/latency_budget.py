@@ -11,10 +11,13 @@ and, less so, ratios move with it).
     python benchmarks/latency_budget.py --shared ../shared                     # ResNet-20, R = 0.5
     python benchmarks/latency_budget.py --shared ../shared --arch resnet56-cifar --ratio 0.5
     python benchmarks/latency_budget.py --shared ../shared --arch resnet56-cifar --uniform 0.33 --depth 0.5
+    python benchmarks/latency_budget.py --shared ../shared --max-drop 1.0      # and a magnitude stage searched
 
 ``--uniform M`` builds the uniform ``--macs-target M`` student (``--depth``: and that share of the
 residual blocks removed) alike instead, for the same-latency comparison: its p50 ratio is measured
-the same way, against the teacher in the same bench.
+the same way, against the teacher in the same bench. ``--max-drop D`` adds a magnitude stage after the
+channels (``--pruning channel,magnitude``) whose sparsity ``--max-drop`` searches on the latency
+target's widths: the two budgets composed.
 
 Results go to ``results/latency_budget.json`` (one entry per arch and ratio, merged) and ``.md``.
 """
@@ -32,7 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import describe, run_record  # noqa: E402
 
-from edgefree.config import BenchConfig, BuildConfig, ChannelPruning, ExportConfig, LatencyTarget, recipe
+from edgefree.config import (BenchConfig, BuildConfig, ChannelPruning, ExportConfig, LatencyTarget, MagnitudePruning,
+                             recipe)
 from edgefree.machine import machine_info
 from edgefree.pipeline import build
 
@@ -45,12 +49,15 @@ def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: bool, threads: int) -> dict:
+def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: bool, threads: int,
+        max_drop: float | None = None) -> dict:
     fast = recipe("fast")
     teacher, data = shared / "models" / TEACHERS[arch], shared / "data" / "cifar10-jpeg" / "test.zip"
+    stages = (ChannelPruning(),) if max_drop is None else (ChannelPruning(), MagnitudePruning())
     config = BuildConfig(
-        target="x86-64", out=work / f"{arch}-lat{ratio}", model=teacher, arch=arch, eval_data=str(data), seed=seed,
-        recipe="fast", cache=work / "cache", prune=(ChannelPruning(),), latency_target=LatencyTarget(ratio=ratio),
+        target="x86-64", out=work / f"{arch}-lat{ratio}" + (f"-max-drop{max_drop:g}" if max_drop is not None else ""),
+        model=teacher, arch=arch, eval_data=str(data), seed=seed, max_drop=max_drop,
+        recipe="fast", cache=work / "cache", prune=stages, latency_target=LatencyTarget(ratio=ratio),
         synthesis=fast.synthesis, reconstruct=fast.reconstruct, distill=fast.distill,
         export=ExportConfig(formats=("onnx",), precisions=("fp32",)),
         bench=BenchConfig(eval_limit=500, emulate=False), threads=threads)  # top-1 per artifact: the export's pass
@@ -61,7 +68,10 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
     rows = {f"{r['model']}/{r['runtime']}/{r['precision']}": r["latency_ms"] for r in report["bench"]["native"]["rows"]
             if not r["error"]}
     return {
-        "arch": arch, "ratio": ratio, "seed": seed,
+        "arch": arch, "ratio": ratio, "seed": seed, "max_drop": max_drop, "budget": report.get("budget"),
+        "sparsity": report["sparsity"], "estimate": {"drop": report["estimate"]["recovered"]["drop"],
+                                                     "measured_drop": report["estimate"]["measured_drop"],
+                                                     "warnings": report["estimate"]["warnings"]},
         "accuracy": report["accuracy"], "artifact_accuracy": {a["name"]: a.get("accuracy")
                                                               for a in report["export"]["artifacts"]},
         "latency_target": report["latency_target"], "cost": report["cost"],
@@ -158,7 +168,10 @@ def render(results: dict) -> str:
              "with other processes while it ran (load below), so the measured ratio carries that noise.", ""]
     for entry in results["entries"].values():
         lt, p, a, c = entry["latency_target"], entry["prediction"], entry["accuracy"], entry["choice"]
-        lines += [f"## {entry['arch']}, latency target {entry['ratio']:.2f}x", "",
+        budget = entry.get("budget")
+        title = f"## {entry['arch']}, latency target {entry['ratio']:.2f}x" + (
+            f", --max-drop {entry['max_drop']:g} (channel, then magnitude)" if entry.get("max_drop") is not None else "")
+        lines += [title, "",
                   f"Command: `{entry['record']['command']}`. {describe(entry['record'])}", "",
                   "| target | predicted p50 ratio | measured when chosen (searches) | measured p50 ratio "
                   "(onnxruntime fp32) | met | MACs kept | teacher | pruned | refit | recovered |",
@@ -182,7 +195,16 @@ def render(results: dict) -> str:
                   f"- Latency search: {p['seconds']} s ({p['tables']['entries']} table entries, "
                   f"{p['tables']['measured_now']} measured in this build); stage seconds: "
                   + ", ".join(f"{k} {v}" for k, v in entry["seconds"].items()) + "."]
-        lines += _same_latency(entry["arch"], entry, uniform)
+        if budget:
+            lines += [f"- Budget: `--max-drop {budget['max_drop']:g}` searched the magnitude sparsity on the latency "
+                      f"target's widths in {budget['seconds']:.0f} s, candidates "
+                      + ", ".join(f"{c['value']:g} (~{c['estimated_drop']:.1f})" for c in budget["candidates"])
+                      + f"; {'met' if budget['met'] else 'NOT met by any candidate'}, chose {budget['chosen']:g}. "
+                      f"The recovered student ({100 * entry['sparsity']:.1f}% of its weights zero) is estimated at "
+                      f"~{entry['estimate']['drop']:.1f} points lost, measured {entry['estimate']['measured_drop']:.2f}."]
+            lines += [f"- Warning printed: {w}" for w in entry["estimate"]["warnings"]]
+        if entry.get("max_drop") is None:
+            lines += _same_latency(entry["arch"], entry, uniform)
         context = _uniform_rows(entry["arch"])
         if context:
             lines += ["", "Uniform channel ratios on the same teacher, from `channel_pruning.md` (other builds, "
@@ -199,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.5, help="the latency target")
     p.add_argument("--uniform", type=float, help="build the uniform --macs-target student of this MACs target instead")
     p.add_argument("--depth", type=float, default=0.0, help="with --uniform: the share of residual blocks removed")
+    p.add_argument("--max-drop", type=float, help="also a magnitude stage, its sparsity searched for this budget")
     p.add_argument("--work", type=Path, default=Path("/tmp/edgefree-latency-bench"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="threads of the build's training stages")
@@ -220,12 +243,14 @@ def main(argv=None) -> None:
         entry = run_uniform(args.arch, args.uniform, args.depth, args.shared.resolve(), args.work, args.seed,
                             not args.quiet, args.threads)
     else:
-        entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet, args.threads)
+        entry = run(args.arch, args.ratio, args.shared.resolve(), args.work, args.seed, not args.quiet, args.threads,
+                    args.max_drop)
     results = json.loads(path.read_text()) if path.is_file() else {"entries": {}}
     if args.uniform is not None:
         results.setdefault("uniform", {})[f"{args.arch}@{args.uniform:g},{args.depth:g}"] = entry
     else:
-        results["entries"][f"{args.arch}@{args.ratio}"] = entry
+        budget = "" if args.max_drop is None else f"+max-drop{args.max_drop:g}"
+        results["entries"][f"{args.arch}@{args.ratio}{budget}"] = entry
     path.write_text(json.dumps(results, indent=2))
     path.with_suffix(".md").write_text(render(results))
     print(f"wrote {path} and {path.with_suffix('.md')}")
