@@ -55,7 +55,7 @@ def run(arch: str, ratio: float, shared: Path, work: Path, seed: int, progress: 
     teacher, data = shared / "models" / TEACHERS[arch], shared / "data" / "cifar10-jpeg" / "test.zip"
     stages = (ChannelPruning(),) if max_drop is None else (ChannelPruning(), MagnitudePruning())
     config = BuildConfig(
-        target="x86-64", out=work / f"{arch}-lat{ratio}" + (f"-max-drop{max_drop:g}" if max_drop is not None else ""),
+        target="x86-64", out=work / (f"{arch}-lat{ratio}" + (f"-max-drop{max_drop:g}" if max_drop is not None else "")),
         model=teacher, arch=arch, eval_data=str(data), seed=seed, max_drop=max_drop,
         recipe="fast", cache=work / "cache", prune=stages, latency_target=LatencyTarget(ratio=ratio),
         synthesis=fast.synthesis, reconstruct=fast.reconstruct, distill=fast.distill,
