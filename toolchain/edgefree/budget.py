@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import time
 
-
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
 from edgefree.errors import EdgefreeError
 from edgefree.models import Teacher
