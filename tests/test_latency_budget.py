@@ -38,7 +38,8 @@ def chosen(teacher):
     return latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning())
 
 
-def test_layer_tables_are_cached_per_runtime_precision_and_shape():
+def test_layer_tables_are_cached_per_runtime_precision_and_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEFREE_CACHE", str(tmp_path))  # tables other tests measured stay out of the counts
     widths = [(32, 8), (32, 32)]
     fp32 = Meter("onnxruntime", "fp32")
     first, measured = layer_latency(CONV, widths, fp32)

@@ -101,7 +101,8 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     name = knob(config)
     if name is None:
         raise EdgefreeError("--max-drop has nothing to search: the latency target sets every channel width; add a "
-                            "magnitude stage after it (--pruning channel,magnitude) for --max-drop to choose its sparsity")
+                            "magnitude stage after it (--pruning channel,magnitude) for --max-drop to choose its "
+                            "sparsity")
     channel = name == "macs_target"
     mild, strong = (MACS_TARGET[0], _strongest_macs_target(teacher, config.pruning(ChannelPruning))) if channel \
         else SPARSITY
