@@ -85,6 +85,11 @@ def test_cli_synthesis_options_hold_on_a_signal_under_thorough_though_equal_to_t
     assert config.synthesis_given == ("images", "batch_size")
     signal = config.for_input(1).synthesis
     assert signal == recipe("fast").synthesis.replace(batch_size=128, images=64)  # 128 is generator's too
+    again = tmp_path / "again.toml"  # a recipe named on the command line replaces the file's synthesis, and its names
+    result = CliRunner().invoke(cli, ["build", "--config", str(saved), "--recipe", "thorough", "--save-config",
+                                      str(again)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert BuildConfig.from_dict(load_config_file(again)).for_input(1).synthesis == recipe("fast").synthesis
 
 
 def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkeypatch):

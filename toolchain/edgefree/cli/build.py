@@ -127,8 +127,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
                                std=list(parse_values(std, "--std")) if std else None,
                                value_range=list(parse_range(value_range)) if value_range else None),
            flags={"dist_timeout_s": "dist_timeout"})
-    if "recipe" in given:  # the recipe named here replaces the file's stage settings
-        for stage in ("synthesis", "reconstruct", "distill"):
+    if "recipe" in given:  # the recipe named here replaces the file's stage settings (and what it named in them)
+        for stage in ("synthesis", "reconstruct", "distill", "synthesis_given"):
             values.pop(stage, None)
     if given & PRUNING_OPTIONS or "prune" not in values:
         values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
