@@ -94,7 +94,8 @@ def render(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in results["entries"].values():
         b, a = e["budget"], e["accuracy"]
-        tried = ", ".join(f"{c['value']:g}: {c['estimated_drop']:.1f}" for c in b["candidates"])
+        tried = ", ".join(f"{c['value']:g}: " + ("unreachable" if c["estimated_drop"] is None else
+                                                  f"{c['estimated_drop']:.1f}") for c in b["candidates"])
         rest = _rest(e)
         lines.append(f"| {e['row']} | {e['max_drop']:g} | {GOALS.get(e['row'], '-')} | {tried} | {b['knob']} "
                      f"{b['chosen']:g} | {e['macs_ratio']:.2f} | {a['teacher']:.2f} | **{a['recovered']:.2f}** | "

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgefree.cli import cli
 from edgefree.config import (BuildConfig, ChannelPruning, DistillConfig, LatencyTarget, MagnitudePruning,
                              ReconstructConfig, SynthesisConfig)
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, UnreachableTargetError
 from edgefree.pipeline import _milder, held_out_config
 from edgefree.recover import prune, synthesize
 from edgefree.recover.estimate import advice, features, predict, remedy
@@ -175,7 +175,7 @@ def test_a_macs_target_the_channel_search_cannot_reach_is_a_candidate_over_the_b
 
     def unreachable_below_half(teacher, stages, *args):
         if stages[0].macs_target < 0.5:
-            raise EdgefreeError(f"--macs-target {stages[0].macs_target:g} cannot be reached: the closest ...")
+            raise UnreachableTargetError(f"--macs-target {stages[0].macs_target:g} cannot be reached: ...")
         return reached(teacher, stages, *args)
 
     monkeypatch.setattr(budget, "prune_gradually", unreachable_below_half)
@@ -187,6 +187,14 @@ def test_a_macs_target_the_channel_search_cannot_reach_is_a_candidate_over_the_b
     assert second["value"] > 0.5 and second["estimated_drop"] is not None  # the bisection went milder
     built = [c["value"] for c in found["candidates"] if c["estimated_drop"] is not None]
     assert found["met"] and found["chosen"] == min(built)
+
+
+def test_the_search_with_a_latency_target_needs_its_widths(teacher, held_out):
+    from edgefree.budget import search_budget
+
+    config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning()), latency_target=LatencyTarget())
+    with pytest.raises(EdgefreeError, match="needs its widths: pass layout"):
+        search_budget(teacher, config, held_out, held_out)
 
 
 def _latency_budget_build(tmp_path, pruning):
@@ -203,6 +211,7 @@ def test_max_drop_with_a_latency_target_searches_the_sparsity_on_the_targets_wid
     budget, latency = report["budget"], report["latency_target"]
     assert budget["knob"] == "sparsity" and budget["candidates"][0]["value"] == 0.97
     assert latency["target_ratio"] == 0.8 and report["sparsity_target"] == budget["chosen"]
+    assert budget["met"] or budget["candidates"][-1]["value"] == 0.0  # missed: the widths alone were tried too
     widths = report["pruning"]["latency"]["layout"]["widths"]  # what the latency target chose, before the search
     removed = {name: len(idxs) for name, op, idxs in report["pruning"]["plan"]["channels"]
                if op == "prune_out_channels"}

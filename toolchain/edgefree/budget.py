@@ -24,7 +24,7 @@ import math
 import time
 
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, UnreachableTargetError
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet, distill, reconstruct
 from edgefree.recover.channels import lowest_macs_kept
@@ -71,9 +71,7 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     try:
         student = prune(teacher, stages, dreams, layout=layout) if layout else \
             prune_gradually(teacher, stages, dreams, refit, device)
-    except EdgefreeError as exc:  # a MACs target the channel search cannot reach: a candidate that fails
-        if knob(config) != "macs_target" or "cannot be reached" not in str(exc):
-            raise
+    except UnreachableTargetError as exc:  # a MACs target the channel search cannot reach: a candidate that fails
         return {"value": value, "estimated_drop": None, "unreachable": str(exc),
                 "seconds": round(time.perf_counter() - started, 2)}
     if refit.images:
@@ -99,6 +97,9 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     """
     started = time.perf_counter()
     name = knob(config)
+    if config.latency_target is not None and layout is None:
+        raise EdgefreeError("search_budget with a latency target needs its widths: pass layout (the student of "
+                            "edgefree.latency_budget's stats['latency']['layout'])")
     if name is None:
         raise EdgefreeError("--max-drop has nothing to search: the latency target sets every channel width; add a "
                             "magnitude stage after it (--pruning channel,magnitude) for --max-drop to choose its "
@@ -121,6 +122,8 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
                 passing = middle
             else:
                 failing = middle
+    if layout and not any(within(t) for t in tried):  # the latency target's widths alone, no sparsity on them
+        tried.append(_try(teacher, config, mild, dreams, held_out, device, fit, layout))
     met = [t for t in tried if within(t)]
     built = [t for t in tried if t["estimated_drop"] is not None]
     if not built:

@@ -24,6 +24,10 @@ class NoBatchNormError(EdgefreeError):
     """DeepInversion needs BatchNorm running statistics and the model has none."""
 
 
+class UnreachableTargetError(EdgefreeError):
+    """A MACs target the channel search cannot reach on this model."""
+
+
 class DivergenceError(EdgefreeError):
     """An optimisation produced a non-finite loss."""
 

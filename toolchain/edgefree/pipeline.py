@@ -199,8 +199,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
                    "its cheap candidate was estimated within it")
         warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
-                        f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop, "
-                        f"or {fix}")
+                        f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop"
+                        + (" or --latency-target" if config.latency_target is not None else "") + f", or {fix}")
     elif budget and not budget["met"]:
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "

@@ -50,8 +50,9 @@ def _opt(*names, **kw):
       help="Magnitude pruning: rank weights over all layers together, or zero --sparsity of each layer "
       "(for layers of very different scale, as in MobileNets).")
 @_opt("--max-drop", type=click.FloatRange(min=0), help="Budget: the strongest pruning (magnitude: the sparsity; "
-      "channel: the MACs target) whose estimated top-1 drop is at most this many points, searched without data "
-      "(replaces --sparsity / --macs-target; docs/budgets.md).")
+      "channel: the MACs target; beside --latency-target, the sparsity of a magnitude stage on its widths, or with "
+      "channels only a check of the student) whose estimated top-1 drop is at most this many points, searched "
+      "without data (replaces --sparsity / --macs-target; docs/budgets.md).")
 @_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (twice the distillation, on the generator's dreams for an image and fast's for a signal), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch: more recovery than fast on image teachers), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (thorough: the generator's on an image, steps per batch on a signal) (overrides the recipe).")

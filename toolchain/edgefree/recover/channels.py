@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import ChannelPruning
 from edgefree.cost import cost, count_macs
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, UnreachableTargetError
 from edgefree.models import InputSpec
 from edgefree.recover.greedy_channels import GreedyImportance
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student, set_module
@@ -242,7 +242,7 @@ def check_channel_pruning(model: nn.Module, spec: InputSpec, config: ChannelPrun
     if config.macs_target is not None and not config.depth:
         lowest = lowest_macs_kept(model, spec, config)
         if config.macs_target < lowest - _MACS_SLACK:
-            raise EdgefreeError(f"--macs-target {config.macs_target:g} cannot be reached: removing "
+            raise UnreachableTargetError(f"--macs-target {config.macs_target:g} cannot be reached: removing "
                                 f"{100 * _MAX_RATIO:.0f}% of every prunable layer's channels still keeps "
                                 f"{lowest:.2f}x the teacher's multiply-adds (the classifier, the layers left "
                                 f"dense and rounding to --round-to stay); pass --macs-target {_ceil2(lowest)} or more")
@@ -286,7 +286,7 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
         student, operations = _prune_at(base, example, config, ratio, dreams, scored=scored)
         reached = count_macs(student, example) / teacher["macs"]
         if config.macs_target is not None and reached > config.macs_target + max(_MACS_SLACK, 0.1 * config.macs_target):
-            raise EdgefreeError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
+            raise UnreachableTargetError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
                                 f"is {reached:.2f}x the teacher's multiply-adds (channel ratio {ratio:.2f}); pass "
                                 f"--macs-target {_ceil2(reached)} or more")
     if layout is None and not removed and not operations and (config.ratio or config.macs_target):
