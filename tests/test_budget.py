@@ -193,7 +193,7 @@ def test_the_search_with_a_latency_target_needs_its_widths(teacher, held_out):
     from edgefree.budget import search_budget
 
     config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning()), latency_target=LatencyTarget())
-    with pytest.raises(EdgefreeError, match="needs its widths: pass layout"):
+    with pytest.raises(EdgefreeError, match="needs its widths: pass widths"):
         search_budget(teacher, config, held_out, held_out)
 
 

@@ -30,7 +30,8 @@ from edgefree.recover import SyntheticSet, distill, reconstruct
 from edgefree.recover.channels import lowest_macs_kept
 from edgefree.recover.estimate import estimate, load_fit
 from edgefree.recover.gradual import prune_gradually
-from edgefree.recover.prune import prune
+from edgefree.recover.prune import with_magnitude
+from edgefree.recover.student import Student
 
 SPARSITY = (0.0, 0.97)  # magnitude: (no pruning, the strongest tried)
 MACS_TARGET = (1.0, 0.1)  # channel: (no pruning, the strongest tried)
@@ -62,14 +63,14 @@ def _strongest_macs_target(teacher: Teacher, channel: ChannelPruning) -> float:
 
 
 def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticSet, held_out: SyntheticSet,
-         device: str, fit: dict, layout: dict | None) -> dict:
+         device: str, fit: dict, widths: Student | None) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES),
                                        block_steps=0)  # candidates stay cheap: layer-wise only
     stages = list(_stages(config, value))
     try:
-        student = prune(teacher, stages, dreams, layout=layout) if layout else \
+        student = with_magnitude(widths, config.pruning(MagnitudePruning).replace(sparsity=value)) if widths else \
             prune_gradually(teacher, stages, dreams, refit, device)
     except UnreachableTargetError as exc:  # a MACs target the channel search cannot reach: a candidate that fails
         return {"value": value, "estimated_drop": None, "unreachable": str(exc),
@@ -84,22 +85,22 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
 
 
 def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, held_out: SyntheticSet,
-                  device: str = "cpu", fit: dict | None = None, layout: dict | None = None) -> dict:
+                  device: str = "cpu", fit: dict | None = None, widths: Student | None = None) -> dict:
     """Search ``config``'s pruning knob (``knob``) for ``config.max_drop`` (the module docstring says how).
 
     Returns ``{"knob", "max_drop", "candidates": [{value, estimated_drop, seconds}], "chosen",
     "met", "prune": [stage dicts], "seconds"}``: ``chosen`` is the strongest candidate estimated
     within the budget or, where none is (``met`` False), the one whose estimate came closest.
-    ``fit``: the estimate's mapping (None: the shipped one), one for every candidate. ``layout``: the
-    channel widths and removed blocks of a latency target (``edgefree.latency_budget``), which every
-    candidate keeps. A candidate whose MACs target the channel search cannot reach counts as over the
-    budget (``estimated_drop`` None, ``unreachable`` says why).
+    ``fit``: the estimate's mapping (None: the shipped one), one for every candidate. ``widths``: the
+    student of a latency target (``edgefree.latency_budget``), whose channels and blocks every candidate
+    keeps, each with its own sparsity on them. A candidate whose MACs target the channel search cannot
+    reach counts as over the budget (``estimated_drop`` None, ``unreachable`` says why).
     """
     started = time.perf_counter()
     name = knob(config)
-    if config.latency_target is not None and layout is None:
-        raise EdgefreeError("search_budget with a latency target needs its widths: pass layout (the student of "
-                            "edgefree.latency_budget's stats['latency']['layout'])")
+    if config.latency_target is not None and widths is None:
+        raise EdgefreeError("search_budget with a latency target needs its widths: pass widths (the student "
+                            "edgefree.latency_budget chose)")
     if name is None:
         raise EdgefreeError("--max-drop has nothing to search: the latency target sets every channel width; add a "
                             "magnitude stage after it (--pruning channel,magnitude) for --max-drop to choose its "
@@ -112,18 +113,18 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     def within(t: dict) -> bool:
         return t["estimated_drop"] is not None and t["estimated_drop"] <= config.max_drop
 
-    tried = [_try(teacher, config, strong, dreams, held_out, device, fit, layout)]
+    tried = [_try(teacher, config, strong, dreams, held_out, device, fit, widths)]
     passing, failing = mild, strong
     if not within(tried[0]):
         for _ in range(CANDIDATES - 1):
             middle = round((passing + failing) / 2, 3)
-            tried.append(_try(teacher, config, middle, dreams, held_out, device, fit, layout))
+            tried.append(_try(teacher, config, middle, dreams, held_out, device, fit, widths))
             if within(tried[-1]):
                 passing = middle
             else:
                 failing = middle
-    if layout and not any(within(t) for t in tried):  # the latency target's widths alone, no sparsity on them
-        tried.append(_try(teacher, config, mild, dreams, held_out, device, fit, layout))
+    if widths and not any(within(t) for t in tried):  # the latency target's widths alone, no sparsity on them
+        tried.append(_try(teacher, config, mild, dreams, held_out, device, fit, widths))
     met = [t for t in tried if within(t)]
     built = [t for t in tried if t["estimated_drop"] is not None]
     if not built:

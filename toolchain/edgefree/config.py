@@ -457,6 +457,12 @@ DEFAULT_RECIPE = "fast"
 DEMO_RECIPE = "demo"
 
 
+# the command line's synthesis options (option: the SynthesisConfig setting it sets): what
+# BuildConfig.synthesis_given may name
+SYNTHESIS_FLAGS = {"images": "images", "iterations": "iterations", "synth_batch": "batch_size", "bf16": "bf16",
+                   "bn_weight": "bn_weight", "shards": "shards"}
+
+
 def recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise EdgefreeError(f"unknown recipe {name!r}; known: {', '.join(sorted(RECIPES))}")
@@ -533,7 +539,7 @@ class BuildConfig(_Config):
                                            and self.max_drop >= 0),
                  f"max_drop must be a number of top-1 points >= 0, got {self.max_drop}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
-        nameable = ("images", "iterations", "batch_size", "bf16", "bn_weight", "shards")  # the command line's
+        nameable = tuple(SYNTHESIS_FLAGS.values())
         _require(all(isinstance(n, str) and n in nameable for n in self.synthesis_given),
                  f"synthesis_given names synthesis settings of {', '.join(nameable)}, got {list(self.synthesis_given)}")
         object.__setattr__(self, "synthesis_given", tuple(dict.fromkeys(self.synthesis_given)))
@@ -709,7 +715,8 @@ def to_toml(config: BuildConfig) -> str:
     chosen = recipe(config.recipe)
     for name, table in nested.items():
         lines.append("")
-        if name == "synthesis" and chosen.signal_synthesis is not None and config.synthesis.method == chosen.synthesis.method:
+        if name == "synthesis" and chosen.signal_synthesis is not None and \
+                config.synthesis.method == chosen.synthesis.method:
             lines += [f"# an image teacher's dreams: a 1-D signal teacher dreams the signal settings of recipe "
                       f"{config.recipe} instead, with those named in synthesis_given on top (BuildConfig.for_input)"]
         lines += [f"[{name}]"] + [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]

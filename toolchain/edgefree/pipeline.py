@@ -44,6 +44,7 @@ from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, s
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
+from edgefree.recover.prune import with_magnitude
 from edgefree.recover.estimate import advice, estimate, load_fit, remedy
 from edgefree.recover.saved import save_student
 from edgefree.recover.synthesize import save_contact_sheet
@@ -348,11 +349,8 @@ def _prune(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress
     if config.latency_target is None:
         return prune_gradually(teacher, config.prune, dreams, config.reconstruct, device, progress)
     widths = widths or _latency_widths(config, teacher, dreams, progress, world)
-    if config.pruning(MagnitudePruning) is None:
-        return widths
-    student = prune(teacher, config.prune, dreams, progress, layout=widths.stats["latency"]["layout"])
-    student.stats["latency"] = widths.stats["latency"]
-    return student
+    magnitude = config.pruning(MagnitudePruning)
+    return widths if magnitude is None else with_magnitude(widths, magnitude)
 
 
 def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out: Path | None, published: Path,
@@ -371,8 +369,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             with clock("latency-widths"):
                 widths = _latency_widths(config, teacher, dreams, progress, world)
         with clock("budget"):  # every rank searches alike (refit and distillation are shared); rank 0's choice wins
-            layout = widths.stats["latency"]["layout"] if widths else None
-            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit, layout))
+            budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit, widths))
             config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = _prune(config, teacher, dreams, progress, world, device, widths)

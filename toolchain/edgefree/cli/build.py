@@ -6,7 +6,7 @@ import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
 from edgefree.cli.output import failure_kept_log, verbose_option
-from edgefree.config import CHANNEL_IMPORTANCE
+from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS
 
 
 def _opt(*names, **kw):
@@ -230,8 +230,6 @@ def _report_estimate(report: dict) -> None:
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
                    "channel_importance", "round_to", "channel_steps"}
-SYNTHESIS_FLAGS = {"images": "images", "iterations": "iterations", "synth_batch": "batch_size", "bf16": "bf16",
-                   "bn_weight": "bn_weight", "shards": "shards"}  # option: the synthesis setting it names
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,

@@ -24,8 +24,8 @@ from edgefree.models import Teacher
 from edgefree.recover.channels import prune_channels
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student
 
-__all__ = ["PRUNABLE", "PrunePlan", "Student", "prune", "apply_masks", "magnitude_masks", "prunable_weights",
-           "sparsity_report"]
+__all__ = ["PRUNABLE", "PrunePlan", "Student", "prune", "with_magnitude", "apply_masks", "magnitude_masks",
+           "prunable_weights", "sparsity_report"]
 
 def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filter_fn=None) -> dict[str, torch.Tensor]:
     """Weights of every conv and linear layer, in module order, optionally without the first and last,
@@ -65,6 +65,15 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
         else:
             raise EdgefreeError(f"unknown pruning config {type(step).__name__}: use MagnitudePruning or ChannelPruning")
     return student
+
+
+def with_magnitude(student: Student, config: MagnitudePruning) -> Student:
+    """A copy of ``student`` (its channels already chosen) with ``config``'s magnitude stage on it, as ``prune``
+    applies one after a channel stage: for channels chosen once and kept (a latency target's widths)."""
+    masked = student.with_model(copy.deepcopy(student.model), dict(student.stats))
+    masked.plan.masks = magnitude_masks(masked.model, config)
+    apply_masks(masked.model, masked.plan.masks)
+    return masked
 
 
 def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> dict[str, torch.Tensor]:
