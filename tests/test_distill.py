@@ -99,3 +99,21 @@ def test_warmup_raises_the_rate_linearly_then_follows_the_cosine():
     assert rates[4] > rates[6] > rates[9] > 0  # the cosine over the remaining steps
     with pytest.raises(EdgefreeError, match="warmup_epochs"):
         DistillConfig(epochs=2, warmup_epochs=2)
+
+
+def test_bn_affine_trains_scale_and_shift_only_and_the_average_keeps_the_masks(teacher, digits, recovered):
+    pruned, dreams, _ = recovered
+    config = DistillConfig(epochs=6, batch_size=64, lr=0.01, bn_affine=True, ema=0.9)
+    student = distill(teacher, pruned, dreams, config, progress=False).model
+    bns = [(a, b) for a, b in zip(pruned.model.modules(), student.modules()) if isinstance(a, torch.nn.BatchNorm2d)]
+    assert bns and all(torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var)
+                       for a, b in bns)  # the statistics stay the teacher's
+    assert any(not torch.equal(a.weight, b.weight) or not torch.equal(a.bias, b.bias) for a, b in bns)
+    weights = prunable_weights(student)
+    assert all(torch.all(weights[name][~mask] == 0) for name, mask in pruned.masks.items())  # the average's zeros
+    assert accuracy(student, digits, teacher.spec) > accuracy(pruned.model, digits, teacher.spec) + 10
+    # the average is not the last step's weights: the same run without it ends elsewhere
+    last = distill(teacher, pruned, dreams, config.replace(ema=0.0), progress=False).model
+    assert not torch.equal(prunable_weights(last)[next(iter(pruned.masks))], weights[next(iter(pruned.masks))])
+    with pytest.raises(EdgefreeError, match="ema"):
+        DistillConfig(ema=1.0)

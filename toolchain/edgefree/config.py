@@ -301,6 +301,10 @@ class DistillConfig(_Config):
     mixup: float = 0.0  # Beta(a, a) mixing of image pairs; the teacher labels the mix, so any pair is valid
     feature_weight: float = 0.0  # weight of matching every BatchNorm output of the teacher (0: logits only)
     warmup_epochs: float = 0.0  # the learning rate rises linearly from ~0 over these epochs, then follows the cosine
+    # train each BatchNorm's scale and shift (its running statistics stay the teacher's): the only per-channel
+    # bias a pruned student without conv biases has, to follow the shift its removed inputs leave behind
+    bn_affine: bool = False
+    ema: float = 0.0  # keep an exponential moving average of the student's weights, this decay per step (0: off)
     # a generator's set (synthesis method "generator"): before each epoch's new images, the generator trains
     # this many steps towards images the student gets wrong (edgefree.recover.generator.GeneratorAdversary)
     adversarial_steps: int = 0
@@ -317,6 +321,7 @@ class DistillConfig(_Config):
         _require_bf16(self.bf16, "distillation")
         _require(self.lr > 0 and self.temperature > 0, "distillation lr and temperature must be positive")
         _require(self.mixup >= 0, f"distillation mixup must be >= 0, got {self.mixup}")
+        _require(0 <= self.ema < 1, f"distillation ema (a decay per step) must be in [0, 1), got {self.ema}")
         _require(0 <= self.warmup_epochs < self.epochs,
                  f"distillation warmup_epochs must be >= 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
 

@@ -33,14 +33,42 @@ from edgefree.recover.synthesize import SyntheticSet
 _BN = nn.modules.batchnorm._BatchNorm
 
 
-def freeze_batchnorm(model: nn.Module) -> nn.Module:
-    """Put every BatchNorm in eval mode and stop gradients to its affine parameters."""
+def freeze_batchnorm(model: nn.Module, affine: bool = False) -> nn.Module:
+    """Put every BatchNorm in eval mode (its running statistics stay as they are) and stop gradients to its
+    affine parameters, unless ``affine``: then its scale and shift stay trainable."""
     for m in model.modules():
         if isinstance(m, _BN):
             m.eval()
             for p in m.parameters():
-                p.requires_grad_(False)
+                p.requires_grad_(affine)
     return model
+
+
+def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters, BatchNorm's scale and shift without weight decay (decay would pull a
+    channel's scale towards zero, which its frozen statistics do not follow)."""
+    bn = {id(p) for m in model.modules() if isinstance(m, _BN) for p in m.parameters()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if id(p) not in bn], "weight_decay": weight_decay},
+              {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
+class _Average:
+    """An exponential moving average of a model's trainable parameters, copied into it by ``load``."""
+
+    def __init__(self, params: list[torch.Tensor], decay: float):
+        self.params, self.decay = params, decay
+        self.average = [p.detach().clone() for p in params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - self.decay)
+
+    @torch.no_grad()
+    def load(self) -> None:
+        for p, a in zip(self.params, self.average):
+            p.copy_(a)
 
 
 def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -137,10 +165,11 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     teacher_source, spec, teacher = teacher, teacher.spec, teacher.module.eval().to(device)
     student = copy.deepcopy(pruned.model).to(device)
     student.train()
-    freeze_batchnorm(student)
+    freeze_batchnorm(student, affine=config.bn_affine)
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
-                          weight_decay=config.weight_decay)
+    opt = torch.optim.SGD(_parameter_groups(student, config.weight_decay), lr=config.lr, momentum=config.momentum,
+                          nesterov=True)
+    average = _Average(params, config.ema) if config.ema else None
     batches = distributed.EpochBatches(len(synthetic), config.batch_size, g, seed)  # this rank's share
     steps_per_epoch = len(batches)
     sched = _schedule(opt, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch))
@@ -189,6 +218,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                 opt.step()
                 sched.step()
                 apply_masks(student, pruned.masks)
+                if average is not None:  # the masked student's average keeps its zeros
+                    average.update()
                 total += loss.item() * len(idx)
             history.append(batches.mean(total))
             bar.set_postfix(loss=f"{history[-1]:.4f}")
@@ -196,6 +227,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         bar.close()
         for hooks in features or ():
             hooks.remove()
+    if average is not None:
+        average.load()
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
     if adversary is not None:
         stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL
