@@ -18,7 +18,7 @@ from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.models import InputSpec, load_teacher
 from edgefree.recover import distill, prune, reconstruct, synthesize
-from edgefree.recover.inversion import SyntheticSet, jitter_and_flip, mirrors
+from edgefree.recover.inversion import SyntheticSet, random_view, mirrors
 from edgefree.recover.prune import sparsity_report
 from edgefree.recover.synthesize import save_contact_sheet
 
@@ -80,7 +80,7 @@ def test_signals_are_shifted_in_time_not_mirrored_by_default():
     config = SynthesisConfig(jitter=3)
     assert not mirrors(config, 1) and mirrors(config, 2)
     assert mirrors(SynthesisConfig(flip=True), 1) and not mirrors(SynthesisConfig(flip=False), 2)
-    views = [jitter_and_flip(signal, config, g) for _ in range(20)]
+    views = [random_view(signal, config, g) for _ in range(20)]
     # each view is the signal rolled by up to 3 samples either way, never reversed
     assert all(any(torch.equal(v, signal.roll(s, -1)) for s in range(-3, 4)) for v in views)
     assert len({tuple(v.flatten().tolist()) for v in views}) > 1
@@ -219,3 +219,22 @@ def test_thorough_dreams_a_signal_teacher_as_fast_does(teacher, tmp_path):
     assert report["config"]["synthesis"]["warm_start"] == recipe("fast").synthesis.warm_start
     assert report["recipe_overrides"]["synthesis"] == {"images": 32, "batch_size": 16, "iterations": 2,
                                                         "first_iterations": 2}
+
+
+def test_a_crop_scale_resizes_a_random_crop_back_to_the_input_size():
+    from edgefree.errors import EdgefreeError
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    config = SynthesisConfig(jitter=0, flip=False, crop_scale=0.25)
+    views = [random_view(image, config, g) for _ in range(10)]
+    assert all(v.shape == image.shape for v in views)
+    assert all(not torch.equal(v, image) for v in views)  # each a crop, enlarged
+    # the crop stays inside the image: every value within the image's range
+    assert all(v.min() >= image.min() and v.max() <= image.max() for v in views)
+    signal = torch.arange(40.0).view(1, 1, 40)
+    view = random_view(signal, config, g)
+    assert view.shape == signal.shape and (view.diff(dim=-1) > 0).all()  # a stretched piece, still in time order
+    assert torch.equal(random_view(image, SynthesisConfig(jitter=0, flip=False), g), image)  # 1: no crop
+    with pytest.raises(EdgefreeError, match="crop_scale"):
+        SynthesisConfig(crop_scale=0.0)

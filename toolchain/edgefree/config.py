@@ -228,6 +228,7 @@ class SynthesisConfig(_Config):
     tv_l2_weight: float = 0.0
     l2_weight: float = 0.0
     jitter: int = 2
+    crop_scale: float = 1.0  # each view a random crop of at least this share of the area, resized back (1: none)
     flip: bool | None = None  # mirror the views; None: images yes, signals no (time reversed is not a signal)
     low_res_fraction: float = 0.0
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
@@ -254,6 +255,7 @@ class SynthesisConfig(_Config):
         _require(self.images > 0 and self.batch_size > 0, "synthesis images and batch size must be positive")
         _require(self.iterations > 0, f"synthesis iterations must be positive, got {self.iterations}")
         _require(self.lr > 0, f"synthesis lr must be positive, got {self.lr}")
+        _require(0.0 < self.crop_scale <= 1.0, f"synthesis crop_scale must be in (0, 1], got {self.crop_scale}")
         _require(0.0 <= self.low_res_fraction < 1.0, "low_res_fraction must be in [0, 1)")
         _require(0.0 <= self.warm_start <= 1.0, f"synthesis warm_start must be in [0, 1], got {self.warm_start}")
         _require(self.first_iterations is None or self.first_iterations > 0, "synthesis first_iterations must be positive")

@@ -24,7 +24,7 @@ from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
-from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, jitter_and_flip, label_fidelity,
+from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, random_view, label_fidelity,
                                         teacher_for_inversion)
 from edgefree.recover.losses import kl_divergence
 
@@ -39,7 +39,7 @@ def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, conf
     noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
     with autocast:
         pixels = net(noise, y)
-    view = jitter_and_flip(spec.normalize(spec.from_unit(pixels.float())), config, g)
+    view = random_view(spec.normalize(spec.from_unit(pixels.float())), config, g)
     with autocast:
         logits = teacher(view.contiguous(memory_format=memory_format))
     bn = matcher.take(config.first_bn_multiplier)

@@ -185,13 +185,33 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
         teacher.to(memory_format=torch.contiguous_format)
 
 
-def jitter_and_flip(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
-    """The view the teacher sees at one step: rolled by up to ``config.jitter`` steps along each spatial
-    dimension (pixels, or samples of a signal: a time shift), maybe mirrored along the last."""
+def random_view(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
+    """The view the teacher sees at one step: with ``config.crop_scale`` < 1 a random crop of at least that share
+    of the area (of an image, at an aspect ratio from 3/4 to 4/3; of a signal, of its length) resized back;
+    rolled by up to ``config.jitter`` steps along each spatial dimension (pixels, or samples of a signal: a time
+    shift); maybe mirrored along the last."""
     dims = tuple(range(2, x.dim()))
+    if config.crop_scale < 1:
+        x = _resized_crop(x, config.crop_scale, g)
     shift = torch.randint(-config.jitter, config.jitter + 1, (len(dims),), generator=g).tolist()
     view = torch.roll(x, shifts=shift, dims=dims) if config.jitter else x
     return view.flip(-1) if mirrors(config, x.dim() - 2) and torch.rand(1, generator=g).item() < 0.5 else view
+
+
+def _resized_crop(x: torch.Tensor, scale: float, g: torch.Generator) -> torch.Tensor:
+    """One random crop of the batch, of a share from ``scale`` to 1 of its area, resized to the batch's size."""
+    sizes = x.shape[2:]
+    share = scale + (1 - scale) * torch.rand(1, generator=g).item()
+    if len(sizes) == 2:
+        aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(1, generator=g).item())
+        area = share * sizes[0] * sizes[1]
+        crop = (min(sizes[0], max(1, round(math.sqrt(area / aspect)))), min(sizes[1], max(1, round(math.sqrt(area * aspect)))))
+    else:
+        crop = tuple(max(1, round(share * n)) for n in sizes)
+    starts = [torch.randint(0, n - c + 1, (1,), generator=g).item() for n, c in zip(sizes, crop)]
+    cropped = x[(..., *(slice(s, s + c) for s, c in zip(starts, crop)))]
+    mode = {1: "linear", 2: "bilinear"}.get(len(sizes), "trilinear")
+    return F.interpolate(cropped, size=tuple(sizes), mode=mode, align_corners=False)
 
 
 def mirrors(config: SynthesisConfig, rank: int) -> bool:

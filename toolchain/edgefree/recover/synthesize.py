@@ -36,7 +36,7 @@ from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.models import InputSpec, Teacher
 from edgefree.recover.generator import train_generator
 from edgefree.recover.signal_sheet import save_signal_sheet
-from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, jitter_and_flip,
+from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, random_view,
                                         label_fidelity, mirrors, teacher_for_inversion)
 
 
@@ -82,8 +82,8 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
         probe = SynthesisConfig(images=PROBE_IMAGES, batch_size=PROBE_IMAGES, iterations=PROBE_STEPS, lr=PROBE_LR,
                                 bn_weight=weight, first_bn_multiplier=config.first_bn_multiplier,
                                 bn_min_positions=config.bn_min_positions,
-                                ce_weight=config.ce_weight, jitter=config.jitter, flip=config.flip, bf16=config.bf16,
-                                channels_last=config.channels_last, shards=1)
+                                ce_weight=config.ce_weight, jitter=config.jitter, crop_scale=config.crop_scale,
+                                flip=config.flip, bf16=config.bf16, channels_last=config.channels_last, shards=1)
         stats = synthesize(teacher, probe, probe_seed, device, progress=False).stats
         probes.append({"bn_weight": weight, "teacher_agreement": stats["teacher_agreement"],
                        "teacher_confidence": stats["teacher_confidence"]})
@@ -177,7 +177,7 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
         curves.append([])
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iterations)
         for step in range(iterations):
-            view = jitter_and_flip(x, config, g)
+            view = random_view(x, config, g)
             if step < n_low:
                 view = (F.avg_pool2d if spec.rank == 2 else F.avg_pool1d)(view, 2)
             with autocast:
