@@ -221,20 +221,27 @@ def test_thorough_dreams_a_signal_teacher_as_fast_does(teacher, tmp_path):
                                                         "first_iterations": 2}
 
 
-def test_a_crop_scale_resizes_a_random_crop_back_to_the_input_size():
+def test_a_crop_scale_resizes_a_random_crop_of_at_least_that_share_back_to_the_input_size():
     from edgefree.errors import EdgefreeError
+    from edgefree.recover.inversion import crop_size
 
+    for sizes in ((32, 32), (16, 40), (7, 3)):  # every share and aspect: inside the image, at least that share
+        for share in (0.05, 0.25, 0.5, 0.87, 0.99, 1.0):
+            for aspect in (3 / 4, 1.0, 4 / 3):
+                crop = crop_size(sizes, share, aspect)
+                assert all(1 <= c <= n for c, n in zip(crop, sizes)), (sizes, share, aspect, crop)
+                assert crop[0] * crop[1] >= share * sizes[0] * sizes[1] - 1e-9, (sizes, share, aspect, crop)
+    assert crop_size((32, 32), 1.0, 4 / 3) == (32, 32) and crop_size((40,), 0.5, 1.0) == (20,)
     g = torch.Generator().manual_seed(0)
-    image = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    image = torch.rand(2, 3, 16, 16, generator=g)
     config = SynthesisConfig(jitter=0, flip=False, crop_scale=0.25)
     views = [random_view(image, config, g) for _ in range(10)]
-    assert all(v.shape == image.shape for v in views)
-    assert all(not torch.equal(v, image) for v in views)  # each a crop, enlarged
-    # the crop stays inside the image: every value within the image's range
-    assert all(v.min() >= image.min() and v.max() <= image.max() for v in views)
+    assert all(v.shape == image.shape and not torch.equal(v, image) for v in views)  # each a crop, enlarged
     signal = torch.arange(40.0).view(1, 1, 40)
-    view = random_view(signal, config, g)
-    assert view.shape == signal.shape and (view.diff(dim=-1) > 0).all()  # a stretched piece, still in time order
+    stretched = [random_view(signal, SynthesisConfig(jitter=0, crop_scale=0.5), g) for _ in range(10)]
+    # each a piece of at least 20 samples stretched back to 40, still in time order
+    assert all(v.shape == signal.shape and (v.diff(dim=-1) > 0).all() for v in stretched)
+    assert sum(not torch.equal(v, signal) for v in stretched) >= 5
     assert torch.equal(random_view(image, SynthesisConfig(jitter=0, flip=False), g), image)  # 1: no crop
     with pytest.raises(EdgefreeError, match="crop_scale"):
         SynthesisConfig(crop_scale=0.0)

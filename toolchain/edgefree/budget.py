@@ -78,7 +78,7 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     if refit.images:
         student = reconstruct(teacher, student, subset, refit, device=device, progress=False)
     else:
-        short = config.distill.replace(epochs=SEARCH_EPOCHS, lr=config.distill.lr / 10, warmup_epochs=0.0)
+        short = config.distill.replace(epochs=SEARCH_EPOCHS, lr=config.distill.lr / 10, warmup_epochs=0.0, ema=0.0)
         student = distill(teacher, student, subset, short, seed=config.seed, device=device, progress=False)
     estimated = estimate(teacher, student.model.cpu(), held_out, config.seed, fit)
     return {"value": value, "estimated_drop": estimated["drop"], "seconds": round(time.perf_counter() - started, 2)}

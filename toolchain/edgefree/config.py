@@ -306,7 +306,7 @@ class DistillConfig(_Config):
     # train each BatchNorm's scale and shift (its running statistics stay the teacher's): the only per-channel
     # bias a pruned student without conv biases has, to follow the shift its removed inputs leave behind
     bn_affine: bool = False
-    ema: float = 0.0  # keep an exponential moving average of the student's weights, this decay per step (0: off)
+    ema: float = 0.0  # the student returned is the moving average of its weights, this decay per step (0: off)
     # a generator's set (synthesis method "generator"): before each epoch's new images, the generator trains
     # this many steps towards images the student gets wrong (edgefree.recover.generator.GeneratorAdversary)
     adversarial_steps: int = 0

@@ -1,8 +1,10 @@
 """Knowledge distillation teacher -> pruned student on synthetic images only.
 
-The student's BatchNorm layers stay frozen (running statistics and affine
-parameters untouched: they still describe the real data the teacher saw) and the
-pruning masks are re-applied after every step, so the final sparsity is exact.
+The student's BatchNorm layers stay frozen (running statistics untouched: they still
+describe the real data the teacher saw; their scale and shift too, unless
+``DistillConfig.bn_affine``) and the pruning masks are re-applied after every step,
+so the final sparsity is exact. With ``DistillConfig.ema`` the student returned is
+the moving average of its weights over the steps.
 
 Besides the logits, the student can also match the teacher's feature maps: the
 pruned student is a copy of the teacher, so every BatchNorm output has a twin of
@@ -55,15 +57,18 @@ def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class _Average:
-    """An exponential moving average of a model's trainable parameters, copied into it by ``load``."""
+    """An exponential moving average of a model's trainable parameters, copied into it by ``load``. Its decay
+    at update ``t`` is at most ``(1 + t) / (10 + t)``, so the starting weights do not linger in a short run."""
 
     def __init__(self, params: list[torch.Tensor], decay: float):
-        self.params, self.decay = params, decay
+        self.params, self.decay, self.updates = params, decay, 0
         self.average = [p.detach().clone() for p in params]
 
     @torch.no_grad()
     def update(self) -> None:
-        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - self.decay)
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
 
     @torch.no_grad()
     def load(self) -> None:
@@ -149,7 +154,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     carries its generator gives new images every epoch after the first; with ``config.adversarial_steps``
     a copy of that generator first trains against the student, ``GeneratorAdversary``).
 
-    Returns a ``Student`` (the student in eval mode, its masks, and ``stats``: seconds, loss per
+    Returns a ``Student`` (the student in eval mode, with ``config.ema`` the average of its weights; its masks, and ``stats``: seconds, loss per
     epoch, whether bf16 ran, each adversarial refresh's BN loss and KL); the input is untouched.
     Raises ``DivergenceError`` if the loss becomes NaN or infinite.
 
@@ -229,6 +234,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
             hooks.remove()
     if average is not None:
         average.load()
+        apply_masks(student, pruned.masks)
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
     if adversary is not None:
         stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL

@@ -198,20 +198,27 @@ def random_view(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) ->
     return view.flip(-1) if mirrors(config, x.dim() - 2) and torch.rand(1, generator=g).item() < 0.5 else view
 
 
+def crop_size(sizes: tuple[int, ...], share: float, aspect: float) -> tuple[int, ...]:
+    """The sides of a crop of at least ``share`` of ``sizes``' area (an image: height over width near ``1 / aspect``,
+    the other side widened where one reaches the edge; a signal: of its length), within ``sizes``."""
+    if len(sizes) == 1:
+        return (min(sizes[0], math.ceil(share * sizes[0])),)
+    area = share * sizes[0] * sizes[1]
+    height = min(sizes[0], max(1, math.ceil(math.sqrt(area / aspect))))
+    width = min(sizes[1], math.ceil(area / height))
+    return min(sizes[0], math.ceil(area / width)), width
+
+
 def _resized_crop(x: torch.Tensor, scale: float, g: torch.Generator) -> torch.Tensor:
-    """One random crop of the batch, of a share from ``scale`` to 1 of its area, resized to the batch's size."""
-    sizes = x.shape[2:]
+    """One random crop of the batch, of a share from ``scale`` to 1 of its area (an image's at an aspect ratio from
+    3/4 to 4/3), resized to the batch's size: a signal's crop is a piece of it stretched in time."""
+    sizes = tuple(x.shape[2:])
     share = scale + (1 - scale) * torch.rand(1, generator=g).item()
-    if len(sizes) == 2:
-        aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(1, generator=g).item())
-        area = share * sizes[0] * sizes[1]
-        crop = (min(sizes[0], max(1, round(math.sqrt(area / aspect)))), min(sizes[1], max(1, round(math.sqrt(area * aspect)))))
-    else:
-        crop = tuple(max(1, round(share * n)) for n in sizes)
+    aspect = math.exp(math.log(3 / 4) + math.log(16 / 9) * torch.rand(1, generator=g).item())
+    crop = crop_size(sizes, share, aspect)
     starts = [torch.randint(0, n - c + 1, (1,), generator=g).item() for n, c in zip(sizes, crop)]
     cropped = x[(..., *(slice(s, s + c) for s, c in zip(starts, crop)))]
-    mode = {1: "linear", 2: "bilinear"}.get(len(sizes), "trilinear")
-    return F.interpolate(cropped, size=tuple(sizes), mode=mode, align_corners=False)
+    return F.interpolate(cropped, size=sizes, mode="bilinear" if len(sizes) == 2 else "linear", align_corners=False)
 
 
 def mirrors(config: SynthesisConfig, rank: int) -> bool:

@@ -3,7 +3,7 @@
 Noise is optimised so that, layer by layer, the batch mean and variance of each
 BatchNorm input match the running statistics stored in the teacher, while the
 teacher classifies each image as its (balanced) target label. Optional image
-priors (total variation, L2), random jitter and flips, Adam with a cosine schedule.
+priors (total variation, L2), random jitter, flips and resized crops, Adam with a cosine schedule.
 Cheaper variants:
 
 * bf16 autocast (``"auto"``: where the hardware computes bf16 natively) and channels_last;
