@@ -154,8 +154,9 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     carries its generator gives new images every epoch after the first; with ``config.adversarial_steps``
     a copy of that generator first trains against the student, ``GeneratorAdversary``).
 
-    Returns a ``Student`` (the student in eval mode, with ``config.ema`` the average of its weights; its masks, and ``stats``: seconds, loss per
-    epoch, whether bf16 ran, each adversarial refresh's BN loss and KL); the input is untouched.
+    Returns a ``Student`` (the student in eval mode, with ``config.ema`` the average of its weights; its
+    masks; and ``stats``: seconds, loss per epoch, whether bf16 ran, each adversarial refresh's BN loss and
+    KL); the input is untouched.
     Raises ``DivergenceError`` if the loss becomes NaN or infinite.
 
     Example:

@@ -24,7 +24,7 @@ from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
-from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, random_view, label_fidelity,
+from edgefree.recover.inversion import (DreamGenerator, SyntheticSet, balanced_labels, label_fidelity, random_view,
                                         teacher_for_inversion)
 from edgefree.recover.losses import kl_divergence
 
