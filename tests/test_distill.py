@@ -122,7 +122,7 @@ def test_bn_affine_trains_scale_and_shift_only_and_the_average_keeps_the_masks(t
     from edgefree.recover.distill import _parameter_groups, freeze_batchnorm
 
     model = freeze_batchnorm(copy.deepcopy(pruned.model), affine=True)
-    groups = _parameter_groups(model, 5e-4)
+    groups = _parameter_groups(model, [p for p in model.parameters() if p.requires_grad], 5e-4)
     bn = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert [g["weight_decay"] for g in groups] == [5e-4, 0.0]  # BatchNorm's scale and shift are not decayed
     assert {id(p) for p in groups[1]["params"]} == bn and not bn & {id(p) for p in groups[0]["params"]}

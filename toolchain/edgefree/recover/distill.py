@@ -46,11 +46,10 @@ def freeze_batchnorm(model: nn.Module, affine: bool = False) -> nn.Module:
     return model
 
 
-def _parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """The trainable parameters, BatchNorm's scale and shift without weight decay (decay would pull a
-    channel's scale towards zero, which its frozen statistics do not follow)."""
+def _parameter_groups(model: nn.Module, params: list[nn.Parameter], weight_decay: float) -> list[dict]:
+    """``params`` (``model``'s trainable ones) in groups: BatchNorm's scale and shift without weight decay
+    (decay would pull a channel's scale towards zero, which its frozen statistics do not follow)."""
     bn = {id(p) for m in model.modules() if isinstance(m, _BN) for p in m.parameters()}
-    params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if id(p) not in bn], "weight_decay": weight_decay},
               {"params": [p for p in params if id(p) in bn], "weight_decay": 0.0}]
     return [group for group in groups if group["params"]]
@@ -173,7 +172,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     student.train()
     freeze_batchnorm(student, affine=config.bn_affine)
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(_parameter_groups(student, config.weight_decay), lr=config.lr, momentum=config.momentum,
+    opt = torch.optim.SGD(_parameter_groups(student, params, config.weight_decay), lr=config.lr, momentum=config.momentum,
                           nesterov=True)
     average = _Average(params, config.ema) if config.ema else None
     batches = distributed.EpochBatches(len(synthetic), config.batch_size, g, seed)  # this rank's share
