@@ -60,8 +60,7 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
                                     "MagnitudePruning(...)]), so the masks are made on the smaller model")
             student = prune_channels(teacher.module, teacher.spec, step, dreams, progress, layout)
         elif isinstance(step, MagnitudePruning):
-            student.plan.masks = magnitude_masks(student.model, step)
-            apply_masks(student.model, student.plan.masks)
+            _mask(student, step)
         else:
             raise EdgefreeError(f"unknown pruning config {type(step).__name__}: use MagnitudePruning or ChannelPruning")
     return student
@@ -70,10 +69,14 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
 def with_magnitude(student: Student, config: MagnitudePruning) -> Student:
     """A copy of ``student`` (its channels already chosen) with ``config``'s magnitude stage on it, as ``prune``
     applies one after a channel stage: for channels chosen once and kept (a latency target's widths)."""
-    masked = student.with_model(copy.deepcopy(student.model), dict(student.stats))
-    masked.plan.masks = magnitude_masks(masked.model, config)
-    apply_masks(masked.model, masked.plan.masks)
-    return masked
+    return _mask(student.with_model(copy.deepcopy(student.model), dict(student.stats)), config)
+
+
+def _mask(student: Student, config: MagnitudePruning) -> Student:
+    """``student`` itself with ``config``'s masks made on its model and applied."""
+    student.plan.masks = magnitude_masks(student.model, config)
+    apply_masks(student.model, student.plan.masks)
+    return student
 
 
 def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> dict[str, torch.Tensor]:

@@ -68,7 +68,9 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
     confidence). The BatchNorm term pulls the dreams towards the statistics of the real data, the class
     term towards their labels; summed over a deep network's many BatchNorm layers (some on 1x1 maps)
     the first drowns the second, and the dreams then teach the student nothing about the classes.
-    Where no weight reaches the floor, the one whose probe came closest.
+    Where no weight reaches the floor, the one whose probe came closest. Each probe is ``config``'s own
+    synthesis (its loss weights and views) made small: one batch of ``PROBE_IMAGES`` dreamed pixel by pixel
+    for ``PROBE_STEPS`` steps, also where the dreams themselves come from a generator.
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -79,11 +81,9 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
     probe_seed = int.from_bytes(hashlib.sha256(f"{seed}:bn-weight probe".encode()).digest()[:4], "little")
     probes = []
     for weight in tqdm(BN_WEIGHTS, desc="bn weight", unit="probe", disable=not progress, leave=False):
-        probe = SynthesisConfig(images=PROBE_IMAGES, batch_size=PROBE_IMAGES, iterations=PROBE_STEPS, lr=PROBE_LR,
-                                bn_weight=weight, first_bn_multiplier=config.first_bn_multiplier,
-                                bn_min_positions=config.bn_min_positions,
-                                ce_weight=config.ce_weight, jitter=config.jitter, crop_scale=config.crop_scale,
-                                flip=config.flip, bf16=config.bf16, channels_last=config.channels_last, shards=1)
+        probe = config.replace(method="deepinversion", images=PROBE_IMAGES, batch_size=PROBE_IMAGES,
+                               iterations=PROBE_STEPS, lr=PROBE_LR, bn_weight=weight,
+                               warm_start=0.0, shards=1)
         stats = synthesize(teacher, probe, probe_seed, device, progress=False).stats
         probes.append({"bn_weight": weight, "teacher_agreement": stats["teacher_agreement"],
                        "teacher_confidence": stats["teacher_confidence"]})
