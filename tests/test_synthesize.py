@@ -177,6 +177,18 @@ def test_an_unreachable_floor_takes_the_weight_that_came_closest(teacher):
         assert weight == max(probes, key=lambda p: p["teacher_agreement"])["bn_weight"]
 
 
+def test_probes_carry_the_loss_weights_the_dreams_are_made_with(teacher):
+    from edgefree.recover.synthesize import choose_bn_weight
+
+    def probes(**changes):
+        return choose_bn_weight(teacher, TINY.replace(fidelity_floor=1.0, **changes), progress=False)[1]
+
+    plain = probes()
+    # pixels dreamed with a prior are probed with it; a generator, which trains without it, is probed without
+    assert probes(tv_l2_weight=1e4) != plain
+    assert probes(method="generator", tv_l2_weight=1e4) == probes(method="generator") == plain
+
+
 @pytest.mark.parametrize("value", ["loud", -1.0])
 def test_bn_weight_must_be_a_weight_or_auto(value):
     from edgefree.errors import EdgefreeError

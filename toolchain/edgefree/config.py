@@ -208,7 +208,8 @@ class SynthesisConfig(_Config):
     """Dreams from the teacher's BatchNorm statistics: ``method`` "deepinversion" optimises the pixels
     of each image (``iterations`` steps per batch); "generator" trains a small generator (of images or signals) for
     ``iterations`` steps of ``batch_size`` fresh images at ``lr``, draws ``images`` from it, and
-    distillation draws new ones every epoch (warm start, low resolution: DeepInversion only).
+    distillation draws new ones every epoch (warm start, low resolution, the total-variation and L2
+    priors: DeepInversion only).
 
     DeepInversion dreams ``shards`` chains of whole batches apart (each warm-started within itself and
     seeded by the seed and its index): the processes of a distributed build share them out, and the
@@ -306,7 +307,9 @@ class DistillConfig(_Config):
     # train each BatchNorm's scale and shift (its running statistics stay the teacher's): the only per-channel
     # bias a pruned student without conv biases has, to follow the shift its removed inputs leave behind
     bn_affine: bool = False
-    ema: float = 0.0  # the student returned is the moving average of its weights, this decay per step (0: off)
+    # the student returned is the moving average of its weights (0: off), this decay per step at most: at step t
+    # it is at most (1 + t) / (10 + t), so 0.99 is reached only after about 890 steps
+    ema: float = 0.0
     # a generator's set (synthesis method "generator"): before each epoch's new images, the generator trains
     # this many steps towards images the student gets wrong (edgefree.recover.generator.GeneratorAdversary)
     adversarial_steps: int = 0

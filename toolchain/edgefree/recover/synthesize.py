@@ -59,6 +59,8 @@ def shard_batches(config: SynthesisConfig) -> list[range]:
 # noise with DeepInversion, whatever the method, so that every teacher is probed alike)
 BN_WEIGHTS = (10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01)
 PROBE_IMAGES, PROBE_STEPS, PROBE_LR = 64, 60, 0.2
+# what a generator's training leaves out, so its probes leave it out too
+GENERATOR_IGNORES = {"low_res_fraction": 0.0, "tv_l1_weight": 0.0, "tv_l2_weight": 0.0, "l2_weight": 0.0}
 
 
 def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, device: str = "cpu",
@@ -70,7 +72,8 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
     the first drowns the second, and the dreams then teach the student nothing about the classes.
     Where no weight reaches the floor, the one whose probe came closest. Each probe is ``config``'s own
     synthesis (its loss weights and views) made small: one batch of ``PROBE_IMAGES`` dreamed pixel by pixel
-    for ``PROBE_STEPS`` steps, also where the dreams themselves come from a generator.
+    for ``PROBE_STEPS`` steps, also where the dreams themselves come from a generator (then without the
+    priors a generator does not train with, ``GENERATOR_IGNORES``).
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -82,8 +85,8 @@ def choose_bn_weight(teacher: Teacher, config: SynthesisConfig, seed: int = 0, d
     probes = []
     for weight in tqdm(BN_WEIGHTS, desc="bn weight", unit="probe", disable=not progress, leave=False):
         probe = config.replace(method="deepinversion", images=PROBE_IMAGES, batch_size=PROBE_IMAGES,
-                               iterations=PROBE_STEPS, lr=PROBE_LR, bn_weight=weight,
-                               warm_start=0.0, shards=1)
+                               iterations=PROBE_STEPS, lr=PROBE_LR, bn_weight=weight, warm_start=0.0, shards=1,
+                               **(GENERATOR_IGNORES if config.method == "generator" else {}))
         stats = synthesize(teacher, probe, probe_seed, device, progress=False).stats
         probes.append({"bn_weight": weight, "teacher_agreement": stats["teacher_agreement"],
                        "teacher_confidence": stats["teacher_confidence"]})
