@@ -63,6 +63,21 @@ def test_feature_matching_and_bf16_recover_and_clean_up(teacher, digits, recover
     assert not any(m._forward_hooks for m in student.modules())
 
 
+def test_channels_last_distils_the_same_student_and_hands_back_the_usual_layout(teacher, recovered):
+    pruned, dreams, _ = recovered
+    config = DistillConfig(epochs=2, batch_size=64, lr=0.01, feature_weight=1.0)
+    plain = distill(teacher, pruned, dreams, config, progress=False)
+    last = distill(teacher, pruned, dreams, config.replace(channels_last=True), progress=False)
+    four_d = [p for p in last.model.parameters() if p.dim() == 4]
+    assert four_d and all(p.is_contiguous() for p in four_d)  # the student as the later stages expect it
+    assert all(p.is_contiguous() for p in teacher.module.parameters())  # and the teacher put back
+    assert last.stats["channels_last"] and not plain.stats["channels_last"]
+    for (name, a), b in zip(plain.model.state_dict().items(), last.model.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), name  # a layout: the same arithmetic, reordered
+    weights = prunable_weights(last.model)
+    assert all(torch.all(weights[name][~mask] == 0) for name, mask in pruned.masks.items())
+
+
 def test_feature_loss_is_zero_only_for_equal_features():
     from edgefree.recover.distill import feature_loss
 

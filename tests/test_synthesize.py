@@ -80,6 +80,20 @@ def test_bf16_auto_follows_the_hardware(monkeypatch, teacher):
     assert d.stats["bf16"] is True and d.stats["steps"] == 2
 
 
+def test_bf16_auto_leaves_depthwise_models_in_fp32_on_a_cpu(monkeypatch):
+    from torch import nn
+
+    from edgefree import machine
+
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx512_bf16"])
+    dense = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=2))  # grouped, not depthwise
+    depthwise = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8))
+    assert machine.resolve_bf16("auto", "cpu", dense) is True
+    assert machine.resolve_bf16("auto", "cpu", depthwise) is False
+    assert machine.resolve_bf16(True, "cpu", depthwise) is True  # asked for, it is given
+    assert machine.bf16_autocast("auto", "cpu", depthwise)[0] is False
+
+
 @pytest.mark.parametrize("bad", [dict(bf16="yes"), dict(warm_start=1.5), dict(first_iterations=0)])
 def test_bad_synthesis_settings_are_refused(bad):
     from edgefree.errors import EdgefreeError
@@ -125,6 +139,18 @@ def test_the_dreams_cache_key_changes_with_edgefree_version_and_the_dreams_revis
     assert revised != key
     monkeypatch.setattr(pipeline, "__version__", "0.0.0+other")
     assert pipeline._fingerprint(teacher, BuildConfig()) not in (key, revised)
+
+
+def test_the_dreams_cache_key_follows_the_bf16_this_machine_resolves(teacher, monkeypatch):
+    from edgefree import machine, pipeline
+    from edgefree.config import BuildConfig
+
+    config = BuildConfig(synthesis=SynthesisConfig(bf16="auto"))
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx512_bf16"])
+    native = pipeline._fingerprint(teacher, config)
+    assert pipeline._fingerprint(teacher, config.replace(synthesis=SynthesisConfig(bf16=True))) != native  # the setting
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx2"])
+    assert pipeline._fingerprint(teacher, config) != native  # "auto" is fp32 on this CPU: other dreams
 
 
 @pytest.mark.parametrize("images, batch, shards, expected", [(100, 20, 2, [3, 2]), (40, 20, 4, [1, 1]), (512, 256, 1, [2])])

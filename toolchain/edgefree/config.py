@@ -315,6 +315,7 @@ class DistillConfig(_Config):
     adversarial_steps: int = 0
     adversarial_weight: float = 1.0  # weight of the student's KL divergence from the teacher, subtracted from that loss
     bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
+    channels_last: bool = False  # teacher, student and images in the channels-last layout (images only)
 
     def __post_init__(self):
         self._require_finite()
@@ -421,7 +422,8 @@ class Recipe(_Config):
 
 # "paper" is the published budget: 1,024 images x 200 fp32 steps per batch of 256, then plain
 # logit distillation. "fast" is ours, the default for your own models:
-# - bf16 autocast where the hardware has it natively, and channels_last: cheaper steps;
+# - bf16 autocast where the hardware has it natively (a model with depthwise convolutions computes in fp32 on
+#   a CPU, where those are slower in bf16), and channels_last, in synthesis and distillation: cheaper steps;
 # - warm start: only the first batch starts from noise (60 steps); each later batch starts from
 #   the previous batch's images, shuffled against new labels, mirrored and mixed 0.7 / 0.71 with
 #   fresh noise, and needs 20 steps: BatchNorm statistics are already close, the labels and
@@ -444,7 +446,7 @@ class Recipe(_Config):
 _KD = DistillConfig(epochs=40, lr=0.02)
 _FAST_SYNTHESIS = SynthesisConfig(images=2048, batch_size=256, iterations=20, first_iterations=60, warm_start=0.7,
                                   lr=0.2, bn_weight=10.0, bf16="auto", channels_last=True, shards=2)
-_FAST_KD = _KD.replace(lr=0.05, feature_weight=20.0, bf16="auto")
+_FAST_KD = _KD.replace(lr=0.05, feature_weight=20.0, bf16="auto", channels_last=True)
 _GENERATOR_SYNTHESIS = SynthesisConfig(method="generator", images=2048, batch_size=128, iterations=800, lr=2e-3,
                                        bn_weight="auto", bf16="auto", channels_last=True)
 RECIPES: dict[str, Recipe] = {

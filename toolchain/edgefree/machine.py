@@ -46,18 +46,34 @@ def native_bf16(device: str = "cpu") -> bool:
     return any(f in _cpu_flags() for f in ("avx512_bf16", "amx_bf16", "bf16"))
 
 
-def resolve_bf16(setting: bool | str, device: str = "cpu") -> bool:
-    """A config's ``bf16`` (True, False or "auto") as the choice made on this machine."""
-    return native_bf16(device) if setting == "auto" else bool(setting)
+def has_depthwise(model) -> bool:
+    """Whether ``model`` has a depthwise convolution (one group per input channel, more than one)."""
+    from torch import nn
+
+    return any(isinstance(m, nn.modules.conv._ConvNd) and 1 < m.groups == m.in_channels for m in model.modules())
 
 
-def bf16_autocast(setting: bool | str, device: str = "cpu"):
-    """``(enabled, context)``: the bf16 choice made here and the autocast context applying it (a no-op when off)."""
+def resolve_bf16(setting: bool | str, device: str = "cpu", model=None) -> bool:
+    """A config's ``bf16`` (True, False or "auto") as the choice made on this machine for ``model``.
+
+    "auto" is bf16 where the hardware computes it natively, except for a model with depthwise convolutions
+    on a CPU: there bf16 depthwise convolutions are slower than fp32, by more than the rest gains
+    (``benchmarks/results/step_speed.md``), so such a model computes in fp32.
+    """
+    if setting != "auto":
+        return bool(setting)
+    cpu = not device.startswith("cuda")
+    return native_bf16(device) and not (cpu and model is not None and has_depthwise(model))
+
+
+def bf16_autocast(setting: bool | str, device: str = "cpu", model=None):
+    """``(enabled, context)``: the bf16 choice made here for ``model`` and the autocast context applying it
+    (a no-op when off)."""
     import contextlib
 
     import torch
 
-    enabled = resolve_bf16(setting, device)
+    enabled = resolve_bf16(setting, device, model)
     if not enabled:  # not autocast(enabled=False): that would switch off an autocast the caller is in
         return False, contextlib.nullcontext()
     return True, torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)

@@ -37,7 +37,7 @@ from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
-from edgefree.machine import machine_info
+from edgefree.machine import machine_info, resolve_bf16
 from edgefree.models import Teacher, load_teacher
 from edgefree.models.spec import SIGNAL_RANGE_STDS
 from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
@@ -79,8 +79,11 @@ class _Stopwatch(dict):
 DREAMS_REVISION = 1
 
 
-def _fingerprint(teacher: Teacher, config: BuildConfig) -> str:
-    h = hashlib.sha256(f"edgefree {__version__}|dreams {DREAMS_REVISION}|".encode()
+def _fingerprint(teacher: Teacher, config: BuildConfig, device: str | None = None) -> str:
+    """The dream cache's key: the code's version, the synthesis settings (bf16 "auto" as this machine resolves it
+    for this teacher), the seed and the teacher's input and weights."""
+    bf16 = resolve_bf16(config.synthesis.bf16, device or config.device, teacher.module)
+    h = hashlib.sha256(f"edgefree {__version__}|dreams {DREAMS_REVISION}|bf16 {bf16}|".encode()
                        + repr(sorted(config.synthesis.to_dict().items())).encode()
                        + str(config.seed).encode() + repr(sorted(teacher.spec.to_dict().items())).encode())
     for tensor in teacher.module.state_dict().values():
@@ -100,7 +103,7 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     (``out`` None: a rank that publishes nothing).
     """
     folder = Path(config.cache) if config.cache else cache_dir("dreams")
-    cached = folder / f"synthetic-{_fingerprint(teacher, config)}.pt"
+    cached = folder / f"synthetic-{_fingerprint(teacher, config, device)}.pt"
     main = distributed.world().main
     stored = _read_cached(cached) if main else None
     if distributed.broadcast(stored is not None if main else None):

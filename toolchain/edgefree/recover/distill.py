@@ -169,6 +169,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     g = torch.Generator().manual_seed(distributed.rank_seed(seed))
     teacher_source, spec, teacher = teacher, teacher.spec, teacher.module.eval().to(device)
     student = copy.deepcopy(pruned.model).to(device)
+    layout = torch.channels_last if config.channels_last and spec.rank == 2 else torch.contiguous_format
+    student.to(memory_format=layout)
     student.train()
     freeze_batchnorm(student, affine=config.bn_affine)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -178,7 +180,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     batches = distributed.EpochBatches(len(synthetic), config.batch_size, g, seed)  # this rank's share
     steps_per_epoch = len(batches)
     sched = _schedule(opt, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch))
-    bf16, autocast = bf16_autocast(config.bf16, device)
+    bf16, autocast = bf16_autocast(config.bf16, device, teacher)
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
                             "BatchNorm layers: set feature_weight to 0")
@@ -191,6 +193,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     history, started, trained = [], time.perf_counter(), distributed.data_parallel(student)  # DDP on several ranks
     bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
     try:
+        teacher.to(memory_format=layout)  # put back in the finally below
         for epoch in bar:
             total = 0.0
             images = synthetic.images
@@ -205,6 +208,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                     x = _augment(x, g)
                 if config.mixup:
                     x = _mix(x, config.mixup, g)
+                x = x.contiguous(memory_format=layout)
                 with autocast:
                     with torch.no_grad():
                         target = teacher(x).float()
@@ -232,10 +236,12 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         bar.close()
         for hooks in features or ():
             hooks.remove()
+        teacher.to(memory_format=torch.contiguous_format)
     if average is not None:
         average.load()
         apply_masks(student, pruned.masks)
-    stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16}
+    stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16,
+             "channels_last": layout == torch.channels_last}
     if adversary is not None:
         stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL
-    return pruned.with_model(student.eval(), stats)
+    return pruned.with_model(student.to(memory_format=torch.contiguous_format).eval(), stats)

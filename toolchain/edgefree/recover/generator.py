@@ -58,7 +58,7 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
             net = DreamGenerator(spec.shape, num_classes, config.generator_width).to(device).train()
         opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
-        bf16, autocast = bf16_autocast(config.bf16, device)
+        bf16, autocast = bf16_autocast(config.bf16, device, teacher)
         curve, started = [], time.perf_counter()
         with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
                   leave=False) as bar:
@@ -101,7 +101,7 @@ class GeneratorAdversary:
         self.config = SynthesisConfig.from_dict(synthetic.stats["config"], "the set's synthesis config")
         self.teacher, self.steps, self.weight, self.device = teacher, steps, weight, device
         self.net = copy.deepcopy(synthetic.generator).to(device)
-        self.autocast = bf16_autocast(self.config.bf16, device)[1]
+        self.autocast = bf16_autocast(self.config.bf16, device, teacher.module)[1]
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=(0.5, 0.999))
         self.history: list[dict] = []
 

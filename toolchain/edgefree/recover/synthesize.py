@@ -149,7 +149,7 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": curves,  # per batch, per step
              "bn_loss_first": sum(c[0] for c in curves) / len(curves),  # mean over batches
              "bn_loss_last": sum(c[-1] for c in curves) / len(curves),
-             **fidelity, "bn_weight": config.bn_weight, "bf16": resolve_bf16(config.bf16, device),
+             **fidelity, "bn_weight": config.bn_weight, "bf16": resolve_bf16(config.bf16, device, teacher),
              "steps": sum(map(len, curves)),
              "shards": len(plan), "config": config.to_dict(), "seed": seed,
              "rank": {"images": sum(len(shards[s][0]) for s in mine), "seconds": busy}}  # this rank's own work
@@ -162,7 +162,7 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
     """One shard: its batches dreamed in turn, each after the first warm-started from the one before.
     Returns (images, one BN-loss curve per batch)."""
     low, high = (b.to(device) for b in spec.bounds())
-    _, autocast = bf16_autocast(config.bf16, device)
+    _, autocast = bf16_autocast(config.bf16, device, teacher)
     n_low = int(config.low_res_fraction * config.iterations)
     first = config.first_iterations or config.iterations
     images, curves = [], []
