@@ -129,6 +129,19 @@ def test_draws_under_bf16_autocast_are_the_fp32_draws_to_bf16_precision(generate
     assert 0 < gap.max() < 0.02  # bf16 ran (not the same bits), and its images are fp32's to ~1/100 of the range
 
 
+def test_a_depthwise_teacher_runs_in_fp32_beside_a_bf16_generator(monkeypatch):
+    from edgefree import machine
+    from edgefree.models import load_teacher
+
+    monkeypatch.setattr(machine, "_cpu_flags", lambda: ["avx512_bf16"])  # a CPU with native bf16
+    mobilenet = load_teacher("torchvision:mobilenet_v3_small", None, input_spec={"shape": [3, 32, 32]})
+    config = GEN.replace(images=8, batch_size=8, iterations=2, bf16="auto")
+    made = synthesize(mobilenet, config, progress=False)
+    assert made.stats["generator_bf16"] is True and made.stats["bf16"] is False
+    plain = synthesize(load_teacher("digits-cnn", None), config, progress=False)
+    assert plain.stats["generator_bf16"] is True and plain.stats["bf16"] is True
+
+
 def test_the_generator_recipe_picks_its_batchnorm_weight_per_teacher(teacher):
     from edgefree.config import recipe
     from edgefree.recover.synthesize import BN_WEIGHTS

@@ -80,9 +80,10 @@ DREAMS_REVISION = 1
 
 
 def _fingerprint(teacher: Teacher, config: BuildConfig, device: str | None = None) -> str:
-    """The dream cache's key: the code's version, the synthesis settings (bf16 "auto" as this machine resolves it
-    for this teacher), the seed and the teacher's input and weights."""
-    bf16 = resolve_bf16(config.synthesis.bf16, device or config.device, teacher.module)
+    """The dream cache's key: the code's version, the synthesis settings (bf16 "auto" as this machine resolves it,
+    for a generator and for this teacher), the seed and the teacher's input and weights."""
+    setting, device = config.synthesis.bf16, device or config.device
+    bf16 = f"{resolve_bf16(setting, device)} {resolve_bf16(setting, device, teacher.module)}"
     h = hashlib.sha256(f"edgefree {__version__}|dreams {DREAMS_REVISION}|bf16 {bf16}|".encode()
                        + repr(sorted(config.synthesis.to_dict().items())).encode()
                        + str(config.seed).encode() + repr(sorted(teacher.spec.to_dict().items())).encode())

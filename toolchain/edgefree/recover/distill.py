@@ -181,6 +181,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     steps_per_epoch = len(batches)
     sched = _schedule(opt, config.epochs * steps_per_epoch, round(config.warmup_epochs * steps_per_epoch))
     bf16, autocast = bf16_autocast(config.bf16, device, teacher)
+    draw_autocast = bf16_autocast(config.bf16, device)[1]  # a set's generator: no depthwise convolutions
     if config.feature_weight and not any(isinstance(m, _BN) for m in teacher.modules()):
         raise EdgefreeError("distillation feature_weight matches BatchNorm outputs, and this teacher has no "
                             "BatchNorm layers: set feature_weight to 0")
@@ -201,7 +202,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
                 adversary.step(student, g)
                 images = adversary.sample(synthetic.labels, g)
             elif synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
-                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g, autocast=autocast)
+                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g, autocast=draw_autocast)
             for idx in batches.epoch(epoch):
                 x = images[idx].to(device)
                 if config.augment:

@@ -31,16 +31,23 @@ from edgefree.recover.losses import kl_divergence
 __all__ = ["DreamGenerator", "GeneratorAdversary", "train_generator"]
 
 
+def _autocasts(config: SynthesisConfig, teacher: nn.Module, device: str):
+    """``((generator bf16, its autocast), (teacher bf16, its autocast))``: the generator (no depthwise
+    convolutions) in bf16 wherever the hardware has it, the teacher as ``machine.resolve_bf16`` says for it."""
+    return bf16_autocast(config.bf16, device), bf16_autocast(config.bf16, device, teacher)
+
+
 def _generator_step(teacher: nn.Module, matcher, net: DreamGenerator, spec, config: SynthesisConfig, num_classes: int,
-                    memory_format, autocast, g: torch.Generator, device: str):
+                    memory_format, autocasts, g: torch.Generator, device: str):
     """One batch of fresh images through the teacher: (the images' view, the teacher's logits, the
-    BatchNorm-statistics loss, the generator's loss without any adversarial term)."""
+    BatchNorm-statistics loss, the generator's loss without any adversarial term). ``autocasts``: the
+    generator's context and the teacher's."""
     y = torch.randint(0, num_classes, (config.batch_size,), generator=g).to(device)
     noise = torch.randn(config.batch_size, net.settings["latent"], generator=g).to(device)
-    with autocast:
+    with autocasts[0]:
         pixels = net(noise, y)
     view = random_view(spec.normalize(spec.from_unit(pixels.float())), config, g)
-    with autocast:
+    with autocasts[1]:
         logits = teacher(view.contiguous(memory_format=memory_format))
     bn = matcher.take(config.first_bn_multiplier)
     return view, logits, bn, config.bn_weight * bn + config.ce_weight * F.cross_entropy(logits.float(), y)
@@ -58,13 +65,13 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
             net = DreamGenerator(spec.shape, num_classes, config.generator_width).to(device).train()
         opt = torch.optim.Adam(net.parameters(), lr=config.lr, betas=(0.5, 0.999))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, config.iterations)
-        bf16, autocast = bf16_autocast(config.bf16, device, teacher)
+        (generator_bf16, autocast), (bf16, teacher_autocast) = _autocasts(config, teacher, device)
         curve, started = [], time.perf_counter()
         with tqdm(range(config.iterations), desc="train generator", unit="step", disable=not progress,
                   leave=False) as bar:
             for step in bar:
                 _, _, bn, loss = _generator_step(teacher, matcher, net, spec, config, num_classes, memory_format,
-                                                 autocast, g, device)
+                                                 (autocast, teacher_autocast), g, device)
                 if not torch.isfinite(loss):
                     raise DivergenceError(f"generator training diverged at step {step} (loss {loss.item()}); "
                                           "lower the synthesis lr")
@@ -80,7 +87,7 @@ def train_generator(teacher: Teacher, config: SynthesisConfig, seed: int = 0, de
         fidelity = label_fidelity(teacher, images, labels, matcher, device)
     stats = {"seconds": time.perf_counter() - started, "bn_loss_curves": [curve], "bn_loss_first": curve[0],
              "bn_loss_last": sum(curve[-10:]) / len(curve[-10:]), **fidelity, "bn_weight": config.bn_weight, "bf16": bf16,
-             "steps": len(curve), "config": config.to_dict(), "seed": seed}
+             "generator_bf16": generator_bf16, "steps": len(curve), "config": config.to_dict(), "seed": seed}
     return SyntheticSet(images, labels, stats, net.cpu().eval())
 
 
@@ -101,7 +108,7 @@ class GeneratorAdversary:
         self.config = SynthesisConfig.from_dict(synthetic.stats["config"], "the set's synthesis config")
         self.teacher, self.steps, self.weight, self.device = teacher, steps, weight, device
         self.net = copy.deepcopy(synthetic.generator).to(device)
-        self.autocast = bf16_autocast(self.config.bf16, device, teacher.module)[1]
+        (_, self.autocast), (_, self.teacher_autocast) = _autocasts(self.config, teacher.module, device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.config.lr, betas=(0.5, 0.999))
         self.history: list[dict] = []
 
@@ -118,8 +125,9 @@ class GeneratorAdversary:
                                                                                  memory_format):
                 for _ in range(self.steps):
                     view, logits, bn, loss = _generator_step(teacher, matcher, self.net, self.teacher.spec, self.config,
-                                                             num_classes, memory_format, self.autocast, g, self.device)
-                    with self.autocast:
+                                                             num_classes, memory_format,
+                                                             (self.autocast, self.teacher_autocast), g, self.device)
+                    with self.teacher_autocast:  # the student has the teacher's kinds of layers
                         student_logits = student(view)
                     kl = kl_divergence(student_logits.float(), logits.float())
                     loss = loss - self.weight * kl
