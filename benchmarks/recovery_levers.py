@@ -272,7 +272,14 @@ def render(results: dict) -> str:
              "this project's pin; a GPU and its kernels give other numbers than a CPU for the same seed): its seconds "
              "are that GPU's. A tag containing `bf16gen` is a run whose dream generator computes channels-last under "
              "bf16 autocast (its training, its draws every epoch, the refresh), as the code does from commit "
-             "`c5e7f2e` on; the generator cells without it ran it in fp32.", "",
+             "`c5e7f2e` on; the generator cells without it ran it in fp32. The teacher and student of every cell but "
+             "those tagged `fp32cl` or `dwfp32` computed in bf16 where the CPU had it, the distillation in NCHW. "
+             "`fp32cl`: a MobileNet build in which the teacher, its student and the generator computed in fp32 (the "
+             "teacher has depthwise convolutions) and distillation ran channels-last, code of commit `e58f35e`; "
+             "`dwfp32`: the code from commit `75c50ba` on, where a teacher with depthwise convolutions and its student "
+             "compute in fp32 on a CPU, the generator in bf16, and distillation runs channels-last (a ResNet: bf16, "
+             "channels-last). The MobileNet cells of both ran two at a time on one thread each, as the "
+             "`amd-teacher-bf16gen` cells they compare with.", "",
              "`today` is the row as committed in its own benchmark's results file (`base`'s settings, seed 0; "
              "its seconds from that run), left out where that file's teacher is another (MobileNetV3-small: "
              "72.80% there, a 71.72% teacher trained on one thread on an Intel Xeon here, its record in git history "

@@ -232,7 +232,9 @@ class SynthesisConfig(_Config):
     crop_scale: float = 1.0  # each view a random crop of at least this share of the area, resized back (1: none)
     flip: bool | None = None  # mirror the views; None: images yes, signals no (time reversed is not a signal)
     low_res_fraction: float = 0.0
-    bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
+    # bfloat16 autocast; "auto": where the hardware has native bf16, but not for a model with depthwise convolutions
+    # on a CPU (edgefree.machine.resolve_bf16)
+    bf16: bool | str = False
     channels_last: bool = False
     warm_start: float = 0.0  # each batch after the first starts this much from the previous batch's images
     first_iterations: int | None = None  # steps for the first batch (None: ``iterations``)
@@ -314,7 +316,9 @@ class DistillConfig(_Config):
     # this many steps towards images the student gets wrong (edgefree.recover.generator.GeneratorAdversary)
     adversarial_steps: int = 0
     adversarial_weight: float = 1.0  # weight of the student's KL divergence from the teacher, subtracted from that loss
-    bf16: bool | str = False  # bfloat16 autocast; "auto": where the hardware has native bf16 (edgefree.machine)
+    # bfloat16 autocast; "auto": where the hardware has native bf16, but not for a model with depthwise convolutions
+    # on a CPU (edgefree.machine.resolve_bf16)
+    bf16: bool | str = False
     channels_last: bool = False  # teacher, student and images in the channels-last layout (images only)
 
     def __post_init__(self):

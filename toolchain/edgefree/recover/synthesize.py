@@ -6,7 +6,8 @@ teacher classifies each image as its (balanced) target label. Optional image
 priors (total variation, L2), random jitter, flips and resized crops, Adam with a cosine schedule.
 Cheaper variants:
 
-* bf16 autocast (``"auto"``: where the hardware computes bf16 natively) and channels_last;
+* bf16 autocast (``"auto"``: where the hardware computes bf16 natively, a model with depthwise convolutions
+  excepted, ``machine.resolve_bf16``) and channels_last;
 * warm start: each batch after the first starts from the previous batch's images, shuffled
   against the new labels, mirrored and mixed with fresh noise (``warm_start`` is the weight
   of the old image), so it needs far fewer steps than a batch started from noise;
