@@ -80,6 +80,17 @@ def test_bf16_auto_follows_the_hardware(monkeypatch, teacher):
     assert d.stats["bf16"] is True and d.stats["steps"] == 2
 
 
+def test_a_teacher_gets_its_own_layout_back_after_inversion(teacher):
+    from edgefree.recover.inversion import layout, teacher_for_inversion
+
+    for held in (torch.contiguous_format, torch.channels_last):  # distillation holds it channels-last
+        teacher.module.to(memory_format=held)
+        with teacher_for_inversion(teacher, TINY.replace(channels_last=held != torch.channels_last), "cpu") as opened:
+            assert layout(opened[0]) != held
+        assert layout(teacher.module) == held
+    teacher.module.to(memory_format=torch.contiguous_format)
+
+
 def test_bf16_auto_leaves_depthwise_models_in_fp32_on_a_cpu(monkeypatch):
     from torch import nn
 

@@ -175,6 +175,7 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
         p.requires_grad_(False)
     # channels_last is a layout of 4-D tensors: images only
     memory_format = torch.channels_last if config.channels_last and spec.rank == 2 else torch.contiguous_format
+    was = layout(teacher)  # distillation may hold it channels-last while a generator trains between epochs
     teacher.to(memory_format=memory_format)
     try:
         yield teacher, matcher, num_classes, memory_format
@@ -182,7 +183,14 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
         matcher.remove()
         for p, grad in zip(teacher.parameters(), was_grad):
             p.requires_grad_(grad)
-        teacher.to(memory_format=torch.contiguous_format)
+        teacher.to(memory_format=was)
+
+
+def layout(model: nn.Module) -> torch.memory_format:
+    """The memory format ``model``'s 4-D weights are held in: channels-last if any is only that, else NCHW."""
+    four_d = [p for p in model.parameters() if p.dim() == 4]
+    last = any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in four_d)
+    return torch.channels_last if last else torch.contiguous_format
 
 
 def random_view(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
