@@ -209,7 +209,7 @@ def render(results: dict) -> str:
                          f"{a['recovered']:.2f} / {b['recovered']:.2f} | {100 * b['teacher_agrees_with_dream_labels']:.1f}% |")
     if results.get("synthesis_cost"):
         lines += ["", "## What DeepInversion costs per teacher (same settings, same run)", "",
-                  "One batch of 256 images, `fast`'s settings (bf16 where native, channels-last), one process.", "",
+                  "One batch of 256 images, `fast`'s settings (bf16 where native, but fp32 for a model with depthwise convolutions; channels-last), one process.", "",
                   "| teacher | MACs per image | image-steps / s | teacher GMACs / s (forward only) |", "|---|---|---|---|"]
         lines += [f"| {r['teacher']} | {r['macs_per_image'] / 1e6:.1f} M | {r['image_steps_per_s']:.0f} | "
                   f"{r['teacher_gmacs_per_s']:.1f} |" for r in results["synthesis_cost"]]
