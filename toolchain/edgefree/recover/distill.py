@@ -27,6 +27,7 @@ from edgefree.errors import DivergenceError, EdgefreeError
 from edgefree.machine import bf16_autocast
 from edgefree.models import Teacher
 from edgefree.recover.generator import GeneratorAdversary
+from edgefree.recover.inversion import held_in, layout_for
 from edgefree.recover.losses import kl_divergence
 from edgefree.recover.prune import apply_masks
 from edgefree.recover.student import Student
@@ -168,9 +169,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     """
     g = torch.Generator().manual_seed(distributed.rank_seed(seed))
     teacher_source, spec, teacher = teacher, teacher.spec, teacher.module.eval().to(device)
-    student = copy.deepcopy(pruned.model).to(device)
-    layout = torch.channels_last if config.channels_last and spec.rank == 2 else torch.contiguous_format
-    student.to(memory_format=layout)
+    memory_format = layout_for(config.channels_last, spec.rank)
+    student = copy.deepcopy(pruned.model).to(device, memory_format=memory_format)
     student.train()
     freeze_batchnorm(student, affine=config.bn_affine)
     params = [p for p in student.parameters() if p.requires_grad]
@@ -194,55 +194,55 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     history, started, trained = [], time.perf_counter(), distributed.data_parallel(student)  # DDP on several ranks
     bar = tqdm(range(config.epochs), desc="distill", unit="epoch", disable=not progress, leave=False)
     try:
-        teacher.to(memory_format=layout)  # put back in the finally below
-        for epoch in bar:
-            total = 0.0
-            images = synthetic.images
-            if adversary is not None and epoch:  # new images where the student disagrees
-                adversary.step(student, g)
-                images = adversary.sample(synthetic.labels, g)
-            elif synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
-                images = synthetic.generator.to(device).sample(spec, synthetic.labels, g, autocast=draw_autocast)
-            for idx in batches.epoch(epoch):
-                x = images[idx].to(device)
-                if config.augment:
-                    x = _augment(x, g)
-                if config.mixup:
-                    x = _mix(x, config.mixup, g)
-                x = x.contiguous(memory_format=layout)
-                with autocast:
-                    with torch.no_grad():
-                        target = teacher(x).float()
-                    loss = kl_divergence(trained(x).float(), target, config.temperature)
-                    if features:
-                        student_features, teacher_features = features[0].take(), features[1].take()
-                        loss = loss + config.feature_weight * feature_loss(student_features, teacher_features, pairs)
-                if not torch.isfinite(loss):
-                    raise DivergenceError(
-                        f"distillation diverged in epoch {epoch} (loss {loss.item()}): the student is not "
-                        "usable. Lower --distill-lr or check the teacher's outputs are finite")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                opt.step()
-                sched.step()
-                apply_masks(student, pruned.masks)
-                if average is not None:  # the masked student's average keeps its zeros
-                    average.update()
-                total += loss.item() * len(idx)
-            history.append(batches.mean(total))
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        with held_in(teacher, memory_format):  # and back in its own layout after
+            for epoch in bar:
+                total = 0.0
+                images = synthetic.images
+                if adversary is not None and epoch:  # new images where the student disagrees
+                    adversary.step(student, g)
+                    images = adversary.sample(synthetic.labels, g)
+                elif synthetic.generator is not None and epoch:  # a generator's set: new images every epoch
+                    images = synthetic.generator.to(device).sample(spec, synthetic.labels, g, autocast=draw_autocast)
+                for idx in batches.epoch(epoch):
+                    x = images[idx].to(device)
+                    if config.augment:
+                        x = _augment(x, g)
+                    if config.mixup:
+                        x = _mix(x, config.mixup, g)
+                    x = x.contiguous(memory_format=memory_format)
+                    with autocast:
+                        with torch.no_grad():
+                            target = teacher(x).float()
+                        loss = kl_divergence(trained(x).float(), target, config.temperature)
+                        if features:
+                            student_features, teacher_features = features[0].take(), features[1].take()
+                            matched = feature_loss(student_features, teacher_features, pairs)
+                            loss = loss + config.feature_weight * matched
+                    if not torch.isfinite(loss):
+                        raise DivergenceError(
+                            f"distillation diverged in epoch {epoch} (loss {loss.item()}): the student is not "
+                            "usable. Lower --distill-lr or check the teacher's outputs are finite")
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+                    opt.step()
+                    sched.step()
+                    apply_masks(student, pruned.masks)
+                    if average is not None:  # the masked student's average keeps its zeros
+                        average.update()
+                    total += loss.item() * len(idx)
+                history.append(batches.mean(total))
+                bar.set_postfix(loss=f"{history[-1]:.4f}")
     finally:
         bar.close()
         for hooks in features or ():
             hooks.remove()
-        teacher.to(memory_format=torch.contiguous_format)
     if average is not None:
         average.load()
         apply_masks(student, pruned.masks)
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16,
-             "channels_last": layout == torch.channels_last}
+             "channels_last": memory_format == torch.channels_last}
     if adversary is not None:
         stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL
     return pruned.with_model(student.to(memory_format=torch.contiguous_format).eval(), stats)

@@ -173,17 +173,19 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
-    # channels_last is a layout of 4-D tensors: images only
-    memory_format = torch.channels_last if config.channels_last and spec.rank == 2 else torch.contiguous_format
-    was = layout(teacher)  # distillation may hold it channels-last while a generator trains between epochs
-    teacher.to(memory_format=memory_format)
+    memory_format = layout_for(config.channels_last, spec.rank)
     try:
-        yield teacher, matcher, num_classes, memory_format
+        with held_in(teacher, memory_format):  # distillation may hold it channels-last: it gets that back
+            yield teacher, matcher, num_classes, memory_format
     finally:
         matcher.remove()
         for p, grad in zip(teacher.parameters(), was_grad):
             p.requires_grad_(grad)
-        teacher.to(memory_format=was)
+
+
+def layout_for(channels_last: bool, rank: int) -> torch.memory_format:
+    """Channels-last where asked for and the input is an image (it is a layout of 4-D tensors), else NCHW."""
+    return torch.channels_last if channels_last and rank == 2 else torch.contiguous_format
 
 
 def layout(model: nn.Module) -> torch.memory_format:
@@ -191,6 +193,17 @@ def layout(model: nn.Module) -> torch.memory_format:
     four_d = [p for p in model.parameters() if p.dim() == 4]
     last = any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous() for p in four_d)
     return torch.channels_last if last else torch.contiguous_format
+
+
+@contextmanager
+def held_in(model: nn.Module, memory_format: torch.memory_format):
+    """``model`` in ``memory_format`` inside the block, and in the layout it had before after it."""
+    was = layout(model)
+    model.to(memory_format=memory_format)
+    try:
+        yield model
+    finally:
+        model.to(memory_format=was)
 
 
 def random_view(x: torch.Tensor, config: SynthesisConfig, g: torch.Generator) -> torch.Tensor:
