@@ -262,9 +262,9 @@ def main(argv=None) -> None:
 
     torch.manual_seed(args.seed)
     for row in [r for r in args.rows.split(",") if r]:
-        earlier = results["rows"].get(row, {})
+        earlier = results["rows"].get(row, {})  # its QEMU counts and real-data bound depend on the pruned student
         results["rows"][row] = {**run_row(row, args.teacher.resolve(), args.shared.resolve(), args.work, args.seed,
-                                          not args.quiet), "emulated": earlier.get("emulated")}
+                                          not args.quiet), "emulated": earlier.get("emulated"), "bound": earlier.get("bound")}
         save()
         print(f"{row}: {results['rows'][row]['accuracy']}", flush=True)
     if args.emulate:

@@ -39,6 +39,26 @@ def test_paths_are_stored_absolute(tmp_path, monkeypatch):
     assert config.eval_data == str(tmp_path / "e.zip") and BuildConfig(eval_data="digits").eval_data == "digits"
 
 
+def test_a_stage_table_in_a_config_file_changes_only_what_it_names(tmp_path):
+    path = tmp_path / "b.toml"
+    path.write_text('model = "m.pt"\narch = "resnet20-cifar"\nrecipe = "fast"\n[distill]\nchannels_last = false\n'
+                    '[synthesis]\niterations = 30\n[reconstruct]\nblock_steps = 5\n')
+    config = BuildConfig.from_dict(load_config_file(path))
+    assert config.distill == recipe("fast").distill.replace(channels_last=False)  # lr, features, bf16: fast's
+    assert config.synthesis == recipe("fast").synthesis.replace(iterations=30)  # the first batch's steps too
+    assert config.synthesis.first_iterations == 30 and config.reconstruct.images == 1024
+    assert config.recipe_overrides() == {"synthesis": {"iterations": 30, "first_iterations": 30},
+                                         "reconstruct": {"block_steps": 5}, "distill": {"channels_last": False}}
+    path.write_text('model = "m.pt"\narch = "resnet20-cifar"\n[distill]\nema = 0.99\n')  # the default recipe
+    assert BuildConfig.from_dict(load_config_file(path)).distill == recipe("fast").distill.replace(ema=0.99)
+    path.write_text('model = "m.pt"\narch = "resnet20-cifar"\nrecipe = "fast"\n[synthesis]\nmethod = "generator"\n')
+    assert BuildConfig.from_dict(load_config_file(path)).synthesis == SynthesisConfig(method="generator")
+    result = CliRunner().invoke(cli, ["build", "--config", str(path), "--recipe", "generator", "--save-config",
+                                      str(tmp_path / "saved.toml")])  # a recipe named here replaces the tables
+    assert result.exit_code == 0, result.output
+    assert BuildConfig.from_dict(load_config_file(tmp_path / "saved.toml")).synthesis == recipe("generator").synthesis
+
+
 def test_from_dict_rebuilds_nested_configs_from_json_and_toml(tmp_path):
     config = BuildConfig(recipe="fast", model=tmp_path / "m.pt", arch="resnet20-cifar", seed=3, bench=None)
     as_json = json.loads(json.dumps(config.to_dict(), default=str))

@@ -608,6 +608,15 @@ class BuildConfig(_Config):
                  "distill adversarial_steps trains the dream generator between epochs: use it with synthesis method "
                  "'generator' (--recipe generator), or set it to 0")
 
+    @classmethod
+    def from_dict(cls, values: dict, where: str | None = None):
+        """As ``_Config.from_dict``, with each stage table (synthesis, reconstruct, distill) read as changes
+        to the recipe's stage: a file's ``[distill] channels_last = false`` keeps every other setting of the
+        recipe's distillation (``_on_recipe``)."""
+        if isinstance(values, dict):
+            values = {**values, **_on_recipe(values)}
+        return super().from_dict(values, where)
+
     def _settle_teacher(self) -> None:
         """Check the teacher's source and input options; tuples for lists, a factory's file made absolute."""
         from edgefree.models.sources import is_program, parse_source
@@ -685,6 +694,28 @@ class BuildConfig(_Config):
             if diff:
                 changed[stage] = diff
         return changed
+
+
+def _on_recipe(values: dict) -> dict:
+    """The stage tables of a build's ``values`` filled in from its recipe's stages (what ``BuildConfig``
+    would choose: ``recipe``, else the default for a ``model`` or the built-in one). An explicit
+    ``iterations`` sets the first batch's steps too where the recipe has its own (as
+    ``SynthesisConfig.replace``). A synthesis table naming another ``method`` than the recipe's starts from
+    that method's defaults, since the recipe's settings are for its own method."""
+    name = values.get("recipe") or (DEFAULT_RECIPE if values.get("model") is not None else DEMO_RECIPE)
+    if name not in RECIPES:
+        return {}  # BuildConfig names the unknown recipe
+    filled = {}
+    for stage in ("synthesis", "reconstruct", "distill"):
+        table, theirs = values.get(stage), getattr(RECIPES[name], stage)
+        if not isinstance(table, dict) or table.get("method", getattr(theirs, "method", None)) != getattr(
+                theirs, "method", None):
+            continue
+        theirs = theirs.to_dict()
+        if "iterations" in table and "first_iterations" not in table and theirs.get("first_iterations") is not None:
+            theirs["first_iterations"] = table["iterations"]
+        filled[stage] = {**theirs, **table}
+    return filled
 
 
 def load_config_file(path: str | Path) -> dict:

@@ -42,7 +42,7 @@ class UserError(click.ClickException):
 
 
 # Variables read by edgefree itself, besides the options' EDGEFREE_<COMMAND>_<OPTION>.
-SETTINGS = ("EDGEFREE_CACHE", "EDGEFREE_TARGETS", "EDGEFREE_ARM64_HOME")
+SETTINGS = ("EDGEFREE_CACHE", "EDGEFREE_TARGETS", "EDGEFREE_ARM64_HOME", "EDGEFREE_FAULT")  # FAULT: tests only
 
 
 def known_variables(command: click.Command, prefix: str = "EDGEFREE") -> set[str]:

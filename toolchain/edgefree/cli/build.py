@@ -28,10 +28,12 @@ def _opt(*names, **kw):
 @_opt("--value-range", help="LOW,HIGH: the raw values' range, in the sensor's units for a signal (e.g. -30,40); "
       "dreams stay inside it [default: the architecture's; an image's 0,1; a signal's per-channel mean +- 5 std "
       "of --mean/--std, printed].")
-@_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, or 'digits'.")
+@_opt("--eval-data", help="Held-out evaluation set: zip, ImageFolder dir, cifar-10-batches-py dir, .npz (signals), "
+      "or 'digits'.")
 @_opt("--pruning", default=None, help="'magnitude' (zero weights: smaller files), 'channel' (remove channels and "
       "blocks: faster on every runtime) or 'channel,magnitude' (both) [default: the target's].")
-@_opt("--sparsity", type=float, default=0.75, help="Magnitude pruning: fraction of conv/linear weights zeroed (global).")
+@_opt("--sparsity", type=float, default=0.75, help="Magnitude pruning: fraction of conv/linear weights zeroed (over all layers, or each: "
+      "--magnitude-scope).")
 @_opt("--channel-ratio", type=float, default=0.5, help="Channel pruning: fraction of each prunable layer's channels removed.")
 @_opt("--macs-target", type=float, help="Channel pruning: keep about this fraction of the teacher's multiply-adds "
       "(the channel ratio is searched; overrides --channel-ratio).")
@@ -61,7 +63,8 @@ def _opt(*names, **kw):
       "term of synthesis against the class term: a number, or 'auto' (the strongest at which the teacher still "
       "labels 90% of a probe batch as its target) (overrides the recipe).")
 @_opt("--bf16/--fp32", "bf16", default=None, help="Synthesize and distil in bfloat16 autocast, or in fp32 "
-      "[default: the recipe's; 'fast' uses bf16 where the hardware has it natively, fp32 elsewhere].")
+      "[default: the recipe's; 'fast', 'generator' and 'thorough' use bf16 where the hardware has it natively, "
+      "except fp32 for a model with depthwise convolutions on a CPU; 'paper' and 'demo' fp32].")
 @_opt("--reconstruct-images", type=int, help="Dreams used to refit each pruned layer to the teacher's outputs "
       "before distillation; 0 skips it (overrides the recipe).")
 @_opt("--block-steps", type=int, help="After the layer-wise refit, train each block (a residual "
