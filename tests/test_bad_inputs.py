@@ -134,6 +134,15 @@ class Files:
         with open(self.build / relative, "ab") as f:
             f.write(b"\0")
 
+    def rewrite(self, relative: str, change) -> None:
+        """The build's JSON file ``relative`` replaced by ``change(its object)``, its sha256 recorded anew."""
+        path = self.build / relative
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+        report = json.loads((self.build / "report.json").read_text())
+        if relative in report.get("files", {}):
+            report["files"][relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+            (self.build / "report.json").write_text(json.dumps(report))
+
     def onnx(self) -> str:
         manifest = json.loads((self.build / "artifacts" / "manifest.json").read_text())
         return "artifacts/" + manifest["artifacts"][0]["files"][0]["path"]
@@ -261,6 +270,10 @@ CASES = {
     "config value of the wrong type": (B("--config", toml('seed = "one"')), "BuildConfig.seed must be an integer"),
     "config stage of the wrong type": (B("--config", toml("[synthesis]\niterations = 1.5")), "must be an integer"),
     "config report.json that is not JSON": (B("--config", lambda f: f.text("report.json", "{oops")), "not valid JSON"),
+    "save-config into a .json file": (B("--save-config", lambda f: str(f.tmp / "c.json")), "name the file .toml"),
+    "an empty --recipe": (B("--recipe", ""), "Invalid value for '--recipe': is empty"),
+    "an empty --out": (lambda f: ["build", "--out", "", *TINY], "Invalid value for '--out': is empty"),
+    "--out at the root": (lambda f: ["build", "--out", "/", *TINY], "is the file system's root"),
     "save-config into a missing folder": (B("--save-config", lambda f: str(f.tmp / "no" / "c.toml")),
                                           "its folder does not exist"),
     # bench, export, flash on the build folder
@@ -296,6 +309,16 @@ CASES = {
                                            lambda f: f.key("") + ".pub"), "is not a private key"),
     "flash for another target": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--target",
                                    "raspberry-pi-4"), "was built for target"),
+    "bench of a report without its target": (lambda f: f.rewrite("report.json", lambda r: {**r, "target": "x86-64"})
+                                             or ["bench", str(f.build)], "lacks 'target' as edgefree writes it"),
+    "export of a report without its model": (lambda f: f.rewrite("report.json", lambda r: {
+        k: v for k, v in r.items() if k != "model"}) or ["export", str(f.build)], "lacks 'model'"),
+    "flash of a manifest without artifacts": (lambda f: f.rewrite("artifacts/manifest.json", lambda m: {**m, "artifacts": 5})
+                                              or ["flash", str(f.build), "--host", "pi@127.0.0.1"], "lacks 'artifacts'"),
+    "bench of a manifest whose artifact has no files": (
+        lambda f: f.rewrite("artifacts/manifest.json", lambda m: {**m, "artifacts": [
+            {k: v for k, v in a.items() if k != "files"} for a in m["artifacts"]]}) or ["bench", str(f.build)],
+        "lacks 'files'"),
     "flash --port 70000": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--port", "70000"),
                            "Invalid value for '--port'"),
     "flash --keep-releases 0": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--keep-releases", "0"),
@@ -632,6 +655,7 @@ MORE_CASES = {
     "--std nan": (user16("--std", "nan,1,1"), "not a finite number"),
     "--mean inf": (user16("--mean", "inf,0,0"), "not a finite number"),
     "--std 0": (user16("--std", "0,1,1"), "holds a value <= 0"),
+    "a --mean with an empty value": (user16("--mean", "0.5,,0.5"), "--mean '0.5,,0.5' does not parse"),
     "--input-shape 3x1x1": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x1x1"), "has a length of 1"),
     "--value-range that does not parse": (signal_model("--value-range", "5,1"), "--value-range '5,1' does not parse"),
     "--value-range without --model": (B("--value-range", "0,1"), "describe a teacher of your own"),

@@ -52,7 +52,9 @@ def test_a_stage_table_in_a_config_file_changes_only_what_it_names(tmp_path):
     path.write_text('model = "m.pt"\narch = "resnet20-cifar"\n[distill]\nema = 0.99\n')  # the default recipe
     assert BuildConfig.from_dict(load_config_file(path)).distill == recipe("fast").distill.replace(ema=0.99)
     path.write_text('model = "m.pt"\narch = "resnet20-cifar"\nrecipe = "fast"\n[synthesis]\nmethod = "generator"\n')
-    assert BuildConfig.from_dict(load_config_file(path)).synthesis == SynthesisConfig(method="generator")
+    assert BuildConfig.from_dict(load_config_file(path)).synthesis == recipe("generator").synthesis  # its recipe's
+    path.write_text('[synthesis]\nmethod = "generator"\nimages = 64\n')  # the built-in default's demo dreams otherwise
+    assert BuildConfig.from_dict(load_config_file(path)).synthesis == recipe("generator").synthesis.replace(images=64)
     result = CliRunner().invoke(cli, ["build", "--config", str(path), "--recipe", "generator", "--save-config",
                                       str(tmp_path / "saved.toml")])  # a recipe named here replaces the tables
     assert result.exit_code == 0, result.output

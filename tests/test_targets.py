@@ -47,12 +47,16 @@ def test_the_installed_qemu_accepts_every_emulation_cpu():
     ('emulation_cpu = "cortex-a78ae"', "not a QEMU 7.2 CPU model"),
     ('threads = 0', "threads must be >= 1"),
     ('colour = "red"', "unknown keys"),
+    ('threads = 2.5', "threads must be an integer, got 2.5"),
+    ('pruning = "channel"', "pruning must be a list of strings"),
+    ('isa = 64', "isa must be a string"),
+    ('cpu', "missing keys \\['cpu'\\]"),
 ])
 def test_a_broken_profile_is_refused_with_the_reason(tmp_path, monkeypatch, line, problem):
     base = {"name": '"broken"', "description": '"x"', "isa": '"aarch64"', "cpu": '"cortex-a72"',
             "emulation_cpu": '"cortex-a72"', "formats": '["onnx"]', "precisions": '["fp32"]'}
     key = line.split(" = ")[0]
-    body = "\n".join(f"{k} = {v}" for k, v in base.items() if k != key) + "\n" + line + "\n"
+    body = "\n".join(f"{k} = {v}" for k, v in base.items() if k != key) + "\n" + (line + "\n" if " = " in line else "")
     (tmp_path / "broken.toml").write_text(body)
     monkeypatch.setenv("EDGEFREE_TARGETS", str(tmp_path))
     with pytest.raises(TargetError, match=problem):
@@ -68,3 +72,15 @@ def test_targets_command_lists_and_details():
     assert detail.exit_code == 0 and "emulation_cpu  cortex-a72" in detail.output
     unknown = runner.invoke(cli, ["targets", "pi-zero"], catch_exceptions=False)
     assert unknown.exit_code == 2 and "known targets" in unknown.output
+
+
+def test_a_profile_that_is_not_utf8_or_a_targets_folder_that_is_not_there_is_named(tmp_path, monkeypatch):
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe")
+    monkeypatch.setenv("EDGEFREE_TARGETS", str(tmp_path))
+    with pytest.raises(TargetError, match="binary.toml is not valid UTF-8 TOML"):
+        list_targets()
+    monkeypatch.setenv("EDGEFREE_TARGETS", str(tmp_path / "nowhere"))
+    with pytest.raises(TargetError, match="EDGEFREE_TARGETS names .*nowhere, which is not a folder"):
+        list_targets()
+    result = CliRunner().invoke(cli, ["targets"])
+    assert result.exit_code == 2 and result.output.startswith("Error: EDGEFREE_TARGETS"), result.output

@@ -471,6 +471,7 @@ RECIPES: dict[str, Recipe] = {
 }
 DEFAULT_RECIPE = "fast"
 DEMO_RECIPE = "demo"
+METHOD_RECIPES = {"deepinversion": DEFAULT_RECIPE, "generator": "generator"}  # whose dreams each method starts from
 
 
 # the command line's synthesis options (option: the SynthesisConfig setting it sets): what
@@ -701,16 +702,19 @@ def _on_recipe(values: dict) -> dict:
     would choose: ``recipe``, else the default for a ``model`` or the built-in one). An explicit
     ``iterations`` sets the first batch's steps too where the recipe has its own (as
     ``SynthesisConfig.replace``). A synthesis table naming another ``method`` than the recipe's starts from
-    that method's defaults, since the recipe's settings are for its own method."""
+    the synthesis of that method's recipe (``METHOD_RECIPES``), since the recipe's settings are for its own."""
     name = values.get("recipe") or (DEFAULT_RECIPE if values.get("model") is not None else DEMO_RECIPE)
     if name not in RECIPES:
         return {}  # BuildConfig names the unknown recipe
     filled = {}
     for stage in ("synthesis", "reconstruct", "distill"):
         table, theirs = values.get(stage), getattr(RECIPES[name], stage)
-        if not isinstance(table, dict) or table.get("method", getattr(theirs, "method", None)) != getattr(
-                theirs, "method", None):
+        if not isinstance(table, dict):
             continue
+        if stage == "synthesis" and table.get("method", theirs.method) != theirs.method:
+            if table["method"] not in METHOD_RECIPES:
+                continue  # SynthesisConfig names the unknown method
+            theirs = RECIPES[METHOD_RECIPES[table["method"]]].synthesis
         theirs = theirs.to_dict()
         if "iterations" in table and "first_iterations" not in table and theirs.get("first_iterations") is not None:
             theirs["first_iterations"] = table["iterations"]

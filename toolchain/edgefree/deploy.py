@@ -35,7 +35,7 @@ from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import render_markdown
 from edgefree.ssh import Device, check_key, split_host
 from edgefree.targets import Target, load_target
-from edgefree.verify import read_build, read_json, verify_artifacts
+from edgefree.verify import read_build, read_manifest, verify_artifacts
 
 PACKAGE = Path(__file__).parent
 # The standalone scripts that run on the device (stdlib + numpy + the runtime).
@@ -59,7 +59,7 @@ def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target
     if not manifest_path.is_file():
         raise DeployError(f"{build_dir} has no artifacts/manifest.json: the build exported nothing to flash")
     report = read_build(build_dir, uses=("artifacts/manifest.json",))  # the manifest is the build's
-    manifest = read_json(manifest_path)
+    manifest = read_manifest(manifest_path)
     built_for = report["target"]["name"]
     if target not in (None, built_for):
         raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "

@@ -65,6 +65,9 @@ def check_out_folder(out: str | Path, names: tuple[str, ...] = (), option: str =
     out = absolute(out)
     if out.exists() and not out.is_dir():
         raise EdgefreeError(f"{option} {out} is a file, not a folder: pass a folder (it is created if missing)")
+    if out.parent == out:
+        raise EdgefreeError(f"{option} {out} is the file system's root: the build writes beside --out, so pass a "
+                            "folder inside another (e.g. /tmp/edgefree-out)")
     parent = next((p for p in out.parents if p.exists()), None)
     if parent is None or not parent.is_dir():
         raise EdgefreeError(f"{option} {out} cannot be created: {parent} is not a folder")

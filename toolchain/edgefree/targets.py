@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from edgefree.errors import TargetError
@@ -74,23 +74,36 @@ def _folders() -> list[Path]:
     packaged = Path(__file__).parent / "targets"
     checkout = Path(__file__).resolve().parents[2] / "targets"
     extra = [Path(p) for p in os.environ.get("EDGEFREE_TARGETS", "").split(os.pathsep) if p]
+    missing = [str(p) for p in extra if not p.is_dir()]
+    if missing:
+        raise TargetError(f"EDGEFREE_TARGETS names {', '.join(missing)}, which is not a folder: point it at a folder "
+                          "of target profiles (*.toml), or unset it")
     return [p for p in (*extra, packaged, checkout) if p.is_dir()]
+
+
+# what each kind of field of Target takes from a profile, and how to say it
+_KINDS = {"str": (lambda v: isinstance(v, str), "a string"),
+          "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+          "tuple[str, ...]": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "a list of strings")}
 
 
 def _read(path: Path) -> Target:
     try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise TargetError(f"target profile {path} is not valid TOML: {exc}") from exc
-    known = {f.name for f in fields(Target)}
-    unknown = sorted(set(raw) - known)
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise TargetError(f"target profile {path} is not valid UTF-8 TOML ({exc}): fix or remove it") from exc
+    known = {f.name: f for f in fields(Target)}
+    unknown = sorted(set(raw) - set(known))
     if unknown:
         raise TargetError(f"target profile {path}: unknown keys {unknown}; known: {sorted(known)}")
-    try:
-        raw = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
-        return Target(**raw)
-    except TypeError as exc:
-        raise TargetError(f"target profile {path}: {exc}") from exc
+    missing = [n for n, f in known.items() if n not in raw and f.default is MISSING]
+    if missing:
+        raise TargetError(f"target profile {path}: missing keys {missing}")
+    for name, value in raw.items():
+        accepts, wanted = _KINDS[known[name].type]
+        if not accepts(value):
+            raise TargetError(f"target profile {path}: {name} must be {wanted}, got {value!r}")
+    return Target(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
 
 
 def list_targets() -> dict[str, Target]:

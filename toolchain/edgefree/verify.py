@@ -45,6 +45,27 @@ def read_json(path: Path) -> dict:
     return value
 
 
+def _require_keys(value: dict, kinds: dict[str, type], path: Path, fix: str) -> None:
+    """Raise EdgefreeError naming ``path`` when ``value`` lacks one of ``kinds`` or holds another kind there."""
+    wrong = [key for key, kind in kinds.items() if not isinstance(value.get(key), kind)]
+    if wrong:
+        raise EdgefreeError(f"{path} lacks {', '.join(repr(k) for k in wrong)} as edgefree writes it (not a file "
+                            f"edgefree wrote, or edited since): {fix}")
+
+
+def read_manifest(path: Path) -> dict:
+    """The artifacts manifest at ``path``, each artifact with its name, format, precision, runtime and files."""
+    manifest = read_json(path)
+    fix = "export again (`edgefree export`) or rebuild"
+    _require_keys(manifest, {"artifacts": list}, path, fix)
+    for artifact in manifest["artifacts"]:
+        _require_keys(artifact if isinstance(artifact, dict) else {}, {"name": str, "format": str, "precision": str,
+                                                                       "runtime": str, "files": list}, path, fix)
+        for f in artifact["files"]:
+            _require_keys(f if isinstance(f, dict) else {}, {"path": str, "sha256": str}, path, fix)
+    return manifest
+
+
 def read_build(build_dir: Path, uses: tuple[str, ...] = RECORDED) -> dict:
     """The report of the complete build in ``build_dir``, after checking the files in ``uses``.
 
@@ -61,6 +82,8 @@ def read_build(build_dir: Path, uses: tuple[str, ...] = RECORDED) -> dict:
         raise EdgefreeError(f"{build_dir} holds no complete build (no {MARKER}: it was cut short, or made by an "
                             f"older edgefree): run `edgefree build --out {build_dir}` again")
     report = read_json(build_dir / "report.json")
+    _require_keys(report, {"config": dict, "model": dict, "target": dict}, build_dir / "report.json", f"rebuild {build_dir}")
+    _require_keys(report["target"], {"name": str}, build_dir / "report.json", f"rebuild {build_dir}")
     recorded = report.get("files") or {}
     for name in uses:
         if name not in recorded and (name != "artifacts/manifest.json" or report.get("export")):

@@ -19,7 +19,7 @@ from edgefree.errors import EdgefreeError, EmulationError
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import write_report
 from edgefree.targets import Target, load_target
-from edgefree.verify import read_build, read_json, relocate_teacher, teacher_checkpoint, verify_artifacts
+from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
 
 
 def _models(report: dict, build_dir: Path, model: Path | None):
@@ -68,7 +68,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     student_manifest = build_dir / "artifacts" / "manifest.json"
     if not student_manifest.is_file():
         raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")
-    manifest = read_json(student_manifest)
+    manifest = read_manifest(student_manifest)
     built = selected_artifacts(manifest, profile)
     if not built:
         raise EdgefreeError(f"the build in {build_dir} has no artifact in target {profile.name}'s formats "

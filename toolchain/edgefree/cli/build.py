@@ -6,16 +6,19 @@ import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
 from edgefree.cli.output import failure_kept_log, verbose_option
+from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath
 from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS
 
 
 def _opt(*names, **kw):
+    if "type" not in kw and not kw.get("is_flag") and "/" not in names[0] and kw.get("default") is None:
+        kw["type"] = NON_EMPTY_TEXT  # a text option: an empty value is refused, not read as the default
     return click.option(*names, show_envvar=True, **kw)
 
 
 @click.command()
 @_opt("--target", default="x86-64", help="Target profile (see `edgefree targets`).")
-@_opt("--model", type=click.Path(path_type=Path), help="Teacher checkpoint (state_dict), or a torch.export "
+@_opt("--model", type=NonEmptyPath(path_type=Path), help="Teacher checkpoint (state_dict), or a torch.export "
       "program (.pt2, without --arch). Omit for the built-in default.")
 @_opt("--arch", help="Architecture of --model: a name from `edgefree models`, torchvision:<name>, or your own "
       "path/to/file.py:factory or package.module:factory (this imports and runs your code).")
@@ -81,11 +84,11 @@ def _opt(*names, **kw):
       "warm-up) [default: runs until the p50 is stable within 2%, 20 to 2000 runs].")
 @_opt("--emulate/--no-emulate", default=True, help="Bench an aarch64 target's artifacts under qemu-aarch64 too "
       "(when `edgefree emulator setup` ran).")
-@_opt("--out", type=click.Path(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
+@_opt("--out", type=NonEmptyPath(path_type=Path), default=Path("edgefree-out"), help="Output folder.")
 @_opt("--seed", type=int, default=0, help="Seed for every random choice.")
-@_opt("--config", "config_file", envvar="EDGEFREE_BUILD_CONFIG", type=click.Path(path_type=Path), help="Build settings from a TOML file or a "
+@_opt("--config", "config_file", envvar="EDGEFREE_BUILD_CONFIG", type=NonEmptyPath(path_type=Path), help="Build settings from a TOML file or a "
       "build's report.json (replays that build); options given here win over the file's.")
-@_opt("--save-config", type=click.Path(path_type=Path, dir_okay=False), help="Write the settings this command "
+@_opt("--save-config", type=NonEmptyPath(path_type=Path, dir_okay=False), help="Write the settings this command "
       "resolves to as TOML to this new file (for --config) and stop, without building.")
 @_opt("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where to compute (under torchrun, "
       "cuda means cuda:LOCAL_RANK).")
@@ -113,13 +116,12 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
 
     from edgefree.cli.bench import report_bench
     from edgefree.config import BuildConfig, load_config_file, to_toml
+    from edgefree.errors import EdgefreeError
     from edgefree.models import parse_shape, parse_values
     from edgefree.models.spec import parse_range
 
     given = _given(click.get_current_context())
     if "max_drop" in given and given & {"sparsity", "macs_target"}:
-        from edgefree.errors import EdgefreeError
-
         raise EdgefreeError("--max-drop chooses the sparsity or MACs target itself: leave out "
                             + " and ".join(f"--{n.replace('_', '-')}" for n in sorted(given & {"sparsity", "macs_target"})))
     values = load_config_file(config_file) if config_file else {}
@@ -154,6 +156,9 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         reconstruct=config.reconstruct.replace(images=reconstruct_images, block_steps=block_steps),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16, adversarial_steps=adversarial_steps))
     if save_config:
+        if save_config.suffix.lower() == ".json":
+            raise EdgefreeError(f"--save-config {save_config}: it writes TOML, and --config reads a .json file as a "
+                                "build's report: name the file .toml")
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return

@@ -25,7 +25,8 @@ def targets(name):
             value = ", ".join(value) if isinstance(value, tuple) else value
             click.echo(f"{key:14} {value}")
         return
+    found = list_targets()  # a bad profile stops before the table starts
     click.echo(f"{'name':18} {'isa':8} {'cpu (emulated as)':28} {'threads':7} {'formats':25} precisions")
-    for t in list_targets().values():
+    for t in found.values():
         cpu = t.cpu if not t.emulated or t.cpu == t.emulation_cpu else f"{t.cpu} ({t.emulation_cpu})"
         click.echo(f"{t.name:18} {t.isa:8} {cpu:28} {t.threads:<7} {','.join(t.formats):25} {','.join(t.precisions)}")

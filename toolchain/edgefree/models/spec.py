@@ -64,7 +64,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 def parse_values(text: str, what: str) -> tuple[float, ...]:
     """``"0.5,0.5,0.5"`` -> (0.5, 0.5, 0.5): one normalization value per channel."""
     try:
-        values = tuple(float(v) for v in str(text).split(",") if v.strip())
+        values = tuple(float(v) for v in str(text).split(","))  # "0.5,,0.5" is not three values
     except ValueError:
         values = ()
     if not values:

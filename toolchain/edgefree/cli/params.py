@@ -1,0 +1,24 @@
+"""Option types that refuse an empty value (``--out ""``) instead of reading it as the current folder or the
+default: an empty value is a mistake, and the option left out is how a default is asked for."""
+
+import click
+
+
+def _refuse_empty(kind: click.ParamType, value, param, ctx) -> None:
+    if isinstance(value, str) and not value.strip():
+        kind.fail("is empty: give it a value, or leave the option out", param, ctx)
+
+
+class NonEmptyPath(click.Path):
+    def convert(self, value, param, ctx):
+        _refuse_empty(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class NonEmptyText(click.types.StringParamType):
+    def convert(self, value, param, ctx):
+        _refuse_empty(self, value, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+NON_EMPTY_TEXT = NonEmptyText()
