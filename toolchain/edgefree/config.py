@@ -358,7 +358,8 @@ class BenchConfig(_Config):
 
     def __post_init__(self):
         self._require_finite()
-        _require((self.runs is None or self.runs >= 1) and self.emulated_runs >= 1, "bench runs must be >= 1")
+        _require(self.runs is None or self.runs >= 1, f"bench runs must be >= 1, got {self.runs}")
+        _require(self.emulated_runs >= 1, f"bench emulated_runs (--emulated-runs) must be >= 1, got {self.emulated_runs}")
         _require(1 <= self.min_runs <= self.max_runs,
                  f"bench min_runs must be >= 1 and <= max_runs, got {self.min_runs} and {self.max_runs}")
         _require(self.max_seconds > 0, f"bench max_seconds must be positive, got {self.max_seconds}")
@@ -367,7 +368,8 @@ class BenchConfig(_Config):
         _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
         _require(self.eval_limit is None or self.eval_limit >= 1, "bench eval_limit must be >= 1")
         _require(self.emulated_inputs >= 1, "bench emulated_inputs must be >= 1")
-        _require(self.native or self.emulate, "bench needs this machine's runs, emulated runs, or both")
+        _require(self.native or self.emulate, "bench needs this machine's runs, emulated runs, or both: leave out "
+                 "--no-native or --no-emulate")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         text = str(exc).strip()
         first_line = ("it holds pickled objects other than tensors, which edgefree never runs"
                       if "weights_only" in text or "Weights only" in text
-                      else text.splitlines()[0] if text else type(exc).__name__)
+                      else "it is no torch.save file" if isinstance(exc, KeyError) or not text  # pickle's own codes
+                      else text.splitlines()[0])
         raise CheckpointError(
             f"checkpoint {path} cannot be read as PyTorch weights ({first_line}). It may be corrupt or "
             "truncated, or hold objects other than tensors; save it with "

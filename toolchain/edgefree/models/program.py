@@ -136,7 +136,8 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"program {path} does not exist: pass the .pt2 file saved with torch.export.save")
+        raise CheckpointError(f"program {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass the .pt2 "
+                              "file saved with torch.export.save")
     try:
         program = read_program(path)  # nothing the file carries runs (edgefree.models.archive)
     except CheckpointError as exc:
