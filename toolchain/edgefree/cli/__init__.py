@@ -100,9 +100,15 @@ def _stop_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _one_line(exc: click.UsageError) -> UserError:
-    """click's own usage error (an unknown option, a bad value) as one line, as every other error is."""
-    where = exc.ctx.command_path if exc.ctx is not None else "edgefree"
+def _one_line(exc: click.UsageError, group: click.Context | None = None) -> UserError:
+    """click's own usage error (an unknown option, a bad value) as one line, as every other error is; its help
+    is the subcommand's where the error names no context of its own (an option missing its value)."""
+    if exc.ctx is not None and (group is None or exc.ctx.command is not group.command):
+        where = exc.ctx.command_path
+    elif group is not None and group.invoked_subcommand:
+        where = f"{group.command_path} {group.invoked_subcommand}"
+    else:
+        where = "edgefree"
     return UserError(f"{exc.format_message()} (see `{where} --help`)")
 
 
@@ -119,9 +125,9 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except click.BadParameter as exc:
-            raise (_bad_variable(exc) or _one_line(exc)) from exc
+            raise (_bad_variable(exc) or _one_line(exc, ctx)) from exc
         except click.UsageError as exc:
-            raise _one_line(exc) from exc
+            raise _one_line(exc, ctx) from exc
         except EdgefreeError as exc:
             raise UserError(rank_prefix() + str(exc)) from exc
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
