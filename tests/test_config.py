@@ -1,6 +1,8 @@
 """One honest config: recipes applied in Python, explicit settings win, configs replay from files."""
 
+import dataclasses
 import json
+import tomllib
 
 import pytest
 from click.testing import CliRunner
@@ -45,9 +47,9 @@ def test_a_stage_table_in_a_config_file_changes_only_what_it_names(tmp_path):
                     '[synthesis]\niterations = 30\n[reconstruct]\nblock_steps = 5\n')
     config = BuildConfig.from_dict(load_config_file(path))
     assert config.distill == recipe("fast").distill.replace(channels_last=False)  # lr, features, bf16: fast's
-    assert config.synthesis == recipe("fast").synthesis.replace(iterations=30)  # the first batch's steps too
-    assert config.synthesis.first_iterations == 30 and config.reconstruct.images == 1024
-    assert config.recipe_overrides() == {"synthesis": {"iterations": 30, "first_iterations": 30},
+    assert config.synthesis == dataclasses.replace(recipe("fast").synthesis, iterations=30, first_iterations=None)
+    assert config.synthesis.first_iterations is None and config.reconstruct.images == 1024  # None: 30 steps too
+    assert config.recipe_overrides() == {"synthesis": {"iterations": 30, "first_iterations": None},
                                          "reconstruct": {"block_steps": 5}, "distill": {"channels_last": False}}
     path.write_text('model = "m.pt"\narch = "resnet20-cifar"\n[distill]\nema = 0.99\n')  # the default recipe
     assert BuildConfig.from_dict(load_config_file(path)).distill == recipe("fast").distill.replace(ema=0.99)
@@ -59,6 +61,21 @@ def test_a_stage_table_in_a_config_file_changes_only_what_it_names(tmp_path):
                                       str(tmp_path / "saved.toml")])  # a recipe named here replaces the tables
     assert result.exit_code == 0, result.output
     assert BuildConfig.from_dict(load_config_file(tmp_path / "saved.toml")).synthesis == recipe("generator").synthesis
+
+
+def test_a_config_round_trips_through_toml_with_its_unset_settings_unset(tmp_path):
+    for config in (BuildConfig(model="m.pt", arch="resnet20-cifar", synthesis=SynthesisConfig(iterations=20)),
+                   BuildConfig(model="m.pt", arch="resnet20-cifar", recipe="generator",
+                               synthesis=recipe("paper").synthesis)):
+        assert config.synthesis.first_iterations is None
+        assert BuildConfig.from_dict(tomllib.loads(to_toml(config))) == config
+
+
+@pytest.mark.parametrize("values, problem", [({"recipe": ["fast"]}, "recipe must be a string"),
+                                             ({"synthesis": {"method": ["generator"]}}, "method must be")])
+def test_a_recipe_or_method_of_the_wrong_type_is_named(values, problem):
+    with pytest.raises(EdgefreeError, match=problem):
+        BuildConfig.from_dict(values)
 
 
 def test_from_dict_rebuilds_nested_configs_from_json_and_toml(tmp_path):

@@ -701,25 +701,26 @@ class BuildConfig(_Config):
 
 def _on_recipe(values: dict) -> dict:
     """The stage tables of a build's ``values`` filled in from its recipe's stages (what ``BuildConfig``
-    would choose: ``recipe``, else the default for a ``model`` or the built-in one). An explicit
-    ``iterations`` sets the first batch's steps too where the recipe has its own (as
-    ``SynthesisConfig.replace``). A synthesis table naming another ``method`` than the recipe's starts from
-    the synthesis of that method's recipe (``METHOD_RECIPES``), since the recipe's settings are for its own."""
+    would choose: ``recipe``, else the default for a ``model`` or the built-in one). A table's ``iterations``
+    without ``first_iterations`` leaves the first batch at None, the same steps (as ``to_toml`` writes a
+    config whose first batch is None). A synthesis table naming another ``method`` than the recipe's starts
+    from the synthesis of that method's recipe (``METHOD_RECIPES``), since the recipe's settings are for its
+    own. A recipe or method that is no known name is left to ``BuildConfig`` and ``SynthesisConfig`` to name."""
     name = values.get("recipe") or (DEFAULT_RECIPE if values.get("model") is not None else DEMO_RECIPE)
-    if name not in RECIPES:
-        return {}  # BuildConfig names the unknown recipe
+    if not isinstance(name, str) or name not in RECIPES:
+        return {}
     filled = {}
     for stage in ("synthesis", "reconstruct", "distill"):
         table, theirs = values.get(stage), getattr(RECIPES[name], stage)
         if not isinstance(table, dict):
             continue
         if stage == "synthesis" and table.get("method", theirs.method) != theirs.method:
-            if table["method"] not in METHOD_RECIPES:
-                continue  # SynthesisConfig names the unknown method
+            if not isinstance(table["method"], str) or table["method"] not in METHOD_RECIPES:
+                continue
             theirs = RECIPES[METHOD_RECIPES[table["method"]]].synthesis
         theirs = theirs.to_dict()
-        if "iterations" in table and "first_iterations" not in table and theirs.get("first_iterations") is not None:
-            theirs["first_iterations"] = table["iterations"]
+        if "iterations" in table and "first_iterations" not in table:
+            theirs["first_iterations"] = None
         filled[stage] = {**theirs, **table}
     return filled
 
