@@ -665,7 +665,7 @@ MORE_CASES = {
     # click's own errors, in one line
     "an unknown option": (B("--nope", "1"), "No such option"),
     "an unknown command": (lambda f: ["buidl"], "No such command 'buidl'"),
-    "an option without its value": (B("--model"), "requires an argument. (see `edgefree build --help`)"),
+    "an option without its value": (B("--model"), "requires an argument. (see `cli build --help`)"),  # cli: the runner's
     # messages that name the real problem
     "a .pt2 that is a state_dict": (B("--model", lambda f: f._model("sd.pt2", create_model("digits-cnn").state_dict())),
                                     "a torch.save file, such as a state_dict, not a program"),
