@@ -19,7 +19,6 @@ the same teacher on this machine reuses them, and the report says so. It writes
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import datetime, timezone
@@ -40,6 +39,7 @@ from edgefree.errors import EdgefreeError
 from edgefree.machine import machine_info
 from edgefree.models import InputSpec
 from edgefree.targets import Target
+from edgefree.verify import read_manifest
 
 ROLES = ("teacher", "student")
 # Emulation runs one thread: multi-threaded runtimes spin and steal under QEMU, which makes
@@ -55,7 +55,7 @@ def selected_artifacts(manifest: dict, target: Target) -> list[dict]:
 def _read_manifest(path: Path) -> dict:
     if not Path(path).is_file():
         raise EdgefreeError(f"no artifacts manifest at {path}: run the export stage (edgefree build) first")
-    return json.loads(Path(path).read_text())
+    return read_manifest(Path(path))
 
 
 def _eval_inputs(eval_data: EvalData | None, spec, manifest: dict, limit: int | None):
