@@ -276,6 +276,8 @@ CASES = {
     "a text file as --model": (B("--model", lambda f: f.text("notes.pt", "hello"), "--arch", "digits-cnn"),
                                "(it is no torch.save file)"),
     "a folder as a .pt2 program": (B("--model", lambda f: f.folder("prog.pt2")), "prog.pt2 is a folder"),
+    "export of an empty build folder name": (lambda f: ["export", ""], "Invalid value for 'BUILD_DIR': is empty"),
+    "bench --out empty": (C("bench", lambda f: str(f.build), "--out", ""), "Invalid value for '--out': is empty"),
     "--out at the root": (lambda f: ["build", "--out", "/", *TINY], "is the file system's root"),
     "save-config into a missing folder": (B("--save-config", lambda f: str(f.tmp / "no" / "c.toml")),
                                           "its folder does not exist"),

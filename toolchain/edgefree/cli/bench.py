@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.output import build_folder_logs, verbose_option
+from edgefree.cli.params import NonEmptyPath
 
 
 def _opt(*names, **kw):
@@ -12,7 +13,7 @@ def _opt(*names, **kw):
 
 
 @click.command()
-@click.argument("build_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("build_dir", type=NonEmptyPath(path_type=Path, exists=True, file_okay=False))
 @_opt("--target", help="Target profile (default: the build's). An aarch64 target also runs under qemu-aarch64.")
 @_opt("--runs", type=int, help="A fixed count of timed runs per runtime (batch 1) [default: runs until the p50's "
       "95% interval is within --p50-tolerance, between --min-runs and --max-runs].")
@@ -31,9 +32,9 @@ def _opt(*names, **kw):
       "is only emulated; this machine's outputs still serve as the parity reference).")
 @_opt("--emulated-runs", type=int, default=3, help="Timed runs under emulation (instruction counts repeat).")
 @_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
-@_opt("--model", type=click.Path(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved "
+@_opt("--model", type=NonEmptyPath(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved "
       "(it must be the same file; checked by sha256).")
-@_opt("--out", type=click.Path(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
+@_opt("--out", type=NonEmptyPath(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option

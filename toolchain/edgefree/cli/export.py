@@ -5,6 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.output import build_folder_logs, verbose_option
+from edgefree.cli.params import NonEmptyPath
 
 
 def _opt(*names, **kw):
@@ -33,13 +34,13 @@ def report_export(manifest: dict) -> None:
 
 
 @click.command()
-@click.argument("build_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("build_dir", type=NonEmptyPath(path_type=Path, file_okay=False))
 @_opt("--formats", callback=comma_list, help=FORMATS_HELP)
 @_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
 @_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
-@_opt("--model", type=click.Path(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
+@_opt("--model", type=NonEmptyPath(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
       "checked by sha256 and recorded in BUILD_DIR's report, so later commands find it.")
-@_opt("--out", type=click.Path(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
+@_opt("--out", type=NonEmptyPath(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
 @_opt("--quiet", is_flag=True, help="No progress bars.")
 @verbose_option
 def export(build_dir, formats, precisions, eval_data, model, out, quiet, verbose):

@@ -4,19 +4,21 @@ from pathlib import Path
 
 import click
 
+from edgefree.cli.params import NonEmptyPath
+
 
 def _opt(*names, **kw):
     return click.option(*names, show_envvar=True, **kw)
 
 
 @click.command()
-@click.argument("build_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.argument("build_dir", type=NonEmptyPath(path_type=Path, exists=True, file_okay=False))
 @_opt("--host", required=True, help="The device, user@host (e.g. pi@raspberrypi.local).")
 @_opt("--target", help="Target profile; default: the one BUILD_DIR was built for (any other is refused).")
 @_opt("--port", type=click.IntRange(1, 65535), default=22, help="SSH port.")
-@_opt("--key", type=click.Path(path_type=Path, exists=True, dir_okay=False),
+@_opt("--key", type=NonEmptyPath(path_type=Path, exists=True, dir_okay=False),
       help="Private key file. Default: your ssh agent and ~/.ssh/id_* keys.")
-@_opt("--known-hosts", type=click.Path(path_type=Path, dir_okay=False),
+@_opt("--known-hosts", type=NonEmptyPath(path_type=Path, dir_okay=False),
       help="known_hosts file to check the device's host key against. Default: ~/.ssh/known_hosts.")
 @_opt("--accept-new-host-key", is_flag=True,
       help="Trust a device missing from known_hosts and record its key (a changed key is always refused).")

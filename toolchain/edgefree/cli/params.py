@@ -6,7 +6,8 @@ import click
 
 def _refuse_empty(kind: click.ParamType, value, param, ctx) -> None:
     if isinstance(value, str) and not value.strip():
-        kind.fail("is empty: give it a value, or leave the option out", param, ctx)
+        left_out = ", or leave the option out" if isinstance(param, click.Option) else ""
+        kind.fail(f"is empty: give it a value{left_out}", param, ctx)
 
 
 class NonEmptyPath(click.Path):
