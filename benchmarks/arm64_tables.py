@@ -50,7 +50,7 @@ def run(name: str, args) -> dict:
     from edgefree.bench.emulator_setup import default_home, prepared
     from edgefree.config import ChannelPruning, LatencyTarget
     from edgefree.errors import EdgefreeError
-    from edgefree.latency_budget import latency_budget
+    from edgefree.latency_target import latency_budget
     from edgefree.latency_tables import Meter, models_latency
     from edgefree.models import load_teacher
     from edgefree.recover import SyntheticSet

@@ -3,7 +3,7 @@
 For each case (teacher, x86-64 runtime, precision, latency target), ``latency_budget`` chooses
 channel widths from per-layer tables timed natively on that runtime (onnxruntime and OpenVINO:
 one-node ONNX models; ExecuTorch: layers exported as programs), measures each choice whole and
-searches again where it missed (step 4 of ``edgefree.latency_budget``). The teacher and the kept
+searches again where it missed (step 4 of ``edgefree.latency_target``). The teacher and the kept
 student are then exported and timed whole once more, in interleaved rounds in one process: the
 `measured` ratio, what the build's bench would check. Sensitivities are measured on random inputs
 (nothing is trained: the widths, not the timing, depend on them). Native p50s move with load: run
@@ -43,7 +43,7 @@ def run(name: str, args) -> dict:
     import torch
 
     from edgefree.config import ChannelPruning, LatencyTarget
-    from edgefree.latency_budget import latency_budget
+    from edgefree.latency_target import latency_budget
     from edgefree.latency_tables import Meter, models_latency
     from edgefree.models import load_teacher
     from edgefree.recover import SyntheticSet

@@ -646,6 +646,8 @@ MORE_CASES = {
     "--channel-ratio 0": (B("--pruning", "channel", "--channel-ratio", "0"), "removes nothing"),
     "--macs-target that cannot be reached": (user16("--pruning", "channel", "--macs-target", "0.01"),
                                              "cannot be reached: removing 95%"),
+    "--macs-target too mild to remove a channel": (user16("--pruning", "channel", "--macs-target", "0.99"),
+                                                   "removes no channel from this model"),
     "class folders the model does not name": (B("--model", lambda f: f.resnet20(), "--arch", "resnet20-cifar",
                                                 "--eval-data", lambda f: f.folder_of(["kitty", "puppy", "boat"])),
                                               "are not classes of the model"),

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from edgefree.cli import cli
 from edgefree.config import (BuildConfig, ChannelPruning, DistillConfig, LatencyTarget, MagnitudePruning,
                              ReconstructConfig, SynthesisConfig)
-from edgefree.errors import EdgefreeError, UnreachableTargetError
+from edgefree.errors import EdgefreeError, MildTargetError, UnreachableTargetError
 from edgefree.pipeline import _milder, held_out_config
 from edgefree.recover import prune, synthesize
 from edgefree.recover.estimate import advice, features, predict, remedy
@@ -187,6 +187,29 @@ def test_a_macs_target_the_channel_search_cannot_reach_is_a_candidate_over_the_b
     assert second["value"] > 0.5 and second["estimated_drop"] is not None  # the bisection went milder
     built = [c["value"] for c in found["candidates"] if c["estimated_drop"] is not None]
     assert found["met"] and found["chosen"] == min(built)
+
+
+def test_a_macs_target_too_mild_to_remove_a_channel_sends_the_search_stronger(teacher, held_out, monkeypatch):
+    import edgefree.budget as budget
+
+    def mild_above_half(teacher, stages, *args):
+        raise MildTargetError(f"--macs-target {stages[0].macs_target:g} removes no channel from this model: ...")
+
+    monkeypatch.setattr(budget, "prune_gradually", mild_above_half)
+    config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(),), reconstruct=ReconstructConfig(images=32))
+    found = budget._try(teacher, config, 0.9, held_out, held_out, "cpu", {}, None)
+    assert found["too_mild"] and found["estimated_drop"] is None and "removes no channel" in found["unreachable"]
+
+    def candidate(teacher, config, value, *args):  # too mild above 0.5, over the budget below 0.3
+        if value > 0.5:
+            return {"value": value, "estimated_drop": None, "unreachable": "...", "too_mild": True, "seconds": 0}
+        return {"value": value, "estimated_drop": 10.0 if value < 0.3 else 0.5, "seconds": 0}
+
+    monkeypatch.setattr(budget, "_try", candidate)
+    monkeypatch.setattr(budget, "_strongest_macs_target", lambda *args: 0.1)
+    found = budget.search_budget(teacher, config, held_out, held_out, fit={})
+    assert [c["value"] for c in found["candidates"]][:3] == [0.1, 0.55, 0.325]
+    assert found["met"] and 0.3 <= found["chosen"] <= 0.5
 
 
 def test_the_search_with_a_latency_target_needs_its_widths(teacher, held_out):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from edgefree.bench.emulator_setup import default_home, prepared
 from edgefree.config import BuildConfig, ChannelPruning, LatencyTarget, MagnitudePruning, to_toml
 from edgefree.errors import EdgefreeError
-from edgefree.latency_budget import MARGIN, _choices, _group_sensitivity, _knapsack, check, latency_budget
+from edgefree.latency_target import MARGIN, _choices, _group_sensitivity, _knapsack, check, latency_budget
 from edgefree.latency_tables import Meter, layer_latency, layer_tables, table_folder
 from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, prune
@@ -153,7 +153,7 @@ def test_a_choice_measured_over_the_target_is_searched_again_with_a_lower_budget
     figures: a real timing of the tiny model moves with the machine's load): the budget moves down by the
     miss (again, where a move leaves the choice as it was: the tables are timed on this CPU), and the student
     kept is one measured within."""
-    from edgefree import latency_budget as lb
+    from edgefree import latency_target as lb
 
     measured = iter([0.9])
     monkeypatch.setattr(lb, "_measured_ratio", lambda teacher, student, lat, meter: next(measured, 0.785))
@@ -195,7 +195,7 @@ def test_an_arm64_target_without_the_emulator_falls_back_to_native_tables_and_sa
 
 
 def test_calibration_fits_offset_and_scale_from_teacher_and_narrowest():
-    from edgefree.latency_budget import _Model
+    from edgefree.latency_target import _Model
 
     lat = _Model([], [], [], ["b"], {"b": 3.0}, 0.0, 10.0)  # one removable block: tables hold 3 of the teacher's 10
     assert lat.predict({}, frozenset(["b"])) == pytest.approx(7.0)  # uncalibrated: the teacher less its entry
@@ -209,7 +209,7 @@ def test_calibration_with_the_thin_student_fits_a_cost_per_layer_kept():
     """Whole models that cost 1 + 2 x the tables + 0.5 per layer kept: three of them fix all three."""
     from types import SimpleNamespace
 
-    from edgefree.latency_budget import _Layer, _Model
+    from edgefree.latency_target import _Layer, _Model
 
     layers = [_Layer("stem", {}, 1, 4, out_group=0, table={(1, 4): 4.0, (1, 2): 2.0}),
               _Layer("b.conv", {}, 1, 4, out_group=0, table={(1, 4): 5.0, (1, 2): 3.0})]
@@ -226,7 +226,7 @@ def test_the_floor_is_the_cheapest_width_where_a_timed_table_does_not_fall_with_
     """A table timed 3 at 2 channels and 2 at 3: the floor of a refusal is the 3-channel student, not the narrowest."""
     from types import SimpleNamespace
 
-    from edgefree.latency_budget import _Layer, _Model
+    from edgefree.latency_target import _Layer, _Model
 
     layers = [_Layer("conv", {}, 1, 4, out_group=0, table={(1, 4): 5.0, (1, 3): 2.0, (1, 2): 3.0})]
     lat = _Model(layers, [SimpleNamespace(size=4)], [[4, 3, 2]], [], {}, 0.0, 6.0)
@@ -383,7 +383,7 @@ def test_cli_build_meets_a_latency_target_and_reports_it(tmp_path):
 
 
 def test_a_target_no_search_reaches_is_said_at_once_with_the_closest_measured(teacher, monkeypatch, capsys):
-    from edgefree import latency_budget as lb
+    from edgefree import latency_target as lb
 
     monkeypatch.setattr(lb, "_measured_ratio", lambda teacher, student, lat, meter: 0.95)  # nothing gets faster
     student = latency_budget(teacher, _dreams(teacher), LatencyTarget(ratio=0.8), ChannelPruning())
@@ -394,7 +394,7 @@ def test_a_target_no_search_reaches_is_said_at_once_with_the_closest_measured(te
 
 
 def test_the_next_budget_follows_the_line_through_the_two_nearest_tries():
-    from edgefree.latency_budget import _next_budget
+    from edgefree.latency_target import _next_budget
 
     one = [{"predicted_ratio": 0.5, "measured_ratio": 0.8}]
     assert _next_budget(one, 0.5, 0.5) == pytest.approx(0.2)  # one try: moved by its miss
@@ -411,7 +411,7 @@ def test_the_repair_stops_at_the_cheapest_it_reaches_when_no_single_step_saves()
     the closest reached (the caller measures it against the target), not an error."""
     from types import SimpleNamespace
 
-    from edgefree.latency_budget import _Item, _repair
+    from edgefree.latency_target import _Item, _repair
 
     # two groups; narrowing either alone costs more (noise), narrowing both costs less
     cost = {(8, 8): 1.0, (4, 8): 1.1, (8, 4): 1.1, (4, 4): 0.5}
@@ -421,3 +421,11 @@ def test_the_repair_stops_at_the_cheapest_it_reaches_when_no_single_step_saves()
     assert _repair(lat, items, [0, 0], budget=1.0) == [0, 0]  # fits as it is
     cost[(4, 8)] = 0.55  # a step that saves: taken, then the next
     assert _repair(lat, items, [0, 0], budget=0.5) == [1, 1]
+
+
+def test_the_package_exports_the_function_even_after_its_module_is_imported():
+    import edgefree
+    import edgefree.latency_target  # noqa: F401  (the pipeline imports it so)
+    from edgefree import latency_budget as exported
+
+    assert exported is edgefree.latency_target.latency_budget and callable(exported)

@@ -26,7 +26,7 @@ _EXPORTS = {
     "MagnitudePruning": "edgefree.config", "ChannelPruning": "edgefree.config", "SynthesisConfig": "edgefree.config",
     "ReconstructConfig": "edgefree.config",
     "DistillConfig": "edgefree.config", "BuildConfig": "edgefree.config",
-    "LatencyTarget": "edgefree.config", "latency_budget": "edgefree.latency_budget",
+    "LatencyTarget": "edgefree.config", "latency_budget": "edgefree.latency_target",
 }
 __all__ = list(_EXPORTS)
 

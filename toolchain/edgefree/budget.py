@@ -24,7 +24,7 @@ import math
 import time
 
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
-from edgefree.errors import EdgefreeError, UnreachableTargetError
+from edgefree.errors import EdgefreeError, MildTargetError, UnreachableTargetError
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet, distill, reconstruct
 from edgefree.recover.channels import lowest_macs_kept
@@ -72,9 +72,9 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     try:
         student = with_magnitude(widths, config.pruning(MagnitudePruning).replace(sparsity=value)) if widths else \
             prune_gradually(teacher, stages, dreams, refit, device)
-    except UnreachableTargetError as exc:  # a MACs target the channel search cannot reach: a candidate that fails
+    except UnreachableTargetError as exc:  # a MACs target the channel search cannot reach: no student to estimate
         return {"value": value, "estimated_drop": None, "unreachable": str(exc),
-                "seconds": round(time.perf_counter() - started, 2)}
+                "too_mild": isinstance(exc, MildTargetError), "seconds": round(time.perf_counter() - started, 2)}
     if refit.images:
         student = reconstruct(teacher, student, subset, refit, device=device, progress=False)
     else:
@@ -94,7 +94,8 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     ``fit``: the estimate's mapping (None: the shipped one), one for every candidate. ``widths``: the
     student of a latency target (``edgefree.latency_budget``), whose channels and blocks every candidate
     keeps, each with its own sparsity on them. A candidate whose MACs target the channel search cannot
-    reach counts as over the budget (``estimated_drop`` None, ``unreachable`` says why).
+    reach has no estimate (``estimated_drop`` None, ``unreachable`` says why): one too low counts as over the
+    budget, one too mild to remove a channel (``too_mild``) sends the search to stronger ones.
     """
     started = time.perf_counter()
     name = knob(config)
@@ -119,7 +120,7 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
         for _ in range(CANDIDATES - 1):
             middle = round((passing + failing) / 2, 3)
             tried.append(_try(teacher, config, middle, dreams, held_out, device, fit, widths))
-            if within(tried[-1]):
+            if within(tried[-1]) or tried[-1].get("too_mild"):  # too mild to remove a channel: try stronger
                 passing = middle
             else:
                 failing = middle

@@ -28,6 +28,10 @@ class UnreachableTargetError(EdgefreeError):
     """A MACs target the channel search cannot reach on this model."""
 
 
+class MildTargetError(UnreachableTargetError):
+    """A MACs target so close to the teacher's that the channel search removes nothing (channels go in steps)."""
+
+
 class DivergenceError(EdgefreeError):
     """An optimisation produced a non-finite loss."""
 

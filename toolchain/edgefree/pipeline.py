@@ -333,7 +333,7 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
 def _latency_widths(config: BuildConfig, teacher: Teacher, dreams: SyntheticSet, progress: bool, world):
     """The channel student of ``config``'s latency target: rank 0 measures and chooses the widths, every
     rank applies them (``stats["latency"]["layout"]`` on every rank; the rest of the search's record on rank 0)."""
-    from edgefree.latency_budget import latency_budget
+    from edgefree.latency_target import latency_budget
 
     channel = (config.pruning(ChannelPruning),)
     chosen = latency_budget(teacher, dreams, config.latency_target, channel, config.target,
@@ -412,7 +412,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
 
     latency = None
     if "latency" in pruned.stats:
-        from edgefree.latency_budget import check
+        from edgefree.latency_target import check
 
         latency = check(pruned.stats["latency"], benched)
         if latency["met"] is False:

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import ChannelPruning
 from edgefree.cost import cost, count_macs
-from edgefree.errors import EdgefreeError, UnreachableTargetError
+from edgefree.errors import EdgefreeError, MildTargetError, UnreachableTargetError
 from edgefree.models import InputSpec
 from edgefree.recover.greedy_channels import GreedyImportance
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student, set_module
@@ -253,15 +253,34 @@ def _ceil2(value: float) -> str:
 
 
 def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, dreams,
-                  progress: bool, scored: dict) -> float:
-    """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection)."""
+                  progress: bool, scored: dict, tried: list) -> float:
+    """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection); each
+    multiply-add count it met is appended to ``tried``."""
     low, high, best = 0.0, 0.95, (float("inf"), 0.0)
     for _ in tqdm(range(8), desc="macs target", unit="try", disable=not progress, leave=False):
         ratio = (low + high) / 2
         macs = count_macs(_prune_at(model, example, config, ratio, dreams, scored=scored)[0], example)
+        tried.append(macs)
         best = min(best, (abs(macs - target_macs), ratio))
         low, high = (ratio, high) if macs > target_macs else (low, ratio)
     return best[1]
+
+
+def _check_not_too_mild(config: ChannelPruning, teacher_macs: int, tried: list, removed: list, operations: list):
+    """Refuse a MACs target at which the search removed nothing although smaller students exist: channels
+    go in steps of ``round_to``, and the target lies above the mildest step (``MildTargetError``)."""
+    smaller = [m / teacher_macs for m in tried if m < teacher_macs]
+    if config.macs_target is None or removed or operations or not smaller:
+        return
+    mildest = max(smaller)
+    raise MildTargetError(f"--macs-target {config.macs_target:g} removes no channel from this model: channels go "
+                          f"in steps of --round-to {config.round_to}, and the mildest step the search met keeps "
+                          f"{mildest:.2f}x the teacher's multiply-adds; pass --macs-target {_floor2(mildest)} or "
+                          "less, or a smaller --round-to")
+
+
+def _floor2(value: float) -> str:
+    return f"{math.floor(value * 100) / 100:.2f}"
 
 
 def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dreams=None,
@@ -280,10 +299,12 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
         student, operations = _prune_at(base, example, config, 0.0, dreams, widths=dict(layout["widths"]))
     else:
         removed, scores = _remove_blocks(base, config.depth, dreams)
-        ratio, scored = config.ratio, {}
+        ratio, scored, tried = config.ratio, {}, []
         if config.macs_target is not None:
-            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress, scored)
+            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress,
+                                  scored, tried)
         student, operations = _prune_at(base, example, config, ratio, dreams, scored=scored)
+        _check_not_too_mild(config, teacher["macs"], tried, removed, operations)
         reached = count_macs(student, example) / teacher["macs"]
         if config.macs_target is not None and reached > config.macs_target + max(_MACS_SLACK, 0.1 * config.macs_target):
             raise UnreachableTargetError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
