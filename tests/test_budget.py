@@ -319,4 +319,6 @@ def test_every_build_estimates_its_students(tmp_path):
     assert set(e) >= {"reconstructed", "recovered", "measured_drop", "held_out", "fit", "warnings"}
     assert e["held_out"]["images"] == 32 and e["held_out"]["seed"] != report["seed"]
     assert e["measured_drop"] == pytest.approx(report["accuracy"]["teacher"] - report["accuracy"]["recovered"], abs=0.01)
-    assert e["recovered"]["drop"] >= 0 and e["fit"]["command"].startswith("python benchmarks/fidelity.py")
+    assert e["recovered"]["drop"] >= 0 and e["fit"]["students"] >= 15 and "command" not in e["fit"]
+    text = (tmp_path / "o" / "report.md").read_text()  # the fit's own provenance, not the command that fitted it
+    assert f"fitted on {e['fit']['students']} students of" in text and "fidelity.py --" not in text

@@ -49,6 +49,20 @@ def test_image_folder(tmp_path):
         load_eval_data(tmp_path, SPEC)  # CIFAR's names: a and b are none of them
 
 
+def test_folders_of_a_model_without_class_names_need_one_per_class_or_their_labels_as_names(tmp_path):
+    unnamed = dataclasses.replace(SPEC, class_names=())
+    for cls in ("cat", "dog", "frog"):
+        (tmp_path / "named" / cls).mkdir(parents=True)
+        (tmp_path / "named" / cls / "x.png").write_bytes(_png((0, 0, 0)))
+    assert load_eval_data(tmp_path / "named", unnamed, classes=3).labels.tolist() == [0, 1, 2]
+    with pytest.raises(DataError, match=r"3 class folders for a model of 10 classes .*\(cat = 0, dog = 1, frog = 2\)"):
+        load_eval_data(tmp_path / "named", unnamed, classes=10)  # a subset, sorted: labels the model never meant
+    for cls in ("0", "2", "10"):
+        (tmp_path / "numbered" / cls).mkdir(parents=True)
+        (tmp_path / "numbered" / cls / "x.png").write_bytes(_png((0, 0, 0)))
+    assert load_eval_data(tmp_path / "numbered", unnamed, classes=11).labels.tolist() == [0, 2, 10]
+
+
 def test_training_split_only_is_refused(tmp_path):
     path = _zip(tmp_path / "t.zip", {"train/cat/0.png": _png((0, 0, 0))})
     with pytest.raises(DataError, match="only a training split"):

@@ -126,26 +126,30 @@ class _Decoder:
 
 def _class_index(found: list[str], spec: InputSpec, origin: str) -> dict[str, int]:
     """Class folders take the model's label of their name when the model names its classes (a folder
-    it does not name is refused, unless every folder is a number: that number is the label);
-    without names, folders sorted by name are labels 0, 1, ..."""
-    if spec.class_names:
-        unknown = sorted(set(found) - set(spec.class_names))
-        if unknown and all(name.isdigit() for name in found):  # folders named by label: 0, 1, ..., checked later
+    it does not name is refused); folders that are all numbers take those numbers as labels; otherwise
+    folders sorted by name are labels 0, 1, ... (``_require_a_folder_per_class`` checks that they may)."""
+    numbered = all(name.isdigit() for name in found)  # folders named by label: 0, 1, ..., checked later
+    if spec.class_names and not set(found) <= set(spec.class_names):
+        if numbered:
             return {name: int(name) for name in found}
-        if unknown:
-            raise DataError(f"class folders {unknown[:5]} in {origin} are not classes of the model, which names "
-                            f"{list(spec.class_names)[:10]}{' ...' if len(spec.class_names) > 10 else ''}: name each "
-                            "folder after the model's class it holds")
-        if not unknown:
-            return {name: spec.class_names.index(name) for name in found}
+        unknown = sorted(set(found) - set(spec.class_names))
+        raise DataError(f"class folders {unknown[:5]} in {origin} are not classes of the model, which names "
+                        f"{list(spec.class_names)[:10]}{' ...' if len(spec.class_names) > 10 else ''}: name each "
+                        "folder after the model's class it holds")
+    if spec.class_names:
+        return {name: spec.class_names.index(name) for name in found}
+    if numbered:
+        return {name: int(name) for name in found}
     return {name: i for i, name in enumerate(sorted(found))}
 
 
-def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) -> tuple[np.ndarray, np.ndarray]:
+def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) -> tuple[np.ndarray, ...]:
+    """Pixels (N, C, H, W), labels, and the class folders' names in the order of their labels."""
     if not groups:
         raise DataError(f"no images found in {origin}: expected <class>/<image> files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     images, labels = [], []
-    for name, label in sorted(_class_index(list(groups), spec, origin).items(), key=lambda item: item[1]):
+    index = sorted(_class_index(list(groups), spec, origin).items(), key=lambda item: item[1])
+    for name, label in index:
         images += groups[name]
         labels += [label] * len(groups[name])
     shapes = {img.shape for img in images}
@@ -153,7 +157,7 @@ def _stack(groups: dict[str, list[np.ndarray]], spec: InputSpec, origin: str) ->
         raise DataError(f"images in {origin} have different sizes {sorted(shapes)[:3]}: resize them to one size")
     array = np.stack(images)
     array = array[..., None] if array.ndim == 3 else array
-    return array.transpose(0, 3, 1, 2).copy(), np.asarray(labels)
+    return array.transpose(0, 3, 1, 2).copy(), np.asarray(labels), np.asarray([name for name, _ in index])
 
 
 def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
@@ -164,7 +168,7 @@ def _read_member(archive: zipfile.ZipFile, name: str, path: Path) -> bytes:
                         "make or download it again") from exc
 
 
-def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, ...]:
     decode = _Decoder(spec, path)
     try:
         archive = zipfile.ZipFile(path)
@@ -187,7 +191,7 @@ def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
     return _stack(groups, spec, str(path))
 
 
-def _from_folder(path: Path, spec: InputSpec) -> tuple[np.ndarray, np.ndarray]:
+def _from_folder(path: Path, spec: InputSpec) -> tuple[np.ndarray, ...]:
     decode = _Decoder(spec, path)
     groups: dict[str, list[np.ndarray]] = defaultdict(list)
     for file in sorted(path.glob("*/*")):
@@ -208,22 +212,23 @@ def _from_cifar_batches(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ds.data.transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets)
 
 
-def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, np.ndarray]:
+def _cached(path: Path, spec: InputSpec, reader) -> tuple[np.ndarray, ...]:
+    """``reader(path, spec)`` (pixels, labels, class folders), kept in the cache by path, size, time and spec."""
     stat = path.stat()
     key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{spec.shape}|{spec.class_names}".encode()).hexdigest()[:16]
     file = cache_dir("data") / f"{path.stem}-{key}.npz"
     if file.exists():
         try:
             with np.load(file, allow_pickle=False) as saved:
-                return saved["pixels"], saved["labels"]
+                return saved["pixels"], saved["labels"], saved["folders"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # a damaged cache entry: decode again
             file.unlink(missing_ok=True)
-    pixels, labels = reader(path, spec)
+    pixels, labels, folders = reader(path, spec)
     tmp = file.with_name(f"{file.name}.{os.getpid()}.part")  # its own: two builds may decode the same data at once
     with open(tmp, "wb") as f:
-        np.savez(f, pixels=pixels, labels=labels)
+        np.savez(f, pixels=pixels, labels=labels, folders=folders)
     tmp.replace(file)  # whole or absent
-    return pixels, labels
+    return pixels, labels, folders
 
 
 def _signals_npz(path: Path, spec: InputSpec) -> LabeledSignals:
@@ -301,10 +306,9 @@ def load_eval_data(source: str | Path, spec: InputSpec, classes: int | None = No
                             "a cifar-10-batches-py folder, or 'digits'")
         if path.is_dir() and ((path / "test_batch").exists() or (path / "cifar-10-batches-py").exists()):
             pixels, labels = _from_cifar_batches(path)
-        elif path.is_dir():
-            pixels, labels = _cached(path, spec, _from_folder)
         else:
-            pixels, labels = _cached(path, spec, _from_zip)
+            pixels, labels, folders = _cached(path, spec, _from_folder if path.is_dir() else _from_zip)
+            _require_a_folder_per_class(folders, spec, classes, path)
         name = str(path)
     if tuple(pixels.shape[1:]) != tuple(spec.shape):
         raise DataError(f"evaluation images are {tuple(pixels.shape[1:])} (C, H, W) but the model takes "
@@ -319,6 +323,19 @@ def _signal_source(source: str | Path) -> Path:
         raise DataError(f"evaluation data {source} is not an .npz file: a signal model (input C x L) is evaluated "
                         "on an .npz with x (N, C, L) raw values and y (N,) labels")
     return path
+
+
+def _require_a_folder_per_class(folders: np.ndarray, spec: InputSpec, classes: int | None, path: Path) -> None:
+    """Class folders that are neither the model's class names nor numbers take labels 0, 1, ... in sorted order,
+    which is the model's own labelling only where every class has its folder."""
+    names = [str(f) for f in folders]
+    if spec.class_names or not classes or all(n.isdigit() for n in names) or len(names) == classes:
+        return
+    shown = ", ".join(f"{n} = {i}" for i, n in enumerate(names[:3]))
+    raise DataError(f"{path} has {len(names)} class folders for a model of {classes} classes that names none: "
+                    f"folders take labels in sorted order ({shown}{', ...' if len(names) > 3 else ''}), which is "
+                    f"the model's only with a folder for each of its {classes} classes; name the folders by label "
+                    "(0, 1, ...) instead")
 
 
 def _require_known_classes(labels: torch.Tensor, spec: InputSpec, classes: int | None = None) -> None:

@@ -219,7 +219,7 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     return {**found, "measured_drop": measured, "warnings": warnings,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},
-            "fit": {k: fit.get(k) for k in ("features", "transform", "students", "command", "commit")}}
+            "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}
 
 
 def _load_inputs(config: BuildConfig, main: bool):

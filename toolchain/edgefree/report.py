@@ -44,10 +44,16 @@ def _estimate(r: dict) -> str | None:
                              "on harder views %", "on mixed dreams %", "KL"], rows), "",
              f"Measured against the teacher on {held['images']} held-out dreams (seed {held['seed']}) that no stage "
              f"trained or refit on; the mapping ({', '.join(f['features'] or [])}) was fitted on {f['students']} "
-             f"students whose real drop was measured, by `{f['command']}`. A rough guide: it has under-estimated large "
-             "drops of fully distilled compact students (docs/budgets.md says how far it holds)."]
+             f"students{_of_architectures(f)} whose real drop was measured (`benchmarks/fidelity.py` in edgefree's "
+             "repository, its results in `benchmarks/results/fidelity.md`). A rough guide: it has under-estimated "
+             "large drops of fully distilled compact students (docs/budgets.md says how far it holds)."]
     lines += [f"- **{w}**" for w in e["warnings"]]
     return "\n".join(lines)
+
+
+def _of_architectures(fit: dict) -> str:
+    names = fit.get("architectures")
+    return f" of {len(names)} architectures ({', '.join(names)})" if names else ""
 
 
 def _budget(r: dict) -> str | None:

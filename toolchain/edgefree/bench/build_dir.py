@@ -79,7 +79,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     own = out == build_dir  # the build's own bench: its report shows the new figures
     check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
-    eval_data = load_eval_data(eval_source, teacher.spec) if eval_source else None
+    eval_data = load_eval_data(eval_source, teacher.spec, report["config"].get("num_classes")) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))

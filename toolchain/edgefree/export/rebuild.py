@@ -55,7 +55,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
         check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
     export_config = config.for_target(load_target(report["target"]["name"]))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
-    evaluation = load_eval_data(source, spec) if source else None
+    evaluation = load_eval_data(source, spec, report["config"].get("num_classes")) if source else None
     with staged(publish_to, replace=not own) as staging:
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])
