@@ -254,7 +254,10 @@ def test_max_drop_with_a_latency_target_alone_checks_its_student_against_the_bud
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["budget"] is None and report["latency_target"]["target_ratio"] == 0.8
-    assert "budget: --max-drop 1 checked on the student whose channel widths the latency target chose" in result.output
+    assert report["estimate"]["max_drop"] == {"max_drop": 1.0, "met": False}
+    assert "budget: --max-drop 1 checked on the student whose channel widths the latency target chose: estimated ~" \
+        in result.output and "points, missed" in result.output
+    assert "Checked, not searched" in (tmp_path / "out" / "report.md").read_text()
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
     assert "--max-drop 1 missed: the student of --latency-target 0.8 is estimated at ~" in warnings[0]

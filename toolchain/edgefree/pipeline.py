@@ -216,7 +216,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
                         f"--latency-target or --max-drop, or {fix}")
     elif config.max_drop is None and (large := advice(drop, fix, _milder(config))):
         warnings.append(large)
-    return {**found, "measured_drop": measured, "warnings": warnings,
+    checked = None if config.max_drop is None else {"max_drop": config.max_drop, "met": drop <= config.max_drop}
+    return {**found, "measured_drop": measured, "warnings": warnings, "max_drop": checked,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},
             "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}

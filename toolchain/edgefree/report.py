@@ -57,7 +57,13 @@ def _of_architectures(fit: dict) -> str:
 
 
 def _budget(r: dict) -> str | None:
-    b = r.get("budget")
+    b, limit = r.get("budget"), r["config"].get("max_drop")
+    if not b and limit is not None and r.get("estimate"):  # a latency target's widths, checked rather than searched
+        drop = r["estimate"]["recovered"]["drop"]
+        return "\n".join([f"## Budget: at most {limit:g} points estimated drop", "",
+                          "Checked, not searched: the latency target chose every channel width (`--pruning "
+                          "channel,magnitude` would search a sparsity on them). The recovered student is estimated at "
+                          f"~{drop:.1f} points: the budget is **{'met' if drop <= limit else 'missed'}**."])
     if not b:
         return None
     rows = [[f"{c['value']:g}", "unreachable" if c["estimated_drop"] is None else f"~{c['estimated_drop']:.1f}",

@@ -228,7 +228,9 @@ def _report_estimate(report: dict) -> None:
                    f"{len(b['candidates'])} candidates ({b['seconds']:.0f} s)")
     elif report["config"].get("max_drop") is not None:
         click.echo(f"budget: --max-drop {report['config']['max_drop']:g} checked on the student whose channel widths "
-                   "the latency target chose (--pruning channel,magnitude would search a sparsity on them)")
+                   f"the latency target chose: estimated ~{e['recovered']['drop']:.1f} points, "
+                   f"{'met' if e['recovered']['drop'] <= report['config']['max_drop'] else 'missed'} "
+                   "(--pruning channel,magnitude would search a sparsity on them)")
     measured = "" if e["measured_drop"] is None else f"measured drop {e['measured_drop']:.2f} points, "
     click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used; a rough guide that "
                "can miss large drops: docs/budgets.md)")
