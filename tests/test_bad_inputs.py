@@ -207,7 +207,7 @@ CASES = {
                                                "importing your model module 'nosuchpackage.models' failed"),
     "factory file that does not exist": (user_model(lambda f: str(f.tmp / "none.py") + ":build"), "does not exist"),
     "forward fails on the declared shape": (user_model(f"{USER_MODEL}:build", "--input-shape", "1x16x16"),
-                                            "fails on an input of shape 2x1x16x16"),
+                                            "fails on an input of shape 1x16x16 (a batch of 2)"),
     "factory without --input-shape": (user_model(f"{USER_MODEL}:build"), "pass its shape with --input-shape"),
     "--input-shape that does not parse": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x"), "does not parse"),
     "--mean of the wrong length": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x16x16", "--mean", "0.5,0.5"),
@@ -774,6 +774,6 @@ def test_a_forward_pass_out_of_memory_names_the_memory_not_the_shape():
             raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
                                "you tried to allocate 12884901888 bytes")
 
-    with pytest.raises(EdgefreeError, match="ran out of memory on an input of shape 2x3x64x64") as caught:
+    with pytest.raises(EdgefreeError, match=r"ran out of memory on an input of shape 3x64x64 \(a batch of 2\)") as caught:
         check_forward(Hungry(), InputSpec((3, 64, 64)), "hungry")
     assert "--input-shape" in str(caught.value) and "fails on" not in str(caught.value)

@@ -140,6 +140,9 @@ def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkey
                                                                               "std": None, "value_range": (-1, 2)}
     assert BuildConfig.from_dict(config.to_dict()) == config
     assert BuildConfig(model="p.pt2").arch is None  # a program is its own architecture
+    assert BuildConfig(model="m.pt", arch="resnet20-cifar", input_shape="3x96x96").input_shape == (3, 96, 96)
+    with pytest.raises(EdgefreeError, match="input shape '3x96x' does not parse"):
+        BuildConfig(model="m.pt", arch="resnet20-cifar", input_shape="3x96x")
 
 
 def test_thorough_dreams_an_image_with_the_generator_and_a_signal_as_fast():

@@ -639,6 +639,10 @@ class BuildConfig(_Config):
                  "test split; pass --model (and --arch) to evaluate yours, or leave out --eval-data")
         if self.arch is not None:
             object.__setattr__(self, "arch", parse_source(self.arch).name)
+        if isinstance(self.input_shape, str):  # "3x32x32", as --input-shape takes it
+            from edgefree.models import parse_shape
+
+            object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
         for name in ("input_shape", "mean", "std", "value_range"):
             value = getattr(self, name)
             if value is not None:

@@ -109,7 +109,7 @@ def _pruning(r: dict) -> str:
                      f"{latency['runtime']} "
                      f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
                      f"({latency['table']})" + (f", {latency['chosen_ratio']:.2f}x measured whole when chosen "
-                                                f"({latency['searches']} searches)" if latency.get("chosen_ratio") else "")
+                                                f"({latency['searches']} search{'es' if latency['searches'] != 1 else ''})" if latency.get("chosen_ratio") else "")
                      + f"; after recovery {verdict}.")
     return "\n".join(lines)
 

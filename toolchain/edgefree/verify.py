@@ -76,8 +76,8 @@ def read_build(build_dir: Path, uses: tuple[str, ...] = RECORDED) -> dict:
     if not build_dir.is_dir():
         raise EdgefreeError(f"{build_dir} is not a folder: pass the --out folder of an `edgefree build`")
     if not (build_dir / "report.json").is_file():
-        raise EdgefreeError(f"{build_dir} holds no finished build (no report.json): run "
-                            f"`edgefree build --out {build_dir}` first")
+        raise EdgefreeError(f"{build_dir} holds no finished build (no report.json): pass the --out folder of an "
+                            "`edgefree build` (`edgefree build --out DIR` makes one)")
     if not is_complete(build_dir):
         raise EdgefreeError(f"{build_dir} holds no complete build (no {MARKER}: it was cut short, or made by an "
                             f"older edgefree): run `edgefree build --out {build_dir}` again")

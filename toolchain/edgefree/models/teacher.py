@@ -69,7 +69,7 @@ def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: in
     Raises an ``EdgefreeError`` naming the shape tried when the forward pass fails or does not give
     (batch, classes) logits, or gives another number of classes than ``num_classes``.
     """
-    shape = "x".join(map(str, (2, *spec.shape)))
+    shape = f"{'x'.join(map(str, spec.shape))} (a batch of 2)"
     if min(spec.shape[1:]) < 2:
         raise EdgefreeError(f"input shape {'x'.join(map(str, spec.shape))} has a length of 1: synthesis shifts "
                             "and compares neighbouring values, so each of H and W (or L) must be at least 2; pass "
