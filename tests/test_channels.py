@@ -75,6 +75,9 @@ def test_depth_removes_the_blocks_that_matter_least_on_the_dreams():
     with pytest.raises(EdgefreeError, match="synthetic images"):
         prune(teacher, ChannelPruning(ratio=0.0, depth=0.3))
     student = prune(teacher, ChannelPruning(ratio=0.0, depth=0.3), _noise_set(teacher))
+    digits = load_teacher("digits-cnn")  # no residual blocks: the stage says so, as the build does
+    with pytest.raises(EdgefreeError, match="this model has none"):
+        prune(digits, ChannelPruning(ratio=0.5, depth=0.3), _noise_set(digits))
     scores = student.stats["block_scores"]
     removed = student.plan.removed_blocks
     assert len(removed) == 2 and max(scores[b] for b in removed) <= min(v for b, v in scores.items() if b not in removed)

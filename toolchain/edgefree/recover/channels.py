@@ -236,9 +236,7 @@ def check_channel_pruning(model: nn.Module, spec: InputSpec, config: ChannelPrun
     """Refuse, before any work, channel pruning that cannot do what ``config`` asks of ``model``: a
     ``depth`` for a model without identity residual blocks, a ``macs_target`` below the lowest
     reachable (depth 0; with depth the search's result is checked after it)."""
-    if config.depth and not identity_residual_blocks(model):
-        raise EdgefreeError(f"--depth {config.depth:g} removes residual blocks whose shortcut is the identity, and "
-                            "this model has none: leave out --depth (channels are still pruned)")
+    _check_depth(model, config)
     if config.macs_target is not None and not config.depth:
         lowest = lowest_macs_kept(model, spec, config)
         if config.macs_target < lowest - _MACS_SLACK:
@@ -246,6 +244,12 @@ def check_channel_pruning(model: nn.Module, spec: InputSpec, config: ChannelPrun
                                 f"{100 * _MAX_RATIO:.0f}% of every prunable layer's channels still keeps "
                                 f"{lowest:.2f}x the teacher's multiply-adds (the classifier, the layers left "
                                 f"dense and rounding to --round-to stay); pass --macs-target {_ceil2(lowest)} or more")
+
+
+def _check_depth(model: nn.Module, config: ChannelPruning) -> None:
+    if config.depth and not identity_residual_blocks(model):
+        raise EdgefreeError(f"--depth {config.depth:g} removes residual blocks whose shortcut is the identity, and "
+                            "this model has none: leave out --depth (channels are still pruned)")
 
 
 def _ceil2(value: float) -> str:
@@ -298,6 +302,7 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
             set_module(base, name, nn.Identity())
         student, operations = _prune_at(base, example, config, 0.0, dreams, widths=dict(layout["widths"]))
     else:
+        _check_depth(base, config)  # the pipeline checks before any work; a caller of this stage, here
         removed, scores = _remove_blocks(base, config.depth, dreams)
         ratio, scored, tried = config.ratio, {}, []
         if config.macs_target is not None:
