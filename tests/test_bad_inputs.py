@@ -777,3 +777,20 @@ def test_a_forward_pass_out_of_memory_names_the_memory_not_the_shape():
     with pytest.raises(EdgefreeError, match=r"ran out of memory on an input of shape 3x64x64 \(a batch of 2\)") as caught:
         check_forward(Hungry(), InputSpec((3, 64, 64)), "hungry")
     assert "--input-shape" in str(caught.value) and "fails on" not in str(caught.value)
+
+
+def test_export_again_keeps_the_builds_formats_and_names_what_it_replaced(tiny_build, tmp_path, monkeypatch):
+    import shutil
+
+    import edgefree.export.rebuild as rebuild
+
+    build = tmp_path / "build"
+    shutil.copytree(tiny_build, build)
+    result = CliRunner().invoke(cli, ["export", str(build), "--quiet", "--precisions", "int8"])
+    assert result.exit_code == 0, result.output
+    assert "onnx-int8" in result.output and "onnx-fp32 no longer in it" in result.output  # the build's format kept
+    seen = []
+    monkeypatch.setattr(rebuild, "export_student", lambda student, spec, config, *a, **k: seen.append(config) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        rebuild.reexport(build, rebuild.ExportConfig())
+    assert seen[0].formats == ("onnx",) and seen[0].precisions == ("fp32",)  # the build's, not the target's

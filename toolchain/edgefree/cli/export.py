@@ -35,8 +35,8 @@ def report_export(manifest: dict) -> None:
 
 @click.command()
 @click.argument("build_dir", type=NonEmptyPath(path_type=Path, file_okay=False))
-@_opt("--formats", callback=comma_list, help=FORMATS_HELP)
-@_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP)
+@_opt("--formats", callback=comma_list, help=FORMATS_HELP.replace("the target's", "the build's"))
+@_opt("--precisions", callback=comma_list, help=PRECISIONS_HELP.replace("the target's", "the build's"))
 @_opt("--eval-data", help="Evaluation set for parity and accuracy (default: the build's).")
 @_opt("--model", type=NonEmptyPath(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
       "checked by sha256 and recorded in BUILD_DIR's report, so later commands find it.")
@@ -46,15 +46,32 @@ def report_export(manifest: dict) -> None:
 def export(build_dir, formats, precisions, eval_data, model, out, quiet, verbose):
     """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
 
-    The artifacts replace those in the output folder once all are built and checked (a failure
-    leaves it as it was); exporting into BUILD_DIR/artifacts also updates BUILD_DIR's report
-    (re-run `edgefree bench` for latencies of the new artifacts).
+    The artifacts replace all those in the output folder once all are built and checked (a failure
+    leaves it as it was): unset, --formats and --precisions are the build's, so nothing is lost;
+    exporting into BUILD_DIR/artifacts also updates BUILD_DIR's report (re-run `edgefree bench`
+    for latencies of the new artifacts).
     """
     from edgefree.config import ExportConfig
     from edgefree.export.rebuild import reexport
 
+    folder = out or build_dir / "artifacts"
+    before = _artifact_names(folder / "manifest.json")
     with build_folder_logs(verbose, build_dir):
         manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model,
                             progress=not quiet)
     report_export(manifest)
-    click.echo(f"wrote {(out or build_dir / 'artifacts') / 'manifest.json'}")
+    gone = sorted(before - {a["name"] for a in manifest["artifacts"]})
+    if gone:
+        click.echo(f"replaced {folder}: {', '.join(gone)} no longer in it (name their formats and precisions to "
+                   "export them too)")
+    click.echo(f"wrote {folder / 'manifest.json'}")
+
+
+def _artifact_names(manifest: Path) -> set[str]:
+    """The artifacts a manifest lists (none where it is missing or unreadable: the export checks it itself)."""
+    import json
+
+    try:
+        return {a["name"] for a in json.loads(manifest.read_text())["artifacts"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()

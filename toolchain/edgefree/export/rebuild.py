@@ -27,8 +27,8 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
              model: Path | None = None, progress: bool = True) -> dict:
     """Export the student of ``build_dir`` into ``out`` (default ``build_dir/artifacts``); returns the manifest.
 
-    Unset formats and precisions come from the build's target, the evaluation set from the
-    build's unless ``eval_data`` names another. ``student.pt`` and ``synthetic.pt`` are checked
+    Unset formats and precisions are those the build exported (its ``--formats`` and ``--precisions``,
+    else its target's), the evaluation set the build's unless ``eval_data`` names another. ``student.pt`` and ``synthetic.pt`` are checked
     against the sha256 the build recorded first. The new artifacts replace the old ones only
     once all of them are built (``edgefree.outfolder``); exporting into the build's own
     ``artifacts/`` also updates its report, and records ``model`` (where the teacher checkpoint
@@ -53,6 +53,9 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     publish_to = build_dir if own else check_out_folder(folder, (MANIFEST,))
     if own:
         check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
+    built = report["config"].get("export") or {}
+    config = config.replace(**{k: tuple(built[k]) for k in ("formats", "precisions")
+                               if getattr(config, k) is None and built.get(k)})
     export_config = config.for_target(load_target(report["target"]["name"]))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
     evaluation = load_eval_data(source, spec, report["config"].get("num_classes")) if source else None
