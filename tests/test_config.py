@@ -88,6 +88,20 @@ def test_from_dict_rebuilds_nested_configs_from_json_and_toml(tmp_path):
     assert BuildConfig.from_dict(load_config_file(tmp_path / "report.json")) == config
 
 
+def test_relative_paths_in_a_config_file_are_the_files_folders(tmp_path, monkeypatch):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "c.toml").write_text('model = "w.pt"\narch = "nets/net.py:build"\nout = "o"\neval_data = "digits"\n'
+                                   'cache = "/abs/cache"\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere
+    values = load_config_file(folder / "c.toml")
+    assert values["model"] == str(folder / "w.pt") and values["out"] == str(folder / "o")
+    assert values["arch"] == f"{folder / 'nets' / 'net.py'}:build"
+    assert values["eval_data"] == "digits" and values["cache"] == "/abs/cache"
+    (folder / "z.toml").write_text('arch = "torchvision:resnet18"\n')
+    assert load_config_file(folder / "z.toml")["arch"] == "torchvision:resnet18"
+
+
 def test_cli_save_config_then_replay_with_an_explicit_option_winning(tmp_path):
     first = tmp_path / "a.toml"
     result = CliRunner().invoke(cli, ["build", "--model", str(tmp_path / "m.pt"), "--arch", "resnet20-cifar",

@@ -749,7 +749,26 @@ def load_config_file(path: str | Path) -> dict:
                             "`edgefree build ... --save-config FILE`") from exc
     if not isinstance(values, dict):
         raise EdgefreeError(f"config file {path} holds no table of build options")
-    return values
+    return values if path.suffix.lower() == ".json" else _paths_from(values, path.resolve().parent)
+
+
+_PATH_KEYS = ("out", "model", "cache", "eval_data")  # a config file's relative paths are the file's folder's
+
+
+def _paths_from(values: dict, folder: Path) -> dict:
+    """``values`` with each relative path (``_PATH_KEYS``, a factory file in ``arch``) made relative to ``folder``,
+    the config file's, as a path in a file is read wherever the command runs."""
+    found = dict(values)
+    for key in _PATH_KEYS:
+        value = found.get(key)
+        if isinstance(value, str) and value and value != "digits" and not Path(value).expanduser().is_absolute():
+            found[key] = str(folder / value)
+    arch = found.get("arch")
+    if isinstance(arch, str) and ":" in arch:
+        file, factory = arch.rsplit(":", 1)
+        if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+            found["arch"] = f"{folder / file}:{factory}"
+    return found
 
 
 def _toml_value(value) -> str:
