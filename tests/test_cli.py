@@ -44,7 +44,8 @@ EDGEFREE_LINES = re.compile("|".join([
     r"arm64 emulation not run: .+",
     r"macs target [\d.]+: reached [\d.]+x the teacher's multiply-adds \(channel ratio [\d.]+\)",
     r"value range assumed: \S+ to \S+ \(pass --value-range LOW,HIGH to set it\)",
-    r"wrote report.md, report.json, student.pt, artifacts/, bench.md, bench.json, bench.png in .+; runtime logs in "
+    r"wrote report.md, report.json, student.pt, student-plan.json, student.pt2, synthetic.pt, synthetic.png, artifacts/, "
+    r"bench.md, bench.json, bench.png in .+; runtime logs in "
     r".+build.log",
     r"[a-z][\w .:/-]*: +\d+%\|.*",  # a progress bar (tqdm: "what it does: NN%|...")
 ]))

@@ -34,8 +34,10 @@ def _estimate(r: dict) -> str | None:
     e = r.get("estimate")
     if not e:
         return None
-    f, held = e["fit"], e["held_out"]
-    rows = [[name, f"~{e[name]['drop']:.1f}", percent(e["measured_drop"]) if name == "recovered" else "-",
+    f, held, acc = e["fit"], e["held_out"], r.get("accuracy") or {}
+    measured = {name: None if acc.get("teacher") is None or acc.get(name) is None else acc["teacher"] - acc[name]
+                for name in ("reconstructed", "recovered")}
+    rows = [[name, f"~{e[name]['drop']:.1f}", percent(measured[name]),
              f"{e[name]['features']['disagree']:.1f}", f"{e[name]['features']['disagree_hard']:.1f}",
              f"{e[name]['features']['disagree_mix']:.1f}", f"{e[name]['features']['kl']:.3f}"]
             for name in ("reconstructed", "recovered") if name in e]

@@ -197,8 +197,9 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     if report["model"].get("value_range_assumed"):
         low, high = report["model"]["input"]["value_range"]
         click.echo(f"value range assumed: {low:.4g} to {high:.4g} (pass --value-range LOW,HIGH to set it)")
-    written = ["report.md", "report.json", "student.pt"] + (["artifacts/"] if report["export"] else []) \
-        + (["bench.md", "bench.json", "bench.png"] if report["bench"] else [])
+    written = [name for name in ("report.md", "report.json", "student.pt", "student-plan.json", "student.pt2",
+                                 "synthetic.pt", "synthetic.png", "artifacts/", "bench.md", "bench.json", "bench.png")
+               if (Path(out) / name).exists()]
     click.echo(f"wrote {', '.join(written)} in {out}" + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
 
 
