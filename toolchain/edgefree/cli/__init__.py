@@ -10,6 +10,7 @@ import difflib
 import os
 import re
 import signal
+import sys
 import threading
 
 from pathlib import Path
@@ -90,7 +91,11 @@ def _where(filename) -> str:
     return f" writing {path.with_name(match['name'])} (edgefree writes a hidden file beside it in {path.parent} first)"
 
 
-def _interrupt(_signum, _frame):
+_STOPPED_BY = {"signal": signal.SIGINT}  # the signal that ended the command, for its exit status
+
+
+def _interrupt(signum, _frame):
+    _STOPPED_BY["signal"] = signal.Signals(signum)
     raise KeyboardInterrupt
 
 
@@ -130,6 +135,11 @@ class _Group(click.Group):
             raise _one_line(exc, ctx) from exc
         except EdgefreeError as exc:
             raise UserError(rank_prefix() + str(exc)) from exc
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_stop_on_sigterm): the staging folders are already gone
+            stopped = _STOPPED_BY["signal"]
+            click.echo(f"{rank_prefix()}interrupted ({stopped.name}): stopped; no half-written output is left "
+                       "behind (docs/output-folder.md)", err=True)
+            sys.exit(128 + stopped.value)
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
             raise UserError(rank_prefix() + f"{exc.strerror or exc}{_where(exc.filename)}: check the path, its "
                             "permissions and the free space") from exc
