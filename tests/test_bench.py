@@ -223,6 +223,14 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     assert [{**r, "cached": True} for r in teacher_rows(measured)] == teacher_rows(reused)
     assert not any(key.startswith("teacher") for key in reused["native"]["seconds"])
     assert "taken from the cache" in (tmp_path / "second" / "bench.md").read_text()
+    # rows timed to their cap (here 1 microsecond) are not cached: the next bench times the teacher again
+    capped = lambda out: bench({"teacher": teacher.module, "student": teacher.module},  # noqa: E731
+                               {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
+                               teacher.spec, load_target("x86-64"), tmp_path / out,
+                               BenchConfig(min_runs=50, max_seconds=1e-6, warmup=1), digits, teacher=second)
+    assert not capped("c1")["native"]["teacher_rows"]["cached"] and not capped("c2")["native"]["teacher_rows"]["cached"]
+    assert "Timing reached its cap before the p50's interval settled on teacher pytorch fp32" in \
+        (tmp_path / "c2" / "bench.md").read_text()
 
 
 def test_batched_top1_equals_batch1_top1_on_the_same_images(manifest_of_build, default_build, teacher, digits):

@@ -40,7 +40,7 @@ EDGEFREE_LINES = re.compile("|".join([
     r"warning: the estimated drop \(~[\d.]+ points\) is large: .+",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
-    r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%|[\d,.]+ M instructions.+)",  # no error rows
+    r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%(  \(cached\))?|[\d,.]+ M instructions.+)",  # no error rows
     r"arm64 emulation not run: .+",
     r"macs target [\d.]+: reached [\d.]+x the teacher's multiply-adds \(channel ratio [\d.]+\)",
     r"value range assumed: \S+ to \S+ \(pass --value-range LOW,HIGH to set it\)",

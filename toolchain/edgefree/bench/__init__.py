@@ -92,6 +92,15 @@ def _assign_accuracy(c: Candidate, known: dict, remeasure: bool, labels) -> None
         c.accuracy_source = "bench"
 
 
+SETTLED = ("stable", "runs")  # why timing stopped where the p50 is as certain as the settings ask
+
+
+def _settled(rows: list[dict]) -> bool:
+    """Whether every timed row stopped because its p50 settled (or its fixed run count was reached), not at the
+    time or run cap: only such teacher rows are cached for later builds."""
+    return all(r["error"] or (r["latency_ms"] or {}).get("stopped") in SETTLED for r in rows)
+
+
 def _rows_settings(config: BenchConfig, threads: int, artifacts: list[dict], teacher: TeacherArtifacts,
                    accuracy) -> dict:
     latency = {k: getattr(config, k) for k in ("runs", "min_runs", "max_runs", "max_seconds", "p50_tolerance",
@@ -108,6 +117,7 @@ def _native(models, manifests, target, config, inputs, labels, threads, known, t
         chosen = selected_artifacts(manifests["teacher"], target)
         key = rows_key(_rows_settings(config, threads, chosen, teacher, known.get("teacher")))
         stored = cached_rows(teacher.manifest, key)
+        stored = stored if stored and _settled(stored["rows"]) else None  # a row timed to its cap: time it again
     roles = ("student",) if stored else ROLES
     opened = time.perf_counter()
     candidates = [c for role in roles for c in open_candidates(
@@ -126,9 +136,8 @@ def _native(models, manifests, target, config, inputs, labels, threads, known, t
                         "load_average_1min": stored["load_average_1min"]}
     else:
         teacher_rows = {"cached": False, "key": key, "measured_at": measured_at, "load_average_1min": load}
-        if key:
-            store_rows(teacher.manifest, key, {"rows": [r for r in rows if r["model"] == "teacher"],
-                                               "measured_at": measured_at, "load_average_1min": load})
+        if key and _settled(fresh := [r for r in rows if r["model"] == "teacher"]):
+            store_rows(teacher.manifest, key, {"rows": fresh, "measured_at": measured_at, "load_average_1min": load})
     return {"kind": "measured", "threads": threads, "runs": config.runs, "min_runs": config.min_runs,
             "max_runs": config.max_runs, "max_seconds": config.max_seconds, "p50_tolerance": config.p50_tolerance,
             "warmup": config.warmup, "batch": 1, "load_average_1min": load, "teacher_rows": teacher_rows,

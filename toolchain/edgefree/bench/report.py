@@ -87,6 +87,12 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
                 lines.append(f"- {runtime} {precision}: the student measured {100 * (1 - ratio):.0f}% faster, more "
                              f"than the {100 * NOISE:.0f}% run-to-run band; the zeros do not reduce a dense kernel's "
                              "work (INT8 and fewer channels do), so re-run before relying on it.")
+    capped = [f"{r['model']} {r['runtime']} {r['precision']}" for r in rows
+              if not r["error"] and r["latency_ms"].get("stopped") not in (None, "stable", "runs")]
+    if capped:
+        lines.append(f"- Timing reached its cap before the p50's interval settled on {', '.join(capped)}: those p50s "
+                     "are less certain than the others (their intervals say how much): bench again on an idle "
+                     "machine (`edgefree bench BUILD_DIR`).")
     teacher = _teacher_of(rows)
     for (runtime, precision), row in sorted(teacher.items()):
         fp32 = teacher.get((runtime, "fp32"))
@@ -145,8 +151,11 @@ def _load(native: dict, machine: dict) -> str:
     load = native.get("load_average_1min")
     if not load:
         return ""
+    turns = ("the teacher's rows come from the cache, so the ratio holds only as far as the load then and now "
+             "agree" if (native.get("teacher_rows") or {}).get("cached") else
+             "teacher and student take turns, so their ratio holds")
     return (f" Load average {load[0]:.1f} -> {load[1]:.1f} on {machine['cores']} cores: other processes move "
-            "absolute times (teacher and student take turns, so their ratio holds).")
+            f"absolute times ({turns}).")
 
 
 def _budget(native: dict) -> str:

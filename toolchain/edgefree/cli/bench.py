@@ -57,7 +57,8 @@ def report_bench(result: dict, wrote: bool = True) -> None:
     the files written (``wrote`` False: the caller names them)."""
     for row in (result["native"] or {}).get("rows", []):
         shown = f"error: {row['error']}" if row["error"] else (
-            f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else ""))
+            f"p50 {row['latency_ms']['p50']:.3f} ms" + (f"  top-1 {row['accuracy']:.2f}%" if row["accuracy"] is not None else "")
+            + ("  (cached)" if row.get("cached") else ""))
         click.echo(f"{row['model']:8} {row['runtime']:12} {row['precision']:5} {shown}")
     emulated = result["emulated"] or {}
     for row in emulated.get("rows") or []:
