@@ -51,6 +51,7 @@ def test_the_installed_qemu_accepts_every_emulation_cpu():
     ('pruning = "channel"', "pruning must be a list of strings"),
     ('isa = 64', "isa must be a string"),
     ('cpu', "missing keys \\['cpu'\\]"),
+    ('deploy = "carrier-pigeon"', "deploy must be one of"),
 ])
 def test_a_broken_profile_is_refused_with_the_reason(tmp_path, monkeypatch, line, problem):
     base = {"name": '"broken"', "description": '"x"', "isa": '"aarch64"', "cpu": '"cortex-a72"',
@@ -84,3 +85,22 @@ def test_a_profile_that_is_not_utf8_or_a_targets_folder_that_is_not_there_is_nam
         list_targets()
     result = CliRunner().invoke(cli, ["targets"])
     assert result.exit_code == 2 and result.output.startswith("Error: EDGEFREE_TARGETS"), result.output
+
+
+def test_two_profiles_of_one_name_in_a_folder_are_refused_and_a_build_keeps_its_own(tmp_path, monkeypatch):
+    from edgefree.targets import built_target, load_target
+
+    body = ('name = "{}"\ndescription = "x"\nisa = "x86_64"\ncpu = "x"\nemulation_cpu = ""\nformats = ["onnx"]\n'
+            'precisions = ["fp32"]\nthreads = {}\n')
+    (tmp_path / "a.toml").write_text(body.format("box", 2))
+    monkeypatch.setenv("EDGEFREE_TARGETS", str(tmp_path))
+    recorded = {"target": load_target("box").to_dict()}  # as a build's report.json holds it
+    (tmp_path / "b.toml").write_text(body.format("box", 3))
+    with pytest.raises(TargetError, match="a.toml and .*b.toml are both named 'box'"):
+        list_targets()
+    (tmp_path / "b.toml").unlink()
+    (tmp_path / "a.toml").write_text(body.format("box", 8))  # the profile edited after the build
+    assert built_target(recorded).threads == 2
+    monkeypatch.delenv("EDGEFREE_TARGETS")  # a new shell: the build still knows its target
+    assert built_target(recorded).name == "box"
+    assert built_target({"target": {"name": "x86-64"}}) == load_target("x86-64")  # a report of the name alone

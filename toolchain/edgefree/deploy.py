@@ -34,7 +34,7 @@ from edgefree.export.unpack import sha256_file as _sha256
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import render_markdown
 from edgefree.ssh import Device, check_key, split_host
-from edgefree.targets import Target, load_target
+from edgefree.targets import Target, built_target
 from edgefree.verify import read_build, read_manifest, verify_artifacts
 
 PACKAGE = Path(__file__).parent
@@ -64,7 +64,7 @@ def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target
     if target not in (None, built_for):
         raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "
                           f"--target {target}, or flash it with --target {built_for}")
-    return report, manifest, load_target(built_for)
+    return report, manifest, built_target(report)
 
 
 def _select(manifest: dict, target: Target, names: list[str] | None) -> list[dict]:

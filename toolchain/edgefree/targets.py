@@ -18,6 +18,7 @@ FORMATS = ("onnx", "openvino", "executorch")
 RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
 PRECISIONS = ("fp32", "int8")
 ISAS = ("x86_64", "aarch64")
+DEPLOYS = ("local", "ssh", "adb")  # how artifacts reach the device: here, `edgefree flash` over SSH, an app's assets
 # What `qemu-aarch64 -cpu help` lists in QEMU 7.2 (Debian bookworm); Cortex-A78AE, for one,
 # is not there: such a target names the nearest core with the same instructions.
 QEMU_CPUS = ("a64fx", "cortex-a35", "cortex-a53", "cortex-a57", "cortex-a72", "cortex-a76", "max", "neoverse-n1")
@@ -49,6 +50,7 @@ class Target:
         check(bool(self.formats) and set(self.formats) <= set(FORMATS), f"formats must be a non-empty subset of {FORMATS}")
         check(bool(self.precisions) and set(self.precisions) <= set(PRECISIONS), f"precisions must be a subset of {PRECISIONS}")
         check(self.threads >= 1, "threads must be >= 1")
+        check(self.deploy in DEPLOYS, f"deploy must be one of {DEPLOYS}, got {self.deploy!r}")
         check(self.isa == "x86_64" or bool(self.emulation_cpu), "an aarch64 target needs emulation_cpu (a qemu -cpu model)")
         check(self.isa == "x86_64" or self.emulation_cpu in QEMU_CPUS,
               f"emulation_cpu {self.emulation_cpu!r} is not a QEMU 7.2 CPU model; choose from {QEMU_CPUS}")
@@ -110,10 +112,27 @@ def list_targets() -> dict[str, Target]:
     """All target profiles by name (the first folder that defines a name wins)."""
     found: dict[str, Target] = {}
     for folder in _folders():
+        here: dict[str, Path] = {}
         for path in sorted(folder.glob("*.toml")):
             target = _read(path)
+            if target.name in here:
+                raise TargetError(f"target profiles {here[target.name]} and {path} are both named {target.name!r}: "
+                                  "rename one (a name is one profile)")
+            here[target.name] = path
             found.setdefault(target.name, target)
     return found
+
+
+def built_target(report: dict) -> Target:
+    """The profile a build recorded in its ``report.json`` (what bench, export and flash of it use, so a
+    profile of one's own works without ``EDGEFREE_TARGETS`` and an edited profile file changes nothing
+    built); a report that recorded only the name, that name's profile now."""
+    recorded = report["target"]
+    known = {f.name for f in fields(Target)}
+    try:
+        return Target(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in known})
+    except (TypeError, TargetError):
+        return load_target(recorded["name"])
 
 
 def load_target(name: str) -> Target:

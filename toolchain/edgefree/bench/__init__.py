@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from edgefree.bench import emulation, runner
-from edgefree.bench.emulator_setup import default_home, prepared
+from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 from edgefree.bench.latency import Candidate, measure, open_candidates, top1_accuracy
 from edgefree.bench.report import write_bench
 from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, store_rows
@@ -161,7 +161,7 @@ def _emulated(manifests, target, config, inputs, reference) -> dict:
     home = default_home()
     environment = prepared(home)
     if environment is None:
-        return {"skipped": "the arm64 environment is not prepared: run `edgefree emulator setup`"}
+        return {"skipped": not_prepared(home)}
     native_logits = reference()
     parity_inputs = inputs[:config.emulated_inputs]
     rows, skipped = [], []

@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgefree.bench import bench, selected_artifacts
-from edgefree.bench.emulator_setup import default_home, prepared
+from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import write_report
-from edgefree.targets import Target, load_target
+from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
 
 
@@ -61,10 +61,10 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
 
     build_dir = absolute(build_dir)
     report = read_build(build_dir)
-    profile = load_target(target or report["target"]["name"])
+    profile = built_target(report) if target in (None, report["target"]["name"]) else load_target(target)
     if profile.emulated and config.emulate and prepared(default_home()) is None:
         raise EmulationError(f"target {profile.name} is {profile.isa}: its artifacts run under qemu-aarch64, and "
-                             "the arm64 environment is not prepared: run `edgefree emulator setup` (or pass --no-emulate)")
+                             f"{not_prepared(default_home())} (or pass --no-emulate)")
     student_manifest = build_dir / "artifacts" / "manifest.json"
     if not student_manifest.is_file():
         raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")
@@ -82,7 +82,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     eval_data = load_eval_data(eval_source, teacher.spec, report["config"].get("num_classes")) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
-    export_config = ExportConfig(**settings).for_target(load_target(report["target"]["name"]))
+    export_config = ExportConfig(**settings).for_target(built_target(report))
     scores = report.get("accuracy") or {}
     teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
                                     scores.get("teacher"), progress)

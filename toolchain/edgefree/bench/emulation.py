@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgefree.bench.emulator_setup import ARM_CPUS, cpu_view, default_home, plugin_path, prepared, require_tools
+from edgefree.bench.emulator_setup import (ARM_CPUS, cpu_view, default_home, not_prepared, plugin_path, prepared,
+                                          require_tools)
 from edgefree.errors import EmulationError
 
 MARKER_SYSCALL = 4000  # no aarch64 Linux system call has this number (they end below 500)
@@ -106,7 +107,7 @@ def run(manifest: Path, cpu: str, inputs: np.ndarray, runs: int, warmup: int, th
     home = Path(home or default_home())
     require_tools("qemu-aarch64")
     if not prepared(home):
-        raise EmulationError(f"the arm64 environment in {home} is not prepared: run `edgefree emulator setup`")
+        raise EmulationError(not_prepared(home))
     if cpu not in ARM_CPUS:
         raise EmulationError(f"no /proc/cpuinfo description for QEMU CPU model {cpu!r}; known: {sorted(ARM_CPUS)}")
     view = cpu_view(home, cpu)

@@ -74,6 +74,12 @@ def default_home() -> Path:
     return Path(os.environ["EDGEFREE_ARM64_HOME"]) if os.environ.get("EDGEFREE_ARM64_HOME") else cache_dir("arm64")
 
 
+def not_prepared(home: Path) -> str:
+    """Why emulation cannot run in ``home``, and how to prepare it (or where else to look)."""
+    return (f"the arm64 environment in {home} is not prepared: run `edgefree emulator setup` (it prepares "
+            "$EDGEFREE_ARM64_HOME, else the cache's arm64 folder; set EDGEFREE_ARM64_HOME to one prepared elsewhere)")
+
+
 def require_tools(*names: str) -> None:
     """Fail with the apt-get line that installs the missing host tools."""
     missing = [n for n in names if shutil.which(n) is None]

@@ -29,11 +29,11 @@ def setup(runtimes, mirror):
 @click.pass_context
 def status(ctx):
     """Say whether the arm64 environment is prepared, and with what."""
-    from edgefree.bench.emulator_setup import default_home, prepared
+    from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 
     record = prepared(default_home())
     if record is None:
-        click.echo(f"not prepared ({default_home()}): run `edgefree emulator setup`")
+        click.echo(f"not prepared: {not_prepared(default_home())}")
         ctx.exit(1)
     click.echo(f"prepared in {default_home()}: {record['qemu']}; Debian {record['suite']} python {record['python']}; "
                + ", ".join(f"{k} {v}" for k, v in record["runtimes"].items()) + f"; CPU models {', '.join(record['cpus'])}")

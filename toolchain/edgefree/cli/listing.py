@@ -17,7 +17,10 @@ def models():
 @click.command()
 @click.argument("name", required=False)
 def targets(name):
-    """List the target profiles ``--target`` accepts; with NAME, show that profile in full."""
+    """List the target profiles ``--target`` accepts; with NAME, show that profile in full.
+
+    Profiles of your own: TOML files in the folders EDGEFREE_TARGETS names (docs/targets-and-bench.md).
+    """
     from edgefree.targets import list_targets, load_target
 
     if name:

@@ -20,7 +20,7 @@ from edgefree.recover import SyntheticSet
 from edgefree.recover.saved import load_student, student_source
 from edgefree.report import write_report
 from edgefree.outfolder import absolute, check_out_folder, staged
-from edgefree.targets import load_target
+from edgefree.targets import built_target
 from edgefree.verify import read_build, record_files, relocate_teacher, teacher_checkpoint
 
 def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eval_data: str | None = None,
@@ -56,7 +56,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     built = report["config"].get("export") or {}
     config = config.replace(**{k: tuple(built[k]) for k in ("formats", "precisions")
                                if getattr(config, k) is None and built.get(k)})
-    export_config = config.for_target(load_target(report["target"]["name"]))
+    export_config = config.for_target(built_target(report))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
     evaluation = load_eval_data(source, spec, report["config"].get("num_classes")) if source else None
     with staged(publish_to, replace=not own) as staging:
