@@ -93,6 +93,15 @@ def test_a_failing_or_hanging_rank_ends_the_job_without_a_report(teacher, tmp_pa
     assert not (tmp_path / "out" / "report.json").exists() and not (tmp_path / "out" / "student.pt").exists()
 
 
+def test_a_bad_input_is_refused_before_the_processes_start(tmp_path):
+    started = time.perf_counter()
+    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out"), "--workers", "2", "--model",
+                                      str(tmp_path / "none.pt"), "--arch", "resnet20-cifar", *TINY])
+    assert result.exit_code == 2 and result.output.startswith("Error: checkpoint") and "rank" not in result.output
+    assert result.output.count("\n") == 1 and time.perf_counter() - started < 20
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no runtime log, no staging folder
+
+
 def test_the_generator_recipe_trains_once_and_shares_its_set_over_processes(teacher, tmp_path):
     tiny = ["--recipe", "generator", "--images", "32", "--synth-batch", "16", "--iterations", "6", "--bn-weight", "10",
             "--epochs", "2", "--threads", "1", "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "1",

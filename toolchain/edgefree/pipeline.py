@@ -271,7 +271,19 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
     check_workers(workers)
     if workers == 1:
         return build(config, progress)
+    _check_before_launch(config)
     return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
+
+
+def _check_before_launch(config: BuildConfig) -> None:
+    """What one process checks before any work (target, runtimes, --out, every input), here, before the
+    processes start: a bad input is one line, not a rank's failure."""
+    target = load_target(config.target)
+    if config.export:
+        require_runtimes(config.export.for_target(target).formats)
+    out = check_out_folder(config.out, OUTPUTS)
+    check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
+    _load_inputs(config, True)
 
 
 def build(config: BuildConfig, progress: bool = True) -> dict | None:
