@@ -222,6 +222,26 @@ def test_unreachable_port(sshd, built, tmp_path):
     assert "cannot connect" in result.output
 
 
+def test_a_port_that_is_no_ssh_server_is_one_line_without_a_traceback(built, tmp_path, capfd):
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer_in_http():
+        connection, _ = server.accept()
+        with connection:
+            connection.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+
+    threading.Thread(target=answer_in_http, daemon=True).start()
+    args = ["flash", "--host", "me@127.0.0.1", "--port", str(server.getsockname()[1]), "--accept-new-host-key",
+            "--remote-dir", str(tmp_path / "device"), str(built)]
+    with server:
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2 and "Is an SSH server listening there" in result.output
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_missing_runtime_on_the_device(sshd, built, tmp_path):
     hidden = tmp_path / "hide" / "onnxruntime"
     hidden.mkdir(parents=True)

@@ -8,6 +8,7 @@ always refused. Every failure becomes a ``DeployError`` that names the fix.
 from __future__ import annotations
 
 import getpass
+import logging
 import shlex
 import socket
 import subprocess
@@ -23,6 +24,8 @@ def _paramiko():
         import paramiko
     except ImportError as exc:
         raise MissingRuntimeError("flashing needs paramiko: pip install 'paramiko==5.1.0'") from exc
+    # its transport thread logs a failed handshake with a traceback; the error that follows names it in one line
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     return paramiko
 
 
@@ -115,7 +118,8 @@ class Device:
                     f"{self.where} is not in {known_hosts}, so its identity cannot be checked. Check the "
                     "key fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) and "
                     "connect once with ssh, or pass --accept-new-host-key to trust it now") from exc
-            raise DeployError(f"SSH to {self.where} failed: {exc}") from exc
+            raise DeployError(f"SSH to {self.where} failed: {exc}. Is an SSH server listening there (the host and "
+                              "--port of the device's sshd)?") from exc
         except (OSError, socket.timeout) as exc:  # refused, unreachable, DNS, timeout
             raise DeployError(f"cannot connect to {self.where}: {exc or type(exc).__name__}. Is the device "
                               "on, sshd running, and the host and --port right?") from exc
