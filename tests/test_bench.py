@@ -144,6 +144,9 @@ def test_another_target_without_emulation_writes_beside_the_build(build_copy):
     bench = json.loads((build_copy / "bench-medical-sensor-a53" / "bench.json").read_text())
     assert {r["runtime"] for r in bench["native"]["rows"]} == {"pytorch", "onnxruntime", "executorch"}
     assert bench["emulated"] is None and bench["target"]["emulation_cpu"] == "cortex-a53"
+    from edgefree.outfolder import written_entries
+
+    assert "bench-medical-sensor-a53" in written_entries(build_copy)  # the next build into it replaces it
 
 
 def _fake_result(student_p50: float) -> dict:

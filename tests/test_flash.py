@@ -271,7 +271,9 @@ def test_remote_python_words_are_quoted_and_tilde_means_the_device_home():
 
 def test_device_of_another_isa_is_refused_before_copying(sshd, built, tmp_path):
     report = json.loads((built / "report.json").read_text())
-    report["target"]["name"] = "raspberry-pi-4"  # as if built for the Pi; this "device" is x86-64
+    from edgefree.targets import load_target
+
+    report["target"] = load_target("raspberry-pi-4").to_dict()  # as if built for the Pi; this "device" is x86-64
     (built / "report.json").write_text(json.dumps(report))
     result = _flash(sshd, built, tmp_path / "device")
     assert result.exit_code == 2

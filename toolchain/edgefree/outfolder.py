@@ -200,6 +200,14 @@ def _scratch(out: Path, tag: str) -> Path:
     return path
 
 
+def claim(folder: Path, name: str) -> None:
+    """List ``name`` (an entry edgefree just published inside ``folder``, e.g. a build's ``bench-<target>/``)
+    among ``folder``'s own entries, so the next build into ``folder`` replaces it with the rest."""
+    entries = written_entries(folder)
+    if is_complete(folder) and name not in entries:
+        _write_marker(folder, [*entries, name])
+
+
 def _write_marker(folder: Path, entries: list[str]) -> None:
     from edgefree import __version__
 

@@ -16,7 +16,7 @@ from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
-from edgefree.outfolder import absolute, check_out_folder, staged
+from edgefree.outfolder import absolute, check_out_folder, claim, staged
 from edgefree.report import write_report
 from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
@@ -94,4 +94,6 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        teacher_export, progress, published_as=out)
         if own:
             write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder)
+    if out.parent == build_dir:  # bench-<target>/ measured this build's student: the next build replaces it
+        claim(build_dir, out.name)
     return result
