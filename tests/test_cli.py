@@ -34,7 +34,7 @@ EDGEFREE_LINES = re.compile("|".join([
     r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
     r"multiply-adds\)",
     r"dreams: the teacher labels [\d.]+% of them as their target \(mean confidence [\d.]+; BatchNorm weight [\d.]+"
-    r"(, chosen by \d+ probes?)?\)",
+    r"(, chosen by \d+ probes?)?\)(; taken from the cache)?",
     r"(measured drop -?[\d.]+ points, )?estimated drop ~[\d.]+ points \(no data used; a rough guide that can miss "
     r"large drops: docs/budgets.md\)",
     r"warning: the estimated drop \(~[\d.]+ points\) is large: .+",

@@ -18,8 +18,10 @@ def _summary(r: dict) -> str:
     return "\n".join([
         f"# edgefree build: {r['model']['arch']} for {r['target']['name']}",
         "",
-        f"Model: `{r['model']['source']}`. Evaluated on {r['eval_data']['name'] or 'nothing (no --eval-data)'} "
-        f"({r['eval_data']['images']} images). Seed {r['seed']}.",
+        f"Model: `{r['model']['source']}`. "
+        + (f"Evaluated on {r['eval_data']['name']} ({r['eval_data']['images']} images)."
+           if r['eval_data']['name'] else "Not evaluated (no --eval-data): the estimate below is the only accuracy figure.")
+        + f" Seed {r['seed']}.",
         "",
         "## Accuracy (top-1, %)",
         "",
@@ -156,7 +158,10 @@ def _synthesis(r: dict) -> str:
         title, made = ("a generator trained on the teacher", f"a generator trained {s['iterations']} steps of {s['batch_size']} "
                        f"images, drawing {s['images']} new images per distillation epoch")
     else:
-        title, made = "DeepInversion", f"{s['images']} images x {s['iterations']} steps (batch {s['batch_size']})"
+        title, made = "DeepInversion", (f"{s['images']} images x {s['iterations']} steps "
+                                        f"(batch {min(s['batch_size'], s['images'])})")
+    if s.get("cached"):
+        made += ", taken from the cache (the same teacher, settings and seed dreamed them before)"
     changed = "; ".join(f"{stage} " + ", ".join(f"{k} {v}" for k, v in diff.items())
                         for stage, diff in (r.get("recipe_overrides") or {}).items())
     weight = _bn_weight(s)

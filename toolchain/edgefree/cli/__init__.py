@@ -140,6 +140,9 @@ class _Group(click.Group):
             click.echo(f"{rank_prefix()}interrupted ({stopped.name}): stopped; no half-written output is left "
                        "behind (docs/output-folder.md)", err=True)
             sys.exit(128 + stopped.value)
+        except BrokenPipeError:  # the reader of our output went away (`edgefree targets | head -1`): say nothing
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback
             raise UserError(rank_prefix() + f"{exc.strerror or exc}{_where(exc.filename)}: check the path, its "
                             "permissions and the free space") from exc

@@ -218,7 +218,7 @@ def dreams_line(synthesis: dict) -> str:
     chosen = f", chosen by {len(probes)} probe{'s' if len(probes) > 1 else ''}" if probes else ""
     return (f"dreams: the teacher labels {100 * synthesis['teacher_agreement']:.1f}% of them as their target "
             f"(mean confidence {synthesis['teacher_confidence']:.2f}; BatchNorm weight {synthesis['bn_weight']:g}"
-            f"{chosen})")
+            f"{chosen})" + ("; taken from the cache" if synthesis.get("cached") else ""))
 
 
 def _report_estimate(report: dict) -> None:
