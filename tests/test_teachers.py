@@ -188,3 +188,18 @@ def test_googlenet_is_built_without_its_auxiliary_heads():
     assert not any(name.startswith("aux") for name, _ in teacher.module.named_children())
     out = teacher.module.train()(teacher.spec.example_inputs(2)[0])
     assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
+
+
+def test_an_image_source_that_names_no_normalization_is_marked_and_the_build_says_so(tmp_path):
+    user = f"{USER_MODEL}:build"
+    assert load_teacher(user, input_spec={"shape": (3, 16, 16)}).normalization_assumed
+    assert not load_teacher(user, input_spec={"shape": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.25,) * 3}) \
+        .normalization_assumed
+    assert not load_teacher("resnet20-cifar").normalization_assumed  # the zoo and torchvision name theirs
+    weights = tmp_path / "mine.pt"
+    torch.save(_user_model(num_classes=10).state_dict(), weights)
+    result = CliRunner().invoke(cli, ["build", "--model", str(weights), "--arch", user, "--input-shape", "3x16x16",
+                                      "--formats", "onnx", "--precisions", "fp32", "--out", str(tmp_path / "out"),
+                                      *TINY_CLI])
+    assert result.exit_code == 0, result.output
+    assert "does not say how its inputs were normalized: assumed mean 0.485" in (tmp_path / "out" / "build.log").read_text()

@@ -240,6 +240,11 @@ def _load_inputs(config: BuildConfig, main: bool):
         warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
              f"channel's mean +- {SIGNAL_RANGE_STDS:g} std of its normalization); dreams stay inside it. Pass "
              "--value-range LOW,HIGH with your sensor's range")
+    if teacher.normalization_assumed and main:
+        mean, std = (", ".join(f"{v:.4g}" for v in values) for values in (teacher.spec.mean, teacher.spec.std))
+        warn(f"{teacher.name} does not say how its inputs were normalized: assumed mean {mean} and std {std} "
+             f"(the default for {teacher.spec.shape[0]} channel{'s' if teacher.spec.shape[0] > 1 else ''}); "
+             "dreams are made in that space. Pass --mean and --std with the values it was trained with")
     channel = config.pruning(ChannelPruning)
     if channel is not None:
         check_channel_pruning(teacher.module, teacher.spec, channel)
@@ -440,7 +445,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     synthesis = config.synthesis
     return {
         "target": target.to_dict(),
-        "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed},
+        "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed,
+                  "normalization_assumed": teacher.normalization_assumed},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "estimate": estimated,
