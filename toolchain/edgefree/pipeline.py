@@ -383,6 +383,12 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         dreams = synthesize_cached(teacher, config, out, progress, device)
         if out is not None:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
+        shards = dreams.stats.get("shards")
+        if world.main and shards and shards < world.size and not dreams.stats.get("cached"):
+            warn(f"synthesis made {shards} shard{'s' if shards > 1 else ''} for {world.size} processes, so "
+                 f"{world.size - shards} of them waited: a shard is a chain of whole batches (--images "
+                 f"{config.synthesis.images} at --synth-batch {config.synthesis.batch_size}); more images or a smaller "
+                 "--synth-batch give each process a shard")
     with clock("held-out"):
         held_out = held_out_dreams(teacher, config, progress, device)
     fit, budget, widths = load_fit(), None, None  # the estimate's mapping: one for the search and the final estimates
