@@ -159,6 +159,9 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         if save_config.suffix.lower() == ".json":
             raise EdgefreeError(f"--save-config {save_config}: it writes TOML, and --config reads a .json file as a "
                                 "build's report: name the file .toml")
+        if config.model is not None and not Path(config.model).exists():
+            raise EdgefreeError(f"--model {config.model} does not exist, so a build of this config would stop there: "
+                                "fix the path before saving it")
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return
