@@ -194,7 +194,7 @@ def test_the_plot_is_written(tmp_path):
 def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     """A second export_teacher of the same teacher is a hit that costs no export; bench reuses its rows."""
     from edgefree.bench import bench
-    from edgefree.bench.teacher import export_teacher
+    from edgefree.bench.teacher import cached_rows, export_teacher
     from edgefree.config import BenchConfig, ExportConfig
     from edgefree.evaluate import accuracy
     from edgefree.export import export_student
@@ -231,7 +231,9 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
                                {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
                                teacher.spec, load_target("x86-64"), tmp_path / out,
                                BenchConfig(min_runs=50, max_seconds=1e-6, warmup=1), digits, teacher=second)
-    assert not capped("c1")["native"]["teacher_rows"]["cached"] and not capped("c2")["native"]["teacher_rows"]["cached"]
+    first_capped = capped("c1")
+    assert cached_rows(second.manifest, first_capped["native"]["teacher_rows"]["key"]) is None  # not stored
+    assert not first_capped["native"]["teacher_rows"]["cached"] and not capped("c2")["native"]["teacher_rows"]["cached"]
     assert "Timing reached its cap before the p50's interval settled on teacher pytorch fp32" in \
         (tmp_path / "c2" / "bench.md").read_text()
 

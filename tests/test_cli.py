@@ -161,3 +161,16 @@ def test_the_report_names_the_batchnorm_weight_and_each_probe_that_chose_it():
     line = _bn_weight({"bn_weight": 3.0, "bn_weight_probes": probes})
     assert line.startswith("BatchNorm weight 3, chosen by probes") and line.endswith("10: 34%, 3: 93%.")
     assert _bn_weight({"bn_weight": None}) == ""  # dreams that recorded no weight: the sentence is left out
+
+
+def test_a_reader_that_went_away_ends_the_command_quietly():
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `edgefree targets | head -1` once head has gone
+    done = subprocess.run([sys.executable, "-c", "from edgefree.cli import main; main()", "targets"], stdout=write,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert done.returncode == 141 and done.stderr == "", done.stderr  # 128 + SIGPIPE, nothing about paths

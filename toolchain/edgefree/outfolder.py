@@ -202,10 +202,12 @@ def _scratch(out: Path, tag: str) -> Path:
 
 def claim(folder: Path, name: str) -> None:
     """List ``name`` (an entry edgefree just published inside ``folder``, e.g. a build's ``bench-<target>/``)
-    among ``folder``'s own entries, so the next build into ``folder`` replaces it with the rest."""
+    among ``folder``'s own entries, so the next build into ``folder`` replaces it with the rest; not where
+    ``name`` also holds entries its own marker does not list (the user's)."""
     entries = written_entries(folder)
-    if is_complete(folder) and name not in entries:
-        _write_marker(folder, [*entries, name])
+    inside = set(os.listdir(folder / name)) - {MARKER}
+    if is_complete(folder) and name not in entries and inside <= set(written_entries(folder / name)):
+        _write_marker(folder, [*entries, name])  # a folder holding files of the user's stays theirs
 
 
 def _write_marker(folder: Path, entries: list[str]) -> None:

@@ -223,10 +223,11 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
             "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}
 
 
-def _load_inputs(config: BuildConfig, main: bool):
+def _load_inputs(config: BuildConfig, main: bool, notes: bool = True):
     """The build's config for its teacher's input (``BuildConfig.for_input``), the teacher, where it came
     from, and the evaluation data (rank 0 only): every input read before any work, and the memory
-    synthesis will need checked against what this machine has free."""
+    synthesis will need checked against what this machine has free. ``notes``: rank 0 warns of what it
+    assumed (a signal's range, an image's normalization)."""
     if config.model is None:
         teacher = default_teacher()
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
@@ -235,12 +236,12 @@ def _load_inputs(config: BuildConfig, main: bool):
     config = config.for_input(teacher.spec.rank)
     check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
                  int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    if teacher.range_assumed and main:
+    if teacher.range_assumed and main and notes:
         low, high = teacher.spec.value_range
         warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
              f"channel's mean +- {SIGNAL_RANGE_STDS:g} std of its normalization); dreams stay inside it. Pass "
              "--value-range LOW,HIGH with your sensor's range")
-    if teacher.normalization_assumed and main:
+    if teacher.normalization_assumed and main and notes:
         mean, std = (", ".join(f"{v:.4g}" for v in values) for values in (teacher.spec.mean, teacher.spec.std))
         warn(f"{teacher.name} does not say how its inputs were normalized: assumed mean {mean} and std {std} "
              f"(the default for {teacher.spec.shape[0]} channel{'s' if teacher.spec.shape[0] > 1 else ''}); "
@@ -283,12 +284,25 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
 def _check_before_launch(config: BuildConfig) -> None:
     """What one process checks before any work (target, runtimes, --out, every input), here, before the
     processes start: a bad input is one line, not a rank's failure."""
+    _target_and_export(config)
+    _checked_out(config)
+    _load_inputs(config, True, notes=False)  # rank 0 loads them again, and says what it assumed
+
+
+def _target_and_export(config: BuildConfig):
+    """The build's target profile and export settings; a runtime the export needs and lacks stops the build here."""
     target = load_target(config.target)
-    if config.export:
-        require_runtimes(config.export.for_target(target).formats)
+    export_config = config.export.for_target(target) if config.export else None
+    if export_config:  # a missing runtime must stop the build before synthesis, not after
+        require_runtimes(export_config.formats)
+    return target, export_config
+
+
+def _checked_out(config: BuildConfig) -> Path:
+    """``--out``, checked: it can take the build's outputs, and no input lies among those they replace."""
     out = check_out_folder(config.out, OUTPUTS)
     check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
-    _load_inputs(config, True)
+    return out
 
 
 def build(config: BuildConfig, progress: bool = True) -> dict | None:
@@ -316,10 +330,7 @@ def build(config: BuildConfig, progress: bool = True) -> dict | None:
 
 
 def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | None:
-    target = load_target(config.target)
-    export_config = config.export.for_target(target) if config.export else None
-    if export_config:  # a missing runtime must stop the build before synthesis, not after
-        require_runtimes(export_config.formats)
+    target, export_config = _target_and_export(config)
     if not world.main:  # shares the work; rank 0 checks --out and writes
         clock = _Stopwatch(config.dist_timeout_s)
         torch.manual_seed(config.seed)
@@ -327,8 +338,7 @@ def _build(config: BuildConfig, world, device: str, progress: bool) -> dict | No
             config, teacher, *_ = _load_inputs(config, world.main)
         return _stages(config, target, export_config, teacher, None, None, Path(config.out), clock, progress, world,
                        device)
-    out = check_out_folder(config.out, OUTPUTS)
-    check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
+    out = _checked_out(config)
     with locked(out, "build"):  # a second build into the same --out stops here
         return _published(config, target, export_config, out, world, device, progress)
 
@@ -385,10 +395,11 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
             save_contact_sheet(dreams, teacher.spec, out / "synthetic.png")
         shards = dreams.stats.get("shards")
         if world.main and shards and shards < world.size and not dreams.stats.get("cached"):
+            fix = (f"--shards {world.size} gives each process one" if config.synthesis.shards < world.size else
+                   f"a shard is a chain of whole batches (--images {config.synthesis.images} at --synth-batch "
+                   f"{config.synthesis.batch_size}): more images or a smaller --synth-batch give each process one")
             warn(f"synthesis made {shards} shard{'s' if shards > 1 else ''} for {world.size} processes, so "
-                 f"{world.size - shards} of them waited: a shard is a chain of whole batches (--images "
-                 f"{config.synthesis.images} at --synth-batch {config.synthesis.batch_size}); more images or a smaller "
-                 "--synth-batch give each process a shard")
+                 f"{world.size - shards} of them waited: {fix}")
     with clock("held-out"):
         held_out = held_out_dreams(teacher, config, progress, device)
     fit, budget, widths = load_fit(), None, None  # the estimate's mapping: one for the search and the final estimates

@@ -70,7 +70,8 @@ def _budget(r: dict) -> str | None:
                           f"~{drop:.1f} points: the budget is **{'met' if drop <= limit else 'missed'}**."])
     if not b:
         return None
-    rows = [[f"{c['value']:g}", "unreachable" if c["estimated_drop"] is None else f"~{c['estimated_drop']:.1f}",
+    rows = [[f"{c['value']:g}", ("too mild: removes no channel" if c.get("too_mild") else "unreachable")
+             if c["estimated_drop"] is None else f"~{c['estimated_drop']:.1f}",
              f"{c['seconds']:.1f}",
              "chosen" if c["value"] == b["chosen"] else ""] for c in b["candidates"]]
     verdict = (f"chose {b['knob']} {b['chosen']:g}, the strongest candidate estimated within the budget" if b["met"] else

@@ -29,7 +29,7 @@ from torch import nn
 
 from edgefree.bench import emulation, runner
 from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
-from edgefree.bench.latency import Candidate, measure, open_candidates, top1_accuracy
+from edgefree.bench.latency import SETTLED, Candidate, measure, open_candidates, top1_accuracy
 from edgefree.bench.report import write_bench
 from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, store_rows
 from edgefree.config import BenchConfig
@@ -90,9 +90,6 @@ def _assign_accuracy(c: Candidate, known: dict, remeasure: bool, labels) -> None
         c.accuracy, c.accuracy_source = known[c.role], "evaluate"
     else:
         c.accuracy_source = "bench"
-
-
-SETTLED = ("stable", "runs")  # why timing stopped where the p50 is as certain as the settings ask
 
 
 def _settled(rows: list[dict]) -> bool:

@@ -79,7 +79,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     own = out == build_dir  # the build's own bench: its report shows the new figures
     check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
-    eval_data = load_eval_data(eval_source, teacher.spec, report["config"].get("num_classes")) if eval_source else None
+    eval_data = load_eval_data(eval_source, teacher.spec) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
     export_config = ExportConfig(**settings).for_target(built_target(report))
@@ -94,6 +94,6 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        teacher_export, progress, published_as=out)
         if own:
             write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder)
-    if out.parent == build_dir:  # bench-<target>/ measured this build's student: the next build replaces it
+    if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)
     return result

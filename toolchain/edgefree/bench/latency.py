@@ -131,6 +131,9 @@ def p50_interval(times) -> tuple[float, float]:
     return ordered[low].item(), ordered[high].item()
 
 
+SETTLED = ("stable", "runs")  # why timing stopped where the p50 is as certain as the settings ask
+
+
 def stop_reason(times, config: BenchConfig) -> str | None:
     """Why timing may stop after ``times`` (ms): "runs" (a fixed count), "stable", "max_runs",
     "max_seconds"; None while more runs are needed."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgefree.bench.latency import SETTLED
 from edgefree.markdown import markdown_table
 
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
@@ -88,7 +89,7 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
                              f"than the {100 * NOISE:.0f}% run-to-run band; the zeros do not reduce a dense kernel's "
                              "work (INT8 and fewer channels do), so re-run before relying on it.")
     capped = [f"{r['model']} {r['runtime']} {r['precision']}" for r in rows
-              if not r["error"] and r["latency_ms"].get("stopped") not in (None, "stable", "runs")]
+              if not r["error"] and r["latency_ms"].get("stopped") not in (None, *SETTLED)]
     if capped:
         lines.append(f"- Timing reached its cap before the p50's interval settled on {', '.join(capped)}: those p50s "
                      "are less certain than the others (their intervals say how much): bench again on an idle "

@@ -94,6 +94,18 @@ def _where(filename) -> str:
 _STOPPED_BY = {"signal": signal.SIGINT}  # the signal that ended the command, for its exit status
 
 
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (poll reports an error on its write end)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll here, or a stdout without a file descriptor
+        return False
+
+
 def _interrupt(signum, _frame):
     _STOPPED_BY["signal"] = signal.Signals(signum)
     raise KeyboardInterrupt
@@ -126,6 +138,7 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         _warn_unknown_variables(self)
+        _STOPPED_BY["signal"] = signal.SIGINT  # until a SIGTERM says otherwise, in this command
         _stop_on_sigterm()
         try:
             return super().invoke(ctx)
@@ -140,7 +153,10 @@ class _Group(click.Group):
             click.echo(f"{rank_prefix()}interrupted ({stopped.name}): stopped; no half-written output is left "
                        "behind (docs/output-folder.md)", err=True)
             sys.exit(128 + stopped.value)
-        except BrokenPipeError:  # the reader of our output went away (`edgefree targets | head -1`): say nothing
+        except BrokenPipeError as exc:
+            if not _stdout_closed():  # a pipe of another kind: an error like the others below
+                raise UserError(rank_prefix() + f"{exc.strerror or exc}{_where(exc.filename)}") from exc
+            # the reader of our output went away (`edgefree targets | head -1`): say nothing
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
             sys.exit(141)  # 128 + SIGPIPE, as a shell reports it
         except OSError as exc:  # a disk full, a file that vanished: one line, not a traceback

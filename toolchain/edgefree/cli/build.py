@@ -200,9 +200,10 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     if report["model"].get("value_range_assumed"):
         low, high = report["model"]["input"]["value_range"]
         click.echo(f"value range assumed: {low:.4g} to {high:.4g} (pass --value-range LOW,HIGH to set it)")
-    written = [name for name in ("report.md", "report.json", "student.pt", "student-plan.json", "student.pt2",
-                                 "synthetic.pt", "synthetic.png", "artifacts/", "bench.md", "bench.json", "bench.png")
-               if (Path(out) / name).exists()]
+    from edgefree.outfolder import written_entries
+
+    written = [name + ("/" if (Path(out) / name).is_dir() else "") for name in written_entries(Path(out))
+               if name != "build.log"]
     click.echo(f"wrote {', '.join(written)} in {out}" + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
 
 

@@ -58,7 +58,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
                                if getattr(config, k) is None and built.get(k)})
     export_config = config.for_target(built_target(report))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
-    evaluation = load_eval_data(source, spec, report["config"].get("num_classes")) if source else None
+    evaluation = load_eval_data(source, spec) if source else None
     with staged(publish_to, replace=not own) as staging:
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])

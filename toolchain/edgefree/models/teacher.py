@@ -25,13 +25,13 @@ class Teacher:
     """A trained classifier (``module``, in eval mode), the input it takes (``spec``) and its source's ``name``;
     ``range_assumed``: a signal model whose raw value range neither its source nor the caller gave, so
     ``spec.value_range`` is ``default_value_range``'s (mean +- 5 std); ``normalization_assumed``: an image model
-    whose per-channel mean and std neither its source nor the caller gave, so ``spec`` holds the default's."""
+    whose per-channel mean or std neither its source nor the caller gave, so ``spec`` holds the default's."""
 
     module: nn.Module
     spec: InputSpec
     name: str
     range_assumed: bool = False  # a signal whose raw range nobody gave: ``spec.value_range`` is the default
-    normalization_assumed: bool = False  # an image whose mean and std nobody gave: the default's for its channels
+    normalization_assumed: bool = False  # an image whose mean or std nobody gave: the default's for its channels
 
 def _source_of(source: str | None, checkpoint) -> Source:
     if source is not None and is_program(checkpoint):
@@ -138,5 +138,5 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
         check_forward(module.eval(), spec, parsed.name, num_classes)
     given = input_spec if isinstance(input_spec, InputSpec) else dict(input_spec or {})
     unnormalized = base is None and spec.rank == 2 and not isinstance(given, InputSpec) \
-        and given.get("mean") is None and given.get("std") is None
+        and (given.get("mean") is None or given.get("std") is None)
     return Teacher(module.eval(), spec, parsed.name, assumed, unnormalized)
