@@ -202,8 +202,11 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         click.echo(f"value range assumed: {low:.4g} to {high:.4g} (pass --value-range LOW,HIGH to set it)")
     from edgefree.outfolder import written_entries
 
-    written = [name + ("/" if (Path(out) / name).is_dir() else "") for name in written_entries(Path(out))
-               if name != "build.log"]
+    order = ("report.md", "report.json", "student.pt", "student-plan.json", "student.pt2", "synthetic.pt",
+             "synthetic.png", "artifacts", "bench.md", "bench.json", "bench.png")  # what to read first, first
+    entries = sorted((n for n in written_entries(Path(out)) if n != "build.log"),
+                     key=lambda n: (order.index(n) if n in order else len(order), n))
+    written = [name + ("/" if (Path(out) / name).is_dir() else "") for name in entries]
     click.echo(f"wrote {', '.join(written)} in {out}" + ("" if verbose else f"; runtime logs in {out / 'build.log'}"))
 
 
