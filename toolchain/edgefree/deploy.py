@@ -52,13 +52,10 @@ def _device_runner():
 
 def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target]:
     """report.json, manifest.json and the target; the target must be the one the build was made for."""
-    report_path, manifest_path = build_dir / "report.json", build_dir / "artifacts" / "manifest.json"
-    if not report_path.is_file():
-        raise DeployError(f"{build_dir} has no report.json: run `edgefree build --out {build_dir}` first "
-                          "(or let the build finish)")
+    manifest_path = build_dir / "artifacts" / "manifest.json"
+    report = read_build(build_dir, uses=("artifacts/manifest.json",))  # a finished build; the manifest is its own
     if not manifest_path.is_file():
         raise DeployError(f"{build_dir} has no artifacts/manifest.json: the build exported nothing to flash")
-    report = read_build(build_dir, uses=("artifacts/manifest.json",))  # the manifest is the build's
     manifest = read_manifest(manifest_path)
     built_for = report["target"]["name"]
     if target not in (None, built_for):

@@ -17,6 +17,9 @@ from pathlib import Path
 from edgefree.errors import DeployError, MissingRuntimeError
 
 CONNECT_TIMEOUT_S = 15
+# paramiko's transport thread logs a failed handshake with a traceback; the DeployError that follows names it in
+# one line (a handler here keeps logging's last-resort printer off; nothing imports paramiko for it)
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 def _paramiko():
@@ -24,8 +27,6 @@ def _paramiko():
         import paramiko
     except ImportError as exc:
         raise MissingRuntimeError("flashing needs paramiko: pip install 'paramiko==5.1.0'") from exc
-    # its transport thread logs a failed handshake with a traceback; the error that follows names it in one line
-    logging.getLogger("paramiko").addHandler(logging.NullHandler())
     return paramiko
 
 

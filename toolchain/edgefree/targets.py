@@ -105,7 +105,12 @@ def _read(path: Path) -> Target:
         accepts, wanted = _KINDS[known[name].type]
         if not accepts(value):
             raise TargetError(f"target profile {path}: {name} must be {wanted}, got {value!r}")
-    return Target(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    return _target(raw)
+
+
+def _target(values: dict) -> Target:
+    """A profile from TOML or JSON values (lists become the tuples ``Target`` holds)."""
+    return Target(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def list_targets() -> dict[str, Target]:
@@ -130,7 +135,7 @@ def built_target(report: dict) -> Target:
     recorded = report["target"]
     known = {f.name for f in fields(Target)}
     try:
-        return Target(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded.items() if k in known})
+        return _target({k: v for k, v in recorded.items() if k in known})
     except (TypeError, TargetError):
         return load_target(recorded["name"])
 

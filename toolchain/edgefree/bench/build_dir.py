@@ -81,8 +81,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
     eval_data = load_eval_data(eval_source, teacher.spec) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].get("export", {}).items()}
-    export_config = ExportConfig(**settings).for_target(built_target(report))
+    export_config = ExportConfig.from_dict(report["config"].get("export") or {}).for_target(built_target(report))
     scores = report.get("accuracy") or {}
     teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
                                     scores.get("teacher"), progress)

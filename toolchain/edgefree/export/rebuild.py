@@ -53,9 +53,8 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     publish_to = build_dir if own else check_out_folder(folder, (MANIFEST,))
     if own:
         check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
-    built = report["config"].get("export") or {}
-    config = config.replace(**{k: tuple(built[k]) for k in ("formats", "precisions")
-                               if getattr(config, k) is None and built.get(k)})
+    built = ExportConfig.from_dict(report["config"].get("export") or {})  # what the build asked for
+    config = config.replace(formats=config.formats or built.formats, precisions=config.precisions or built.precisions)
     export_config = config.for_target(built_target(report))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
     evaluation = load_eval_data(source, spec) if source else None

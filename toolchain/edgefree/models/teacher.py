@@ -45,24 +45,26 @@ def _source_of(source: str | None, checkpoint) -> Source:
     return parse_source(source)
 
 
-def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[InputSpec, bool]:
+def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[InputSpec, bool, bool]:
     """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it
     names. ``base`` None: the source says nothing but maybe its ``shape`` (a program's). Also returns
-    whether a signal's value range was assumed (``default_value_range``) because nobody gave it."""
+    whether a signal's value range was assumed (``default_value_range``) because nobody gave it, and
+    whether an image's normalization was (the default mean or std for its channels)."""
     if isinstance(given, InputSpec):
-        return given, False
+        return given, False, False
     changes = {k: v for k, v in dict(given or {}).items() if v is not None}
     unknown = sorted(set(changes) - {"shape", "mean", "std", "value_range"})
     if unknown:
         raise EdgefreeError(f"input spec changes {unknown} are not shape, mean, std or value_range")
     if base is not None:
-        return base.replace(**changes), False
+        return base.replace(**changes), False, False
     shape = changes.get("shape", shape)
     if shape is None:
         raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
                             "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
     spec = InputSpec(tuple(shape), changes.get("mean"), changes.get("std"), value_range=changes.get("value_range"))
-    return spec, spec.rank == 1 and "value_range" not in changes
+    return (spec, spec.rank == 1 and "value_range" not in changes,
+            spec.rank == 2 and not {"mean", "std"} <= set(changes))
 
 
 def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: int | None = None) -> int:
@@ -127,16 +129,12 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
         module, shape = load_program(parsed.target)
         if checkpoint is not None and not is_program(checkpoint):
             load_checkpoint(module, checkpoint, parsed.name)
-        base = None
-        spec, assumed = _spec(base, input_spec, parsed, shape)
+        spec, *assumed = _spec(None, input_spec, parsed, shape)
         check_forward(module, spec, parsed.name)
     else:
         module, base = build_architecture(parsed, num_classes)
         if checkpoint is not None:
             load_checkpoint(module, checkpoint, parsed.name)
-        spec, assumed = _spec(base, input_spec, parsed)
+        spec, *assumed = _spec(base, input_spec, parsed)
         check_forward(module.eval(), spec, parsed.name, num_classes)
-    given = input_spec if isinstance(input_spec, InputSpec) else dict(input_spec or {})
-    unnormalized = base is None and spec.rank == 2 and not isinstance(given, InputSpec) \
-        and (given.get("mean") is None or given.get("std") is None)
-    return Teacher(module.eval(), spec, parsed.name, assumed, unnormalized)
+    return Teacher(module.eval(), spec, parsed.name, *assumed)
