@@ -18,13 +18,49 @@ def run(*args):
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
+def run_on_a_terminal(command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` in its own process with standard error on a pseudo-terminal (progress bars are drawn
+    only there); its standard output is piped."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    terminal, end = pty.openpty()
+    fcntl.ioctl(end, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # a new one is 0 wide: bars empty
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(terminal, 1 << 16)
+            except OSError:  # every writer has closed its end
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(command, stdout=subprocess.PIPE, stderr=end, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(end)
+        reader.join(timeout=30)
+        os.close(terminal)
+    return subprocess.CompletedProcess(command, done.returncode, done.stdout,
+                                       b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n"))
+
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The real command in its own process, with progress bars: (out, completed process)."""
+    """The real command in its own process, with progress bars on a terminal: (out, completed process)."""
     out = tmp_path_factory.mktemp("build")
     command = [sys.executable, "-c", "from edgefree.cli import main; main()", "build", "--target", "android-arm64",
                "--out", str(out), *TINY[:-1]]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = run_on_a_terminal(command)
     assert done.returncode == 0, done.stdout + done.stderr
     return out, done
 
@@ -161,6 +197,22 @@ def test_the_report_names_the_batchnorm_weight_and_each_probe_that_chose_it():
     line = _bn_weight({"bn_weight": 3.0, "bn_weight_probes": probes})
     assert line.startswith("BatchNorm weight 3, chosen by probes") and line.endswith("10: 34%, 3: 93%.")
     assert _bn_weight({"bn_weight": None}) == ""  # dreams that recorded no weight: the sentence is left out
+
+
+def test_progress_bars_are_drawn_only_on_a_terminal(monkeypatch):
+    from edgefree.cli.output import progress_bars
+
+    class Stream:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    monkeypatch.setattr(sys, "stderr", Stream(True))
+    assert progress_bars(quiet=False) and not progress_bars(quiet=True)
+    monkeypatch.setattr(sys, "stderr", Stream(False))  # a log file or a pipe: no redraws in it
+    assert not progress_bars(quiet=False)
 
 
 def test_a_reader_that_went_away_ends_the_command_quietly():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgefree.cli.output import build_folder_logs, verbose_option
+from edgefree.cli.output import build_folder_logs, progress_bars, quiet_option, verbose_option
 from edgefree.cli.params import NonEmptyPath
 
 
@@ -36,7 +36,7 @@ def _opt(*names, **kw):
       "(it must be the same file; checked by sha256).")
 @_opt("--out", type=NonEmptyPath(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
       "for another target than the build's).")
-@_opt("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @verbose_option
 def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, threads, eval_limit, remeasure_accuracy,
           emulate, native, emulated_runs, emulated_inputs, model, out, quiet, verbose):
@@ -48,7 +48,7 @@ def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, th
                          threads=threads, eval_limit=eval_limit, remeasure_accuracy=remeasure_accuracy,
                          emulate=emulate, native=native, emulated_runs=emulated_runs, emulated_inputs=emulated_inputs)
     with build_folder_logs(verbose, build_dir):
-        result = bench_build(build_dir, target, config, out, model, progress=not quiet)
+        result = bench_build(build_dir, target, config, out, model, progress=progress_bars(quiet))
     report_bench(result)
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
-from edgefree.cli.output import failure_kept_log, verbose_option
+from edgefree.cli.output import failure_kept_log, progress_bars, quiet_option, verbose_option
 from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath
 from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS
 
@@ -100,7 +100,7 @@ def _opt(*names, **kw):
       "process at a time; the dreams depend on it, not on --workers (overrides the recipe).")
 @_opt("--dist-timeout", type=click.FloatRange(min=0, min_open=True), default=1800.0,
       help="Seconds a process waits for the others before the job fails (several processes only).")
-@_opt("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @verbose_option
 def build(target, model, arch, num_classes, input_shape, mean, std, value_range, eval_data, pruning, sparsity, channel_ratio, macs_target, latency_target, depth,
           channel_importance, round_to, channel_steps, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
@@ -170,7 +170,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     out = config.out
     log = out.parent / f".{out.name}.build.log"  # beside --out while it runs; the build publishes it with its outputs
     with failure_kept_log(verbose, log):
-        report = build_on_workers(config, workers, progress=not quiet)
+        report = build_on_workers(config, workers, progress=progress_bars(quiet))
     if report is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     acc = report["accuracy"]

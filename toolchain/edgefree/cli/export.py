@@ -4,7 +4,7 @@ from pathlib import Path
 
 import click
 
-from edgefree.cli.output import build_folder_logs, verbose_option
+from edgefree.cli.output import build_folder_logs, progress_bars, quiet_option, verbose_option
 from edgefree.cli.params import NonEmptyPath
 
 
@@ -41,7 +41,7 @@ def report_export(manifest: dict) -> None:
 @_opt("--model", type=NonEmptyPath(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved: "
       "checked by sha256 and recorded in BUILD_DIR's report, so later commands find it.")
 @_opt("--out", type=NonEmptyPath(path_type=Path, file_okay=False), help="Output folder (default: BUILD_DIR/artifacts).")
-@_opt("--quiet", is_flag=True, help="No progress bars.")
+@quiet_option
 @verbose_option
 def export(build_dir, formats, precisions, eval_data, model, out, quiet, verbose):
     """Export BUILD_DIR's student to ONNX / OpenVINO / ExecuTorch, check it against PyTorch, pack it.
@@ -58,7 +58,7 @@ def export(build_dir, formats, precisions, eval_data, model, out, quiet, verbose
     before = _artifact_names(folder / "manifest.json")
     with build_folder_logs(verbose, build_dir):
         manifest = reexport(build_dir, ExportConfig(formats=formats, precisions=precisions), out, eval_data, model,
-                            progress=not quiet)
+                            progress=progress_bars(quiet))
     report_export(manifest)
     gone = sorted(before - {a["name"] for a in manifest["artifacts"]})
     if gone:

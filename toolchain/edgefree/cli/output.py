@@ -1,5 +1,7 @@
-"""The ``--verbose`` switch shared by the commands that run the runtimes, and where their logs go."""
+"""The ``--verbose`` and ``--quiet`` switches shared by the commands that run the runtimes, and where their
+logs go."""
 
+import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -10,6 +12,18 @@ def verbose_option(command):
     return click.option("--verbose", is_flag=True, show_envvar=True,
                         help="Show runtime log lines and library warnings here, instead of writing them to "
                              "build.log in the output folder.")(command)
+
+
+def quiet_option(command):
+    return click.option("--quiet", is_flag=True, show_envvar=True,
+                        help="No progress bars. They are drawn only where standard error is a terminal: a log "
+                             "file or a pipe would fill with their redraws.")(command)
+
+
+def progress_bars(quiet: bool) -> bool:
+    """Whether long stages draw progress bars: not with ``--quiet``, nor where standard error is no
+    terminal (each redraw of a bar would be a line of a log file)."""
+    return not quiet and sys.stderr.isatty()
 
 
 def runtime_logs(verbose: bool, log: Path):
