@@ -799,3 +799,26 @@ def test_export_again_keeps_the_builds_formats_and_names_what_it_replaced(tiny_b
     with pytest.raises(ZeroDivisionError):
         rebuild.reexport(build, rebuild.ExportConfig())
     assert seen[0].formats == ("onnx",) and seen[0].precisions == ("fp32",)  # the build's, not the target's
+
+
+def test_bench_and_export_check_new_eval_data_against_the_models_outputs(tiny_build, tmp_path, monkeypatch):
+    """Evaluation data read by bench (the build's) or given to export is checked as the build checks its own:
+    against the number of classes the model scores (a folder per class where folders take labels in sorted
+    order)."""
+    import edgefree.data
+    import edgefree.export.rebuild as rebuild
+    from edgefree.errors import DataError
+
+    seen = []
+
+    def stop(source, spec, classes=None):
+        seen.append(classes)
+        raise DataError("stopped here")
+
+    monkeypatch.setattr(edgefree.data, "load_eval_data", stop)  # bench imports it when it runs
+    monkeypatch.setattr(rebuild, "load_eval_data", stop)
+    files = Files(tmp_path, tiny_build)
+    for command in (["bench", str(files.build)], ["export", str(files.build), "--eval-data", files.digits_zip()]):
+        result = CliRunner().invoke(cli, command)
+        assert "stopped here" in result.output, result.output
+    assert seen == [10, 10]

@@ -124,11 +124,16 @@ class _Decoder:
                  "value in all 3 channels) for the model's 3 input channels")
 
 
+def _numbered(folders: list[str]) -> bool:
+    """Class folders named by label (0, 1, ...): each takes its number as its label."""
+    return all(name.isdigit() for name in folders)
+
+
 def _class_index(found: list[str], spec: InputSpec, origin: str) -> dict[str, int]:
     """Class folders take the model's label of their name when the model names its classes (a folder
     it does not name is refused); folders that are all numbers take those numbers as labels; otherwise
     folders sorted by name are labels 0, 1, ... (``_require_a_folder_per_class`` checks that they may)."""
-    numbered = all(name.isdigit() for name in found)  # folders named by label: 0, 1, ..., checked later
+    numbered = _numbered(found)  # labels checked later against the model's classes
     if spec.class_names and not set(found) <= set(spec.class_names):
         if numbered:
             return {name: int(name) for name in found}
@@ -329,7 +334,7 @@ def _require_a_folder_per_class(folders: np.ndarray, spec: InputSpec, classes: i
     """Class folders that are neither the model's class names nor numbers take labels 0, 1, ... in sorted order,
     which is the model's own labelling only where every class has its folder."""
     names = [str(f) for f in folders]
-    if spec.class_names or not classes or all(n.isdigit() for n in names) or len(names) == classes:
+    if spec.class_names or not classes or _numbered(names) or len(names) == classes:
         return
     shown = ", ".join(f"{n} = {i}" for i, n in enumerate(names[:3]))
     raise DataError(f"{path} has {len(names)} class folders for a model of {classes} classes that names none: "

@@ -249,14 +249,8 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True):
     channel = config.pruning(ChannelPruning)
     if channel is not None:
         check_channel_pruning(teacher.module, teacher.spec, channel)
-    eval_data = load_eval_data(config.eval_data, teacher.spec, _classes(teacher)) if config.eval_data and main else None
+    eval_data = load_eval_data(config.eval_data, teacher.spec, teacher.classes()) if config.eval_data and main else None
     return config, teacher, str(config.model), sha256(Path(config.model)), eval_data
-
-
-def _classes(teacher: Teacher) -> int:
-    """The teacher's number of outputs (classes)."""
-    with torch.no_grad():
-        return teacher.module(teacher.spec.example_inputs(2)[0].to(next(teacher.module.parameters()).device)).shape[1]
 
 
 def _one_process_adversary(config: BuildConfig, processes: int) -> None:

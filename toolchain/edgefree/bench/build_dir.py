@@ -79,7 +79,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     own = out == build_dir  # the build's own bench: its report shows the new figures
     check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
-    eval_data = load_eval_data(eval_source, teacher.spec) if eval_source else None
+    eval_data = load_eval_data(eval_source, teacher.spec, teacher.classes()) if eval_source else None
     # the teacher is exported as the build exported the student, so the build's teacher export is reused
     export_config = ExportConfig.from_dict(report["config"].get("export") or {}).for_target(built_target(report))
     scores = report.get("accuracy") or {}

@@ -15,7 +15,7 @@ from edgefree.demo import DEMO_EVAL
 from edgefree.errors import EdgefreeError
 from edgefree.export import export_student
 from edgefree.export.manifest import MANIFEST
-from edgefree.models import InputSpec
+from edgefree.models import InputSpec, output_count
 from edgefree.recover import SyntheticSet
 from edgefree.recover.saved import load_student, student_source
 from edgefree.report import write_report
@@ -57,7 +57,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     config = config.replace(formats=config.formats or built.formats, precisions=config.precisions or built.precisions)
     export_config = config.for_target(built_target(report))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
-    evaluation = load_eval_data(source, spec) if source else None
+    evaluation = load_eval_data(source, spec, output_count(student, spec)) if source else None
     with staged(publish_to, replace=not own) as staging:
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])

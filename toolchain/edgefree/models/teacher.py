@@ -33,6 +33,17 @@ class Teacher:
     range_assumed: bool = False  # a signal whose raw range nobody gave: ``spec.value_range`` is the default
     normalization_assumed: bool = False  # an image whose mean or std nobody gave: the default's for its channels
 
+    def classes(self) -> int:
+        """How many classes the teacher scores (its outputs)."""
+        return output_count(self.module, self.spec)
+
+
+def output_count(module: nn.Module, spec: InputSpec) -> int:
+    """How many classes ``module`` (in eval mode) scores: its output width on two example inputs."""
+    with torch.no_grad():
+        return module(spec.example_inputs(2)[0].to(next(module.parameters()).device)).shape[1]
+
+
 def _source_of(source: str | None, checkpoint) -> Source:
     if source is not None and is_program(checkpoint):
         raise ModelSourceError(f"{checkpoint} is a torch.export program and carries its own architecture: leave out "

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
-from edgefree.models import InputSpec, Teacher
+from edgefree.models import Teacher, output_count
 
 
 class DreamGenerator(nn.Module):
@@ -168,7 +168,7 @@ def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str
     generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
     exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
     name, spec, teacher = teacher.name, teacher.spec, teacher.module.eval().to(device)
-    num_classes = num_classes_of(teacher, spec)  # before the hooks: that forward pass is not a step
+    num_classes = output_count(teacher, spec)  # before the hooks: that forward pass is not a step
     matcher = require_batchnorm(teacher, name, config.bn_min_positions)
     was_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
@@ -266,9 +266,3 @@ def label_fidelity(teacher: nn.Module, images: torch.Tensor, labels: torch.Tenso
         confidence += float(p.gather(1, y[:, None]).sum())
     matcher.losses.clear()  # those passes are a check, not a step
     return {"teacher_agreement": hits / len(labels), "teacher_confidence": confidence / len(labels)}
-
-
-def num_classes_of(model: nn.Module, spec: InputSpec) -> int:
-    """The width of ``model``'s output, from one forward pass of an example input of ``spec``."""
-    with torch.no_grad():
-        return model(spec.example_inputs()[0].to(next(model.parameters()).device)).shape[1]
