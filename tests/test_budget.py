@@ -148,19 +148,19 @@ def test_max_drop_is_validated_and_round_trips(tmp_path):
 
 
 def test_channel_pruning_searches_the_macs_target_and_keeps_the_magnitude_stage():
-    from edgefree.budget import _stages
+    from edgefree.budget import stages_at
 
     config = BuildConfig(max_drop=1.0, prune=(ChannelPruning(macs_target=0.5), MagnitudePruning(0.6)))
-    assert _stages(config, 0.3) == (ChannelPruning(macs_target=0.3), MagnitudePruning(0.6))
-    assert _stages(BuildConfig(max_drop=1.0), 0.4) == (MagnitudePruning(0.4),)
+    assert stages_at(config, 0.3) == (ChannelPruning(macs_target=0.3), MagnitudePruning(0.6))
+    assert stages_at(BuildConfig(max_drop=1.0), 0.4) == (MagnitudePruning(0.4),)
 
 
 def test_with_a_latency_target_the_knob_is_the_sparsity_on_its_widths_or_nothing():
-    from edgefree.budget import _stages, knob
+    from edgefree.budget import stages_at, knob
 
     latency = LatencyTarget(ratio=0.6)
     both = BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning(0.5)), latency_target=latency)
-    assert knob(both) == "sparsity" and _stages(both, 0.3) == (ChannelPruning(), MagnitudePruning(0.3))
+    assert knob(both) == "sparsity" and stages_at(both, 0.3) == (ChannelPruning(), MagnitudePruning(0.3))
     assert knob(BuildConfig(max_drop=1.0, prune=(ChannelPruning(),), latency_target=latency)) is None
     assert knob(BuildConfig(max_drop=1.0, prune=(ChannelPruning(), MagnitudePruning(0.5)))) == "macs_target"
 
@@ -325,3 +325,22 @@ def test_every_build_estimates_its_students(tmp_path):
     assert e["recovered"]["drop"] >= 0 and e["fit"]["students"] >= 15 and "command" not in e["fit"]
     text = (tmp_path / "o" / "report.md").read_text()  # the fit's own provenance, not the command that fitted it
     assert f"fitted on {e['fit']['students']} students of" in text and "fidelity.py --" not in text
+
+
+def test_max_drop_keeps_the_layers_filter_fn_leaves_dense(tmp_path):
+    """The searched stages are the caller's own, so a Python ``filter_fn`` (which no dict carries) still holds."""
+    from edgefree.pipeline import build
+
+    dense = "0.0"  # the first convolution
+
+    def keep(module, name):
+        return name != dense
+
+    config = BuildConfig(max_drop=100.0, prune=(MagnitudePruning(filter_fn=keep),), out=str(tmp_path / "out"),
+                         synthesis=SynthesisConfig(images=64, iterations=15), distill=DistillConfig(epochs=1),
+                         reconstruct=ReconstructConfig(images=32), export=None)
+    report = build(config, progress=False)
+    assert report["budget"]["chosen"] == 0.97  # the strongest end, within a budget of 100 points
+    weights = torch.load(tmp_path / "out" / "student.pt", weights_only=True)
+    assert (weights[f"{dense}.weight"] != 0).all()
+    assert (weights["1.0.weight"] == 0).float().mean() > 0.5  # the others pruned

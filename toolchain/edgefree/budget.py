@@ -48,7 +48,7 @@ def knob(config: BuildConfig) -> str | None:
     return "macs_target" if config.pruning(ChannelPruning) else "sparsity"
 
 
-def _stages(config: BuildConfig, value: float) -> tuple:
+def stages_at(config: BuildConfig, value: float) -> tuple:
     """``config``'s pruning stages with the searched knob set to ``value``."""
     name = knob(config)
     kind = ChannelPruning if name == "macs_target" else MagnitudePruning
@@ -68,7 +68,7 @@ def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticS
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES),
                                        block_steps=0)  # candidates stay cheap: layer-wise only
-    stages = list(_stages(config, value))
+    stages = list(stages_at(config, value))
     try:
         student = with_magnitude(widths, config.pruning(MagnitudePruning).replace(sparsity=value)) if widths else \
             prune_gradually(teacher, stages, dreams, refit, device)
@@ -135,5 +135,5 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
         min(built, key=lambda t: t["estimated_drop"])
     return {"knob": name, "max_drop": config.max_drop, "candidates": tried,
             "chosen": chosen["value"], "met": bool(met), "estimated_drop": chosen["estimated_drop"],
-            "prune": [p.to_dict() for p in _stages(config, chosen["value"])],
+            "prune": [p.to_dict() for p in stages_at(config, chosen["value"])],
             "seconds": round(time.perf_counter() - started, 2)}

@@ -26,8 +26,8 @@ from edgefree.bench import bench
 from edgefree.bench.teacher import export_teacher
 from edgefree.cache import cache_dir
 from edgefree.budget import knob as budget_knob
-from edgefree.budget import search_budget
-from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, pruning_from_dict, recipe
+from edgefree.budget import search_budget, stages_at
+from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, recipe
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
@@ -403,7 +403,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                 widths = _latency_widths(config, teacher, dreams, progress, world)
         with clock("budget"):  # every rank searches alike (refit and distillation are shared); rank 0's choice wins
             budget = distributed.broadcast(search_budget(teacher, config, dreams, held_out, device, fit, widths))
-            config = config.replace(prune=tuple(pruning_from_dict(p) for p in budget["prune"]))
+            config = config.replace(prune=stages_at(config, budget["chosen"]))  # the caller's stages (a filter_fn too)
     with clock("prune"):  # after synthesis: some criteria are measured on the dreams
         pruned = _prune(config, teacher, dreams, progress, world, device, widths)
     with clock("reconstruct"):
