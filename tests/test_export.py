@@ -183,6 +183,22 @@ def test_a_parity_failure_fails_the_export_and_keeps_no_files(tmp_path, teacher,
     assert written["failed"][0]["parity"]["max_abs_diff"] == pytest.approx(0.01, rel=1e-3)
 
 
+def test_a_runtime_failing_at_the_top_1_batch_costs_only_its_format(tmp_path, teacher, digits, noise, monkeypatch):
+    from edgefree.export import onnx
+
+    def broken(entry, batch, threads):
+        raise RuntimeError("no kernel for this batch\nmore lines")
+
+    monkeypatch.setattr(onnx, "load_batched", broken)
+    config = ExportConfig(formats=("onnx", "executorch"), precisions=("fp32",))
+    manifest = export_student(teacher.module, teacher.spec, config, tmp_path, noise, digits)
+    assert [a["name"] for a in manifest["artifacts"]] == ["executorch-fp32"]
+    [failure] = manifest["failed"]
+    assert failure["stage"] == "accuracy" and failure["parity"]["passed"]
+    assert "failed on a batch of" in failure["error"] and "RuntimeError: no kernel for this batch)" in failure["error"]
+    assert not list(tmp_path.glob("student-fp32.onnx*")) and not list(tmp_path.glob(".staging-*"))
+
+
 def test_a_missing_runtime_names_the_install_command(tmp_path, teacher, noise, monkeypatch):
     from edgefree.export import runtime
 

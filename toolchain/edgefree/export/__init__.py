@@ -7,8 +7,8 @@ as the manifest's ``model.input`` describes (ONNX graphs take any batch).
 Parity is checked at batch 1, as a device runs it; each artifact's top-1 on the evaluation
 set is then measured once, at the largest batch its runtime takes (``eval_batch``), and
 written to the manifest, where the bench reads it. INT8 artifacts are calibrated on the
-synthetic images only: no real data is needed to quantize. An operator a format cannot take
-costs that format only (it is listed under ``failed``); an artifact that does not match
+synthetic images only: no real data is needed to quantize. An operator a format cannot take, or
+a runtime that fails to run the artifact, costs that format only (it is listed under ``failed``); an artifact that does not match
 PyTorch fails the export with ParityError, and its files are never written to the output folder.
 """
 
@@ -161,12 +161,12 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
             seconds["export"], mark = round(clock() - started, 2), clock()
             bar.set_postfix_str(f"{name}: parity")
             parity, batch1 = checks.parity_figures(backend.load(files[0]), precision, config)
+            if hasattr(backend, "load_default"):  # OpenVINO: also report the precision it picks by default here
+                predict, hint = backend.load_default(files[0])
+                parity["default_precision"] = {"hint": hint, **compare(
+                    run_batch1(predict, checks.inputs[checks.parity]), checks.reference)}
         except Exception as exc:  # each exporter and runtime raises its own types; one format's failure ends only it
             return None, _failure(fmt, precision, "export", _explain(fmt, name, exc))
-        if hasattr(backend, "load_default"):  # OpenVINO: also report the precision it picks by default here
-            predict, hint = backend.load_default(files[0])
-            parity["default_precision"] = {"hint": hint, **compare(
-                run_batch1(predict, checks.inputs[checks.parity]), checks.reference)}
         seconds["parity"] = round(clock() - mark, 2)
         if not parity["passed"]:
             return None, _failure(fmt, precision, "parity", (
@@ -177,7 +177,14 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
         figures = {"accuracy": None}
         if checks.labels is not None:
             bar.set_postfix_str(f"{name}: top-1")
-            figures = _accuracy(backend, files[0], checks, batch1, config, f"{bar_label} {name}", not bar.disable)
+            try:
+                figures = _accuracy(backend, files[0], checks, batch1, config, f"{bar_label} {name}", not bar.disable)
+            except Exception as exc:  # the runtime at a larger batch: as above, it ends only this format
+                first = next((line for line in str(exc).splitlines() if line.strip()), "")
+                return None, _failure(fmt, precision, "accuracy", (
+                    f"{name} was exported and matched PyTorch, but its runtime failed on a batch of "
+                    f"{config.eval_batch} while measuring top-1 ({type(exc).__name__}: {first[:300]}): leave {fmt} "
+                    "out with --formats, or report it"), parity=parity)
         seconds["accuracy"], mark = round(clock() - mark, 2), clock()
         bar.set_postfix_str(f"{name}: pack")
         moved = [shutil.move(path, folder / path.name) for path in files]
