@@ -288,3 +288,35 @@ def test_the_latency_budget_stops_when_the_p50_is_stable():
     # the interval holds the true median (1.0 for lognormal(0, s)) about 95% of the time
     covered = [low <= 1.0 <= high for low, high in (p50_interval(rng.lognormal(0, 0.5, 101)) for _ in range(400))]
     assert 0.9 <= np.mean(covered) <= 0.99
+
+
+def test_damaged_cached_rows_are_a_miss_and_are_written_anew(tmp_path):
+    from edgefree.bench.teacher import ROWS, cached_rows, store_rows
+
+    manifest = tmp_path / "manifest.json"
+    (tmp_path / ROWS).write_text('{"key": {"rows"')  # cut short
+    assert cached_rows(manifest, "key") is None
+    store_rows(manifest, "key", {"rows": [1]})
+    assert cached_rows(manifest, "key") == {"rows": [1]} and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_teacher_export_another_build_finished_first_is_kept(tmp_path, monkeypatch, teacher):
+    """Two builds exporting one teacher: each writes a folder of its own; the first complete one stays."""
+    import edgefree.export
+    from edgefree.bench.teacher import export_teacher, teacher_key
+    from edgefree.config import ExportConfig
+    from edgefree.recover import SyntheticSet
+
+    monkeypatch.setenv("EDGEFREE_CACHE", str(tmp_path))
+    config = ExportConfig(formats=("onnx",), precisions=("fp32",))
+    final = tmp_path / "teacher-artifacts" / teacher_key(teacher, config, None)
+
+    def export_student(module, spec, config, out, *args, **kwargs):
+        Path(out).mkdir(parents=True)
+        (Path(out) / "manifest.json").write_text("ours")
+        final.mkdir(parents=True)  # meanwhile another build's export of the same key completed
+        (final / "manifest.json").write_text("theirs")
+
+    monkeypatch.setattr(edgefree.export, "export_student", export_student)
+    found = export_teacher(teacher, config, SyntheticSet(torch.zeros(2, 1, 8, 8), torch.zeros(2).long()))
+    assert found.manifest.read_text() == "theirs" and sorted(p.name for p in final.parent.iterdir()) == [final.name]

@@ -52,6 +52,12 @@ def test_layer_tables_are_cached_per_runtime_precision_and_shape(tmp_path, monke
     assert measured == 2  # another precision
     folder = table_folder("onnxruntime", "fp32", 1)
     assert "onnxruntime" in str(folder) and len(list(folder.glob("*.json"))) >= 2
+    for table in folder.glob("*.json"):  # a damaged table is measured again, not a traceback
+        table.write_text('{"entries": {"32x8"')
+    _, measured = layer_latency(CONV, widths, fp32)
+    assert measured == 2
+    _, measured = layer_latency(CONV, widths, fp32)
+    assert measured == 0  # and stored whole again
 
 
 def test_widths_are_multiples_of_round_to_widest_first():

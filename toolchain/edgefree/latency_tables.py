@@ -29,7 +29,6 @@ import hashlib
 import importlib
 import importlib.metadata
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from edgefree.bench import runner
-from edgefree.cache import cache_dir
+from edgefree.cache import cache_dir, read_entry, write_entry
 from edgefree.errors import EdgefreeError
 from edgefree.machine import machine_info
 
@@ -277,18 +276,17 @@ def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Mete
     stored = {}
     for path in paths:
         if path not in stored:
-            stored[path] = json.loads(path.read_text())["entries"] if path.is_file() else {}
+            entries = (read_entry(path) or {}).get("entries")  # missing or damaged: measured again
+            stored[path] = entries if isinstance(entries, dict) else {}
     missing = {}  # path -> (signature, sorted widths not in its table)
     for path, (signature, widths) in zip(paths, requests):
         todo = missing.setdefault(path, (signature, set()))[1]
         todo.update(w for w in widths if _key(w) not in stored[path])
     missing = {path: (sig, sorted(todo)) for path, (sig, todo) in missing.items() if todo}
     def save(path: Path, signature: dict) -> None:
-        tmp_path = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp_path.write_text(json.dumps({"signature": signature, "runtime": meter.runtime, "precision": meter.precision,
-                                        "threads": meter.threads, "cpu": meter.cpu, "unit": meter.unit,
-                                        "entries": stored[path]}, indent=1))
-        tmp_path.replace(path)
+        write_entry(path, {"signature": signature, "runtime": meter.runtime, "precision": meter.precision,
+                           "threads": meter.threads, "cpu": meter.cpu, "unit": meter.unit, "entries": stored[path]},
+                    indent=1)
 
     entries = sum(len(todo) for _, todo in missing.values())
     if meter.cpu is None:

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import edgefree
-from edgefree.cache import cache_dir
+from edgefree.cache import cache_dir, read_entry, write_entry
 from edgefree.config import ExportConfig
 from edgefree.data import EvalData
 from edgefree.machine import versions
@@ -92,13 +93,16 @@ def export_teacher(teacher: Teacher, config: ExportConfig, calibration: Syntheti
     key = teacher_key(teacher, config, eval_data)
     folder = cache_dir("teacher-artifacts") / key
     cached = (folder / "manifest.json").is_file()
-    if not cached:
-        partial = folder.with_name(key + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        export_student(teacher.module, teacher.spec, config, partial, calibration, eval_data, reference_accuracy, progress,
-                       label="teacher", arch=teacher.name)
-        shutil.rmtree(folder, ignore_errors=True)
-        partial.rename(folder)  # complete or absent: never a half export under the final name
+    if not cached:  # exported into a folder of this process's own: two builds may export one teacher at once
+        partial = folder.with_name(f"{key}.{os.getpid()}.partial")
+        try:
+            export_student(teacher.module, teacher.spec, config, partial, calibration, eval_data, reference_accuracy,
+                           progress, label="teacher", arch=teacher.name)
+            if not (folder / "manifest.json").is_file():  # else another build's export of the same key came first
+                shutil.rmtree(folder, ignore_errors=True)  # an incomplete one
+                partial.rename(folder)  # complete or absent: never a half export under the final name
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
     return TeacherArtifacts(folder / "manifest.json", key, cached, round(time.perf_counter() - started, 2))
 
 
@@ -108,16 +112,12 @@ def rows_key(settings: dict) -> str:
 
 
 def cached_rows(manifest: Path, key: str) -> dict | None:
-    """``{"rows", "measured_at", "load_average_1min"}`` stored beside ``manifest`` under ``key``, or None."""
-    path = Path(manifest).with_name(ROWS)
-    return json.loads(path.read_text()).get(key) if path.is_file() else None
+    """``{"rows", "measured_at", "load_average_1min"}`` stored beside ``manifest`` under ``key``, or None
+    (none stored, or a damaged file)."""
+    return (read_entry(Path(manifest).with_name(ROWS)) or {}).get(key)
 
 
 def store_rows(manifest: Path, key: str, entry: dict) -> None:
-    """Keep ``entry`` beside ``manifest`` under ``key`` (written atomically)."""
+    """Keep ``entry`` beside ``manifest`` under ``key`` (written atomically; a damaged file is started anew)."""
     path = Path(manifest).with_name(ROWS)
-    stored = json.loads(path.read_text()) if path.is_file() else {}
-    stored[key] = entry
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(stored, indent=2, default=str))
-    tmp.replace(path)
+    write_entry(path, {**(read_entry(path) or {}), key: entry}, indent=2)
