@@ -102,6 +102,21 @@ def test_a_bad_input_is_refused_before_the_processes_start(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no runtime log, no staging folder
 
 
+def test_memory_is_checked_for_every_process_before_they_start(tmp_path, monkeypatch):
+    from edgefree import resources
+    from edgefree.models import create_model, load_teacher
+
+    model = tmp_path / "r20.pt"
+    torch.save(create_model("resnet20-cifar").state_dict(), model)
+    teacher = load_teacher("resnet20-cifar", model)
+    need = resources.synthesis_bytes(teacher.module, teacher.spec, 16, 64)  # TINY's batch and images
+    monkeypatch.setattr(resources, "available_memory", lambda: int(1.5 * need))  # one process fits, two do not
+    result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "out"), "--workers", "2", "--model", str(model),
+                                      "--arch", "resnet20-cifar", *TINY])
+    assert result.exit_code == 2 and "free for 2 processes" in result.output and "rank" not in result.output
+    assert result.output.count("\n") == 1
+
+
 def test_the_generator_recipe_trains_once_and_shares_its_set_over_processes(teacher, tmp_path):
     tiny = ["--recipe", "generator", "--images", "32", "--synth-batch", "16", "--iterations", "6", "--bn-weight", "10",
             "--epochs", "2", "--threads", "1", "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "1",

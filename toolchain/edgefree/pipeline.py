@@ -223,10 +223,11 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
             "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}
 
 
-def _load_inputs(config: BuildConfig, main: bool, notes: bool = True):
+def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes: int | None = None):
     """The build's config for its teacher's input (``BuildConfig.for_input``), the teacher, where it came
     from, and the evaluation data (rank 0 only): every input read before any work, and the memory
-    synthesis will need checked against what this machine has free. ``notes``: rank 0 warns of what it
+    synthesis will need checked against what this machine has free for its ``processes`` (None: this
+    machine's processes of the launch, torchrun's ``LOCAL_WORLD_SIZE``). ``notes``: rank 0 warns of what it
     assumed (a signal's range, an image's normalization)."""
     if config.model is None:
         teacher = default_teacher()
@@ -235,7 +236,7 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True):
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
     check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
-                 int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+                 processes or int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if teacher.range_assumed and main and notes:
         low, high = teacher.spec.value_range
         warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
@@ -271,16 +272,16 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
     check_workers(workers)
     if workers == 1:
         return build(config, progress)
-    _check_before_launch(config)
+    _check_before_launch(config, workers)
     return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
 
 
-def _check_before_launch(config: BuildConfig) -> None:
+def _check_before_launch(config: BuildConfig, workers: int) -> None:
     """What one process checks before any work (target, runtimes, --out, every input), here, before the
     processes start: a bad input is one line, not a rank's failure."""
     _target_and_export(config)
     _checked_out(config)
-    _load_inputs(config, True, notes=False)  # rank 0 loads them again, and says what it assumed
+    _load_inputs(config, True, notes=False, processes=workers)  # rank 0 loads them again, and says what it assumed
 
 
 def _target_and_export(config: BuildConfig):
