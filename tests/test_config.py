@@ -72,8 +72,10 @@ def test_a_config_round_trips_through_toml_with_its_unset_settings_unset(tmp_pat
 
 
 @pytest.mark.parametrize("values, problem", [({"recipe": ["fast"]}, "recipe must be a string"),
-                                             ({"synthesis": {"method": ["generator"]}}, "method must be")])
-def test_a_recipe_or_method_of_the_wrong_type_is_named(values, problem):
+                                             ({"synthesis": {"method": ["generator"]}}, "method must be"),
+                                             ({"export": {"formats": [1]}}, "formats must be a list of strings"),
+                                             ({"mean": [0.5, "x", 0.5]}, "mean must be a list of numbers")])
+def test_a_value_of_the_wrong_type_is_named(values, problem):
     with pytest.raises(EdgefreeError, match=problem):
         BuildConfig.from_dict(values)
 

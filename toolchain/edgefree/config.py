@@ -19,6 +19,7 @@ from edgefree.targets import FORMATS, PRECISIONS
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
                tuple: "a list", type(None): "none"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings", Path: "paths", bool: "true or false values"}
 
 
 def _accepts(kind, value) -> bool:
@@ -33,7 +34,29 @@ def _accepts(kind, value) -> bool:
     if kind is Path:
         return isinstance(value, (str, Path))
     origin = typing.get_origin(kind) or kind
-    return isinstance(value, (list, tuple)) if origin is tuple else isinstance(value, origin)
+    if origin is not tuple:
+        return isinstance(value, origin)
+    items = _items(kind, value) if isinstance(value, (list, tuple)) else None
+    return items is not None and all(_accepts(k, v) for k, v in zip(items, value))
+
+
+def _items(kind, value) -> tuple | None:
+    """The type of each item of ``value`` as the tuple type ``kind`` reads it (None: a count it does not take)."""
+    args = typing.get_args(kind)
+    if not args:
+        return (object,) * len(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return (args[0],) * len(value)
+    return args if len(args) == len(value) else None
+
+
+def _type_name(kind) -> str:
+    origin = typing.get_origin(kind) or kind
+    args = [a for a in typing.get_args(kind) if a is not Ellipsis]
+    if origin is tuple and args and len(set(args)) == 1 and args[0] in _PLURALS:
+        count = "" if Ellipsis in typing.get_args(kind) else f"{len(args)} "
+        return f"a list of {count}{_PLURALS[args[0]]}"
+    return _TYPE_NAMES.get(origin, "a table of options")
 
 
 def _rebuild(hint, value, where: str):
@@ -41,7 +64,7 @@ def _rebuild(hint, value, where: str):
     kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | str)) else (hint,)
     kind = next((k for k in kinds if _accepts(k, value)), None)
     if kind is None:
-        wanted = " or ".join(_TYPE_NAMES.get(typing.get_origin(k) or k, "a table of options") for k in kinds)
+        wanted = " or ".join(_type_name(k) for k in kinds)
         raise EdgefreeError(f"{where} must be {wanted}, got {value!r}")
     if isinstance(kind, type) and issubclass(kind, _Config):
         return None if value is False else kind.from_dict(value, where)
