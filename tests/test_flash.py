@@ -116,6 +116,11 @@ def test_round_trip_copies_verifies_switches_and_runs(sshd, built, tmp_path):
         assert result["latency_ms"]["p50"] > 0 and result["latency_ms"]["runs"] == 20
     assert "## Flashed to" in (built / "report.md").read_text()
     assert all(not r["error"] for r in _current_runs(remote).values())
+    again = tmp_path / "again"  # a later export of the build renders report.md anew: the device's section stays
+    shutil.copytree(built, again)
+    exported = CliRunner().invoke(cli, ["export", str(again), "--quiet"])
+    assert exported.exit_code == 0, exported.output
+    assert "## Flashed to" in (again / "report.md").read_text()
 
 
 def _rewrite_manifest(build: Path, manifest: dict) -> None:

@@ -275,6 +275,15 @@ def _timing(r: dict) -> str:
     ])
 
 
+def _flashed(build_dir: Path | None) -> dict:
+    """``{"flash": ...}`` from ``build_dir``'s flash.json (written by ``edgefree flash``), or nothing."""
+    path = Path(build_dir) / "flash.json" if build_dir is not None else None
+    try:
+        return {"flash": json.loads(path.read_text())} if path is not None and path.is_file() else {}
+    except (OSError, ValueError):  # a damaged record: the section is left out, the file left to the user
+        return {}
+
+
 def _flash(r: dict) -> str | None:
     f = r.get("flash")  # added by `edgefree flash` (from flash.json); absent until a device ran the build
     if not f:
@@ -307,9 +316,13 @@ def render_markdown(report: dict) -> str:
     return "\n\n".join(text for text in rendered if text) + "\n"
 
 
-def write_report(report: dict, out: Path) -> None:
-    """Write report.md, then report.json last: report.json present means the build finished."""
-    (out / "report.md").write_text(render_markdown(report))
+def write_report(report: dict, out: Path, build_dir: Path | None = None) -> None:
+    """Write report.md, then report.json last: report.json present means the build finished.
+
+    ``build_dir``: the finished build whose report this renders again (``out`` is its staging folder);
+    its device record, ``flash.json``, keeps its section in report.md.
+    """
+    (out / "report.md").write_text(render_markdown({**report, **_flashed(build_dir)}))
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=str))
     tmp.replace(out / "report.json")

@@ -92,7 +92,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
                        teacher_export, progress, published_as=out)
         if own:
-            write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder)
+            write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder, build_dir)
     if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)
     return result

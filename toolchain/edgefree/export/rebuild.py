@@ -63,5 +63,5 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])
         if own:
             updated = relocate_teacher({**report, "export": manifest}, checkpoint)
-            write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging)
+            write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging, build_dir)
     return manifest
