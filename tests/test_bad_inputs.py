@@ -269,6 +269,11 @@ CASES = {
     "config option unknown": (B("--config", toml("sead = 1")), "has no option(s) ['sead']"),
     "config value of the wrong type": (B("--config", toml('seed = "one"')), "BuildConfig.seed must be an integer"),
     "config stage of the wrong type": (B("--config", toml("[synthesis]\niterations = 1.5")), "must be an integer"),
+    "--bench-runs for a bench the config turns off": (B("--config", toml("bench = false"), "--bench-runs", "3"),
+                                                      "--bench-runs sets the bench, which the config file turns off"),
+    "--formats for an export the config turns off": (B("--config", toml("export = false")),  # TINY has both
+                                                     "--formats, --precisions set the export, which the config file "
+                                                     "turns off"),
     "config report.json that is not JSON": (B("--config", lambda f: f.text("report.json", "{oops")), "not valid JSON"),
     "save-config into a .json file": (B("--save-config", lambda f: str(f.tmp / "c.json")), "name the file .toml"),
     "save-config of a model that does not exist": (B("--model", lambda f: str(f.tmp / "none.pt"), "--arch",
@@ -327,6 +332,8 @@ CASES = {
         lambda f: f.rewrite("artifacts/manifest.json", lambda m: {**m, "artifacts": [
             {k: v for k, v in a.items() if k != "files"} for a in m["artifacts"]]}) or ["bench", str(f.build)],
         "lacks 'files'"),
+    "flash --artifacts empty": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--artifacts", ""),
+                                "Invalid value for '--artifacts': is empty"),
     "flash --port 70000": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--port", "70000"),
                            "Invalid value for '--port'"),
     "flash --keep-releases 0": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--keep-releases", "0"),

@@ -301,8 +301,18 @@ def _layer(values: dict, given: set[str], options: dict, section: str | None = N
     """Put ``options`` (config field -> value; ``flags``: field -> CLI name where they differ) into
     ``values[section]``: those given explicitly always, the others only where the file sets nothing."""
     if section is not None:
-        if values.get(section) is False or not isinstance(values.setdefault(section, {}), dict):
-            return  # a stage turned off in the file, or a malformed one that from_dict names
+        if values.get(section) is False:  # a stage the file turns off: its options would do nothing
+            named = ["--" + (flags or {}).get(name, name).replace("_", "-") for name in options
+                     if (flags or {}).get(name, name) in given]
+            if named:
+                from edgefree.errors import EdgefreeError
+
+                raise EdgefreeError(f"{', '.join(named)} set{'s' if len(named) == 1 else ''} the {section}, which "
+                                    f"the config file turns off ({section} = false): leave "
+                                    f"{'it' if len(named) == 1 else 'them'} out, or remove that line from the file")
+            return
+        if not isinstance(values.setdefault(section, {}), dict):
+            return  # a malformed stage that from_dict names
         values = values[section]
     for name, option in options.items():
         if (flags or {}).get(name, name) in given or name not in values:

@@ -4,10 +4,12 @@ from pathlib import Path
 
 import click
 
-from edgefree.cli.params import NonEmptyPath
+from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath
 
 
 def _opt(*names, **kw):
+    if "type" not in kw and not kw.get("is_flag"):
+        kw["type"] = NON_EMPTY_TEXT  # a text option: an empty value is refused, not read as the default
     return click.option(*names, show_envvar=True, **kw)
 
 
