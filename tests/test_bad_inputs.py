@@ -320,6 +320,9 @@ CASES = {
                                         lambda f: f.key("secret")), "protected by a passphrase"),
     "flash --key that is a public key": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--key",
                                            lambda f: f.key("") + ".pub"), "is not a private key"),
+    "flash of a build for an app's target": (
+        lambda f: f.rewrite("report.json", lambda r: {**r, "target": {**r["target"], "deploy": "adb"}})
+        or ["flash", str(f.build), "--host", "pi@127.0.0.1"], "ship the artifacts with the app instead"),
     "flash for another target": (C("flash", lambda f: str(f.build), "--host", "pi@127.0.0.1", "--target",
                                    "raspberry-pi-4"), "was built for target"),
     "bench of a report without its target": (lambda f: f.rewrite("report.json", lambda r: {**r, "target": "x86-64"})

@@ -61,7 +61,12 @@ def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target
     if target not in (None, built_for):
         raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "
                           f"--target {target}, or flash it with --target {built_for}")
-    return report, manifest, built_target(report)
+    profile = built_target(report)
+    if profile.deploy == "adb":
+        raise DeployError(f"target {profile.name} is deployed inside an app ({profile.deploy_hint or 'adb'}); "
+                          "edgefree flash copies to a device that runs Python over SSH (a Raspberry Pi, a Jetson): "
+                          "ship the artifacts with the app instead")
+    return report, manifest, profile
 
 
 def _select(manifest: dict, target: Target, names: list[str] | None) -> list[dict]:
