@@ -1,8 +1,8 @@
 """Verify before trusting: a build folder's files against the sha256 its report and manifest record.
 
-``build`` records in ``report.json`` the sha256 of ``student.pt``, ``synthetic.pt`` and
-``artifacts/manifest.json`` (and of the teacher checkpoint); the manifest records every
-artifact file's. ``bench``, ``export`` and ``flash`` call ``read_build`` and
+``build`` records in ``report.json`` the sha256 of each of ``RECORDED`` it wrote (the student's
+weights, plan and program, the dreams, ``artifacts/manifest.json``) and of the teacher checkpoint;
+the manifest records every artifact file's. ``bench``, ``export`` and ``flash`` call ``read_build`` and
 ``verify_artifacts`` before they use any of them: a file altered or cut short is refused
 with its name.
 """

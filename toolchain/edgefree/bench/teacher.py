@@ -11,7 +11,8 @@ this teacher are its own images; the manifest names the calibration set by its s
 
 Beside the manifest, ``bench-rows.json`` keeps the teacher's bench rows (latency and
 top-1 per runtime), keyed by everything that shapes them: the bench settings, the thread
-count, the artifacts benched and this machine's CPU. A second build pays for neither.
+count, the artifacts benched, the teacher's export (its KEY), its PyTorch top-1 and this
+machine's CPU and cores. Only rows whose timing settled are kept. A second build pays for neither.
 """
 
 from __future__ import annotations
