@@ -12,6 +12,12 @@ def warn(message: str) -> None:
         print(f"Warning: {message}", file=stream)
 
 
+def first_line(exc: BaseException, limit: int | None = 200) -> str:
+    """The first non-empty line of ``exc``'s message (at most ``limit`` characters; "" where it has none):
+    what a one-line error quotes of another library's exception."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:limit]
+
+
 class EdgefreeError(Exception):
     """Base class: the CLI prints these as one clear line, without a traceback."""
 

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from edgefree.config import ExportConfig
 from edgefree.data import EvalData
-from edgefree.errors import ExportError, ParityError
+from edgefree.errors import ExportError, ParityError, first_line
 from edgefree.export import executorch, onnx, openvino
 from edgefree.export.manifest import MANIFEST, SCHEMA, artifact_entry, describe_files, write_manifest
 from edgefree.export.parity import compare, gate, run_batch1, run_batched
@@ -80,8 +80,7 @@ def _explain(fmt: str, name: str, exc: Exception) -> str:
         if found:
             return (f"{fmt} cannot take the operator {found.group(1).strip()}, so {name} was not built: "
                     f"replace that operation in the model, or leave {fmt} out with --formats")
-    first = next((line for line in str(exc).splitlines() if line.strip()), "")
-    return f"{name} could not be exported to {fmt} ({type(exc).__name__}: {first[:300]})"
+    return f"{name} could not be exported to {fmt} ({type(exc).__name__}: {first_line(exc, 300)})"
 
 
 def _clean(folder: Path) -> Path:
@@ -180,11 +179,10 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
             try:
                 figures = _accuracy(backend, files[0], checks, batch1, config, f"{bar_label} {name}", not bar.disable)
             except Exception as exc:  # the runtime at a larger batch: as above, it ends only this format
-                first = next((line for line in str(exc).splitlines() if line.strip()), "")
                 return None, _failure(fmt, precision, "accuracy", (
                     f"{name} was exported and matched PyTorch, but its runtime failed on a batch of "
-                    f"{config.eval_batch} while measuring top-1 ({type(exc).__name__}: {first[:300]}): leave {fmt} "
-                    "out with --formats, or report it"), parity=parity)
+                    f"{config.eval_batch} while measuring top-1 ({type(exc).__name__}: {first_line(exc, 300)}): "
+                    f"leave {fmt} out with --formats, or report it"), parity=parity)
         seconds["accuracy"], mark = round(clock() - mark, 2), clock()
         bar.set_postfix_str(f"{name}: pack")
         moved = [shutil.move(path, folder / path.name) for path in files]

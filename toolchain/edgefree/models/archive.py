@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from edgefree.errors import CheckpointError
+from edgefree.errors import CheckpointError, first_line
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PATH_PART = re.compile(r"[A-Za-z0-9_\-]+\Z")  # nn.Module children: "layer1", "0", a ModuleDict's "conv-1"
@@ -229,4 +229,4 @@ def _tensors(blob: bytes, what: str) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:200]
+    return first_line(exc) or type(exc).__name__

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from torch import nn
 
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, first_line
 from edgefree.models.registry import zoo_entry
 from edgefree.models.spec import InputSpec
 
@@ -98,8 +98,8 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
+    text = first_line(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _import_file(path: Path):

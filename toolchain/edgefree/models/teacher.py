@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, first_line
 from edgefree.models.checkpoint import load_checkpoint
 from edgefree.models.program import load_program
 from edgefree.models.sources import ModelSourceError, Source, build_architecture, is_program, parse_source
@@ -93,7 +93,7 @@ def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: in
         with torch.no_grad():
             out = module(spec.example_inputs(2)[0].to(next(module.parameters()).device))
     except Exception as exc:  # a user's module raises anything when the shape does not fit
-        text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        text = first_line(exc, limit=None)
         if isinstance(exc, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
                 or "out of memory" in text.lower():
             raise EdgefreeError(f"{name} ran out of memory on an input of shape {shape} ({text[:120]}): this "
