@@ -6,6 +6,10 @@ import click
 
 from edgefree.cli.output import build_folder_logs, progress_bars, quiet_option, verbose_option
 from edgefree.cli.params import NonEmptyPath
+from edgefree.config import BenchConfig
+
+
+_BENCH = BenchConfig()  # the defaults the options show are the config's
 
 
 def _opt(*names, **kw):
@@ -17,21 +21,21 @@ def _opt(*names, **kw):
 @_opt("--target", help="Target profile (default: the build's). An aarch64 target also runs under qemu-aarch64.")
 @_opt("--runs", type=int, help="A fixed count of timed runs per runtime (batch 1) [default: runs until the p50's "
       "95% interval is within --p50-tolerance, between --min-runs and --max-runs].")
-@_opt("--min-runs", type=int, default=20, help="Fewest timed runs per runtime.")
-@_opt("--max-runs", type=int, default=2000, help="Most timed runs per runtime.")
-@_opt("--p50-tolerance", type=float, default=0.02, help="Stop timing once the p50's 95% interval is within this "
+@_opt("--min-runs", type=int, default=_BENCH.min_runs, help="Fewest timed runs per runtime.")
+@_opt("--max-runs", type=int, default=_BENCH.max_runs, help="Most timed runs per runtime.")
+@_opt("--p50-tolerance", type=float, default=_BENCH.p50_tolerance, help="Stop timing once the p50's 95% interval is within this "
       "fraction of it.")
-@_opt("--warmup", type=int, default=10, help="Untimed runs before them.")
+@_opt("--warmup", type=int, default=_BENCH.warmup, help="Untimed runs before them.")
 @_opt("--threads", type=int, help="Threads per runtime (default: the target's; 1 for an emulated target).")
 @_opt("--eval-limit", type=int, help="Top-1 on the first N evaluation images only, measured again (default: all, "
       "from the export's manifest).")
 @_opt("--remeasure-accuracy", is_flag=True, help="Measure top-1 again through every runtime (batch 1) instead of "
       "reading the export's figures.")
-@_opt("--emulate/--no-emulate", default=True, help="Run an aarch64 target's artifacts under qemu-aarch64.")
-@_opt("--native/--no-native", default=True, help="Also measure on this machine (--no-native: an aarch64 target "
+@_opt("--emulate/--no-emulate", default=_BENCH.emulate, help="Run an aarch64 target's artifacts under qemu-aarch64.")
+@_opt("--native/--no-native", default=_BENCH.native, help="Also measure on this machine (--no-native: an aarch64 target "
       "is only emulated; this machine's outputs still serve as the parity reference).")
-@_opt("--emulated-runs", type=int, default=3, help="Timed runs under emulation (instruction counts repeat).")
-@_opt("--emulated-inputs", type=int, default=8, help="Evaluation images compared with x86 under emulation.")
+@_opt("--emulated-runs", type=int, default=_BENCH.emulated_runs, help="Timed runs under emulation (instruction counts repeat).")
+@_opt("--emulated-inputs", type=int, default=_BENCH.emulated_inputs, help="Evaluation images compared with x86 under emulation.")
 @_opt("--model", type=NonEmptyPath(path_type=Path), help="Where the build's teacher checkpoint is now, if it moved "
       "(it must be the same file; checked by sha256).")
 @_opt("--out", type=NonEmptyPath(path_type=Path), help="Output folder (default: BUILD_DIR, or BUILD_DIR/bench-TARGET "
@@ -42,7 +46,6 @@ def bench(build_dir, target, runs, min_runs, max_runs, p50_tolerance, warmup, th
           emulate, native, emulated_runs, emulated_inputs, model, out, quiet, verbose):
     """Measure teacher and student per runtime and precision; write bench.json, bench.md and bench.png."""
     from edgefree.bench.build_dir import bench_build
-    from edgefree.config import BenchConfig
 
     config = BenchConfig(runs=runs, min_runs=min_runs, max_runs=max_runs, p50_tolerance=p50_tolerance, warmup=warmup,
                          threads=threads, eval_limit=eval_limit, remeasure_accuracy=remeasure_accuracy,

@@ -7,7 +7,10 @@ import click
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
 from edgefree.cli.output import failure_kept_log, progress_bars, quiet_option, verbose_option
 from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath
-from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS
+from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS, ChannelPruning, MagnitudePruning
+
+
+_MAGNITUDE, _CHANNEL = MagnitudePruning(), ChannelPruning()  # the defaults the options show are the config's
 
 
 def _opt(*names, **kw):
@@ -35,23 +38,23 @@ def _opt(*names, **kw):
       "or 'digits'.")
 @_opt("--pruning", default=None, help="'magnitude' (zero weights: smaller files), 'channel' (remove channels and "
       "blocks: faster on every runtime) or 'channel,magnitude' (both) [default: the target's].")
-@_opt("--sparsity", type=float, default=0.75, help="Magnitude pruning: fraction of conv/linear weights zeroed (over all layers, or each: "
+@_opt("--sparsity", type=float, default=_MAGNITUDE.sparsity, help="Magnitude pruning: fraction of conv/linear weights zeroed (over all layers, or each: "
       "--magnitude-scope).")
-@_opt("--channel-ratio", type=float, default=0.5, help="Channel pruning: fraction of each prunable layer's channels removed.")
+@_opt("--channel-ratio", type=float, default=_CHANNEL.ratio, help="Channel pruning: fraction of each prunable layer's channels removed.")
 @_opt("--macs-target", type=float, help="Channel pruning: keep about this fraction of the teacher's multiply-adds "
       "(the channel ratio is searched; overrides --channel-ratio).")
 @_opt("--latency-target", type=float, help="Channel pruning: the student runs in at most this fraction of the "
       "teacher's p50 on the target's first runtime and precision; widths per layer group (and residual blocks) "
       "are chosen from per-layer latency tables and per-layer sensitivity on the dreams (overrides --channel-ratio).")
-@_opt("--depth", type=float, default=0.0, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
-@_opt("--channel-importance", type=click.Choice(list(CHANNEL_IMPORTANCE)), default="l2",
+@_opt("--depth", type=float, default=_CHANNEL.depth, help="Channel pruning: fraction of identity-shortcut residual blocks removed.")
+@_opt("--channel-importance", type=click.Choice(list(CHANNEL_IMPORTANCE)), default=_CHANNEL.importance,
       help="Channel pruning: how channels are ranked (taylor, greedy: measured on the synthetic images; greedy removes "
       "the channel that changes the next layers' outputs least, one at a time, as ThiNet).")
-@_opt("--round-to", type=int, default=8, help="Channel pruning: channel counts are multiples of this.")
-@_opt("--channel-steps", type=click.IntRange(1, 20), default=1, help="Channel pruning: reach the target in this many "
+@_opt("--round-to", type=int, default=_CHANNEL.round_to, help="Channel pruning: channel counts are multiples of this.")
+@_opt("--channel-steps", type=click.IntRange(1, 20), default=_CHANNEL.steps, help="Channel pruning: reach the target in this many "
       "steps, the kept weights refit after each (gradual pruning).")
 @_opt("--keep-first-last-dense", is_flag=True, help="Magnitude pruning: do not prune the first and last layer.")
-@_opt("--magnitude-scope", type=click.Choice(["global", "layer"]), default="global",
+@_opt("--magnitude-scope", type=click.Choice(["global", "layer"]), default=_MAGNITUDE.scope,
       help="Magnitude pruning: rank weights over all layers together, or zero --sparsity of each layer "
       "(for layers of very different scale, as in MobileNets).")
 @_opt("--max-drop", type=click.FloatRange(min=0), help="Budget: the strongest pruning (magnitude: the sparsity; "
@@ -253,7 +256,6 @@ PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_sc
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
              importance, round_to, steps, magnitude_scope) -> list[dict]:
     """The pruning stages the options ask for (``kinds`` None: the target profile's default), as dicts."""
-    from edgefree.config import ChannelPruning, MagnitudePruning
     from edgefree.targets import load_target
 
     names = [k.strip() for k in (kinds or ",".join(load_target(target).pruning)).split(",") if k.strip()]
