@@ -8,7 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from edgefree.cli import cli
-from edgefree.config import BuildConfig, SynthesisConfig, load_config_file, recipe, to_toml
+from edgefree.config import (BuildConfig, ChannelPruning, MagnitudePruning, SynthesisConfig, load_config_file, recipe,
+                             to_toml)
 from edgefree.errors import EdgefreeError
 
 
@@ -195,3 +196,22 @@ def test_a_signal_build_keeps_the_synthesis_settings_given_besides_the_recipe():
     assert adversarial.for_input(2) is adversarial
     with pytest.raises(EdgefreeError, match="dreams a signal with deepinversion: use --recipe generator"):
         adversarial.for_input(1)
+
+
+def test_pruning_options_next_to_a_config_change_the_files_stages(tmp_path):
+    """--round-to next to a file that prunes channels sets its round_to: the file's kind and MACs target stay."""
+    (tmp_path / "ch.toml").write_text('[[prune]]\nkind = "channel"\nmacs_target = 0.5\n')
+
+    def saved(*options):
+        result = CliRunner().invoke(cli, ["build", "--config", str(tmp_path / "ch.toml"), *options,
+                                          "--save-config", str(tmp_path / "out.toml")])
+        config = BuildConfig.from_dict(tomllib.loads((tmp_path / "out.toml").read_text())) if result.exit_code == 0 \
+            else result.output
+        (tmp_path / "out.toml").unlink(missing_ok=True)
+        return config
+
+    assert saved("--round-to", "4").prune == (ChannelPruning(macs_target=0.5, round_to=4),)
+    assert saved("--channel-ratio", "0.3").prune == (ChannelPruning(ratio=0.3),)  # a ratio replaces the target
+    assert saved("--pruning", "magnitude").prune == (MagnitudePruning(),)  # --pruning names the stages anew
+    assert "--sparsity is an option of magnitude pruning, and this build runs channel pruning only" in saved(
+        "--sparsity", "0.5")

@@ -139,7 +139,12 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     if "recipe" in given:  # the recipe named here replaces the file's stage settings (and what it named in them)
         for stage in ("synthesis", "reconstruct", "distill", "synthesis_given"):
             values.pop(stage, None)
-    if given & PRUNING_OPTIONS or "prune" not in values:
+    if "pruning" not in given and given & PRUNING_OPTIONS and _stage_list(values.get("prune")):
+        values["prune"] = _changed_stages(values["prune"], given, dict(  # the file's stages, these options changed
+            sparsity=sparsity, keep_first_last_dense=keep_first_last_dense, magnitude_scope=magnitude_scope,
+            channel_ratio=channel_ratio, macs_target=macs_target, depth=depth, channel_importance=channel_importance,
+            round_to=round_to, channel_steps=channel_steps))
+    elif given & PRUNING_OPTIONS or "prune" not in values:
         values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
                                    channel_ratio, macs_target, depth, channel_importance, round_to, channel_steps,
                                    magnitude_scope)
@@ -266,6 +271,32 @@ def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, ch
     if not names or any(k not in stages for k in names):
         raise click.BadParameter(f"{kinds!r}: use magnitude, channel or channel,magnitude", param_hint="--pruning")
     return [stages[k]().to_dict() for k in names]
+
+
+# option -> the field of its pruning stage
+STAGE_FIELDS = {"magnitude": {"sparsity": "sparsity", "keep_first_last_dense": "keep_first_last_dense",
+                              "magnitude_scope": "scope"},
+                "channel": {"channel_ratio": "ratio", "macs_target": "macs_target", "depth": "depth",
+                            "channel_importance": "importance", "round_to": "round_to", "channel_steps": "steps"}}
+
+
+def _stage_list(stages) -> bool:
+    """Whether ``stages`` (a config file's ``prune``) is a list of stage tables, as from_dict reads it."""
+    return isinstance(stages, list) and bool(stages) and all(isinstance(s, dict) for s in stages)
+
+
+def _changed_stages(stages: list[dict], given: set[str], options: dict) -> list[dict]:
+    """A config file's pruning stages with the pruning options given here set in the stages they belong to
+    (an option of a kind the file does not run is refused later, by ``_refuse_unused``). A ratio given here
+    replaces the file's MACs target, which would otherwise search the ratio."""
+    changed = []
+    for stage in stages:
+        fields = STAGE_FIELDS.get(stage.get("kind", "magnitude"), {})
+        mine = {field: options[name] for name, field in fields.items() if name in given}
+        if "ratio" in mine and "macs_target" not in mine:
+            mine["macs_target"] = None
+        changed.append({**stage, **mine})
+    return changed
 
 
 MAGNITUDE_OPTIONS = {"sparsity": "--sparsity", "keep_first_last_dense": "--keep-first-last-dense",
