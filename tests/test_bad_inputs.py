@@ -672,6 +672,8 @@ MORE_CASES = {
     "a synthesis batch larger than the memory": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x512x512",
                                                             "--images", "2048", "--synth-batch", "2048"),
                                                  "needs about"),
+    **({} if torch.cuda.is_available() else {  # a machine with a GPU builds there
+        "--device cuda without a GPU": (B("--device", "cuda"), "PyTorch sees no CUDA GPU on this machine")}),
     "--workers beyond the cores": (B("--workers", "100000"), "more processes than this machine's"),
     # numbers checked at the door
     "--std nan": (user16("--std", "nan,1,1"), "not a finite number"),

@@ -75,6 +75,20 @@ def threads_per_rank(threads: int | None = None, ranks_here: int | None = None) 
     return max(1, cores // (ranks_here or int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
 
 
+def check_device(device: str, processes: int = 1) -> None:
+    """Refuse ``device`` "cuda" where PyTorch sees no GPU, or fewer GPUs than ``processes`` (one each)."""
+    if not device.startswith("cuda"):
+        return
+    found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if found == 0:
+        raise EdgefreeError("--device cuda: PyTorch sees no CUDA GPU on this machine (torch.cuda.is_available() is "
+                            "False): leave --device out to compute on the CPU, or run where a GPU and a CUDA build "
+                            "of torch are")
+    if found < processes:
+        raise EdgefreeError(f"--device cuda with {processes} processes needs a GPU each, and PyTorch sees {found}: "
+                            f"pass --workers {found} or fewer")
+
+
 @contextlib.contextmanager
 def session(device: str = "cpu", threads: int | None = None, timeout_s: float = DEFAULT_TIMEOUT_S):
     """Join the process group when launched by torchrun (gloo on CPU, nccl on CUDA; each rank on
@@ -83,6 +97,7 @@ def session(device: str = "cpu", threads: int | None = None, timeout_s: float = 
     Yields ``(World, device)``: the device this rank computes on. Outside torchrun (one process)
     nothing is initialized and ``device`` is returned as given.
     """
+    check_device(device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     before = torch.get_num_threads()
     if _launched() or threads:
         torch.set_num_threads(threads_per_rank(threads))

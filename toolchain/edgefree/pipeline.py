@@ -279,6 +279,7 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
 def _check_before_launch(config: BuildConfig, workers: int) -> None:
     """What one process checks before any work (target, runtimes, --out, every input), here, before the
     processes start: a bad input is one line, not a rank's failure."""
+    distributed.check_device(config.device, workers)
     _target_and_export(config)
     _checked_out(config)
     _load_inputs(config, True, notes=False, processes=workers)  # rank 0 loads them again, and says what it assumed
