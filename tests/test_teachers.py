@@ -190,12 +190,16 @@ def test_googlenet_is_built_without_its_auxiliary_heads():
     assert isinstance(out, torch.Tensor) and out.shape == (2, 10)
 
 
-def test_an_image_source_that_names_no_normalization_is_marked_and_the_build_says_so(tmp_path):
+def test_a_source_that_names_no_normalization_is_marked_and_the_build_says_so(tmp_path):
     user = f"{USER_MODEL}:build"
     assert load_teacher(user, input_spec={"shape": (3, 16, 16)}).normalization_assumed
     assert not load_teacher(user, input_spec={"shape": (3, 16, 16), "mean": (0.5,) * 3, "std": (0.25,) * 3}) \
         .normalization_assumed
     assert not load_teacher("resnet20-cifar").normalization_assumed  # the zoo and torchvision name theirs
+    signal = f"{USER_MODEL}:signal"  # a signal's default (0 and 1) is a guess too
+    assert load_teacher(signal, num_classes=2, input_spec={"shape": (6, 64)}).normalization_assumed
+    assert not load_teacher(signal, num_classes=2, input_spec={"shape": (6, 64), "mean": (0.0,) * 6,
+                                                              "std": (2.0,) * 6}).normalization_assumed
     weights = tmp_path / "mine.pt"
     torch.save(_user_model(num_classes=10).state_dict(), weights)
     result = CliRunner().invoke(cli, ["build", "--model", str(weights), "--arch", user, "--input-shape", "3x16x16",

@@ -13,3 +13,10 @@ def build(num_classes: int = 10) -> nn.Module:
 
 def without_batchnorm(num_classes: int = 10) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, num_classes))
+
+
+def signal(num_classes: int = 2) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv1d(6, 16, 5, padding=2, bias=False), nn.BatchNorm1d(16), nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(16, num_classes),
+    )

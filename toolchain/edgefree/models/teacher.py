@@ -24,14 +24,14 @@ from edgefree.models.spec import InputSpec
 class Teacher:
     """A trained classifier (``module``, in eval mode), the input it takes (``spec``) and its source's ``name``;
     ``range_assumed``: a signal model whose raw value range neither its source nor the caller gave, so
-    ``spec.value_range`` is ``default_value_range``'s (mean +- 5 std); ``normalization_assumed``: an image model
-    whose per-channel mean or std neither its source nor the caller gave, so ``spec`` holds the default's."""
+    ``spec.value_range`` is ``default_value_range``'s (mean +- 5 std); ``normalization_assumed``: a model whose
+    per-channel mean or std neither its source nor the caller gave, so ``spec`` holds the default's."""
 
     module: nn.Module
     spec: InputSpec
     name: str
     range_assumed: bool = False  # a signal whose raw range nobody gave: ``spec.value_range`` is the default
-    normalization_assumed: bool = False  # an image whose mean or std nobody gave: the default's for its channels
+    normalization_assumed: bool = False  # a mean or std nobody gave: the default's for its channels
 
     def classes(self) -> int:
         """How many classes the teacher scores (its outputs)."""
@@ -60,7 +60,8 @@ def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[In
     """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it
     names. ``base`` None: the source says nothing but maybe its ``shape`` (a program's). Also returns
     whether a signal's value range was assumed (``default_value_range``) because nobody gave it, and
-    whether an image's normalization was (the default mean or std for its channels)."""
+    whether its normalization was (the default mean or std for its channels: an image's, or 0 and 1 for a
+    signal's)."""
     if isinstance(given, InputSpec):
         return given, False, False
     changes = {k: v for k, v in dict(given or {}).items() if v is not None}
@@ -74,8 +75,7 @@ def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[In
         raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
                             "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
     spec = InputSpec(tuple(shape), changes.get("mean"), changes.get("std"), value_range=changes.get("value_range"))
-    return (spec, spec.rank == 1 and "value_range" not in changes,
-            spec.rank == 2 and not {"mean", "std"} <= set(changes))
+    return spec, spec.rank == 1 and "value_range" not in changes, not {"mean", "std"} <= set(changes)
 
 
 def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: int | None = None) -> int:
