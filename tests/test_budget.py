@@ -254,11 +254,13 @@ def test_max_drop_with_a_latency_target_alone_checks_its_student_against_the_bud
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["budget"] is None and report["latency_target"]["target_ratio"] == 0.8
-    assert report["estimate"]["max_drop"] == {"max_drop": 1.0, "met": False}
+    checked = report["estimate"]["max_drop"]
+    assert checked["max_drop"] == 1.0 and checked["met"] is False
+    assert checked["measured_met"] == (report["estimate"]["measured_drop"] <= 1.0)  # the default has evaluation data
     assert "budget: --max-drop 1 checked on the student whose channel widths the latency target chose: estimated ~" \
         in result.output and "points, missed" in result.output
     assert "Checked, not searched" in (tmp_path / "out" / "report.md").read_text()
-    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
     assert len(warnings) == 1
     assert "--max-drop 1 missed: the student of --latency-target 0.8 is estimated at ~" in warnings[0]
 
@@ -291,7 +293,7 @@ def test_max_drop_builds_the_strongest_candidate_within_the_budget(tmp_path):
     assert f"budget: --max-drop 1 chose sparsity {budget['chosen']:g}" in result.output
     assert "estimated drop ~" in result.output and "(no data used; a rough guide" in result.output
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Budget: at most 1 points estimated drop" in md and "## Estimated accuracy drop (no data used)" in md
+    assert "## Budget: an estimated drop of at most 1 point" in md and "## Estimated accuracy drop (no data used)" in md
 
 
 def test_a_budget_that_cannot_be_met_says_so_with_the_closest(tmp_path, monkeypatch):
@@ -308,7 +310,7 @@ def test_a_budget_that_cannot_be_met_says_so_with_the_closest(tmp_path, monkeypa
     assert len(report["budget"]["candidates"]) == 5
     closest = min(report["budget"]["candidates"], key=lambda c: c["estimated_drop"])
     assert report["budget"]["chosen"] == closest["value"]
-    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning:")]
     assert len(warnings) == 1 and "--max-drop 1 missed" in warnings[0]
     assert "NO candidate was estimated within the budget" in (tmp_path / "out" / "report.md").read_text()
 
@@ -344,3 +346,19 @@ def test_max_drop_keeps_the_layers_filter_fn_leaves_dense(tmp_path):
     weights = torch.load(tmp_path / "out" / "student.pt", weights_only=True)
     assert (weights[f"{dense}.weight"] != 0).all()
     assert (weights["1.0.weight"] == 0).float().mean() > 0.5  # the others pruned
+
+
+def test_a_budget_the_estimate_met_and_the_evaluation_data_missed_says_so(teacher, held_out, monkeypatch):
+    import edgefree.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "estimate", lambda *args: {"drop": 0.5})
+    config = BuildConfig(max_drop=1.0)
+    found = pipeline._estimates(teacher, config, [("recovered", teacher.module)], held_out,
+                                {"teacher": 99.0, "recovered": 79.0}, None, {})
+    assert found["max_drop"] == {"max_drop": 1.0, "met": True, "measured_met": False}
+    [line] = found["warnings"]
+    assert line.startswith("--max-drop 1 missed on the evaluation data: the recovered student lost 20.00 points "
+                           "where the estimate read ~0.5")
+    unmeasured = pipeline._estimates(teacher, config, [("recovered", teacher.module)], held_out,
+                                     {"teacher": None}, None, {})
+    assert unmeasured["max_drop"]["measured_met"] is None and not unmeasured["warnings"]

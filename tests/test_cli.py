@@ -73,7 +73,7 @@ EDGEFREE_LINES = re.compile("|".join([
     r"(, chosen by \d+ probes?)?\)(; taken from the cache)?",
     r"(measured drop -?[\d.]+ points, )?estimated drop ~[\d.]+ points \(no data used; a rough guide that can miss "
     r"large drops: docs/budgets.md\)",
-    r"warning: the estimated drop \(~[\d.]+ points\) is large: .+",
+    r"Warning: the estimated drop \(~[\d.]+ points\) is large: .+",
     r"  (onnx|openvino|executorch)-(fp32|int8) +[\d,]+ bytes, packed +[\d,]+ \([\d.]+x\)  max abs diff \S+  "
     r"top-1 agreement [\d.]+",
     r"(teacher|student) +\w+ +(fp32|int8) +(p50 [\d.]+ ms  top-1 [\d.]+%(  \(cached\))?|[\d,.]+ M instructions.+)",  # no error rows

@@ -216,7 +216,13 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
                         f"--latency-target or --max-drop, or {fix}")
     elif config.max_drop is None and (large := advice(drop, fix, _milder(config))):
         warnings.append(large)
-    checked = None if config.max_drop is None else {"max_drop": config.max_drop, "met": drop <= config.max_drop}
+    if config.max_drop is not None and drop <= config.max_drop and measured is not None and measured > config.max_drop:
+        warnings.append(f"--max-drop {config.max_drop:g} missed on the evaluation data: the recovered student lost "
+                        f"{measured:.2f} points where the estimate read ~{drop:.1f}: allow a larger --max-drop, or "
+                        f"prune less ({_milder(config)})")
+    checked = None if config.max_drop is None else {
+        "max_drop": config.max_drop, "met": drop <= config.max_drop,
+        "measured_met": None if measured is None else measured <= config.max_drop}
     return {**found, "measured_drop": measured, "warnings": warnings, "max_drop": checked,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},

@@ -12,6 +12,11 @@ from pathlib import Path
 from edgefree.markdown import markdown_table, percent
 
 
+def _inputs(r: dict) -> str:
+    """What the model takes, in words: "signals" (C x L) or "images"."""
+    return "signals" if len(r["model"]["input"]["shape"]) == 2 else "images"
+
+
 def _summary(r: dict) -> str:
     acc = r["accuracy"]
     gap = acc["teacher"] - acc["recovered"] if acc["teacher"] is not None else None
@@ -19,7 +24,7 @@ def _summary(r: dict) -> str:
         f"# edgefree build: {r['model']['arch']} for {r['target']['name']}",
         "",
         f"Model: `{r['model']['source']}`. "
-        + (f"Evaluated on {r['eval_data']['name']} ({r['eval_data']['images']} images)."
+        + (f"Evaluated on {r['eval_data']['name']} ({r['eval_data']['images']} {_inputs(r)})."
            if r['eval_data']['name'] else "Not evaluated (no --eval-data): the estimate below is the only accuracy figure.")
         + f" Seed {r['seed']}.",
         "",
@@ -60,14 +65,28 @@ def _of_architectures(fit: dict) -> str:
     return f" of {len(names)} architectures ({', '.join(names)})" if names else ""
 
 
+def _budget_heading(limit: float) -> str:
+    return f"## Budget: an estimated drop of at most {limit:g} point{'' if limit == 1 else 's'}"
+
+
+def _measured_verdict(r: dict, limit: float) -> str:
+    """What the evaluation data says of the budget, where there was any."""
+    measured = (r.get("estimate") or {}).get("measured_drop")
+    if measured is None:
+        return ""
+    return (f" On the evaluation data the recovered student lost {measured:.2f} points: the budget is "
+            f"**{'met' if measured <= limit else 'missed'}** there.")
+
+
 def _budget(r: dict) -> str | None:
     b, limit = r.get("budget"), r["config"].get("max_drop")
     if not b and limit is not None and r.get("estimate"):  # a latency target's widths, checked rather than searched
         drop = r["estimate"]["recovered"]["drop"]
-        return "\n".join([f"## Budget: at most {limit:g} points estimated drop", "",
+        return "\n".join([_budget_heading(limit), "",
                           "Checked, not searched: the latency target chose every channel width (`--pruning "
                           "channel,magnitude` would search a sparsity on them). The recovered student is estimated at "
-                          f"~{drop:.1f} points: the budget is **{'met' if drop <= limit else 'missed'}**."])
+                          f"~{drop:.1f} points: the budget is **{'met' if drop <= limit else 'missed'}**."
+                          + _measured_verdict(r, limit)])
     if not b:
         return None
     rows = [[f"{c['value']:g}", ("too mild: removes no channel" if c.get("too_mild") else "unreachable")
@@ -77,9 +96,10 @@ def _budget(r: dict) -> str | None:
     verdict = (f"chose {b['knob']} {b['chosen']:g}, the strongest candidate estimated within the budget" if b["met"] else
                f"NO candidate was estimated within the budget; built the closest, {b['knob']} {b['chosen']:g} "
                f"(~{b['estimated_drop']:.1f} points)")
-    return "\n".join([f"## Budget: at most {b['max_drop']:g} points estimated drop", "",
+    return "\n".join([_budget_heading(b["max_drop"]), "",
                       f"Searched the {b['knob']} with cheap candidates (prune, layer-wise refit on a few dreams, or one "
-                      f"short distillation epoch where the recipe has no refit, then estimate) in {b['seconds']:.0f} s: {verdict}; the build then recovered it fully.", "",
+                      f"short distillation epoch where the recipe has no refit, then estimate) in {b['seconds']:.0f} s: "
+                      f"{verdict}; the build then recovered it fully." + _measured_verdict(r, b["max_drop"]), "",
                       markdown_table([b["knob"], "estimated drop (cheap candidate)", "seconds", ""], rows)])
 
 
@@ -157,9 +177,9 @@ def _synthesis(r: dict) -> str:
     s = r["synthesis"]
     if s.get("method") == "generator":
         title, made = ("a generator trained on the teacher", f"a generator trained {s['iterations']} steps of {s['batch_size']} "
-                       f"images, drawing {s['images']} new images per distillation epoch")
+                       f"{_inputs(r)}, drawing {s['images']} new {_inputs(r)} per distillation epoch")
     else:
-        title, made = "DeepInversion", (f"{s['images']} images x {s['iterations']} steps "
+        title, made = "DeepInversion", (f"{s['images']} {_inputs(r)} x {s['iterations']} steps "
                                         f"(batch {min(s['batch_size'], s['images'])})")
     if s.get("cached"):
         made += ", taken from the cache (the same teacher, settings and seed dreamed them before)"
@@ -167,13 +187,13 @@ def _synthesis(r: dict) -> str:
                         for stage, diff in (r.get("recipe_overrides") or {}).items())
     weight = _bn_weight(s)
     return "\n".join([
-        f"## Synthetic data ({title}, no real images)",
+        f"## Synthetic data ({title}, no real {_inputs(r)})",
         "",
         f"Recipe `{s['recipe']}`" + (f" (changed: {changed})" if changed else "") + f": {made}. BatchNorm-statistics loss {s['bn_loss_first']:.3g} -> "
         f"{s['bn_loss_last']:.3g}; the teacher assigns {100 * s['teacher_agreement']:.1f}% of the "
-        "images their target label." + (f" {weight}" if weight else ""),
+        f"{_inputs(r)} their target label." + (f" {weight}" if weight else ""),
         "",
-        "![synthetic images, one row per class](synthetic.png)",
+        f"![synthetic {_inputs(r)}, one row per class](synthetic.png)",
     ])
 
 
@@ -196,12 +216,13 @@ def _export(r: dict) -> str | None:
         "",
         f"Each artifact takes a normalized float32 tensor of shape 1x{shape}. Parity: its logits against the "
         f"PyTorch student's on {m['artifacts'][0]['parity']['images'] if m['artifacts'] else 0} {ref['inputs']} "
-        f"images; accuracy on {ref['images']} {ref['inputs']} images (PyTorch student: {percent(ref['accuracy'])}).",
+        f"{_inputs(r)}; accuracy on {ref['images']} {ref['inputs']} {_inputs(r)} (PyTorch student: "
+        f"{percent(ref['accuracy'])}).",
         "",
         markdown_table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
                 "max abs diff", "top-1 agreement", "gate", "accuracy %"], rows),
         "",
-        f"INT8 artifacts were calibrated on {m['calibration']['images']} synthetic images, no real data, and "
+        f"INT8 artifacts were calibrated on {m['calibration']['images']} synthetic {_inputs(r)}, no real data, and "
         "are gated on top-1 agreement with the fp32 student.",
     ]
     for a in m["artifacts"]:

@@ -240,8 +240,9 @@ def _report_estimate(report: dict) -> None:
     """The data-free estimate beside the measured drop, the budget search, and any warning: one line each."""
     e, b = report["estimate"], report.get("budget")
     if b:
+        tried = len(b["candidates"])
         click.echo(f"budget: --max-drop {b['max_drop']:g} chose {b['knob']} {b['chosen']:g} after "
-                   f"{len(b['candidates'])} candidates ({b['seconds']:.0f} s)")
+                   f"{tried} candidate{'s' if tried != 1 else ''} ({b['seconds']:.0f} s)")
     elif report["config"].get("max_drop") is not None:
         click.echo(f"budget: --max-drop {report['config']['max_drop']:g} checked on the student whose channel widths "
                    f"the latency target chose: estimated ~{e['recovered']['drop']:.1f} points, "
@@ -251,7 +252,7 @@ def _report_estimate(report: dict) -> None:
     click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used; a rough guide that "
                "can miss large drops: docs/budgets.md)")
     for line in e["warnings"]:
-        click.echo(f"warning: {line}")
+        click.echo(f"Warning: {line}")
 
 
 PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
