@@ -475,10 +475,16 @@ def _corrected_search(lat: _Model, items: list[_Item], groups, config: LatencyTa
               else min(tried, key=lambda t: t["measured_ratio"]))
     search["corrections"] = [{k: v for k, v in t.items() if k != "picks"} for t in tried]
     if chosen["measured_ratio"] > config.ratio:  # said now, before minutes of recovery, and whether or not it is benched
+        at_floor = min(t["budget_ratio"] for t in tried) * lat.teacher_cost <= floor  # as cheap as the tables go
+        blocks = "" if config.blocks or not identity_residual_blocks(teacher.module) else \
+            ", or let it remove blocks (latency_target.blocks = true)"
+        fix = (f"the layer tables allow nothing cheaper (their floor: {floor / lat.teacher_cost:.3f}x), so a lower "
+               f"--latency-target cannot help: accept it{blocks}" if at_floor else
+               "pass a lower --latency-target to be sure")
         warn(f"latency target {config.ratio:.2f}x not reached: after {len(tried)} searches the closest student "
              f"measured whole at {chosen['measured_ratio']:.3f}x the teacher's "
              f"{'p50' if meter.cpu is None else 'instructions'} on {meter.runtime} {meter.precision} (predicted "
-             f"{chosen['predicted_ratio']:.3f}x); the build goes on with it: pass a lower --latency-target to be sure")
+             f"{chosen['predicted_ratio']:.3f}x); the build goes on with it: {fix}")
     return chosen, search
 
 
