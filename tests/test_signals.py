@@ -171,6 +171,8 @@ def test_bad_signal_eval_data_is_one_clear_error(teacher, tmp_path, arrays, mess
 def test_a_signal_model_wants_an_npz_not_images(teacher, tmp_path):
     with pytest.raises(DataError, match="not an .npz file: a signal model"):
         load_eval_data("digits", teacher.spec)
+    with pytest.raises(DataError, match="nope.npz does not exist: check the path"):
+        load_eval_data(tmp_path / "nope.npz", teacher.spec)
 
 
 def test_the_device_runner_makes_inputs_of_the_manifests_shape(teacher):

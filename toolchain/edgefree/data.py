@@ -324,6 +324,8 @@ def load_eval_data(source: str | Path, spec: InputSpec, classes: int | None = No
 
 def _signal_source(source: str | Path) -> Path:
     path = Path(source)
+    if path.suffix.lower() == ".npz" and not path.exists():
+        raise DataError(f"evaluation data {source} does not exist: check the path")
     if path.suffix.lower() != ".npz" or not path.is_file():
         raise DataError(f"evaluation data {source} is not an .npz file: a signal model (input C x L) is evaluated "
                         "on an .npz with x (N, C, L) raw values and y (N,) labels")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
@@ -28,6 +29,21 @@ def _open_checked(path: Path) -> None:
     if head[:1] in (b"{", b"["):
         raise CheckpointError(f"checkpoint {path} is a JSON file, not PyTorch weights: pass the .pt file "
                               "saved with torch.save(model.state_dict(), path)")
+    if head.startswith(b"\x93NUMPY"):
+        raise CheckpointError(f"checkpoint {path} is a NumPy array file, not PyTorch weights: pass the .pt file "
+                              "saved with torch.save(model.state_dict(), path)")
+    if _is_program_archive(path):
+        raise CheckpointError(f"checkpoint {path} is a torch.export program (torch.export.save), not a state_dict: "
+                              "name it .pt2 and pass it without --arch, as a program")
+
+
+def _is_program_archive(path: Path) -> bool:
+    """A zip written by torch.export.save (it holds an ``archive_format`` entry), whatever its name."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.rsplit("/", 1)[-1] == "archive_format" for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
