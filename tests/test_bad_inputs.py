@@ -838,3 +838,14 @@ def test_bench_and_export_check_new_eval_data_against_the_models_outputs(tiny_bu
         result = CliRunner().invoke(cli, command)
         assert "stopped here" in result.output, result.output
     assert seen == [10, 10]
+
+
+def test_bench_after_an_export_with_other_precisions_compares_the_teacher_in_them(tiny_build, tmp_path):
+    files = Files(tmp_path, tiny_build)
+    exported = CliRunner().invoke(cli, ["export", str(files.build), "--precisions", "fp32,int8", "--quiet"])
+    assert exported.exit_code == 0, exported.output
+    benched = CliRunner().invoke(cli, ["bench", str(files.build), "--runs", "2", "--no-emulate", "--quiet"])
+    assert benched.exit_code == 0, benched.output
+    rows = json.loads((files.build / "bench.json").read_text())["native"]["rows"]
+    assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
+        (m, p) for m in ("teacher", "student") for p in ("fp32", "int8")}

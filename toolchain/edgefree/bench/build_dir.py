@@ -80,8 +80,10 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
     eval_data = load_eval_data(eval_source, teacher.spec, teacher.classes()) if eval_source else None
-    # the teacher is exported as the build exported the student, so the build's teacher export is reused
-    export_config = ExportConfig.from_dict(report["config"].get("export") or {}).for_target(built_target(report))
+    # the teacher is exported as the student was (its manifest's settings: a later `edgefree export` may have
+    # changed them), so a teacher export of the same settings is reused
+    export_config = ExportConfig.from_dict(manifest.get("settings") or report["config"].get("export") or {}) \
+        .for_target(built_target(report))
     scores = report.get("accuracy") or {}
     teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
                                     scores.get("teacher"), progress)
