@@ -100,6 +100,14 @@ def test_wrong_architecture_is_caught(weights):
         load_teacher("resnet20-cifar", tmp / "w.pt")
 
 
+def test_a_checkpoint_of_another_class_count_names_the_num_classes_to_pass(tmp_path):
+    torch.save(create_model("resnet20-cifar", num_classes=3).state_dict(), tmp_path / "three.pt")
+    with pytest.raises(CheckpointError, match=r"scores 3 classes and 'resnet20-cifar' was built for 10 .*pass "
+                                              r"--num-classes 3"):
+        load_teacher("resnet20-cifar", tmp_path / "three.pt")
+    assert load_teacher("resnet20-cifar", tmp_path / "three.pt", num_classes=3).classes() == 3
+
+
 def test_input_spec_for_images_and_signals():
     image = InputSpec((3, 8, 8))
     assert image.mean == (0.485, 0.456, 0.406)  # 3 channels: ImageNet's, as torchvision's models expect

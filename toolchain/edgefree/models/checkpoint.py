@@ -99,11 +99,27 @@ def _check_fit(state: dict[str, torch.Tensor], model: nn.Module, path: Path, arc
         if items:
             shown = ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
             problems.append(f"{len(items)} {label}: {shown}")
+    classes = _classes_of_last_layer(state, expected) if not missing and not unexpected else None
+    if classes is not None:
+        raise CheckpointError(
+            f"checkpoint {path} scores {classes[0]} classes and {arch!r} was built for {classes[1]} (its last "
+            f"layer: " + "; ".join(problems) + f"): pass --num-classes {classes[0]} (num_classes={classes[0]} in "
+            "Python)")
     if problems:
         raise CheckpointError(
             f"checkpoint {path} does not fit architecture {arch!r}: " + "; ".join(problems)
             + ". Check --arch (and --num-classes); `edgefree models` lists the architectures."
         )
+
+
+def _classes_of_last_layer(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> tuple[int, int] | None:
+    """(checkpoint's, model's) number of classes where the only shapes that differ are the last layer's
+    outputs (its weight's and bias's first dimension): a model built for another --num-classes."""
+    differ = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    last = next(reversed(expected)).rsplit(".", 1)[0] if expected else None
+    if not differ or any(k.rsplit(".", 1)[0] != last or state[k].shape[1:] != expected[k].shape[1:] for k in differ):
+        return None
+    return state[differ[0]].shape[0], expected[differ[0]].shape[0]
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, arch: str | None = None) -> nn.Module:
