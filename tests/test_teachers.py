@@ -207,3 +207,21 @@ def test_a_source_that_names_no_normalization_is_marked_and_the_build_says_so(tm
                                       *TINY_CLI])
     assert result.exit_code == 0, result.output
     assert "does not say how its inputs were normalized: assumed mean 0.485" in (tmp_path / "out" / "build.log").read_text()
+
+
+def test_bench_and_export_refuse_a_factory_file_changed_since_the_build(tmp_path):
+    """The factory's file builds the student again: one edited since the build would give another model."""
+    import shutil
+
+    arch = tmp_path / "mine.py"
+    shutil.copy(USER_MODEL, arch)
+    weights = tmp_path / "mine.pt"
+    torch.save(_user_model(num_classes=10).state_dict(), weights)
+    out = tmp_path / "out"
+    _run("build", "--model", weights, "--arch", f"{arch}:build", "--input-shape", "3x16x16", "--mean", "0.5,0.5,0.5",
+         "--std", "0.25,0.25,0.25", "--formats", "onnx", "--precisions", "fp32", "--out", out, *TINY_CLI)
+    assert json.loads((out / "report.json").read_text())["model"]["arch_sha256"]
+    arch.write_text(arch.read_text().replace("nn.ReLU()", "nn.ReLU6()"))  # same shapes, another model
+    for command in (["export", str(out)], ["bench", str(out), "--no-emulate"]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2 and "mine.py changed since the build" in result.output, result.output

@@ -46,7 +46,7 @@ from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
 from edgefree.recover.prune import with_magnitude
 from edgefree.recover.estimate import advice, estimate, load_fit, remedy
-from edgefree.recover.saved import save_student
+from edgefree.recover.saved import arch_sha256, save_student
 from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
 from edgefree.resources import check_memory, check_workers
@@ -465,7 +465,8 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     return {
         "target": target.to_dict(),
         "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed,
-                  "normalization_assumed": teacher.normalization_assumed},
+                  "normalization_assumed": teacher.normalization_assumed,
+                  "arch_sha256": arch_sha256(config.arch) if config.model else None},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "estimate": estimated,

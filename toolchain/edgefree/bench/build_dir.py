@@ -25,8 +25,9 @@ from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher
 def _models(report: dict, build_dir: Path, model: Path | None):
     from edgefree.demo import DEMO_EVAL, default_teacher
     from edgefree.models import InputSpec, load_teacher
-    from edgefree.recover.saved import load_student, student_source
+    from edgefree.recover.saved import load_student, require_built_arch, student_source
 
+    require_built_arch(report, build_dir)
     config = report["config"]
     checkpoint = teacher_checkpoint(report, model)
     if checkpoint is None:

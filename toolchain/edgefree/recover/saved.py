@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from edgefree.demo import DEMO_ARCH
-from edgefree.errors import CheckpointError, EdgefreeError
+from edgefree.errors import CheckpointError, EdgefreeError, IntegrityError
+from edgefree.export.unpack import sha256_file
 from edgefree.models import load_checkpoint
 from edgefree.models.program import load_program
 from edgefree.models.sources import build_architecture, is_program, parse_source
@@ -38,6 +39,24 @@ def student_source(config: dict) -> str | None:
     return config.get("arch") if config.get("model") else DEMO_ARCH
 
 
+def arch_sha256(source: str | None) -> str | None:
+    """The sha256 of the Python file a ``path/to/file.py:factory`` source runs (None for any other source)."""
+    if source is None or is_program(source):
+        return None
+    parsed = parse_source(source)
+    return sha256_file(Path(parsed.target)) if parsed.kind == "file" and Path(parsed.target).is_file() else None
+
+
+def require_built_arch(report: dict, build_dir: Path) -> None:
+    """Refuse a build whose factory file (``--arch path/to/file.py:factory``) changed since it recorded its sha256:
+    the teacher and student it builds would be other models."""
+    source, built = student_source(report["config"]), report["model"].get("arch_sha256")
+    if built is not None and arch_sha256(source) != built:
+        raise IntegrityError(f"{parse_source(source).target} changed since the build (its sha256 differs from the one "
+                             f"the build recorded): the models it builds would be others. Restore the file as it was "
+                             f"when {build_dir} was built, or rebuild")
+
+
 def load_student(folder: Path, source: str | None, num_classes: int = 10) -> nn.Module:
     """The student saved in ``folder``, for a teacher of ``source`` (``load_teacher``'s; None or a ``.pt2``:
     a program teacher).
@@ -45,7 +64,7 @@ def load_student(folder: Path, source: str | None, num_classes: int = 10) -> nn.
     A zoo, torchvision or factory source is built afresh (a factory runs the user's code again), shrunk by
     the plan and loaded from ``student.pt``; a program teacher's student is its own program,
     ``student.pt2``. A plan that does not fit the architecture, or weights that do not fit the plan,
-    is a clear error.
+    is a clear error (``require_built_arch`` first checks a factory's file).
     """
     folder = Path(folder)
     if source is None or is_program(source):
