@@ -162,6 +162,14 @@ def test_a_users_factory_file_and_input_are_recorded_for_replay(tmp_path, monkey
     assert BuildConfig(model="m.pt", arch="resnet20-cifar", input_shape="3x96x96").input_shape == (3, 96, 96)
     with pytest.raises(EdgefreeError, match="input shape '3x96x' does not parse"):
         BuildConfig(model="m.pt", arch="resnet20-cifar", input_shape="3x96x")
+    as_text = BuildConfig(model="m.pt", arch="x.py:build", input_shape="2x256", mean="500,100", std="144.6,36.8",
+                          value_range="0,900")  # each as its option takes it, in Python and in a TOML file
+    assert (as_text.input_shape, as_text.mean, as_text.std, as_text.value_range) == (
+        (2, 256), (500.0, 100.0), (144.6, 36.8), (0.0, 900.0))
+    assert BuildConfig.from_dict(tomllib.loads('model = "m.pt"\narch = "x.py:build"\ninput_shape = "2x256"\n'
+                                               'mean = "500,100"\nstd = "144.6,36.8"\nvalue_range = "0,900"')) == as_text
+    with pytest.raises(EdgefreeError, match="--mean '5,,1' does not parse"):
+        BuildConfig(model="m.pt", arch="resnet20-cifar", mean="5,,1")
 
 
 def test_thorough_dreams_an_image_with_the_generator_and_a_signal_as_fast():

@@ -511,6 +511,19 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
+_INPUT_TEXT = ("input_shape", "mean", "std", "value_range")  # fields that also take their option's text
+
+
+def _input_text(name: str, text: str) -> tuple:
+    """A teacher input field given as its command-line option's text (``--input-shape 3x32x32``, ...)."""
+    from edgefree.models.spec import parse_range, parse_shape, parse_values
+
+    option = "--" + name.replace("_", "-")
+    if name == "input_shape":
+        return parse_shape(text)
+    return parse_range(text, option) if name == "value_range" else parse_values(text, option)
+
+
 @dataclass(frozen=True)
 class BuildConfig(_Config):
     """Everything ``edgefree build`` needs. ``model=None`` means the built-in default.
@@ -641,6 +654,8 @@ class BuildConfig(_Config):
         recipe's distillation (``_on_recipe``)."""
         if isinstance(values, dict):
             values = {**values, **_on_recipe(values)}
+            values.update({name: list(_input_text(name, values[name])) for name in _INPUT_TEXT
+                           if isinstance(values.get(name), str)})  # "3x32x32", "0.5,0.5,0.5" as the options take them
         return super().from_dict(values, where)
 
     def _settle_teacher(self) -> None:
@@ -662,10 +677,9 @@ class BuildConfig(_Config):
                  "test split; pass --model (and --arch) to evaluate yours, or leave out --eval-data")
         if self.arch is not None:
             object.__setattr__(self, "arch", parse_source(self.arch).name)
-        if isinstance(self.input_shape, str):  # "3x32x32", as --input-shape takes it
-            from edgefree.models import parse_shape
-
-            object.__setattr__(self, "input_shape", parse_shape(self.input_shape))
+        for name in _INPUT_TEXT:  # "3x32x32", "0.5,0.5,0.5", "-30,40", as the options take them
+            if isinstance(getattr(self, name), str):
+                object.__setattr__(self, name, _input_text(name, getattr(self, name)))
         for name in ("input_shape", "mean", "std", "value_range"):
             value = getattr(self, name)
             if value is not None:
