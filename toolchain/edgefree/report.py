@@ -150,7 +150,10 @@ def _sparsity(r: dict) -> str | None:
         "",
         f"Target {100 * r['sparsity_target']:.1f}%, achieved {100 * r['sparsity']:.2f}% "
         f"({s['zeros']:,} of {s['params']:,} conv/linear weights are zero; "
-        f"{_scope(r)} magnitude ranking).",
+        f"{_scope(r)} magnitude ranking)."
+        + (" The masks remove exactly the target; the zeros beyond it are weights the layer-wise refit set "
+           "to zero (those of an input that is zero on every dream, such as a channel no dream switches on)."
+           if r["sparsity"] > r["sparsity_target"] + 1e-4 else ""),
         "",
         markdown_table(["layer", "weights", "zero"], rows),
     ])
