@@ -23,3 +23,13 @@ def percent(value) -> str:
         ('99.72', '-')
     """
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
+def cost_table(cost: dict) -> str:
+    """Multiply-adds and parameters of teacher and student (``cost``: ``{"teacher": {macs, params}, "student":
+    ...}``), the student's as a ratio of the teacher's too."""
+    t, s = cost["teacher"], cost["student"]
+    return markdown_table(["model", "multiply-adds (batch 1)", "parameters"],
+                          [["teacher", f"{t['macs']:,}", f"{t['params']:,}"],
+                           ["student", f"{s['macs']:,} ({s['macs'] / t['macs']:.2f}x)",
+                            f"{s['params']:,} ({s['params'] / t['params']:.2f}x)"]])

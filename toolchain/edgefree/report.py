@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgefree.markdown import markdown_table, percent
+from edgefree.markdown import cost_table, markdown_table, percent
 
 
 def _inputs(r: dict) -> str:
@@ -107,11 +107,7 @@ def _pruning(r: dict) -> str:
     c, p = r["cost"], r["pruning"]
     plan = p["plan"]
     layers = sorted({name for name, _op, _idxs in plan["channels"]})
-    lines = ["## Pruning and cost", "",
-             markdown_table(["model", "multiply-adds (batch 1)", "parameters"],
-                            [["teacher", f"{c['teacher']['macs']:,}", f"{c['teacher']['params']:,}"],
-                             ["student", f"{c['student']['macs']:,} ({c['macs_ratio']:.2f}x)",
-                              f"{c['student']['params']:,} ({c['params_ratio']:.2f}x)"]]), ""]
+    lines = ["## Pruning and cost", "", cost_table(c), ""]
     for stage in p["stages"]:
         if stage["kind"] == "channel":
             widths = ("widths per layer group for a latency target" if p.get("ratio") is None

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from edgefree.bench.latency import SETTLED
-from edgefree.markdown import markdown_table
+from edgefree.markdown import cost_table, markdown_table
 
 NOISE = 0.10  # repeated x86 runs agree within 10% at p50: smaller ratios are not differences
 SOURCES = {"export": "export", "evaluate": "evaluate stage", "bench": "bench"}
@@ -204,11 +204,7 @@ def _native_section(result: dict, level: str) -> list[str]:
 
 def _cost_section(cost: dict, level: str) -> list[str]:
     """Multiply-adds and parameters: fewer of them is where a channel-pruned student's speed comes from."""
-    t, s = cost["teacher"], cost["student"]
-    return [f"{level} Cost (batch 1, torch.utils.flop_counter)", "",
-            "| model | multiply-adds | parameters |", "|---|---|---|",
-            f"| teacher | {t['macs']:,} | {t['params']:,} |",
-            f"| student | {s['macs']:,} ({s['macs'] / t['macs']:.2f}x) | {s['params']:,} ({s['params'] / t['params']:.2f}x) |", ""]
+    return [f"{level} Cost (torch.utils.flop_counter)", "", cost_table(cost), ""]
 
 
 def render(result: dict, level: str = "##", plot: str | None = "bench.png", cost: bool = True) -> str:
