@@ -275,6 +275,9 @@ CASES = {
     "config stage of the wrong type": (B("--config", toml("[synthesis]\niterations = 1.5")), "must be an integer"),
     "--bench-runs for a bench the config turns off": (B("--config", toml("bench = false"), "--bench-runs", "3"),
                                                       "--bench-runs sets the bench, which the config file turns off"),
+    "--bench-runs for a bench a report turns off": (
+        B("--config", lambda f: f.text("report.json", '{"config": {"bench": null}}'), "--bench-runs", "3"),
+        "--bench-runs sets the bench, which the config file turns off (bench = null)"),
     "--formats for an export the config turns off": (B("--config", toml("export = false")),  # TINY has both
                                                      "--formats, --precisions set the export, which the config file "
                                                      "turns off"),

@@ -221,5 +221,7 @@ def test_pruning_options_next_to_a_config_change_the_files_stages(tmp_path):
     assert saved("--round-to", "4").prune == (ChannelPruning(macs_target=0.5, round_to=4),)
     assert saved("--channel-ratio", "0.3").prune == (ChannelPruning(ratio=0.3),)  # a ratio replaces the target
     assert saved("--pruning", "magnitude").prune == (MagnitudePruning(),)  # --pruning names the stages anew
+    assert saved("--pruning", "channel,magnitude", "--sparsity", "0.5").prune == (  # the file's channel stage kept
+        ChannelPruning(macs_target=0.5), MagnitudePruning(0.5))
     assert "--sparsity is an option of magnitude pruning, and this build runs channel pruning only" in saved(
         "--sparsity", "0.5")

@@ -139,15 +139,18 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     if "recipe" in given:  # the recipe named here replaces the file's stage settings (and what it named in them)
         for stage in ("synthesis", "reconstruct", "distill", "synthesis_given"):
             values.pop(stage, None)
-    if "pruning" not in given and given & PRUNING_OPTIONS and _stage_list(values.get("prune")):
-        values["prune"] = _changed_stages(values["prune"], given, dict(  # the file's stages, these options changed
-            sparsity=sparsity, keep_first_last_dense=keep_first_last_dense, magnitude_scope=magnitude_scope,
-            channel_ratio=channel_ratio, macs_target=macs_target, depth=depth, channel_importance=channel_importance,
-            round_to=round_to, channel_steps=channel_steps))
+    stage_options = dict(sparsity=sparsity, keep_first_last_dense=keep_first_last_dense, magnitude_scope=magnitude_scope,
+                         channel_ratio=channel_ratio, macs_target=macs_target, depth=depth,
+                         channel_importance=channel_importance, round_to=round_to, channel_steps=channel_steps)
+    theirs = values["prune"] if _stage_list(values.get("prune")) else []  # a config file's pruning stages
+    if theirs and "pruning" not in given and given & PRUNING_OPTIONS:  # the file's stages, these options set in them
+        values["prune"] = _changed_stages(theirs, given, stage_options)
     elif given & PRUNING_OPTIONS or "prune" not in values:
-        values["prune"] = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense,
-                                   channel_ratio, macs_target, depth, channel_importance, round_to, channel_steps,
-                                   magnitude_scope)
+        stages = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense, channel_ratio,
+                          macs_target, depth, channel_importance, round_to, channel_steps, magnitude_scope)
+        kept = {stage.get("kind", "magnitude"): stage for stage in theirs}  # --pruning names the kinds; a kind the
+        values["prune"] = [_changed_stages([kept[s["kind"]]], given, stage_options)[0] if s["kind"] in kept else s
+                           for s in stages]  # file has keeps the file's stage, the options given here set in it
     if "latency_target" in given:  # its other settings (runtime, widths, blocks) come from the file, if any
         section = values.get("latency_target")
         values["latency_target"] = {**(section if isinstance(section, dict) else {}), "ratio": latency_target}
@@ -255,8 +258,6 @@ def _report_estimate(report: dict) -> None:
         click.echo(f"Warning: {line}")
 
 
-PRUNING_OPTIONS = {"pruning", "sparsity", "keep_first_last_dense", "magnitude_scope", "channel_ratio", "macs_target", "depth",
-                   "channel_importance", "round_to", "channel_steps"}
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
@@ -300,11 +301,9 @@ def _changed_stages(stages: list[dict], given: set[str], options: dict) -> list[
     return changed
 
 
-MAGNITUDE_OPTIONS = {"sparsity": "--sparsity", "keep_first_last_dense": "--keep-first-last-dense",
-                     "magnitude_scope": "--magnitude-scope"}
-CHANNEL_OPTIONS = {"channel_ratio": "--channel-ratio", "macs_target": "--macs-target", "depth": "--depth",
-                   "channel_importance": "--channel-importance", "round_to": "--round-to",
-                   "channel_steps": "--channel-steps"}
+MAGNITUDE_OPTIONS, CHANNEL_OPTIONS = ({name: "--" + name.replace("_", "-") for name in STAGE_FIELDS[kind]}
+                                     for kind in ("magnitude", "channel"))
+PRUNING_OPTIONS = {"pruning", *MAGNITUDE_OPTIONS, *CHANNEL_OPTIONS}
 
 
 def _refuse_unused(given: set[str], stages) -> None:
@@ -335,14 +334,15 @@ def _layer(values: dict, given: set[str], options: dict, section: str | None = N
     """Put ``options`` (config field -> value; ``flags``: field -> CLI name where they differ) into
     ``values[section]``: those given explicitly always, the others only where the file sets nothing."""
     if section is not None:
-        if values.get(section) is False:  # a stage the file turns off: its options would do nothing
+        if section in values and values[section] in (False, None):  # turned off (a report writes null): no options
             named = ["--" + (flags or {}).get(name, name).replace("_", "-") for name in options
                      if (flags or {}).get(name, name) in given]
             if named:
                 from edgefree.errors import EdgefreeError
 
+                off = "false" if values[section] is False else "null"
                 raise EdgefreeError(f"{', '.join(named)} set{'s' if len(named) == 1 else ''} the {section}, which "
-                                    f"the config file turns off ({section} = false): leave "
+                                    f"the config file turns off ({section} = {off}): leave "
                                     f"{'it' if len(named) == 1 else 'them'} out, or remove that line from the file")
             return
         if not isinstance(values.setdefault(section, {}), dict):
