@@ -218,8 +218,9 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         warnings.append(large)
     if config.max_drop is not None and drop <= config.max_drop and measured is not None and measured > config.max_drop:
         warnings.append(f"--max-drop {config.max_drop:g} missed on the evaluation data: the recovered student lost "
-                        f"{measured:.2f} points where the estimate read ~{drop:.1f}: allow a larger --max-drop, or "
-                        f"prune less ({_milder(config)})")
+                        f"{measured:.2f} points where the estimate read ~{drop:.1f}: "
+                        + ("pass a smaller --max-drop (the search then prunes less)" if budget else
+                           "allow a larger --latency-target (it set every width; --max-drop only checked them)"))
     checked = None if config.max_drop is None else {
         "max_drop": config.max_drop, "met": drop <= config.max_drop,
         "measured_met": None if measured is None else measured <= config.max_drop}
