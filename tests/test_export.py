@@ -195,7 +195,8 @@ def test_a_runtime_failing_at_the_top_1_batch_costs_only_its_format(tmp_path, te
     assert [a["name"] for a in manifest["artifacts"]] == ["executorch-fp32"]
     [failure] = manifest["failed"]
     assert failure["stage"] == "accuracy" and failure["parity"]["passed"]
-    assert "failed on a batch of" in failure["error"] and "RuntimeError: no kernel for this batch)" in failure["error"]
+    assert "failed while measuring top-1" in failure["error"] and "RuntimeError: no kernel for this batch)" in failure[
+        "error"]
     assert not list(tmp_path.glob("student-fp32.onnx*")) and not list(tmp_path.glob(".staging-*"))
 
 

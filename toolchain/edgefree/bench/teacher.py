@@ -99,9 +99,11 @@ def export_teacher(teacher: Teacher, config: ExportConfig, calibration: Syntheti
         try:
             export_student(teacher.module, teacher.spec, config, partial, calibration, eval_data, reference_accuracy,
                            progress, label="teacher", arch=teacher.name)
-            if not (folder / "manifest.json").is_file():  # else another build's export of the same key came first
-                shutil.rmtree(folder, ignore_errors=True)  # an incomplete one
+            try:
                 partial.rename(folder)  # complete or absent: never a half export under the final name
+            except OSError:  # the folder is there: another build's complete export of the same key came first
+                if not (folder / "manifest.json").is_file():
+                    raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)
     return TeacherArtifacts(folder / "manifest.json", key, cached, round(time.perf_counter() - started, 2))

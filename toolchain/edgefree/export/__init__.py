@@ -180,9 +180,9 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
                 figures = _accuracy(backend, files[0], checks, batch1, config, f"{bar_label} {name}", not bar.disable)
             except Exception as exc:  # the runtime at a larger batch: as above, it ends only this format
                 return None, _failure(fmt, precision, "accuracy", (
-                    f"{name} was exported and matched PyTorch, but its runtime failed on a batch of "
-                    f"{config.eval_batch} while measuring top-1 ({type(exc).__name__}: {first_line(exc, 300)}): "
-                    f"leave {fmt} out with --formats, or report it"), parity=parity)
+                    f"{name} was exported and matched PyTorch at batch 1, but its runtime failed while measuring "
+                    f"top-1 at the largest batch it takes ({type(exc).__name__}: {first_line(exc, 300)}): leave "
+                    f"{fmt} out with --formats, or report it"), parity=parity)
         seconds["accuracy"], mark = round(clock() - mark, 2), clock()
         bar.set_postfix_str(f"{name}: pack")
         moved = [shutil.move(path, folder / path.name) for path in files]
