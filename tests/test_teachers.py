@@ -225,3 +225,6 @@ def test_bench_and_export_refuse_a_factory_file_changed_since_the_build(tmp_path
     for command in (["export", str(out)], ["bench", str(out), "--no-emulate"]):
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 2 and "mine.py changed since the build" in result.output, result.output
+    arch.unlink()
+    result = CliRunner().invoke(cli, ["export", str(out)])
+    assert result.exit_code == 2 and "mine.py, the Python file that builds the models of" in result.output

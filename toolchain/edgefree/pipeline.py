@@ -232,14 +232,17 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
 
 def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes: int | None = None):
     """The build's config for its teacher's input (``BuildConfig.for_input``), the teacher, where it came
-    from, and the evaluation data (rank 0 only): every input read before any work, and the memory
+    from, the sha256 of its files (``{"sha256": checkpoint, "arch_sha256": a factory's Python file, hashed
+    before it runs}``) and the evaluation data (rank 0 only): every input read before any work, and the memory
     synthesis will need checked against what this machine has free for its ``processes`` (None: this
     machine's processes of the launch, torchrun's ``LOCAL_WORLD_SIZE``). ``notes``: rank 0 warns of what it
     assumed (a signal's range, an image's normalization)."""
     if config.model is None:
         teacher = default_teacher()
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
-        return config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)", None, eval_data
+        return (config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)",
+                {"sha256": None, "arch_sha256": None}, eval_data)
+    arch = arch_sha256(config.arch)  # the code that runs next, as it is now
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
     check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
@@ -258,7 +261,7 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
     if channel is not None:
         check_channel_pruning(teacher.module, teacher.spec, channel)
     eval_data = load_eval_data(config.eval_data, teacher.spec, teacher.classes()) if config.eval_data and main else None
-    return config, teacher, str(config.model), sha256(Path(config.model)), eval_data
+    return config, teacher, str(config.model), {"sha256": sha256(Path(config.model)), "arch_sha256": arch}, eval_data
 
 
 def _one_process_adversary(config: BuildConfig, processes: int) -> None:
@@ -351,11 +354,11 @@ def _published(config: BuildConfig, target, export_config, out: Path, world, dev
     torch.manual_seed(config.seed)
     clock = _Stopwatch(config.dist_timeout_s)
     with clock("load"):
-        config, teacher, source, teacher_sha256, eval_data = _load_inputs(config, world.main)
+        config, teacher, source, hashes, eval_data = _load_inputs(config, world.main)
     with staged(out, replace=True) as folder:
         report = _stages(config, target, export_config, teacher, eval_data, folder, out, clock, progress, world,
                          device)
-        report["model"].update(source=source, sha256=teacher_sha256)
+        report["model"].update(source=source, **hashes)
         write_report(report, folder)
         adopt_log(folder)  # the runtime log (edgefree.logs), published with the outputs
     return report
@@ -466,8 +469,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     return {
         "target": target.to_dict(),
         "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed,
-                  "normalization_assumed": teacher.normalization_assumed,
-                  "arch_sha256": arch_sha256(config.arch) if config.model else None},
+                  "normalization_assumed": teacher.normalization_assumed},
         "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
         "accuracy": scores,
         "estimate": estimated,

@@ -149,7 +149,8 @@ def _sparsity(r: dict) -> str | None:
         f"{_scope(r)} magnitude ranking)."
         + (" The masks remove exactly the target; the zeros beyond it are weights the layer-wise refit set "
            "to zero (those of an input that is zero on every dream, such as a channel no dream switches on)."
-           if r["sparsity"] > r["sparsity_target"] + 1e-4 else ""),
+           if r["sparsity"] > r["sparsity_target"] + 1e-4 and (r["config"].get("reconstruct") or {}).get("images")
+           else ""),
         "",
         markdown_table(["layer", "weights", "zero"], rows),
     ])

@@ -51,10 +51,15 @@ def require_built_arch(report: dict, build_dir: Path) -> None:
     """Refuse a build whose factory file (``--arch path/to/file.py:factory``) changed since it recorded its sha256:
     the teacher and student it builds would be other models."""
     source, built = student_source(report["config"]), report["model"].get("arch_sha256")
-    if built is not None and arch_sha256(source) != built:
-        raise IntegrityError(f"{parse_source(source).target} changed since the build (its sha256 differs from the one "
-                             f"the build recorded): the models it builds would be others. Restore the file as it was "
-                             f"when {build_dir} was built, or rebuild")
+    if built is None or arch_sha256(source) == built:
+        return
+    file = Path(parse_source(source).target)
+    if not file.is_file():
+        raise IntegrityError(f"{file}, the Python file that builds the models of {build_dir}, is missing: put it back "
+                             "where the build read it")
+    raise IntegrityError(f"{file} changed since the build (its sha256 differs from the one the build recorded): the "
+                         f"models it builds would be others. Restore the file as it was when {build_dir} was built, "
+                         "or rebuild")
 
 
 def load_student(folder: Path, source: str | None, num_classes: int = 10) -> nn.Module:
