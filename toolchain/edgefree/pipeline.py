@@ -312,7 +312,7 @@ def _checked_out(config: BuildConfig) -> Path:
 
 
 def build(config: BuildConfig, progress: bool = True) -> dict | None:
-    """Prune, synthesize, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
+    """Synthesize, prune, reconstruct, distill and evaluate; write the student and reports to ``config.out``.
 
     Every input is read and checked first; the stages then write into a staging folder beside
     ``config.out`` (``edgefree.outfolder``), whose outputs replace the previous build's only

@@ -109,7 +109,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
           channel_importance, round_to, channel_steps, keep_first_last_dense, magnitude_scope, max_drop, recipe, images,
           iterations, synth_batch, bn_weight, bf16, reconstruct_images, block_steps, adversarial_steps, epochs, distill_lr, formats, precisions, bench_runs, emulate, out, seed, device,
           config_file, save_config, workers, threads, shards, dist_timeout, quiet, verbose):
-    """Prune, synthesize, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
+    """Synthesize, prune, reconstruct, distill (and evaluate) a teacher; write the student and a report to --out.
 
     The build writes beside --out and replaces its outputs there only when every stage succeeded:
     a failed or interrupted build leaves --out as it was (docs/output-folder.md). Runtime log lines
