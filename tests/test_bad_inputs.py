@@ -206,7 +206,7 @@ CASES = {
                                                        "ValueError('no model here')\n") + ":build",
                                        "--input-shape", "3x16x16"), "raised ValueError: no model here"),
     "factory the file does not define": (user_model(f"{USER_MODEL}:nope", "--input-shape", "3x16x16"),
-                                         "defines no function 'nope' (it defines: build, without_batchnorm)"),
+                                         "defines no function 'nope' (it defines: build, signal, without_batchnorm)"),
     "factory module that cannot be imported": (user_model("nosuchpackage.models:build", "--input-shape", "3x16x16"),
                                                "importing your model module 'nosuchpackage.models' failed"),
     "factory file that does not exist": (user_model(lambda f: str(f.tmp / "none.py") + ":build"), "does not exist"),
