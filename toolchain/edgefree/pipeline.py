@@ -245,8 +245,9 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
     arch = arch_sha256(config.arch)  # the code that runs next, as it is now
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
-    check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
-                 processes or int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if not config.device.startswith("cuda"):  # this machine's memory holds the synthesis (a GPU holds its own)
+        check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
+                     processes or int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
     if teacher.range_assumed and main and notes:
         low, high = teacher.spec.value_range
         warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
