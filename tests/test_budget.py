@@ -362,3 +362,25 @@ def test_a_budget_the_estimate_met_and_the_evaluation_data_missed_says_so(teache
     unmeasured = pipeline._estimates(teacher, config, [("recovered", teacher.module)], held_out,
                                      {"teacher": None}, {"met": True}, {})
     assert unmeasured["max_drop"]["measured_met"] is None and not unmeasured["warnings"]
+
+
+def test_a_search_candidates_warnings_are_not_printed(capsys):
+    from edgefree.errors import muted_warnings, warn
+
+    with muted_warnings():
+        warn("a trial student's problem")
+    warn("the build's own")
+    assert capsys.readouterr().err == "Warning: the build's own\n"
+
+
+def test_a_large_estimate_the_evaluation_data_contradicts_is_not_advised_on(teacher, held_out, monkeypatch):
+    import edgefree.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "estimate", lambda *args: {"drop": 9.0})
+    students = [("recovered", teacher.module)]
+    small = pipeline._estimates(teacher, BuildConfig(), students, held_out, {"teacher": 99.0, "recovered": 98.5},
+                                None, {})
+    assert small["warnings"] == []  # measured 0.5 points: the guess gives way
+    for scores in ({"teacher": None}, {"teacher": 99.0, "recovered": 90.0}):  # no data, or a large measured drop
+        [line] = pipeline._estimates(teacher, BuildConfig(), students, held_out, scores, None, {})["warnings"]
+        assert line.startswith("the estimated drop (~9.0 points) is large: prune less")

@@ -24,7 +24,7 @@ import math
 import time
 
 from edgefree.config import BuildConfig, ChannelPruning, MagnitudePruning
-from edgefree.errors import EdgefreeError, MildTargetError, UnreachableTargetError
+from edgefree.errors import EdgefreeError, MildTargetError, UnreachableTargetError, muted_warnings
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet, distill, reconstruct
 from edgefree.recover.channels import lowest_macs_kept
@@ -64,6 +64,14 @@ def _strongest_macs_target(teacher: Teacher, channel: ChannelPruning) -> float:
 
 def _try(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticSet, held_out: SyntheticSet,
          device: str, fit: dict, widths: Student | None) -> dict:
+    """One cheap candidate at knob ``value``, estimated. Its warnings are not the build's (the chosen
+    candidate, pruned again in full, says its own), so none is printed."""
+    with muted_warnings():
+        return _candidate(teacher, config, value, dreams, held_out, device, fit, widths)
+
+
+def _candidate(teacher: Teacher, config: BuildConfig, value: float, dreams: SyntheticSet, held_out: SyntheticSet,
+               device: str, fit: dict, widths: Student | None) -> dict:
     started = time.perf_counter()
     subset = SyntheticSet(dreams.images[:SEARCH_IMAGES], dreams.labels[:SEARCH_IMAGES])
     refit = config.reconstruct.replace(images=min(config.reconstruct.images, SEARCH_IMAGES),

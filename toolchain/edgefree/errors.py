@@ -1,12 +1,29 @@
 """Errors a user can act on. Each message names the problem and the fix."""
 
 import sys
+from contextlib import contextmanager
+
+_muted = 0  # > 0 inside ``muted_warnings``
+
+
+@contextmanager
+def muted_warnings():
+    """No ``warn`` lines inside: for work whose results are candidates, not what the user gets (a search's
+    trial students)."""
+    global _muted
+    _muted += 1
+    try:
+        yield
+    finally:
+        _muted -= 1
 
 
 def warn(message: str) -> None:
     """One ``Warning: ...`` line on stderr: something edgefree did for the user that they should know.
     While a command sends its runtime output to a log (``edgefree.logs``), the line goes to the
-    console and to the log."""
+    console and to the log. Nothing inside ``muted_warnings``."""
+    if _muted:
+        return
     console = getattr(sys.stderr, "console", None)
     for stream in (console, sys.stderr) if console is not None else (sys.stderr,):
         print(f"Warning: {message}", file=stream)

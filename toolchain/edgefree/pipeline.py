@@ -45,7 +45,7 @@ from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity
 from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
 from edgefree.recover.prune import with_magnitude
-from edgefree.recover.estimate import advice, estimate, load_fit, remedy
+from edgefree.recover.estimate import LARGE_DROP, advice, estimate, load_fit, remedy
 from edgefree.recover.saved import arch_sha256, save_student
 from edgefree.recover.synthesize import save_contact_sheet
 from edgefree.report import write_report
@@ -214,7 +214,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         warnings.append(f"--max-drop {config.max_drop:g} missed: the student of --latency-target "
                         f"{config.latency_target.ratio:g} is estimated at ~{drop:.1f} points: allow a larger "
                         f"--latency-target or --max-drop, or {fix}")
-    elif config.max_drop is None and (large := advice(drop, fix, _milder(config))):
+    elif config.max_drop is None and (measured is None or measured > LARGE_DROP) and \
+            (large := advice(drop, fix, _milder(config))):  # evaluation data that measured a small drop: no guess
         warnings.append(large)
     if config.max_drop is not None and drop <= config.max_drop and measured is not None and measured > config.max_drop:
         warnings.append(f"--max-drop {config.max_drop:g} missed on the evaluation data: the recovered student lost "

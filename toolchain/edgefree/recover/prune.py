@@ -101,7 +101,8 @@ def magnitude_masks(model: nn.Module, config: MagnitudePruning) -> dict[str, tor
     if emptied:
         warn(f"magnitude pruning zeroed every weight of {', '.join(emptied)} (their weights are the smallest when "
              "ranked globally): the student cannot recover from that; prune each layer by the same fraction "
-             "(--magnitude-scope layer) or leave those layers dense (filter_fn)")
+             "(--magnitude-scope layer), or leave the first and last dense (--keep-first-last-dense; filter_fn in "
+             "Python for others)")
     return masks
 
 
