@@ -845,8 +845,13 @@ def test_bench_and_export_check_new_eval_data_against_the_models_outputs(tiny_bu
 
 def test_bench_after_an_export_with_other_precisions_compares_the_teacher_in_them(tiny_build, tmp_path):
     files = Files(tmp_path, tiny_build)
+    assert (files.build / "bench.json").is_file()
     exported = CliRunner().invoke(cli, ["export", str(files.build), "--precisions", "fp32,int8", "--quiet"])
     assert exported.exit_code == 0, exported.output
+    # the bench measured the artifacts the export replaced: its results go with them, and the user is told
+    assert not any((files.build / n).exists() for n in ("bench.json", "bench.md", "bench.png"))
+    assert json.loads((files.build / "report.json").read_text())["bench"] is None
+    assert "bench results" in (files.build / "build.log").read_text() and (files.build / "notes.txt").is_file()
     benched = CliRunner().invoke(cli, ["bench", str(files.build), "--runs", "2", "--no-emulate", "--quiet"])
     assert benched.exit_code == 0, benched.output
     rows = json.loads((files.build / "bench.json").read_text())["native"]["rows"]

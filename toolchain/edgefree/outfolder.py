@@ -219,12 +219,13 @@ def _write_marker(folder: Path, entries: list[str]) -> None:
     tmp.replace(folder / MARKER)
 
 
-def publish(staging: Path, out: Path, replace: bool) -> None:
+def publish(staging: Path, out: Path, replace: bool, retire: tuple[str, ...] = ()) -> None:
     """Move ``staging``'s entries into ``out``.
 
     ``replace=True``: the entries edgefree wrote into ``out`` before and did not stage now are
     removed (a build's outputs replace the previous build's, all of them); ``False``: they stay
-    (``bench`` adds bench.json to a build). The user's own entries stay in both cases.
+    (``bench`` adds bench.json to a build), but those named in ``retire`` (what the new entries make
+    stale). The user's own entries stay in every case.
     """
     new = sorted(p.name for p in staging.iterdir() if p.name != MARKER)
     if not os.path.lexists(out) or (out.is_dir() and not any(out.iterdir())):
@@ -233,7 +234,7 @@ def publish(staging: Path, out: Path, replace: bool) -> None:
         return
     _refuse_foreign(out, new, "the output folder")
     ours = written_entries(out)
-    old = [n for n in ours if (replace or n in new) and os.path.lexists(out / n)]
+    old = [n for n in ours if (replace or n in new or n in retire) and os.path.lexists(out / n)]
     marker = (out / MARKER).read_bytes() if (out / MARKER).is_file() else None
     trash = _scratch(out, "old")
     moved_old, moved_new = [], []
@@ -246,7 +247,7 @@ def publish(staging: Path, out: Path, replace: bool) -> None:
             for name in new:
                 os.rename(staging / name, out / name)
                 moved_new.append(name)
-            _write_marker(out, new if replace else sorted(set(ours) | set(new)))
+            _write_marker(out, new if replace else sorted((set(ours) - set(retire)) | set(new)))
         except BaseException:  # put the previous outputs back, then fail
             for name in reversed(moved_new):
                 os.rename(out / name, staging / name)
@@ -273,7 +274,7 @@ def _signals_deferred():
 
 
 @contextmanager
-def staged(out: str | Path, replace: bool = True):
+def staged(out: str | Path, replace: bool = True, retire: tuple[str, ...] = ()):
     """A fresh folder beside ``out`` to write into; published into ``out`` when the block succeeds.
 
     Example:
@@ -289,6 +290,6 @@ def staged(out: str | Path, replace: bool = True):
         raise EdgefreeError(f"cannot write beside {out} ({exc.strerror}): pass a folder you can write to") from exc
     try:
         yield staging
-        publish(staging, out, replace)
+        publish(staging, out, replace, retire)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

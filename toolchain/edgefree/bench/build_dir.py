@@ -21,6 +21,8 @@ from edgefree.report import write_report
 from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
 
+BENCH_OUTPUTS = ("bench.json", "bench.md", "bench.png")  # what a bench writes into its folder
+
 
 def _models(report: dict, build_dir: Path, model: Path | None):
     from edgefree.demo import DEMO_EVAL, default_teacher
@@ -78,7 +80,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     verify_artifacts(manifest, student_manifest.parent, built)
     out = absolute(out or output_folder(build_dir, report, profile))
     own = out == build_dir  # the build's own bench: its report shows the new figures
-    check_out_folder(out, ("bench.json", "bench.md", "bench.png") + (("report.json", "report.md") if own else ()))
+    check_out_folder(out, BENCH_OUTPUTS + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
     eval_data = load_eval_data(eval_source, teacher.spec, teacher.classes()) if eval_source else None
     # the teacher is exported as the student was (its manifest's settings: a later `edgefree export` may have

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgefree.bench.build_dir import BENCH_OUTPUTS
 from edgefree.config import ExportConfig
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, warn
 from edgefree.export import export_student
 from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec, output_count
@@ -59,10 +60,14 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     export_config = config.for_target(built_target(report))
     calibration = SyntheticSet.load(build_dir / "synthetic.pt")
     evaluation = load_eval_data(source, spec, output_count(student, spec)) if source else None
-    with staged(publish_to, replace=not own) as staging:
+    stale = tuple(n for n in BENCH_OUTPUTS if (build_dir / n).exists()) if own else ()
+    with staged(publish_to, replace=not own, retire=stale) as staging:
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])
-        if own:
-            updated = relocate_teacher({**report, "export": manifest}, checkpoint)
+        if own:  # the bench measured the artifacts this export replaces: its results go with them
+            updated = relocate_teacher({**report, "export": manifest, "bench": None}, checkpoint)
             write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging, build_dir)
+    if own and (stale or report.get("bench")):
+        warn(f"the bench results of {build_dir} measured the artifacts this export replaced, so they were removed: "
+             f"run `edgefree bench {build_dir}` to measure the new ones")
     return manifest
