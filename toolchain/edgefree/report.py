@@ -92,7 +92,7 @@ def _budget(r: dict) -> str | None:
     rows = [[f"{c['value']:g}", ("too mild: removes no channel" if c.get("too_mild") else "unreachable")
              if c["estimated_drop"] is None else f"~{c['estimated_drop']:.1f}",
              f"{c['seconds']:.1f}",
-             "chosen" if c["value"] == b["chosen"] else ""] for c in b["candidates"]]
+             "yes" if c["value"] == b["chosen"] else ""] for c in b["candidates"]]
     verdict = (f"chose {b['knob']} {b['chosen']:g}, the strongest candidate estimated within the budget" if b["met"] else
                f"NO candidate was estimated within the budget; built the closest, {b['knob']} {b['chosen']:g} "
                f"(~{b['estimated_drop']:.1f} points)")
@@ -100,7 +100,7 @@ def _budget(r: dict) -> str | None:
                       f"Searched the {b['knob']} with cheap candidates (prune, layer-wise refit on a few dreams, or one "
                       f"short distillation epoch where the recipe has no refit, then estimate) in {b['seconds']:.0f} s: "
                       f"{verdict}; the build then recovered it fully." + _measured_verdict(r, b["max_drop"]), "",
-                      markdown_table([b["knob"], "estimated drop (cheap candidate)", "seconds", ""], rows)])
+                      markdown_table([b["knob"], "estimated drop (cheap candidate)", "seconds", "chosen"], rows)])
 
 
 def _pruning(r: dict) -> str:
@@ -114,7 +114,8 @@ def _pruning(r: dict) -> str:
                       else f"channel ratio {p['ratio']:.3f}")
             lines.append(f"- Channel pruning ({stage['importance']} importance, {widths}, "
                          f"multiples of {stage['round_to']}): {len(layers)} layers lost channels and "
-                         f"{len(plan['removed_blocks'])} residual blocks were removed"
+                         f"{len(plan['removed_blocks'])} residual block"
+                         f"{' was' if len(plan['removed_blocks']) == 1 else 's were'} removed"
                          + (f" ({', '.join(plan['removed_blocks'])})" if plan["removed_blocks"] else "")
                          + ". The bench measures what the fewer multiply-adds buy on each runtime.")
         else:
@@ -230,8 +231,10 @@ def _export(r: dict) -> str | None:
         if default:
             lines.append(f"{a['name']} at OpenVINO's default precision on this CPU ({default['hint']}): max abs diff "
                          f"{default['max_abs_diff']:.2g}, top-1 agreement {default['top1_agreement']:.4f}.")
-    lines += ["", "Packed files (`.efpk`) store the pruned zeros as a bitmask; rebuild each file on the device with "
-              "`python unpack.py FILE.efpk FILE` (standard library and numpy; it checks the sha256). The runtime "
+    lines += ["", "Packed files (`.efpk`) store the pruned zeros as a bitmask, the rest lzma-compressed; rebuild each "
+              "file on the device with `python unpack.py FILE.efpk FILE` (edgefree's `edgefree/export/unpack.py`, a "
+              "standalone script of the standard library and numpy that `edgefree flash` sends with the artifacts; it "
+              "checks the sha256). The runtime "
               "loads the dense file and computes every zero: unstructured sparsity saves storage and transfer, "
               "not inference time; fewer channels (`--pruning channel`) save inference time."]
     if m["failed"]:
