@@ -68,15 +68,17 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
     macs = cost["student"]["macs"] / cost["teacher"]["macs"] if cost else 1.0
     if ratios and macs < 1 - NOISE:
         low, high = min(ratios.values()), max(ratios.values())
+        faster = any(ratio < 1 - NOISE for ratio in ratios.values())
         lines.append(f"- Same runtime and precision, the student takes {low:.2f}x to {high:.2f}x the teacher's p50 "
-                     f"time with {macs:.2f}x its multiply-adds: that speed comes from fewer channels or blocks "
-                     "(per-layer overheads stay, so time falls less than multiply-adds do). INT8 rows below add "
-                     "the integer kernels' gain on top.")
+                     f"time with {macs:.2f}x its multiply-adds" + (
+                         ": where it is faster, that comes from fewer channels or blocks (per-layer overheads stay, "
+                         "so time falls less than multiply-adds do)." if faster else "."))
         slower = sorted(f"{runtime} {precision}" for (runtime, precision), ratio in ratios.items() if ratio > 1 - NOISE)
         if slower:
             lines.append(f"- Not faster beyond the {100 * NOISE:.0f}% run-to-run band on {', '.join(slower)}: there "
                          "the per-call overhead outweighs the multiply-adds saved (a model this small, or a "
-                         "runtime's fixed cost per layer).")
+                         "runtime's fixed cost per layer), or the timing is too uncertain to tell (few runs: the "
+                         "intervals in the table say how wide).")
     elif ratios:
         low, high = min(ratios.values()), max(ratios.values())
         lines.append(f"- Same runtime and precision, the student takes {low:.2f}x to {high:.2f}x the teacher's p50 "
