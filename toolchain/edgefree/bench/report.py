@@ -188,7 +188,8 @@ def _native_section(result: dict, level: str) -> list[str]:
         f"{level} Latency and accuracy per runtime: {result['model']['arch']} for {t['name']} (measured on x86-64)",
         "",
         f"Batch 1, {native['threads']} thread(s), {_budget(native)} after {native['warmup']} warm-up, "
-        "teacher and student taking turns; "
+        + ("the student's rows timed now, the teacher's taken from the cache (below); "
+           if (native.get("teacher_rows") or {}).get("cached") else "teacher and student taking turns; ")
         + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, measured once per model and "
            "runtime: by the export (at the largest batch the runtime takes), by the build's evaluate stage for "
            "PyTorch, or by the bench (batch 1) where the table says so."
