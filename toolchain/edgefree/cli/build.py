@@ -258,8 +258,6 @@ def _report_estimate(report: dict) -> None:
         click.echo(f"Warning: {line}")
 
 
-
-
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,
              importance, round_to, steps, magnitude_scope) -> list[dict]:
     """The pruning stages the options ask for (``kinds`` None: the target profile's default), as dicts."""
