@@ -27,9 +27,9 @@ BENCH_OUTPUTS = ("bench.json", "bench.md", "bench.png")  # what a bench writes i
 def _models(report: dict, build_dir: Path, model: Path | None):
     from edgefree.demo import DEMO_EVAL, default_teacher
     from edgefree.models import InputSpec, load_teacher
-    from edgefree.recover.saved import load_student, require_built_arch, student_source
+    from edgefree.recover.saved import built_student
 
-    require_built_arch(report, build_dir)
+    student = built_student(build_dir, report)  # first: it checks the factory file the teacher runs too
     config = report["config"]
     checkpoint = teacher_checkpoint(report, model)
     if checkpoint is None:
@@ -38,7 +38,6 @@ def _models(report: dict, build_dir: Path, model: Path | None):
         teacher = load_teacher(config.get("arch"), checkpoint, config["num_classes"],
                                InputSpec.from_dict(report["model"]["input"]))
         eval_source = config["eval_data"]
-    student = load_student(build_dir, student_source(config), config["num_classes"])
     return teacher, student, eval_source, checkpoint
 
 

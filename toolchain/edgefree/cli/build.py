@@ -144,12 +144,12 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
                          channel_importance=channel_importance, round_to=round_to, channel_steps=channel_steps)
     theirs = values["prune"] if _stage_list(values.get("prune")) else []  # a config file's pruning stages
     if theirs and "pruning" not in given and given & PRUNING_OPTIONS:  # the file's stages, these options set in them
-        values["prune"] = _changed_stages(theirs, given, stage_options)
+        values["prune"] = [_changed_stage(stage, given, stage_options) for stage in theirs]
     elif given & PRUNING_OPTIONS or "prune" not in values:
         stages = _pruning(pruning, values.get("target", target), sparsity, keep_first_last_dense, channel_ratio,
                           macs_target, depth, channel_importance, round_to, channel_steps, magnitude_scope)
         kept = {stage.get("kind", "magnitude"): stage for stage in theirs}  # --pruning names the kinds; a kind the
-        values["prune"] = [_changed_stages([kept[s["kind"]]], given, stage_options)[0] if s["kind"] in kept else s
+        values["prune"] = [_changed_stage(kept[s["kind"]], given, stage_options) if s["kind"] in kept else s
                            for s in stages]  # file has keeps the file's stage, the options given here set in it
     if "latency_target" in given:  # its other settings (runtime, widths, blocks) come from the file, if any
         section = values.get("latency_target")
@@ -285,18 +285,15 @@ def _stage_list(stages) -> bool:
     return isinstance(stages, list) and bool(stages) and all(isinstance(s, dict) for s in stages)
 
 
-def _changed_stages(stages: list[dict], given: set[str], options: dict) -> list[dict]:
-    """A config file's pruning stages with the pruning options given here set in the stages they belong to
-    (an option of a kind the file does not run is refused later, by ``_refuse_unused``). A ratio given here
-    replaces the file's MACs target, which would otherwise search the ratio."""
-    changed = []
-    for stage in stages:
-        fields = STAGE_FIELDS.get(stage.get("kind", "magnitude"), {})
-        mine = {field: options[name] for name, field in fields.items() if name in given}
-        if "ratio" in mine and "macs_target" not in mine:
-            mine["macs_target"] = None
-        changed.append({**stage, **mine})
-    return changed
+def _changed_stage(stage: dict, given: set[str], options: dict) -> dict:
+    """A config file's pruning stage with the pruning options given here that belong to its kind set in it (an
+    option of a kind the file does not run is refused later, by ``_refuse_unused``). A ratio given here replaces
+    the file's MACs target, which would otherwise search the ratio."""
+    fields = STAGE_FIELDS.get(stage.get("kind", "magnitude"), {})
+    mine = {field: options[name] for name, field in fields.items() if name in given}
+    if "ratio" in mine and "macs_target" not in mine:
+        mine["macs_target"] = None
+    return {**stage, **mine}
 
 
 MAGNITUDE_OPTIONS, CHANNEL_OPTIONS = ({name: "--" + name.replace("_", "-") for name in STAGE_FIELDS[kind]}

@@ -18,7 +18,7 @@ from edgefree.export import export_student
 from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec, output_count
 from edgefree.recover import SyntheticSet
-from edgefree.recover.saved import load_student, require_built_arch, student_source
+from edgefree.recover.saved import built_student
 from edgefree.report import write_report
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.targets import built_target
@@ -46,8 +46,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     report = read_build(build_dir, uses=("student.pt", "student-plan.json", "student.pt2", "synthetic.pt"))
     checkpoint = teacher_checkpoint(report, model) if model is not None else None
     spec = InputSpec.from_dict(report["model"]["input"])
-    require_built_arch(report, build_dir)
-    student = load_student(build_dir, student_source(report["config"]), report["config"]["num_classes"])
+    student = built_student(build_dir, report)
     built_eval = report["config"]["eval_data"] if report["config"]["model"] else DEMO_EVAL
     source = eval_data or built_eval
     folder = absolute(out) if out else build_dir / "artifacts"

@@ -62,6 +62,13 @@ def require_built_arch(report: dict, build_dir: Path) -> None:
                          "or rebuild")
 
 
+def built_student(build_dir: Path, report: dict) -> nn.Module:
+    """The student of the finished build in ``build_dir`` (``report``: its report.json), once its factory file is
+    checked (``require_built_arch``): what bench and export load."""
+    require_built_arch(report, build_dir)
+    return load_student(build_dir, student_source(report["config"]), report["config"]["num_classes"])
+
+
 def load_student(folder: Path, source: str | None, num_classes: int = 10) -> nn.Module:
     """The student saved in ``folder``, for a teacher of ``source`` (``load_teacher``'s; None or a ``.pt2``:
     a program teacher).
