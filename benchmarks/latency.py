@@ -131,7 +131,7 @@ def _x86(case: Path) -> list[str]:
     lines = [f"x86-64, measured ({first['machine']['cpu']}, 1 thread, {first['native']['runs']} runs, "
              f"top-1 on {first['eval']['images']} images):", "",
              markdown_table(["runtime", "precision", "teacher p50 ms", "student p50 ms", "student/teacher", "teacher top-1 %",
-                     "student top-1 %", "teacher KB (packed)", "student KB (packed)"], table)]
+                     "student top-1 %", "teacher KiB (packed)", "student KiB (packed)"], table)]
     repeats = sorted(case.glob("x86-64-repeat*/bench.json"))
     for path in repeats:
         again = _by_key(json.loads(path.read_text())["native"]["rows"])

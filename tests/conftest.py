@@ -62,6 +62,17 @@ def shared():
     return SHARED
 
 
+NO_BATCHNORM = f"{Path(__file__).resolve().parent / 'user_model.py'}:without_batchnorm"  # a --arch of 3x16x16
+
+
+@pytest.fixture(scope="session")
+def no_batchnorm():
+    """A teacher without BatchNorm, which synthesis and distillation refuse."""
+    from edgefree.models import load_teacher
+
+    return load_teacher(NO_BATCHNORM, input_spec={"shape": (3, 16, 16)})
+
+
 @pytest.fixture(scope="session")
 def teacher():
     """The built-in default teacher (its weights ship inside the package)."""

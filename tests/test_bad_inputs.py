@@ -88,7 +88,8 @@ class Files:
         return self._model(f"poisoned-{value}.pt", state)
 
     def no_bn(self) -> str:
-        return self._model("nobn.pt", create_model("digits-mlp-nobn").state_dict())
+        return self._model("nobn.pt", load_teacher(f"{USER_MODEL}:without_batchnorm", input_spec={
+            "shape": (3, 16, 16)}).module.state_dict())
 
     def user_weights(self) -> str:
         return self._model("user.pt", load_teacher(f"{USER_MODEL}:build", input_spec={"shape": (3, 16, 16)})
@@ -196,8 +197,8 @@ CASES = {
     "unknown --arch": (B("--model", lambda f: f.digits(), "--arch", "resnet9000"), "unknown architecture"),
     "--model is the student inside --out": (B("--model", lambda f: str(f.out / "student.pt"), "--arch",
                                               "resnet20-cifar"), "this command replaces its student.pt"),
-    "model without BatchNorm": (B("--model", lambda f: f.no_bn(), "--arch", "digits-mlp-nobn", "--eval-data",
-                                  "digits"), "no BatchNorm layers"),
+    "model without BatchNorm": (B("--model", lambda f: f.no_bn(), "--arch", f"{USER_MODEL}:without_batchnorm",
+                                  "--input-shape", "3x16x16"), "no BatchNorm layers"),
     "--num-classes 0": (digits_model("--num-classes", "0"), "num_classes must be"),
     # teachers of other sources, and their input
     "factory file that fails to import": (user_model(lambda f: f.text("bad.py", "import nosuchmodule\n") + ":build",
@@ -237,7 +238,7 @@ CASES = {
     "colour images for a 1-channel model": (digits_model("--eval-data", lambda f: f.digits_zip(
         **{"test/3/1.png": _png(mode="RGB")})), "colour image"),
     "eval data with more classes than the model": (digits_model("--eval-data", lambda f: f.digits_zip(
-        **{"test/10/0.png": _png()})), "classes, the model 10"),
+        **{"test/10/0.png": _png()})), "holds label 10, beyond the model's 10 classes"),
     "eval zip with only a training split": (digits_model("--eval-data", lambda f: _zip(
         f.tmp / "train.zip", {"train/0/0.png": _png()})), "only a training split"),
     "eval folder without images": (digits_model("--eval-data", lambda f: f.folder("empty")), "no images found"),
@@ -765,9 +766,19 @@ def test_signals_far_outside_the_value_range_are_warned_about(tmp_path, capsys):
     data = load_eval_data(files.signal_npz(scale=10.0), spec)
     assert len(data) == 8
     err = capsys.readouterr().err
-    assert err.count("Warning:") == 1 and "lie outside the value range -1 to 1" in err and "--value-range" in err
+    assert err.count("lie outside") == 1 and "lie outside the value range -1 to 1" in err and "--value-range" in err
     load_eval_data(files.signal_npz("inside.npz", scale=0.1), spec)
-    assert "Warning" not in capsys.readouterr().err
+    assert "lie outside" not in capsys.readouterr().err
+
+
+def test_a_tiny_evaluation_set_is_warned_about(tmp_path, capsys):
+    from edgefree.data import FEW_EVAL_ITEMS, load_eval_data
+
+    files = MoreFiles(tmp_path)
+    load_eval_data(files.signal_npz(), signal_spec(files))
+    assert "holds only 8 signals: each is 12.5 points of top-1" in capsys.readouterr().err
+    assert len(load_eval_data("digits", load_teacher("digits-cnn").spec)) >= FEW_EVAL_ITEMS
+    assert "holds only" not in capsys.readouterr().err
 
 
 def test_export_takes_quiet_and_reports_show_one_cost_table(tiny_build, tmp_path):
@@ -850,10 +861,14 @@ def test_bench_after_an_export_with_other_precisions_compares_the_teacher_in_the
     assert exported.exit_code == 0, exported.output
     # the bench measured the artifacts the export replaced: its results go with them, and the user is told
     assert not any((files.build / n).exists() for n in ("bench.json", "bench.md", "bench.png"))
-    assert json.loads((files.build / "report.json").read_text())["bench"] is None
+    exported_report = json.loads((files.build / "report.json").read_text())
+    assert exported_report["bench"] is None and "bench" not in exported_report["seconds"]
+    assert exported_report["rerun"] == ["export"] and "| export (`edgefree export`, after the build) |" in (
+        files.build / "report.md").read_text()  # the Time table shows the export that made the artifacts
     assert "bench results" in (files.build / "build.log").read_text() and (files.build / "notes.txt").is_file()
     benched = CliRunner().invoke(cli, ["bench", str(files.build), "--runs", "2", "--no-emulate", "--quiet"])
     assert benched.exit_code == 0, benched.output
+    assert json.loads((files.build / "report.json").read_text())["rerun"] == ["export", "bench"]
     rows = json.loads((files.build / "bench.json").read_text())["native"]["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "student") for p in ("fp32", "int8")}

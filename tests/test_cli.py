@@ -11,6 +11,8 @@ from click.testing import CliRunner
 from edgefree.cli import cli
 from edgefree.models import create_model
 
+from conftest import NO_BATCHNORM
+
 TINY = ["--images", "64", "--iterations", "15", "--epochs", "3", "--quiet"]
 
 
@@ -67,7 +69,7 @@ def built(tmp_path_factory):
 
 # Every line `edgefree build` may print: its own summary lines, and tqdm's bars (stderr)
 EDGEFREE_LINES = re.compile("|".join([
-    r"accuracy: teacher [\d.]+%  pruned [\d.]+%  recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
+    r"accuracy: teacher [\d.]+%  pruned [\d.]+%  (refit [\d.]+%  )?recovered [\d.]+%  \(sparsity [\d.]+%, [\d.]+x the teacher's "
     r"multiply-adds\)",
     r"dreams: the teacher labels [\d.]+% of them as their target \(mean confidence [\d.]+; BatchNorm weight [\d.]+"
     r"(, chosen by \d+ probes?)?\)(; taken from the cache)?",
@@ -167,9 +169,9 @@ def test_corrupt_checkpoint_via_cli(tmp_path):
     assert not (tmp_path / "o" / "report.json").exists()
 
 
-def test_model_without_batchnorm_via_cli(tmp_path):
-    torch.save(create_model("digits-mlp-nobn").state_dict(), tmp_path / "m.pt")
-    result = run("build", "--model", str(tmp_path / "m.pt"), "--arch", "digits-mlp-nobn", "--eval-data", "digits",
+def test_model_without_batchnorm_via_cli(tmp_path, no_batchnorm):
+    torch.save(no_batchnorm.module.state_dict(), tmp_path / "m.pt")
+    result = run("build", "--model", str(tmp_path / "m.pt"), "--arch", NO_BATCHNORM, "--input-shape", "3x16x16",
                  "--out", str(tmp_path / "o"), *TINY)
     assert result.exit_code == 2 and "no BatchNorm layers" in result.output
     assert not (tmp_path / "o" / "report.json").exists()

@@ -91,12 +91,11 @@ def test_feature_loss_is_zero_only_for_equal_features():
     assert feature_loss(kept["x"], teacher, {"x": [0, 2], "y": None}).item() == 0
 
 
-def test_feature_matching_needs_batchnorm(recovered):
+def test_feature_matching_needs_batchnorm(recovered, no_batchnorm):
     from edgefree.errors import EdgefreeError
-    from edgefree.models import load_teacher
     from edgefree.recover import prune
 
-    nobn = load_teacher("digits-mlp-nobn")
+    nobn = no_batchnorm
     _, dreams, _ = recovered
     with pytest.raises(EdgefreeError, match="no BatchNorm"):
         distill(nobn, prune(nobn), dreams, DistillConfig(epochs=1, feature_weight=1.0), progress=False)

@@ -4,7 +4,6 @@ import torch
 from edgefree.config import BuildConfig, DistillConfig, MagnitudePruning, SynthesisConfig
 from edgefree.errors import EdgefreeError, NoBatchNormError
 from edgefree.evaluate import accuracy
-from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, distill, prune, synthesize
 from edgefree.recover.generator import DreamGenerator, GeneratorAdversary
 
@@ -53,9 +52,9 @@ def test_distillation_takes_new_images_every_epoch(generated, teacher, digits, m
     assert accuracy(student, digits, teacher.spec) > accuracy(pruned.model, digits, teacher.spec) + 10
 
 
-def test_generator_needs_batchnorm_and_a_size_it_can_reach():
+def test_generator_needs_batchnorm_and_a_size_it_can_reach(no_batchnorm):
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
-        synthesize(load_teacher("digits-mlp-nobn"), GEN, progress=False)
+        synthesize(no_batchnorm, GEN, progress=False)
     with pytest.raises(EdgefreeError, match=r"images \(C x H x W\) or signals \(C x L\).*'deepinversion'"):
         DreamGenerator((1, 3, 30, 30), 10)
     # sizes that are not a multiple of 4 are drawn a little larger and cropped

@@ -3,7 +3,6 @@ import torch
 
 from edgefree.config import SynthesisConfig
 from edgefree.errors import NoBatchNormError
-from edgefree.models import load_teacher
 from edgefree.recover import SyntheticSet, synthesize
 from edgefree.recover.synthesize import save_contact_sheet
 
@@ -62,9 +61,9 @@ def test_cheaper_variants_still_match_statistics(teacher, extra, fraction):
     assert d.stats["bn_loss_last"] < fraction * d.stats["bn_loss_first"]
 
 
-def test_model_without_batchnorm_is_refused():
+def test_model_without_batchnorm_is_refused(no_batchnorm):
     with pytest.raises(NoBatchNormError, match="no BatchNorm layers"):
-        synthesize(load_teacher("digits-mlp-nobn"), TINY, progress=False)
+        synthesize(no_batchnorm, TINY, progress=False)
 
 
 def test_bf16_auto_follows_the_hardware(monkeypatch, teacher):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgefree.errors import EdgefreeError
-from edgefree.targets import FORMATS, PRECISIONS
+from edgefree.targets import FORMATS, PRECISIONS, RUNTIMES
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
                tuple: "a list", type(None): "none"}
@@ -207,8 +207,8 @@ class LatencyTarget(_Config):
         self._require_finite()
         _require(0.0 < self.ratio <= 1.0, f"latency target must be in (0, 1] (the student's p50 over the teacher's), "
                  f"got {self.ratio}")
-        _require(self.runtime in (None, "onnxruntime", "openvino", "executorch"),
-                 f"latency tables are measured with onnxruntime, openvino or executorch, got {self.runtime!r}")
+        _require(self.runtime in (None, *RUNTIMES),
+                 f"latency tables are measured with {', '.join(RUNTIMES)}, got {self.runtime!r}")
         _require(self.precision in (None, *PRECISIONS), f"latency precision must be one of {', '.join(PRECISIONS)}, "
                  f"got {self.precision!r}")
         _require(self.widths >= 2, f"latency widths must be >= 2 (channel counts measured per group), got {self.widths}")

@@ -296,7 +296,7 @@ def load_eval_data(source: str | Path, spec: InputSpec, classes: int | None = No
     if spec.rank == 1:
         data = _signals_npz(_signal_source(source), spec)
         _require_known_classes(data.labels, spec, classes)
-        return data
+        return _warned_if_few(data, "signals")
     if Path(str(source)).suffix.lower() == ".npz":
         raise DataError(f"evaluation data {source} is an .npz, which edgefree reads for a signal model (input C x L); "
                         f"this model takes images {'x'.join(map(str, spec.shape))}: pass a zip, an ImageFolder "
@@ -319,7 +319,19 @@ def load_eval_data(source: str | Path, spec: InputSpec, classes: int | None = No
         raise DataError(f"evaluation images are {tuple(pixels.shape[1:])} (C, H, W) but the model takes "
                         f"{tuple(spec.shape)}: use data of the model's input size")
     _require_known_classes(torch.from_numpy(labels), spec, classes)
-    return LabeledImages(torch.from_numpy(pixels), torch.from_numpy(labels).long(), name)
+    return _warned_if_few(LabeledImages(torch.from_numpy(pixels), torch.from_numpy(labels).long(), name), "images")
+
+
+FEW_EVAL_ITEMS = 100  # below this, one item moves top-1 by more than a point
+
+
+def _warned_if_few(data: EvalData, kind: str) -> EvalData:
+    """``data``, after a warning where it is too small for its top-1 to tell small drops from chance."""
+    if len(data) < FEW_EVAL_ITEMS:
+        warn(f"evaluation data {data.name} holds only {len(data)} {kind}: each is {100 / len(data):.1f} points of "
+             f"top-1, so accuracies measured on it differ by several points by chance alone; use a few hundred "
+             f"{kind} or more to measure small drops")
+    return data
 
 
 def _signal_source(source: str | Path) -> Path:
@@ -349,6 +361,6 @@ def _require_known_classes(labels: torch.Tensor, spec: InputSpec, classes: int |
     """Labels must be classes of the model: below its class names' count, or ``classes`` (its outputs)."""
     count = len(spec.class_names) or classes
     if len(labels) and count and int(labels.max()) >= count:
-        raise DataError(f"evaluation data has {int(labels.max()) + 1} classes, the model {count} (labels 0 to "
-                        f"{count - 1}): keep only the model's classes, or pass the --num-classes the model was "
-                        "trained with")
+        raise DataError(f"evaluation data holds label {int(labels.max())}, beyond the model's {count} classes "
+                        f"(labels 0 to {count - 1}): keep only the model's classes, or pass the --num-classes the "
+                        "model was trained with")

@@ -22,11 +22,16 @@ def warn(message: str) -> None:
     """One ``Warning: ...`` line on stderr: something edgefree did for the user that they should know.
     While a command sends its runtime output to a log (``edgefree.logs``), the line goes to the
     console and to the log. Nothing inside ``muted_warnings``."""
-    if _muted:
-        return
+    if not _muted:
+        say(f"Warning: {message}")
+
+
+def say(line: str) -> None:
+    """``line`` on stderr, reaching the console (and the log) while a command sends its runtime output to a
+    log: what a long step tells the user before it starts."""
     console = getattr(sys.stderr, "console", None)
     for stream in (console, sys.stderr) if console is not None else (sys.stderr,):
-        print(f"Warning: {message}", file=stream)
+        print(line, file=stream)
 
 
 def first_line(exc: BaseException, limit: int | None = 200) -> str:

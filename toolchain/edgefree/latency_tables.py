@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from edgefree.bench import runner
 from edgefree.cache import cache_dir, read_entry, write_entry
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, say
 from edgefree.machine import machine_info
 
 CALL = {"kind": "call"}  # an Identity on one number: the cost of a call, no work
@@ -299,8 +299,7 @@ def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Mete
                 save(path, signature)  # what is timed is kept, even if a later shape fails
                 bar.update(len(todo))
     elif missing:
-        if progress:
-            tqdm.write(f"latency tables: counting {entries} entries, {meter.describe()}")
+        say(f"latency tables: counting {entries} entries, {meter.describe()}")
         flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
         with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
             models = [_write(sig, w, meter.precision, Path(tmp) / str(i)) for i, (_, sig, w) in enumerate(flat)]

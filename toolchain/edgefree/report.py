@@ -284,8 +284,20 @@ def _remeasured(native: dict, step: str) -> bool:
                for r in native["rows"])
 
 
+def rerun_seconds(report: dict, stage: str, seconds: float | None) -> dict:
+    """``report`` with ``stage``'s wall seconds those of a later command (``edgefree export`` or ``bench``
+    on the build folder) that replaced its outputs; None: that stage's outputs were removed."""
+    timed = {k: v for k, v in report["seconds"].items() if k != stage}
+    if seconds is not None:
+        timed[stage] = round(seconds, 2)
+    later = [s for s in report.get("rerun", []) if s != stage] + ([stage] if seconds is not None else [])
+    return {**report, "seconds": timed, "rerun": later}
+
+
 def _timing(r: dict) -> str:
-    rows = [[stage, f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
+    later = set(r.get("rerun", ()))
+    rows = [[f"{stage} (`edgefree {stage}`, after the build)" if stage in later else stage, f"{seconds:.1f}"]
+            for stage, seconds in r["seconds"].items()]
     steps = sub_steps(r)
     m = r["machine"]
     return "\n".join([

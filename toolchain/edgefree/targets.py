@@ -16,6 +16,7 @@ from edgefree.errors import TargetError
 
 FORMATS = ("onnx", "openvino", "executorch")
 RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
+RUNTIMES = tuple(RUNTIME_OF_FORMAT.values())
 PRECISIONS = ("fp32", "int8")
 ISAS = ("x86_64", "aarch64")
 DEPLOYS = ("local", "ssh", "adb")  # how artifacts reach the device: here, `edgefree flash` over SSH, an app's assets

@@ -9,6 +9,7 @@ each file checked against the sha256 the build recorded.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edgefree.bench import bench, selected_artifacts
@@ -17,7 +18,7 @@ from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
 from edgefree.outfolder import absolute, check_out_folder, claim, staged
-from edgefree.report import write_report
+from edgefree.report import rerun_seconds, write_report
 from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
 
@@ -61,6 +62,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     from edgefree.data import load_eval_data
     from edgefree.recover import SyntheticSet
 
+    started = time.perf_counter()
     build_dir = absolute(build_dir)
     report = read_build(build_dir)
     profile = built_target(report) if target in (None, report["target"]["name"]) else load_target(target)
@@ -96,7 +98,8 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
                        teacher_export, progress, published_as=out)
         if own:
-            write_report({**relocate_teacher(report, checkpoint), "bench": result}, folder, build_dir)
+            timed = rerun_seconds(report, "bench", time.perf_counter() - started)
+            write_report({**relocate_teacher(timed, checkpoint), "bench": result}, folder, build_dir)
     if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)
     return result

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from edgefree.cache import cache_dir
 from edgefree.errors import EmulationError, MissingRuntimeError
+from edgefree.targets import RUNTIMES
 
 SUITE = "bookworm"  # its python3.11 matches the cp311 aarch64 wheels
 PYTHON = "3.11"
@@ -34,7 +35,6 @@ ROOT_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "li
 ROOT_ENTRIES = ("bin", "etc", "lib", "sbin", "usr", "var")  # not dev/tmp: those stay the host's
 HOST_PACKAGES = ("qemu-user", "mmdebstrap", "gcc", "libc6-dev")
 TOOLS = {"qemu-aarch64": "qemu-user", "mmdebstrap": "mmdebstrap", "gcc": "gcc libc6-dev", "apt-get": "apt"}
-RUNTIMES = ("onnxruntime", "openvino", "executorch")
 # PyPI's aarch64 torch is CPU-only up to 2.10 (2.11+ pulls ~3 GB of CUDA wheels); ExecuTorch
 # 1.1.0's runtime links that torch and loads .pte files written by executorch 1.5.1 on x86.
 EXECUTORCH_STACK = ("torch==2.10.0", "executorch==1.1.0")

@@ -58,7 +58,7 @@ def _native_table(native: dict) -> str:
                      f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-", t["runs"],
                      SOURCES.get(r.get("accuracy_source"), "-") + (" (cached)" if r.get("cached") else "")])
     return markdown_table(["model", "runtime", "precision", "p50 ms", "p90 ms", "mean ± std ms", "student/teacher p50",
-                   "top-1 %", "size KB", "packed KB", "p50 95% interval ms", "runs", "top-1 from"], rows)
+                   "top-1 %", "size KiB", "packed KiB", "p50 95% interval ms", "runs", "top-1 from"], rows)
 
 
 def _reading(native: dict, cost: dict | None = None) -> list[str]:
@@ -109,8 +109,8 @@ def _reading(native: dict, cost: dict | None = None) -> list[str]:
     sizes = [(r, teacher.get(_key(r))) for r in rows if r["model"] == "student" and r["packed_bytes"]]
     for student, dense in sizes:
         if dense and dense["packed_bytes"]:
-            lines.append(f"- {student['artifact']}: packed {_kb(student['packed_bytes'])} KB vs the teacher's "
-                         f"{_kb(dense['packed_bytes'])} KB ({dense['packed_bytes'] / student['packed_bytes']:.1f}x "
+            lines.append(f"- {student['artifact']}: packed {_kb(student['packed_bytes'])} KiB vs the teacher's "
+                         f"{_kb(dense['packed_bytes'])} KiB ({dense['packed_bytes'] / student['packed_bytes']:.1f}x "
                          "smaller)" + (": the student's gain is size, for storage and transfer." if macs >= 1 - NOISE
                                        else ", for storage and transfer."))
     return lines
@@ -230,9 +230,12 @@ def _bars(ax, rows: list[dict], value, label: str) -> None:
     for offset, role in ((-0.2, "teacher"), (0.2, "student")):
         by_key = {_key(r): value(r) for r in rows if r["model"] == role}
         ax.bar(x + offset, [by_key.get(k) or 0 for k in keys], 0.4, label=role)
-    ax.set_xticks(x, [f"{runtime}\n{precision}" for runtime, precision in keys], fontsize=7)
+    crowded = len(keys) > 4  # a label per bar pair overlaps its neighbours: one tilted line each
+    ax.set_xticks(x, [f"{runtime}{' ' if crowded else chr(10)}{precision}" for runtime, precision in keys],
+                  fontsize=7, rotation=25 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel(label)
-    ax.legend(fontsize=7)
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # room for the legend above the tallest bar
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
 
 
 def plot(result: dict, path: Path) -> None:
@@ -254,7 +257,7 @@ def plot(result: dict, path: Path) -> None:
                   f"instructions / inference, M ({result['emulated']['cpu']}, emulated)")
         else:
             _bars(ax, native or emulated, lambda r: (r["packed_bytes"] or r["bytes"] or 0) / 1024,
-                  "size, KB (packed where packed)")
+                  "size, KiB (packed where packed)")
     fig.suptitle(f"{result['model']['arch']} for {result['target']['name']}: teacher vs student", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -186,7 +186,8 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         return
     acc = report["accuracy"]
     if acc["teacher"] is not None:
-        click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  "
+        refit = f"refit {acc['reconstructed']:.2f}%  " if acc.get("reconstructed") is not None else ""
+        click.echo(f"accuracy: teacher {acc['teacher']:.2f}%  pruned {acc['pruned']:.2f}%  {refit}"
                    f"recovered {acc['recovered']:.2f}%  (sparsity {100 * report['sparsity']:.1f}%, "
                    f"{report['cost']['macs_ratio']:.2f}x the teacher's multiply-adds)")
     click.echo(dreams_line(report["synthesis"]))

@@ -7,6 +7,7 @@ spec, target and evaluation set) and ``synthetic.pt`` (calibration).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from edgefree.bench.build_dir import BENCH_OUTPUTS
@@ -19,7 +20,7 @@ from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec, output_count
 from edgefree.recover import SyntheticSet
 from edgefree.recover.saved import built_student
-from edgefree.report import write_report
+from edgefree.report import rerun_seconds, write_report
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.targets import built_target
 from edgefree.verify import read_build, record_files, relocate_teacher, teacher_checkpoint
@@ -39,6 +40,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
 
         manifest = reexport(Path("edgefree-out"), ExportConfig(formats=("onnx",)))
     """
+    started = time.perf_counter()
     build_dir = absolute(build_dir)
     if not (build_dir / "report.json").is_file() and build_dir.is_dir():
         raise EdgefreeError(f"{build_dir} is not a finished edgefree build (missing report.json): "
@@ -64,7 +66,8 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])
         if own:  # the bench measured the artifacts this export replaces: its results go with them
-            updated = relocate_teacher({**report, "export": manifest, "bench": None}, checkpoint)
+            timed = rerun_seconds(rerun_seconds(report, "bench", None), "export", time.perf_counter() - started)
+            updated = relocate_teacher({**timed, "export": manifest, "bench": None}, checkpoint)
             write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging, build_dir)
     if own and (stale or report.get("bench")):
         warn(f"the bench results of {build_dir} measured the artifacts this export replaced, so they were removed: "

@@ -32,10 +32,11 @@ class Teacher:
     name: str
     range_assumed: bool = False  # a signal whose raw range nobody gave: ``spec.value_range`` is the default
     normalization_assumed: bool = False  # a mean or std nobody gave: the default's for its channels
+    outputs: int | None = None  # its class count where loading already measured it
 
     def classes(self) -> int:
         """How many classes the teacher scores (its outputs)."""
-        return output_count(self.module, self.spec)
+        return self.outputs or output_count(self.module, self.spec)
 
 
 def output_count(module: nn.Module, spec: InputSpec) -> int:
@@ -141,11 +142,11 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
         if checkpoint is not None and not is_program(checkpoint):
             load_checkpoint(module, checkpoint, parsed.name)
         spec, *assumed = _spec(None, input_spec, parsed, shape)
-        check_forward(module, spec, parsed.name)
+        outputs = check_forward(module, spec, parsed.name)
     else:
         module, base = build_architecture(parsed, num_classes)
         if checkpoint is not None:
             load_checkpoint(module, checkpoint, parsed.name)
         spec, *assumed = _spec(base, input_spec, parsed)
-        check_forward(module.eval(), spec, parsed.name, num_classes)
-    return Teacher(module.eval(), spec, parsed.name, *assumed)
+        outputs = check_forward(module.eval(), spec, parsed.name, num_classes)
+    return Teacher(module.eval(), spec, parsed.name, *assumed, outputs=outputs)

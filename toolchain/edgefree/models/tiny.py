@@ -1,4 +1,4 @@
-"""Small models that ship with the package: the built-in default and test fixtures."""
+"""The small model that ships with the package: the built-in default."""
 
 from torch import nn
 
@@ -22,8 +22,3 @@ def digits_cnn(num_classes: int = 10) -> nn.Module:
         nn.Flatten(),
         nn.Linear(64, num_classes),
     )
-
-
-@register_model("digits-mlp-nobn", DIGITS_SPEC, "test fixture: an MLP without BatchNorm (DeepInversion cannot use it)")
-def digits_mlp(num_classes: int = 10) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, num_classes))
