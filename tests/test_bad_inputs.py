@@ -271,7 +271,10 @@ CASES = {
     # --config / --save-config
     "config file missing": (B("--config", lambda f: str(f.tmp / "none.toml")), "does not exist"),
     "config file not TOML": (B("--config", toml("seed = = 1")), "is not valid TOML"),
-    "config option unknown": (B("--config", toml("sead = 1")), "has no option(s) ['sead']"),
+    "config option unknown": (B("--config", toml("sead = 1")), "has no option(s) ['sead'] (sead: did you mean seed?)"),
+    "config option spelt as its flag": (B("--config", toml("max-drop = 1")), "did you mean max_drop?"),
+    "config table given a number": (B("--config", toml("latency_target = 0.5")),
+                                    "write it as the table [latency_target] with ratio = 0.5 below it"),
     "config value of the wrong type": (B("--config", toml('seed = "one"')), "BuildConfig.seed must be an integer"),
     "config stage of the wrong type": (B("--config", toml("[synthesis]\niterations = 1.5")), "must be an integer"),
     "--bench-runs for a bench the config turns off": (B("--config", toml("bench = false"), "--bench-runs", "3"),

@@ -52,6 +52,17 @@ def test_macs_target_is_reached_by_searching_the_ratio():
     assert student.stats["macs_kept"] == pytest.approx(count_macs(student.model, x) / count_macs(teacher.module, x))
 
 
+def test_the_ratio_search_takes_a_smaller_student_over_a_nearer_one_past_the_target(monkeypatch):
+    from edgefree.recover import channels
+
+    # channels go in steps: here every ratio below 0.71 keeps 65% of the multiply-adds, every one above 41%
+    monkeypatch.setattr(channels, "_prune_at", lambda model, example, config, ratio, dreams, scored: (ratio, []))
+    monkeypatch.setattr(channels, "count_macs", lambda ratio, example: 41 if ratio >= 0.71 else 65)
+    ratio = channels._search_ratio(None, None, ChannelPruning(), 56.7, 5.67, None, False, {}, [])
+    assert ratio >= 0.71  # 65 is nearer to 56.7, but over it by more than the slack: 41 reaches the target
+    assert channels._search_ratio(None, None, ChannelPruning(), 62.0, 6.2, None, False, {}, []) < 0.71  # 65 fits
+
+
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
 def test_torchvision_models_prune_through_their_dependencies(name):
     teacher = load_teacher(f"torchvision:{name}", input_spec={"shape": (3, 32, 32)})

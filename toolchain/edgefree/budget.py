@@ -14,8 +14,9 @@ such epoch, and regains it over the recipe's), so a candidate's estimate would s
 than about the pruning. Where the recipe does not refit, ``SEARCH_EPOCHS`` epoch of distillation at a tenth of its
 learning rate stands in. The strongest end is tried first; where it misses, a bisection between it
 and no pruning at all narrows the knob (``CANDIDATES`` in all). The full recovery that follows
-(refit on every dream, the recipe's distillation) usually lowers the drop further, so a candidate that
-meets the budget here is a conservative choice.
+(refit on every dream, the recipe's distillation) is estimated again: that estimate can land above
+the candidate's (it did in both rows of ``benchmarks/results/max_drop.md``, and at a demo's few epochs
+of distillation often does), and the build says so where it then exceeds the budget.
 """
 
 from __future__ import annotations
@@ -42,14 +43,24 @@ SEARCH_EPOCHS = 1
 
 def knob(config: BuildConfig) -> str | None:
     """What ``--max-drop`` searches in ``config``: "sparsity" or "macs_target"; None where a latency target
-    sets the channel widths and no magnitude stage follows them."""
+    sets the channel widths and no magnitude stage follows them.
+
+    Example:
+        >>> knob(BuildConfig(prune=(ChannelPruning(macs_target=0.5), MagnitudePruning())))
+        'macs_target'
+    """
     if config.latency_target is not None:
         return "sparsity" if config.pruning(MagnitudePruning) else None
     return "macs_target" if config.pruning(ChannelPruning) else "sparsity"
 
 
 def stages_at(config: BuildConfig, value: float) -> tuple:
-    """``config``'s pruning stages with the searched knob set to ``value``."""
+    """``config``'s pruning stages with the searched knob set to ``value``.
+
+    Example:
+        >>> stages_at(BuildConfig(prune=(MagnitudePruning(sparsity=0.75),)), 0.5)[0].sparsity
+        0.5
+    """
     name = knob(config)
     kind = ChannelPruning if name == "macs_target" else MagnitudePruning
     return tuple(p.replace(**{name: value}) if isinstance(p, kind) else p for p in config.prune)
@@ -104,6 +115,18 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     keeps, each with its own sparsity on them. A candidate whose MACs target the channel search cannot
     reach has no estimate (``estimated_drop`` None, ``unreachable`` says why): one too low counts as over the
     budget, one too mild to remove a channel (``too_mild``) sends the search to stronger ones.
+
+    Example:
+        >>> from edgefree.config import SynthesisConfig
+        >>> from edgefree.demo import default_teacher
+        >>> from edgefree.recover import synthesize
+        >>> teacher = default_teacher()
+        >>> dreams = synthesize(teacher, SynthesisConfig(images=64, batch_size=64, iterations=5), progress=False)
+        >>> held_out = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), seed=1,
+        ...                       progress=False)
+        >>> found = search_budget(teacher, BuildConfig(max_drop=2.0), dreams, held_out)
+        >>> found["knob"], found["candidates"][0]["value"], len(found["candidates"]) <= 5
+        ('sparsity', 0.97, True)
     """
     started = time.perf_counter()
     name = knob(config)

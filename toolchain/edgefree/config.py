@@ -7,6 +7,7 @@ Each config validates itself in ``__post_init__`` and round-trips through
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import typing
@@ -18,7 +19,7 @@ from edgefree.errors import EdgefreeError
 from edgefree.targets import FORMATS, PRECISIONS, RUNTIMES
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
-               tuple: "a list", type(None): "none"}
+               tuple: "a list", type(None): "left out"}
 _PLURALS = {int: "integers", float: "numbers", str: "strings", Path: "paths", bool: "true or false values"}
 
 
@@ -65,7 +66,11 @@ def _rebuild(hint, value, where: str):
     kind = next((k for k in kinds if _accepts(k, value)), None)
     if kind is None:
         wanted = " or ".join(_type_name(k) for k in kinds)
-        raise EdgefreeError(f"{where} must be {wanted}, got {value!r}")
+        table = next((k for k in kinds if isinstance(k, type) and issubclass(k, _Config)), None)
+        first = fields(table)[0] if table and not isinstance(value, (dict, list)) else None
+        hint = f": write it as the table [{where.rsplit('.', 1)[-1]}] with {first.name} = {value!r} below it" \
+            if first and _accepts(typing.get_type_hints(table)[first.name], value) else ""
+        raise EdgefreeError(f"{where} must be {wanted}, got {value!r}{hint}")
     if isinstance(kind, type) and issubclass(kind, _Config):
         return None if value is False else kind.from_dict(value, where)
     return Path(value) if kind is Path else value
@@ -86,7 +91,10 @@ class _Config:
         if unknown:
             elsewhere = getattr(cls, "_ELSEWHERE", {})
             moved = [f"{name} goes in {elsewhere[name]}" for name in unknown if name in elsewhere]
-            raise EdgefreeError(f"{where} has no option(s) {unknown}" + (f" ({'; '.join(moved)})" if moved else "")
+            meant = [f"{name}: did you mean {close[0]}?" for name in unknown if name not in elsewhere and (
+                close := difflib.get_close_matches(name.replace("-", "_"), known, n=1))]
+            raise EdgefreeError(f"{where} has no option(s) {unknown}" + (f" ({'; '.join(moved + meant)})"
+                                                                          if moved or meant else "")
                                 + f"; known: {sorted(known)}")
         hints = typing.get_type_hints(cls)
         return cls(**{name: _rebuild(hints[name], value, f"{where}.{name}") for name, value in values.items()})
@@ -590,9 +598,9 @@ class BuildConfig(_Config):
     }
 
     def __post_init__(self):
-        _require(self.max_drop is None or (isinstance(self.max_drop, (int, float)) and math.isfinite(self.max_drop)
+        _require(self.max_drop is None or (_accepts(float, self.max_drop) and math.isfinite(self.max_drop)
                                            and self.max_drop >= 0),
-                 f"max_drop must be a number of top-1 points >= 0, got {self.max_drop}")
+                 f"max_drop must be a number of top-1 points >= 0, got {self.max_drop!r}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
         nameable = tuple(SYNTHESIS_FLAGS.values())
         _require(all(isinstance(n, str) and n in nameable for n in self.synthesis_given),

@@ -13,6 +13,7 @@ the whole build succeeded.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import shutil
 import time
@@ -200,13 +201,16 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     drop = found["recovered"]["drop"]
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
     warnings, fix = [], remedy(config.synthesis.method, teacher.spec.rank, config.distill.epochs)
-    if budget and drop > config.max_drop:
+    measured_met = None if measured is None or config.max_drop is None else measured <= config.max_drop
+    if measured_met:  # the evaluation data met the budget: what the estimate says of it is no warning
+        pass
+    elif budget and drop > config.max_drop:
         closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
                    "its cheap candidate was estimated within it")
         warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
                         f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop"
                         + (" or --latency-target" if config.latency_target is not None else "") + f", or {fix}")
-    elif budget and not budget["met"]:
+    elif budget and not budget["met"]:  # after full recovery within it
         warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
                         f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
                         f"after full recovery the student is estimated at ~{drop:.1f}")
@@ -217,14 +221,18 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     elif config.max_drop is None and (measured is None or measured > LARGE_DROP) and \
             (large := advice(drop, fix, _milder(config))):  # evaluation data that measured a small drop: no guess
         warnings.append(large)
-    if config.max_drop is not None and drop <= config.max_drop and measured is not None and measured > config.max_drop:
+    if measured is None and len(held_out) < HELD_OUT_IMAGES:  # nothing measured: how far the estimate can be trusted
+        warnings.append(f"the estimate rests on {len(held_out)} held-out dreams ({HELD_OUT_IMAGES} where the build "
+                        f"dreams at least that many), which measure a disagreement to about "
+                        f"+-{50 / math.sqrt(len(held_out)):.0f} points: dream at least {HELD_OUT_IMAGES} images "
+                        "(--images) for a firmer estimate")
+    if measured_met is False and drop <= config.max_drop:
         warnings.append(f"--max-drop {config.max_drop:g} missed on the evaluation data: the recovered student lost "
                         f"{measured:.2f} points where the estimate read ~{drop:.1f}: "
                         + ("pass a smaller --max-drop (the search then prunes less)" if budget else
                            "allow a larger --latency-target (it set every width; --max-drop only checked them)"))
     checked = None if config.max_drop is None else {
-        "max_drop": config.max_drop, "met": drop <= config.max_drop,
-        "measured_met": None if measured is None else measured <= config.max_drop}
+        "max_drop": config.max_drop, "met": drop <= config.max_drop, "measured_met": measured_met}
     return {**found, "measured_drop": measured, "warnings": warnings, "max_drop": checked,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},

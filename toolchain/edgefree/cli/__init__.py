@@ -24,6 +24,7 @@ from edgefree.cli.emulator import emulator
 from edgefree.cli.export import export
 from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
+from edgefree.cli.params import variable_name
 from edgefree.errors import EdgefreeError
 
 
@@ -68,7 +69,7 @@ def _bad_variable(exc: click.BadParameter) -> UserError | None:
     ctx, param = exc.ctx, exc.param
     if ctx is None or param is None or ctx.get_parameter_source(param.name) is not ParameterSource.ENVIRONMENT:
         return None
-    name = param.envvar if isinstance(param.envvar, str) else f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
+    name = variable_name(ctx, param)
     return UserError(f"environment variable {name}={os.environ.get(name, '')!r} is not a valid "
                      f"{param.opts[0] if getattr(param, 'opts', None) else param.name}: {exc.message.rstrip('.')}. "
                      f"Fix it, or unset it (unset {name})")

@@ -6,7 +6,7 @@ import click
 
 from edgefree.cli.export import FORMATS_HELP, PRECISIONS_HELP, comma_list, report_export
 from edgefree.cli.output import failure_kept_log, progress_bars, quiet_option, verbose_option
-from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath
+from edgefree.cli.params import NON_EMPTY_TEXT, NonEmptyPath, variable_name
 from edgefree.config import CHANNEL_IMPORTANCE, SYNTHESIS_FLAGS, ChannelPruning, MagnitudePruning
 
 
@@ -124,9 +124,6 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
     from edgefree.models.spec import parse_range
 
     given = _given(click.get_current_context())
-    if "max_drop" in given and given & {"sparsity", "macs_target"}:
-        raise EdgefreeError("--max-drop chooses the sparsity or MACs target itself: leave out "
-                            + " and ".join(f"--{n.replace('_', '-')}" for n in sorted(given & {"sparsity", "macs_target"})))
     values = load_config_file(config_file) if config_file else {}
     _layer(values, given, dict(target=target, out=out, model=model, arch=arch, num_classes=num_classes,
                                eval_data=eval_data, seed=seed, device=device, recipe=recipe, threads=threads,
@@ -166,6 +163,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
             field for flag, field in SYNTHESIS_FLAGS.items() if flag in given)))),
         reconstruct=config.reconstruct.replace(images=reconstruct_images, block_steps=block_steps),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16, adversarial_steps=adversarial_steps))
+    _refuse_searched(config, given, click.get_current_context())
     if save_config:
         if save_config.suffix.lower() == ".json":
             raise EdgefreeError(f"--save-config {save_config}: it writes TOML, and --config reads a .json file as a "
@@ -246,7 +244,8 @@ def _report_estimate(report: dict) -> None:
     if b:
         tried = len(b["candidates"])
         click.echo(f"budget: --max-drop {b['max_drop']:g} chose {b['knob']} {b['chosen']:g} after "
-                   f"{tried} candidate{'s' if tried != 1 else ''} ({b['seconds']:.0f} s)")
+                   f"{tried} candidate{'s' if tried != 1 else ''} ({b['seconds']:.0f} s)"
+                   + ("" if b["met"] else ": none was estimated within it, this one came closest"))
     elif report["config"].get("max_drop") is not None:
         click.echo(f"budget: --max-drop {report['config']['max_drop']:g} checked on the student whose channel widths "
                    f"the latency target chose: estimated ~{e['recovered']['drop']:.1f} points, "
@@ -315,6 +314,33 @@ def _refuse_unused(given: set[str], stages) -> None:
                                 f"{kind} pruning, and this build runs {runs} pruning only: leave "
                                 f"{'them' if len(unused) > 1 else 'it'} out, or pass --pruning "
                                 f"{'channel,magnitude' if kinds == {other} else kind}")
+
+
+SEARCHED_BY = {"sparsity": ("sparsity",), "macs_target": ("macs_target", "channel_ratio")}  # knob -> its options
+
+
+def _refuse_searched(config, given: set[str], ctx: click.Context) -> None:
+    """Under a budget (``max_drop``, here or in the file) an option setting the value it searches is refused,
+    not overridden (``edgefree.budget.knob``: the sparsity, or a channel stage's MACs target)."""
+    from edgefree.budget import knob
+    from edgefree.errors import EdgefreeError
+
+    searched = knob(config) if config.max_drop is not None else None
+    clash = [_source(ctx, name) for name in SEARCHED_BY.get(searched, ()) if name in given]
+    if clash:
+        raise EdgefreeError(f"--max-drop {config.max_drop:g} chooses the {searched.replace('_', ' ')} itself "
+                            f"({'the channel stage' if searched == 'macs_target' else 'the magnitude stage'}'s), "
+                            f"so {' and '.join(clash)} would be overridden: leave {'it' if len(clash) == 1 else 'them'}"
+                            " out, or drop --max-drop")
+
+
+def _source(ctx: click.Context, name: str) -> str:
+    """How option ``name`` was given: ``--flag``, or ``$VARIABLE`` where its environment variable set it."""
+    from click.core import ParameterSource
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    return "$" + variable_name(ctx, param) if ctx.get_parameter_source(name) == ParameterSource.ENVIRONMENT \
+        else param.opts[0]
 
 
 def _given(ctx: click.Context) -> set[str]:

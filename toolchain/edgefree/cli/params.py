@@ -4,6 +4,11 @@ default: an empty value is a mistake, and the option left out is how a default i
 import click
 
 
+def variable_name(ctx: click.Context, param: click.Parameter) -> str:
+    """The environment variable that sets ``param`` (``EDGEFREE_<COMMAND>_<OPTION>`` unless it names its own)."""
+    return param.envvar if isinstance(param.envvar, str) else f"{ctx.auto_envvar_prefix}_{param.name.upper()}"
+
+
 def _refuse_empty(kind: click.ParamType, value, param, ctx) -> None:
     if isinstance(value, str) and not value.strip():
         left_out = ", or leave the option out" if isinstance(param, click.Option) else ""

@@ -256,18 +256,26 @@ def _ceil2(value: float) -> str:
     return f"{math.ceil(value * 100) / 100:.2f}"
 
 
-def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, dreams,
-                  progress: bool, scored: dict, tried: list) -> float:
-    """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection); each
+def _search_ratio(model: nn.Module, example: torch.Tensor, config: ChannelPruning, target_macs: float, within: float,
+                  dreams, progress: bool, scored: dict, tried: list) -> float:
+    """The channel ratio whose student's multiply-adds come closest to ``target_macs`` (bisection) among those
+    within ``within`` of it or below; where none is, the closest of all. Channels go in steps, so the count
+    is not monotone in the ratio: a student over the target may lie nearer to it than one under. Each
     multiply-add count it met is appended to ``tried``."""
-    low, high, best = 0.0, 0.95, (float("inf"), 0.0)
+    low, high, found = 0.0, 0.95, []
     for _ in tqdm(range(8), desc="macs target", unit="try", disable=not progress, leave=False):
         ratio = (low + high) / 2
         macs = count_macs(_prune_at(model, example, config, ratio, dreams, scored=scored)[0], example)
         tried.append(macs)
-        best = min(best, (abs(macs - target_macs), ratio))
+        found.append((abs(macs - target_macs), ratio, macs))
         low, high = (ratio, high) if macs > target_macs else (low, ratio)
-    return best[1]
+    fitting = [f for f in found if f[2] <= target_macs + within]
+    return min(fitting or found)[1]
+
+
+def _target_slack(macs_target: float) -> float:
+    """How far (a fraction of the teacher's multiply-adds) above ``macs_target`` a student still reaches it."""
+    return max(_MACS_SLACK, 0.1 * macs_target)
 
 
 def _check_not_too_mild(config: ChannelPruning, teacher_macs: int, tried: list, removed: list, operations: list):
@@ -306,12 +314,12 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
         removed, scores = _remove_blocks(base, config.depth, dreams)
         ratio, scored, tried = config.ratio, {}, []
         if config.macs_target is not None:
-            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"], dreams, progress,
-                                  scored, tried)
+            ratio = _search_ratio(base, example, config, config.macs_target * teacher["macs"],
+                                  _target_slack(config.macs_target) * teacher["macs"], dreams, progress, scored, tried)
         student, operations = _prune_at(base, example, config, ratio, dreams, scored=scored)
         _check_not_too_mild(config, teacher["macs"], tried, removed, operations)
         reached = count_macs(student, example) / teacher["macs"]
-        if config.macs_target is not None and reached > config.macs_target + max(_MACS_SLACK, 0.1 * config.macs_target):
+        if config.macs_target is not None and reached > config.macs_target + _target_slack(config.macs_target):
             raise UnreachableTargetError(f"--macs-target {config.macs_target:g} cannot be reached: the closest the search came "
                                 f"is {reached:.2f}x the teacher's multiply-adds (channel ratio {ratio:.2f}); pass "
                                 f"--macs-target {_ceil2(reached)} or more")

@@ -161,6 +161,9 @@ def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed:
         >>> estimate(teacher, teacher.module, dreams)["drop"] < 1.0
         True
     """
+    if not len(held_out):
+        raise EdgefreeError("the accuracy estimate needs held-out dreams and got none: dream them with "
+                            "edgefree.pipeline.held_out_dreams (or synthesize with a seed of their own)")
     fit = fit or load_fit()
     measured = features(teacher.module, student, held_out, teacher.spec, seed)
     classes = _logits(teacher.module.eval(), held_out.images[:1]).shape[1]
