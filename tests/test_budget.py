@@ -383,6 +383,24 @@ def test_a_budget_the_evaluation_data_met_is_not_warned_missed_by_the_estimate(t
     assert few.startswith("the estimate rests on 96 held-out dreams") and line.startswith("--max-drop 1 missed: the recovered student is estimated at ~2.5 points")
 
 
+def test_a_distillation_that_undid_the_refit_says_so(teacher, held_out, monkeypatch):
+    import copy
+
+    import edgefree.pipeline as pipeline
+
+    refit, distilled = teacher.module, copy.deepcopy(teacher.module)
+    monkeypatch.setattr(pipeline, "estimate", lambda t, model, *args: {"drop": 3.8 if model is refit else 38.1})
+    students = [("reconstructed", refit), ("recovered", distilled)]
+    config = BuildConfig(distill=DistillConfig(epochs=1, lr=0.01))
+    estimated = pipeline._estimates(teacher, config, students, held_out, {"teacher": None}, None, {})["warnings"]
+    assert ("distillation left the student worse than the refit before it (estimated drop ~3.8 -> ~38.1 points); the "
+            "student written is the distilled one: distil longer (--epochs 10) or at a lower rate (--distill-lr "
+            "0.001)") in estimated
+    measured = {"teacher": 99.0, "reconstructed": 98.0, "recovered": 97.5}  # the evaluation data says it did not
+    assert not any(line.startswith("distillation left") for line in pipeline._estimates(
+        teacher, config, students, held_out, measured, None, {})["warnings"])
+
+
 def test_an_estimate_on_few_held_out_dreams_says_how_far_it_can_be_trusted(teacher, held_out, monkeypatch):
     import edgefree.pipeline as pipeline
 

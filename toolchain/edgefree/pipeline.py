@@ -193,6 +193,23 @@ def _milder(config: BuildConfig) -> str:
     return " or ".join(dict.fromkeys(options)) or "a milder --sparsity or a larger --macs-target"
 
 
+def _distillation_loss(config: BuildConfig, found: dict, scores: dict) -> str | None:
+    """One line where distillation left the student worse than the layer-wise refit before it, by more than
+    ``LARGE_DROP`` points of top-1 measured on the evaluation data or, without it, of estimated drop."""
+    if scores["teacher"] is not None:
+        before, after = scores["reconstructed"], scores["recovered"]
+        lost, basis = before - after, f"top-1 {before:.2f}% -> {after:.2f}% on the evaluation data"
+    else:
+        before, after = found["reconstructed"]["drop"], found["recovered"]["drop"]
+        lost, basis = after - before, f"estimated drop ~{before:.1f} -> ~{after:.1f} points"
+    if lost <= LARGE_DROP:
+        return None
+    d = config.distill
+    return (f"distillation left the student worse than the refit before it ({basis}); the student written is the "
+            f"distilled one: distil longer (--epochs {max(2 * d.epochs, 10)}) or at a lower rate (--distill-lr "
+            f"{d.lr / 10:g})")
+
+
 def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: SyntheticSet, scores: dict,
                budget: dict | None, fit: dict) -> dict:
     """The data-free estimate of each student's drop (``students``: (name, model)), the measured drop
@@ -221,6 +238,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     elif config.max_drop is None and (measured is None or measured > LARGE_DROP) and \
             (large := advice(drop, fix, _milder(config))):  # evaluation data that measured a small drop: no guess
         warnings.append(large)
+    if "reconstructed" in found and (undone := _distillation_loss(config, found, scores)):
+        warnings.append(undone)
     if measured is None and len(held_out) < HELD_OUT_IMAGES:  # nothing measured: how far the estimate can be trusted
         warnings.append(f"the estimate rests on {len(held_out)} held-out dreams ({HELD_OUT_IMAGES} where the build "
                         f"dreams at least that many), which measure a disagreement to about "
