@@ -320,6 +320,10 @@ CASES = {
     "export with tampered dreams": (lambda f: f.tamper("synthetic.pt") or ["export", str(f.build)],
                                     "synthetic.pt was changed"),
     "export of an unknown format": (C("export", lambda f: str(f.build), "--formats", "tflite"), "export formats must be"),
+    "export --out into a build folder": (lambda f: shutil.copytree(f.build, f.tmp / "theirs") and [
+        "export", str(f.build), "--out", str(f.tmp / "theirs")], "holds a build (report.json)"),
+    "bench --out into another build": (lambda f: shutil.copytree(f.build, f.tmp / "theirs") and [
+        "bench", str(f.build), "--out", str(f.tmp / "theirs")], "holds a build (report.json)"),
     "export --out holding the user's manifest.json": (
         lambda f: (Path(f.folder("theirs")) / "manifest.json").write_text("{}") and
         ["export", str(f.build), "--out", str(f.tmp / "theirs")], "which no .edgefree-complete there lists"),
@@ -409,10 +413,10 @@ def test_tampered_artifact_is_refused_by_bench_export_and_flash(tiny_build, tmp_
     assert result.exit_code == 2 and f"{files.build / 'student.pt'} was changed" in result.output, result.output
 
 
-def _build_process(out: Path) -> subprocess.Popen:
+def _build_process(out: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(TOOLCHAIN)}
     return subprocess.Popen([sys.executable, "-c", "from edgefree.cli import main; main()", "build", "--out", str(out),
-                             *TINY], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             *TINY, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             preexec_fn=_interruptible)
 
 
@@ -453,6 +457,19 @@ def test_killed_build_leaves_out_unchanged_and_the_rerun_succeeds(tiny_build, tm
     assert not list(tmp_path.glob(".out.edgefree-*")), "the killed build's staging folder was not removed"
     assert json.loads((out / "report.json").read_text())["synthesis"]["cached"] is True
     assert time.monotonic() - started < 600
+
+
+def test_a_build_of_two_processes_stops_on_a_signal_as_one_does(tmp_path):
+    out = tmp_path / "out"
+    for sig in (signal.SIGINT, signal.SIGTERM):  # to the launcher alone, as `timeout -s` and `kill` send it
+        process = _build_process(out, "--workers", "2")
+        _wait_for_staged_dreams(tmp_path, process)
+        process.send_signal(sig)
+        process.wait(timeout=120)
+        err = process.stderr.read().decode()
+        assert process.returncode == 128 + sig.value, err[-2000:]
+        assert f"interrupted ({sig.name}): stopped; no half-written output" in err and "Traceback" not in err
+        assert not out.exists() and not list(tmp_path.glob(".out.*")), f"{sig.name} left {list(tmp_path.iterdir())}"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -866,12 +883,17 @@ def test_bench_after_an_export_with_other_precisions_compares_the_teacher_in_the
     assert not any((files.build / n).exists() for n in ("bench.json", "bench.md", "bench.png"))
     exported_report = json.loads((files.build / "report.json").read_text())
     assert exported_report["bench"] is None and "bench" not in exported_report["seconds"]
+    assert exported_report["out"] == str(files.build)  # a copy of the build: where it is now
     assert exported_report["rerun"] == ["export"] and "| export (`edgefree export`, after the build) |" in (
         files.build / "report.md").read_text()  # the Time table shows the export that made the artifacts
     assert "bench results" in (files.build / "build.log").read_text() and (files.build / "notes.txt").is_file()
     benched = CliRunner().invoke(cli, ["bench", str(files.build), "--runs", "2", "--no-emulate", "--quiet"])
     assert benched.exit_code == 0, benched.output
-    assert json.loads((files.build / "report.json").read_text())["rerun"] == ["export", "bench"]
+    benched_report = json.loads((files.build / "report.json").read_text())
+    assert benched_report["rerun"] == ["export", "export-teacher", "bench"]  # the bench exported the teacher again
+    teacher_export = json.loads((files.build / "bench.json").read_text())["teacher_export"]
+    assert benched_report["seconds"]["export-teacher"] == round(teacher_export["seconds"], 2)
+    assert "| export-teacher (`edgefree bench`, after the build) |" in (files.build / "report.md").read_text()
     rows = json.loads((files.build / "bench.json").read_text())["native"]["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "student") for p in ("fp32", "int8")}

@@ -230,7 +230,7 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     capped = lambda out: bench({"teacher": teacher.module, "student": teacher.module},  # noqa: E731
                                {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
                                teacher.spec, load_target("x86-64"), tmp_path / out,
-                               BenchConfig(min_runs=50, max_seconds=1e-6, warmup=1), digits, teacher=second)
+                               BenchConfig(min_runs=1000, max_seconds=1e-6, warmup=1), digits, teacher=second)
     first_capped = capped("c1")
     assert cached_rows(second.manifest, first_capped["native"]["teacher_rows"]["key"]) is None  # not stored
     assert not first_capped["native"]["teacher_rows"]["cached"] and not capped("c2")["native"]["teacher_rows"]["cached"]
@@ -272,6 +272,15 @@ def manifest_of_build(default_build):
     return json.loads((default_build / "artifacts" / "manifest.json").read_text())
 
 
+def test_even_the_fastest_model_is_timed_in_rounds():
+    from edgefree.bench.latency import MAX_ROUNDS, _round_size
+    from edgefree.config import BenchConfig
+
+    config = BenchConfig()
+    assert _round_size(config, 0.001) == config.max_runs // MAX_ROUNDS  # a 1 µs model: rounds, not one batch
+    assert _round_size(config, 50.0) == 5  # a slow one: the fewest runs a round takes
+
+
 def test_the_latency_budget_stops_when_the_p50_is_stable():
     from edgefree.bench.latency import p50_interval, stop_reason
     from edgefree.config import BenchConfig
@@ -285,6 +294,7 @@ def test_the_latency_budget_stops_when_the_p50_is_stable():
     assert stop_reason(rng.lognormal(0.0, 0.5, 500), config) == "max_runs"
     assert stop_reason(np.full(30, 400.0) * rng.lognormal(0, 0.5, 30), config) == "max_seconds"  # 12 s timed
     assert stop_reason(noisy[:5], config.replace(runs=5)) == "runs"
+    assert stop_reason(rng.normal(1.0, 0.01, 500), config) == "stable"  # settled as it reached the cap: settled
     # the interval holds the true median (1.0 for lognormal(0, s)) about 95% of the time
     covered = [low <= 1.0 <= high for low, high in (p50_interval(rng.lognormal(0, 0.5, 101)) for _ in range(400))]
     assert 0.9 <= np.mean(covered) <= 0.99

@@ -177,6 +177,22 @@ def test_model_without_batchnorm_via_cli(tmp_path, no_batchnorm):
     assert not (tmp_path / "o" / "report.json").exists()
 
 
+def test_a_finished_command_ignores_signals_while_the_interpreter_shuts_down(monkeypatch):
+    import signal
+
+    import edgefree.cli as edgefree_cli
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(edgefree_cli, "cli", lambda: sys.exit(0))  # a command that published and printed its result
+    try:
+        with pytest.raises(SystemExit):
+            edgefree_cli.main()
+        assert all(signal.getsignal(sig) is signal.SIG_IGN for sig in saved)  # a CI timeout now cannot turn it to 143
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def test_listing_commands():
     assert "resnet56-cifar" in run("models").output
     assert "android-arm64" in run("targets").output

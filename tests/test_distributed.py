@@ -128,6 +128,24 @@ def test_the_generator_recipe_trains_once_and_shares_its_set_over_processes(teac
     assert torch.equal(one["images"], two["images"]) and torch.equal(one["labels"], two["labels"])
     report = json.loads((tmp_path / "two" / "report.json").read_text())
     assert report["distributed"]["world_size"] == 2 and report["synthesis"]["method"] == "generator"
+    # rank 0 published the build in a process of its own: the launcher's runtime log joins it
+    assert "build.log" in json.loads((tmp_path / "two" / ".edgefree-complete").read_text())["entries"]
+    assert (tmp_path / "two" / "build.log").is_file() and not list(tmp_path.glob(".two.*"))
+
+
+def test_a_log_published_after_the_build_is_listed_and_gives_back_its_warnings(tmp_path):
+    import os
+
+    from edgefree.logs import publish_log, runtime_output_to
+    from edgefree.outfolder import staged, written_entries
+
+    with staged(tmp_path / "out") as folder:
+        (folder / "report.json").write_text("{}")
+    with runtime_output_to(tmp_path / ".out.build.log"):
+        os.write(2, b"Warning: a rank's warning\nan ordinary log line\n")
+        assert publish_log(tmp_path / "out") == ["Warning: a rank's warning"]
+    assert sorted(written_entries(tmp_path / "out")) == ["build.log", "report.json"]
+    assert not (tmp_path / ".out.build.log").exists() and "ordinary" in (tmp_path / "out" / "build.log").read_text()
 
 
 def test_the_adversarial_generator_refuses_several_processes(tmp_path):

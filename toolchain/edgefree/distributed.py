@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, Interrupted
 
 DEFAULT_TIMEOUT_S = 1800  # PyTorch's default process-group timeout
 
@@ -299,6 +300,7 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
 
     Raises ``EdgefreeError`` naming the rank that failed first and its error, or its signal when it died.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -314,7 +316,9 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(per_rank)  # the children's OpenMP pools, sized at start
     try:
-        results = elastic_launch(config, fn)(*args)
+        results = elastic_launch(config, _interruptible)(fn, *args)
+    except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher passed it on to every rank, which cleaned up
+        raise Interrupted(signal.Signals(exc.sigval)) from None
     except ChildFailedError as exc:
         rank, failure = exc.get_first_failure()
         raise EdgefreeError(f"rank {rank} of {workers} failed: {describe_failure(failure)}") from None
@@ -324,6 +328,17 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
         else:
             os.environ["OMP_NUM_THREADS"] = saved
     return results[0]
+
+
+def _interruptible(fn: Callable, *args):
+    """``fn(*args)`` in a rank that ends on SIGTERM as on Ctrl-C (KeyboardInterrupt), through its cleanup: the
+    launcher sends each rank the signal that stopped it."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    return fn(*args)
+
+
+def _raise_interrupt(signum, _frame):
+    raise Interrupted(signal.Signals(signum))
 
 
 def describe_failure(failure) -> str:

@@ -40,6 +40,15 @@ def first_line(exc: BaseException, limit: int | None = 200) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), "")[:limit]
 
 
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by ``signal`` (a ``signal.Signals``) in a process that learned of it from another (the
+    launcher of ``--workers`` processes): handled as Ctrl-C is, with that signal's exit status."""
+
+    def __init__(self, signal):
+        super().__init__(signal.name)
+        self.signal = signal
+
+
 class EdgefreeError(Exception):
     """Base class: the CLI prints these as one clear line, without a traceback."""
 

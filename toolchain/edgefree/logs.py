@@ -62,6 +62,20 @@ def adopt_log(folder: Path) -> None:
         _capturing = target
 
 
+def publish_log(folder: Path) -> list[str]:
+    """Move the log being written now into the published ``folder`` as its ``build.log`` (listed among its
+    entries), for a build that other processes published; returns the log's ``Warning:`` lines, which
+    reached only the log there."""
+    from edgefree.outfolder import add_entry, is_complete
+
+    if _capturing is None or not _capturing.is_file() or not is_complete(folder):
+        return []
+    adopt_log(folder)
+    add_entry(folder, "build.log")
+    text = _capturing.read_text(encoding="utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.startswith("Warning: ")]
+
+
 @contextmanager
 def runtime_output_to(log_path: str | Path) -> Iterator[TextIO]:
     """Write everything sent to fd 1 and 2 (native code, ``print``, warnings, logging) to ``log_path``.

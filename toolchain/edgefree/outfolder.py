@@ -56,6 +56,14 @@ def is_complete(folder: Path) -> bool:
     return (Path(folder) / MARKER).is_file()
 
 
+def refuse_a_build(out: Path, option: str, command: str, fix: str) -> None:
+    """Refuse an output folder that holds a build (its ``report.json``): ``command``'s outputs there would
+    replace or mix with that build's. ``fix``: where its outputs go instead."""
+    if (Path(out) / "report.json").is_file():
+        raise EdgefreeError(f"{option} {out} holds a build (report.json), which {command} would replace or mix "
+                            f"its outputs into: {fix}")
+
+
 def check_out_folder(out: str | Path, names: tuple[str, ...] = (), option: str = "--out") -> Path:
     """Check, before any work, that ``out`` can take the entries ``names``; returns it absolute.
 
@@ -192,6 +200,25 @@ def remove_stale(out: Path) -> list[Path]:
     return removed
 
 
+def remove_leftovers(out: str | Path) -> None:
+    """Remove what killed processes left beside ``out``: their staging folders, and a lock file no process
+    holds. For a launcher whose processes were stopped before they could clean up."""
+    out = absolute(out)
+    remove_stale(out)
+    path = out.parent / f".{out.name}.edgefree-lock"
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:  # none left
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)  # held now by nobody else: a leftover
+    except OSError:  # a live command holds it
+        pass
+    finally:
+        os.close(fd)
+
+
 def _scratch(out: Path, tag: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=f".{out.name}.edgefree-{tag}-{os.getpid()}-", dir=out.parent))
     umask = os.umask(0)
@@ -204,10 +231,16 @@ def claim(folder: Path, name: str) -> None:
     """List ``name`` (an entry edgefree just published inside ``folder``, e.g. a build's ``bench-<target>/``)
     among ``folder``'s own entries, so the next build into ``folder`` replaces it with the rest; not where
     ``name`` also holds entries its own marker does not list (the user's)."""
-    entries = written_entries(folder)
     inside = set(os.listdir(folder / name)) - {MARKER}
-    if is_complete(folder) and name not in entries and inside <= set(written_entries(folder / name)):
-        _write_marker(folder, [*entries, name])  # a folder holding files of the user's stays theirs
+    if inside <= set(written_entries(folder / name)):  # a folder holding files of the user's stays theirs
+        add_entry(folder, name)
+
+
+def add_entry(folder: Path, name: str) -> None:
+    """List ``name``, which edgefree moved into the complete ``folder`` after publishing it, among its entries."""
+    entries = written_entries(folder)
+    if is_complete(folder) and name not in entries:
+        _write_marker(folder, [*entries, name])
 
 
 def _write_marker(folder: Path, entries: list[str]) -> None:

@@ -41,7 +41,7 @@ from edgefree.logs import adopt_log
 from edgefree.machine import machine_info, resolve_bf16
 from edgefree.models import Teacher, load_teacher
 from edgefree.models.spec import SIGNAL_RANGE_STDS
-from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, staged
+from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, remove_leftovers, staged
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
@@ -312,7 +312,11 @@ def build_on_workers(config: BuildConfig, workers: int, progress: bool = True) -
     if workers == 1:
         return build(config, progress)
     _check_before_launch(config, workers)
-    return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
+    try:
+        return distributed.launch(build, config, progress, workers=workers, threads=config.threads)
+    except BaseException:  # a rank stopped before its cleanup (killed, or blocked in a collective): clean up after it
+        remove_leftovers(config.out)
+        raise
 
 
 def _check_before_launch(config: BuildConfig, workers: int) -> None:

@@ -296,8 +296,9 @@ def rerun_seconds(report: dict, stage: str, seconds: float | None) -> dict:
 
 def _timing(r: dict) -> str:
     later = set(r.get("rerun", ()))
-    rows = [[f"{stage} (`edgefree {stage}`, after the build)" if stage in later else stage, f"{seconds:.1f}"]
-            for stage, seconds in r["seconds"].items()]
+    command = {"export-teacher": "bench"}  # the command that runs a stage again, where not its namesake
+    rows = [[f"{stage} (`edgefree {command.get(stage, stage)}`, after the build)" if stage in later else stage,
+             f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
     steps = sub_steps(r)
     m = r["machine"]
     return "\n".join([
@@ -356,8 +357,11 @@ def write_report(report: dict, out: Path, build_dir: Path | None = None) -> None
     """Write report.md, then report.json last: report.json present means the build finished.
 
     ``build_dir``: the finished build whose report this renders again (``out`` is its staging folder);
-    its device record, ``flash.json``, keeps its section in report.md.
+    its device record, ``flash.json``, keeps its section in report.md, and its ``out`` is where it is now
+    (a build folder may have moved since; ``config.out`` keeps where the build was asked to write).
     """
+    if build_dir is not None:
+        report = {**report, "out": str(build_dir)}
     (out / "report.md").write_text(render_markdown({**report, **_flashed(build_dir)}))
     tmp = out / "report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=str))

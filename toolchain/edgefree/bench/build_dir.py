@@ -17,7 +17,7 @@ from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
 from edgefree.errors import EdgefreeError, EmulationError
-from edgefree.outfolder import absolute, check_out_folder, claim, staged
+from edgefree.outfolder import absolute, check_out_folder, claim, refuse_a_build, staged
 from edgefree.report import rerun_seconds, write_report
 from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, relocate_teacher, teacher_checkpoint, verify_artifacts
@@ -81,6 +81,9 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     verify_artifacts(manifest, student_manifest.parent, built)
     out = absolute(out or output_folder(build_dir, report, profile))
     own = out == build_dir  # the build's own bench: its report shows the new figures
+    if not own:
+        refuse_a_build(out, "--out", f"the bench of {build_dir}", f"leave --out out (the results go into "
+                       f"{output_folder(build_dir, report, profile)}), or pass an empty folder")
     check_out_folder(out, BENCH_OUTPUTS + (("report.json", "report.md") if own else ()))
     teacher, student, eval_source, checkpoint = _models(report, build_dir, model)
     eval_data = load_eval_data(eval_source, teacher.spec, teacher.classes()) if eval_source else None
@@ -98,7 +101,8 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
                        teacher_export, progress, published_as=out)
         if own:
-            timed = rerun_seconds(report, "bench", time.perf_counter() - started)
+            timed = rerun_seconds(rerun_seconds(report, "export-teacher", teacher_export.seconds), "bench",
+                                  time.perf_counter() - started - teacher_export.seconds)
             write_report({**relocate_teacher(timed, checkpoint), "bench": result}, folder, build_dir)
     if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)

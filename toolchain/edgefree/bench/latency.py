@@ -135,26 +135,28 @@ SETTLED = ("stable", "runs")  # why timing stopped where the p50 is as certain a
 
 
 def stop_reason(times, config: BenchConfig) -> str | None:
-    """Why timing may stop after ``times`` (ms): "runs" (a fixed count), "stable", "max_runs",
-    "max_seconds"; None while more runs are needed."""
+    """Why timing may stop after ``times`` (ms): "runs" (a fixed count), "stable" (checked first: a sample
+    that settled as it reached a cap has settled), "max_runs", "max_seconds"; None while more runs are needed."""
     n = len(times)
     if config.runs is not None:
         return "runs" if n >= config.runs else None
-    if n >= config.max_runs:
-        return "max_runs"
-    if n and sum(times) / 1000 >= config.max_seconds:
-        return "max_seconds"
     if n >= config.min_runs:
         low, high = p50_interval(times)
         if (high - low) / 2 <= config.p50_tolerance * float(np.median(times)):
             return "stable"
+    if n >= config.max_runs:
+        return "max_runs"
+    if n and sum(times) / 1000 >= config.max_seconds:
+        return "max_seconds"
     return None
 
 
 def _round_size(config: BenchConfig, estimate_ms: float) -> int:
     if config.runs is not None:
         return int(np.ceil(config.runs / min(MAX_ROUNDS, max(1, config.runs // MIN_RUNS_PER_ROUND))))
-    return int(np.clip(ROUND_S * 1000 / max(estimate_ms, 1e-3), MIN_RUNS_PER_ROUND, config.max_runs))
+    # at most a MAX_ROUNDS-th of the cap per round: even the fastest model's runs interleave with the others'
+    return int(np.clip(ROUND_S * 1000 / max(estimate_ms, 1e-3), MIN_RUNS_PER_ROUND,
+                       max(MIN_RUNS_PER_ROUND, config.max_runs // MAX_ROUNDS)))
 
 
 def summary(times, stopped: str) -> dict:

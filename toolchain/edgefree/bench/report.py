@@ -172,9 +172,9 @@ def _cached(result: dict) -> str:
     export, rows = result.get("teacher_export"), (result["native"].get("teacher_rows") or {})
     if not export:
         return ""
-    said = (f" The teacher's artifacts came from the cache (key {export['key']}): this build spent "
+    said = (f" The teacher's artifacts came from the cache (key {export['key']}): this bench spent "
             f"{export['seconds']:.1f} s on them." if export["cached"] else
-            f" The teacher's artifacts were exported by this build ({export['seconds']:.1f} s) and cached "
+            f" The teacher's artifacts were exported for this bench ({export['seconds']:.1f} s) and cached "
             f"(key {export['key']}).")
     if rows.get("cached"):
         said += (f" Its rows were measured on {rows['measured_at']} and taken from the cache: they were not "

@@ -25,7 +25,7 @@ from edgefree.cli.export import export
 from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
 from edgefree.cli.params import variable_name
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, Interrupted
 
 
 def rank_prefix() -> str:
@@ -149,8 +149,8 @@ class _Group(click.Group):
             raise _one_line(exc, ctx) from exc
         except EdgefreeError as exc:
             raise UserError(rank_prefix() + str(exc)) from exc
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (_stop_on_sigterm): the staging folders are already gone
-            stopped = _STOPPED_BY["signal"]
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_stop_on_sigterm): the staging folders are already gone
+            stopped = exc.signal if isinstance(exc, Interrupted) else _STOPPED_BY["signal"]
             click.echo(f"{rank_prefix()}interrupted ({stopped.name}): stopped; no half-written output is left "
                        "behind (docs/output-folder.md)", err=True)
             sys.exit(128 + stopped.value)
@@ -174,4 +174,14 @@ def cli():
 for command in (bench, build, emulator, export, flash, models, targets):
     cli.add_command(command)
 
-main = cli
+
+def main() -> None:
+    """The ``edgefree`` command. Once it has ended (its outputs published, its result printed), Ctrl-C and
+    SIGTERM are ignored while the interpreter shuts its libraries down (seconds, with the runtimes loaded):
+    a signal then would report a failure for a command that has succeeded."""
+    try:
+        cli()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)

@@ -60,7 +60,8 @@ def _opt(*names, **kw):
 @_opt("--max-drop", type=click.FloatRange(min=0), help="Budget: the strongest pruning (magnitude: the sparsity; "
       "channel: the MACs target; beside --latency-target, the sparsity of a magnitude stage on its widths, or with "
       "channels only a check of the student) whose estimated top-1 drop is at most this many points, searched "
-      "without data (replaces --sparsity / --macs-target; docs/budgets.md).")
+      "without data (in place of the --sparsity, or with a channel stage the --macs-target and --channel-ratio, it "
+      "searches; docs/budgets.md).")
 @_opt("--recipe", default=None, help="Recipe: 'fast' (default for --model), 'thorough' (twice the distillation, on the generator's dreams for an image and fast's for a signal), 'paper' (the published 200 fp32 steps per batch), 'generator' (a generator trained on the teacher, new images every epoch: more recovery than fast on image teachers), 'demo' (built-in default).")
 @_opt("--images", type=int, help="Synthetic images (overrides the recipe).")
 @_opt("--iterations", type=int, help="Synthesis steps per batch; with a generator recipe, its training steps (thorough: the generator's on an image, steps per batch on a signal) (overrides the recipe).")
@@ -174,12 +175,17 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return
+    from edgefree.logs import publish_log
     from edgefree.pipeline import build_on_workers
 
     out = config.out
     log = out.parent / f".{out.name}.build.log"  # beside --out while it runs; the build publishes it with its outputs
     with failure_kept_log(verbose, log):
         report = build_on_workers(config, workers, progress=progress_bars(quiet))
+        # --workers: rank 0 published the build in a process of its own, which wrote its warnings to the log
+        rank_warnings = publish_log(Path(out)) if workers > 1 and report is not None else []
+    for line in rank_warnings:
+        click.echo(line, err=True)
     if report is None:  # a rank other than 0 under torchrun: rank 0 reports
         return
     acc = report["accuracy"]
@@ -255,7 +261,7 @@ def _report_estimate(report: dict) -> None:
     click.echo(f"{measured}estimated drop ~{e['recovered']['drop']:.1f} points (no data used; a rough guide that "
                "can miss large drops: docs/budgets.md)")
     for line in e["warnings"]:
-        click.echo(f"Warning: {line}")
+        click.echo(f"Warning: {line}", err=True)
 
 
 def _pruning(kinds: str | None, target: str, sparsity, keep_first_last_dense, channel_ratio, macs_target, depth,

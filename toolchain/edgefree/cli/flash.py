@@ -54,5 +54,6 @@ def flash(build_dir, host, target, port, key, known_hosts, accept_new_host_key, 
         click.echo(f"  deleted {len(record['releases_removed'])} older release(s) on the device: "
                    + ", ".join(record["releases_removed"]))
     if record["releases_prune_error"]:
-        click.echo(f"  Warning: deleting older releases failed (the new one is current): {record['releases_prune_error']}")
+        click.echo(f"Warning: deleting older releases failed (the new one is current): {record['releases_prune_error']}",
+                   err=True)
     click.echo(f"wrote {build_dir / 'flash.json'}, {build_dir / 'report.md'}")

@@ -21,7 +21,7 @@ from edgefree.models import InputSpec, output_count
 from edgefree.recover import SyntheticSet
 from edgefree.recover.saved import built_student
 from edgefree.report import rerun_seconds, write_report
-from edgefree.outfolder import absolute, check_out_folder, staged
+from edgefree.outfolder import absolute, check_out_folder, refuse_a_build, staged
 from edgefree.targets import built_target
 from edgefree.verify import read_build, record_files, relocate_teacher, teacher_checkpoint
 
@@ -53,6 +53,9 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     source = eval_data or built_eval
     folder = absolute(out) if out else build_dir / "artifacts"
     own = folder == build_dir / "artifacts"
+    if not own:
+        refuse_a_build(folder, "--out", "`edgefree export`", f"pass an empty folder, or leave --out out to export "
+                       f"into {build_dir / 'artifacts'}")
     publish_to = build_dir if own else check_out_folder(folder, (MANIFEST,))
     if own:
         check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
