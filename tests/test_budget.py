@@ -399,6 +399,10 @@ def test_a_distillation_that_undid_the_refit_says_so(teacher, held_out, monkeypa
     measured = {"teacher": 99.0, "reconstructed": 98.0, "recovered": 97.5}  # the evaluation data says it did not
     assert not any(line.startswith("distillation left") for line in pipeline._estimates(
         teacher, config, students, held_out, measured, None, {})["warnings"])
+    worse = {"teacher": 99.0, "reconstructed": 98.0, "recovered": 90.0}  # and here that it did: the data wins
+    assert any(line.startswith("distillation left the student worse than the refit before it (top-1 98.00% -> "
+                               "90.00% on the evaluation data)") for line in pipeline._estimates(
+        teacher, config, students, held_out, worse, None, {})["warnings"])
 
 
 def test_an_estimate_on_few_held_out_dreams_says_how_far_it_can_be_trusted(teacher, held_out, monkeypatch):
@@ -428,7 +432,7 @@ def test_max_drop_from_a_file_or_the_environment_refuses_them_too(tmp_path):
     config.write_text("max_drop = 1.0\n")
     result = CliRunner().invoke(cli, ["build", "--config", str(config), "--out", str(tmp_path / "o"),
                                       "--sparsity", "0.3"])
-    assert result.exit_code == 2 and "--max-drop 1 chooses the sparsity itself" in result.output, result.output
+    assert result.exit_code == 2 and f"max_drop = 1 in {config} chooses the sparsity itself" in result.output
     result = CliRunner().invoke(cli, ["build", "--out", str(tmp_path / "o"), "--max-drop", "1"],
                                 env={"EDGEFREE_BUILD_SPARSITY": "0.5"}, auto_envvar_prefix="EDGEFREE")
     assert result.exit_code == 2 and "$EDGEFREE_BUILD_SPARSITY would be overridden" in result.output, result.output

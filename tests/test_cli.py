@@ -183,7 +183,7 @@ def test_a_finished_command_ignores_signals_while_the_interpreter_shuts_down(mon
     import edgefree.cli as edgefree_cli
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    monkeypatch.setattr(edgefree_cli, "cli", lambda: sys.exit(0))  # a command that published and printed its result
+    monkeypatch.setattr(edgefree_cli, "cli", lambda **_: sys.exit(0))  # a command that published and printed its result
     try:
         with pytest.raises(SystemExit):
             edgefree_cli.main()

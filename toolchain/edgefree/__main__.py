@@ -5,7 +5,7 @@
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from edgefree.cli import cli
+from edgefree.cli import cli, main
 
 if __name__ == "__main__":
-    record(cli)(prog_name="edgefree")
+    main(record(cli))

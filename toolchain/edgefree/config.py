@@ -65,12 +65,14 @@ def _rebuild(hint, value, where: str):
     kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, type(int | str)) else (hint,)
     kind = next((k for k in kinds if _accepts(k, value)), None)
     if kind is None:
-        wanted = " or ".join(_type_name(k) for k in kinds)
         table = next((k for k in kinds if isinstance(k, type) and issubclass(k, _Config)), None)
+        wanted = " or ".join(map(_type_name, kinds)) if not table else "a table of options" + (
+            ", or false to turn it off" if type(None) in kinds else "")
+        shown = json.dumps(value) if isinstance(value, (bool, int, float, str)) else repr(value)  # as TOML writes it
         first = fields(table)[0] if table and not isinstance(value, (dict, list)) else None
-        hint = f": write it as the table [{where.rsplit('.', 1)[-1]}] with {first.name} = {value!r} below it" \
+        hint = f": write it as the table [{where.rsplit('.', 1)[-1]}] with {first.name} = {shown} below it" \
             if first and _accepts(typing.get_type_hints(table)[first.name], value) else ""
-        raise EdgefreeError(f"{where} must be {wanted}, got {value!r}{hint}")
+        raise EdgefreeError(f"{where} must be {wanted}, got {shown}{hint}")
     if isinstance(kind, type) and issubclass(kind, _Config):
         return None if value is False else kind.from_dict(value, where)
     return Path(value) if kind is Path else value

@@ -315,6 +315,7 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
                           start_method="spawn")
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = str(per_rank)  # the children's OpenMP pools, sized at start
+    handlers = {sig: signal.getsignal(sig) for sig in _LAUNCHER_SIGNALS}  # the launcher replaces them for good
     try:
         results = elastic_launch(config, _interruptible)(fn, *args)
     except SignalException as exc:  # Ctrl-C or SIGTERM: the launcher passed it on to every rank, which cleaned up
@@ -327,13 +328,20 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
             os.environ.pop("OMP_NUM_THREADS", None)
         else:
             os.environ["OMP_NUM_THREADS"] = saved
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return results[0]
 
 
+_LAUNCHER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
 def _interruptible(fn: Callable, *args):
-    """``fn(*args)`` in a rank that ends on SIGTERM as on Ctrl-C (KeyboardInterrupt), through its cleanup: the
-    launcher sends each rank the signal that stopped it."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    """``fn(*args)`` in a rank; rank 0, which holds the output folder's lock and staging folder, ends on SIGTERM
+    as on Ctrl-C (KeyboardInterrupt), through its cleanup (the launcher sends each rank the signal that stopped
+    it, or SIGTERM when another rank failed). The other ranks keep SIGTERM's default: they end at once."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
     return fn(*args)
 
 

@@ -41,8 +41,9 @@ def first_line(exc: BaseException, limit: int | None = 200) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A command stopped by ``signal`` (a ``signal.Signals``) in a process that learned of it from another (the
-    launcher of ``--workers`` processes): handled as Ctrl-C is, with that signal's exit status."""
+    """A command stopped by ``signal`` (a ``signal.Signals``) under ``--workers``: in the launcher, which the
+    signal reached through torch's handler, or in rank 0, which the launcher passed it on to. Handled as Ctrl-C
+    is, with that signal's exit status."""
 
     def __init__(self, signal):
         super().__init__(signal.name)

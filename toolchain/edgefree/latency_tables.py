@@ -299,7 +299,8 @@ def layer_tables(requests: list[tuple[dict, list[tuple[int, int]]]], meter: Mete
                 save(path, signature)  # what is timed is kept, even if a later shape fails
                 bar.update(len(todo))
     elif missing:
-        say(f"latency tables: counting {entries} entries, {meter.describe()}")
+        if progress:  # beside the bars, on the console
+            say(f"latency tables: counting {entries} entries, {meter.describe()}")
         flat = [(path, signature, w) for path, (signature, todo) in missing.items() for w in todo]
         with tempfile.TemporaryDirectory(prefix="edgefree-latency-") as tmp:
             models = [_write(sig, w, meter.precision, Path(tmp) / str(i)) for i, (_, sig, w) in enumerate(flat)]

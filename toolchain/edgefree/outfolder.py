@@ -129,7 +129,7 @@ def locked(out: str | Path, command: str = "build"):
     out = absolute(out)
     created = [p for p in reversed(out.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f".{out.name}.edgefree-lock"
+    path = _lock_path(out)
     try:
         fd = _lock(path, out, command)
     except BaseException:
@@ -141,6 +141,10 @@ def locked(out: str | Path, command: str = "build"):
         os.unlink(path)  # before the lock is released: a command waiting on this file finds it gone and retries
         os.close(fd)
         _remove_empty(created)
+
+
+def _lock_path(out: Path) -> Path:
+    return out.parent / f".{out.name}.edgefree-lock"
 
 
 def _lock(path: Path, out: Path, command: str) -> int:
@@ -205,7 +209,7 @@ def remove_leftovers(out: str | Path) -> None:
     holds. For a launcher whose processes were stopped before they could clean up."""
     out = absolute(out)
     remove_stale(out)
-    path = out.parent / f".{out.name}.edgefree-lock"
+    path = _lock_path(out)
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError:  # none left

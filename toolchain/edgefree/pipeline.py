@@ -32,7 +32,7 @@ from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, Magnitu
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
-from edgefree.errors import EdgefreeError, warn
+from edgefree.errors import EdgefreeError, muted_warnings, warn
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student
 from edgefree.export.runtime import require_runtimes
@@ -325,7 +325,8 @@ def _check_before_launch(config: BuildConfig, workers: int) -> None:
     distributed.check_device(config.device, workers)
     _target_and_export(config)
     _checked_out(config)
-    _load_inputs(config, True, notes=False, processes=workers)  # rank 0 loads them again, and says what it assumed
+    with muted_warnings():  # rank 0 loads them again and warns (its warnings reach the console from the log)
+        _load_inputs(config, True, notes=False, processes=workers)
 
 
 def _target_and_export(config: BuildConfig):

@@ -122,7 +122,8 @@ class Device:
             raise DeployError(f"SSH to {self.where} failed: {exc}. Is an SSH server listening there (the host and "
                               "--port of the device's sshd)?") from exc
         except (OSError, socket.timeout) as exc:  # refused, unreachable, DNS, timeout
-            raise DeployError(f"cannot connect to {self.where}: {exc or type(exc).__name__}. Is the device "
+            reason = str(exc).removeprefix("[Errno None] ") or type(exc).__name__  # paramiko's refusals carry no errno
+            raise DeployError(f"cannot connect to {self.where}: {reason}. Is the device "
                               "on, sshd running, and the host and --port right?") from exc
 
     def __enter__(self):

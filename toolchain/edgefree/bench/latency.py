@@ -154,7 +154,7 @@ def stop_reason(times, config: BenchConfig) -> str | None:
 def _round_size(config: BenchConfig, estimate_ms: float) -> int:
     if config.runs is not None:
         return int(np.ceil(config.runs / min(MAX_ROUNDS, max(1, config.runs // MIN_RUNS_PER_ROUND))))
-    # at most a MAX_ROUNDS-th of the cap per round: even the fastest model's runs interleave with the others'
+    # at most a MAX_ROUNDS-th of the cap per round: a fast model that has not settled takes turns with the others
     return int(np.clip(ROUND_S * 1000 / max(estimate_ms, 1e-3), MIN_RUNS_PER_ROUND,
                        max(MIN_RUNS_PER_ROUND, config.max_runs // MAX_ROUNDS)))
 

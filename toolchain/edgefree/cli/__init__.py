@@ -175,12 +175,13 @@ for command in (bench, build, emulator, export, flash, models, targets):
     cli.add_command(command)
 
 
-def main() -> None:
-    """The ``edgefree`` command. Once it has ended (its outputs published, its result printed), Ctrl-C and
-    SIGTERM are ignored while the interpreter shuts its libraries down (seconds, with the runtimes loaded):
-    a signal then would report a failure for a command that has succeeded."""
+def main(command=None) -> None:
+    """The ``edgefree`` command (``command``: ``cli`` wrapped, as ``python -m edgefree`` wraps it for torchrun).
+    Once it has ended (its outputs published, its result printed), Ctrl-C and SIGTERM are ignored while the
+    interpreter shuts its libraries down (seconds, with the runtimes loaded): a signal then would report a
+    failure for a command that has succeeded."""
     try:
-        cli()
+        (command or cli)(prog_name="edgefree")
     finally:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):

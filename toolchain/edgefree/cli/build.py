@@ -164,7 +164,7 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
             field for flag, field in SYNTHESIS_FLAGS.items() if flag in given)))),
         reconstruct=config.reconstruct.replace(images=reconstruct_images, block_steps=block_steps),
         distill=config.distill.replace(epochs=epochs, lr=distill_lr, bf16=bf16, adversarial_steps=adversarial_steps))
-    _refuse_searched(config, given, click.get_current_context())
+    _refuse_searched(config, given, click.get_current_context(), config_file)
     if save_config:
         if save_config.suffix.lower() == ".json":
             raise EdgefreeError(f"--save-config {save_config}: it writes TOML, and --config reads a .json file as a "
@@ -325,19 +325,22 @@ def _refuse_unused(given: set[str], stages) -> None:
 SEARCHED_BY = {"sparsity": ("sparsity",), "macs_target": ("macs_target", "channel_ratio")}  # knob -> its options
 
 
-def _refuse_searched(config, given: set[str], ctx: click.Context) -> None:
-    """Under a budget (``max_drop``, here or in the file) an option setting the value it searches is refused,
-    not overridden (``edgefree.budget.knob``: the sparsity, or a channel stage's MACs target)."""
+def _refuse_searched(config, given: set[str], ctx: click.Context, config_file: Path | None) -> None:
+    """Under a budget (``max_drop``: an option, its variable or the config file's) an option setting the value it
+    searches is refused, not overridden (``edgefree.budget.knob``: the sparsity, or a channel stage's MACs target)."""
     from edgefree.budget import knob
     from edgefree.errors import EdgefreeError
 
     searched = knob(config) if config.max_drop is not None else None
     clash = [_source(ctx, name) for name in SEARCHED_BY.get(searched, ()) if name in given]
     if clash:
-        raise EdgefreeError(f"--max-drop {config.max_drop:g} chooses the {searched.replace('_', ' ')} itself "
+        source = _source(ctx, "max_drop") if "max_drop" in given else None
+        budget = (f"max_drop = {config.max_drop:g} in {config_file}" if source is None else
+                  f"{source}{'=' if source.startswith('$') else ' '}{config.max_drop:g}")
+        raise EdgefreeError(f"{budget} chooses the {searched.replace('_', ' ')} itself "
                             f"({'the channel stage' if searched == 'macs_target' else 'the magnitude stage'}'s), "
                             f"so {' and '.join(clash)} would be overridden: leave {'it' if len(clash) == 1 else 'them'}"
-                            " out, or drop --max-drop")
+                            " out, or the budget")
 
 
 def _source(ctx: click.Context, name: str) -> str:

@@ -2,6 +2,8 @@
 
 import click
 
+from edgefree.targets import RUNTIMES
+
 
 @click.group()
 def emulator():
@@ -10,7 +12,7 @@ def emulator():
 
 @emulator.command()
 @click.option("--runtimes", default="onnxruntime,openvino", show_envvar=True,
-              help="Comma-separated runtimes to install for aarch64: onnxruntime, openvino, executorch "
+              help=f"Comma-separated runtimes to install for aarch64: {', '.join(RUNTIMES)} "
                    "(executorch brings aarch64 torch: ~600 MB more).")
 @click.option("--mirror", show_envvar=True,
               help="Debian mirror for the arm64 root and qemu's source (default: http://deb.debian.org/debian).")
