@@ -322,6 +322,10 @@ CASES = {
     "export of an unknown format": (C("export", lambda f: str(f.build), "--formats", "tflite"), "export formats must be"),
     "export --out into a build folder": (lambda f: shutil.copytree(f.build, f.tmp / "theirs") and [
         "export", str(f.build), "--out", str(f.tmp / "theirs")], "holds a build (report.json)"),
+    "bench of another target into the build's folder": (C("bench", lambda f: str(f.build), "--target",
+                                                          "raspberry-pi-4", "--no-emulate", "--out",
+                                                          lambda f: str(f.build)),
+                                                        "whose bench is for its target"),
     "bench --out into another build": (lambda f: shutil.copytree(f.build, f.tmp / "theirs") and [
         "bench", str(f.build), "--out", str(f.tmp / "theirs")], "holds a build (report.json)"),
     "export --out holding the user's manifest.json": (

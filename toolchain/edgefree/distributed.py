@@ -329,7 +329,8 @@ def launch(fn: Callable, *args, workers: int, threads: int | None = None):
         else:
             os.environ["OMP_NUM_THREADS"] = saved
         for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+            if handler is not None:  # None: a handler not set from Python, which Python cannot put back
+                signal.signal(sig, handler)
     return results[0]
 
 

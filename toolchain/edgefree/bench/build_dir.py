@@ -80,6 +80,10 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     verify_artifacts(manifest, student_manifest.parent, built)
     out = absolute(out or output_folder(build_dir, report, profile))
     own = out == build_dir  # the build's own bench: its report shows the new figures
+    if own and profile.name != report["target"]["name"]:
+        raise EdgefreeError(f"--out {out} is the build's own folder, whose bench is for its target "
+                            f"{report['target']['name']}: leave --out out (the results for {profile.name} go into "
+                            f"{output_folder(build_dir, report, profile)}), or pass an empty folder")
     if not own:
         refuse_a_build(out, "--out", f"the bench of {build_dir}", f"leave --out out (the results go into "
                        f"{output_folder(build_dir, report, profile)}), or pass an empty folder")

@@ -39,7 +39,12 @@ def register_model(name: str, input_spec: InputSpec, description: str):
 
 
 def list_models() -> dict[str, str]:
-    """Names of all registered architectures with a one-line description."""
+    """Names of all registered architectures with a one-line description.
+
+    Example:
+        >>> "resnet20-cifar" in list_models()
+        True
+    """
     return {name: entry.description for name, entry in sorted(_REGISTRY.items())}
 
 
