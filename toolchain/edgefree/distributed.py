@@ -35,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from edgefree.errors import EdgefreeError, Interrupted
+from edgefree.errors import EdgefreeError, Interrupted, raise_interrupted
 
 DEFAULT_TIMEOUT_S = 1800  # PyTorch's default process-group timeout
 
@@ -342,12 +342,8 @@ def _interruptible(fn: Callable, *args):
     as on Ctrl-C (KeyboardInterrupt), through its cleanup (the launcher sends each rank the signal that stopped
     it, or SIGTERM when another rank failed). The other ranks keep SIGTERM's default: they end at once."""
     if int(os.environ.get("RANK", "0")) == 0:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupted)
     return fn(*args)
-
-
-def _raise_interrupt(signum, _frame):
-    raise Interrupted(signal.Signals(signum))
 
 
 def describe_failure(failure) -> str:

@@ -41,13 +41,20 @@ def first_line(exc: BaseException, limit: int | None = 200) -> str:
 
 
 class Interrupted(KeyboardInterrupt):
-    """A command stopped by ``signal`` (a ``signal.Signals``) under ``--workers``: in the launcher, which the
-    signal reached through torch's handler, or in rank 0, which the launcher passed it on to. Handled as Ctrl-C
-    is, with that signal's exit status."""
+    """A command stopped by ``signal`` (a ``signal.Signals``) other than Ctrl-C's own KeyboardInterrupt: SIGTERM
+    (``raise_interrupted``), or under ``--workers`` the signal torch's launcher caught. Handled as Ctrl-C is,
+    with that signal's exit status."""
 
     def __init__(self, signal):
         super().__init__(signal.name)
         self.signal = signal
+
+
+def raise_interrupted(signum, _frame):
+    """A signal handler (SIGTERM's, in a command or a ``--workers`` rank): end through the cleanup Ctrl-C runs."""
+    import signal
+
+    raise Interrupted(signal.Signals(signum))
 
 
 class EdgefreeError(Exception):

@@ -284,14 +284,13 @@ def _remeasured(native: dict, step: str) -> bool:
                for r in native["rows"])
 
 
-def rerun_seconds(report: dict, stage: str, seconds: float | None) -> dict:
-    """``report`` with ``stage``'s wall seconds those of a later command (``edgefree export`` or ``bench``
-    on the build folder) that replaced its outputs; None: that stage's outputs were removed."""
-    timed = {k: v for k, v in report["seconds"].items() if k != stage}
-    if seconds is not None:
-        timed[stage] = round(seconds, 2)
-    later = [s for s in report.get("rerun", []) if s != stage] + ([stage] if seconds is not None else [])
-    return {**report, "seconds": timed, "rerun": later}
+def rerun_seconds(report: dict, stages: dict[str, float | None]) -> dict:
+    """``report`` with each stage's wall seconds in ``stages`` those of a later command (``edgefree export`` or
+    ``bench`` on the build folder) that ran it again, in that order; None: the stage's outputs were removed."""
+    timed = {k: v for k, v in report["seconds"].items() if k not in stages}
+    timed.update({stage: round(seconds, 2) for stage, seconds in stages.items() if seconds is not None})
+    later = [s for s in report.get("rerun", []) if s not in stages]
+    return {**report, "seconds": timed, "rerun": later + [s for s, seconds in stages.items() if seconds is not None]}
 
 
 def _timing(r: dict) -> str:

@@ -105,8 +105,8 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
                        eval_data, {"teacher": scores.get("teacher"), "student": scores.get("recovered")},
                        teacher_export, progress, published_as=out)
         if own:
-            timed = rerun_seconds(rerun_seconds(report, "export-teacher", teacher_export.seconds), "bench",
-                                  time.perf_counter() - started)
+            timed = rerun_seconds(report, {"export-teacher": teacher_export.seconds,
+                                           "bench": time.perf_counter() - started})
             write_report({**relocate_teacher(timed, checkpoint), "bench": result}, folder, build_dir)
     if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)

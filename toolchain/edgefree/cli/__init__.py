@@ -25,7 +25,7 @@ from edgefree.cli.export import export
 from edgefree.cli.flash import flash
 from edgefree.cli.listing import models, targets
 from edgefree.cli.params import variable_name
-from edgefree.errors import EdgefreeError, Interrupted
+from edgefree.errors import EdgefreeError, Interrupted, raise_interrupted
 
 
 def rank_prefix() -> str:
@@ -92,9 +92,6 @@ def _where(filename) -> str:
     return f" writing {path.with_name(match['name'])} (edgefree writes a hidden file beside it in {path.parent} first)"
 
 
-_STOPPED_BY = {"signal": signal.SIGINT}  # the signal that ended the command, for its exit status
-
-
 def _stdout_closed() -> bool:
     """Whether standard output is a pipe whose reader has gone (poll reports an error on its write end)."""
     import select
@@ -107,15 +104,10 @@ def _stdout_closed() -> bool:
         return False
 
 
-def _interrupt(signum, _frame):
-    _STOPPED_BY["signal"] = signal.Signals(signum)
-    raise KeyboardInterrupt
-
-
 def _stop_on_sigterm() -> None:
     """SIGTERM ends a command as Ctrl-C does: through its cleanup (staging folders removed)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGTERM, raise_interrupted)
 
 
 def _one_line(exc: click.UsageError, group: click.Context | None = None) -> UserError:
@@ -139,7 +131,6 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         _warn_unknown_variables(self)
-        _STOPPED_BY["signal"] = signal.SIGINT  # until a SIGTERM says otherwise, in this command
         _stop_on_sigterm()
         try:
             return super().invoke(ctx)
@@ -150,7 +141,7 @@ class _Group(click.Group):
         except EdgefreeError as exc:
             raise UserError(rank_prefix() + str(exc)) from exc
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (_stop_on_sigterm): the staging folders are already gone
-            stopped = exc.signal if isinstance(exc, Interrupted) else _STOPPED_BY["signal"]
+            stopped = exc.signal if isinstance(exc, Interrupted) else signal.SIGINT
             click.echo(f"{rank_prefix()}interrupted ({stopped.name}): stopped; no half-written output is left "
                        "behind (docs/output-folder.md)", err=True)
             sys.exit(128 + stopped.value)

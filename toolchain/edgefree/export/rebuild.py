@@ -69,8 +69,8 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
         manifest = export_student(student, spec, export_config, staging / "artifacts" if own else staging,
                                   calibration, evaluation, progress=progress, arch=report["model"]["arch"])
         if own:  # the bench measured the artifacts this export replaces: its results go with them
-            unbenched = rerun_seconds(rerun_seconds(report, "bench", None), "export-teacher", None)  # the bench's
-            timed = rerun_seconds(unbenched, "export", time.perf_counter() - started)
+            timed = rerun_seconds(report, {"bench": None, "export-teacher": None,  # the retired bench's stages
+                                           "export": time.perf_counter() - started})
             updated = relocate_teacher({**timed, "export": manifest, "bench": None}, checkpoint)
             write_report({**updated, "files": {**report["files"], **record_files(staging)}}, staging, build_dir)
     if own and (stale or report.get("bench")):
