@@ -95,8 +95,10 @@ def test_feature_matching_needs_batchnorm(recovered, no_batchnorm):
     from edgefree.errors import EdgefreeError
     from edgefree.recover import prune
 
+    from edgefree.recover.inversion import SyntheticSet
+
     nobn = no_batchnorm
-    _, dreams, _ = recovered
+    dreams = SyntheticSet(torch.randn(16, *nobn.spec.shape), torch.zeros(16, dtype=torch.long))  # its own input
     with pytest.raises(EdgefreeError, match="no BatchNorm"):
         distill(nobn, prune(nobn), dreams, DistillConfig(epochs=1, feature_weight=1.0), progress=False)
 

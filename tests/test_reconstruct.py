@@ -20,21 +20,21 @@ def as_teacher(model: nn.Module, shape: tuple) -> Teacher:
 
 def test_a_linear_layer_gets_the_least_squares_weights():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 5)).eval()
-    teacher = as_teacher(model, (12, 1))  # features, not a signal: any spec will do
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5)).eval()
+    teacher = as_teacher(model, (12, 1))  # 12 features, read as a signal of one step
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     x = torch.randn(400, 12) @ torch.randn(12, 12)  # correlated inputs: kept weights can stand in for pruned ones
-    result = reconstruct(teacher, pruned, SyntheticSet(x, torch.zeros(400, dtype=torch.long)),
+    result = reconstruct(teacher, pruned, SyntheticSet(x[:, :, None], torch.zeros(400, dtype=torch.long)),
                          ReconstructConfig(images=400, batch_size=64, damping=1e-9), progress=False)
     target = model(x).detach()
-    mask = pruned.masks["0.weight"]
+    mask = pruned.masks["1.weight"]
     for r in range(5):  # each output row: lstsq on its kept inputs plus the bias column
         kept = mask[r].nonzero().squeeze(1)
         design = torch.cat([x[:, kept], torch.ones(400, 1)], 1).double()
         solution = torch.linalg.lstsq(design, target[:, r:r + 1].double()).solution.squeeze(1)
-        assert torch.allclose(result.model[0].weight[r, kept].double(), solution[:-1], atol=1e-4)
-        assert result.model[0].bias[r].item() == pytest.approx(solution[-1].item(), abs=1e-4)
-    assert (result.model[0].weight[~mask] == 0).all()
+        assert torch.allclose(result.model[1].weight[r, kept].double(), solution[:-1], atol=1e-4)
+        assert result.model[1].bias[r].item() == pytest.approx(solution[-1].item(), abs=1e-4)
+    assert (result.model[1].weight[~mask] == 0).all()
     with torch.no_grad():
         error = lambda m: (m(x) - target).pow(2).mean().item()  # noqa: E731
         assert error(result.model) < error(pruned.model)
@@ -104,12 +104,12 @@ def test_a_layer_the_forward_pass_never_calls_is_reported_not_fit():
             self.used, self.spare = nn.Linear(6, 3), nn.Linear(6, 3)
 
         def forward(self, x):
-            return self.used(x)
+            return self.used(x.flatten(1))
 
     torch.manual_seed(0)
     teacher = as_teacher(WithSpare(), (6, 1))
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
-    result = reconstruct(teacher, pruned, SyntheticSet(torch.randn(50, 6), torch.zeros(50, dtype=torch.long)),
+    result = reconstruct(teacher, pruned, SyntheticSet(torch.randn(50, 6, 1), torch.zeros(50, dtype=torch.long)),
                          progress=False)
     assert result.stats["skipped"] == ["spare"] and result.stats["layers"] == 1
     assert torch.equal(result.model.spare.weight, pruned.model.spare.weight)

@@ -108,8 +108,12 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
     """Search ``config``'s pruning knob (``knob``) for ``config.max_drop`` (the module docstring says how).
 
     Returns ``{"knob", "max_drop", "candidates": [{value, estimated_drop, seconds}], "chosen",
-    "met", "prune": [stage dicts], "seconds"}``: ``chosen`` is the strongest candidate estimated
-    within the budget or, where none is (``met`` False), the one whose estimate came closest.
+    "estimated_drop", "met", "prune": [stage dicts], "seconds"}``: ``chosen`` is the strongest candidate
+    estimated within the budget (``estimated_drop`` its estimate) or, where none is (``met`` False), the one
+    whose estimate came closest; ``prune`` its stages (``edgefree.config.pruning_from_dict`` reads each,
+    ``stages_at(config, chosen)`` gives them as configs). Each candidate is refit with ``config.reconstruct``:
+    a ``BuildConfig`` without ``model`` takes the built-in teacher's recipe, so name one
+    (``BuildConfig(recipe="fast", ...)``) for a teacher of your own.
     ``fit``: the estimate's mapping (None: the shipped one), one for every candidate. ``widths``: the
     student of a latency target (``edgefree.latency_budget``), whose channels and blocks every candidate
     keeps, each with its own sparsity on them. A candidate whose MACs target the channel search cannot
@@ -129,6 +133,9 @@ def search_budget(teacher: Teacher, config: BuildConfig, dreams: SyntheticSet, h
         ('sparsity', 0.97, True)
     """
     started = time.perf_counter()
+    if config.max_drop is None:
+        raise EdgefreeError("search_budget searches for config.max_drop, and it is None: pass "
+                            "BuildConfig(max_drop=D), D the most top-1 points the student may lose")
     name = knob(config)
     if config.latency_target is not None and widths is None:
         raise EdgefreeError("search_budget with a latency target needs its widths: pass widths (the student "

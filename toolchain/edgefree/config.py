@@ -6,10 +6,13 @@ Each config validates itself in ``__post_init__`` and round-trips through
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
+import functools
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -51,7 +54,25 @@ def _items(kind, value) -> tuple | None:
     return args if len(args) == len(value) else None
 
 
+def _is_a(kind, value) -> bool:
+    """Whether ``value``, given in Python, is of the field type ``kind`` (a stage config given as itself)."""
+    origin = typing.get_origin(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(k, value) for k in typing.get_args(kind))
+    if isinstance(kind, type) and issubclass(kind, _Config):
+        return isinstance(value, kind)
+    if origin is collections.abc.Callable:
+        return callable(value)
+    return _accepts(kind, value)
+
+
 def _type_name(kind) -> str:
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(k) for k in typing.get_args(kind))
+    if typing.get_origin(kind) is collections.abc.Callable:
+        return "a function"
+    if isinstance(kind, type) and issubclass(kind, _Config):
+        return f"a {kind.__name__}"
     origin = typing.get_origin(kind) or kind
     args = [a for a in typing.get_args(kind) if a is not Ellipsis]
     if origin is tuple and args and len(set(args)) == 1 and args[0] in _PLURALS:
@@ -105,11 +126,21 @@ class _Config:
         """A copy with ``changes`` applied; ``None`` values are ignored (unset CLI flags)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
-    def _require_finite(self) -> None:
+    def _require_fields(self) -> None:
+        """Every field of the type it is declared with (an integer where it counts, true or false for a
+        switch, a list for a tuple), and every number finite."""
+        hints = _hints(type(self))
         for f in fields(self):
             value = getattr(self, f.name)
+            if not _is_a(hints[f.name], value):
+                raise EdgefreeError(f"{type(self).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise EdgefreeError(f"{type(self).__name__}.{f.name} must be a finite number, got {value}")
+
+
+@functools.cache
+def _hints(cls) -> dict:
+    return typing.get_type_hints(cls)
 
 
 def _require(condition: bool, message: str) -> None:
@@ -138,7 +169,7 @@ class MagnitudePruning(_Config):
     filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         _require(0.0 <= self.sparsity < 1.0, f"sparsity must be in [0, 1), got {self.sparsity}")
         _require(self.scope in ("global", "layer"), f"magnitude scope must be 'global' or 'layer', got {self.scope!r}")
 
@@ -178,6 +209,7 @@ class ChannelPruning(_Config):
     filter_fn: Callable[..., bool] | None = field(default=None, compare=False)  # (module, name) -> keep?
 
     def __post_init__(self):
+        self._require_fields()
         _require(0.0 <= self.ratio < 1.0, f"channel ratio must be in [0, 1), got {self.ratio}")
         _require(self.macs_target is None or 0.0 < self.macs_target <= 1.0,
                  f"macs target must be in (0, 1] (the fraction of the teacher's multiply-adds kept), got {self.macs_target}")
@@ -214,7 +246,7 @@ class LatencyTarget(_Config):
     emulate: bool = True  # aarch64 targets: count per-layer instructions under QEMU (False: time natively)
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         _require(0.0 < self.ratio <= 1.0, f"latency target must be in (0, 1] (the student's p50 over the teacher's), "
                  f"got {self.ratio}")
         _require(self.runtime in (None, *RUNTIMES),
@@ -283,12 +315,14 @@ class SynthesisConfig(_Config):
         return super().replace(**changes)
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         _require(self.method in ("deepinversion", "generator"),
                  f"synthesis method must be 'deepinversion' or 'generator', got {self.method!r}")
         _require(self.shards >= 1, f"synthesis shards must be >= 1, got {self.shards}")
         _require(self.generator_width > 0, f"synthesis generator_width must be positive, got {self.generator_width}")
-        _require(self.images > 0 and self.batch_size > 0, "synthesis images and batch size must be positive")
+        _require(self.images > 0 and self.batch_size > 0,
+                 f"synthesis images and batch size must be positive, got {self.images} and {self.batch_size}")
+        _require(self.jitter >= 0, f"synthesis jitter (pixels each view shifts) must be >= 0, got {self.jitter}")
         _require(self.iterations > 0, f"synthesis iterations must be positive, got {self.iterations}")
         _require(self.lr > 0, f"synthesis lr must be positive, got {self.lr}")
         _require(0.0 < self.crop_scale <= 1.0, f"synthesis crop_scale must be in (0, 1], got {self.crop_scale}")
@@ -316,7 +350,7 @@ class ReconstructConfig(_Config):
     block_lr: float = 1e-3  # its peak rate, falling along a cosine
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         _require(self.images >= 0, f"reconstruct images must be >= 0, got {self.images}")
         _require(self.batch_size > 0, "reconstruct batch size must be positive")
         _require(self.damping > 0, f"reconstruct damping must be positive, got {self.damping}")
@@ -355,8 +389,9 @@ class DistillConfig(_Config):
     channels_last: bool = False  # teacher, student and images in the channels-last layout (images only)
 
     def __post_init__(self):
-        self._require_finite()
-        _require(self.epochs > 0 and self.batch_size > 0, "distillation epochs and batch size must be positive")
+        self._require_fields()
+        _require(self.epochs > 0 and self.batch_size > 0,
+                 f"distillation epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
         _require(isinstance(self.adversarial_steps, int) and self.adversarial_steps >= 0 and self.adversarial_weight >= 0,
                  "distillation adversarial_steps (an integer) and adversarial_weight must be >= 0, got "
                  f"{self.adversarial_steps} and {self.adversarial_weight}")
@@ -364,6 +399,9 @@ class DistillConfig(_Config):
         _require_bf16(self.bf16, "distillation")
         _require(self.lr > 0 and self.temperature > 0, "distillation lr and temperature must be positive")
         _require(self.mixup >= 0, f"distillation mixup must be >= 0, got {self.mixup}")
+        _require(self.grad_clip >= 0, f"distillation grad_clip must be >= 0 (0: off), got {self.grad_clip}")
+        _require(self.weight_decay >= 0, f"distillation weight_decay must be >= 0, got {self.weight_decay}")
+        _require(0 <= self.momentum < 1, f"distillation momentum must be in [0, 1), got {self.momentum}")
         _require(0 <= self.ema < 1, f"distillation ema (a decay per step) must be in [0, 1), got {self.ema}")
         _require(0 <= self.warmup_epochs < self.epochs,
                  f"distillation warmup_epochs must be >= 0 and below epochs ({self.epochs}), got {self.warmup_epochs}")
@@ -390,7 +428,7 @@ class BenchConfig(_Config):
     emulation_timeout_s: int = 3600
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         _require(self.runs is None or self.runs >= 1, f"bench runs must be >= 1, got {self.runs}")
         _require(self.emulated_runs >= 1, f"bench emulated_runs (--emulated-runs) must be >= 1, got {self.emulated_runs}")
         _require(1 <= self.min_runs <= self.max_runs,
@@ -424,7 +462,7 @@ class ExportConfig(_Config):
     int8_min_agreement: float = 0.9
 
     def __post_init__(self):
-        self._require_finite()
+        self._require_fields()
         for name, known in (("formats", FORMATS), ("precisions", PRECISIONS)):
             chosen = getattr(self, name)
             if chosen is None:
@@ -604,6 +642,7 @@ class BuildConfig(_Config):
                                            and self.max_drop >= 0),
                  f"max_drop must be a number of top-1 points >= 0, got {self.max_drop!r}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        self._settle_stages()
         nameable = tuple(SYNTHESIS_FLAGS.values())
         _require(all(isinstance(n, str) and n in nameable for n in self.synthesis_given),
                  f"synthesis_given names synthesis settings of {', '.join(nameable)}, got {list(self.synthesis_given)}")
@@ -667,6 +706,19 @@ class BuildConfig(_Config):
             values.update({name: list(_input_text(name, values[name])) for name in _INPUT_TEXT
                            if isinstance(values.get(name), str)})  # "3x32x32", "0.5,0.5,0.5" as the options take them
         return super().from_dict(values, where)
+
+    def _settle_stages(self) -> None:
+        """Each stage's config given as itself, as a dict of its options (read as ``from_dict`` reads a file's
+        table), or None (the recipe's; export and bench: none)."""
+        hints = _hints(type(self))
+        for name in ("latency_target", "synthesis", "reconstruct", "distill", "export", "bench"):
+            value = getattr(self, name)
+            kind = next(k for k in typing.get_args(hints[name]) if k is not type(None))
+            if isinstance(value, dict):
+                object.__setattr__(self, name, kind.from_dict(value, name))
+            else:
+                _require(value is None or isinstance(value, kind),
+                         f"{name} must be a {kind.__name__}, a dict of its options or None, got {value!r}")
 
     def _settle_teacher(self) -> None:
         """Check the teacher's source and input options; tuples for lists, a factory's file made absolute."""

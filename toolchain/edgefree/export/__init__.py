@@ -37,7 +37,8 @@ from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import VERSION as PACK_VERSION
 from edgefree.machine import versions
 from edgefree.models import InputSpec
-from edgefree.recover import SyntheticSet
+from edgefree.recover import Student, SyntheticSet
+from edgefree.recover.checks import module_of, require, require_config
 from edgefree.targets import FORMATS, PRECISIONS
 
 BACKENDS = {"onnx": onnx, "openvino": openvino, "executorch": executorch}
@@ -84,9 +85,11 @@ def _explain(fmt: str, name: str, exc: Exception) -> str:
 
 
 def _clean(folder: Path) -> Path:
-    """Remove a previous export's files, so nothing stale looks like a fresh artifact."""
+    """Remove a previous export's files (``student-<precision>.*``, its manifest, a stopped export's staging
+    folders), so nothing stale looks like a fresh artifact; any other file in ``folder`` stays."""
     folder.mkdir(parents=True, exist_ok=True)
-    for path in [*folder.glob("student-*"), *folder.glob(".staging-*"), folder / MANIFEST]:
+    previous = [path for precision in PRECISIONS for path in folder.glob(f"student-{precision}.*")]
+    for path in [*previous, *folder.glob(".staging-*"), folder / MANIFEST]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
@@ -194,11 +197,12 @@ def _build(fmt: str, precision: str, model: nn.Module, checks: _Checks, calibrat
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def export_student(student: nn.Module, spec: InputSpec, config: ExportConfig, out_dir: Path,
+def export_student(student: nn.Module | Student, spec: InputSpec, config: ExportConfig, out_dir: Path,
                    calibration: SyntheticSet, eval_data: EvalData | None = None,
                    reference_accuracy: float | None = None, progress: bool = False, label: str = "student",
                    arch: str | None = None) -> dict:
-    """Export, verify and pack ``student`` (which takes inputs of ``spec``) into ``out_dir``; write and
+    """Export, verify and pack ``student`` (a module, or a ``Student``'s model; it takes inputs of ``spec``) into
+    ``out_dir``, where a previous export's files are replaced and any other file stays; write and
     return ``manifest.json``'s content, which records ``spec`` and ``arch`` (the teacher's source).
 
     Parity runs on ``eval_data`` when given (which also gives each artifact's accuracy),
@@ -215,6 +219,9 @@ def export_student(student: nn.Module, spec: InputSpec, config: ExportConfig, ou
                                   Path("out"), dreams)
         [a["name"] for a in manifest["artifacts"]]  # ['onnx-fp32']
     """
+    student = module_of(student)
+    require_config(config, ExportConfig)
+    require(calibration, SyntheticSet, "calibration")
     config = config.replace(formats=config.formats or FORMATS, precisions=config.precisions or PRECISIONS)
     require_runtimes(config.formats)
     folder = _clean(Path(out_dir))

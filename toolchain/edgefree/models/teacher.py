@@ -6,6 +6,8 @@ every stage reads the input's shape and normalization from it, never from the mo
 
 from __future__ import annotations
 
+import copy
+
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,7 @@ from edgefree.errors import EdgefreeError, first_line
 from edgefree.models.checkpoint import load_checkpoint
 from edgefree.models.program import load_program
 from edgefree.models.sources import ModelSourceError, Source, build_architecture, is_program, parse_source
-from edgefree.models.spec import InputSpec
+from edgefree.models.spec import InputSpec, parse_range, parse_shape, parse_values
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ def _source_of(source: str | None, checkpoint) -> Source:
     return parse_source(source)
 
 
-def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[InputSpec, bool, bool]:
+def _spec(base: InputSpec | None, given, name: str, shape=None) -> tuple[InputSpec, bool, bool]:
     """The source's spec with ``given`` applied: an InputSpec replaces it, a mapping changes the fields it
     names. ``base`` None: the source says nothing but maybe its ``shape`` (a program's). Also returns
     whether a signal's value range was assumed (``default_value_range``) because nobody gave it, and
@@ -69,14 +71,35 @@ def _spec(base: InputSpec | None, given, source: Source, shape=None) -> tuple[In
     unknown = sorted(set(changes) - {"shape", "mean", "std", "value_range"})
     if unknown:
         raise EdgefreeError(f"input spec changes {unknown} are not shape, mean, std or value_range")
+    changes.update({k: _as_text(k, v) for k, v in changes.items() if isinstance(v, str)})  # "3x32x32", "0.5,0.5"
     if base is not None:
         return base.replace(**changes), False, False
     shape = changes.get("shape", shape)
     if shape is None:
-        raise EdgefreeError(f"{source.name} does not say what input it takes: pass its shape with --input-shape "
+        raise EdgefreeError(f"{name} does not say what input it takes: pass its shape with --input-shape "
                             "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
     spec = InputSpec(tuple(shape), changes.get("mean"), changes.get("std"), value_range=changes.get("value_range"))
     return spec, spec.rank == 1 and "value_range" not in changes, not {"mean", "std"} <= set(changes)
+
+
+def _as_text(field: str, text: str) -> tuple:
+    """An input spec field given as its command-line option's text (``"3x32x32"``, ``"0.5,0.5,0.5"``)."""
+    option = "--" + field.replace("_", "-")
+    if field == "shape":
+        return parse_shape(text)
+    return parse_range(text, option) if field == "value_range" else parse_values(text, option)
+
+
+def _in_memory(module: nn.Module, checkpoint, input_spec) -> Teacher:
+    """A teacher built in Python: a copy of ``module`` (the caller's stays as it is), its input given by
+    ``input_spec``."""
+    name = type(module).__name__
+    module = copy.deepcopy(module)
+    if checkpoint is not None:
+        load_checkpoint(module, checkpoint, name)
+    spec, *assumed = _spec(None, input_spec, name)
+    outputs = check_forward(module.eval(), spec, name)
+    return Teacher(module, spec, name, *assumed, outputs=outputs)
 
 
 def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: int | None = None) -> int:
@@ -112,7 +135,7 @@ def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: in
     return out.shape[1]
 
 
-def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_classes: int = 10,
+def load_teacher(source: str | nn.Module | None, checkpoint: str | Path | None = None, num_classes: int = 10,
                  input_spec: InputSpec | Mapping | None = None) -> Teacher:
     """The teacher named by ``source``, its weights loaded from ``checkpoint``, checked on its input.
 
@@ -121,10 +144,11 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
             of ``torchvision.models``, built with ``weights=None``); ``path/to/file.py:factory`` or
             ``package.module:factory``, a function of yours returning an ``nn.Module`` (called with
             ``num_classes=`` when it takes it); **that imports and runs your code**. None, or a ``.pt2``
-            path: a ``torch.export`` program, which is its own architecture and weights.
+            path: a ``torch.export`` program, which is its own architecture and weights. An ``nn.Module``
+            built in Python: a copy of it is the teacher (its shape must be given by ``input_spec``).
         checkpoint: a ``state_dict`` file (read with ``weights_only=True``; ``module.`` prefixes
             stripped; every key must fit), or the ``.pt2`` program. None: untrained weights.
-        num_classes: outputs of the classifier (a program has its own).
+        num_classes: outputs of the classifier (a program, and a module given itself, have their own).
         input_spec: what the model takes. An ``InputSpec`` replaces the source's; a mapping
             (``{"shape": (3, 96, 96)}``, ``mean``, ``std``, ``value_range``) changes only what it names. Zoo models
             bring theirs, torchvision models take 3x224x224 with ImageNet normalization, a program
@@ -136,17 +160,19 @@ def load_teacher(source: str | None, checkpoint: str | Path | None = None, num_c
         >>> teacher.spec.shape, teacher.name
         ((3, 64, 64), 'torchvision:mobilenet_v3_small')
     """
+    if isinstance(source, nn.Module):
+        return _in_memory(source, checkpoint, input_spec)
     parsed = _source_of(source, checkpoint)
     if parsed.kind == "program":
         module, shape = load_program(parsed.target)
         if checkpoint is not None and not is_program(checkpoint):
             load_checkpoint(module, checkpoint, parsed.name)
-        spec, *assumed = _spec(None, input_spec, parsed, shape)
+        spec, *assumed = _spec(None, input_spec, parsed.name, shape)
         outputs = check_forward(module, spec, parsed.name)
     else:
         module, base = build_architecture(parsed, num_classes)
         if checkpoint is not None:
             load_checkpoint(module, checkpoint, parsed.name)
-        spec, *assumed = _spec(base, input_spec, parsed)
+        spec, *assumed = _spec(base, input_spec, parsed.name)
         outputs = check_forward(module.eval(), spec, parsed.name, num_classes)
     return Teacher(module.eval(), spec, parsed.name, *assumed, outputs=outputs)

@@ -29,6 +29,7 @@ from edgefree.models import Teacher
 from edgefree.recover.generator import GeneratorAdversary
 from edgefree.recover.inversion import held_in, layout_for
 from edgefree.recover.losses import kl_divergence
+from edgefree.recover.checks import stage_inputs
 from edgefree.recover.prune import apply_masks
 from edgefree.recover.student import Student
 from edgefree.recover.synthesize import SyntheticSet
@@ -89,7 +90,10 @@ def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _mix(x: torch.Tensor, alpha: float, g: torch.Generator) -> torch.Tensor:
     """Mixup of each input with a random partner: new inputs for free, labelled by the teacher."""
-    lam = torch.distributions.Beta(alpha, alpha).sample((len(x), *[1] * (x.dim() - 1)))
+    seed = int(torch.randint(2**62, (1,), generator=g))
+    with torch.random.fork_rng(devices=[]):  # Beta takes no generator: drawn from g's seed, the global one untouched
+        torch.manual_seed(seed)
+        lam = torch.distributions.Beta(alpha, alpha).sample((len(x), *[1] * (x.dim() - 1))).to(x.device, x.dtype)
     return lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
 
 
@@ -167,6 +171,7 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
         >>> student = distill(teacher, prune(teacher), dreams, DistillConfig(epochs=1), progress=False).model
     """
+    stage_inputs(teacher, synthetic, pruned, config, DistillConfig)
     g = torch.Generator().manual_seed(distributed.rank_seed(seed))
     teacher_source, spec, teacher = teacher, teacher.spec, teacher.module.eval().to(device)
     memory_format = layout_for(config.channels_last, spec.rank)

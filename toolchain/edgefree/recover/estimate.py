@@ -32,8 +32,10 @@ from torch import nn
 
 from edgefree.errors import EdgefreeError
 from edgefree.models import InputSpec, Teacher
+from edgefree.recover.checks import module_of, stage_inputs
 from edgefree.recover.inversion import SyntheticSet
 from edgefree.recover.losses import kl_divergence
+from edgefree.recover.student import Student
 
 FIT = Path(__file__).resolve().parent / "estimate_fit.json"
 FEATURES = ("disagree", "kl", "disagree_hard", "disagree_class_max", "disagree_mix", "label_misfit")
@@ -146,9 +148,10 @@ def predict(fit: dict, measured: dict[str, float], classes: int | None = None) -
     return min(max(0.0, float(drop)), chance_drop(classes) if classes else math.inf)
 
 
-def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed: int = 0,
+def estimate(teacher: Teacher, student: nn.Module | Student, held_out: SyntheticSet, seed: int = 0,
              fit: dict | None = None) -> dict:
-    """The estimated top-1 drop of ``student`` against ``teacher`` in points, from ``held_out`` dreams alone.
+    """The estimated top-1 drop of ``student`` (a module, or a ``Student``'s model) against ``teacher`` in points,
+    from ``held_out`` dreams alone.
 
     Returns ``{"drop": points, "features": {...}}`` (``fit``: the mapping; None: the shipped one).
 
@@ -161,6 +164,8 @@ def estimate(teacher: Teacher, student: nn.Module, held_out: SyntheticSet, seed:
         >>> estimate(teacher, teacher.module, dreams)["drop"] < 1.0
         True
     """
+    stage_inputs(teacher, held_out)
+    student = module_of(student)
     if not len(held_out):
         raise EdgefreeError("the accuracy estimate needs held-out dreams and got none: dream them with "
                             "edgefree.pipeline.held_out_dreams (or synthesize with a seed of their own)")

@@ -87,6 +87,12 @@ class SyntheticSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def __repr__(self) -> str:  # a notebook shows the set, not its tensors
+        shape = "x".join(map(str, self.images.shape[1:]))
+        made = ", ".join(f"{k}={self.stats[k]!r}" for k in ("seed", "teacher_agreement") if k in self.stats)
+        return (f"SyntheticSet({len(self)} images of {shape}{', ' + made if made else ''}"
+                f"{', with its generator' if self.generator is not None else ''})")
+
     def save(self, path: str | Path) -> None:
         """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
         to an older file at ``path`` (a build's published set) is replaced, never overwritten. The
@@ -165,8 +171,9 @@ def require_batchnorm(teacher: nn.Module, name: str, min_positions: int = 1) -> 
 @contextmanager
 def teacher_for_inversion(teacher: Teacher, config: SynthesisConfig, device: str):
     """The teacher's module in eval mode on ``device``, its weights without gradients (only the images, or the
-    generator, need them), in ``config``'s memory format, with hooks on every BatchNorm; all undone on
-    exit. Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
+    generator, need them), in ``config``'s memory format, with hooks on every BatchNorm: the hooks, the
+    gradients and the memory format are undone on exit (it stays in eval mode on ``device``, as a teacher is
+    only ever evaluated). Yields (teacher, BatchNorm matcher, number of classes, memory format)."""
     name, spec, teacher = teacher.name, teacher.spec, teacher.module.eval().to(device)
     num_classes = output_count(teacher, spec)  # before the hooks: that forward pass is not a step
     matcher = require_batchnorm(teacher, name, config.bn_min_positions)

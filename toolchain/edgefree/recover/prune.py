@@ -22,6 +22,7 @@ from edgefree.config import ChannelPruning, MagnitudePruning
 from edgefree.errors import EdgefreeError, warn
 from edgefree.models import Teacher
 from edgefree.recover.channels import prune_channels
+from edgefree.recover.checks import stage_inputs
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student
 
 __all__ = ["PRUNABLE", "PrunePlan", "Student", "prune", "with_magnitude", "apply_masks", "magnitude_masks",
@@ -41,7 +42,8 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
     """Prune a copy of the teacher's module as ``config`` says (a sequence: each in turn); the input is untouched.
 
     ``dreams`` (a SyntheticSet) is needed by the criteria measured on synthetic images: channel
-    importance "taylor", and the choice of residual blocks to remove (``depth``). ``layout`` gives
+    importance "taylor" and "greedy", and the choice of residual blocks to remove (``depth``). A
+    ``ChannelPruning`` of ``steps`` > 1 is ``edgefree.recover.gradual.prune_gradually``'s (it refits between steps). ``layout`` gives
     channel pruning per-layer widths and the blocks removed, chosen elsewhere (``edgefree.latency_budget``):
     ``{"blocks": [...], "widths": {layer name: channels kept}}``.
 
@@ -51,6 +53,7 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
         >>> round(sparsity_report(student.model)["overall"], 2)
         0.5
     """
+    stage_inputs(teacher, dreams)
     configs = list(config) if isinstance(config, (list, tuple)) else [config]
     student = Student(copy.deepcopy(teacher.module).eval(), PrunePlan(), spec=teacher.spec)
     for i, step in enumerate(configs):
@@ -58,6 +61,10 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
             if i:
                 raise EdgefreeError("channel pruning comes first: prune(teacher, [ChannelPruning(...), "
                                     "MagnitudePruning(...)]), so the masks are made on the smaller model")
+            if step.steps > 1 and layout is None:
+                raise EdgefreeError(f"ChannelPruning(steps={step.steps}) refits the kept weights between its steps, "
+                                    "which prune() does not: call edgefree.recover.gradual.prune_gradually(teacher, "
+                                    "config, dreams, ReconstructConfig()), or leave steps at 1 for one shot")
             student = prune_channels(teacher.module, teacher.spec, step, dreams, progress, layout)
         elif isinstance(step, MagnitudePruning):
             _mask(student, step)

@@ -33,6 +33,7 @@ from edgefree import distributed
 from edgefree.config import ReconstructConfig
 from edgefree.models import Teacher
 from edgefree.recover.blockwise import refine_blocks
+from edgefree.recover.checks import stage_inputs
 from edgefree.recover.student import PRUNABLE, Student
 from edgefree.recover.synthesize import SyntheticSet
 from edgefree.recover.walk import LayerInputs
@@ -199,6 +200,7 @@ def reconstruct(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         >>> dreams = synthesize(teacher, SynthesisConfig(images=32, batch_size=32, iterations=5), progress=False)
         >>> refit = reconstruct(teacher, prune(teacher), dreams, progress=False)
     """
+    stage_inputs(teacher, synthetic, pruned, config, ReconstructConfig)
     started = time.perf_counter()
     if config.images == 0:
         return Student(pruned.model, pruned.plan, {"seconds": 0.0, "layers": 0, "skipped": [], "images": 0}, pruned.spec)

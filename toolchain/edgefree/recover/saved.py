@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -23,9 +24,14 @@ WEIGHTS, PLAN, PROGRAM = "student.pt", "student-plan.json", "student.pt2"
 
 
 def save_student(student: Student, folder: Path) -> list[Path]:
-    """Write the student's weights, plan and exported program into ``folder``; returns the paths."""
+    """Write the student's weights, plan and exported program into ``folder`` (made if missing); returns the
+    paths. The student's module stays where it is (a copy on the CPU is saved)."""
+    if not isinstance(student, Student) or student.spec is None:
+        raise EdgefreeError("save_student needs a Student that knows its input (spec): a student of prune, "
+                            "reconstruct or distill, or Student(model, plan, spec=teacher.spec)")
     folder = Path(folder)
-    model = student.model.cpu().eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(student.model).cpu().eval()
     torch.save(model.state_dict(), folder / WEIGHTS)
     (folder / PLAN).write_text(json.dumps(student.plan.to_json(), indent=1) + "\n")
     program = torch.export.export(model, student.spec.example_inputs(2),  # any batch size

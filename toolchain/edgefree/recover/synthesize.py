@@ -35,6 +35,7 @@ from edgefree.config import SynthesisConfig
 from edgefree.errors import DivergenceError
 from edgefree.machine import bf16_autocast, resolve_bf16
 from edgefree.models import InputSpec, Teacher
+from edgefree.recover.checks import stage_inputs
 from edgefree.recover.generator import train_generator
 from edgefree.recover.signal_sheet import save_signal_sheet
 from edgefree.recover.inversion import (BatchNormMatcher, SyntheticSet, balanced_labels, random_view,
@@ -117,6 +118,7 @@ def synthesize(teacher: Teacher, config: SynthesisConfig = SynthesisConfig(), se
         >>> tuple(dreams.images.shape)
         (20, 1, 8, 8)
     """
+    stage_inputs(teacher, config=config, config_kind=SynthesisConfig)
     if config.bn_weight == "auto":
         started = time.perf_counter()
         weight, probes = choose_bn_weight(teacher, config, seed, device, progress)
