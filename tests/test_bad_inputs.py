@@ -82,6 +82,10 @@ class Files:
     def digits(self) -> str:
         return self._model("digits.pt", create_model("digits-cnn").state_dict())
 
+    def mine_in_artifacts(self) -> Path:
+        (self.out / "artifacts" / "NOTES.txt").write_text("mine")
+        return self.out
+
     def poisoned(self, value: float) -> str:
         state = create_model("digits-cnn").state_dict()
         next(v for v in state.values() if v.is_floating_point())[0] = value
@@ -261,6 +265,10 @@ CASES = {
                                               "--latency-target chooses channel widths"),
     "unknown recipe": (B("--recipe", "turbo"), "unknown recipe 'turbo'"),
     "unknown target": (B("--target", "toaster"), "unknown target 'toaster'"),
+    "a format the target does not run": (B("--target", "jetson-orin-nano", "--formats", "openvino"),
+                                         "--formats openvino: target jetson-orin-nano runs onnx, executorch only"),
+    "flash for an unknown target": (C("flash", "--host", "pi@127.0.0.1", "--target", "toaster", lambda f: str(f.build)),
+                                    "unknown target 'toaster'"),
     "unknown format": (lambda f: ["build", "--out", str(f.out), "--formats", "tflite"], "export formats must be"),
     "unknown precision": (lambda f: ["build", "--out", str(f.out), "--precisions", "fp16"], "export precisions must be"),
     "unknown device": (B("--device", "tpu"), "Invalid value for '--device'"),
@@ -507,6 +515,10 @@ KEPT = {  # each: the command, what its one error line says; --out and the user'
         "already exists, and edgefree does not overwrite it"),
     "bench of a folder that is not a build": (
         lambda f: ["bench", f.folder("nobuild")], "holds no finished build"),
+    "a build over an artifacts/ that holds a file of the user's": (
+        lambda f: ["build", "--out", str(f.mine_in_artifacts()), *TINY], "holds NOTES.txt, which edgefree did not write"),
+    "export into a build's artifacts/ that holds a file of the user's": (
+        lambda f: ["export", str(f.mine_in_artifacts())], "holds NOTES.txt, which edgefree did not write"),
 }
 
 

@@ -172,3 +172,17 @@ def test_one_process_shares_nothing():
     assert len(batches) == 3 and batches.per_rank == 10 and batches.mean(20.0) == 2.0
     assert sorted(torch.cat(batches.epoch(0)).tolist()) == list(range(10))
     assert distributed.rank_seed(7) == 7 and distributed.all_gather("x") == ["x"]
+
+
+def test_a_log_is_not_moved_into_a_folder_another_build_holds(tmp_path):
+    import os
+
+    from edgefree.logs import publish_log, runtime_output_to
+    from edgefree.outfolder import locked, staged, written_entries
+
+    with staged(tmp_path / "out") as folder:
+        (folder / "report.json").write_text("{}")
+    with runtime_output_to(tmp_path / ".out.build.log"), locked(tmp_path / "out", "build"):  # a build started since
+        os.write(2, b"Warning: a rank's warning\n")
+        assert publish_log(tmp_path / "out") == ["Warning: a rank's warning"]
+    assert written_entries(tmp_path / "out") == ["report.json"] and not (tmp_path / "out" / "build.log").exists()

@@ -219,6 +219,29 @@ def test_wrong_key_is_refused(sshd, built, tmp_path):
     assert "refused authentication" in result.output
 
 
+def test_a_device_without_sftp_is_one_line(sshd, built, tmp_path, monkeypatch, capfd):
+    import paramiko
+
+    def no_sftp(client):
+        raise paramiko.SSHException("Channel closed.")  # what a server without an sftp subsystem answers
+
+    monkeypatch.setattr(paramiko.SSHClient, "open_sftp", no_sftp)
+    result = _flash(sshd, built, tmp_path / "device")
+    assert result.exit_code == 2 and "offers no SFTP" in result.output and "Subsystem sftp" in result.output
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_no_key_and_no_agent_says_so(sshd, built, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/.ssh/id_* keys
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(sshd["host_line"] + "\n")
+    args = ["flash", "--host", sshd["host"], "--port", str(sshd["port"]), "--known-hosts", str(known_hosts),
+            "--remote-dir", str(tmp_path / "device"), str(built)]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 2 and "no SSH key to log in" in result.output and "--key" in result.output
+
+
 def test_unreachable_port(sshd, built, tmp_path):
     args = ["flash", "--host", sshd["host"], "--port", str(_free_port()), "--key", str(sshd["key"]),
             "--remote-dir", str(tmp_path / "device"), str(built)]
@@ -259,6 +282,23 @@ def test_missing_runtime_on_the_device(sshd, built, tmp_path):
     assert not (remote / "current").exists()
 
 
+def test_by_default_flash_sends_what_the_device_can_run_and_names_the_rest(sshd, built, tmp_path):
+    hidden = tmp_path / "hide"
+    for module, how in (("executorch", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"),  # a newer CPU's wheel
+                        ("openvino", "raise ImportError('openvino is not installed on this device')")):
+        (hidden / module).mkdir(parents=True)
+        (hidden / module / "__init__.py").write_text(how + "\n")
+    remote = tmp_path / "device"
+    result = _flash(sshd, built, remote, "--remote-python", f"env PYTHONPATH={hidden} {sys.executable}", artifacts=None)
+    assert result.exit_code == 0, result.output
+    assert "cannot import executorch, openvino" in result.output or "cannot import openvino, executorch" in result.output
+    assert "-m pip install" in result.output and "--artifacts" in result.output
+    record = json.loads((built / "flash.json").read_text())
+    assert sorted(record["artifacts"]) == ["onnx-fp32", "onnx-int8"]
+    assert sorted(a["name"] for a in json.loads((remote / "current" / "manifest.json").read_text())["artifacts"]) == [
+        "onnx-fp32", "onnx-int8"]
+
+
 def test_build_for_another_target_is_refused(built, tmp_path):
     result = CliRunner().invoke(cli, ["flash", "--target", "android-arm64", "--host", "pi@127.0.0.1",
                                       str(built)], catch_exceptions=False)
@@ -282,5 +322,5 @@ def test_device_of_another_isa_is_refused_before_copying(sshd, built, tmp_path):
     (built / "report.json").write_text(json.dumps(report))
     result = _flash(sshd, built, tmp_path / "device")
     assert result.exit_code == 2
-    assert "is a x86_64 machine but target 'raspberry-pi-4' is aarch64" in result.output
+    assert "reports machine x86_64, but target 'raspberry-pi-4' is aarch64" in result.output
     assert not (tmp_path / "device").exists()

@@ -478,7 +478,13 @@ class ExportConfig(_Config):
         _require(0.0 <= self.int8_min_agreement <= 1.0, "int8_min_agreement must be in [0, 1]")
 
     def for_target(self, target) -> "ExportConfig":
-        """This config with unset formats and precisions taken from ``target`` (a targets.Target)."""
+        """This config with unset formats and precisions taken from ``target`` (a targets.Target); set ones must
+        be among the target's (its bench would skip the others, and flash refuse them)."""
+        for name in ("formats", "precisions"):
+            off = [v for v in getattr(self, name) or () if v not in getattr(target, name)]
+            _require(not off, f"--{name} {','.join(off)}: target {target.name} runs {', '.join(getattr(target, name))}"
+                     f" only (its bench would skip the others and flash refuse them): pass --{name} among those, or a "
+                     "--target that runs them (edgefree targets)")
         return self.replace(formats=self.formats or target.formats, precisions=self.precisions or target.precisions)
 
 

@@ -29,12 +29,12 @@ from shlex import quote
 import numpy as np
 
 from edgefree import remote
-from edgefree.errors import DeployError, MissingRuntimeError
+from edgefree.errors import DeployError, MissingRuntimeError, warn
 from edgefree.export.unpack import sha256_file as _sha256
 from edgefree.outfolder import absolute, check_out_folder, staged
 from edgefree.report import render_markdown
 from edgefree.ssh import Device, check_key, split_host
-from edgefree.targets import Target, built_target
+from edgefree.targets import Target, built_target, load_target
 from edgefree.verify import read_build, read_manifest, verify_artifacts
 
 PACKAGE = Path(__file__).parent
@@ -59,6 +59,7 @@ def _read_build(build_dir: Path, target: str | None) -> tuple[dict, dict, Target
     manifest = read_manifest(manifest_path)
     built_for = report["target"]["name"]
     if target not in (None, built_for):
+        load_target(target)  # an unknown name is named as such
         raise DeployError(f"{build_dir} was built for target {built_for!r}, not {target!r}: rebuild with "
                           f"--target {target}, or flash it with --target {built_for}")
     profile = built_target(report)
@@ -163,6 +164,17 @@ def _write_record(build_dir: Path, report: dict, record: dict) -> None:
         (folder / "report.md").write_text(render_markdown({**report, "flash": record}))
 
 
+def _runnable(chosen: list[dict], probe: dict, python: str, manifest: dict, build_dir: Path, scratch: Path):
+    """The chosen artifacts whose runtime the device's python imports, as (artifacts, names, release id, files),
+    with one line naming those left behind and how to flash them too."""
+    kept = [a for a in chosen if a["runtime"] not in probe["missing"]]
+    left = [a["name"] for a in chosen if a["runtime"] in probe["missing"]]
+    warn(f"the device's python cannot import {', '.join(probe['missing'])}: flashing {', '.join(a['name'] for a in kept)} "
+         f"without {', '.join(left)}. {remote.install_hint(python, probe['missing'], chosen)} to flash those too, "
+         "or name what to flash with --artifacts")
+    return kept, [a["name"] for a in kept], *_plan(build_dir, kept, _release_extras(manifest, kept, scratch))
+
+
 def _release(device: Device, python: str, root: str, release_id: str, files: list[dict], laps: _Laps) -> dict:
     """Send what the device lacks into its release folder and verify it there; returns what was sent."""
     release = f"{root}/releases/{release_id}"
@@ -197,7 +209,8 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
             always refused).
         remote_dir: folder on the device holding ``releases/`` and ``current``.
         remote_python: the device's python command (may carry a prefix, e.g. ``env X=1 python3``).
-        artifacts: artifact names to send (default: every artifact the target runs).
+        artifacts: artifact names to send (default: every artifact the target runs whose runtime the device's
+            python imports, the others named in a warning; named ones must all run there).
         runs, warmup: timed and untimed inferences per artifact on the device.
         keep_releases: releases kept on the device after the switch, the current one included
             (older ones are deleted; >= 1).
@@ -228,7 +241,9 @@ def flash(build_dir: Path, host: str, *, target: str | None = None, port: int = 
             laps("connect")
             python = device.quote(remote_python)
             try:
-                probe = remote.probe(device, python, profile, chosen)
+                probe = remote.probe(device, python, profile, chosen, strict=artifacts is not None)
+                if probe["missing"]:  # by default: what the device can run, the rest named
+                    chosen, names, release_id, files = _runnable(chosen, probe, python, manifest, build_dir, scratch)
                 root = device.path(remote_dir)
                 laps("probe")
                 sent = _release(device, python, root, release_id, files, laps)

@@ -65,14 +65,21 @@ def adopt_log(folder: Path) -> None:
 def publish_log(folder: Path) -> list[str]:
     """Move the log being written now into the published ``folder`` as its ``build.log`` (listed among its
     entries), for a build that other processes published; returns the log's ``Warning:`` lines, which
-    reached only the log there."""
-    from edgefree.outfolder import add_entry, is_complete
+    reached only the log there. It holds the folder's lock while it moves the log in, as a build does."""
+    from edgefree.errors import EdgefreeError
+    from edgefree.outfolder import add_entry, is_complete, locked
 
-    if _capturing is None or not _capturing.is_file() or not is_complete(folder):
+    if _capturing is None or not _capturing.is_file():
         return []
-    adopt_log(folder)
-    add_entry(folder, "build.log")
     text = _capturing.read_text(encoding="utf-8", errors="replace")
+    try:
+        with locked(folder, "build"):
+            if not is_complete(folder):
+                return []
+            adopt_log(folder)
+            add_entry(folder, "build.log")
+    except EdgefreeError:  # another build took the folder in the instant since rank 0 released it: it writes its own
+        pass
     return [line for line in text.splitlines() if line.startswith("Warning: ")]
 
 

@@ -34,7 +34,7 @@ from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.errors import EdgefreeError, muted_warnings, warn
 from edgefree.evaluate import accuracy
-from edgefree.export import export_student
+from edgefree.export import export_student, refuse_foreign_files
 from edgefree.export.runtime import require_runtimes
 from edgefree.export.unpack import sha256_file as sha256
 from edgefree.logs import adopt_log
@@ -342,6 +342,7 @@ def _checked_out(config: BuildConfig) -> Path:
     """``--out``, checked: it can take the build's outputs, and no input lies among those they replace."""
     out = check_out_folder(config.out, OUTPUTS)
     check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
+    refuse_foreign_files(out / "artifacts", "the build")
     return out
 
 

@@ -19,19 +19,30 @@ from edgefree.export.unpack import sha256_file
 from edgefree.ssh import Device
 from edgefree.targets import Target
 
-# Runs on the device (stdin to its python): the python, the CPU and which modules import.
+# Runs on the device (stdin to its python): the python, the CPU and which modules import. Each module is
+# imported in a process of its own: a wheel built for a newer CPU dies of SIGILL as it imports, which would
+# take the whole probe with it.
 _PROBE = """
-import importlib, importlib.metadata, json, platform, sys
+import json, platform, signal, subprocess, sys
+IMPORT = (
+    "import importlib, importlib.metadata, sys\\n"
+    "module = importlib.import_module(sys.argv[1])\\n"
+    "try:\\n"
+    "    print(importlib.metadata.version(sys.argv[1]))\\n"
+    "except importlib.metadata.PackageNotFoundError:\\n"
+    "    print(getattr(module, '__version__', 'unknown'))\\n")
 found, missing = {}, {}
 for name in sys.argv[1:]:
-    try:
-        module = importlib.import_module(name)
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = getattr(module, "__version__", "unknown")
-    except Exception as exc:
-        missing[name] = f"{type(exc).__name__}: {exc}"
+    done = subprocess.run([sys.executable, "-c", IMPORT, name], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode == 0:
+        found[name] = done.stdout.strip().splitlines()[-1]
+    elif done.returncode < 0:
+        how = signal.Signals(-done.returncode).name
+        missing[name] = how + (": this CPU lacks instructions its wheel was built for" if how == "SIGILL" else "")
+    else:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        missing[name] = lines[-1] if lines else "exit status %d" % done.returncode
 print(json.dumps({"machine": platform.machine(), "python": platform.python_version(),
                   "found": found, "missing": missing}))
 """
@@ -69,8 +80,9 @@ print(json.dumps({f["path"]: state(f) for f in files}))
 """
 
 
-def probe(device: Device, python: str, target: Target, chosen: list[dict]) -> dict:
-    """The device's CPU, python and runtime versions; a wrong ISA or a missing runtime is an error."""
+def probe(device: Device, python: str, target: Target, chosen: list[dict], strict: bool = True) -> dict:
+    """The device's CPU, python and runtime versions; a wrong ISA is an error, and so is a missing runtime
+    (``strict`` False: only when it lacks the runtime of every chosen artifact; ``missing`` names them)."""
     modules = ["numpy", *sorted({a["runtime"] for a in chosen})]  # runtime names are module names
     out = device.run(f"{python} - {' '.join(modules)}", stdin=_PROBE, check=False).stdout
     if not out.strip():
@@ -78,16 +90,24 @@ def probe(device: Device, python: str, target: Target, chosen: list[dict]) -> di
                                   "(or point --remote-python at the interpreter to use)")
     probe = json.loads(out)
     if probe["machine"] != target.isa:
-        raise DeployError(f"{device.where} is a {probe['machine']} machine but target {target.name!r} is "
+        raise DeployError(f"{device.where} reports machine {probe['machine']}, but target {target.name!r} is "
                           f"{target.isa}: flash a build for that device's target")
-    if probe["missing"]:
-        built_with = {a["runtime"]: a.get("runtime_versions", {}).get(a["runtime"], "") for a in chosen}
-        release = {m: re.match(r"[\d.]*\d", built_with.get(m, "")) for m in probe["missing"]}  # 2026.4.1-22982-...
-        hint = " ".join(f"{m}=={v.group()}" if v else m for m, v in release.items())
+    runtimes = {a["runtime"] for a in chosen}
+    if probe["missing"] and (strict or "numpy" in probe["missing"] or runtimes <= set(probe["missing"])):
         raise MissingRuntimeError(f"the device's python ({python} on {device.where}) cannot import "
                                   + "; ".join(f"{m} ({why})" for m, why in probe["missing"].items())
-                                  + f". Install it there: {python} -m pip install {hint}")
+                                  + f". {install_hint(python, probe['missing'], chosen)}")
     return probe
+
+
+def install_hint(python: str, missing, chosen: list[dict]) -> str:
+    """How to install the ``missing`` modules on the device, at the versions ``chosen`` were exported with."""
+    built_with = {a["runtime"]: a.get("runtime_versions", {}).get(a["runtime"], "") for a in chosen}
+    release = {m: re.match(r"[\d.]*\d", built_with.get(m, "")) for m in missing}  # 2026.4.1-22982-...
+    hint = " ".join(f"{m}=={v.group()}" if v else m for m, v in release.items())
+    return (f"Install it there: {python} -m pip install {hint} (where that python refuses it, as Raspberry Pi OS's "
+            f"does: python3 -m venv ~/edgefree-venv && ~/edgefree-venv/bin/pip install {hint}, then flash with "
+            "--remote-python ~/edgefree-venv/bin/python)")
 
 
 def verify(device: Device, python: str, release: str, files: list[dict], rebuild: bool) -> dict:

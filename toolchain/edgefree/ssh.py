@@ -94,8 +94,14 @@ class Device:
         self.client.set_missing_host_key_policy(
             _accept_new_policy(known_hosts) if accept_new_host_key else paramiko.RejectPolicy())
         self._connect(paramiko, key, known_hosts)
-        self.sftp = self.client.open_sftp()
-        self.home = self.sftp.normalize(".")
+        try:
+            self.sftp = self.client.open_sftp()
+            self.home = self.sftp.normalize(".")
+        except self.link_errors as exc:
+            self.client.close()
+            raise DeployError(f"{self.where} accepted the login but offers no SFTP ({type(exc).__name__}: "
+                              f"{exc or 'the channel closed'}), which flash copies files with: enable it in the "
+                              "device's sshd_config (Subsystem sftp internal-sftp) and restart sshd") from exc
 
     def _connect(self, paramiko, key: Path | None, known_hosts: Path) -> None:
         try:
@@ -114,6 +120,10 @@ class Device:
             raise DeployError(f"{self.where} refused authentication with {which}: pass --key with a private "
                               f"key whose public half is in the device's ~/.ssh/authorized_keys") from exc
         except paramiko.SSHException as exc:
+            if "No authentication methods available" in str(exc):
+                raise DeployError(f"no SSH key to log in to {self.where} with: ~/.ssh holds no id_* key and no ssh "
+                                  "agent runs; pass --key with a private key whose public half is in the device's "
+                                  "~/.ssh/authorized_keys, or load one into your agent (ssh-add)") from exc
             if "known_hosts" in str(exc):
                 raise DeployError(
                     f"{self.where} is not in {known_hosts}, so its identity cannot be checked. Check the "

@@ -88,7 +88,9 @@ def read_build(build_dir: Path, uses: tuple[str, ...] = RECORDED) -> dict:
     for name in uses:
         if name not in recorded and (name != "artifacts/manifest.json" or report.get("export")):
             raise IntegrityError(f"{build_dir / 'report.json'} records no sha256 for {name}: rebuild {build_dir}")
-        verify_file(build_dir / name, recorded.get(name), f"rebuild {build_dir}")
+        fix = f"rebuild {build_dir}" if not name.startswith("artifacts/") else \
+            f"export it again (edgefree export {build_dir}) or rebuild {build_dir}"
+        verify_file(build_dir / name, recorded.get(name), fix)
     return report
 
 

@@ -35,7 +35,7 @@ def status(ctx):
 
     record = prepared(default_home())
     if record is None:
-        click.echo(f"not prepared: {not_prepared(default_home())}")
+        click.echo(not_prepared(default_home()))
         ctx.exit(1)
     click.echo(f"prepared in {default_home()}: {record['qemu']}; Debian {record['suite']} python {record['python']}; "
                + ", ".join(f"{k} {v}" for k, v in record["runtimes"].items()) + f"; CPU models {', '.join(record['cpus'])}")

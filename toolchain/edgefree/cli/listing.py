@@ -5,7 +5,7 @@ import click
 
 @click.command()
 def models():
-    """List the zoo's architectures; ``--arch`` also takes torchvision:<name> and path/to/file.py:factory."""
+    """List the zoo's architectures; --arch also takes torchvision:<name> and path/to/file.py:factory."""
     from edgefree.models import list_models
 
     for name, description in list_models().items():
@@ -17,7 +17,7 @@ def models():
 @click.command()
 @click.argument("name", required=False)
 def targets(name):
-    """List the target profiles ``--target`` accepts; with NAME, show that profile in full.
+    """List the target profiles --target accepts; with NAME, show that profile in full.
 
     Profiles of your own: TOML files in the folders EDGEFREE_TARGETS names (docs/targets-and-bench.md).
     """
@@ -26,7 +26,8 @@ def targets(name):
     if name:
         for key, value in load_target(name).to_dict().items():
             value = ", ".join(value) if isinstance(value, tuple) else value
-            click.echo(f"{key:14} {value}")
+            if value not in ("", None):  # a profile leaves its optional fields out
+                click.echo(f"{key:14} {value}")
         return
     found = list_targets()  # a bad profile stops before the table starts
     click.echo(f"{'name':18} {'isa':8} {'cpu (emulated as)':28} {'threads':7} {'formats':25} precisions")

@@ -84,12 +84,40 @@ def _explain(fmt: str, name: str, exc: Exception) -> str:
     return f"{name} could not be exported to {fmt} ({type(exc).__name__}: {first_line(exc, 300)})"
 
 
-def _clean(folder: Path) -> Path:
-    """Remove a previous export's files (``student-<precision>.*``, its manifest, a stopped export's staging
-    folders), so nothing stale looks like a fresh artifact; any other file in ``folder`` stays."""
-    folder.mkdir(parents=True, exist_ok=True)
+def _exported(folder: Path) -> list[Path]:
+    """What an export wrote into ``folder``: ``student-<precision>.*``, its manifest and a stopped export's
+    staging folders."""
     previous = [path for precision in PRECISIONS for path in folder.glob(f"student-{precision}.*")]
-    for path in [*previous, *folder.glob(".staging-*"), folder / MANIFEST]:
+    manifest = [folder / MANIFEST] if (folder / MANIFEST).exists() else []
+    return [*previous, *folder.glob(".staging-*"), *manifest]
+
+
+def refuse_foreign_files(folder: Path, replaced_by: str) -> None:
+    """Refuse, before any work, files of the user's own in ``folder`` (a build's ``artifacts/``), which
+    ``replaced_by`` (the command) replaces as a whole.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> (folder / "student-fp32.onnx").write_text("an artifact") and refuse_foreign_files(folder, "a rebuild")
+        >>> (folder / "NOTES.txt").write_text("mine") and refuse_foreign_files(folder, "a rebuild")
+        Traceback (most recent call last):
+        ...
+        edgefree.errors.ExportError: ... holds NOTES.txt, which edgefree did not write, and a rebuild replaces ...
+    """
+    if not folder.is_dir():
+        return
+    foreign = sorted(p.name for p in set(folder.iterdir()) - set(_exported(folder)))
+    if foreign:
+        raise ExportError(f"{folder} holds {', '.join(foreign)}, which edgefree did not write, and {replaced_by} "
+                          "replaces that folder as a whole: move them out of it first")
+
+
+def _clean(folder: Path) -> Path:
+    """Remove a previous export's files (``_exported``), so nothing stale looks like a fresh artifact; any other
+    file in ``folder`` stays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in _exported(folder):
         if path.is_dir():
             shutil.rmtree(path)
         else:

@@ -15,7 +15,7 @@ from edgefree.config import ExportConfig
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL
 from edgefree.errors import EdgefreeError, warn
-from edgefree.export import export_student
+from edgefree.export import export_student, refuse_foreign_files
 from edgefree.export.manifest import MANIFEST
 from edgefree.models import InputSpec, output_count
 from edgefree.recover import SyntheticSet
@@ -59,6 +59,7 @@ def reexport(build_dir: Path, config: ExportConfig, out: Path | None = None, eva
     publish_to = build_dir if own else check_out_folder(folder, (MANIFEST,))
     if own:
         check_out_folder(build_dir, ("artifacts", "report.json", "report.md"))
+        refuse_foreign_files(folder, "`edgefree export`")
     built = ExportConfig.from_dict(report["config"].get("export") or {})  # what the build asked for
     config = config.replace(formats=config.formats or built.formats, precisions=config.precisions or built.precisions)
     export_config = config.for_target(built_target(report))
