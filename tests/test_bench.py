@@ -216,11 +216,14 @@ def test_the_teachers_export_and_rows_are_cached(teacher, digits, tmp_path):
     student = export_student(teacher.module, teacher.spec, config, tmp_path / "student", other_dreams, digits)
     # the "student" is the teacher itself: its ONNX file scores what PyTorch does on the digits
     assert student["artifacts"][0]["accuracy"] == pytest.approx(accuracy(teacher.module, digits, teacher.spec), abs=0.01)
-    run = lambda out: bench({"teacher": teacher.module, "student": teacher.module},  # noqa: E731
-                            {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
-                            teacher.spec, load_target("x86-64"), tmp_path / out, BenchConfig(runs=5, warmup=1), digits,
-                            teacher=second)
+    run = lambda out, reuse=True: bench({"teacher": teacher.module, "student": teacher.module},  # noqa: E731
+                                        {"teacher": second.manifest, "student": tmp_path / "student" / "manifest.json"},
+                                        teacher.spec, load_target("x86-64"), tmp_path / out,
+                                        BenchConfig(runs=5, warmup=1), digits, teacher=second, reuse_teacher_rows=reuse)
     measured, reused = run("first"), run("second")
+    side_by_side = run("third", reuse=False)  # a ratio that decides something: the teacher timed in turns again
+    assert side_by_side["native"]["teacher_rows"]["cached"] is False
+    assert any(key.startswith("teacher") for key in side_by_side["native"]["seconds"])
     assert measured["native"]["teacher_rows"]["cached"] is False and reused["native"]["teacher_rows"]["cached"]
     teacher_rows = lambda result: [r for r in result["native"]["rows"] if r["model"] == "teacher"]  # noqa: E731
     assert [{**r, "cached": True} for r in teacher_rows(measured)] == teacher_rows(reused)

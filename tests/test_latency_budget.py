@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from edgefree.bench.emulator_setup import default_home, prepared
+from edgefree.bench.report import latency_ratios
 from edgefree.config import BuildConfig, ChannelPruning, LatencyTarget, MagnitudePruning, to_toml
 from edgefree.errors import EdgefreeError
 from edgefree.latency_target import MARGIN, _choices, _group_sensitivity, _knapsack, check, latency_budget
@@ -383,6 +384,14 @@ def test_cli_build_meets_a_latency_target_and_reports_it(tmp_path):
     assert latency["chosen_ratio"] is not None and latency["measured_ratio"] is not None and latency["searches"] >= 1
     assert report["config"]["latency_target"]["ratio"] == 0.8
     assert "Latency target 0.80x" in (out / "report.md").read_text()
+    assert report["bench"]["native"]["teacher_rows"]["cached"] is False  # the verdict's ratio: timed side by side
+    # a bench again checks the target again, on its own rows
+    again = CliRunner().invoke(cli, ["bench", str(out), "--runs", "20", "--quiet"])
+    assert again.exit_code == 0, again.output
+    rebenched = json.loads((out / "report.json").read_text())
+    assert rebenched["bench"]["native"]["teacher_rows"]["cached"] is False
+    assert rebenched["latency_target"]["measured_ratio"] == latency_ratios(rebenched["bench"]["native"]["rows"])[
+        ("onnxruntime", "fp32")]
     refused = CliRunner().invoke(cli, ["build", "--pruning", "magnitude", "--latency-target", "0.5", "--out",
                                        str(tmp_path / "x")])
     assert refused.exit_code == 2 and "--latency-target chooses channel widths" in refused.output

@@ -626,6 +626,17 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     return student
 
 
+def missed(checked: dict) -> str | None:
+    """One line for a latency target the bench found missed (``check``'s result), None where it was met or not
+    measured."""
+    if checked["met"] is not False:
+        return None
+    return (f"latency target {checked['target_ratio']:.2f}x missed: the student measured {checked['measured_ratio']:.2f}x "
+            f"the teacher's {checked['measured_as']} on {checked['runtime']} {checked['precision']}"
+            + (", timed in turns " if checked["measured_as"] == "p50" else " ") + f"(predicted {checked['predicted_ratio']:.2f}x): for a faster student, rebuild with a lower "
+            "--latency-target")
+
+
 def check(latency: dict, bench: dict | None) -> dict:
     """The prediction of ``latency`` (a student's ``stats["latency"]``) against the bench on the same runtime and
     precision: the measured p50 ratio, or under QEMU (tables counted as ``emulated_cpu``) the instruction-count

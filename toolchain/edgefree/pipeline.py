@@ -484,18 +484,15 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                             {"teacher": teacher_export.manifest, "student": out / "artifacts" / "manifest.json"},
                             teacher.spec, target, out, config.bench, eval_data,
                             {"teacher": scores["teacher"], "student": scores["recovered"]}, teacher_export, progress,
-                            published_as=published)
+                            published_as=published, reuse_teacher_rows="latency" not in pruned.stats)
 
     latency = None
     if "latency" in pruned.stats:
-        from edgefree.latency_target import check
+        from edgefree.latency_target import check, missed
 
         latency = check(pruned.stats["latency"], benched)
-        if latency["met"] is False:
-            warn(f"latency target {latency['target_ratio']:.2f}x missed: the student measured "
-                 f"{latency['measured_ratio']:.2f}x the teacher's {latency['measured_as']} on {latency['runtime']} "
-                 f"{latency['precision']} "
-                 f"(predicted {latency['predicted_ratio']:.2f}x); rebuild with a lower --latency-target")
+        if line := missed(latency):
+            warn(line)
     detail = sparsity_report(student)
     example = teacher.spec.example_inputs()[0]
     costs = {"teacher": cost(teacher.module, example), "student": cost(student, example)}

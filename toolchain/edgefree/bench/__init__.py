@@ -107,13 +107,14 @@ def _rows_settings(config: BenchConfig, threads: int, artifacts: list[dict], tea
             "teacher": teacher.key, "pytorch_accuracy": accuracy, "cpu": m["cpu"], "cores": m["cores"]}
 
 
-def _native(models, manifests, target, config, inputs, labels, threads, known, teacher, progress) -> dict:
+def _native(models, manifests, target, config, inputs, labels, threads, known, teacher, progress,
+            reuse_teacher_rows: bool = True) -> dict:
     remeasure = config.remeasure_accuracy or config.eval_limit is not None
     key = stored = None
     if teacher is not None and not remeasure:
         chosen = selected_artifacts(manifests["teacher"], target)
         key = rows_key(_rows_settings(config, threads, chosen, teacher, known.get("teacher")))
-        stored = cached_rows(teacher.manifest, key)
+        stored = cached_rows(teacher.manifest, key) if reuse_teacher_rows else None
         stored = stored if stored and _settled(stored["rows"]) else None  # a row timed to its cap: time it again
     roles = ("student",) if stored else ROLES
     opened = time.perf_counter()
@@ -198,7 +199,7 @@ def _emulated_row(role: str, artifact: dict, entry: dict, reference) -> dict:
 def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputSpec, target: Target, out: Path,
           config: BenchConfig = BenchConfig(), eval_data: EvalData | None = None,
           accuracy: dict[str, float | None] | None = None, teacher: TeacherArtifacts | None = None,
-          progress: bool = False, published_as: Path | None = None) -> dict:
+          progress: bool = False, published_as: Path | None = None, reuse_teacher_rows: bool = True) -> dict:
     """Measure teacher and student per runtime; write bench.json/.md/.png into ``out``.
 
     Args:
@@ -216,6 +217,8 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputS
             already (the build's evaluate stage); a role without one is measured here.
         teacher: the teacher's cached export (``export_teacher``): its rows are then reused
             from, or stored in, the cache.
+        reuse_teacher_rows: False times the teacher again, in turns with the student, even where its rows are
+            cached: a ratio that decides something (a latency target met) is measured side by side.
         progress: show progress bars.
 
     Usage, with exported teacher and student::
@@ -231,7 +234,7 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputS
     native = None
     if config.native or not target.emulated:
         native = _native(models, manifests, target, config, inputs, labels, threads, accuracy or {}, teacher,
-                         progress)
+                         progress, reuse_teacher_rows)
     emulated = None
     if target.emulated and config.emulate:  # this machine's outputs are the parity reference
         emulated = _emulated(manifests, target, config, inputs, lambda: _reference_logits(
