@@ -297,7 +297,8 @@ def test_max_drop_builds_the_strongest_candidate_within_the_budget(tmp_path):
     assert f"budget: --max-drop 1 chose sparsity {budget['chosen']:g}" in result.output
     assert "estimated drop ~" in result.output and "(no data used; a rough guide" in result.output
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "## Budget: an estimated drop of at most 1 point" in md and "## Estimated accuracy drop (no data used)" in md
+    assert "## Budget: an estimated drop of at most 1 point" in md and "## Accuracy drop: estimated without data, and measured" in md
+    assert "The measured drop, on the evaluation data, is the figure to trust: here the estimate read" in md
 
 
 def test_a_budget_that_cannot_be_met_says_so_with_the_closest(tmp_path, monkeypatch, measured_far):

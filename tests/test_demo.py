@@ -17,3 +17,23 @@ def test_shipped_weights_are_the_recorded_ones(digits):
     teacher = default_teacher()
     assert accuracy(teacher.module, digits, teacher.spec) == record["held_out_accuracy"]
 
+
+
+def test_a_build_records_what_an_audit_needs_to_identify_it(default_build):
+    import hashlib
+    import json
+    import shlex
+    import sys
+    from datetime import datetime
+
+    from edgefree.demo import WEIGHTS
+
+    report = json.loads((default_build / "report.json").read_text())
+    assert report["schema"] == 1 and datetime.fromisoformat(report["built_at"]).tzinfo is not None
+    assert report["model"]["sha256"] == hashlib.sha256(WEIGHTS.read_bytes()).hexdigest()  # the shipped teacher too
+    assert len(report["eval_data"]["sha256"]) == 64
+    assert report["invocation"] == shlex.join(sys.argv)  # the process's command line (here pytest's: CliRunner)
+    assert {"scikit-learn", "torch-pruning"} <= set(report["machine"]["versions"])
+    md = (default_build / "report.md").read_text()
+    assert "## Provenance" in md and report["model"]["sha256"] in md and report["eval_data"]["sha256"] in md
+    assert "**every stage of the build**" in md

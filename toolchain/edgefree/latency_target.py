@@ -662,4 +662,5 @@ def check(latency: dict, bench: dict | None) -> dict:
             "searches": len(latency.get("search", {}).get("corrections", [])),
             "measured_ratio": measured, "measured_as": measured_as,
             "unmeasured": None if measured is not None else unmeasured,
-            "met": None if measured is None else measured <= latency["target_ratio"], "table": latency["table"]}
+            "met": None if measured is None else measured <= latency["target_ratio"], "table": latency["table"],
+            "table_entries_measured_now": (latency.get("tables") or {}).get("measured_now")}

@@ -7,7 +7,8 @@ import os
 import platform
 from functools import lru_cache
 
-LIBRARIES = ("torch", "torchvision", "executorch", "onnx", "onnxruntime", "openvino", "numpy", "edgefree")
+LIBRARIES = ("torch", "torchvision", "executorch", "onnx", "onnxruntime", "openvino", "numpy", "torch-pruning",
+             "scikit-learn", "edgefree")
 
 
 def _cpuinfo() -> list[str]:

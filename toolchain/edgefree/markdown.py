@@ -25,11 +25,13 @@ def percent(value) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
 
 
-def cost_table(cost: dict) -> str:
+def cost_table(cost: dict, zeros: int = 0) -> str:
     """Multiply-adds and parameters of teacher and student (``cost``: ``{"teacher": {macs, params}, "student":
-    ...}``), the student's as a ratio of the teacher's too."""
+    ...}``), the student's as a ratio of the teacher's too, and how many of its parameters are ``zeros``
+    (magnitude pruning's: stored, and computed by dense runtimes)."""
     t, s = cost["teacher"], cost["student"]
+    zero = f"; {zeros:,} of them zero" if zeros else ""
     return markdown_table(["model", "multiply-adds (batch 1)", "parameters"],
                           [["teacher", f"{t['macs']:,}", f"{t['params']:,}"],
                            ["student", f"{s['macs']:,} ({s['macs'] / t['macs']:.2f}x)",
-                            f"{s['params']:,} ({s['params'] / t['params']:.2f}x)"]])
+                            f"{s['params']:,} ({s['params'] / t['params']:.2f}x{zero})"]])

@@ -15,16 +15,19 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shlex
 import shutil
+import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
 from edgefree import __version__, distributed
 from edgefree.bench import bench
-from edgefree.bench.teacher import export_teacher
+from edgefree.bench.teacher import eval_identity, export_teacher
 from edgefree.cache import cache_dir
 from edgefree.budget import knob as budget_knob
 from edgefree.budget import search_budget, stages_at
@@ -32,6 +35,7 @@ from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, Magnitu
 from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
+from edgefree.demo import WEIGHTS as DEMO_WEIGHTS
 from edgefree.errors import EdgefreeError, muted_warnings, warn
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student, refuse_foreign_files
@@ -45,11 +49,11 @@ from edgefree.outfolder import check_inputs_outside, check_out_folder, locked, r
 from edgefree.recover import SyntheticSet, distill, prune, reconstruct, sparsity_report, synthesize
 from edgefree.recover.channels import check_channel_pruning
 from edgefree.recover.gradual import prune_gradually
-from edgefree.recover.prune import with_magnitude
+from edgefree.recover.prune import narrowed_widths, with_magnitude
 from edgefree.recover.estimate import LARGE_DROP, advice, estimate, load_fit, remedy
 from edgefree.recover.saved import arch_sha256, save_student
 from edgefree.recover.synthesize import save_contact_sheet
-from edgefree.report import write_report
+from edgefree.report import REPORT_SCHEMA, write_report
 from edgefree.resources import check_memory, check_workers
 from edgefree.targets import load_target
 from edgefree.verify import record_files
@@ -269,7 +273,7 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
         teacher = default_teacher()
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
         return (config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)",
-                {"sha256": None, "arch_sha256": None}, eval_data)
+                {"sha256": sha256(DEMO_WEIGHTS), "arch_sha256": None}, eval_data)
     arch = arch_sha256(config.arch)  # the code that runs next, as it is now
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
@@ -499,16 +503,21 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
     magnitude = config.pruning(MagnitudePruning)
     synthesis = config.synthesis
     return {
+        "schema": REPORT_SCHEMA,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "invocation": shlex.join(sys.argv),  # the command (or script) that ran the build
         "target": target.to_dict(),
         "model": {"arch": teacher.name, "input": teacher.spec.to_dict(), "value_range_assumed": teacher.range_assumed,
                   "normalization_assumed": teacher.normalization_assumed},
-        "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0},
+        "eval_data": {"name": eval_data.name if eval_data else None, "images": len(eval_data) if eval_data else 0,
+                      "sha256": (eval_identity(eval_data) or {}).get("sha256")},  # of its pixels (or values) and labels
         "accuracy": scores,
         "estimate": estimated,
         "budget": budget,
         "sparsity": detail["overall"],
         "sparsity_target": magnitude.sparsity if magnitude else 0.0,
         "pruning": {"stages": [p.to_dict() for p in config.prune], "plan": pruned.plan.to_json(),
+                    "widths": narrowed_widths(teacher.module, student),
                     **{k: v for k, v in pruned.stats.items() if k != "block_scores"}},
         "latency_target": latency,
         "cost": {**costs, "macs_ratio": costs["student"]["macs"] / costs["teacher"]["macs"],

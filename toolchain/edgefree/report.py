@@ -34,6 +34,8 @@ def _summary(r: dict) -> str:
                         + (" + block-wise)" if r.get("reconstruct", {}).get("blocks") else ")"), "recovered", "gap to teacher"],
                [[percent(acc["teacher"]), percent(acc["pruned"]), percent(acc.get("reconstructed")), percent(acc["recovered"]),
                  percent(gap)]]),
+        *(["", f"On {r['eval_data']['images']} {_inputs(r)}, one of them is {100 / r['eval_data']['images']:.2f} points."]
+          if r["eval_data"].get("images") else []),
     ])
 
 
@@ -48,14 +50,20 @@ def _estimate(r: dict) -> str | None:
              f"{e[name]['features']['disagree']:.1f}", f"{e[name]['features']['disagree_hard']:.1f}",
              f"{e[name]['features']['disagree_mix']:.1f}", f"{e[name]['features']['kl']:.3f}"]
             for name in ("reconstructed", "recovered") if name in e]
-    lines = ["## Estimated accuracy drop (no data used)", "",
+    lines = ["## Accuracy drop: estimated without data" + (", and measured" if measured["recovered"] is not None else ""),
+             "",
              markdown_table(["student", "estimated drop (points)", "measured drop (points)", "disagrees with teacher %",
                              "on harder views %", "on mixed dreams %", "KL"], rows), "",
              f"Measured against the teacher on {held['images']} held-out dreams (seed {held['seed']}) that no stage "
              f"trained or refit on; the mapping ({', '.join(f['features'] or [])}) was fitted on {f['students']} "
              f"students{_of_architectures(f)} whose real drop was measured (`benchmarks/fidelity.py` in edgefree's "
              "repository, its results in `benchmarks/results/fidelity.md`). A rough guide: it has under-estimated "
-             "large drops of fully distilled compact students (docs/budgets.md says how far it holds)."]
+             "large drops of fully distilled compact students, and over-estimated small ones (docs/budgets.md says how "
+             "far it holds)."]
+    if measured["recovered"] is not None:
+        off = e["recovered"]["drop"] - measured["recovered"]
+        lines.append(f"The measured drop, on the evaluation data, is the figure to trust: here the estimate read "
+                     f"{abs(off):.1f} points {'high' if off > 0 else 'low'}.")
     lines += [f"- **{w}**" for w in e["warnings"]]
     return "\n".join(lines)
 
@@ -105,19 +113,25 @@ def _budget(r: dict) -> str | None:
 
 def _pruning(r: dict) -> str:
     c, p = r["cost"], r["pruning"]
-    plan = p["plan"]
-    layers = sorted({name for name, _op, _idxs in plan["channels"]})
-    lines = ["## Pruning and cost", "", cost_table(c), ""]
+    plan, narrowed = p["plan"], p.get("widths")
+    magnitude = any(stage["kind"] == "magnitude" for stage in p["stages"])
+    lines = ["## Pruning and cost", "", cost_table(c, r["sparsity_detail"]["zeros"] if magnitude else 0), ""]
     for stage in p["stages"]:
         if stage["kind"] == "channel":
             widths = ("widths per layer group for a latency target" if p.get("ratio") is None
-                      else f"channel ratio {p['ratio']:.3f}")
-            lines.append(f"- Channel pruning ({stage['importance']} importance, {widths}, "
-                         f"multiples of {stage['round_to']}): {len(layers)} layers lost channels and "
-                         f"{len(plan['removed_blocks'])} residual block"
-                         f"{' was' if len(plan['removed_blocks']) == 1 else 's were'} removed"
-                         + (f" ({', '.join(plan['removed_blocks'])})" if plan["removed_blocks"] else "")
+                      else f"{100 * p['ratio']:.1f}% of each prunable layer's channels removed")
+            blocks = plan["removed_blocks"]
+            lost = (f"{len(narrowed)} conv/linear layers lost output channels (below; the layers after them lose the "
+                    "matching inputs)" if narrowed is not None else  # a report written without the widths
+                    f"{len({name for name, _op, _idxs in plan['channels']})} modules lost channels")
+            lines.append(f"- Channel pruning ({stage['importance']} importance, {widths}, multiples of "
+                         f"{stage['round_to']}): {lost} and {len(blocks)} residual block"
+                         f"{' was' if len(blocks) == 1 else 's were'} removed"
+                         + (f" ({', '.join(blocks)})" if blocks else "")
                          + ". The bench measures what the fewer multiply-adds buy on each runtime.")
+            if narrowed:
+                lines += ["", markdown_table(["layer", "teacher channels", "student channels"],
+                                             [[name, f"{a:,}", f"{b:,}"] for name, (a, b) in narrowed.items()])]
         else:
             lines.append(f"- Magnitude pruning: target {100 * stage['sparsity']:.1f}% of the conv/linear weights, "
                          f"achieved {100 * r['sparsity']:.2f}%. The zeros shrink the packed artifacts; dense "
@@ -130,7 +144,10 @@ def _pruning(r: dict) -> str:
         lines.append(f"- Latency target {latency['target_ratio']:.2f}x the teacher's {latency.get('measured_as', 'p50')} on "
                      f"{latency['runtime']} "
                      f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
-                     f"({latency['table']})" + (f", {latency['chosen_ratio']:.2f}x measured whole when chosen "
+                     f"({latency['table']}"
+                     + ("; every entry from the cache, measured by an earlier build on this CPU model"
+                        if latency.get("table_entries_measured_now") == 0 else "") + ")"
+                     + (f", {latency['chosen_ratio']:.2f}x measured whole when chosen "
                                                 f"({latency['searches']} search{'es' if latency['searches'] != 1 else ''})" if latency.get("chosen_ratio") else "")
                      + f"; after recovery {verdict}.")
     return "\n".join(lines)
@@ -198,6 +215,41 @@ def _synthesis(r: dict) -> str:
     ])
 
 
+def _recovery(r: dict) -> str:
+    """What the refit and the distillation did, in the words of their settings."""
+    refit, d = r["reconstruct"], r["distill"]
+    losses = d.get("loss_per_epoch") or []
+    lines = ["## Recovery (on the synthetic data only)", ""]
+    if refit.get("images"):
+        blocks = refit.get("blocks")
+        lines.append(f"- Layer-wise refit: the kept weights of {refit['layers']} conv/linear layers solved by least "
+                     f"squares to give the teacher's layer outputs on {refit['images']} {_inputs(r)} "
+                     f"({refit['seconds']:.1f} s)" + (f"; then {blocks['count']} blocks trained {refit['block_steps']} "
+                                                      "steps each to give the teacher's block outputs" if blocks else "")
+                     + ".")
+    else:
+        lines.append("- No layer-wise refit (reconstruct images 0).")
+    lines.append(f"- Distillation: {d['epochs']} epochs at learning rate {d['lr']:g} (batch {d['batch_size']}), the "
+                 f"student trained to match the teacher's softened outputs (temperature {d['temperature']:g})"
+                 + (f" and its BatchNorm outputs (weight {d['feature_weight']:g})" if d.get("feature_weight") else "")
+                 + ", the student's BatchNorm statistics frozen at the teacher's"
+                 + (f"; loss {losses[0]:.3g} in the first epoch, {losses[-1]:.3g} in the last" if losses else "")
+                 + f" ({d['seconds']:.1f} s).")
+    return "\n".join(lines)
+
+
+def _terms(r: dict) -> str:
+    return "\n".join(["## Terms", "",
+                      "- *dreams*: synthetic inputs made from the teacher alone (its BatchNorm statistics); no "
+                      "training or evaluation data is read to make them.",
+                      "- *pruned*: the teacher with weights or channels removed, before any repair; *reconstructed*: "
+                      "after the layer-wise refit; *recovered*: after distillation, the student written out.",
+                      "- *gap* and *drop*: top-1 points the student loses against the teacher.",
+                      "- *p50*: the median latency of one inference; *parity*: an exported file's outputs checked "
+                      "against PyTorch's; *packed*: a file with its zeros stored as a bitmask (`.efpk`).",
+                      "- *KL*: how far the student's output probabilities are from the teacher's (0: the same)."])
+
+
 def _smaller(dense: int | None, packed: int) -> str:
     return f"{dense / packed:.1f}x" if dense else "-"
 
@@ -220,7 +272,8 @@ def _export(r: dict) -> str | None:
         f"{_inputs(r)}; accuracy on {ref['images']} {ref['inputs']} {_inputs(r)} (PyTorch student: "
         f"{percent(ref['accuracy'])}).",
         "",
-        markdown_table(["artifact", "runtime", "bytes", "packed bytes", "packed: x smaller", "x smaller than dense fp32",
+        markdown_table(["artifact", "runtime", "bytes", "packed bytes", "packed vs its own bytes: x smaller",
+                        "packed vs the student's dense fp32 file of its format: x smaller",
                 "max abs diff", "top-1 agreement", "gate", "accuracy %"], rows),
         "",
         f"INT8 artifacts were calibrated on {m['calibration']['images']} synthetic {_inputs(r)}, no real data, and "
@@ -298,6 +351,7 @@ def _timing(r: dict) -> str:
     command = {"export-teacher": "bench"}  # the command that runs a stage again, where not its namesake
     rows = [[f"{stage} (`edgefree {command.get(stage, stage)}`, after the build)" if stage in later else stage,
              f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
+    rows.append(["**every stage of the build**", f"**{sum(s for k, s in r['seconds'].items() if k not in later):.1f}**"])
     steps = sub_steps(r)
     m = r["machine"]
     return "\n".join([
@@ -337,14 +391,31 @@ def _flash(r: dict) -> str | None:
         f"{sent['bundle_bytes_unpacked']:,} bytes; {sent['files_already_there']} file(s) were already there); "
         f"every file sha256-checked on the device; {f['seconds']['total']:.1f} s in all.",
         "",
-        f"Measured on the device: batch 1, {run['threads']} thread(s), {run['runs']} runs after {run['warmup']} "
+        f"Measured on the device: batch 1, {run['threads']} thread{'s' if run['threads'] != 1 else ''}, {run['runs']} runs after {run['warmup']} "
         "warm-up; the logits of one input compared with the build machine's.",
         "",
         markdown_table(["artifact", "p50 ms", "p90 ms", "top-1", "max logit diff vs build machine"], rows),
     ])
 
 
-SECTIONS = [_summary, _estimate, _budget, _pruning, _sparsity, _synthesis, _export, _bench, _timing, _flash]
+def _provenance(r: dict) -> str:
+    model, data = r["model"], r["eval_data"]
+    rows = [["built", r.get("built_at") or "not recorded"],
+            ["command", f"`{r['invocation']}`" if r.get("invocation") else "not recorded"],
+            ["teacher weights (sha256)", model.get("sha256") or "not recorded"],
+            *([["teacher code (sha256)", model["arch_sha256"]]] if model.get("arch_sha256") else []),
+            ["evaluation data (sha256 of its values and labels)", data.get("sha256") or "none"],
+            ["seed", str(r["seed"])]]
+    return "\n".join(["## Provenance", "", markdown_table(["what", "record"], rows), "",
+                      "`report.json` holds every setting (`config`) and library version (`machine.versions`); "
+                      "`edgefree build --config report.json --out DIR` builds it again."])
+
+
+SECTIONS = [_summary, _estimate, _budget, _pruning, _sparsity, _synthesis, _recovery, _export, _bench, _timing,
+            _provenance, _flash, _terms]
+
+
+REPORT_SCHEMA = 1  # report.json's layout; raised when a key changes meaning
 
 
 def render_markdown(report: dict) -> str:

@@ -187,7 +187,7 @@ def _native_section(result: dict, level: str) -> list[str]:
     return [
         f"{level} Latency and accuracy per runtime: {result['model']['arch']} for {t['name']} (measured on x86-64)",
         "",
-        f"Batch 1, {native['threads']} thread(s), {_budget(native)} after {native['warmup']} warm-up, "
+        f"Batch 1, {native['threads']} thread{'s' if native['threads'] != 1 else ''}, {_budget(native)} after {native['warmup']} warm-up, "
         + ("the student's rows timed now, the teacher's taken from the cache (below); "
            if (native.get("teacher_rows") or {}).get("cached") else "teacher and student taking turns; ")
         + (f"top-1 on {result['eval']['images']} images of {result['eval']['name']}, measured once per model and "
@@ -258,6 +258,9 @@ def plot(result: dict, path: Path) -> None:
         else:
             _bars(ax, native or emulated, lambda r: (r["packed_bytes"] or r["bytes"] or 0) / 1024,
                   "size, KiB (packed where packed)")
+        ax.set_title({"latency": "latency on this machine (lower is faster)", "instructions": "work per inference "
+                      "under emulation", "size": "size of what ships"}[panel], fontsize=9)
+        ax.set_xlabel("runtime and precision", fontsize=8)
     fig.suptitle(f"{result['model']['arch']} for {result['target']['name']}: teacher vs student", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -26,7 +26,7 @@ from edgefree.recover.checks import stage_inputs
 from edgefree.recover.student import PRUNABLE, PrunePlan, Student
 
 __all__ = ["PRUNABLE", "PrunePlan", "Student", "prune", "with_magnitude", "apply_masks", "magnitude_masks",
-           "prunable_weights", "sparsity_report"]
+           "prunable_weights", "sparsity_report", "narrowed_widths"]
 
 def prunable_weights(model: nn.Module, keep_first_last_dense: bool = False, filter_fn=None) -> dict[str, torch.Tensor]:
     """Weights of every conv and linear layer, in module order, optionally without the first and last,
@@ -123,6 +123,16 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     for name, mask in masks.items():
         params[name].masked_fill_(~mask.to(params[name].device), 0.0)
+
+
+def narrowed_widths(teacher: nn.Module, student: nn.Module) -> dict[str, list[int]]:
+    """``{layer: [teacher's output channels, student's]}`` for every conv and linear layer that channel pruning
+    narrowed (a layer of a removed block is absent from the student, and left out here)."""
+    def widths(model):
+        return {name: m.weight.shape[0] for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+    kept = widths(student)
+    return {name: [width, kept[name]] for name, width in widths(teacher).items() if kept.get(name, width) != width}
 
 
 def sparsity_report(model: nn.Module) -> dict:

@@ -211,19 +211,34 @@ def _dream_shard(teacher: nn.Module, spec: InputSpec, matcher: BatchNormMatcher,
 
 
 def save_contact_sheet(dreams: SyntheticSet, spec, path: str | Path, per_class: int = 8) -> None:
-    """A PNG grid: one row per class, ``per_class`` dreams each, upscaled for small images; for signals,
-    a plot of traces (``edgefree.recover.signal_sheet``)."""
-    from torchvision.utils import save_image
+    """A PNG grid with a title: one row per class, named on the left, ``per_class`` dreams each, upscaled for
+    small images; for signals, a plot of traces (``edgefree.recover.signal_sheet``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from torchvision.utils import make_grid
 
     if spec.rank == 1:
         return save_signal_sheet(dreams, spec, path, min(per_class, 4))
 
+    classes = int(dreams.labels.max()) + 1
     rows = []
-    for c in range(int(dreams.labels.max()) + 1):
+    for c in range(classes):
         picked = dreams.images[dreams.labels == c][:per_class]
-        pad = torch.zeros(per_class - len(picked), *spec.shape)
-        rows.append(torch.cat([spec.to_unit(spec.denormalize(picked)), pad]))
-    grid = torch.cat(rows).clamp(0, 1)
+        pad = torch.ones(per_class - len(picked), *spec.shape)  # white where a class has fewer dreams
+        rows.append(torch.cat([spec.to_unit(spec.denormalize(picked)).clamp(0, 1), pad]))
     scale = max(1, 64 // spec.shape[1])
-    grid = F.interpolate(grid, scale_factor=scale, mode="nearest")
-    save_image(grid, str(path), nrow=per_class, padding=2, pad_value=1.0)
+    grid = make_grid(F.interpolate(torch.cat(rows), scale_factor=scale, mode="nearest"), nrow=per_class, padding=2,
+                     pad_value=1.0)
+    cell = spec.shape[1] * scale + 2
+    fig, ax = plt.subplots(figsize=(1.0 + per_class * cell / 72, 0.6 + classes * cell / 72))
+    ax.imshow(grid.permute(1, 2, 0).numpy(), cmap="gray" if spec.shape[0] == 1 else None, interpolation="nearest")
+    ax.set_yticks([2 + c * cell + cell / 2 - 1 for c in range(classes)],
+                  [spec.class_names[c] if c < len(spec.class_names) else f"class {c}" for c in range(classes)],
+                  fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(f"dreams ({'x'.join(map(str, spec.shape))}, no training data), one row per target class", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
