@@ -36,15 +36,23 @@ def dreams(teacher):
     (lambda: ChannelPruning(round_to=2.5), "ChannelPruning.round_to must be an integer"),
     (lambda: ExportConfig(formats="onnx"), "ExportConfig.formats must be a list of strings"),
     (lambda: BuildConfig(distill=3), "distill must be a DistillConfig"),
+    (lambda: BuildConfig(threads="2"), "BuildConfig.threads must be an integer or left out, got '2'"),
+    (lambda: BuildConfig(target=3), "BuildConfig.target must be a string, got 3"),
+    (lambda: BuildConfig(dist_timeout_s="5"), "BuildConfig.dist_timeout_s must be a number"),
+    (lambda: BuildConfig(max_drop=True), "BuildConfig.max_drop must be a number or left out"),
 ])
 def test_a_config_of_a_wrong_value_or_type_is_refused_in_one_line(make, message):
     with pytest.raises(EdgefreeError, match=message):
         make()
 
 
-def test_a_build_config_takes_a_stage_as_a_dict_of_its_options():
+def test_a_build_config_takes_a_stage_as_a_dict_of_changes_to_the_recipes():
+    from edgefree.config import recipe
+
     config = BuildConfig(synthesis={"images": 64}, export={"formats": ["onnx"]})
-    assert config.synthesis == SynthesisConfig(images=64) and config.export.formats == ("onnx",)
+    assert config.synthesis == recipe("demo").synthesis.replace(images=64) and config.export.formats == ("onnx",)
+    assert BuildConfig(synthesis={"images": 64}) == BuildConfig.from_dict({"synthesis": {"images": 64}})
+    assert BuildConfig(prune={"kind": "channel", "ratio": 0.3}).prune == (ChannelPruning(ratio=0.3),)
 
 
 def test_numbers_of_either_kind_and_none_where_allowed_are_accepted():
@@ -69,9 +77,14 @@ def test_each_stage_names_a_wrong_argument(teacher, dreams):
         reconstruct(teacher, pruned, elsewhere)
 
 
-def test_prune_refuses_the_steps_only_gradual_pruning_takes(teacher, dreams):
+def test_prune_and_a_latency_target_refuse_the_steps_only_gradual_pruning_takes(teacher, dreams):
+    from edgefree.config import LatencyTarget
+    from edgefree.latency_target import latency_budget
+
     with pytest.raises(EdgefreeError, match=r"steps=3.*prune_gradually"):
         prune(teacher, ChannelPruning(macs_target=0.5, steps=3), dreams)
+    with pytest.raises(EdgefreeError, match="in one step: leave ChannelPruning's macs_target, depth and steps unset"):
+        latency_budget(teacher, dreams, LatencyTarget(), ChannelPruning(steps=3))
 
 
 def test_estimate_takes_a_student_as_it_takes_its_model(teacher, dreams):
@@ -82,14 +95,13 @@ def test_estimate_takes_a_student_as_it_takes_its_model(teacher, dreams):
 def test_mixup_distils_alike_from_one_seed_and_leaves_the_global_generator(teacher, dreams):
     pruned, config = prune(teacher, MagnitudePruning(0.5)), DistillConfig(epochs=1, batch_size=32, mixup=0.5)
     torch.manual_seed(1)
-    first = distill(teacher, pruned, dreams, config, progress=False).model.state_dict()
-    after_first = torch.rand(3)
+    untouched = torch.rand(3)
     torch.manual_seed(1)
-    second = distill(teacher, pruned, dreams, config, progress=False).model.state_dict()
-    assert torch.equal(torch.rand(3), after_first)  # distillation drew nothing from the global generator
+    first = distill(teacher, pruned, dreams, config, progress=False).model.state_dict()
+    assert torch.equal(torch.rand(3), untouched)  # distillation drew nothing from the global generator
     torch.rand(7)  # and another state of it changes nothing
-    third = distill(teacher, pruned, dreams, config, progress=False).model.state_dict()
-    assert all(torch.equal(first[k], second[k]) and torch.equal(first[k], third[k]) for k in first)
+    second = distill(teacher, pruned, dreams, config, progress=False).model.state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_export_keeps_the_files_of_the_callers_own_in_its_folder(teacher, dreams, tmp_path):
@@ -121,10 +133,20 @@ def test_search_budget_without_a_budget_says_what_to_pass(teacher, dreams):
         search_budget(teacher, BuildConfig(), dreams, dreams)
 
 
-def test_save_student_makes_its_folder_and_leaves_the_model_where_it_is(teacher, tmp_path):
+def test_save_student_makes_its_folder_and_leaves_the_models_mode(teacher, tmp_path):
     pruned = prune(teacher, MagnitudePruning(0.5))
     pruned.model.train()
     paths = save_student(pruned, tmp_path / "new" / "folder")
     assert all(p.is_file() for p in paths) and pruned.model.training
     with pytest.raises(EdgefreeError, match="needs a Student"):
         save_student(pruned.model, tmp_path)
+
+
+def test_a_build_records_the_command_line_that_ran_it(tmp_path, monkeypatch):
+    from edgefree.pipeline import build
+
+    monkeypatch.setattr("sys.argv", ["edgefree", "build", "--out", "a folder"])
+    report = build(BuildConfig(out=tmp_path / "out", synthesis=SynthesisConfig(images=32, iterations=5),
+                               reconstruct=ReconstructConfig(images=32), distill=DistillConfig(epochs=1), export=None),
+                   progress=False)
+    assert report["invocation"] == "edgefree build --out 'a folder'"  # quoted as a shell would take it back

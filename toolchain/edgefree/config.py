@@ -215,7 +215,7 @@ class ChannelPruning(_Config):
                  f"macs target must be in (0, 1] (the fraction of the teacher's multiply-adds kept), got {self.macs_target}")
         _require(0.0 <= self.depth < 1.0, f"depth must be in [0, 1), got {self.depth}")
         _require(self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}")
-        _require(isinstance(self.steps, int) and 1 <= self.steps <= 20,
+        _require(1 <= self.steps <= 20,
                  f"channel pruning steps must be a whole number from 1 to 20, got {self.steps}")
         _require(self.importance in CHANNEL_IMPORTANCE,
                  f"channel importance must be one of {', '.join(CHANNEL_IMPORTANCE)}, got {self.importance!r}")
@@ -392,7 +392,7 @@ class DistillConfig(_Config):
         self._require_fields()
         _require(self.epochs > 0 and self.batch_size > 0,
                  f"distillation epochs and batch size must be positive, got {self.epochs} and {self.batch_size}")
-        _require(isinstance(self.adversarial_steps, int) and self.adversarial_steps >= 0 and self.adversarial_weight >= 0,
+        _require(self.adversarial_steps >= 0 and self.adversarial_weight >= 0,
                  "distillation adversarial_steps (an integer) and adversarial_weight must be >= 0, got "
                  f"{self.adversarial_steps} and {self.adversarial_weight}")
         _require(self.feature_weight >= 0, f"distillation feature_weight must be >= 0, got {self.feature_weight}")
@@ -570,12 +570,9 @@ _INPUT_TEXT = ("input_shape", "mean", "std", "value_range")  # fields that also 
 
 def _input_text(name: str, text: str) -> tuple:
     """A teacher input field given as its command-line option's text (``--input-shape 3x32x32``, ...)."""
-    from edgefree.models.spec import parse_range, parse_shape, parse_values
+    from edgefree.models.spec import parse_field
 
-    option = "--" + name.replace("_", "-")
-    if name == "input_shape":
-        return parse_shape(text)
-    return parse_range(text, option) if name == "value_range" else parse_values(text, option)
+    return parse_field("shape" if name == "input_shape" else name, text)
 
 
 @dataclass(frozen=True)
@@ -601,7 +598,7 @@ class BuildConfig(_Config):
     mean: tuple[float, ...] | None = None  # per channel; None: the source's (ImageNet's for 3 channels)
     std: tuple[float, ...] | None = None
     value_range: tuple[float, ...] | None = None  # (low, high) of the raw values; None: the source's, or assumed
-    eval_data: str | None = None
+    eval_data: str | Path | None = None
     seed: int = 0
     device: str = "cpu"
     recipe: str | None = None
@@ -644,23 +641,20 @@ class BuildConfig(_Config):
     }
 
     def __post_init__(self):
-        _require(self.max_drop is None or (_accepts(float, self.max_drop) and math.isfinite(self.max_drop)
-                                           and self.max_drop >= 0),
+        self._settle_stages()
+        self._settle_input_text()
+        self._require_fields()  # every field of its type, its text and dicts read first
+        _require(self.max_drop is None or self.max_drop >= 0,
                  f"max_drop must be a number of top-1 points >= 0, got {self.max_drop!r}")
         _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
-        self._settle_stages()
         nameable = tuple(SYNTHESIS_FLAGS.values())
-        _require(all(isinstance(n, str) and n in nameable for n in self.synthesis_given),
+        _require(all(n in nameable for n in self.synthesis_given),
                  f"synthesis_given names synthesis settings of {', '.join(nameable)}, got {list(self.synthesis_given)}")
         object.__setattr__(self, "synthesis_given", tuple(dict.fromkeys(self.synthesis_given)))
         _require(self.dist_timeout_s > 0, f"dist_timeout_s must be positive, got {self.dist_timeout_s}")
         self._settle_teacher()
         _require(self.device in ("cpu", "cuda"), f"device must be 'cpu' or 'cuda', got {self.device!r}")
-        stages = self.prune if isinstance(self.prune, (tuple, list)) else (self.prune,)
-        stages = tuple(pruning_from_dict(p) if isinstance(p, dict) else p for p in stages)
-        object.__setattr__(self, "prune", stages)
-        _require(all(isinstance(p, tuple(PRUNING_KINDS.values())) for p in stages),
-                 "prune must be MagnitudePruning and/or ChannelPruning configs")
+        stages = self.prune
         kinds = [type(p) for p in stages]
         _require(len(set(kinds)) == len(kinds) and kinds in ([], [MagnitudePruning], [ChannelPruning],
                                                               [ChannelPruning, MagnitudePruning]),
@@ -682,10 +676,9 @@ class BuildConfig(_Config):
                  "ratio above 0, or --pruning magnitude")
         _require(self.model is not None or channel is None or not channel.depth,
                  "--depth removes residual blocks, and the built-in default has none: leave out --depth")
-        _require(isinstance(self.seed, int) and 0 <= self.seed < 2**32,
-                 f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), got {self.seed}")
-        _require(isinstance(self.num_classes, int) and self.num_classes >= 2,
-                 f"num_classes must be an integer >= 2, got {self.num_classes}")
+        _require(0 <= self.seed < 2**32, f"seed must be an integer from 0 to {2**32 - 1} (the generators' range), "
+                 f"got {self.seed}")
+        _require(self.num_classes >= 2, f"num_classes must be an integer >= 2, got {self.num_classes}")
         name = self.recipe or (DEFAULT_RECIPE if self.model is not None else DEMO_RECIPE)
         chosen = recipe(name)
         from edgefree.outfolder import absolute
@@ -714,17 +707,35 @@ class BuildConfig(_Config):
         return super().from_dict(values, where)
 
     def _settle_stages(self) -> None:
-        """Each stage's config given as itself, as a dict of its options (read as ``from_dict`` reads a file's
-        table), or None (the recipe's; export and bench: none)."""
+        """Each stage's config given as itself, as a dict of its options (read as a file's table is: a synthesis,
+        reconstruct or distill dict changes the recipe's stage, ``_on_recipe``), or None (the recipe's; export and
+        bench: none); the pruning stages as a tuple of configs (one, a list, or their dicts)."""
         hints = _hints(type(self))
+        on_recipe = _on_recipe({"recipe": self.recipe, "model": self.model,
+                                **{stage: getattr(self, stage) for stage in ("synthesis", "reconstruct", "distill")}})
         for name in ("latency_target", "synthesis", "reconstruct", "distill", "export", "bench"):
             value = getattr(self, name)
             kind = next(k for k in typing.get_args(hints[name]) if k is not type(None))
             if isinstance(value, dict):
-                object.__setattr__(self, name, kind.from_dict(value, name))
+                object.__setattr__(self, name, kind.from_dict(on_recipe.get(name, value), name))
             else:
                 _require(value is None or isinstance(value, kind),
                          f"{name} must be a {kind.__name__}, a dict of its options or None, got {value!r}")
+        stages = self.prune if isinstance(self.prune, (tuple, list)) else (self.prune,)
+        stages = tuple(pruning_from_dict(p) if isinstance(p, dict) else p for p in stages)
+        _require(all(isinstance(p, tuple(PRUNING_KINDS.values())) for p in stages),
+                 "prune must be MagnitudePruning and/or ChannelPruning configs")
+        object.__setattr__(self, "prune", stages)
+
+    def _settle_input_text(self) -> None:
+        """The teacher's input fields given as their options' text ("3x32x32", "0.5,0.5,0.5") or lists, as tuples."""
+        for name in _INPUT_TEXT:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                value = _input_text(name, value)
+            if isinstance(value, list):
+                value = tuple(value)
+            object.__setattr__(self, name, value)
 
     def _settle_teacher(self) -> None:
         """Check the teacher's source and input options; tuples for lists, a factory's file made absolute."""
@@ -745,13 +756,6 @@ class BuildConfig(_Config):
                  "test split; pass --model (and --arch) to evaluate yours, or leave out --eval-data")
         if self.arch is not None:
             object.__setattr__(self, "arch", parse_source(self.arch).name)
-        for name in _INPUT_TEXT:  # "3x32x32", "0.5,0.5,0.5", "-30,40", as the options take them
-            if isinstance(getattr(self, name), str):
-                object.__setattr__(self, name, _input_text(name, getattr(self, name)))
-        for name in ("input_shape", "mean", "std", "value_range"):
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, tuple(value))
         for name in ("mean", "std", "value_range"):
             value = getattr(self, name)
             _require(value is None or all(isinstance(v, (int, float)) and math.isfinite(v) for v in value),

@@ -581,9 +581,9 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
     if channel is None or any(not isinstance(p, (ChannelPruning, MagnitudePruning)) for p in stages):
         raise EdgefreeError("a latency target chooses channel widths: pass a ChannelPruning (then, optionally, a "
                             "MagnitudePruning)")
-    if channel.macs_target is not None or channel.depth:
-        raise EdgefreeError("a latency target chooses widths and blocks itself: leave ChannelPruning's macs_target "
-                            "and depth unset")
+    if channel.macs_target is not None or channel.depth or channel.steps > 1:
+        raise EdgefreeError("a latency target chooses widths and blocks itself, in one step: leave ChannelPruning's "
+                            "macs_target, depth and steps unset")
     if dreams is None:
         raise EdgefreeError("the latency search measures each layer's sensitivity on the synthetic images: pass dreams")
     meter, label = _resolve(config, target)
@@ -624,6 +624,14 @@ def latency_budget(teacher: Teacher, dreams, config: LatencyTarget = LatencyTarg
         "block_kl": block_scores, "tables": tables, "search": search, "layout": layout,
         "seconds": round(time.perf_counter() - started, 2)}
     return student
+
+
+def verdict(latency: dict, bench: dict | None) -> dict:
+    """``check``, with one warning line where the bench found the target missed (``missed``)."""
+    checked = check(latency, bench)
+    if line := missed(checked):
+        warn(line)
+    return checked
 
 
 def missed(checked: dict) -> str | None:

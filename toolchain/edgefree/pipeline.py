@@ -492,11 +492,9 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
 
     latency = None
     if "latency" in pruned.stats:
-        from edgefree.latency_target import check, missed
+        from edgefree.latency_target import verdict
 
-        latency = check(pruned.stats["latency"], benched)
-        if line := missed(latency):
-            warn(line)
+        latency = verdict(pruned.stats["latency"], benched)
     detail = sparsity_report(student)
     example = teacher.spec.example_inputs()[0]
     costs = {"teacher": cost(teacher.module, example), "student": cost(student, example)}

@@ -106,7 +106,8 @@ def install_hint(python: str, missing, chosen: list[dict]) -> str:
     release = {m: re.match(r"[\d.]*\d", built_with.get(m, "")) for m in missing}  # 2026.4.1-22982-...
     hint = " ".join(f"{m}=={v.group()}" if v else m for m, v in release.items())
     return (f"Install it there: {python} -m pip install {hint} (where that python refuses it, as Raspberry Pi OS's "
-            f"does: python3 -m venv ~/edgefree-venv && ~/edgefree-venv/bin/pip install {hint}, then flash with "
+            f"does: python3 -m venv --system-site-packages ~/edgefree-venv && ~/edgefree-venv/bin/pip install {hint}, "
+            f"then flash with "
             "--remote-python ~/edgefree-venv/bin/python)")
 
 

@@ -121,7 +121,8 @@ def _pruning(r: dict) -> str:
             widths = ("widths per layer group for a latency target" if p.get("ratio") is None
                       else f"{100 * p['ratio']:.1f}% of each prunable layer's channels removed")
             blocks = plan["removed_blocks"]
-            lost = (f"{len(narrowed)} conv/linear layers lost output channels (below; the layers after them lose the "
+            lost = ("no conv/linear layer lost output channels" if narrowed == {} else
+                    f"{len(narrowed)} conv/linear layers lost output channels (below; the layers after them lose the "
                     "matching inputs)" if narrowed is not None else  # a report written without the widths
                     f"{len({name for name, _op, _idxs in plan['channels']})} modules lost channels")
             lines.append(f"- Channel pruning ({stage['importance']} importance, {widths}, multiples of "
@@ -145,7 +146,7 @@ def _pruning(r: dict) -> str:
                      f"{latency['runtime']} "
                      f"{latency['precision']}: predicted {latency['predicted_ratio']:.2f}x from per-layer tables "
                      f"({latency['table']}"
-                     + ("; every entry from the cache, measured by an earlier build on this CPU model"
+                     + ("; every entry from the cache, measured earlier for this runtime, precision and CPU model"
                         if latency.get("table_entries_measured_now") == 0 else "") + ")"
                      + (f", {latency['chosen_ratio']:.2f}x measured whole when chosen "
                                                 f"({latency['searches']} search{'es' if latency['searches'] != 1 else ''})" if latency.get("chosen_ratio") else "")
@@ -351,7 +352,9 @@ def _timing(r: dict) -> str:
     command = {"export-teacher": "bench"}  # the command that runs a stage again, where not its namesake
     rows = [[f"{stage} (`edgefree {command.get(stage, stage)}`, after the build)" if stage in later else stage,
              f"{seconds:.1f}"] for stage, seconds in r["seconds"].items()]
-    rows.append(["**every stage of the build**", f"**{sum(s for k, s in r['seconds'].items() if k not in later):.1f}**"])
+    total = sum(s for k, s in r["seconds"].items() if k not in later)
+    rows.append(["**every stage of the build**" if not later else "**the build's stages not run again since**",
+                 f"**{total:.1f}**"])
     steps = sub_steps(r)
     m = r["machine"]
     return "\n".join([

@@ -122,7 +122,7 @@ class Device:
         except paramiko.SSHException as exc:
             if "No authentication methods available" in str(exc):
                 raise DeployError(f"no SSH key to log in to {self.where} with: ~/.ssh holds no id_* key and no ssh "
-                                  "agent runs; pass --key with a private key whose public half is in the device's "
+                                  "agent offers one; pass --key with a private key whose public half is in the device's "
                                   "~/.ssh/authorized_keys, or load one into your agent (ssh-add)") from exc
             if "known_hosts" in str(exc):
                 raise DeployError(

@@ -16,7 +16,7 @@ from edgefree.bench import bench, selected_artifacts
 from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
-from edgefree.errors import EdgefreeError, EmulationError, warn
+from edgefree.errors import EdgefreeError, EmulationError
 from edgefree.outfolder import absolute, check_out_folder, claim, refuse_a_build, staged
 from edgefree.report import rerun_seconds, write_report
 from edgefree.targets import Target, built_target, load_target
@@ -45,17 +45,6 @@ def _models(report: dict, build_dir: Path, model: Path | None):
 def output_folder(build_dir: Path, report: dict, target: Target) -> Path:
     """The build folder for the build's own target; ``bench-<target>/`` in it for any other."""
     return build_dir if target.name == report["target"]["name"] else build_dir / f"bench-{target.name}"
-
-
-def _latency_check(latency: dict, result: dict) -> dict:
-    """The build's latency target checked against this bench (``edgefree.latency_target.check``); a miss is
-    warned about."""
-    from edgefree.latency_target import check, missed
-
-    checked = check(latency, result)
-    if line := missed(checked):
-        warn(line)
-    return checked
 
 
 def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig = BenchConfig(),
@@ -103,8 +92,11 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     eval_data = load_eval_data(eval_source, teacher.spec, teacher.classes()) if eval_source else None
     # the teacher is exported as the student was (its manifest's settings: a later `edgefree export` may have
     # changed them), so a teacher export of the same settings is reused
-    export_config = ExportConfig.from_dict(manifest.get("settings") or report["config"].get("export") or {}) \
-        .for_target(built_target(report))
+    exported, built_for = ExportConfig.from_dict(manifest.get("settings") or report["config"].get("export") or {}), \
+        built_target(report)
+    export_config = exported.replace(**{  # the formats and precisions of it that the build's target runs
+        name: tuple(v for v in getattr(exported, name) or () if v in getattr(built_for, name)) or None
+        for name in ("formats", "precisions")}).for_target(built_for)
     scores = report.get("accuracy") or {}
     latency = (report.get("pruning") or {}).get("latency") if profile.name == report["target"]["name"] else None
     teacher_export = export_teacher(teacher, export_config, SyntheticSet.load(build_dir / "synthetic.pt"), eval_data,
@@ -119,7 +111,11 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
         if own:
             timed = rerun_seconds(report, {"export-teacher": teacher_export.seconds,
                                            "bench": time.perf_counter() - started})
-            checked = {"latency_target": _latency_check(latency, result)} if latency is not None else {}
+            checked = {}
+            if latency is not None:  # the target checked again on this bench's rows
+                from edgefree.latency_target import verdict
+
+                checked = {"latency_target": verdict(latency, result)}
             write_report({**relocate_teacher(timed, checkpoint), "bench": result, **checked}, folder, build_dir)
     if out == output_folder(build_dir, report, profile) != build_dir:  # bench-<target>/, this build's student
         claim(build_dir, out.name)

@@ -19,8 +19,10 @@ def comma_list(_ctx, _param, value: str | None) -> tuple[str, ...] | None:
     return tuple(part.strip().lower() for part in value.split(",") if part.strip())
 
 
-FORMATS_HELP = "Formats to export, comma-separated: onnx, openvino, executorch (default: the target's)."
-PRECISIONS_HELP = "Precisions, comma-separated: fp32, int8 (INT8 is calibrated on synthetic images; default: the target's)."
+FORMATS_HELP = ("Formats to export, comma-separated: onnx, openvino, executorch, among those the target runs "
+                "(default: the target's).")
+PRECISIONS_HELP = ("Precisions, comma-separated: fp32, int8, among those the target runs (INT8 is calibrated on "
+                   "synthetic images; default: the target's).")
 
 
 def report_export(manifest: dict) -> None:

@@ -38,7 +38,7 @@ from edgefree.export.unpack import VERSION as PACK_VERSION
 from edgefree.machine import versions
 from edgefree.models import InputSpec
 from edgefree.recover import Student, SyntheticSet
-from edgefree.recover.checks import module_of, require, require_config
+from edgefree.recover.checks import module_of, require
 from edgefree.targets import FORMATS, PRECISIONS
 
 BACKENDS = {"onnx": onnx, "openvino": openvino, "executorch": executorch}
@@ -248,7 +248,7 @@ def export_student(student: nn.Module | Student, spec: InputSpec, config: Export
         [a["name"] for a in manifest["artifacts"]]  # ['onnx-fp32']
     """
     student = module_of(student)
-    require_config(config, ExportConfig)
+    require(config, ExportConfig)
     require(calibration, SyntheticSet, "calibration")
     config = config.replace(formats=config.formats or FORMATS, precisions=config.precisions or PRECISIONS)
     require_runtimes(config.formats)

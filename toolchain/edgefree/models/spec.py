@@ -91,6 +91,19 @@ def parse_range(text: str, what: str = "--value-range") -> tuple[float, float]:
     return values
 
 
+def parse_field(field: str, text: str) -> tuple:
+    """An input spec ``field`` (shape, mean, std, value_range) given as its command-line option's text.
+
+    Example:
+        >>> parse_field("shape", "3x32x32"), parse_field("mean", "0.5,0.5,0.5")
+        ((3, 32, 32), (0.5, 0.5, 0.5))
+    """
+    option = "--input-shape" if field == "shape" else "--" + field.replace("_", "-")
+    if field == "shape":
+        return parse_shape(text)
+    return parse_range(text, option) if field == "value_range" else parse_values(text, option)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """The input of a model, without the batch dimension.

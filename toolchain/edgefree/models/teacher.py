@@ -19,7 +19,7 @@ from edgefree.errors import EdgefreeError, first_line
 from edgefree.models.checkpoint import load_checkpoint
 from edgefree.models.program import load_program
 from edgefree.models.sources import ModelSourceError, Source, build_architecture, is_program, parse_source
-from edgefree.models.spec import InputSpec, parse_range, parse_shape, parse_values
+from edgefree.models.spec import InputSpec, parse_field
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def _spec(base: InputSpec | None, given, name: str, shape=None) -> tuple[InputSp
     unknown = sorted(set(changes) - {"shape", "mean", "std", "value_range"})
     if unknown:
         raise EdgefreeError(f"input spec changes {unknown} are not shape, mean, std or value_range")
-    changes.update({k: _as_text(k, v) for k, v in changes.items() if isinstance(v, str)})  # "3x32x32", "0.5,0.5"
+    changes.update({k: parse_field(k, v) for k, v in changes.items() if isinstance(v, str)})  # "3x32x32", "0.5,0.5"
     if base is not None:
         return base.replace(**changes), False, False
     shape = changes.get("shape", shape)
@@ -80,14 +80,6 @@ def _spec(base: InputSpec | None, given, name: str, shape=None) -> tuple[InputSp
                             "(e.g. 3x32x32 for an image, 12x1000 for a signal; input_spec= in Python)")
     spec = InputSpec(tuple(shape), changes.get("mean"), changes.get("std"), value_range=changes.get("value_range"))
     return spec, spec.rank == 1 and "value_range" not in changes, not {"mean", "std"} <= set(changes)
-
-
-def _as_text(field: str, text: str) -> tuple:
-    """An input spec field given as its command-line option's text (``"3x32x32"``, ``"0.5,0.5,0.5"``)."""
-    option = "--" + field.replace("_", "-")
-    if field == "shape":
-        return parse_shape(text)
-    return parse_range(text, option) if field == "value_range" else parse_values(text, option)
 
 
 def _in_memory(module: nn.Module, checkpoint, input_spec) -> Teacher:

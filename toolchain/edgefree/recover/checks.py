@@ -12,23 +12,21 @@ from edgefree.recover.student import Student
 
 # where a user gets each kind of argument
 _FROM = {
-    "Teacher": "edgefree.load_teacher(...) returns one; a module of your own: Teacher(module, InputSpec(shape), name)",
+    "Teacher": "edgefree.load_teacher(...) returns one, also of a module you built: load_teacher(module, "
+               "input_spec={'shape': (3, 32, 32)})",
     "Student": "prune(teacher, config, dreams) returns one (reconstruct and distill too)",
     "SyntheticSet": "synthesize(teacher, config) returns one",
     "Module": "a student's .model, or any nn.Module",
 }
 
 
-def require(value, kind: type, argument: str) -> None:
-    """``value`` is a ``kind``, or one line says what ``argument`` must be and where it comes from."""
+def require(value, kind: type, argument: str = "config") -> None:
+    """``value`` is a ``kind``, or one line says what ``argument`` must be (and, for a teacher, student or
+    dreams, where one comes from)."""
     if not isinstance(value, kind):
-        raise EdgefreeError(f"{argument} must be a {kind.__name__}, got {type(value).__name__}: {_FROM[kind.__name__]}")
-
-
-def require_config(value, kind: type, argument: str = "config") -> None:
-    """``value`` is the stage's config type (another stage's config is a common slip)."""
-    if not isinstance(value, kind):
-        raise EdgefreeError(f"{argument} must be a {kind.__name__}, got {type(value).__name__}")
+        where = _FROM.get(kind.__name__)
+        raise EdgefreeError(f"{argument} must be a {kind.__name__}, got {type(value).__name__}"
+                            + (f": {where}" if where else ""))
 
 
 def stage_inputs(teacher, dreams=None, student=None, config=None, config_kind: type | None = None) -> None:
@@ -38,7 +36,7 @@ def stage_inputs(teacher, dreams=None, student=None, config=None, config_kind: t
     if student is not None:
         require(student, Student, "the pruned student")
     if config_kind is not None:
-        require_config(config, config_kind)
+        require(config, config_kind)
     if dreams is None:
         return
     require(dreams, SyntheticSet, "dreams")

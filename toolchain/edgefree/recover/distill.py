@@ -92,7 +92,7 @@ def _mix(x: torch.Tensor, alpha: float, g: torch.Generator) -> torch.Tensor:
     """Mixup of each input with a random partner: new inputs for free, labelled by the teacher."""
     seed = int(torch.randint(2**62, (1,), generator=g))
     with torch.random.fork_rng(devices=[]):  # Beta takes no generator: drawn from g's seed, the global one untouched
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's alone (torch.manual_seed would seed every GPU's too)
         lam = torch.distributions.Beta(alpha, alpha).sample((len(x), *[1] * (x.dim() - 1))).to(x.device, x.dtype)
     return lam * x + (1 - lam) * x[torch.randperm(len(x), generator=g)]
 
