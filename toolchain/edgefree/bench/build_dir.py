@@ -65,9 +65,9 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     build_dir = absolute(build_dir)
     report = read_build(build_dir)
     profile = built_target(report) if target in (None, report["target"]["name"]) else load_target(target)
-    if profile.emulated and config.emulate and prepared(default_home()) is None:
-        raise EmulationError(f"target {profile.name} is {profile.isa}: its artifacts run under qemu-aarch64, and "
-                             f"{not_prepared(default_home())} (or pass --no-emulate)")
+    if profile.emulated and config.emulate and not config.native and prepared(default_home()) is None:
+        raise EmulationError(f"target {profile.name} is {profile.isa} and --no-native asks for its emulated runs "
+                             f"alone, but {not_prepared(default_home())}")  # without it, as a build: a note, no rows
     student_manifest = build_dir / "artifacts" / "manifest.json"
     if not student_manifest.is_file():
         raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")
