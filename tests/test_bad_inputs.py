@@ -913,3 +913,12 @@ def test_bench_after_an_export_with_other_precisions_compares_the_teacher_in_the
     rows = json.loads((files.build / "bench.json").read_text())["native"]["rows"]
     assert {(r["model"], r["precision"]) for r in rows if r["runtime"] == "onnxruntime"} == {
         (m, p) for m in ("teacher", "student") for p in ("fp32", "int8")}
+
+
+@pytest.mark.parametrize("cache", ["a file", "a file/cache"])
+def test_a_cache_that_cannot_be_a_folder_stops_the_build_before_any_work(cache, tmp_path):
+    (tmp_path / "a file").write_text("x")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["build", "--out", str(out), *TINY], env={"EDGEFREE_CACHE": str(tmp_path / cache)})
+    _one_error_line(result, "$EDGEFREE_CACHE")
+    assert not out.exists() and _left_beside(tmp_path) == []

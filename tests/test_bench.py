@@ -339,3 +339,18 @@ def test_a_teacher_export_another_build_finished_first_is_kept(tmp_path, monkeyp
     monkeypatch.setattr(edgefree.export, "export_student", export_student)
     found = export_teacher(teacher, config, SyntheticSet(torch.zeros(2, 1, 8, 8), torch.zeros(2).long()))
     assert found.manifest.read_text() == "theirs" and sorted(p.name for p in final.parent.iterdir()) == [final.name]
+
+
+def test_a_damaged_cached_teacher_export_is_exported_again(teacher, tmp_path, capsys):
+    from edgefree.bench.teacher import export_teacher
+    from edgefree.config import ExportConfig
+    from edgefree.recover import SyntheticSet
+
+    dreams = SyntheticSet(teacher.spec.example_inputs(16)[0], torch.arange(16) % 10)
+    config = ExportConfig(formats=("onnx",), precisions=("fp32",), check_images=16, calibration_images=16)
+    first = export_teacher(teacher, config, dreams)
+    data = next(first.manifest.parent.glob("*.onnx.data"))
+    data.write_bytes(data.read_bytes()[:100])  # a disk that lost the end of a file
+    again = export_teacher(teacher, config, dreams)
+    assert not again.cached and "the teacher's cached export" in capsys.readouterr().err
+    assert export_teacher(teacher, config, dreams).cached  # whole again

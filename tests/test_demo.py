@@ -37,3 +37,23 @@ def test_a_build_records_what_an_audit_needs_to_identify_it(default_build):
     md = (default_build / "report.md").read_text()
     assert "## Provenance" in md and report["model"]["sha256"] in md and report["eval_data"]["sha256"] in md
     assert "**every stage of the build**" in md
+
+
+def test_a_build_records_the_threads_that_ran_and_its_replay_gives_the_same_student(default_build, tmp_path):
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from edgefree.cli import cli
+
+    report = json.loads((default_build / "report.json").read_text())
+    assert report["config"]["threads"] == report["distributed"]["ranks"][0]["threads"] >= 1
+    assert Path(report["synthesis"]["cache_file"]).is_file() and Path(report["estimate"]["held_out"]["cache_file"]).is_file()
+    result = CliRunner().invoke(cli, ["build", "--config", str(default_build / "report.json"), "--out",
+                                      str(tmp_path / "again"), "--quiet", "--formats", "onnx", "--precisions", "fp32",
+                                      "--bench-runs", "2"])
+    assert result.exit_code == 0, result.output
+    digest = lambda folder: hashlib.sha256((folder / "student.pt").read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "again") == digest(default_build)

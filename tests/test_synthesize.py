@@ -123,6 +123,28 @@ def test_saving_over_a_hard_link_leaves_the_other_name_alone(dreams, tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def test_a_cached_set_whose_tensors_changed_is_dreamed_again(dreams, teacher, tmp_path, capsys):
+    from edgefree.config import BuildConfig
+    from edgefree.errors import EdgefreeError
+    from edgefree.pipeline import _fingerprint, synthesize_cached
+
+    config = BuildConfig(cache=tmp_path / "cache", synthesis=SynthesisConfig(images=16, batch_size=16, iterations=3))
+    first = synthesize_cached(teacher, config, tmp_path / "out", progress=False)
+    cached = tmp_path / "cache" / f"synthetic-{_fingerprint(teacher, config)}.pt"
+    # an edit of the published copy leaves the cached set whole
+    (tmp_path / "out" / "synthetic.pt").write_bytes(b"edited")
+    assert torch.equal(SyntheticSet.load(cached).images, first.images)
+    # a damaged cached set that still reads as tensors: one image flipped, the sha256 stored with it kept
+    saved = torch.load(cached, weights_only=True)
+    saved["images"][0] = -saved["images"][0]
+    torch.save(saved, cached)
+    with pytest.raises(EdgefreeError, match="differ from the sha256 stored with them"):
+        SyntheticSet.load(cached)
+    again = synthesize_cached(teacher, config, None, progress=False)
+    assert "cached dreams" in capsys.readouterr().err and not again.stats.get("cached")
+    assert torch.equal(again.images, first.images)  # dreamed again, the same seed: the same set
+
+
 def test_first_bn_loss_is_the_first_step_alone(teacher):
     """Finding the number of classes runs the teacher once; that pass must not count as a step."""
     from edgefree.distributed import shard_seed

@@ -7,9 +7,34 @@ from pathlib import Path
 
 def cache_dir(*parts: str) -> Path:
     """``$EDGEFREE_CACHE`` or ``~/.cache/edgefree``, with ``parts`` appended and created."""
-    root = Path(os.environ.get("EDGEFREE_CACHE") or Path.home() / ".cache" / "edgefree")
-    path = root.joinpath(*parts)
+    path = writable_folder(os.environ.get("EDGEFREE_CACHE") or Path.home() / ".cache" / "edgefree",
+                           "$EDGEFREE_CACHE" if os.environ.get("EDGEFREE_CACHE") else "the cache (~/.cache/edgefree)")
+    path = path.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def writable_folder(folder: str | Path, name: str) -> Path:
+    """``folder``, created if missing, or one line naming it (as ``name``: the variable or option that set it)
+    when it is a file or cannot be created or written to. Commands check their caches with it before any work.
+
+    Example:
+        >>> import tempfile
+        >>> writable_folder(tempfile.mkdtemp(), "$EDGEFREE_CACHE").is_dir()
+        True
+    """
+    from edgefree.errors import EdgefreeError
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise EdgefreeError(f"{name} {path} is a file, not a folder: point it at a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgefreeError(f"{name} {path} cannot be created ({exc.strerror or exc}): point it at a folder you can "
+                            "write to") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise EdgefreeError(f"{name} {path} is not writable: point it at a folder you can write to")
     return path
 
 

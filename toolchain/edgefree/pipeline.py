@@ -28,7 +28,7 @@ import torch
 from edgefree import __version__, distributed
 from edgefree.bench import bench
 from edgefree.bench.teacher import eval_identity, export_teacher
-from edgefree.cache import cache_dir
+from edgefree.cache import cache_dir, writable_folder
 from edgefree.budget import knob as budget_knob
 from edgefree.budget import search_budget, stages_at
 from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, recipe
@@ -103,8 +103,8 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     ``cache_dir("dreams")``, outside the output folder, so a build that fails later still leaves
     its finished dreams for the next one; each set is written whole or not at all).
 
-    The set is also published as ``out/synthetic.pt``: a hard link to the cached file where the
-    file system allows (no second copy of what can be 100 MB), a copy elsewhere. Under
+    The set is also published as ``out/synthetic.pt``, a copy: an edit of either file leaves the other
+    whole (each holds the sha256 of its tensors, checked as it is read). Under
     torch.distributed, rank 0 alone reads and writes the cache and sends a cached set to the others
     (``out`` None: a rank that publishes nothing).
     """
@@ -121,15 +121,13 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
         if main:
             cached.parent.mkdir(parents=True, exist_ok=True)
             dreams.save(cached)
+    dreams.stats["cache_file"] = str(cached)  # which entry of the cache, for the report
     if out is None:
         return dreams
     published = out / "synthetic.pt"
     out.mkdir(parents=True, exist_ok=True)
     published.unlink(missing_ok=True)
-    try:
-        os.link(cached, published)
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(cached, published)
+    shutil.copyfile(cached, published)
     return dreams
 
 
@@ -258,7 +256,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
         "max_drop": config.max_drop, "met": drop <= config.max_drop, "measured_met": measured_met}
     return {**found, "measured_drop": measured, "warnings": warnings, "max_drop": checked,
             "held_out": {"images": len(held_out), "seed": held_out.stats.get("seed"),
-                         "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds")},
+                         "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds"),
+                         "cache_file": held_out.stats.get("cache_file")},
             "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}
 
 
@@ -346,6 +345,9 @@ def _checked_out(config: BuildConfig) -> Path:
     """``--out``, checked: it can take the build's outputs, and no input lies among those they replace."""
     out = check_out_folder(config.out, OUTPUTS)
     check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
+    cache_dir()  # the caches the stages write to: a bad one stops the build here, not after its work
+    if config.cache is not None:
+        writable_folder(config.cache, "cache")
     refuse_foreign_files(out / "artifacts", "the build")
     return out
 
@@ -528,7 +530,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
                       "cached": dreams.stats.get("cached", False),
                       **{k: dreams.stats.get(k) for k in ("bn_loss_first", "bn_loss_last", "teacher_agreement",
                                                           "teacher_confidence", "bn_weight", "bn_weight_probes",
-                                                          "seconds", "bf16", "steps")}},
+                                                          "seconds", "bf16", "steps", "cache_file")}},
         "reconstruct": {**config.reconstruct.to_dict(), **refit.stats},
         "distill": {**config.distill.to_dict(), **distilled.stats},
         "export": manifest,
@@ -539,6 +541,7 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "seed": config.seed,
         "out": str(published),
         "files": record_files(out),
-        "config": config.to_dict(),
+        # the threads that ran (None resolves to this machine's cores): a replay computes the same student with them
+        "config": config.replace(threads=config.threads or torch.get_num_threads()).to_dict(),
         "machine": machine_info(),
     }

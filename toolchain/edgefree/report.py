@@ -411,7 +411,8 @@ def _provenance(r: dict) -> str:
             ["seed", str(r["seed"])]]
     return "\n".join(["## Provenance", "", markdown_table(["what", "record"], rows), "",
                       "`report.json` holds every setting (`config`) and library version (`machine.versions`); "
-                      "`edgefree build --config report.json --out DIR` builds it again."])
+                      "`edgefree build --config report.json --out DIR` builds it again (the same student bit for bit "
+                      "with the same processes and `config.threads`, which it records)."])
 
 
 SECTIONS = [_summary, _estimate, _budget, _pruning, _sparsity, _synthesis, _recovery, _export, _bench, _timing,

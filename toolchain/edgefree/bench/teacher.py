@@ -29,6 +29,7 @@ import edgefree
 from edgefree.cache import cache_dir, read_entry, write_entry
 from edgefree.config import ExportConfig
 from edgefree.data import EvalData
+from edgefree.errors import EdgefreeError, warn
 from edgefree.machine import versions
 from edgefree.models import Teacher
 from edgefree.recover import SyntheticSet
@@ -75,6 +76,20 @@ def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: EvalData | No
                    edgefree.__version__)
 
 
+def _intact(folder: Path) -> bool:
+    """Whether the cached export in ``folder`` still holds every file its manifest lists, as it wrote them; a
+    damaged one is named in one line and removed (exported again)."""
+    from edgefree.verify import read_manifest, verify_artifacts
+
+    try:
+        verify_artifacts(read_manifest(folder / "manifest.json"), folder)
+        return True
+    except EdgefreeError as exc:
+        warn(f"the teacher's cached export {folder} is damaged ({exc}): removed, exporting it again")
+        shutil.rmtree(folder, ignore_errors=True)
+        return False
+
+
 def export_teacher(teacher: Teacher, config: ExportConfig, calibration: SyntheticSet,
                    eval_data: EvalData | None = None, reference_accuracy: float | None = None,
                    progress: bool = False) -> TeacherArtifacts:
@@ -93,7 +108,7 @@ def export_teacher(teacher: Teacher, config: ExportConfig, calibration: Syntheti
     started = time.perf_counter()
     key = teacher_key(teacher, config, eval_data)
     folder = cache_dir("teacher-artifacts") / key
-    cached = (folder / "manifest.json").is_file()
+    cached = (folder / "manifest.json").is_file() and _intact(folder)
     if not cached:  # exported into a folder of this process's own: two builds may export one teacher at once
         partial = folder.with_name(f"{key}.{os.getpid()}.partial")
         try:

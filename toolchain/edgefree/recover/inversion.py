@@ -9,6 +9,7 @@ see the same jittered and mirrored views, draw the same balanced labels, and ret
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from contextlib import contextmanager, nullcontext
@@ -95,21 +96,26 @@ class SyntheticSet:
 
     def save(self, path: str | Path) -> None:
         """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
-        to an older file at ``path`` (a build's published set) is replaced, never overwritten. The
-        temporary name is this process's: two builds may cache the same set at once."""
+        to an older file at ``path`` is replaced, never overwritten. The temporary name is this process's:
+        two builds may cache the same set at once. The file holds the sha256 of the images, labels and
+        generator weights, which ``load`` checks."""
         part = Path(f"{path}.{os.getpid()}.part")
         generator = {"settings": self.generator.settings, "state": self.generator.state_dict()} if self.generator else None
-        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator}, part)
+        torch.save({"images": self.images, "labels": self.labels, "stats": self.stats, "generator": generator,
+                    "sha256": _digest(self.images, self.labels, generator)}, part)
         os.replace(part, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "SyntheticSet":
         """The set saved at ``path``, read with ``weights_only`` (no pickled code runs).
 
-        Raises ``EdgefreeError`` for a file that is damaged, or holds anything but a saved set.
+        Raises ``EdgefreeError`` for a file that is damaged (its tensors no longer give the sha256 stored with
+        them, or it does not read at all), or holds anything but a saved set.
         """
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
+            if "sha256" in saved and saved["sha256"] != _digest(saved["images"], saved["labels"], saved.get("generator")):
+                raise ValueError("its images, labels or generator differ from the sha256 stored with them")
             generator = None
             if saved.get("generator"):
                 generator = DreamGenerator(**saved["generator"]["settings"])
@@ -120,6 +126,15 @@ class SyntheticSet:
             first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
             raise EdgefreeError(f"{path} cannot be read as synthetic images ({first[:120]}): it is damaged or "
                                 "holds objects other than tensors; build again to write it anew") from exc
+
+
+def _digest(images: torch.Tensor, labels: torch.Tensor, generator: dict | None) -> str:
+    """The sha256 of a saved set's tensors: its images, labels and generator weights, byte for byte."""
+    h = hashlib.sha256()
+    tensors = [images, labels, *((generator or {}).get("state") or {}).values()]
+    for tensor in tensors:
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 class BatchNormMatcher:
