@@ -279,6 +279,9 @@ CASES = {
     # --config / --save-config
     "config file missing": (B("--config", lambda f: str(f.tmp / "none.toml")), "does not exist"),
     "config file not TOML": (B("--config", toml("seed = = 1")), "is not valid TOML"),
+    "emulated runs alone without the emulator": (B("--target", "raspberry-pi-4", "--config",
+                                                   toml("[bench]\nnative = false\n")),
+                                                 "--no-native asks for its emulated runs alone"),
     "config option unknown": (B("--config", toml("sead = 1")), "has no option(s) ['sead'] (sead: did you mean seed?)"),
     "config option spelt as its flag": (B("--config", toml("max-drop = 1")), "did you mean max_drop?"),
     "config table given a number": (B("--config", toml("latency_target = 0.5")),

@@ -334,11 +334,12 @@ def test_a_teacher_export_another_build_finished_first_is_kept(tmp_path, monkeyp
         Path(out).mkdir(parents=True)
         (Path(out) / "manifest.json").write_text("ours")
         final.mkdir(parents=True)  # meanwhile another build's export of the same key completed
-        (final / "manifest.json").write_text("theirs")
+        (final / "manifest.json").write_text(json.dumps({"artifacts": [], "by": "theirs"}))  # whole: no files
 
     monkeypatch.setattr(edgefree.export, "export_student", export_student)
     found = export_teacher(teacher, config, SyntheticSet(torch.zeros(2, 1, 8, 8), torch.zeros(2).long()))
-    assert found.manifest.read_text() == "theirs" and sorted(p.name for p in final.parent.iterdir()) == [final.name]
+    assert json.loads(found.manifest.read_text())["by"] == "theirs"
+    assert sorted(p.name for p in final.parent.iterdir()) == [final.name]
 
 
 def test_a_damaged_cached_teacher_export_is_exported_again(teacher, tmp_path, capsys):

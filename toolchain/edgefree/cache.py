@@ -5,11 +5,15 @@ import os
 from pathlib import Path
 
 
+def cache_root() -> tuple[Path, str]:
+    """The cache's folder, ``$EDGEFREE_CACHE`` or ``~/.cache/edgefree``, and what set it (for an error line)."""
+    chosen = os.environ.get("EDGEFREE_CACHE")
+    return (Path(chosen), "$EDGEFREE_CACHE") if chosen else (Path.home() / ".cache" / "edgefree", "the cache")
+
+
 def cache_dir(*parts: str) -> Path:
     """``$EDGEFREE_CACHE`` or ``~/.cache/edgefree``, with ``parts`` appended and created."""
-    path = writable_folder(os.environ.get("EDGEFREE_CACHE") or Path.home() / ".cache" / "edgefree",
-                           "$EDGEFREE_CACHE" if os.environ.get("EDGEFREE_CACHE") else "the cache (~/.cache/edgefree)")
-    path = path.joinpath(*parts)
+    path = cache_root()[0].joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -26,9 +30,10 @@ def writable_folder(folder: str | Path, name: str) -> Path:
     from edgefree.errors import EdgefreeError
 
     path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise EdgefreeError(f"{name} {path} is a file, not a folder: point it at a folder (it is created if missing)")
     try:
+        if path.exists() and not path.is_dir():
+            raise EdgefreeError(f"{name} {path} is a file, not a folder: point it at a folder (it is created if "
+                                "missing)")
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise EdgefreeError(f"{name} {path} cannot be created ({exc.strerror or exc}): point it at a folder you can "

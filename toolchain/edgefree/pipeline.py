@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from edgefree import __version__, distributed
-from edgefree.bench import bench
+from edgefree.bench import bench, check_runs
 from edgefree.bench.teacher import eval_identity, export_teacher
-from edgefree.cache import cache_dir, writable_folder
+from edgefree.cache import cache_dir, cache_root, writable_folder
 from edgefree.budget import knob as budget_knob
 from edgefree.budget import search_budget, stages_at
 from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, recipe
@@ -79,9 +79,9 @@ class _Stopwatch(dict):
         self[stage] = round(time.perf_counter() - started, 2)
 
 
-# raised whenever the same synthesis settings dream other images, so that no cache hands back a set the code would
-# no longer make
-DREAMS_REVISION = 1
+# raised whenever a cached set must be dreamed again: the same settings dream other images, or the file must hold
+# what the reader checks (2: the sha256 of its tensors)
+DREAMS_REVISION = 2
 
 
 def _fingerprint(teacher: Teacher, config: BuildConfig, device: str | None = None) -> str:
@@ -338,6 +338,8 @@ def _target_and_export(config: BuildConfig):
     export_config = config.export.for_target(target) if config.export else None
     if export_config:  # a missing runtime must stop the build before synthesis, not after
         require_runtimes(export_config.formats)
+    if export_config and config.bench:
+        check_runs(target, config.bench)
     return target, export_config
 
 
@@ -345,9 +347,10 @@ def _checked_out(config: BuildConfig) -> Path:
     """``--out``, checked: it can take the build's outputs, and no input lies among those they replace."""
     out = check_out_folder(config.out, OUTPUTS)
     check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
-    cache_dir()  # the caches the stages write to: a bad one stops the build here, not after its work
-    if config.cache is not None:
-        writable_folder(config.cache, "cache")
+    root, name = cache_root()  # the cache folders the stages write to: a bad one stops the build here
+    writable_folder(config.cache or root / "dreams", "cache" if config.cache else name)
+    if config.export and config.bench:
+        writable_folder(root / "teacher-artifacts", name)
     refuse_foreign_files(out / "artifacts", "the build")
     return out
 
@@ -541,7 +544,6 @@ def _stages(config: BuildConfig, target, export_config, teacher, eval_data, out:
         "seed": config.seed,
         "out": str(published),
         "files": record_files(out),
-        # the threads that ran (None resolves to this machine's cores): a replay computes the same student with them
-        "config": config.replace(threads=config.threads or torch.get_num_threads()).to_dict(),
+        "config": config.to_dict(),
         "machine": machine_info(),
     }

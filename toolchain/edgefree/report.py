@@ -408,11 +408,14 @@ def _provenance(r: dict) -> str:
             ["teacher weights (sha256)", model.get("sha256") or "not recorded"],
             *([["teacher code (sha256)", model["arch_sha256"]]] if model.get("arch_sha256") else []),
             ["evaluation data (sha256 of its values and labels)", data.get("sha256") or "none"],
-            ["seed", str(r["seed"])]]
+            ["seed", str(r["seed"])],
+            ["processes x threads", " + ".join(str(rank["threads"]) for rank in r["distributed"]["ranks"])
+             if r.get("distributed") else "not recorded"]]
     return "\n".join(["## Provenance", "", markdown_table(["what", "record"], rows), "",
                       "`report.json` holds every setting (`config`) and library version (`machine.versions`); "
                       "`edgefree build --config report.json --out DIR` builds it again (the same student bit for bit "
-                      "with the same processes and `config.threads`, which it records)."])
+                      "on the same CPU and library versions with as many processes and threads: `--workers`, "
+                      "`--threads`)."])
 
 
 SECTIONS = [_summary, _estimate, _budget, _pruning, _sparsity, _synthesis, _recovery, _export, _bench, _timing,

@@ -35,7 +35,7 @@ from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, stor
 from edgefree.config import BenchConfig
 from edgefree.cost import cost
 from edgefree.data import EvalData
-from edgefree.errors import EdgefreeError
+from edgefree.errors import EdgefreeError, EmulationError
 from edgefree.machine import machine_info
 from edgefree.models import InputSpec
 from edgefree.targets import Target
@@ -45,6 +45,15 @@ ROLES = ("teacher", "student")
 # Emulation runs one thread: multi-threaded runtimes spin and steal under QEMU, which makes
 # both the instruction counts and the emulated times swing from run to run.
 EMULATED_THREADS = 1
+
+
+def check_runs(target: Target, config: BenchConfig) -> None:
+    """Refuse, before any work, a bench that would measure nothing: an aarch64 target's emulated runs alone
+    (``native`` off) where the emulator is not set up. Without it, this machine's rows are measured and the
+    emulation named as not run."""
+    if target.emulated and config.emulate and not config.native and prepared(default_home()) is None:
+        raise EmulationError(f"target {target.name} is {target.isa} and --no-native asks for its emulated runs "
+                             f"alone, but {not_prepared(default_home())}")
 
 
 def selected_artifacts(manifest: dict, target: Target) -> list[dict]:

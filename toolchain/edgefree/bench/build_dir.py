@@ -12,11 +12,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from edgefree.bench import bench, selected_artifacts
-from edgefree.bench.emulator_setup import default_home, not_prepared, prepared
+from edgefree.bench import bench, check_runs, selected_artifacts
 from edgefree.bench.teacher import export_teacher
 from edgefree.config import BenchConfig, ExportConfig
-from edgefree.errors import EdgefreeError, EmulationError
+from edgefree.errors import EdgefreeError
 from edgefree.outfolder import absolute, check_out_folder, claim, refuse_a_build, staged
 from edgefree.report import rerun_seconds, write_report
 from edgefree.targets import Target, built_target, load_target
@@ -65,9 +64,7 @@ def bench_build(build_dir: Path, target: str | None = None, config: BenchConfig 
     build_dir = absolute(build_dir)
     report = read_build(build_dir)
     profile = built_target(report) if target in (None, report["target"]["name"]) else load_target(target)
-    if profile.emulated and config.emulate and not config.native and prepared(default_home()) is None:
-        raise EmulationError(f"target {profile.name} is {profile.isa} and --no-native asks for its emulated runs "
-                             f"alone, but {not_prepared(default_home())}")  # without it, as a build: a note, no rows
+    check_runs(profile, config)
     student_manifest = build_dir / "artifacts" / "manifest.json"
     if not student_manifest.is_file():
         raise EdgefreeError(f"{build_dir} has no artifacts/manifest.json: rebuild it with an edgefree that exports")

@@ -85,7 +85,8 @@ def _intact(folder: Path) -> bool:
         verify_artifacts(read_manifest(folder / "manifest.json"), folder)
         return True
     except EdgefreeError as exc:
-        warn(f"the teacher's cached export {folder} is damaged ({exc}): removed, exporting it again")
+        reason = str(exc).split(":", 1)[0]  # the file and what is wrong with it, without the fix for a build
+        warn(f"the teacher's cached export is damaged ({reason}): removed, exporting it again")
         shutil.rmtree(folder, ignore_errors=True)
         return False
 
@@ -117,7 +118,7 @@ def export_teacher(teacher: Teacher, config: ExportConfig, calibration: Syntheti
             try:
                 partial.rename(folder)  # complete or absent: never a half export under the final name
             except OSError:  # the folder is there: another build's complete export of the same key came first
-                if not (folder / "manifest.json").is_file():
+                if not (folder / "manifest.json").is_file() or not _intact(folder):
                     raise
         finally:
             shutil.rmtree(partial, ignore_errors=True)

@@ -95,8 +95,8 @@ class SyntheticSet:
                 f"{', with its generator' if self.generator is not None else ''})")
 
     def save(self, path: str | Path) -> None:
-        """Write through ``<path>.part`` and a rename: the file is whole or absent, and a hard link
-        to an older file at ``path`` is replaced, never overwritten. The temporary name is this process's:
+        """Write through ``<path>.part`` and a rename: the file is whole or absent, and another name linked to
+        an older file at ``path`` keeps that file. The temporary name is this process's:
         two builds may cache the same set at once. The file holds the sha256 of the images, labels and
         generator weights, which ``load`` checks."""
         part = Path(f"{path}.{os.getpid()}.part")
@@ -129,11 +129,13 @@ class SyntheticSet:
 
 
 def _digest(images: torch.Tensor, labels: torch.Tensor, generator: dict | None) -> str:
-    """The sha256 of a saved set's tensors: its images, labels and generator weights, byte for byte."""
+    """The sha256 of a saved set's tensors: its images, labels and generator weights, each with its dtype and
+    shape, byte for byte."""
     h = hashlib.sha256()
     tensors = [images, labels, *((generator or {}).get("state") or {}).values()]
     for tensor in tensors:
-        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        h.update(f"{tensor.dtype} {tuple(tensor.shape)};".encode())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return h.hexdigest()
 
 
