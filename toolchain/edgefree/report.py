@@ -409,7 +409,7 @@ def _provenance(r: dict) -> str:
             *([["teacher code (sha256)", model["arch_sha256"]]] if model.get("arch_sha256") else []),
             ["evaluation data (sha256 of its values and labels)", data.get("sha256") or "none"],
             ["seed", str(r["seed"])],
-            ["processes x threads", " + ".join(str(rank["threads"]) for rank in r["distributed"]["ranks"])
+            ["threads of each process", ", ".join(str(rank["threads"]) for rank in r["distributed"]["ranks"])
              if r.get("distributed") else "not recorded"]]
     return "\n".join(["## Provenance", "", markdown_table(["what", "record"], rows), "",
                       "`report.json` holds every setting (`config`) and library version (`machine.versions`); "
