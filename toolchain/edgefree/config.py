@@ -707,9 +707,9 @@ class BuildConfig(_Config):
         return super().from_dict(values, where)
 
     def _settle_stages(self) -> None:
-        """Each stage's config given as itself, as a dict of its options (read as a file's table is: a synthesis,
-        reconstruct or distill dict changes the recipe's stage, ``_on_recipe``), or None (the recipe's; export and
-        bench: none); the pruning stages as a tuple of configs (one, a list, or their dicts)."""
+        """Each stage's config given as a dict of its options read as a file's table is (a synthesis, reconstruct
+        or distill dict changes the recipe's stage, ``_on_recipe``; any other value is left to ``_require_fields``);
+        the pruning stages as a tuple of configs (one, a list, or their dicts)."""
         hints = _hints(type(self))
         on_recipe = _on_recipe({"recipe": self.recipe, "model": self.model,
                                 **{stage: getattr(self, stage) for stage in ("synthesis", "reconstruct", "distill")}})
@@ -718,9 +718,6 @@ class BuildConfig(_Config):
             kind = next(k for k in typing.get_args(hints[name]) if k is not type(None))
             if isinstance(value, dict):
                 object.__setattr__(self, name, kind.from_dict(on_recipe.get(name, value), name))
-            else:
-                _require(value is None or isinstance(value, kind),
-                         f"{name} must be a {kind.__name__}, a dict of its options or None, got {value!r}")
         stages = self.prune if isinstance(self.prune, (tuple, list)) else (self.prune,)
         stages = tuple(pruning_from_dict(p) if isinstance(p, dict) else p for p in stages)
         _require(all(isinstance(p, tuple(PRUNING_KINDS.values())) for p in stages),

@@ -28,7 +28,7 @@ import torch
 from edgefree import __version__, distributed
 from edgefree.bench import bench, check_runs
 from edgefree.bench.teacher import eval_identity, export_teacher
-from edgefree.cache import cache_dir, cache_root, writable_folder
+from edgefree.cache import cache_root, writable_folder
 from edgefree.budget import knob as budget_knob
 from edgefree.budget import search_budget, stages_at
 from edgefree.config import DEFAULT_RECIPE, BuildConfig, ChannelPruning, MagnitudePruning, recipe
@@ -108,8 +108,7 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     torch.distributed, rank 0 alone reads and writes the cache and sends a cached set to the others
     (``out`` None: a rank that publishes nothing).
     """
-    folder = Path(config.cache) if config.cache else cache_dir("dreams")
-    cached = folder / f"synthetic-{_fingerprint(teacher, config, device)}.pt"
+    cached = _dreams_folder(config)[0] / f"synthetic-{_fingerprint(teacher, config, device)}.pt"
     main = distributed.world().main
     stored = _read_cached(cached) if main else None
     if distributed.broadcast(stored is not None if main else None):
@@ -129,6 +128,14 @@ def synthesize_cached(teacher: Teacher, config: BuildConfig, out: Path | None, p
     published.unlink(missing_ok=True)
     shutil.copyfile(cached, published)
     return dreams
+
+
+def _dreams_folder(config: BuildConfig) -> tuple[Path, str]:
+    """Where dreams are cached (``config.cache``, else the cache's ``dreams``), and what set it (for an error line)."""
+    if config.cache:
+        return Path(config.cache), "cache"
+    root, name = cache_root()
+    return root / "dreams", name
 
 
 def _read_cached(path: Path) -> SyntheticSet | None:
@@ -347,9 +354,9 @@ def _checked_out(config: BuildConfig) -> Path:
     """``--out``, checked: it can take the build's outputs, and no input lies among those they replace."""
     out = check_out_folder(config.out, OUTPUTS)
     check_inputs_outside(out, {"--model": config.model, "--eval-data": config.eval_data}, OUTPUTS)
-    root, name = cache_root()  # the cache folders the stages write to: a bad one stops the build here
-    writable_folder(config.cache or root / "dreams", "cache" if config.cache else name)
+    writable_folder(*_dreams_folder(config))  # the cache folders the stages write to: a bad one stops the build here
     if config.export and config.bench:
+        root, name = cache_root()
         writable_folder(root / "teacher-artifacts", name)
     refuse_foreign_files(out / "artifacts", "the build")
     return out
