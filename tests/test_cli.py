@@ -245,3 +245,32 @@ def test_a_reader_that_went_away_ends_the_command_quietly():
                           stderr=subprocess.PIPE, text=True, timeout=120)
     os.close(write)
     assert done.returncode == 141 and done.stderr == "", done.stderr  # 128 + SIGPIPE, nothing about paths
+
+
+def test_the_cache_command_shows_each_folder_and_clears_what_builds_derive_again(tmp_path, monkeypatch):
+    cache, kept = tmp_path / "cache", tmp_path / "mine"
+    monkeypatch.setenv("EDGEFREE_CACHE", str(cache))
+    monkeypatch.delenv("EDGEFREE_ARM64_HOME", raising=False)
+    (cache / "dreams").mkdir(parents=True)
+    (cache / "dreams" / "synthetic-1.pt").write_bytes(b"x" * 2500)
+    (cache / "arm64" / "usr").mkdir(parents=True)
+    (cache / "arm64" / "usr" / "python3").write_bytes(b"y" * 10)
+    (cache / "arm64" / "usr").chmod(0o555)  # a root's read-only folder
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the user's")
+    (cache / "latency").symlink_to(kept, target_is_directory=True)
+
+    shown = run("cache").output
+    assert re.search(r"^dreams\s+1\s+2\.5 KB", shown, re.M) and re.search(r"^arm64\s+1\s+10 B", shown, re.M)
+    cleared = run("cache", "clear")
+    assert cleared.exit_code == 0 and "freed 2.5 KB" in cleared.output, cleared.output
+    assert not (cache / "dreams").exists() and (cache / "arm64" / "usr" / "python3").is_file()
+    assert not (cache / "latency").exists() and (kept / "notes.txt").is_file()  # the link only
+
+    monkeypatch.setenv("EDGEFREE_ARM64_HOME", str(cache / "arm64"))
+    refused = run("cache", "clear", "arm64")
+    assert refused.exit_code == 2 and "remove it yourself" in refused.output
+    monkeypatch.delenv("EDGEFREE_ARM64_HOME")
+    assert run("cache", "clear", "arm64").exit_code == 0 and not (cache / "arm64").exists()
+    unknown = run("cache", "clear", "models")
+    assert unknown.exit_code == 2 and "'models' is not one of" in unknown.output

@@ -20,6 +20,7 @@ from click.core import ParameterSource
 
 from edgefree.cli.bench import bench
 from edgefree.cli.build import build
+from edgefree.cli.cache import cache
 from edgefree.cli.emulator import emulator
 from edgefree.cli.export import export
 from edgefree.cli.flash import flash
@@ -162,7 +163,7 @@ def cli():
     """edgefree: compress an image classifier for edge devices without its training data."""
 
 
-for command in (bench, build, emulator, export, flash, models, targets):
+for command in (bench, build, cache, emulator, export, flash, models, targets):
     cli.add_command(command)
 
 
