@@ -84,8 +84,8 @@ def test_wide_rows_solved_by_conjugate_gradients_match_the_exact_solve(monkeypat
     dreams = SyntheticSet(torch.randn(24, 32, 4, 4), torch.zeros(24, dtype=torch.long))
     module = sys.modules["edgefree.recover.reconstruct"]
     exact = reconstruct(teacher, pruned, dreams, progress=False)
-    assert max(int(m.sum(1).max()) for m in (pruned.masks["0.weight"].flatten(1),)) < module._EXACT_MAX_KEPT
-    monkeypatch.setattr(module, "_EXACT_MAX_KEPT", 8)  # every row of both layers goes the iterative way
+    assert max(int(m.sum(1).max()) for m in (pruned.masks["0.weight"].flatten(1),)) < module._exact_limit(32 * 9)
+    monkeypatch.setattr(module, "_exact_limit", lambda inputs: 8)  # every row of both layers goes the iterative way
     iterative = reconstruct(teacher, pruned, dreams, progress=False)
     first_exact, first_iterative = exact.model[0].weight, iterative.model[0].weight  # the same inputs: the same fit
     assert torch.allclose(first_exact, first_iterative, atol=1e-4 * first_exact.abs().max().item())

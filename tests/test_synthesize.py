@@ -173,6 +173,28 @@ def test_the_dreams_cache_key_changes_with_edgefree_version_and_the_dreams_revis
     assert pipeline._fingerprint(teacher, BuildConfig()) not in (key, revised)
 
 
+def test_cache_keys_take_a_teacher_whose_weights_are_bfloat16(teacher):
+    """A module of the user's own may hold bf16 weights (``.numpy()`` refuses them); its keys differ from fp32's
+    and an fp32 teacher's keys are the bytes they always were."""
+    import copy
+    import hashlib
+
+    from edgefree import pipeline
+    from edgefree.bench.teacher import teacher_key
+    from edgefree.config import BuildConfig, ExportConfig
+    from edgefree.digests import state_sha256
+    from edgefree.models import Teacher
+
+    half = Teacher(copy.deepcopy(teacher.module).to(torch.bfloat16), teacher.spec, teacher.name)
+    assert pipeline._fingerprint(half, BuildConfig()) != pipeline._fingerprint(teacher, BuildConfig())
+    assert teacher_key(half, ExportConfig(), None) != teacher_key(teacher, ExportConfig(), None)
+    old = hashlib.sha256()
+    for name, tensor in teacher.module.state_dict().items():
+        old.update(name.encode())
+        old.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    assert state_sha256(teacher.module.state_dict()).hexdigest() == old.hexdigest()
+
+
 def test_the_dreams_cache_key_follows_the_bf16_this_machine_resolves(teacher, monkeypatch):
     from edgefree import machine, pipeline
     from edgefree.config import BuildConfig

@@ -115,6 +115,26 @@ def test_a_program_without_batchnorm_or_with_a_fixed_batch_is_refused(tmp_path):
         load_teacher(None, _program(tmp_path, _user_model(), dynamic=False))
 
 
+def test_a_program_layer_whose_weight_is_computed_stays_a_graph_operation_and_is_named(tmp_path, capsys):
+    class Scaled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            x = self.bn(self.conv(x)).mean((2, 3))
+            return nn.functional.linear(x, self.head.weight * 2, self.head.bias)  # a weight computed in the graph
+
+    original = Scaled().eval()
+    teacher = load_teacher(None, _program(tmp_path, original))
+    assert isinstance(teacher.module.conv, nn.Conv2d) and not isinstance(getattr(teacher.module, "head", None), nn.Linear)
+    err = capsys.readouterr().err
+    assert err.count("Warning:") == 1 and "1 layer(s) stay graph operations (" in err and "linear" in err
+    x = teacher.spec.example_inputs(3)[0]
+    assert torch.allclose(teacher.module(x), original(x), atol=1e-6)
+
+
 def _run(*args) -> str:
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
     assert result.exit_code == 0, result.output

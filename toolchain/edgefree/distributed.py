@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from edgefree.digests import state_sha256
 from edgefree.errors import EdgefreeError, Interrupted, raise_interrupted
 
 DEFAULT_TIMEOUT_S = 1800  # PyTorch's default process-group timeout
@@ -275,11 +276,7 @@ def data_parallel(model: nn.Module) -> nn.Module:
 
 def checksum(model: nn.Module) -> str:
     """A short hash of every tensor in ``model``'s state."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return state_sha256(model.state_dict(), ordered=True).hexdigest()[:16]
 
 
 def require_same_model(model: nn.Module, what: str = "student") -> None:

@@ -36,6 +36,7 @@ from edgefree.cost import cost
 from edgefree.data import load_eval_data
 from edgefree.demo import DEMO_EVAL, default_teacher
 from edgefree.demo import WEIGHTS as DEMO_WEIGHTS
+from edgefree.digests import tensor_bytes
 from edgefree.errors import EdgefreeError, muted_warnings, warn
 from edgefree.evaluate import accuracy
 from edgefree.export import export_student, refuse_foreign_files
@@ -93,7 +94,7 @@ def _fingerprint(teacher: Teacher, config: BuildConfig, device: str | None = Non
                        + repr(sorted(config.synthesis.to_dict().items())).encode()
                        + str(config.seed).encode() + repr(sorted(teacher.spec.to_dict().items())).encode())
     for tensor in teacher.module.state_dict().values():
-        h.update(tensor.detach().cpu().numpy().tobytes())
+        h.update(tensor_bytes(tensor))
     return h.hexdigest()[:16]
 
 

@@ -29,6 +29,7 @@ import edgefree
 from edgefree.cache import cache_dir, read_entry, write_entry
 from edgefree.config import ExportConfig
 from edgefree.data import EvalData
+from edgefree.digests import state_sha256, tensor_bytes
 from edgefree.errors import EdgefreeError, warn
 from edgefree.machine import versions
 from edgefree.models import Teacher
@@ -61,17 +62,14 @@ def eval_identity(eval_data: EvalData | None) -> dict | None:
     """The evaluation set's name, size and a hash of its pixels (or raw values) and labels (None without one)."""
     if eval_data is None:
         return None
-    digest = hashlib.sha256(eval_data.stored.contiguous().numpy().tobytes())
-    digest.update(eval_data.labels.contiguous().numpy().tobytes())
+    digest = hashlib.sha256(tensor_bytes(eval_data.stored))
+    digest.update(tensor_bytes(eval_data.labels))
     return {"name": eval_data.name, "images": len(eval_data), "sha256": digest.hexdigest()}
 
 
 def teacher_key(teacher: Teacher, config: ExportConfig, eval_data: EvalData | None) -> str:
     """The cache key of the teacher's export (see the module's docstring for what it holds)."""
-    weights = hashlib.sha256()
-    for name, tensor in teacher.module.state_dict().items():
-        weights.update(name.encode())
-        weights.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    weights = state_sha256(teacher.module.state_dict())
     return _digest(weights.digest(), teacher.spec.to_dict(), config.to_dict(), eval_identity(eval_data), versions(),
                    edgefree.__version__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import fx, nn
 
-from edgefree.errors import CheckpointError, NoBatchNormError
+from edgefree.errors import CheckpointError, NoBatchNormError, warn
 from edgefree.models.archive import read_program
 
 aten = torch.ops.aten
@@ -79,22 +79,21 @@ def _batch_norm(gm, node: fx.Node) -> nn.Module:
 
 
 def _layer_of(node: fx.Node, gm) -> tuple[nn.Module, str] | None:
-    """The real layer for a call node and the name it takes (its weight's owner), or None to leave it."""
+    """The real layer for a call node and the name it takes (its weight's owner), or None for a node of
+    another kind. Raises LookupError, KeyError, TypeError or IndexError for a layer whose weight is shared,
+    computed or unusual (the caller leaves it as a graph operation, and says so)."""
     if node.op != "call_function":
         return None
-    try:
-        if node.target in _CONV:
-            module = _conv(gm, list(node.args))
-        elif node.target == aten.convolution.default:
-            module = _convolution(gm, list(node.args))
-        elif node.target == aten.linear.default:
-            module = _linear(gm, list(node.args))
-        elif node.target in _BATCH_NORM:
-            module = _batch_norm(gm, node)
-            return module, node.args[3].target.rpartition(".")[0]  # the running mean's owner: weight may be None
-        else:
-            return None
-    except (LookupError, KeyError, TypeError, IndexError):  # a shared, computed or unusual weight: left as it is
+    if node.target in _CONV:
+        module = _conv(gm, list(node.args))
+    elif node.target == aten.convolution.default:
+        module = _convolution(gm, list(node.args))
+    elif node.target == aten.linear.default:
+        module = _linear(gm, list(node.args))
+    elif node.target in _BATCH_NORM:
+        module = _batch_norm(gm, node)
+        return module, node.args[3].target.rpartition(".")[0]  # the running mean's owner: weight may be None
+    else:
         return None
     return module, node.args[1].target.rpartition(".")[0]
 
@@ -155,8 +154,13 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
             f"program {path} was exported for a fixed batch of {batch}, and synthesis runs batches of many: export "
             "it with a dynamic batch, torch.export.export(model, (x,), dynamic_shapes=({0: torch.export.Dim('batch')},))")
     graph = gm.graph
+    left = []  # layers whose weights cannot be taken out of the graph
     for node in list(graph.nodes):
-        found = _layer_of(node, gm)
+        try:
+            found = _layer_of(node, gm)
+        except (LookupError, KeyError, TypeError, IndexError):
+            left.append(node.name)
+            continue
         if found is None:
             continue
         module, name = found
@@ -187,4 +191,9 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
         raise NoBatchNormError(
             f"program {path} has no BatchNorm layers (or they were folded into its convolutions): DeepInversion "
             "matches the running statistics BatchNorm stores; export the model before folding, with its BatchNorm")
+    if left:
+        warn(f"program {path}: {len(left)} layer(s) stay graph operations (a weight shared or computed in the "
+             f"graph, a transposed convolution) "
+             f"({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}): synthesis does not match the statistics of "
+             "such a BatchNorm, and pruning and the refit leave such a convolution or linear layer as it is")
     return module, program_input_shape(program)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgefree.config import SynthesisConfig
+from edgefree.digests import tensor_bytes
 from edgefree.errors import EdgefreeError, NoBatchNormError
 from edgefree.models import Teacher, output_count
 
@@ -135,7 +136,7 @@ def _digest(images: torch.Tensor, labels: torch.Tensor, generator: dict | None) 
     tensors = [images, labels, *((generator or {}).get("state") or {}).values()]
     for tensor in tensors:
         h.update(f"{tensor.dtype} {tuple(tensor.shape)};".encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        h.update(tensor_bytes(tensor))
     return h.hexdigest()
 
 

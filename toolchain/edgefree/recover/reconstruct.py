@@ -10,9 +10,9 @@ where ``S`` are the row's kept inputs. That is a small least-squares problem per
 the Gram matrix of the student's inputs and their products with the teacher's outputs, both
 accumulated over the synthetic images (the kind of weight update OBS / SparseGPT make, here with
 the masks fixed). Rows that keep every input share one exact solve; rows with few kept inputs are
-solved exactly (Cholesky); wide rows (a 3x3 conv over 512 channels keeps over a thousand) by
-conjugate gradients started from the current weights, every row of the layer in one product.
-The masks never change, so the sparsity stays exact. No gradient step is taken, and
+solved exactly (Cholesky); rows that keep so many that a factorization of their own would cost more
+(a 3x3 conv over 512 channels at low sparsity keeps thousands) by conjugate gradients started from
+the current weights, every row of the layer in one product. The masks never change, so the sparsity stays exact. No gradient step is taken, and
 distillation starts from a far better student.
 
 Each layer's inputs come from the nearest cached ``nn.Sequential`` child (a residual block, say)
@@ -40,10 +40,18 @@ from edgefree.recover.walk import LayerInputs
 
 
 _BMM_FLOATS = 1 << 25  # 128 MiB of float32 per batched product
-_EXACT_MAX_KEPT = 512  # rows keeping more inputs than this are solved by conjugate gradients
+_EXACT_MIN_LIMIT = 512  # rows keeping at most this many inputs are always solved exactly
 _GATHER_FLOATS = 1 << 24  # elements of the stacked sub-Gram matrices gathered at once
 _CG_TOLERANCE = 1e-5  # stop once every row's residual is this fraction of its right-hand side
 _CG_MAX_ITERATIONS = 200
+
+
+def _exact_limit(inputs: int) -> int:
+    """The most kept inputs a row of a layer with ``inputs`` inputs is solved for exactly. A Cholesky solve of
+    ``k`` kept inputs costs about k^3 / 3 float64 operations, conjugate gradients up to ``_CG_MAX_ITERATIONS``
+    products of 2 d^2 float32 operations each; below k = 4 d^(2/3) the exact solve is the cheaper one
+    with room to spare."""
+    return max(_EXACT_MIN_LIMIT, int(4 * inputs ** (2 / 3)))
 
 
 def _patches(layer: nn.Module, x: torch.Tensor, group: int) -> torch.Tensor:
@@ -72,9 +80,9 @@ def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, dampin
            start: torch.Tensor) -> torch.Tensor:
     """Per output row r: (G[S_r, S_r] + damping) w = targets[S_r, r], for every row at once.
 
-    Rows that keep every input share one exact solve. Other rows that keep at most
-    ``_EXACT_MAX_KEPT`` inputs are solved exactly (Cholesky, float64), a batch of rows with the
-    same count of kept inputs at a time. Rows that keep more are solved by preconditioned
+    Rows that keep every input share one exact solve. Other rows that keep few enough inputs
+    (``_exact_limit``) are solved exactly (Cholesky, float64), a batch of rows with the
+    same count of kept inputs at a time. Rows that keep more (``_exact_limit``) are solved by preconditioned
     conjugate gradients on all of them together, started from ``start`` (the layer's current
     weights): one product with the Gram matrix per step serves every row, where an exact solve
     would cost each row a factorization of its own."""
@@ -85,10 +93,11 @@ def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, dampin
     if full.any():
         eye = torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
         fitted[full] = torch.linalg.solve(gram + damp * eye, targets[:, full]).T
-    small = (counts > 0) & (counts <= _EXACT_MAX_KEPT) & ~full
+    limit = _exact_limit(len(gram))
+    small = (counts > 0) & (counts <= limit) & ~full
     if small.any():
         fitted[small] = _exact(gram, targets[:, small], keep[small], damp)
-    large = (counts > _EXACT_MAX_KEPT) & ~full
+    large = (counts > limit) & ~full
     if large.any():
         fitted[large] = _conjugate_gradients(gram, targets[:, large], keep[large], damp, start[large])
     return fitted
