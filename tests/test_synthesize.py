@@ -143,6 +143,14 @@ def test_a_cached_set_whose_tensors_changed_is_dreamed_again(dreams, teacher, tm
     again = synthesize_cached(teacher, config, None, progress=False)
     assert "cached dreams" in capsys.readouterr().err and not again.stats.get("cached")
     assert torch.equal(again.images, first.images)  # dreamed again, the same seed: the same set
+    # a cached set whose sha256 was taken out reads nowhere unchecked
+    saved = torch.load(cached, weights_only=True)
+    saved["images"][0] = -saved["images"][0]
+    del saved["sha256"]
+    torch.save(saved, cached)
+    assert torch.equal(SyntheticSet.load(cached).images[0], -first.images[0])  # a build folder's older set still reads
+    again = synthesize_cached(teacher, config, None, progress=False)
+    assert "cached dreams" in capsys.readouterr().err and torch.equal(again.images, first.images)
 
 
 def test_first_bn_loss_is_the_first_step_alone(teacher):

@@ -265,13 +265,10 @@ def data_parallel(model: nn.Module) -> nn.Module:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    import inspect
-
     device = next(model.parameters()).device
-    # frozen BatchNorm: no buffer changes, nothing to send at each step (newer PyTorch renamed the switch)
-    sync = ({"forward_sync_buffers": False} if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-            else {"broadcast_buffers": False})
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, **sync)
+    # frozen BatchNorm: no buffer changes, nothing to send at each step
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   forward_sync_buffers=False)
 
 
 def checksum(model: nn.Module) -> str:

@@ -145,7 +145,7 @@ def _read_cached(path: Path) -> SyntheticSet | None:
     if not path.exists():
         return None
     try:
-        return SyntheticSet.load(path)
+        return SyntheticSet.load(path, require_digest=True)
     except EdgefreeError:
         warn(f"cached dreams {path} cannot be read (damaged, or holding objects other than tensors): removed from "
              "the cache, dreaming again")
@@ -229,25 +229,8 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
     measured = None if scores["teacher"] is None else round(scores["teacher"] - scores["recovered"], 2)
     warnings, fix = [], remedy(config.synthesis.method, teacher.spec.rank, config.distill.epochs)
     measured_met = None if measured is None or config.max_drop is None else measured <= config.max_drop
-    if measured_met:  # the evaluation data met the budget: what the estimate says of it is no warning
-        pass
-    elif budget and drop > config.max_drop:
-        closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
-                   "its cheap candidate was estimated within it")
-        warnings.append(f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
-                        f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop"
-                        + (" or --latency-target" if config.latency_target is not None else "") + f", or {fix}")
-    elif budget and not budget["met"]:  # after full recovery within it
-        warnings.append(f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
-                        f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
-                        f"after full recovery the student is estimated at ~{drop:.1f}")
-    elif config.max_drop is not None and not budget and drop > config.max_drop:  # a latency target's widths, checked
-        warnings.append(f"--max-drop {config.max_drop:g} missed: the student of --latency-target "
-                        f"{config.latency_target.ratio:g} is estimated at ~{drop:.1f} points: allow a larger "
-                        f"--latency-target or --max-drop, or {fix}")
-    elif config.max_drop is None and (measured is None or measured > LARGE_DROP) and \
-            (large := advice(drop, fix, _milder(config))):  # evaluation data that measured a small drop: no guess
-        warnings.append(large)
+    if not measured_met and (line := _budget_warning(config, budget, drop, measured, fix)):
+        warnings.append(line)  # evaluation data that met the budget: what the estimate says of it is no warning
     if "reconstructed" in found and (undone := _distillation_loss(config, found, scores)):
         warnings.append(undone)
     if measured is None and len(held_out) < HELD_OUT_IMAGES:  # nothing measured: how far the estimate can be trusted
@@ -267,6 +250,30 @@ def _estimates(teacher: Teacher, config: BuildConfig, students: list, held_out: 
                          "cached": held_out.stats.get("cached", False), "seconds": held_out.stats.get("seconds"),
                          "cache_file": held_out.stats.get("cache_file")},
             "fit": {k: fit.get(k) for k in ("form", "features", "transform", "students", "architectures", "commit")}}
+
+
+def _budget_warning(config: BuildConfig, budget: dict | None, drop: float, measured: float | None,
+                    fix: str) -> str | None:
+    """The line a build prints where the estimate of its recovered student (``drop``) misses its budget, or
+    is large without one; None where there is nothing to say."""
+    if budget and drop > config.max_drop:
+        closest = ("no candidate was estimated within it, so this is the closest one" if not budget["met"] else
+                   "its cheap candidate was estimated within it")
+        return (f"--max-drop {config.max_drop:g} missed: the recovered student is estimated at ~{drop:.1f} "
+                f"points ({budget['knob']} {budget['chosen']:g}; {closest}): allow a larger --max-drop"
+                + (" or --latency-target" if config.latency_target is not None else "") + f", or {fix}")
+    if budget and not budget["met"]:  # after full recovery within it
+        return (f"--max-drop {config.max_drop:g}: no candidate in the search was estimated within it "
+                f"(closest: {budget['knob']} {budget['chosen']:g} at ~{budget['estimated_drop']:.1f}); "
+                f"after full recovery the student is estimated at ~{drop:.1f}")
+    if config.max_drop is not None and not budget and drop > config.max_drop:  # a latency target's widths, checked
+        return (f"--max-drop {config.max_drop:g} missed: the student of --latency-target "
+                f"{config.latency_target.ratio:g} is estimated at ~{drop:.1f} points: allow a larger "
+                f"--latency-target or --max-drop, or {fix}")
+    if config.max_drop is None and (measured is None or measured > LARGE_DROP) and \
+            (large := advice(drop, fix, _milder(config))):  # evaluation data that measured a small drop: no guess
+        return large
+    return None
 
 
 def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes: int | None = None):

@@ -22,9 +22,8 @@ from edgefree.models.spec import InputSpec
 # Per dreamed image besides what autograd keeps: the image, its gradient and Adam's two moments
 _IMAGE_COPIES = 4
 # Transient buffers of the forward and backward passes (outputs not kept, gradients of activations),
-# as a multiple of what autograd keeps. Peak RSS of a two-step synthesis over the estimate's other
-# terms, measured: 1.81 (tests/user_model.py, 3x64x64, batch 128), 0.56 (resnet20-cifar, batch 256),
-# 1.28 (signal-cnn1d, batch 256); 2.0 covers them.
+# as a multiple of what autograd keeps: it covers the peak memory of a two-step synthesis over the estimate's
+# other terms on an image model of the tests (3x64x64), resnet20-cifar and signal-cnn1d.
 _TRANSIENT = 2.0
 
 

@@ -107,14 +107,18 @@ class SyntheticSet:
         os.replace(part, path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "SyntheticSet":
-        """The set saved at ``path``, read with ``weights_only`` (no pickled code runs).
+    def load(cls, path: str | Path, require_digest: bool = False) -> "SyntheticSet":
+        """The set saved at ``path``, read with ``weights_only`` (no pickled code runs). ``require_digest``: the
+        file must carry the sha256 ``save`` stores (every cached set does; a build folder's set written by an
+        older edgefree may not, and its own sha256 in report.json is checked before it is read).
 
         Raises ``EdgefreeError`` for a file that is damaged (its tensors no longer give the sha256 stored with
-        them, or it does not read at all), or holds anything but a saved set.
+        them, it lacks one where ``require_digest``, or it does not read at all), or holds anything but a saved set.
         """
         try:
             saved = torch.load(path, map_location="cpu", weights_only=True)
+            if require_digest and "sha256" not in saved:
+                raise ValueError("it carries no sha256 of its tensors")
             if "sha256" in saved and saved["sha256"] != _digest(saved["images"], saved["labels"], saved.get("generator")):
                 raise ValueError("its images, labels or generator differ from the sha256 stored with them")
             generator = None
