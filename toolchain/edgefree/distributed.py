@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from edgefree.digests import state_sha256
-from edgefree.errors import EdgefreeError, Interrupted, raise_interrupted
+from edgefree.errors import EdgefreeError, Interrupted, first_line, raise_interrupted
 
 DEFAULT_TIMEOUT_S = 1800  # PyTorch's default process-group timeout
 
@@ -134,7 +134,7 @@ def stage(name: str, timeout_s: float = DEFAULT_TIMEOUT_S):
         if world().size > 1 and _is_timeout(exc):
             raise EdgefreeError(
                 f"rank {world().rank} waited over {timeout_s:g} s for the other ranks in stage {name}: one of them "
-                f"hangs or died. If the stage is merely slow, raise --dist-timeout. ({str(exc).splitlines()[0]})"
+                f"hangs or died. If the stage is merely slow, raise --dist-timeout. ({first_line(exc)})"
             ) from exc
         raise
 
