@@ -259,7 +259,10 @@ CASES = {
     "negative reconstruct images": (B("--reconstruct-images", "-5"), "reconstruct images must be >= 0"),
     "negative block steps": (B("--block-steps", "-1"), "reconstruct block steps must be >= 0"),
     "adversarial steps without a generator": (B("--adversarial-steps", "10"), "use it with synthesis method 'generator'"),
-    "zero bench runs": (B("--bench-runs", "0"), "bench runs must be >= 1"),
+    "zero bench runs": (B("--bench-runs", "0"), "bench runs must be from 1 to"),
+    "a million million bench runs": (B("--bench-runs", "1000000000"), "bench runs must be from 1 to 100000"),
+    "more threads than an int holds": (B("--threads", "99999999999999999999"), "BuildConfig.threads must be at most"),
+    "more epochs than an int holds": (B("--epochs", "99999999999999999999"), "DistillConfig.epochs must be at most"),
     "latency target above 1": (B("--pruning", "channel", "--latency-target", "1.5"), "latency target must be in (0, 1]"),
     "latency target with magnitude pruning": (B("--pruning", "magnitude", "--latency-target", "0.5"),
                                               "--latency-target chooses channel widths"),
@@ -320,10 +323,15 @@ CASES = {
     "bench with a tampered student": (lambda f: f.tamper("student.pt") or ["bench", str(f.build)], "student.pt was changed"),
     "bench --model for the built-in default": (C("bench", lambda f: str(f.build), "--model", lambda f: f.digits()),
                                                "leave out --model"),
-    "bench --runs 0": (C("bench", lambda f: str(f.build), "--runs", "0"), "bench runs must be >= 1"),
-    "bench --threads 0": (C("bench", lambda f: str(f.build), "--threads", "0"), "bench threads must be >= 1"),
+    "bench --runs 0": (C("bench", lambda f: str(f.build), "--runs", "0"), "bench runs must be from 1 to"),
+    "bench --threads 0": (C("bench", lambda f: str(f.build), "--threads", "0"), "bench threads must be from 1 to"),
     "bench --out is a file": (C("bench", lambda f: str(f.build), "--out", lambda f: f.text("afile", "x")),
                               "is a file, not a folder"),
+    "bench --out in the build's artifacts": (C("bench", lambda f: str(f.build), "--out",
+                                               lambda f: str(f.build / "artifacts")), "lies in the artifacts of the build"),
+    "export --out below the build's artifacts": (C("export", lambda f: str(f.build), "--out",
+                                                   lambda f: str(f.build / "artifacts" / "sub")),
+                                                 "lies in the artifacts of the build"),
     "export --model for the built-in default": (C("export", lambda f: str(f.build), "--model", lambda f: f.digits()),
                                                 "leave out --model"),
     "export with a tampered student": (lambda f: f.tamper("student.pt") or ["export", str(f.build)],
@@ -578,6 +586,21 @@ def test_a_second_build_into_the_same_out_is_refused_while_the_first_runs(tiny_b
     assert _left_beside(tmp_path) == [], "the lock outlived Ctrl-C"
 
 
+def test_a_folder_named_through_a_link_is_held_by_the_same_lock(tmp_path):
+    from edgefree.errors import EdgefreeError
+    from edgefree.outfolder import locked
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "other").symlink_to(tmp_path / "real", target_is_directory=True)
+    holder = _holder(tmp_path / "real")
+    try:
+        with pytest.raises(EdgefreeError, match=f"another edgefree command.*pid {holder.pid}"), locked(tmp_path / "other"):
+            pass
+    finally:
+        holder.send_signal(signal.SIGINT)
+        holder.wait(timeout=30)
+
+
 def test_a_killed_builds_lock_does_not_block_the_next(tmp_path):
     from edgefree.outfolder import locked
 
@@ -730,6 +753,7 @@ MORE_CASES = {
     "--input-shape 3x1x1": (user_model(f"{USER_MODEL}:build", "--input-shape", "3x1x1"), "has a length of 1"),
     "--value-range that does not parse": (signal_model("--value-range", "5,1"), "--value-range '5,1' does not parse"),
     "--value-range without --model": (B("--value-range", "0,1"), "describe a teacher of your own"),
+    "--num-classes without --model": (B("--num-classes", "3"), "describe a teacher of your own"),
     # click's own errors, in one line
     "an unknown option": (B("--nope", "1"), "No such option"),
     "an unknown command": (lambda f: ["buidl"], "No such command 'buidl'"),

@@ -46,12 +46,14 @@ def test_the_installed_qemu_accepts_every_emulation_cpu():
 @pytest.mark.parametrize("line, problem", [
     ('emulation_cpu = "cortex-a78ae"', "not a QEMU 7.2 CPU model"),
     ('threads = 0', "threads must be >= 1"),
+    ('threads = 99999999999999999999', "threads must be >= 1 and <= 1024"),
     ('colour = "red"', "unknown keys"),
     ('threads = 2.5', "threads must be an integer, got 2.5"),
     ('pruning = "channel"', "pruning must be a list of strings"),
     ('isa = 64', "isa must be a string"),
     ('cpu', "missing keys \\['cpu'\\]"),
     ('deploy = "carrier-pigeon"', "deploy must be one of"),
+    ('name = "p/../../escaped"', "name must be letters, digits"),
 ])
 def test_a_broken_profile_is_refused_with_the_reason(tmp_path, monkeypatch, line, problem):
     base = {"name": '"broken"', "description": '"x"', "isa": '"aarch64"', "cpu": '"cortex-a72"',

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgefree.errors import EdgefreeError
-from edgefree.targets import FORMATS, PRECISIONS, RUNTIMES
+from edgefree.targets import FORMATS, MAX_THREADS, PRECISIONS, RUNTIMES
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path",
                tuple: "a list", type(None): "left out"}
@@ -136,11 +136,17 @@ class _Config:
                 raise EdgefreeError(f"{type(self).__name__}.{f.name} must be {_type_name(hints[f.name])}, got {value!r}")
             if isinstance(value, float) and not math.isfinite(value):
                 raise EdgefreeError(f"{type(self).__name__}.{f.name} must be a finite number, got {value}")
+            if any(isinstance(v, int) and abs(v) > LARGEST_INT for v in (value if isinstance(value, tuple) else (value,))):
+                raise EdgefreeError(f"{type(self).__name__}.{f.name} must be at most {LARGEST_INT} (2**32), got {value}")
 
 
 @functools.cache
 def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
+
+
+LARGEST_INT = 2**32  # a count or size beyond it overflows the libraries' integers long before it could run
+MAX_RUNS = 100_000  # timed runs per model and runtime
 
 
 def _require(condition: bool, message: str) -> None:
@@ -429,14 +435,17 @@ class BenchConfig(_Config):
 
     def __post_init__(self):
         self._require_fields()
-        _require(self.runs is None or self.runs >= 1, f"bench runs must be >= 1, got {self.runs}")
+        _require(self.runs is None or 1 <= self.runs <= MAX_RUNS,
+                 f"bench runs must be from 1 to {MAX_RUNS}, got {self.runs}")
         _require(self.emulated_runs >= 1, f"bench emulated_runs (--emulated-runs) must be >= 1, got {self.emulated_runs}")
-        _require(1 <= self.min_runs <= self.max_runs,
-                 f"bench min_runs must be >= 1 and <= max_runs, got {self.min_runs} and {self.max_runs}")
+        _require(1 <= self.min_runs <= self.max_runs <= MAX_RUNS,
+                 f"bench min_runs must be >= 1 and <= max_runs, and max_runs at most {MAX_RUNS}, got {self.min_runs} "
+                 f"and {self.max_runs}")
         _require(self.max_seconds > 0, f"bench max_seconds must be positive, got {self.max_seconds}")
         _require(0 < self.p50_tolerance < 1, f"bench p50_tolerance must be in (0, 1), got {self.p50_tolerance}")
         _require(self.warmup >= 0 and self.emulated_warmup >= 0, "bench warm-up runs must be >= 0")
-        _require(self.threads is None or self.threads >= 1, f"bench threads must be >= 1, got {self.threads}")
+        _require(self.threads is None or 1 <= self.threads <= MAX_THREADS,
+                 f"bench threads must be from 1 to {MAX_THREADS}, got {self.threads}")
         _require(self.eval_limit is None or self.eval_limit >= 1, "bench eval_limit must be >= 1")
         _require(self.emulated_inputs >= 1, "bench emulated_inputs must be >= 1")
         _require(self.native or self.emulate, "bench needs this machine's runs, emulated runs, or both: leave out "
@@ -646,7 +655,8 @@ class BuildConfig(_Config):
         self._require_fields()  # every field of its type, its text and dicts read first
         _require(self.max_drop is None or self.max_drop >= 0,
                  f"max_drop must be a number of top-1 points >= 0, got {self.max_drop!r}")
-        _require(self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}")
+        _require(self.threads is None or 1 <= self.threads <= MAX_THREADS,
+                 f"threads must be from 1 to {MAX_THREADS}, got {self.threads}")
         nameable = tuple(SYNTHESIS_FLAGS.values())
         _require(all(n in nameable for n in self.synthesis_given),
                  f"synthesis_given names synthesis settings of {', '.join(nameable)}, got {list(self.synthesis_given)}")
@@ -745,9 +755,10 @@ class BuildConfig(_Config):
         _require(not program or self.arch is None, f"{self.model} is a torch.export program and carries its own "
                  f"architecture: leave out --arch {self.arch}")
         _require(self.model is not None or (self.arch is None and self.input_shape is None and self.mean is None
-                                            and self.std is None and self.value_range is None),
-                 "--arch, --input-shape, --mean, --std and --value-range describe a teacher of your own: pass its "
-                 "weights with --model")
+                                            and self.std is None and self.value_range is None
+                                            and self.num_classes == 10),  # the built-in default's 10 digits
+                 "--arch, --num-classes, --input-shape, --mean, --std and --value-range describe a teacher of your "
+                 "own: pass its weights with --model")
         _require(self.model is not None or self.eval_data in (None, "digits"),
                  "--eval-data is for a teacher of your own: the built-in default is evaluated on its digits "
                  "test split; pass --model (and --arch) to evaluate yours, or leave out --eval-data")

@@ -62,6 +62,12 @@ def refuse_a_build(out: Path, option: str, command: str, fix: str) -> None:
     if (Path(out) / "report.json").is_file():
         raise EdgefreeError(f"{option} {out} holds a build (report.json), which {command} would replace or mix "
                             f"its outputs into: {fix}")
+    real = Path(os.path.realpath(out))
+    inside = next((f for f in (real, *real.parents) if f.name == "artifacts" and (f.parent / "report.json").is_file()),
+                  None)
+    if inside is not None:  # a build's artifacts hold only what its export writes (``refuse_foreign_files``)
+        raise EdgefreeError(f"{option} {out} lies in the artifacts of the build in {inside.parent}, which hold only "
+                            f"what its export writes ({command} would leave that build unusable): {fix}")
 
 
 def check_out_folder(out: str | Path, names: tuple[str, ...] = (), option: str = "--out") -> Path:
@@ -144,7 +150,9 @@ def locked(out: str | Path, command: str = "build"):
 
 
 def _lock_path(out: Path) -> Path:
-    return out.parent / f".{out.name}.edgefree-lock"
+    """The lock beside the folder ``out`` names, its links followed: two names of one folder share one lock."""
+    real = Path(os.path.realpath(out))
+    return real.parent / f".{real.name}.edgefree-lock"
 
 
 def _lock(path: Path, out: Path, command: str) -> int:

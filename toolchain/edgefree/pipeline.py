@@ -283,17 +283,17 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
     synthesis will need checked against what this machine has free for its ``processes`` (None: this
     machine's processes of the launch, torchrun's ``LOCAL_WORLD_SIZE``). ``notes``: rank 0 warns of what it
     assumed (a signal's range, an image's normalization)."""
+    processes = processes or int(os.environ.get("LOCAL_WORLD_SIZE", 1))
     if config.model is None:
         teacher = default_teacher()
+        _check_memory(config, teacher, processes)
         eval_data = load_eval_data(DEMO_EVAL, teacher.spec) if main else None
         return (config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)",
                 {"sha256": sha256(DEMO_WEIGHTS), "arch_sha256": None}, eval_data)
     arch = arch_sha256(config.arch)  # the code that runs next, as it is now
     teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
-    if not config.device.startswith("cuda"):  # this machine's memory holds the synthesis (a GPU holds its own)
-        check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images,
-                     processes or int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    _check_memory(config, teacher, processes)
     if teacher.range_assumed and main and notes:
         low, high = teacher.spec.value_range
         warn(f"{teacher.name} takes signals and nobody gave their raw range: assumed {low:.4g} to {high:.4g} (each "
@@ -309,6 +309,12 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
         check_channel_pruning(teacher.module, teacher.spec, channel)
     eval_data = load_eval_data(config.eval_data, teacher.spec, teacher.classes()) if config.eval_data and main else None
     return config, teacher, str(config.model), {"sha256": sha256(Path(config.model)), "arch_sha256": arch}, eval_data
+
+
+def _check_memory(config: BuildConfig, teacher: Teacher, processes: int) -> None:
+    """Refuse a synthesis this machine's memory cannot hold (a GPU holds its own: not checked)."""
+    if not config.device.startswith("cuda"):
+        check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images, processes)
 
 
 def _one_process_adversary(config: BuildConfig, processes: int) -> None:

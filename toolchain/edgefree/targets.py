@@ -8,11 +8,14 @@ repository's ``targets/`` folder; ``$EDGEFREE_TARGETS`` adds a folder of your ow
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
 from edgefree.errors import TargetError
+
+MAX_THREADS = 1024  # threads per process, of a target, a bench or a build
 
 FORMATS = ("onnx", "openvino", "executorch")
 RUNTIME_OF_FORMAT = {"onnx": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}
@@ -50,7 +53,9 @@ class Target:
         check(self.isa in ISAS, f"isa must be one of {ISAS}, got {self.isa!r}")
         check(bool(self.formats) and set(self.formats) <= set(FORMATS), f"formats must be a non-empty subset of {FORMATS}")
         check(bool(self.precisions) and set(self.precisions) <= set(PRECISIONS), f"precisions must be a subset of {PRECISIONS}")
-        check(self.threads >= 1, "threads must be >= 1")
+        check(1 <= self.threads <= MAX_THREADS, f"threads must be >= 1 and <= {MAX_THREADS}, got {self.threads}")
+        check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name) is not None,
+              "name must be letters, digits, '.', '_' and '-' (it names files and folders)")
         check(self.deploy in DEPLOYS, f"deploy must be one of {DEPLOYS}, got {self.deploy!r}")
         check(self.isa == "x86_64" or bool(self.emulation_cpu), "an aarch64 target needs emulation_cpu (a qemu -cpu model)")
         check(self.isa == "x86_64" or self.emulation_cpu in QEMU_CPUS,
