@@ -45,6 +45,9 @@ def test_divergence_stops_with_a_clear_error(teacher, recovered):
     pruned, dreams, _ = recovered
     with pytest.raises(DivergenceError, match="diverged"):
         distill(teacher, pruned, dreams, DistillConfig(epochs=3, lr=1e12, grad_clip=0), progress=False)
+    # clipped steps at a huge rate keep the loss finite while the weights run away: refused all the same
+    with pytest.raises(DivergenceError, match="logits reach .* where the teacher's stay within"):
+        distill(teacher, pruned, dreams, DistillConfig(epochs=1, lr=1e6), progress=False)
 
 
 @pytest.mark.parametrize("extra", [dict(feature_weight=1.0), dict(feature_weight=1.0, bf16=True, mixup=0.5)])

@@ -14,6 +14,7 @@ the same shape, and each synthetic image then teaches far more than 10 numbers.
 from __future__ import annotations
 
 import copy
+import math
 import time
 
 import torch
@@ -246,8 +247,23 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     if average is not None:
         average.load()
         apply_masks(student, pruned.masks)
+    student = student.to(memory_format=torch.contiguous_format).eval()
+    _require_bounded(student, teacher, synthetic.images[:config.batch_size].to(device), config.lr)
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16,
              "channels_last": memory_format == torch.channels_last}
     if adversary is not None:
         stats["adversarial"] = adversary.history  # per epoch after the first: the generator's BN loss and KL
-    return pruned.with_model(student.to(memory_format=torch.contiguous_format).eval(), stats)
+    return pruned.with_model(student, stats)
+
+
+_RUNAWAY = 1e4  # student logits this many times the teacher's largest: its weights ran away
+
+
+@torch.no_grad()
+def _require_bounded(student: nn.Module, teacher: nn.Module, x: torch.Tensor, lr: float) -> None:
+    """Raise ``DivergenceError`` where the distilled student's logits on ``x`` are not finite or have run away
+    from the teacher's: a learning rate too high for the loss to turn non-finite can still wreck the weights."""
+    reached, bound = student(x).float().abs().max().item(), teacher(x).float().abs().max().item()
+    if not math.isfinite(reached) or reached > _RUNAWAY * max(bound, 1.0):
+        raise DivergenceError(f"distillation diverged: the student's logits reach {reached:.3g} where the teacher's "
+                              f"stay within {bound:.3g}; the student is not usable. Lower --distill-lr (it is {lr:g})")
