@@ -729,6 +729,8 @@ MORE_CASES = {
     "--depth on a model without residual blocks": (user16("--pruning", "channel", "--depth", "0.5"),
                                                    "this model has none"),
     "--channel-ratio 0": (B("--pruning", "channel", "--channel-ratio", "0"), "removes nothing"),
+    "--round-to as wide as every layer": (B("--pruning", "channel", "--round-to", "64"),
+                                          "in steps of --round-to 64, and the widest layer of this model has 64"),
     "--macs-target that cannot be reached": (user16("--pruning", "channel", "--macs-target", "0.01"),
                                              "cannot be reached: removing 95%"),
     "--macs-target too mild to remove a channel": (user16("--pruning", "channel", "--macs-target", "0.99"),

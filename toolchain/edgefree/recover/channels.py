@@ -324,6 +324,11 @@ def prune_channels(model: nn.Module, spec: InputSpec, config: ChannelPruning, dr
                                 f"is {reached:.2f}x the teacher's multiply-adds (channel ratio {ratio:.2f}); pass "
                                 f"--macs-target {_ceil2(reached)} or more")
     if layout is None and not removed and not operations and (config.ratio or config.macs_target):
+        widest = max((m.out_channels for m in base.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))), default=0)
+        if 1 < widest <= config.round_to:  # channels go in steps of round_to: no layer has one to spare
+            raise EdgefreeError(f"channel pruning removes channels in steps of --round-to {config.round_to}, and the "
+                                f"widest layer of this model has {widest}: pass --round-to {max(1, widest // 4)} "
+                                "or less")
         raise EdgefreeError("channel pruning found nothing it may remove in this model: every layer is left alone "
                             "(the classifier, --keep-first-last-dense, filter_fn, or channels tied through an "
                             "operation that changes their count); use --pruning magnitude")
