@@ -72,6 +72,14 @@ def test_each_stage_names_a_wrong_argument(teacher, dreams):
         distill(teacher, pruned, dreams.images)
     with pytest.raises(EdgefreeError, match="config must be a DistillConfig, got ReconstructConfig"):
         distill(teacher, pruned, dreams, ReconstructConfig())
+    with pytest.raises(EdgefreeError, match="gives 1 output .*2 or more classes"):
+        load_teacher(torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                         torch.nn.Linear(4 * 6 * 6, 1)), input_spec={"shape": (1, 8, 8)})
+    with pytest.raises(EdgefreeError, match="magnitude pruning comes once"):
+        prune(teacher, [MagnitudePruning(0.5), MagnitudePruning(0.5)])
+    for stage in (distill, reconstruct):  # magnitude pruning alone takes no dreams; these stages need them
+        with pytest.raises(EdgefreeError, match="dreams must be a SyntheticSet, got NoneType: synthesize"):
+            stage(teacher, pruned, None)
     elsewhere = SyntheticSet(torch.randn(8, 3, 16, 16), torch.zeros(8, dtype=torch.long))
     with pytest.raises(EdgefreeError, match="the dreams are 3x16x16 and the teacher takes 1x8x8"):
         reconstruct(teacher, pruned, elsewhere)

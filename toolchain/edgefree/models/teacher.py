@@ -121,6 +121,9 @@ def check_forward(module: nn.Module, spec: InputSpec, name: str, num_classes: in
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise EdgefreeError(f"{name} gives {got} for an input of shape {shape}, not logits of shape (batch, classes): "
                             "edgefree compresses classifiers; return the logits alone")
+    if out.shape[1] < 2:
+        raise EdgefreeError(f"{name} gives {out.shape[1]} output for an input of shape {shape}: edgefree compresses "
+                            "classifiers of 2 or more classes (a binary one gives 2 logits)")
     if num_classes is not None and out.shape[1] != num_classes:
         raise EdgefreeError(f"{name} gives {out.shape[1]} classes, not --num-classes {num_classes}: pass "
                             f"--num-classes {out.shape[1]}")

@@ -29,15 +29,20 @@ def require(value, kind: type, argument: str = "config") -> None:
                             + (f": {where}" if where else ""))
 
 
-def stage_inputs(teacher, dreams=None, student=None, config=None, config_kind: type | None = None) -> None:
+_NO_DREAMS = object()  # a stage that takes no dreams
+
+
+def stage_inputs(teacher, dreams=_NO_DREAMS, student=None, config=None, config_kind: type | None = None,
+                 dreams_optional: bool = False) -> None:
     """A stage's teacher, dreams, student and config checked by kind, and the dreams by shape: images of the
-    teacher's input (dreams of another teacher would fail deep inside a convolution)."""
+    teacher's input (dreams of another teacher would fail deep inside a convolution). ``dreams_optional``: a
+    stage that works without them takes None."""
     require(teacher, Teacher, "teacher")
     if student is not None:
         require(student, Student, "the pruned student")
     if config_kind is not None:
         require(config, config_kind)
-    if dreams is None:
+    if dreams is _NO_DREAMS or (dreams is None and dreams_optional):
         return
     require(dreams, SyntheticSet, "dreams")
     shape, wanted = tuple(dreams.images.shape[1:]), tuple(teacher.spec.shape)

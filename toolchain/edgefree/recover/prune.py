@@ -53,7 +53,7 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
         >>> round(sparsity_report(student.model)["overall"], 2)
         0.5
     """
-    stage_inputs(teacher, dreams)
+    stage_inputs(teacher, dreams, dreams_optional=True)
     configs = list(config) if isinstance(config, (list, tuple)) else [config]
     student = Student(copy.deepcopy(teacher.module).eval(), PrunePlan(), spec=teacher.spec)
     for i, step in enumerate(configs):
@@ -67,6 +67,9 @@ def prune(teacher: Teacher, config: MagnitudePruning | ChannelPruning | Sequence
                                     "config, dreams, ReconstructConfig()), or leave steps at 1 for one shot")
             student = prune_channels(teacher.module, teacher.spec, step, dreams, progress, layout)
         elif isinstance(step, MagnitudePruning):
+            if any(isinstance(c, MagnitudePruning) for c in configs[:i]):
+                raise EdgefreeError("magnitude pruning comes once: pass one MagnitudePruning with the sparsity "
+                                    "the student should have")
             _mask(student, step)
         else:
             raise EdgefreeError(f"unknown pruning config {type(step).__name__}: use MagnitudePruning or ChannelPruning")
