@@ -314,6 +314,9 @@ CASES = {
     "--out at the root": (lambda f: ["build", "--out", "/", *TINY], "is the file system's root"),
     "save-config into a missing folder": (B("--save-config", lambda f: str(f.tmp / "no" / "c.toml")),
                                           "its folder does not exist"),
+    "save-config of formats the target does not run": (B("--target", "android-arm64", "--formats", "openvino",
+                                                         "--save-config", lambda f: str(f.tmp / "c.toml")),
+                                                       "target android-arm64 runs onnx, executorch only"),
     # bench, export, flash on the build folder
     "bench of a folder without a build": (C("bench", lambda f: f.folder("nobuild")), "holds no finished build"),
     "bench of an incomplete build": (lambda f: (f.build / ".edgefree-complete").unlink() or ["bench", str(f.build)],

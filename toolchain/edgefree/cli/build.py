@@ -172,6 +172,10 @@ def build(target, model, arch, num_classes, input_shape, mean, std, value_range,
         if config.model is not None and not Path(config.model).exists():
             raise EdgefreeError(f"--model {config.model} does not exist, so a build of this config would stop there: "
                                 "fix the path before saving it")
+        if config.export:  # formats or precisions the target does not run stop a build on any machine
+            from edgefree.targets import load_target
+
+            config.export.for_target(load_target(config.target))
         _write_text(save_config, to_toml(config))
         click.echo(f"wrote {save_config} (build it with `edgefree build --config {save_config}`)")
         return
