@@ -234,7 +234,8 @@ CASES = {
     "eval data not a zip": (digits_model("--eval-data", lambda f: f.text("e.zip", "not a zip")), "not a readable zip"),
     "eval zip with a damaged member": (digits_model("--eval-data", lambda f: f.damaged_member_zip()), "cannot be read"),
     "eval zip with a non-image": (digits_model("--eval-data", lambda f: f.digits_zip(**{"test/3/x.png": b"no image"})),
-                                  "is not a readable image"),
+                                  "is not a readable image (not an image file Pillow knows)"),
+    "a checkpoint as eval data": (digits_model("--eval-data", lambda f: f.digits()), "is a torch.save file"),
     "eval images of the wrong size": (digits_model("--eval-data", lambda f: f.digits_zip(
         "big.zip", **{f"test/{c}/0.png": _png(16) for c in range(10)})), "but the model takes"),
     "eval images of mixed sizes": (digits_model("--eval-data", lambda f: f.digits_zip(**{"test/3/1.png": _png(9)})),

@@ -306,6 +306,20 @@ def test_build_for_another_target_is_refused(built, tmp_path):
     assert "was built for target 'x86-64'" in result.output
 
 
+def test_a_host_names_its_user_or_none():
+    import getpass
+
+    from edgefree.errors import DeployError
+    from edgefree.ssh import split_host
+
+    assert split_host("pi@raspberrypi.local") == ("pi", "raspberrypi.local")
+    assert split_host("raspberrypi.local") == (getpass.getuser(), "raspberrypi.local")
+    with pytest.raises(DeployError, match="names no user before '@'"):
+        split_host("@raspberrypi.local")
+    with pytest.raises(DeployError, match="holds a port: pass it with --port"):
+        split_host("pi@raspberrypi.local:2222")
+
+
 def test_remote_python_words_are_quoted_and_tilde_means_the_device_home():
     from edgefree.ssh import Device
 

@@ -116,7 +116,8 @@ class _Decoder:
                 self.gray += self.mode == "RGB" and img.mode in GRAY_MODES
                 return np.asarray(img.convert(self.mode))
         except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{name} in {self.origin} is not a readable image ({exc}): remove or replace it") from exc
+            why = "not an image file Pillow knows" if isinstance(exc, Image.UnidentifiedImageError) else exc
+            raise DataError(f"{name} in {self.origin} is not a readable image ({why}): remove or replace it") from exc
 
     def report(self, count: int) -> None:
         if self.gray:
@@ -182,6 +183,9 @@ def _from_zip(path: Path, spec: InputSpec) -> tuple[np.ndarray, ...]:
                         "a cifar-10-batches-py folder, or 'digits'") from exc
     with archive:
         entries = [n for n in archive.namelist() if Path(n).suffix.lower() in IMAGE_SUFFIXES]
+        if not entries and any(Path(n).name == "data.pkl" for n in archive.namelist()):
+            raise DataError(f"{path} is a torch.save file (a checkpoint or tensors), not evaluation data: pass a zip "
+                            "of <class>/<image> files, an ImageFolder directory, or a cifar-10-batches-py folder")
         tops = {Path(n).parts[0] for n in entries if len(Path(n).parts) >= 3}
         if tops and tops <= TRAIN_SPLITS:
             raise DataError(f"{path} holds only a training split: edgefree evaluates on held-out data only; pass a test split")
@@ -213,7 +217,8 @@ def _from_cifar_batches(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = CIFAR10(str(root), train=False, download=False)
     except RuntimeError as exc:
-        raise DataError(f"{path} is not a complete torchvision cifar-10-batches-py folder ({exc})") from exc
+        raise DataError(f"{path} is not a complete torchvision cifar-10-batches-py folder (its test_batch and "
+                        "batches.meta are missing or damaged): extract the CIFAR-10 python archive there again") from exc
     return ds.data.transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets)
 
 

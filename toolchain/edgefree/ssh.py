@@ -46,9 +46,12 @@ def _accept_new_policy(known_hosts: Path):
 
 def split_host(host: str) -> tuple[str, str]:
     """``user@host`` -> (user, host); a bare host means the local user name."""
-    user, _, name = host.rpartition("@")
+    user, at, name = host.rpartition("@")
     if not name:
         raise DeployError(f"--host {host!r} names no host; use user@host, e.g. pi@raspberrypi.local")
+    if at and not user:
+        raise DeployError(f"--host {host!r} names no user before '@': use user@{name}, or {name} alone for your "
+                          "own user name")
     if name.count(":") == 1:  # host:port (an IPv6 address has two colons or more)
         bare, _, port = name.partition(":")
         raise DeployError(f"--host {host!r} holds a port: pass it with --port, --host {user + '@' if user else ''}"
