@@ -127,6 +127,19 @@ def test_bench_command_reruns_and_updates_the_report(build_copy):
     assert json.loads((build_copy / "report.json").read_text())["bench"]["native"]["runs"] == 5
 
 
+def test_a_bench_whose_every_row_failed_says_so(build_copy, monkeypatch, capfd):
+    import edgefree.bench
+
+    def failing(candidates, *args):
+        for c in candidates:
+            c.error = "RuntimeError: no such device"
+
+    monkeypatch.setattr(edgefree.bench, "measure", failing)
+    result = CliRunner().invoke(cli, ["bench", str(build_copy), "--runs", "2", "--quiet"], catch_exceptions=False)
+    warnings = [line for line in (result.output + capfd.readouterr().err).splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "no runtime could be measured" in warnings[0] and "no such device" in warnings[0]
+
+
 def test_bench_command_errors_name_the_fix(build_copy, tmp_path, monkeypatch):
     monkeypatch.delenv("EDGEFREE_ARM64_HOME", raising=False)
     runner_ = CliRunner()

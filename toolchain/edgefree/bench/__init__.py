@@ -35,7 +35,7 @@ from edgefree.bench.teacher import TeacherArtifacts, cached_rows, rows_key, stor
 from edgefree.config import BenchConfig
 from edgefree.cost import cost
 from edgefree.data import EvalData
-from edgefree.errors import EdgefreeError, EmulationError
+from edgefree.errors import EdgefreeError, EmulationError, first_line, warn
 from edgefree.machine import machine_info
 from edgefree.models import InputSpec
 from edgefree.targets import Target
@@ -265,4 +265,8 @@ def bench(models: dict[str, nn.Module], manifests: dict[str, Path], spec: InputS
         "out": str(published_as or out),
     }
     write_bench(result, Path(out))
+    rows = (native or {}).get("rows", [])
+    if rows and all(r["error"] for r in rows):
+        warn(f"no runtime could be measured on this machine (every row of bench.md is an error; the first: "
+             f"{rows[0]['model']} {rows[0]['runtime']} {rows[0]['precision']}: {first_line(rows[0]['error'], 160)})")
     return result
