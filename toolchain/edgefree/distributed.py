@@ -73,8 +73,9 @@ def threads_per_rank(threads: int | None = None, ranks_here: int | None = None) 
     """``threads`` if set, else this machine's cores shared out among its ranks (``LOCAL_WORLD_SIZE``)."""
     if threads:
         return threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // (ranks_here or int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
+    from edgefree.resources import cores
+
+    return max(1, cores() // (ranks_here or int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
 
 
 def check_device(device: str, processes: int = 1) -> None:

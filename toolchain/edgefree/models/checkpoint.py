@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgefree.errors import CheckpointError
+from edgefree.errors import CheckpointError, first_line
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
 
@@ -52,12 +52,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable or unsafe files
         text = str(exc).strip()
-        first_line = ("it holds pickled objects other than tensors, which edgefree never runs"
-                      if "weights_only" in text or "Weights only" in text
-                      else "it is no torch.save file" if isinstance(exc, KeyError) or not text  # pickle's own codes
-                      else text.splitlines()[0])
+        first = ("it holds pickled objects other than tensors, which edgefree never runs"
+                 if "weights_only" in text or "Weights only" in text
+                 else "it is no torch.save file" if isinstance(exc, KeyError) or not text  # pickle's own codes
+                 else first_line(exc))
         raise CheckpointError(
-            f"checkpoint {path} cannot be read as PyTorch weights ({first_line}). It may be corrupt or "
+            f"checkpoint {path} cannot be read as PyTorch weights ({first}). It may be corrupt or "
             "truncated, or hold objects other than tensors; save it with "
             "torch.save(model.state_dict(), path)"
         ) from exc

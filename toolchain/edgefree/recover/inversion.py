@@ -22,7 +22,7 @@ from torch import nn
 
 from edgefree.config import SynthesisConfig
 from edgefree.digests import tensor_bytes
-from edgefree.errors import EdgefreeError, NoBatchNormError
+from edgefree.errors import EdgefreeError, NoBatchNormError, first_line
 from edgefree.models import Teacher, output_count
 
 
@@ -128,8 +128,8 @@ class SyntheticSet:
                 generator.eval()
             return cls(saved["images"], saved["labels"], saved.get("stats", {}), generator)
         except Exception as exc:  # torch.load raises many types for a damaged or unsafe file
-            first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise EdgefreeError(f"{path} cannot be read as synthetic images ({first[:120]}): it is damaged or "
+            first = first_line(exc, 120) or type(exc).__name__
+            raise EdgefreeError(f"{path} cannot be read as synthetic images ({first}): it is damaged or "
                                 "holds objects other than tensors; build again to write it anew") from exc
 
 
