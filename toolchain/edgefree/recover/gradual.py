@@ -19,14 +19,9 @@ from edgefree.config import ChannelPruning, MagnitudePruning, ReconstructConfig
 from edgefree.cost import cost
 from edgefree.models import Teacher
 from edgefree.recover.channels import prune_channels
-from edgefree.recover.prune import apply_masks, magnitude_masks, prune
+from edgefree.recover.prune import apply_masks, magnitude_masks, output_widths, prune
 from edgefree.recover.reconstruct import reconstruct
-from edgefree.recover.student import PRUNABLE, PrunePlan, Student
-
-
-def _widths(model) -> dict[str, int]:
-    return {name: m.out_channels if not hasattr(m, "out_features") else m.out_features
-            for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+from edgefree.recover.student import PrunePlan, Student
 
 
 def _cost(model, example) -> dict:
@@ -55,7 +50,7 @@ def prune_gradually(teacher: Teacher, config: ChannelPruning | MagnitudePruning 
         return prune(teacher, stages, dreams, progress)
     started = time.perf_counter()
     one_shot = prune(teacher, channel.replace(steps=1), dreams, progress)
-    blocks, start, end = one_shot.plan.removed_blocks, _widths(teacher.module), _widths(one_shot.model)
+    blocks, start, end = one_shot.plan.removed_blocks, output_widths(teacher.module), output_widths(one_shot.model)
     example = teacher.spec.example_inputs(2)[0]
     whole = _cost(teacher.module, example)["macs"]
     model, plan, steps = teacher.module, PrunePlan(removed_blocks=list(blocks)), []

@@ -128,14 +128,16 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         params[name].masked_fill_(~mask.to(params[name].device), 0.0)
 
 
+def output_widths(model: nn.Module) -> dict[str, int]:
+    """The output channels (or features) of every conv and linear layer of ``model``."""
+    return {name: m.weight.shape[0] for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
+
+
 def narrowed_widths(teacher: nn.Module, student: nn.Module) -> dict[str, list[int]]:
     """``{layer: [teacher's output channels, student's]}`` for every conv and linear layer that channel pruning
     narrowed (a layer of a removed block is absent from the student, and left out here)."""
-    def widths(model):
-        return {name: m.weight.shape[0] for name, m in model.named_modules() if isinstance(m, PRUNABLE)}
-
-    kept = widths(student)
-    return {name: [width, kept[name]] for name, width in widths(teacher).items() if kept.get(name, width) != width}
+    kept = output_widths(student)
+    return {name: [width, kept[name]] for name, width in output_widths(teacher).items() if kept.get(name, width) != width}
 
 
 def sparsity_report(model: nn.Module) -> dict:
