@@ -15,8 +15,9 @@ def _size(size: int) -> str:
 @click.group(invoke_without_command=True)
 @click.pass_context
 def cache(ctx):
-    """The cache (EDGEFREE_CACHE, else ~/.cache/edgefree): dreams, decoded data, exported teachers,
-    latency tables and the arm64 root. It has no size bound. Alone: `edgefree cache show`."""
+    """Show or clear the cache: dreams, decoded data, exported teachers, latency tables, the arm64 root.
+
+    It lives in EDGEFREE_CACHE, else ~/.cache/edgefree, and has no size bound. Alone: `edgefree cache show`."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(show)
 
