@@ -247,30 +247,36 @@ def test_a_reader_that_went_away_ends_the_command_quietly():
     assert done.returncode == 141 and done.stderr == "", done.stderr  # 128 + SIGPIPE, nothing about paths
 
 
-def test_the_cache_command_shows_each_folder_and_clears_what_builds_derive_again(tmp_path, monkeypatch):
-    cache, kept = tmp_path / "cache", tmp_path / "mine"
+def test_the_cache_command_shows_each_folder_and_clears_only_what_edgefree_wrote(tmp_path, monkeypatch):
+    cache, elsewhere = tmp_path / "cache", tmp_path / "disk"
     monkeypatch.setenv("EDGEFREE_CACHE", str(cache))
     monkeypatch.delenv("EDGEFREE_ARM64_HOME", raising=False)
     (cache / "dreams").mkdir(parents=True)
-    (cache / "dreams" / "synthetic-1.pt").write_bytes(b"x" * 2500)
+    (cache / "dreams" / "synthetic-0123456789abcdef.pt").write_bytes(b"x" * 2500)
+    (cache / "dreams" / "notes.txt").write_text("the user's")  # a file of the user's in a cache folder
+    (cache / "data").mkdir()
+    (cache / "data" / "train.csv").write_text("the user's")
     (cache / "arm64" / "usr").mkdir(parents=True)
     (cache / "arm64" / "usr" / "python3").write_bytes(b"y" * 10)
     (cache / "arm64" / "usr").chmod(0o555)  # a root's read-only folder
-    kept.mkdir()
-    (kept / "notes.txt").write_text("the user's")
-    (cache / "latency").symlink_to(kept, target_is_directory=True)
+    (elsewhere / "onnxruntime-1.0" / "fp32-1t").mkdir(parents=True)  # tables kept on another disk, linked
+    (elsewhere / "onnxruntime-1.0" / "fp32-1t" / "a.json").write_text("{}")
+    (cache / "latency").symlink_to(elsewhere, target_is_directory=True)
 
     shown = run("cache").output
-    assert re.search(r"^dreams\s+1\s+2\.5 KB", shown, re.M) and re.search(r"^arm64\s+1\s+10 B", shown, re.M)
+    assert re.search(r"^dreams\s+1\s+2\.5 KB", shown, re.M) and re.search(r"^data\s+0\s+0 B", shown, re.M)
+    assert re.search(r"^arm64\s+1\s+10 B", shown, re.M) and re.search(r"^latency\s+1\s+2 B", shown, re.M)
     cleared = run("cache", "clear")
     assert cleared.exit_code == 0 and "freed 2.5 KB" in cleared.output, cleared.output
-    assert not (cache / "dreams").exists() and (cache / "arm64" / "usr" / "python3").is_file()
-    assert not (cache / "latency").exists() and (kept / "notes.txt").is_file()  # the link only
+    assert not (cache / "dreams" / "synthetic-0123456789abcdef.pt").exists()
+    assert (cache / "dreams" / "notes.txt").is_file() and (cache / "data" / "train.csv").is_file()
+    assert (cache / "latency").is_symlink() and list(elsewhere.iterdir()) == []  # emptied where it lives
+    assert (cache / "arm64" / "usr" / "python3").is_file()
 
     monkeypatch.setenv("EDGEFREE_ARM64_HOME", str(cache / "arm64"))
     refused = run("cache", "clear", "arm64")
     assert refused.exit_code == 2 and "remove it yourself" in refused.output
     monkeypatch.delenv("EDGEFREE_ARM64_HOME")
-    assert run("cache", "clear", "arm64").exit_code == 0 and not (cache / "arm64").exists()
+    assert run("cache", "clear", "arm64").exit_code == 0 and list((cache / "arm64").iterdir()) == []
     unknown = run("cache", "clear", "models")
     assert unknown.exit_code == 2 and "'models' is not one of" in unknown.output

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,15 @@ def cache_dir(*parts: str) -> Path:
     path = cache_root()[0].joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def arm64_home(create: bool = False) -> Path:
+    """Where the arm64 root is: ``$EDGEFREE_ARM64_HOME``, else the cache's ``arm64`` folder (created where
+    ``create``)."""
+    chosen = os.environ.get("EDGEFREE_ARM64_HOME")
+    if chosen:
+        return Path(chosen)
+    return cache_dir("arm64") if create else cache_root()[0] / "arm64"
 
 
 def writable_folder(folder: str | Path, name: str) -> Path:
@@ -73,11 +83,22 @@ FOLDERS = {
     "arm64": "the arm64 root for emulated runs (only `edgefree emulator setup` prepares it again)",
 }
 DERIVED = tuple(name for name in FOLDERS if name != "arm64")  # what a build derives again by itself
+# The names edgefree gives what it writes in each folder (with the temporary names they are written under):
+# pipeline's dream sets, data's decoded sets, bench.teacher's exports, latency_tables' runtime folders.
+# Anything else found there is the user's, and stays; the arm64 root is edgefree's whole.
+_ENTRIES = {
+    "dreams": re.compile(r"synthetic-[0-9a-f]{16}\.pt(\.\d+\.part)?"),
+    "data": re.compile(r".+-[0-9a-f]{16}\.npz(\.\d+\.part)?"),
+    "teacher-artifacts": re.compile(r"[0-9a-f]{16}(\.\d+\.partial)?"),
+    "latency": re.compile(r"(onnxruntime|openvino|executorch)-[^/]+"),
+    "arm64": re.compile(r".*", re.S),
+}
 
 
 @dataclass(frozen=True)
 class CacheFolder:
-    """One of the cache's folders: ``files`` files of ``size`` bytes in all (0 and 0 where it is missing)."""
+    """One of the cache's folders: edgefree's ``files`` in it, of ``size`` bytes in all (0 and 0 where it is
+    missing); files of the user's there are not counted."""
 
     name: str
     path: Path
@@ -86,26 +107,30 @@ class CacheFolder:
     size: int
 
 
-def _arm64_home() -> Path:
-    """Where the arm64 root is (``$EDGEFREE_ARM64_HOME``, else the cache's arm64 folder), created by nothing."""
-    chosen = os.environ.get("EDGEFREE_ARM64_HOME")
-    return Path(chosen) if chosen else cache_root()[0] / "arm64"
+def _entries(name: str, path: Path) -> list[Path]:
+    """What edgefree wrote in the cache folder ``name`` at ``path`` (a link to a folder: in the folder)."""
+    try:
+        return sorted(path / e for e in os.listdir(path) if _ENTRIES[name].fullmatch(e))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
-def _usage(path: Path) -> tuple[int, int]:
+def _usage(entries: list[Path]) -> tuple[int, int]:
     files = size = 0
-    for folder, _, names in os.walk(path):  # links are counted, never followed
-        for name in names:
-            try:
-                size += os.lstat(os.path.join(folder, name)).st_size
-                files += 1
-            except OSError:  # removed while counted
-                pass
+    for entry in entries:
+        walked = [(str(entry.parent), [], [entry.name])] if not entry.is_dir() or entry.is_symlink() else os.walk(entry)
+        for folder, _, names in walked:  # links inside are counted, never followed
+            for name in names:
+                try:
+                    size += os.lstat(os.path.join(folder, name)).st_size
+                    files += 1
+                except OSError:  # removed while counted
+                    pass
     return files, size
 
 
 def cache_folders() -> list[CacheFolder]:
-    """Each of the cache's folders, with how many files it holds and their size.
+    """Each of the cache's folders, with how many files edgefree keeps there and their size.
 
     Example:
         >>> [folder.name for folder in cache_folders()]
@@ -114,15 +139,16 @@ def cache_folders() -> list[CacheFolder]:
     root = cache_root()[0]
     found = []
     for name, holds in FOLDERS.items():
-        path = _arm64_home() if name == "arm64" else root / name
-        found.append(CacheFolder(name, path, holds, *_usage(path)))
+        path = arm64_home() if name == "arm64" else root / name
+        found.append(CacheFolder(name, path, holds, *_usage(_entries(name, path))))
     return found
 
 
 def clear_cache(names=DERIVED) -> list[CacheFolder]:
-    """Remove the cache's folders ``names`` (default: all a build derives again, not the arm64 root); returns
-    what each held. A build running meanwhile may fail on a file removed under it: clear between builds.
-    The arm64 root of ``$EDGEFREE_ARM64_HOME`` is a folder of the user's choosing and is never removed here."""
+    """Remove what edgefree keeps in the cache's folders ``names`` (default: all a build derives again, not the
+    arm64 root); files of the user's there stay. Returns what was removed. A build running meanwhile may fail
+    on a file removed under it: clear between builds. The arm64 root of ``$EDGEFREE_ARM64_HOME`` is a folder
+    of the user's choosing and is never removed here."""
     from edgefree.errors import EdgefreeError
 
     names = list(dict.fromkeys(names))
@@ -131,14 +157,15 @@ def clear_cache(names=DERIVED) -> list[CacheFolder]:
         raise EdgefreeError(f"the cache has no folder {', '.join(map(repr, unknown))}: name any of "
                             f"{', '.join(FOLDERS)}")
     if "arm64" in names and os.environ.get("EDGEFREE_ARM64_HOME"):
-        raise EdgefreeError(f"the arm64 root is $EDGEFREE_ARM64_HOME ({_arm64_home()}), a folder of your own: "
-                            "remove it yourself, or unset the variable to clear the cache's")
+        raise EdgefreeError(f"the arm64 root is $EDGEFREE_ARM64_HOME ({os.environ['EDGEFREE_ARM64_HOME']}), a "
+                            "folder of your own: remove it yourself, or unset the variable to clear the cache's")
     cleared = [folder for folder in cache_folders() if folder.name in names]
     for folder in cleared:
-        if folder.path.is_symlink():
-            folder.path.unlink()  # the link only, never what it points to
-        elif folder.path.exists():
-            shutil.rmtree(folder.path, onerror=_writable_then_again)
+        for entry in _entries(folder.name, folder.path):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, onerror=_writable_then_again)
+            else:
+                entry.unlink(missing_ok=True)
     return cleared
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgefree.cache import cache_dir
+from edgefree.cache import arm64_home
 from edgefree.errors import EmulationError, MissingRuntimeError
 from edgefree.targets import RUNTIMES
 
@@ -71,7 +70,7 @@ ARM_CPUS = {
 
 def default_home() -> Path:
     """``$EDGEFREE_ARM64_HOME``, else ``cache_dir("arm64")``."""
-    return Path(os.environ["EDGEFREE_ARM64_HOME"]) if os.environ.get("EDGEFREE_ARM64_HOME") else cache_dir("arm64")
+    return arm64_home(create=True)
 
 
 def not_prepared(home: Path) -> str:
