@@ -605,6 +605,14 @@ def test_a_folder_named_through_a_link_is_held_by_the_same_lock(tmp_path):
         holder.wait(timeout=30)
 
 
+def test_a_folder_of_the_users_named_artifacts_beside_a_report_of_theirs_is_no_build(tmp_path):
+    from edgefree.outfolder import refuse_a_build
+
+    (tmp_path / "report.json").write_text("{}")  # a coverage report, say
+    (tmp_path / "artifacts").mkdir()
+    refuse_a_build(tmp_path / "artifacts" / "run1", "--out", "`edgefree export`", "pass another folder")
+
+
 def test_a_killed_builds_lock_does_not_block_the_next(tmp_path):
     from edgefree.outfolder import locked
 

@@ -63,8 +63,8 @@ def refuse_a_build(out: Path, option: str, command: str, fix: str) -> None:
         raise EdgefreeError(f"{option} {out} holds a build (report.json), which {command} would replace or mix "
                             f"its outputs into: {fix}")
     real = Path(os.path.realpath(out))
-    inside = next((f for f in (real, *real.parents) if f.name == "artifacts" and (f.parent / "report.json").is_file()),
-                  None)
+    inside = next((f for f in (real, *real.parents) if f.name == "artifacts" and "artifacts" in written_entries(f.parent)
+                   and (f.parent / "report.json").is_file()), None)
     if inside is not None:  # a build's artifacts hold only what its export writes (``refuse_foreign_files``)
         raise EdgefreeError(f"{option} {out} lies in the artifacts of the build in {inside.parent}, which hold only "
                             f"what its export writes ({command} would leave that build unusable): {fix}")
@@ -150,9 +150,11 @@ def locked(out: str | Path, command: str = "build"):
 
 
 def _lock_path(out: Path) -> Path:
-    """The lock beside the folder ``out`` names, its links followed: two names of one folder share one lock."""
+    """The lock beside the folder ``out`` names, its links followed (two names of one folder share one lock),
+    or beside ``out`` as named where the folder holding the real one cannot be written to."""
     real = Path(os.path.realpath(out))
-    return real.parent / f".{real.name}.edgefree-lock"
+    where = real if os.access(real.parent, os.W_OK | os.X_OK) else out
+    return where.parent / f".{where.name}.edgefree-lock"
 
 
 def _lock(path: Path, out: Path, command: str) -> int:
