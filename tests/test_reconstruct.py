@@ -83,10 +83,14 @@ def test_wide_rows_solved_by_conjugate_gradients_match_the_exact_solve(monkeypat
     pruned = prune(teacher, MagnitudePruning(sparsity=0.5))
     dreams = SyntheticSet(torch.randn(24, 32, 4, 4), torch.zeros(24, dtype=torch.long))
     module = sys.modules["edgefree.recover.reconstruct"]
+    solved = []
+    iterate = module._conjugate_gradients
+    monkeypatch.setattr(module, "_conjugate_gradients", lambda *a: solved.append(len(a[2])) or iterate(*a))
     exact = reconstruct(teacher, pruned, dreams, progress=False)
-    assert max(int(m.sum(1).max()) for m in (pruned.masks["0.weight"].flatten(1),)) < module._exact_limit(32 * 9)
+    assert solved == []  # every row of these layers is solved exactly by default
     monkeypatch.setattr(module, "_exact_limit", lambda inputs: 8)  # every row of both layers goes the iterative way
     iterative = reconstruct(teacher, pruned, dreams, progress=False)
+    assert solved == [16, 4]  # both layers' rows, by conjugate gradients
     first_exact, first_iterative = exact.model[0].weight, iterative.model[0].weight  # the same inputs: the same fit
     assert torch.allclose(first_exact, first_iterative, atol=1e-4 * first_exact.abs().max().item())
     assert (first_iterative[~pruned.masks["0.weight"]] == 0).all() and (iterative.model[4].weight[~pruned.masks["4.weight"]] == 0).all()

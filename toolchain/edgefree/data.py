@@ -217,8 +217,8 @@ def _from_cifar_batches(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         ds = CIFAR10(str(root), train=False, download=False)
     except RuntimeError as exc:
-        raise DataError(f"{path} is not a complete torchvision cifar-10-batches-py folder (its test_batch and "
-                        "batches.meta are missing or damaged): extract the CIFAR-10 python archive there again") from exc
+        raise DataError(f"{path} is not a complete torchvision cifar-10-batches-py folder (one of its six "
+                        "batch files or batches.meta is missing or damaged): extract the CIFAR-10 python archive there again") from exc
     return ds.data.transpose(0, 3, 1, 2).copy(), np.asarray(ds.targets)
 
 

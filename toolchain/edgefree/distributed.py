@@ -135,7 +135,7 @@ def stage(name: str, timeout_s: float = DEFAULT_TIMEOUT_S):
         if world().size > 1 and _is_timeout(exc):
             raise EdgefreeError(
                 f"rank {world().rank} waited over {timeout_s:g} s for the other ranks in stage {name}: one of them "
-                f"hangs or died. If the stage is merely slow, raise --dist-timeout. ({first_line(exc)})"
+                f"hangs or died. If the stage is merely slow, raise --dist-timeout. ({first_line(exc) or type(exc).__name__})"
             ) from exc
         raise
 

@@ -19,7 +19,7 @@ import shlex
 import shutil
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -291,7 +291,8 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
         return (config.for_input(teacher.spec.rank), teacher, "built-in default (scikit-learn digits)",
                 {"sha256": sha256(DEMO_WEIGHTS), "arch_sha256": None}, eval_data)
     arch = arch_sha256(config.arch)  # the code that runs next, as it is now
-    teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
+    with nullcontext() if main and notes else muted_warnings():  # rank 0 warns of what loading found
+        teacher = load_teacher(config.arch, config.model, config.num_classes, config.input_changes())
     config = config.for_input(teacher.spec.rank)
     _check_memory(config, teacher, processes)
     if teacher.range_assumed and main and notes:

@@ -127,8 +127,10 @@ def _what_file(path: Path) -> str:
     return "a zip archive without a program's parts"
 
 
-def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
+def load_program(path: str | Path, name_left: bool = False) -> tuple[nn.Module, tuple[int, ...] | None]:
     """The program saved at ``path`` as an ``nn.Module`` with real layers (eval mode), and its input shape.
+    ``name_left``: one warning names the layers that stay graph operations (a teacher's, which the stages
+    work on).
 
     Raises ``CheckpointError`` for a file that is no program or one exported with a fixed batch
     size, ``NoBatchNormError`` for a program without BatchNorm layers.
@@ -191,7 +193,7 @@ def load_program(path: str | Path) -> tuple[nn.Module, tuple[int, ...] | None]:
         raise NoBatchNormError(
             f"program {path} has no BatchNorm layers (or they were folded into its convolutions): DeepInversion "
             "matches the running statistics BatchNorm stores; export the model before folding, with its BatchNorm")
-    if left:
+    if left and name_left:
         warn(f"program {path}: {len(left)} layer(s) stay graph operations (a weight shared or computed in the "
              f"graph, a transposed convolution) "
              f"({', '.join(left[:4])}{', ...' if len(left) > 4 else ''}): synthesis does not match the statistics of "

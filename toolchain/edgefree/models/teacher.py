@@ -159,7 +159,7 @@ def load_teacher(source: str | nn.Module | None, checkpoint: str | Path | None =
         return _in_memory(source, checkpoint, input_spec)
     parsed = _source_of(source, checkpoint)
     if parsed.kind == "program":
-        module, shape = load_program(parsed.target)
+        module, shape = load_program(parsed.target, name_left=True)
         if checkpoint is not None and not is_program(checkpoint):
             load_checkpoint(module, checkpoint, parsed.name)
         spec, *assumed = _spec(None, input_spec, parsed.name, shape)

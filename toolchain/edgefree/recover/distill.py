@@ -162,7 +162,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
     Returns a ``Student`` (the student in eval mode, with ``config.ema`` the average of its weights; its
     masks; and ``stats``: seconds, loss per epoch, whether bf16 ran, each adversarial refresh's BN loss and
     KL); the input is untouched.
-    Raises ``DivergenceError`` if the loss becomes NaN or infinite.
+    Raises ``DivergenceError`` if the loss becomes NaN or infinite, or the student's logits end far beyond the
+    teacher's (weights that ran away under too high a rate).
 
     Example:
         >>> from edgefree.demo import default_teacher
@@ -248,7 +249,8 @@ def distill(teacher: Teacher, pruned: Student, synthetic: SyntheticSet,
         average.load()
         apply_masks(student, pruned.masks)
     student = student.to(memory_format=torch.contiguous_format).eval()
-    _require_bounded(student, teacher, synthetic.images[:config.batch_size].to(device), config.lr)
+    with autocast:  # as it was trained: a teacher of bf16 weights computes as it did
+        _require_bounded(student, teacher, synthetic.images[:config.batch_size].to(device), config.lr)
     stats = {"seconds": time.perf_counter() - started, "loss_per_epoch": history, "bf16": bf16,
              "channels_last": memory_format == torch.channels_last}
     if adversary is not None:
@@ -266,4 +268,4 @@ def _require_bounded(student: nn.Module, teacher: nn.Module, x: torch.Tensor, lr
     reached, bound = student(x).float().abs().max().item(), teacher(x).float().abs().max().item()
     if not math.isfinite(reached) or reached > _RUNAWAY * max(bound, 1.0):
         raise DivergenceError(f"distillation diverged: the student's logits reach {reached:.3g} where the teacher's "
-                              f"stay within {bound:.3g}; the student is not usable. Lower --distill-lr (it is {lr:g})")
+                              f"stay within {bound:.3g}; the student is not usable. Lower the learning rate (--distill-lr; this distillation ran at {lr:g})")
