@@ -137,7 +137,7 @@ class _Config:
             if isinstance(value, float) and not math.isfinite(value):
                 raise EdgefreeError(f"{type(self).__name__}.{f.name} must be a finite number, got {value}")
             if any(isinstance(v, int) and abs(v) > LARGEST_INT for v in (value if isinstance(value, tuple) else (value,))):
-                raise EdgefreeError(f"{type(self).__name__}.{f.name} must lie within +-{LARGEST_INT} (2**32), got {value}")
+                raise EdgefreeError(f"{type(self).__name__}.{f.name} must lie within +-{LARGEST_INT} (int64), got {value}")
 
 
 @functools.cache
@@ -145,7 +145,7 @@ def _hints(cls) -> dict:
     return typing.get_type_hints(cls)
 
 
-LARGEST_INT = 2**32  # no count or size edgefree takes comes near it; far beyond it the libraries' integers overflow
+LARGEST_INT = 2**63 - 1  # the libraries' integers (int64) overflow beyond it
 MAX_RUNS = 100_000  # timed runs per model and runtime
 
 
