@@ -118,6 +118,8 @@ def test_input_spec_for_images_and_signals():
     x = signal.example_inputs(batch=4)[0]
     assert x.shape == (4, 12, 100) and x.min() >= -1 and x.max() <= 1
     assert [b.shape for b in signal.bounds()] == [(1, 12, 1), (1, 12, 1)]
+    three_axes = InputSpec((3, 100))  # a 3-axis sensor: raw values, not an image's ImageNet normalization
+    assert three_axes.mean == (0.0,) * 3 and three_axes.std == (1.0,) * 3
     two = InputSpec((2, 50), mean=(0.5, 1.0), std=(2.0, 4.0))
     raw = torch.rand(3, 2, 50)
     assert torch.allclose(two.denormalize(two.normalize(raw)), raw, atol=1e-6)

@@ -29,7 +29,7 @@ def _opt(*names, **kw):
 @_opt("--input-shape", help="Input of --model without the batch: CxHxW (image, e.g. 3x224x224) or CxL (signal, "
       "e.g. 12x1000) [default: the architecture's; torchvision: 3x224x224].")
 @_opt("--mean", help="Per-channel normalization mean, comma-separated [default: the architecture's; ImageNet's "
-      "for 3 channels].")
+      "for an image of 3 channels; 0 otherwise].")
 @_opt("--std", help="Per-channel normalization std, comma-separated [default: as --mean].")
 @_opt("--value-range", help="LOW,HIGH: the raw values' range, in the sensor's units for a signal (e.g. -30,40); "
       "dreams stay inside it [default: the architecture's; an image's 0,1; a signal's per-channel mean +- 5 std "

@@ -19,11 +19,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def default_normalization(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """ImageNet's mean and std for 3 channels (what torchvision's models expect); none (0 and 1) otherwise."""
-    if channels == 3:
+def default_normalization(shape: tuple[int, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean and std for an image of 3 channels (what torchvision's models expect); none (0 and 1)
+    otherwise, for a signal of 3 channels too (a 3-axis sensor's raw values)."""
+    if len(shape) == 3 and shape[0] == 3:
         return IMAGENET_MEAN, IMAGENET_STD
-    return (0.0,) * channels, (1.0,) * channels
+    return (0.0,) * shape[0], (1.0,) * shape[0]
 
 
 # Signals whose source gives no raw range get the per-channel mean +- this many std (of the given
@@ -111,7 +112,7 @@ class InputSpec:
     ``shape`` is (C, H, W) for an image or (C, L) for a signal. ``value_range`` is the range of the
     raw values (pixels in [0, 1]; None: ``default_value_range``, [0, 1] for an image, mean +- 5 std
     for a signal); ``mean`` and ``std`` (one value per channel, default: ImageNet's
-    for 3 channels, none otherwise) turn raw values into what the model takes.
+    for an image of 3 channels, none otherwise) turn raw values into what the model takes.
 
     Example:
         >>> spec = InputSpec((12, 1000))
@@ -130,7 +131,7 @@ class InputSpec:
         if len(shape) not in (2, 3) or min(shape) < 1:
             raise EdgefreeError(f"input shape {shape} is neither (C, H, W) nor (C, L): give an image's channels, "
                                 "height and width, or a signal's channels and length")
-        mean, std = default_normalization(shape[0])
+        mean, std = default_normalization(shape)
         values = {"shape": shape, "mean": tuple(float(v) for v in (mean if self.mean is None else self.mean)),
                   "std": tuple(float(v) for v in (std if self.std is None else self.std)),
                   "class_names": tuple(self.class_names)}
