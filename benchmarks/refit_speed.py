@@ -20,10 +20,10 @@ Writes ``results/refit_speed.{json,md}``. Run it alone: two cores shared with an
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -52,11 +52,10 @@ def written(args) -> list[str]:
 
 def _refit(teacher, pruned, dreams, rule: str):
     """``reconstruct`` under ``rule``: its student, its seconds and its solves' seconds."""
-    import edgefree.recover.reconstruct  # noqa: F401  (the package's attribute of that name is the function)
     from edgefree.config import ReconstructConfig
     from edgefree.recover import reconstruct
 
-    module = sys.modules["edgefree.recover.reconstruct"]
+    module = importlib.import_module("edgefree.recover.reconstruct")  # the package's attribute is the function
     limit, solve, solves = module._exact_limit, module._solve, []
 
     def timed_solve(*args, **kwargs):
@@ -107,7 +106,7 @@ def main(argv=None) -> None:
         gaps = {rule: float((students[rule].model(images) - reference).pow(2).mean()) for rule in RULES}
         weights = max(float((a - b).abs().max()) for a, b in zip(students["fixed-512"].model.parameters(),
                                                                   students["now"].model.parameters()))
-    module = sys.modules["edgefree.recover.reconstruct"]
+    module = importlib.import_module("edgefree.recover.reconstruct")
     widest = {name: int(m.weight[0].numel()) for name, m in teacher.module.named_modules()
               if isinstance(m, torch.nn.Conv2d)}
     run = run_record(__file__, argv)
