@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -186,3 +187,18 @@ def test_a_log_is_not_moved_into_a_folder_another_build_holds(tmp_path):
         os.write(2, b"Warning: a rank's warning\n")
         assert publish_log(tmp_path / "out") == ["Warning: a rank's warning"]
     assert written_entries(tmp_path / "out") == ["report.json"] and not (tmp_path / "out" / "build.log").exists()
+
+
+@pytest.mark.parametrize("raised, expected", [
+    (RuntimeError("[gloo] Timed out waiting 10000ms for recv operation"), "rank 1 waited over 10 s for the other ranks"),
+    (torch.distributed.DistNetworkError("Connection reset by peer"), "rank 1 lost the other ranks in stage distill: "
+                                                                      "one of them died or stopped (Connection reset"),
+])
+def test_a_stage_tells_a_timeout_from_a_lost_peer(monkeypatch, raised, expected):
+    from edgefree.errors import EdgefreeError
+
+    monkeypatch.setattr(distributed, "world", lambda: distributed.World(rank=1, size=2))
+    with pytest.raises(EdgefreeError, match=re.escape(expected)), distributed.stage("distill", timeout_s=10):
+        raise raised
+    with pytest.raises(ValueError), distributed.stage("distill", timeout_s=10):  # any other error is its own
+        raise ValueError("a bug")

@@ -132,17 +132,25 @@ def stage(name: str, timeout_s: float = DEFAULT_TIMEOUT_S):
     try:
         yield
     except (RuntimeError, dist.DistError) as exc:
-        if world().size > 1 and _is_timeout(exc):
-            raise EdgefreeError(
-                f"rank {world().rank} waited over {timeout_s:g} s for the other ranks in stage {name}: one of them "
-                f"hangs or died. If the stage is merely slow, raise --dist-timeout. ({first_line(exc) or type(exc).__name__})"
-            ) from exc
+        if world().size > 1 and (_is_timeout(exc) or _is_lost(exc)):
+            said = first_line(exc) or type(exc).__name__
+            if _is_timeout(exc):
+                raise EdgefreeError(
+                    f"rank {world().rank} waited over {timeout_s:g} s for the other ranks in stage {name}: one of "
+                    f"them hangs or died. If the stage is merely slow, raise --dist-timeout. ({said})") from exc
+            raise EdgefreeError(f"rank {world().rank} lost the other ranks in stage {name}: one of them died or "
+                                f"stopped ({said})") from exc
         raise
 
 
 def _is_timeout(exc: BaseException) -> bool:
     text = str(exc).lower()
-    return isinstance(exc, dist.DistError) or "timed out" in text or "timeout" in text or "connection closed" in text
+    return "timed out" in text or "timeout" in text
+
+
+def _is_lost(exc: BaseException) -> bool:
+    """A process group's error that is no timeout: a peer's connection closed or reset (it died, or stopped)."""
+    return isinstance(exc, dist.DistError) or "connection closed" in str(exc).lower()
 
 
 def _maybe_fail(stage_name: str) -> None:
