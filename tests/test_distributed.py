@@ -118,6 +118,17 @@ def test_memory_is_checked_for_every_process_before_they_start(tmp_path, monkeyp
     assert result.output.count("\n") == 1
 
 
+def test_a_batch_larger_than_the_set_is_checked_as_the_set_it_dreams(teacher, monkeypatch):
+    from edgefree import resources
+    from edgefree.errors import EdgefreeError
+
+    need = resources.synthesis_bytes(teacher.module, teacher.spec, 64, 64)
+    monkeypatch.setattr(resources, "available_memory", lambda: int(1.5 * need))
+    resources.check_memory(teacher.module, teacher.spec, 10**12, 64)  # synthesis runs one batch of the 64
+    with pytest.raises(EdgefreeError, match="batches of 640"):
+        resources.check_memory(teacher.module, teacher.spec, 640, 6400)
+
+
 def test_the_generator_recipe_trains_once_and_shares_its_set_over_processes(teacher, tmp_path):
     tiny = ["--recipe", "generator", "--images", "32", "--synth-batch", "16", "--iterations", "6", "--bn-weight", "10",
             "--epochs", "2", "--threads", "1", "--formats", "onnx", "--precisions", "fp32", "--bench-runs", "1",

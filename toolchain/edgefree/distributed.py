@@ -132,9 +132,10 @@ def stage(name: str, timeout_s: float = DEFAULT_TIMEOUT_S):
     try:
         yield
     except (RuntimeError, dist.DistError) as exc:
-        if world().size > 1 and (_is_timeout(exc) or _is_lost(exc)):
+        timeout = _is_timeout(exc)
+        if world().size > 1 and (timeout or _is_lost(exc)):
             said = first_line(exc) or type(exc).__name__
-            if _is_timeout(exc):
+            if timeout:
                 raise EdgefreeError(
                     f"rank {world().rank} waited over {timeout_s:g} s for the other ranks in stage {name}: one of "
                     f"them hangs or died. If the stage is merely slow, raise --dist-timeout. ({said})") from exc

@@ -315,9 +315,7 @@ def _load_inputs(config: BuildConfig, main: bool, notes: bool = True, processes:
 def _check_memory(config: BuildConfig, teacher: Teacher, processes: int) -> None:
     """Refuse a synthesis this machine's memory cannot hold (a GPU holds its own: not checked)."""
     if not config.device.startswith("cuda"):
-        synthesis = config.synthesis  # a batch larger than the set dreams the set at once
-        check_memory(teacher.module, teacher.spec, min(synthesis.batch_size, synthesis.images), synthesis.images,
-                     processes)
+        check_memory(teacher.module, teacher.spec, config.synthesis.batch_size, config.synthesis.images, processes)
 
 
 def _one_process_adversary(config: BuildConfig, processes: int) -> None:

@@ -101,10 +101,11 @@ def _gb(n: float) -> str:
 def check_memory(module: nn.Module, spec: InputSpec, batch: int, images: int, processes: int = 1) -> None:
     """Refuse a synthesis that would not fit this machine's free memory (shared by ``processes``
     processes here), naming the batch size that fits. Nothing is checked where the free memory
-    cannot be read (no /proc/meminfo)."""
+    cannot be read (no /proc/meminfo). A ``batch`` larger than ``images`` dreams them all at once."""
     free = available_memory()
     if free is None:
         return
+    batch = min(batch, images)
     need = synthesis_bytes(module, spec, batch, images)
     share = free / processes
     if need <= share:

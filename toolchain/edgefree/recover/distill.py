@@ -268,4 +268,5 @@ def _require_bounded(student: nn.Module, teacher: nn.Module, x: torch.Tensor, lr
     reached, bound = student(x).float().abs().max().item(), teacher(x).float().abs().max().item()
     if not math.isfinite(reached) or reached > _RUNAWAY * max(bound, 1.0):
         raise DivergenceError(f"distillation diverged: the student's logits reach {reached:.3g} where the teacher's "
-                              f"stay within {bound:.3g}; the student is not usable. Lower the learning rate (--distill-lr; this distillation ran at {lr:g})")
+                              f"stay within {bound:.3g}; the student is not usable. Lower the learning rate "
+                              f"(--distill-lr; this distillation ran at {lr:g})")

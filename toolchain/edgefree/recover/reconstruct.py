@@ -12,8 +12,8 @@ accumulated over the synthetic images (the kind of weight update OBS / SparseGPT
 the masks fixed). Rows that keep every input share one exact solve; rows with few kept inputs are
 solved exactly (Cholesky); rows that keep so many that a factorization of their own would cost more
 (a 3x3 conv over 512 channels at low sparsity keeps thousands) by conjugate gradients started from
-the current weights, every row of the layer in one product. The masks never change, so the sparsity stays exact. No gradient step is taken, and
-distillation starts from a far better student.
+the current weights, every row of the layer in one product. The masks never change, so the
+sparsity stays exact. No gradient step is taken, and distillation starts from a far better student.
 
 Each layer's inputs come from the nearest cached ``nn.Sequential`` child (a residual block, say)
 rather than from the images: the walk costs one forward pass over the network, not one per layer.
@@ -82,7 +82,7 @@ def _solve(gram: torch.Tensor, targets: torch.Tensor, keep: torch.Tensor, dampin
 
     Rows that keep every input share one exact solve. Other rows that keep few enough inputs
     (``_exact_limit``) are solved exactly (Cholesky, float64), a batch of rows with the
-    same count of kept inputs at a time. Rows that keep more (``_exact_limit``) are solved by preconditioned
+    same count of kept inputs at a time. Rows that keep more are solved by preconditioned
     conjugate gradients on all of them together, started from ``start`` (the layer's current
     weights): one product with the Gram matrix per step serves every row, where an exact solve
     would cost each row a factorization of its own."""
